@@ -1,0 +1,218 @@
+"""The feature engine: everything the policy sees at an outer step, as one fixed-layout vector.
+
+Every feature is invariant to the scale of the task: fractions, cosines, log-ratios, flags,
+CDF features, and hyperparameters relative to their initial values (never absolute values).
+`FeatureEngine.names` documents the layout; docs/features.md explains each entry.
+The vector is always finite: a NaN or Inf input becomes 0 and raises its flag.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from lhopt.features.cdf import EWMACDF
+from lhopt.optim.ciao import STEP_STAT_NAMES
+
+DEFAULT_CDF_SCALES = (1.25, 2.5, 5.0, 10.0, 20.0)
+# Step statistics whose history (as CDF features) says something: is the update shrinking,
+# is the noise rising, is momentum still aligned with the gradient.
+CDF_STATS = ("log_update_to_param_norm", "log_grad_noise_scale", "cos_grad_momentum")
+_CLIP = 10.0  # bound of every raw (unsquashed) value
+_LOSS_FLOOR = 1e-12
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _log_ratio(a: float | None, b: float | None) -> float:
+    """log(a / b) for positive finite losses (floored), 0 when either is missing or not finite."""
+    if not (_finite(a) and _finite(b)):
+        return 0.0
+    return math.log(max(a, _LOSS_FLOOR)) - math.log(max(b, _LOSS_FLOOR))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+class _LossTracker:
+    """History of one loss series: first, previous and best finite values, and its CDF."""
+
+    def __init__(self, scales: Sequence[float]) -> None:
+        self.cdf = EWMACDF(scales)
+        self.first: float | None = None
+        self.prev: float | None = None
+        self.best: float | None = None
+
+    def features(self, loss: float | None) -> list[float]:
+        available = loss is not None
+        nan = available and math.isnan(loss)
+        inf = available and math.isinf(loss)
+        ok = _finite(loss)
+        to_prev = _log_ratio(loss, self.prev)
+        to_first = _log_ratio(loss, self.first)
+        to_best = _log_ratio(loss, self.best)
+        cdf = self.cdf(math.log(max(loss, _LOSS_FLOOR)) if ok else math.nan)
+        if ok:
+            self.first = loss if self.first is None else self.first
+            self.prev = loss
+            self.best = loss if self.best is None else min(self.best, loss)
+        return [
+            float(available),
+            float(nan),
+            float(inf),
+            float(np.clip(to_prev, -_CLIP, _CLIP)),
+            math.tanh(to_prev),
+            math.tanh(to_first),
+            math.tanh(to_best),
+            *cdf.tolist(),
+        ]
+
+    def state_dict(self) -> dict:
+        return {"cdf": self.cdf.state_dict(), "first": self.first, "prev": self.prev,
+                "best": self.best}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cdf.load_state_dict(state["cdf"])
+        self.first, self.prev, self.best = state["first"], state["prev"], state["best"]
+
+
+class FeatureEngine:
+    """Turns step statistics, losses and controller state into the policy's input vector.
+
+    Args:
+        hparam_kinds: for each controlled hyperparameter, ``"log"`` (its feature is
+            log(value / initial)) or ``"logit"`` (logit(value) - logit(initial)), in layout order.
+        action_dim: length of the previous-action encoding the action space provides.
+        num_registers: number of restart registers.
+        cdf_scales: time scales, in outer steps, of the CDF features.
+    """
+
+    def __init__(
+        self,
+        hparam_kinds: Mapping[str, str],
+        action_dim: int,
+        num_registers: int = 3,
+        cdf_scales: Sequence[float] = DEFAULT_CDF_SCALES,
+    ) -> None:
+        bad = {k: v for k, v in hparam_kinds.items() if v not in ("log", "logit")}
+        if bad:
+            raise ValueError(f"hyperparameter kinds {bad} are not allowed: use 'log' or 'logit'")
+        if action_dim < 0 or num_registers < 0:
+            raise ValueError(
+                f"action_dim={action_dim} and num_registers={num_registers} must be >= 0"
+            )
+        self.hparam_kinds = dict(hparam_kinds)
+        self.action_dim = action_dim
+        self.num_registers = num_registers
+        self.cdf_scales = tuple(cdf_scales)
+        self.names = self._layout()
+        self.reset({})
+
+    def _layout(self) -> tuple[str, ...]:
+        s = [f"{x:g}" for x in self.cdf_scales]
+        names = ["progress", "stats_available"]
+        names += [f"stat/{n}" for n in STEP_STAT_NAMES]
+        names += [f"stat_cdf/{n}@{x}" for n in CDF_STATS for x in s]
+        for loss in ("train", "val"):
+            names += [
+                f"{loss}/available",
+                f"{loss}/is_nan",
+                f"{loss}/is_inf",
+                f"{loss}/log_ratio_prev",
+                f"{loss}/tanh_log_ratio_prev",
+                f"{loss}/tanh_log_ratio_first",
+                f"{loss}/tanh_log_ratio_best",
+            ]
+            names += [f"{loss}/cdf@{x}" for x in s]
+        names.append("val_train/tanh_log_ratio")
+        names += [f"hparam/{h}" for h in self.hparam_kinds]
+        names += [f"prev_action/{i}" for i in range(self.action_dim)]
+        for r in range(self.num_registers):
+            names += [f"register{r}/filled", f"register{r}/tanh_log_loss_ratio",
+                      f"register{r}/progress_since"]  # fmt: skip
+        return tuple(names)
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    def reset(self, initial_hparams: Mapping[str, float | None]) -> None:
+        """Start a new run whose hyperparameters start at `initial_hparams`."""
+        self.initial_hparams = dict(initial_hparams)
+        self.stat_cdfs = {name: EWMACDF(self.cdf_scales) for name in CDF_STATS}
+        self.losses = {"train": _LossTracker(self.cdf_scales), "val": _LossTracker(self.cdf_scales)}
+
+    def _hparam_feature(self, name: str, value: float | None) -> float:
+        initial = self.initial_hparams.get(name)
+        if not (_finite(value) and _finite(initial)) or value <= 0 or initial <= 0:
+            return 0.0
+        if self.hparam_kinds[name] == "logit":
+            return _logit(value) - _logit(initial)
+        return math.log(value / initial)
+
+    def observe(
+        self,
+        *,
+        progress: float,
+        step_stats: Mapping[str, float],
+        train_loss: float | None,
+        val_loss: float | None = None,
+        hparams: Mapping[str, float | None],
+        prev_action: Sequence[float] = (),
+        registers: Sequence[tuple[bool, float | None, float | None]] = (),
+    ) -> np.ndarray:
+        """The feature vector (float32, finite, layout `names`) for one outer step.
+
+        `registers` holds, per restart register, (filled, loss when saved, progress when saved).
+        """
+        if len(prev_action) != self.action_dim:
+            raise ValueError(
+                f"prev_action has {len(prev_action)} values, expected {self.action_dim}"
+            )
+        if len(registers) != self.num_registers:
+            raise ValueError(
+                f"registers has {len(registers)} entries, expected {self.num_registers}"
+            )
+        stats = [step_stats.get(n, math.nan) for n in STEP_STAT_NAMES]
+        measured = [step_stats.get(n, math.nan) for n in STEP_STAT_NAMES[:-2]]
+        f: list[float] = [progress, float(any(_finite(v) for v in measured))]
+        f += [v if _finite(v) else 0.0 for v in stats]
+        for name in CDF_STATS:
+            f += self.stat_cdfs[name](step_stats.get(name, math.nan)).tolist()
+        f += self.losses["train"].features(train_loss)
+        f += self.losses["val"].features(val_loss)
+        f.append(math.tanh(_log_ratio(val_loss, train_loss)))
+        f += [self._hparam_feature(n, hparams.get(n)) for n in self.hparam_kinds]
+        f += [float(a) for a in prev_action]
+        for filled, saved_loss, saved_progress in registers:
+            f += [
+                float(filled),
+                math.tanh(_log_ratio(train_loss, saved_loss)) if filled else 0.0,
+                progress - saved_progress if filled and _finite(saved_progress) else 0.0,
+            ]
+        vec = np.asarray(f, dtype=np.float64)
+        vec = np.clip(np.nan_to_num(vec, nan=0.0, posinf=_CLIP, neginf=-_CLIP), -_CLIP, _CLIP)
+        return vec.astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return {
+            "names": list(self.names),
+            "initial_hparams": dict(self.initial_hparams),
+            "stat_cdfs": {k: v.state_dict() for k, v in self.stat_cdfs.items()},
+            "losses": {k: v.state_dict() for k, v in self.losses.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if tuple(state["names"]) != self.names:
+            raise ValueError("feature state was saved for another feature layout")
+        self.initial_hparams = dict(state["initial_hparams"])
+        for k, v in state["stat_cdfs"].items():
+            self.stat_cdfs[k].load_state_dict(v)
+        for k, v in state["losses"].items():
+            self.losses[k].load_state_dict(v)

@@ -1,0 +1,525 @@
+"""CIAO: the customizable inner adaptive optimizer that an LHOPT controller drives.
+
+An AdamW-family optimizer parameterised the way the controller moves it (`ombeta1 = 1 - beta1`,
+...). Bias corrections are running products of the betas actually used, so any hyperparameter of
+any group may change between steps. With clipping, LAMB and the extras off it is AdamW.
+
+Every `feature_every` steps it also measures cheap statistics of training (docs/features.md); they
+are summed into one tensor on the parameters' device, so reading them costs one host sync per
+outer step, not one per inner step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from lhopt.optim.hparams import DEFAULTS, HPARAMS, check_group, check_value
+
+# Names of the per-step statistics, in the order of `CIAO.pop_step_stats()`'s tensor part.
+TENSOR_STAT_NAMES = (
+    "frac_vhat_above_eps",
+    "mean_log_abs_update",
+    "log_update_to_param_norm",
+    "log_grad_noise_scale",
+    "cos_grad_momentum",
+    "cos_grad_param",
+    "cos_grad_update",
+    "log_trust_ratio",
+)
+STEP_STAT_NAMES = TENSOR_STAT_NAMES + ("clip_rate", "skip_rate")
+
+# Raw per-step sums from which the statistics above are formed.
+_RAW = (
+    "n_above",
+    "sum_log_u",
+    "numel",
+    "gm",
+    "gp",
+    "gu",
+    "gg",
+    "mm",
+    "pp",
+    "uu",
+    "up",
+    "sum_vhat",
+    "mhat_sq",
+    "log_trust",
+    "n_trust",
+)
+_R = {name: i for i, name in enumerate(_RAW)}
+_TINY = 1e-30
+_LOG_FLOOR = 1e-12  # |update| below this counts as this in mean log|update|
+
+
+# ---------------------------------------------------------------------------------------------
+# The math, over lists of tensors of one device and dtype.
+# ---------------------------------------------------------------------------------------------
+
+
+def update_moments(
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    grads: list[Tensor],
+    *,
+    beta1: float,
+    beta2: float,
+    grad_scale: float,
+    adamax: bool,
+) -> None:
+    """m <- beta1 m + (1-beta1) c g;  v <- beta2 v + (1-beta2) (c g)^2  (or max(beta2 v, |c g|))."""
+    if grad_scale == 1.0:
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+    else:
+        torch._foreach_mul_(exp_avgs, beta1)
+        torch._foreach_add_(exp_avgs, grads, alpha=(1.0 - beta1) * grad_scale)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    if adamax:
+        abs_grads = torch._foreach_abs(grads)
+        if grad_scale != 1.0:
+            torch._foreach_mul_(abs_grads, grad_scale)
+        torch._foreach_maximum_(exp_avg_sqs, abs_grads)
+    else:
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=(1.0 - beta2) * grad_scale**2)
+
+
+def denominators(
+    exp_avg_sqs: list[Tensor], bias_corrections2: list[float], *, epsilon: float, adamax: bool
+) -> list[Tensor]:
+    """sqrt(v_hat) + eps; for AdaMax the running max itself (it needs no bias correction)."""
+    if adamax:
+        return torch._foreach_add(exp_avg_sqs, epsilon)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, [math.sqrt(bc) for bc in bias_corrections2])
+    torch._foreach_add_(denom, epsilon)
+    return denom
+
+
+def lamb_trust_ratios(
+    params: list[Tensor],
+    updates: list[Tensor],
+    update_norm_emas: list[Tensor | None],
+    ema_corrections: list[float],
+    *,
+    ombeta: float,
+    power: float,
+    min_trust: float,
+) -> list[Tensor | None]:
+    """Per-tensor trust ratio (||p|| / EMA of ||u||)^power, clamped; None for vectors and biases.
+
+    The EMA (bias-corrected by `ema_corrections`, the running 1 - prod(beta)) smooths the update
+    norm so that one noisy step does not jerk the ratio.
+    """
+    trusts: list[Tensor | None] = []
+    for p, u, ema, corr in zip(params, updates, update_norm_emas, ema_corrections, strict=True):
+        if ema is None:
+            trusts.append(None)
+            continue
+        ema.lerp_(torch.linalg.vector_norm(u), ombeta)
+        p_norm = torch.linalg.vector_norm(p)
+        ema_hat = ema / corr
+        ratio = torch.where(
+            (p_norm > 0) & (ema_hat > 0), p_norm / ema_hat.clamp_min(_TINY), torch.ones_like(p_norm)
+        )
+        trusts.append((ratio**power).clamp(min_trust, 1.0 / min_trust))
+    return trusts
+
+
+def raw_statistics(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    denoms: list[Tensor],
+    updates: list[Tensor],
+    trusts: list[Tensor | None],
+    bias_corrections1: list[float],
+    bias_corrections2: list[float],
+    *,
+    epsilon: float,
+    adamax: bool,
+) -> Tensor:
+    """Sums (see `_RAW`) over the tensors of one bucket, as one float64 tensor on their device."""
+    device = params[0].device
+    norms = {
+        key: torch._foreach_norm(tensors)
+        for key, tensors in (("g", grads), ("m", exp_avgs), ("p", params), ("u", updates))
+    }
+    rows = []
+    for i, (p, g, m, v, d, u) in enumerate(
+        zip(params, grads, exp_avgs, exp_avg_sqs, denoms, updates, strict=True)
+    ):
+        g1, m1, p1, u1 = (t.reshape(-1) for t in (g, m, p, u))
+        v_hat_sum = v.sum() if not adamax else (v * v).sum()
+        rows.append(
+            torch.stack(
+                [
+                    (d > 2 * epsilon).sum().to(torch.float64),
+                    u1.abs().add_(_LOG_FLOOR).log_().sum().to(torch.float64),
+                    torch.tensor(float(u1.numel()), dtype=torch.float64, device=device),
+                    torch.dot(g1, m1).to(torch.float64),
+                    torch.dot(g1, p1).to(torch.float64),
+                    torch.dot(g1, u1).to(torch.float64),
+                    norms["g"][i].to(torch.float64) ** 2,
+                    norms["m"][i].to(torch.float64) ** 2,
+                    norms["p"][i].to(torch.float64) ** 2,
+                    norms["u"][i].to(torch.float64) ** 2,
+                    torch.dot(u1, p1).to(torch.float64),
+                    v_hat_sum.to(torch.float64) / (1.0 if adamax else bias_corrections2[i]),
+                    norms["m"][i].to(torch.float64) ** 2 / bias_corrections1[i] ** 2,
+                    (
+                        trusts[i].to(torch.float64).log()
+                        if trusts[i] is not None
+                        else torch.zeros((), dtype=torch.float64, device=device)
+                    ),
+                    torch.tensor(float(trusts[i] is not None), dtype=torch.float64, device=device),
+                ]
+            )
+        )
+    return torch.stack(rows).sum(0)
+
+
+def statistics_from_raw(raw: Tensor, *, lr: float, weight_decay: float, decoupled: bool) -> Tensor:
+    """The statistics of `TENSOR_STAT_NAMES` from summed raw values (all tensor ops, no sync)."""
+    r = {name: raw[i] for i, name in enumerate(_RAW)}
+
+    def cos(dot: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
+        return dot / (a_sq * b_sq).sqrt().clamp_min(_TINY)
+
+    # Applied step = lr * (u + wd * p) when decay is decoupled, lr * u otherwise.
+    wd = weight_decay if decoupled else 0.0
+    step_sq = lr**2 * (r["uu"] + 2 * wd * r["up"] + wd**2 * r["pp"])
+    noise = (r["sum_vhat"] - r["mhat_sq"]).clamp_min(_TINY)
+    return torch.stack(
+        [
+            r["n_above"] / r["numel"],
+            r["sum_log_u"] / r["numel"],
+            0.5 * (step_sq.clamp_min(_TINY) / r["pp"].clamp_min(_TINY)).log(),
+            (noise / r["mhat_sq"].clamp_min(_TINY)).log(),
+            cos(r["gm"], r["gg"], r["mm"]),
+            cos(r["gp"], r["gg"], r["pp"]),
+            cos(r["gu"], r["gg"], r["uu"]),
+            r["log_trust"] / r["n_trust"].clamp_min(1.0),
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer: argument checks, state, bookkeeping.
+# ---------------------------------------------------------------------------------------------
+
+
+class CIAO(torch.optim.Optimizer):
+    """Customizable inner adaptive optimizer (AdamW family), controllable between steps.
+
+    Args:
+        params: parameters or param groups, as for any `torch.optim.Optimizer`.
+        lr, ombeta1, ombeta2, epsilon, weight_decay: AdamW's hyperparameters, with the betas given
+            as ``1 - beta`` (the controller scales these multiplicatively).
+        clip_fraction: clip each group's gradient norm to this fraction of a rolling maximum of
+            its past norms (None: no clipping). The maximum decays by ``1 - grad_clip_ombeta``
+            per step.
+        lamb_power, lamb_min_trust, lamb_update_norm_ombeta: LAMB trust ratio
+            ``(||p|| / EMA||u||) ** lamb_power`` clamped to ``[min_trust, 1/min_trust]``, applied
+            to tensors of two or more dimensions; ``lamb_power=0`` switches it off.
+        adamax: use an infinity-norm denominator ``max(beta2 v, |g|)``.
+        decay_in_update: add weight decay to the adaptive update (so LAMB scales it) instead of
+            decoupling it as AdamW does.
+        feature_every: measure the feature statistics every this many steps (0: never).
+
+    A step whose gradients are not all finite changes nothing (parameters, moments, counters),
+    is counted in `skipped_steps` and shows in the `skip_rate` statistic. Deciding this costs
+    one read of a scalar per step, as `torch.amp.GradScaler` does.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        lr: float = DEFAULTS["lr"],
+        ombeta1: float = DEFAULTS["ombeta1"],
+        ombeta2: float = DEFAULTS["ombeta2"],
+        epsilon: float = DEFAULTS["epsilon"],
+        weight_decay: float = DEFAULTS["weight_decay"],
+        clip_fraction: float | None = DEFAULTS["clip_fraction"],
+        grad_clip_ombeta: float = DEFAULTS["grad_clip_ombeta"],
+        lamb_power: float = DEFAULTS["lamb_power"],
+        lamb_min_trust: float = DEFAULTS["lamb_min_trust"],
+        lamb_update_norm_ombeta: float = DEFAULTS["lamb_update_norm_ombeta"],
+        adamax: bool = DEFAULTS["adamax"],
+        decay_in_update: bool = DEFAULTS["decay_in_update"],
+        feature_every: int = 4,
+    ) -> None:
+        if isinstance(feature_every, bool) or not isinstance(feature_every, int):
+            raise ValueError(
+                f"feature_every={feature_every!r} is not allowed: expected an int >= 0"
+            )
+        if feature_every < 0:
+            raise ValueError(f"feature_every={feature_every} is out of range: allowed >= 0")
+        defaults = dict(
+            lr=lr,
+            ombeta1=ombeta1,
+            ombeta2=ombeta2,
+            epsilon=epsilon,
+            weight_decay=weight_decay,
+            clip_fraction=clip_fraction,
+            grad_clip_ombeta=grad_clip_ombeta,
+            lamb_power=lamb_power,
+            lamb_min_trust=lamb_min_trust,
+            lamb_update_norm_ombeta=lamb_update_norm_ombeta,
+            adamax=adamax,
+            decay_in_update=decay_in_update,
+        )
+        for name, value in defaults.items():
+            check_value(name, value)
+        self.feature_every = feature_every
+        # Optimizer-wide bookkeeping (saved by state_dict): per-group rolling max of the
+        # gradient norm, step counters, and the statistics accumulated since the last pop.
+        self._group_norm_max: list[float] = []
+        self.steps = 0  # steps attempted (taken or skipped)
+        self.skipped_steps = 0
+        self._period = {"steps": 0, "clipped": 0, "skipped": 0}
+        self._stat_sum: Tensor | None = None
+        self._stat_count = 0
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        check_group(param_group)
+        for p in param_group["params"] if isinstance(param_group["params"], list) else []:
+            if isinstance(p, Tensor) and torch.is_complex(p):
+                raise ValueError("CIAO does not support complex parameters; view them as real")
+        super().add_param_group(param_group)
+        self._group_norm_max.append(0.0)
+
+    # -- the step --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float | Tensor] | None = None) -> float | Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.steps += 1
+        self._period["steps"] += 1
+
+        groups = []
+        for group in self.param_groups:
+            check_group(group, unknown_ok=True)
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        "CIAO does not support sparse gradients; use dense gradients "
+                        "(e.g. nn.Embedding(sparse=False))"
+                    )
+            groups.append(params)
+        if not any(groups):
+            return loss
+
+        # One host read decides both the skip and the clipping coefficients.
+        norms = self._group_grad_norms(groups)
+        if not all(math.isfinite(n) for n in norms):
+            self.skipped_steps += 1
+            self._period["skipped"] += 1
+            return loss
+
+        measure = self.feature_every > 0 and (self.steps - 1) % self.feature_every == 0
+        raw_total: Tensor | None = None
+        any_clipped = False
+        for gi, (group, params) in enumerate(zip(self.param_groups, groups, strict=True)):
+            if not params:
+                continue
+            grad_scale = self._clip_scale(gi, group, norms[gi])
+            any_clipped |= grad_scale < 1.0
+            raw = self._step_group(group, params, grad_scale, measure)
+            if raw is not None:
+                stats = statistics_from_raw(
+                    raw,
+                    lr=group["lr"],
+                    weight_decay=group["weight_decay"],
+                    decoupled=not group["decay_in_update"],
+                )
+                raw_total = stats if raw_total is None else raw_total + stats
+        self._period["clipped"] += int(any_clipped)
+        if raw_total is not None:
+            n_groups = sum(1 for params in groups if params)
+            stats = raw_total / n_groups
+            self._stat_sum = stats if self._stat_sum is None else self._stat_sum + stats
+            self._stat_count += 1
+        return loss
+
+    def _group_grad_norms(self, groups: list[list[Tensor]]) -> list[float]:
+        per_group = []
+        device = None
+        for params in groups:
+            if not params:
+                per_group.append(None)
+                continue
+            sq = []
+            for bucket in _buckets(params).values():
+                bucket_norms = torch._foreach_norm([p.grad for p in bucket])
+                sq.append(torch.stack(bucket_norms).to(torch.float64).square().sum())
+            device = device or sq[0].device
+            per_group.append(torch.stack([s.to(device) for s in sq]).sum().sqrt())
+        present = [n for n in per_group if n is not None]
+        values = iter(torch.stack(present).tolist())
+        return [next(values) if n is not None else 0.0 for n in per_group]
+
+    def _clip_scale(self, gi: int, group: dict, norm: float) -> float:
+        """Coefficient for this group's gradients: fraction * rolling max / norm, at most 1."""
+        fraction = group["clip_fraction"]
+        decayed = self._group_norm_max[gi] * (1.0 - group["grad_clip_ombeta"])
+        self._group_norm_max[gi] = max(decayed, norm)
+        if fraction is None or norm == 0.0:
+            return 1.0
+        return min(1.0, fraction * self._group_norm_max[gi] / norm)
+
+    def _step_group(
+        self, group: dict, params: list[Tensor], grad_scale: float, measure: bool
+    ) -> Tensor | None:
+        beta1, beta2 = 1.0 - group["ombeta1"], 1.0 - group["ombeta2"]
+        lr, wd, eps = group["lr"], group["weight_decay"], group["epsilon"]
+        adamax, in_update = group["adamax"], group["decay_in_update"]
+        lamb = group["lamb_power"] > 0
+        raw_sum = None
+        for bucket in _buckets(params).values():
+            states = [self._param_state(p, lamb) for p in bucket]
+            grads = [p.grad for p in bucket]
+            exp_avgs = [s["exp_avg"] for s in states]
+            exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+            for s in states:
+                s["step"] += 1
+                s["beta1_product"] *= beta1
+                s["beta2_product"] *= beta2
+            bc1 = [1.0 - s["beta1_product"] for s in states]
+            bc2 = [1.0 - s["beta2_product"] for s in states]
+
+            update_moments(
+                exp_avgs, exp_avg_sqs, grads, beta1=beta1, beta2=beta2,
+                grad_scale=grad_scale, adamax=adamax,
+            )  # fmt: skip
+            denom = denominators(exp_avg_sqs, bc2, epsilon=eps, adamax=adamax)
+
+            if not (lamb or in_update or measure):
+                # AdamW's fast path: no update tensor is materialised.
+                if wd != 0.0:
+                    torch._foreach_mul_(bucket, 1.0 - lr * wd)
+                torch._foreach_addcdiv_(bucket, exp_avgs, denom, [-lr / b for b in bc1])
+                continue
+
+            updates = torch._foreach_div(exp_avgs, denom)
+            torch._foreach_div_(updates, bc1)
+            if in_update and wd != 0.0:
+                torch._foreach_add_(updates, bucket, alpha=wd)
+            trusts: list[Tensor | None] = [None] * len(bucket)
+            if lamb:
+                ombeta = group["lamb_update_norm_ombeta"]
+                emas = [s.get("update_norm_ema") for s in states]
+                for s in states:
+                    if "update_norm_ema" in s:
+                        s["update_norm_product"] *= 1.0 - ombeta
+                corr = [1.0 - s.get("update_norm_product", 0.0) for s in states]
+                trusts = lamb_trust_ratios(
+                    bucket, updates, emas, corr, ombeta=ombeta,
+                    power=group["lamb_power"], min_trust=group["lamb_min_trust"],
+                )  # fmt: skip
+                for u, t in zip(updates, trusts, strict=True):
+                    if t is not None:
+                        u.mul_(t)
+            if measure:
+                raw = raw_statistics(
+                    bucket, grads, exp_avgs, exp_avg_sqs, denom, updates, trusts, bc1, bc2,
+                    epsilon=eps, adamax=adamax,
+                )  # fmt: skip
+                raw_sum = raw if raw_sum is None else raw_sum + raw.to(raw_sum.device)
+            if not in_update and wd != 0.0:
+                torch._foreach_mul_(bucket, 1.0 - lr * wd)
+            torch._foreach_add_(bucket, updates, alpha=-lr)
+        return raw_sum
+
+    def _param_state(self, p: Tensor, lamb: bool) -> dict:
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["beta1_product"] = 1.0
+            state["beta2_product"] = 1.0
+        if lamb and p.dim() > 1 and "update_norm_ema" not in state:
+            state["update_norm_ema"] = torch.zeros((), dtype=p.dtype, device=p.device)
+            state["update_norm_product"] = 1.0
+        return state
+
+    # -- statistics for the features ----------------------------------------------------------
+
+    def pop_step_stats(self) -> dict[str, float]:
+        """Mean of each statistic in `STEP_STAT_NAMES` since the last pop, then reset.
+
+        `clip_rate` and `skip_rate` are fractions of all steps of the period; the others are
+        means over the measured steps (NaN when none was measured). One host sync.
+        """
+        out = dict.fromkeys(TENSOR_STAT_NAMES, math.nan)
+        if self._stat_sum is not None and self._stat_count > 0:
+            values = (self._stat_sum / self._stat_count).tolist()
+            out.update(zip(TENSOR_STAT_NAMES, values, strict=True))
+        n = max(self._period["steps"], 1)
+        out["clip_rate"] = self._period["clipped"] / n
+        out["skip_rate"] = self._period["skipped"] / n
+        self._stat_sum, self._stat_count = None, 0
+        self._period = {"steps": 0, "clipped": 0, "skipped": 0}
+        return out
+
+    @property
+    def hparams(self) -> list[dict[str, float | bool | None]]:
+        """Current hyperparameters of each param group (a copy)."""
+        return [{k: g[k] for k in HPARAMS} for g in self.param_groups]
+
+    # -- saving and loading ------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["ciao"] = {
+            "group_norm_max": list(self._group_norm_max),
+            "steps": self.steps,
+            "skipped_steps": self.skipped_steps,
+            "period": dict(self._period),
+            "stat_sum": None if self._stat_sum is None else self._stat_sum.clone(),
+            "stat_count": self._stat_count,
+            "feature_every": self.feature_every,
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        extra = state_dict.get("ciao")
+        if extra is None:
+            raise ValueError("not a CIAO state_dict: the 'ciao' entry is missing")
+        if len(extra["group_norm_max"]) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict has {len(extra['group_norm_max'])} param groups, "
+                f"this optimizer {len(self.param_groups)}"
+            )
+        for group in state_dict["param_groups"]:
+            check_group(group, unknown_ok=True)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "ciao"})
+        self._group_norm_max = list(extra["group_norm_max"])
+        self.steps = extra["steps"]
+        self.skipped_steps = extra["skipped_steps"]
+        self._period = dict(extra["period"])
+        stat_sum = extra["stat_sum"]
+        if stat_sum is not None:
+            device = self.param_groups[0]["params"][0].device
+            stat_sum = stat_sum.detach().clone().to(device)
+        self._stat_sum = stat_sum
+        self._stat_count = extra["stat_count"]
+        self.feature_every = extra["feature_every"]
+
+
+def _buckets(params: list[Tensor]) -> dict[tuple, list[Tensor]]:
+    """Parameters grouped by (device, dtype), as foreach kernels need."""
+    out: dict[tuple, list[Tensor]] = defaultdict(list)
+    for p in params:
+        out[(p.device, p.dtype)].append(p)
+    return out

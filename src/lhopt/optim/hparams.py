@@ -1,0 +1,105 @@
+"""The inner optimizer's hyperparameters: names, defaults and allowed ranges.
+
+One table serves the constructor, every `step()` (a controller or a user may have written a new
+value into a param group) and the action space (whose bounds must lie inside these ranges).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HParamSpec:
+    """One hyperparameter: its default and the interval it must lie in."""
+
+    default: float | bool | None
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False  # True: the value must be strictly greater than `low`
+    optional: bool = False  # True: None is allowed and switches the feature off
+    boolean: bool = False
+    doc: str = ""
+
+    def describe(self) -> str:
+        if self.boolean:
+            return "True or False"
+        left = "(" if self.low_open else "["
+        text = f"{left}{self.low:g}, {self.high:g}]"
+        return text + (" or None" if self.optional else "")
+
+
+# Defaults follow the official LHOPT configuration (see docs/optimizer.md).
+HPARAMS: dict[str, HParamSpec] = {
+    "lr": HParamSpec(1e-3, 0.0, 10.0, doc="learning rate"),
+    "ombeta1": HParamSpec(0.1, 0.0, 1.0, low_open=True, doc="1 - beta1 (momentum)"),
+    "ombeta2": HParamSpec(1e-2, 0.0, 1.0, low_open=True, doc="1 - beta2 (second moment)"),
+    "epsilon": HParamSpec(1e-6, 0.0, 1.0, low_open=True, doc="added to the denominator"),
+    "weight_decay": HParamSpec(1e-2, 0.0, 10.0, doc="decoupled weight decay coefficient"),
+    "clip_fraction": HParamSpec(
+        0.8,
+        0.0,
+        1.0,
+        low_open=True,
+        optional=True,
+        doc="clip the group's gradient norm to this fraction of its rolling maximum; "
+        "None switches clipping off",
+    ),
+    "grad_clip_ombeta": HParamSpec(
+        1e-2, 0.0, 1.0, low_open=True, doc="per-step decay of the rolling maximum gradient norm"
+    ),
+    "lamb_power": HParamSpec(
+        0.0, 0.0, 4.0, doc="exponent of the LAMB trust ratio; 0 switches LAMB off"
+    ),
+    "lamb_min_trust": HParamSpec(
+        1e-3, 0.0, 1.0, low_open=True, doc="trust ratio is clamped to [min, 1/min]"
+    ),
+    "lamb_update_norm_ombeta": HParamSpec(
+        1e-2, 0.0, 1.0, low_open=True, doc="1 - decay of the EMA of each tensor's update norm"
+    ),
+    "adamax": HParamSpec(False, boolean=True, doc="infinity-norm (AdaMax) denominator"),
+    "decay_in_update": HParamSpec(
+        False,
+        boolean=True,
+        doc="add weight decay to the adaptive update (scaled by the trust ratio) "
+        "instead of decoupling it",
+    ),
+}
+
+DEFAULTS: dict[str, float | bool | None] = {name: spec.default for name, spec in HPARAMS.items()}
+
+# Keys torch itself or its LR schedulers may add to a param group; never reported as unknown.
+_TOLERATED_KEYS = {"params", "initial_lr", "name"}
+
+
+def check_value(name: str, value: object) -> None:
+    """Raise ValueError naming `name`, `value` and the allowed range if `value` is not allowed."""
+    spec = HPARAMS[name]
+    if spec.boolean:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} is not allowed: expected {spec.describe()}")
+        return
+    if value is None:
+        if spec.optional:
+            return
+        raise ValueError(f"{name}=None is not allowed: expected a number in {spec.describe()}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}={value!r} is not allowed: expected a number in {spec.describe()}")
+    v = float(value)
+    too_low = v <= spec.low if spec.low_open else v < spec.low
+    if not math.isfinite(v) or too_low or v > spec.high:
+        raise ValueError(f"{name}={value!r} is out of range: allowed {spec.describe()}")
+
+
+def check_group(group: dict, *, unknown_ok: bool = False) -> None:
+    """Validate every known hyperparameter of a param group; reject unknown keys unless told."""
+    if not unknown_ok:
+        unknown = sorted(set(group) - set(HPARAMS) - _TOLERATED_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown hyperparameter(s) {unknown} for CIAO; known: {sorted(HPARAMS)}"
+            )
+    for name in HPARAMS:
+        if name in group:
+            check_value(name, group[name])
