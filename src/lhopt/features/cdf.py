@@ -4,7 +4,8 @@ For a series x_1, x_2, ... and a time scale s (in outer steps), an exponentially
 variance with decay beta = 1 - 1/s summarise the history; the feature of a new value is
 Phi((x - mean) / std), the standard normal CDF of its z-score against the history *before* it.
 The answer is a number in [0, 1] that says "high or low for this run" and hides the magnitude:
-a constant series gives 0.5, a steadily rising one tends to 1, a falling one to 0.
+a constant series gives 0.5, a steadily rising one settles well above 0.5 (about 0.9), a
+falling one as far below, and a jump gives nearly 1 or 0.
 """
 
 from __future__ import annotations

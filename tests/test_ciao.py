@@ -1,0 +1,341 @@
+import copy
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lhopt import CIAO
+from lhopt.optim import STEP_STAT_NAMES
+
+ADAMW_EQUIVALENT = dict(clip_fraction=None, lamb_power=0.0, adamax=False, decay_in_update=False)
+
+
+class GRUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(5, 16, num_layers=2, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.head(out[:, -1])
+
+
+def make_mlp():
+    layers = [nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3)]
+    return nn.Sequential(*layers)
+
+
+def batches(kind, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x = torch.randn(16, 8, generator=g) if kind == "mlp" else torch.randn(16, 7, 5, generator=g)
+        yield x.double(), torch.randint(0, 3, (16,), generator=g)
+
+
+def train(model, opt, data):
+    for x, y in data:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "gru"])
+def test_extras_off_is_adamw(kind):
+    torch.manual_seed(0)
+    model = (make_mlp() if kind == "mlp" else GRUNet()).double()
+    ref = copy.deepcopy(model)
+    train(model, CIAO(model.parameters(), **ADAMW_EQUIVALENT), batches(kind, 200))
+    adamw = torch.optim.AdamW(ref.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-6,
+                              weight_decay=1e-2)  # fmt: skip
+    train(ref, adamw, batches(kind, 200))
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        assert (p - q).abs().max() <= 1e-6 * q.abs().max()
+        assert not torch.equal(p, torch.zeros_like(p))
+
+
+def test_param_groups_match_adamw_groups():
+    torch.manual_seed(1)
+    model = make_mlp().double()
+    ref = copy.deepcopy(model)
+    groups = lambda m: [  # noqa: E731
+        {"params": m[0].parameters(), "lr": 3e-3, "weight_decay": 0.0},
+        {"params": list(m[2].parameters()) + list(m[4].parameters())},
+    ]
+    train(model, CIAO(groups(model), **ADAMW_EQUIVALENT), batches("mlp", 50))
+    train(ref, torch.optim.AdamW(groups(ref), betas=(0.9, 0.99), eps=1e-6, weight_decay=1e-2),
+          batches("mlp", 50))  # fmt: skip
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
+
+
+def reference_adam_changing_betas(p0, grads, schedule, lr=1e-2, eps=1e-6):
+    """Adam written out for one tensor, with betas that change every step."""
+    p, m, v = p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0)
+    prod1 = prod2 = 1.0
+    for g, (b1, b2) in zip(grads, schedule, strict=True):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        prod1, prod2 = prod1 * b1, prod2 * b2
+        p = p - lr * (m / (1 - prod1)) / ((v / (1 - prod2)).sqrt() + eps)
+    return p
+
+
+def test_betas_may_change_between_steps():
+    torch.manual_seed(2)
+    p0 = torch.randn(10, dtype=torch.float64)
+    grads = [torch.randn(10, dtype=torch.float64) for _ in range(12)]
+    schedule = [(0.9, 0.99)] * 4 + [(0.5, 0.999)] * 4 + [(0.95, 0.9)] * 4
+    p = nn.Parameter(p0.clone())
+    opt = CIAO([p], lr=1e-2, weight_decay=0.0, **{**ADAMW_EQUIVALENT})
+    for g, (b1, b2) in zip(grads, schedule, strict=True):
+        opt.param_groups[0]["ombeta1"] = 1 - b1
+        opt.param_groups[0]["ombeta2"] = 1 - b2
+        p.grad = g.clone()
+        opt.step()
+    expected = reference_adam_changing_betas(p0, grads, schedule)
+    assert torch.allclose(p.detach(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_closure_and_zero_grad():
+    model = make_mlp().double()
+    opt = CIAO(model.parameters())
+    x, y = next(batches("mlp", 1))
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    first = opt.step(closure)
+    for _ in range(20):
+        last = opt.step(closure)
+    assert last < first
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "extras",
+    [{}, {"lamb_power": 1.0, "adamax": True}, {"decay_in_update": True, "lamb_power": 0.5}],
+)
+def test_state_dict_resume_is_bit_identical(extras):
+    torch.manual_seed(3)
+    model = make_mlp().double()
+    opt = CIAO(model.parameters(), lr=3e-3, feature_every=3, **extras)
+    data = list(batches("mlp", 60))
+    train(model, opt, data[:30])
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
+
+    train(model, opt, data[30:])
+    stats_uninterrupted = opt.pop_step_stats()
+
+    resumed = make_mlp().double()
+    ropt = CIAO(resumed.parameters())
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    resumed.load_state_dict(saved["model"])
+    ropt.load_state_dict(saved["opt"])
+    assert ropt.param_groups[0]["lr"] == 3e-3 and ropt.feature_every == 3
+    train(resumed, ropt, data[30:])
+    for p, q in zip(model.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert ropt.pop_step_stats() == stats_uninterrupted
+
+
+def test_state_lives_on_param_device_and_dtype():
+    model = make_mlp().float()
+    opt = CIAO(model.parameters())
+    train(model, opt, ((x.float(), y) for x, y in batches("mlp", 3)))
+    for p in model.parameters():
+        assert opt.state[p]["exp_avg"].device == p.device
+        assert opt.state[p]["exp_avg"].dtype == p.dtype
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_cuda():
+    model = make_mlp().cuda()
+    opt = CIAO(model.parameters(), feature_every=1, lamb_power=1.0)
+    for x, y in batches("mlp", 5):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x.float().cuda()), y.cuda()).backward()
+        opt.step()
+    stats = opt.pop_step_stats()
+    assert all(math.isfinite(stats[k]) for k in STEP_STAT_NAMES)
+    assert opt.state[model[0].weight]["exp_avg"].is_cuda
+
+
+def test_sparse_gradients_are_refused():
+    emb = nn.Embedding(10, 4, sparse=True)
+    opt = CIAO(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"lr": -1.0}, ["lr", "-1", "[0, 10]"]),
+        ({"ombeta1": 0.0}, ["ombeta1", "0", "(0, 1]"]),
+        ({"ombeta2": 2.0}, ["ombeta2", "2", "(0, 1]"]),
+        ({"epsilon": math.nan}, ["epsilon", "nan"]),
+        ({"clip_fraction": 1.5}, ["clip_fraction", "1.5", "or None"]),
+        ({"lamb_power": -1}, ["lamb_power", "-1"]),
+        ({"adamax": 1}, ["adamax", "True or False"]),
+        ({"feature_every": -2}, ["feature_every", "-2"]),
+    ],
+)
+def test_bad_hyperparameters_name_value_and_range(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        CIAO(make_mlp().parameters(), **kwargs)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_unknown_hyperparameter_is_refused():
+    with pytest.raises(ValueError, match="unknown hyperparameter.*'beta1'.*known"):
+        CIAO([{"params": make_mlp().parameters(), "beta1": 0.9}])
+
+
+def test_bad_value_written_into_a_group_is_caught_at_step():
+    model = make_mlp().double()
+    opt = CIAO(model.parameters())
+    opt.param_groups[0]["lr"] = float("inf")
+    x, y = next(batches("mlp", 1))
+    nn.functional.cross_entropy(model(x), y).backward()
+    with pytest.raises(ValueError, match="lr=inf"):
+        opt.step()
+
+
+def snapshot(model, opt):
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()["state"])
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_gradients_skip_the_step(bad):
+    torch.manual_seed(4)
+    model = make_mlp().double()
+    opt = CIAO(model.parameters(), feature_every=1)
+    data = list(batches("mlp", 4))
+    train(model, opt, data[:3])
+    opt.pop_step_stats()
+    before = snapshot(model, opt)
+    x, y = data[3]
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    model[2].weight.grad[0, 0] = bad
+    opt.step()
+    after = snapshot(model, opt)
+    for k in before[0]:
+        assert torch.equal(before[0][k], after[0][k])
+    for k in before[1]:
+        for name, value in before[1][k].items():
+            new = after[1][k][name]
+            assert torch.equal(value, new) if torch.is_tensor(value) else value == new, name
+    assert opt.skipped_steps == 1
+    stats = opt.pop_step_stats()
+    assert stats["skip_rate"] == 1.0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    train(model, opt, data[:2])  # and training goes on
+    assert opt.skipped_steps == 1
+
+
+def test_clipping_scales_spikes_to_a_fraction_of_the_rolling_max():
+    p = nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    opt = CIAO([p], clip_fraction=0.5, grad_clip_ombeta=0.1, weight_decay=0.0)
+    g = torch.tensor([1.0, 2.0, 2.0, 4.0], dtype=torch.float64)  # norm 5
+    p.grad = g.clone()
+    opt.step()  # the first norm is the max: clipped to 0.5 of itself
+    m1 = opt.state[p]["exp_avg"].clone()
+    assert torch.allclose(m1, 0.1 * 0.5 * g)
+    p.grad = 0.1 * g  # norm 0.5, below 0.5 * 0.9 * 5: not clipped
+    opt.step()
+    assert torch.allclose(opt.state[p]["exp_avg"], 0.9 * m1 + 0.1 * 0.1 * g)
+    stats = opt.pop_step_stats()
+    assert stats["clip_rate"] == 0.5
+
+
+def test_clipping_off_never_clips():
+    p = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    opt = CIAO([p], clip_fraction=None)
+    for scale in (1.0, 100.0, 1e4):
+        p.grad = torch.full((3,), scale, dtype=torch.float64)
+        opt.step()
+    assert opt.pop_step_stats()["clip_rate"] == 0.0
+
+
+def test_adamax_denominator_is_a_running_max():
+    p = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt = CIAO([p], adamax=True, clip_fraction=None)
+    for g in ([3.0, -1.0], [1.0, -2.0]):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+    expected = torch.tensor([max(0.99 * 3.0, 1.0), max(0.99 * 1.0, 2.0)], dtype=torch.float64)
+    assert torch.allclose(opt.state[p]["exp_avg_sq"], expected)
+
+
+def test_lamb_scales_matrices_and_leaves_biases_alone():
+    torch.manual_seed(5)
+    lin = nn.Linear(6, 4).double()
+    ref = copy.deepcopy(lin)
+    w_init = lin.weight.detach().clone()
+    plain = {**ADAMW_EQUIVALENT, "weight_decay": 0.0}
+    opt = CIAO(lin.parameters(), feature_every=1, **{**plain, "lamb_power": 1.0})
+    ropt = CIAO(ref.parameters(), **plain)
+    x = torch.randn(8, 6, dtype=torch.float64)
+    for o, m in ((opt, lin), (ropt, ref)):
+        m(x).pow(2).sum().backward()
+        o.step()
+    assert torch.equal(lin.bias, ref.bias)
+    assert not torch.allclose(lin.weight, ref.weight)
+    # First step: the EMA of ||u|| is ||u|| itself, so W moves by lr * ||W|| in the direction of u.
+    step = w_init - lin.weight.detach()
+    adam_step = w_init - ref.weight.detach()
+    assert torch.isclose(step.norm(), 1e-3 * w_init.norm(), rtol=1e-9)
+    assert torch.allclose(step / step.norm(), adam_step / adam_step.norm())
+    assert opt.pop_step_stats()["log_trust_ratio"] == pytest.approx(
+        math.log(w_init.norm() / (adam_step.norm() / 1e-3))
+    )
+
+
+def test_statistics_have_known_values_on_a_known_problem():
+    # Loss 0.5 ||p||^2 + p . c with c orthogonal to p: the gradient is p + c.
+    p = nn.Parameter(torch.tensor([3.0, 0.0, 0.0, 0.0], dtype=torch.float64))
+    c = torch.tensor([0.0, 4.0, 0.0, 0.0], dtype=torch.float64)
+    opt = CIAO([p], feature_every=1, clip_fraction=None, weight_decay=0.0, epsilon=1e-12)
+    p.grad = p.detach() + c
+    opt.step()
+    s = opt.pop_step_stats()
+    assert set(s) == set(STEP_STAT_NAMES)
+    assert s["cos_grad_momentum"] == pytest.approx(1.0)
+    assert s["cos_grad_param"] == pytest.approx(3.0 / 5.0)
+    # First Adam update is sign(g) on the non-zero entries, zero elsewhere.
+    assert s["cos_grad_update"] == pytest.approx((3 + 4) / (5 * math.sqrt(2)))
+    assert s["frac_vhat_above_eps"] == pytest.approx(0.5)
+    assert s["log_update_to_param_norm"] == pytest.approx(math.log(1e-3 * math.sqrt(2) / 3.0))
+    assert s["clip_rate"] == 0.0 and s["skip_rate"] == 0.0
+
+    q = nn.Parameter(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    opt = CIAO([q], feature_every=1)
+    q.grad = torch.tensor([0.0, 2.0], dtype=torch.float64)  # orthogonal to the parameter
+    opt.step()
+    assert opt.pop_step_stats()["cos_grad_param"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_statistics_are_measured_every_feature_every_steps_only():
+    model = make_mlp().double()
+    never = CIAO(model.parameters(), feature_every=0)
+    train(model, never, batches("mlp", 5))
+    stats = never.pop_step_stats()
+    assert math.isnan(stats["cos_grad_momentum"]) and stats["skip_rate"] == 0.0
+    opt = CIAO(model.parameters(), feature_every=4)
+    train(model, opt, batches("mlp", 8))
+    assert opt._stat_count == 2  # steps 1 and 5
+    stats = opt.pop_step_stats()
+    assert all(math.isfinite(v) for v in stats.values())
+    assert opt.pop_step_stats()["clip_rate"] == 0.0  # popped: the period starts afresh
