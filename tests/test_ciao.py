@@ -251,13 +251,35 @@ def test_clipping_scales_spikes_to_a_fraction_of_the_rolling_max():
     g = torch.tensor([1.0, 2.0, 2.0, 4.0], dtype=torch.float64)  # norm 5
     p.grad = g.clone()
     opt.step()  # the first norm is the max: clipped to 0.5 of itself
-    m1 = opt.state[p]["exp_avg"].clone()
+
+    def momentum():
+        return opt.state[p]["exp_avg_scale"] * opt.state[p]["exp_avg"]
+
+    m1 = momentum()
     assert torch.allclose(m1, 0.1 * 0.5 * g)
     p.grad = 0.1 * g  # norm 0.5, below 0.5 * 0.9 * 5: not clipped
     opt.step()
-    assert torch.allclose(opt.state[p]["exp_avg"], 0.9 * m1 + 0.1 * 0.1 * g)
+    assert torch.allclose(momentum(), 0.9 * m1 + 0.1 * 0.1 * g)
     stats = opt.pop_step_stats()
     assert stats["clip_rate"] == 0.5
+
+
+def test_clipped_steps_equal_adam_on_clipped_gradients():
+    # The scaled first moment must give exactly Adam run on the clipped gradients.
+    torch.manual_seed(6)
+    p = nn.Parameter(torch.randn(5, dtype=torch.float64))
+    q = nn.Parameter(p.detach().clone())
+    opt = CIAO([p], clip_fraction=0.3, grad_clip_ombeta=0.05, feature_every=1)
+    ref = CIAO([q], clip_fraction=None)
+    for t in range(300):
+        g = torch.randn(5, dtype=torch.float64) * (10.0 if t % 7 == 0 else 1.0)
+        p.grad = g.clone()
+        norm_max = max(opt._group_norm_max[0] * 0.95, g.norm().item())
+        q.grad = g * min(1.0, 0.3 * norm_max / g.norm().item())
+        opt.step()
+        ref.step()
+    assert torch.allclose(p, q, rtol=1e-10, atol=1e-12)
+    assert opt.pop_step_stats()["clip_rate"] > 0.1
 
 
 def test_clipping_off_never_clips():

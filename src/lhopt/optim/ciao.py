@@ -65,18 +65,31 @@ def update_moments(
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     grads: list[Tensor],
+    exp_avg_scales: list[float],
     *,
     beta1: float,
     beta2: float,
     grad_scale: float,
     adamax: bool,
-) -> None:
-    """m <- beta1 m + (1-beta1) c g;  v <- beta2 v + (1-beta2) (c g)^2  (or max(beta2 v, |c g|))."""
-    if grad_scale == 1.0:
-        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-    else:
-        torch._foreach_mul_(exp_avgs, beta1)
-        torch._foreach_add_(exp_avgs, grads, alpha=(1.0 - beta1) * grad_scale)
+) -> list[float]:
+    """m <- beta1 m + (1-beta1) c g;  v <- beta2 v + (1-beta2) (c g)^2  (or max(beta2 v, |c g|)).
+
+    The first moment is stored as m = scale * m_tilde with a scalar scale per tensor, so that a
+    clipped step (c < 1) costs one lerp of m_tilde, as an unclipped one does:
+    with S' = beta1 S + (1-beta1) c and w = (1-beta1) c / S', lerp(m_tilde, g, w) * S' is the new
+    m. Returns the new scales; with c = 1 they stay exactly 1 and this is AdamW's update.
+    """
+    new_scales = [beta1 * s + (1.0 - beta1) * grad_scale for s in exp_avg_scales]
+    weights = [(1.0 - beta1) * grad_scale / s for s in new_scales]
+    if all(w == weights[0] for w in weights):
+        torch._foreach_lerp_(exp_avgs, grads, weights[0])
+    else:  # tensors that joined at different times: rare
+        for m, g, w in zip(exp_avgs, grads, weights, strict=True):
+            m.lerp_(g, w)
+    for i, (m, scale) in enumerate(zip(exp_avgs, new_scales, strict=True)):
+        if scale < 1e-3:  # long, heavy clipping: fold the scale back in before it underflows
+            m.mul_(scale)
+            new_scales[i] = 1.0
     torch._foreach_mul_(exp_avg_sqs, beta2)
     if adamax:
         abs_grads = torch._foreach_abs(grads)
@@ -85,18 +98,24 @@ def update_moments(
         torch._foreach_maximum_(exp_avg_sqs, abs_grads)
     else:
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=(1.0 - beta2) * grad_scale**2)
+    return new_scales
 
 
 def denominators(
     exp_avg_sqs: list[Tensor], bias_corrections2: list[float], *, epsilon: float, adamax: bool
-) -> list[Tensor]:
-    """sqrt(v_hat) + eps; for AdaMax the running max itself (it needs no bias correction)."""
+) -> tuple[list[Tensor], list[float]]:
+    """Denominators d and per-tensor coefficients k with sqrt(v_hat) + eps = k * d.
+
+    d = sqrt(v) + eps * sqrt(bc2) and k = 1 / sqrt(bc2): the bias correction then folds into the
+    scalar step size, which saves AdamW's pass dividing every element by sqrt(bc2).
+    For AdaMax, d = v + eps (its running max needs no bias correction) and k = 1.
+    """
     if adamax:
-        return torch._foreach_add(exp_avg_sqs, epsilon)
+        return torch._foreach_add(exp_avg_sqs, epsilon), [1.0] * len(exp_avg_sqs)
+    sqrt_bc2 = [math.sqrt(bc) for bc in bias_corrections2]
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, [math.sqrt(bc) for bc in bias_corrections2])
-    torch._foreach_add_(denom, epsilon)
-    return denom
+    torch._foreach_add_(denom, [epsilon * r for r in sqrt_bc2])
+    return denom, [1.0 / r for r in sqrt_bc2]
 
 
 def lamb_trust_ratios(
@@ -129,58 +148,96 @@ def lamb_trust_ratios(
     return trusts
 
 
+def sample_stride(t: Tensor, max_samples: int) -> int:
+    """Stride of the fixed sample of `t` the statistics read: every element of a small tensor,
+    about `max_samples` evenly spread ones of a large tensor. The stride is made coprime with the
+    last dimension so that the sample does not fall on the same few columns of a matrix."""
+    n = t.numel()
+    stride = max(1, n // max_samples)
+    last = t.shape[-1] if t.dim() > 0 else 1
+    while stride > 1 and math.gcd(stride, last) != 1:
+        stride += 1
+    return stride
+
+
 def raw_statistics(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
     denoms: list[Tensor],
-    updates: list[Tensor],
+    updates: list[Tensor] | None,
     trusts: list[Tensor | None],
-    bias_corrections1: list[float],
-    bias_corrections2: list[float],
+    exp_avg_scales: list[float],
+    m_hat_coefs: list[float],
+    denom_coefs: list[float],
     *,
     epsilon: float,
-    adamax: bool,
+    max_samples: int,
 ) -> Tensor:
-    """Sums (see `_RAW`) over the tensors of one bucket, as one float64 tensor on their device."""
-    device = params[0].device
-    norms = {
-        key: torch._foreach_norm(tensors)
-        for key, tensors in (("g", grads), ("m", exp_avgs), ("p", params), ("u", updates))
-    }
-    rows = []
-    for i, (p, g, m, v, d, u) in enumerate(
-        zip(params, grads, exp_avgs, exp_avg_sqs, denoms, updates, strict=True)
-    ):
-        g1, m1, p1, u1 = (t.reshape(-1) for t in (g, m, p, u))
-        v_hat_sum = v.sum() if not adamax else (v * v).sum()
-        rows.append(
-            torch.stack(
-                [
-                    (d > 2 * epsilon).sum().to(torch.float64),
-                    u1.abs().add_(_LOG_FLOOR).log_().sum().to(torch.float64),
-                    torch.tensor(float(u1.numel()), dtype=torch.float64, device=device),
-                    torch.dot(g1, m1).to(torch.float64),
-                    torch.dot(g1, p1).to(torch.float64),
-                    torch.dot(g1, u1).to(torch.float64),
-                    norms["g"][i].to(torch.float64) ** 2,
-                    norms["m"][i].to(torch.float64) ** 2,
-                    norms["p"][i].to(torch.float64) ** 2,
-                    norms["u"][i].to(torch.float64) ** 2,
-                    torch.dot(u1, p1).to(torch.float64),
-                    v_hat_sum.to(torch.float64) / (1.0 if adamax else bias_corrections2[i]),
-                    norms["m"][i].to(torch.float64) ** 2 / bias_corrections1[i] ** 2,
-                    (
-                        trusts[i].to(torch.float64).log()
-                        if trusts[i] is not None
-                        else torch.zeros((), dtype=torch.float64, device=device)
-                    ),
-                    torch.tensor(float(trusts[i] is not None), dtype=torch.float64, device=device),
-                ]
+    """Sums (see `_RAW`) over the tensors of one bucket, as one float64 tensor on their device.
+
+    Each sum over all elements is estimated from a fixed strided sample of each tensor, weighted
+    by numel / samples, so a measured step costs a small fraction of a full pass over the model.
+    `updates=None` means the update is m_hat / denom (AdamW's path, not materialised). The
+    first moment of tensor i is exp_avg_scales[i] * exp_avgs[i], m_hat is m_hat_coefs[i] *
+    exp_avgs[i], and sqrt(v_hat) + eps is denom_coefs[i] * denoms[i].
+    """
+    device, dtype = params[0].device, params[0].dtype
+    strides = [sample_stride(p, max_samples) for p in params]
+
+    def cat(tensors: list[Tensor]) -> Tensor:
+        return torch.cat([t.reshape(-1)[::s] for t, s in zip(tensors, strides, strict=True)])
+
+    g, m, p, d = (cat(ts) for ts in (grads, exp_avgs, params, denoms))
+    counts = [-(-t.numel() // s) for t, s in zip(params, strides, strict=True)]
+    per_tensor = torch.tensor(
+        [
+            [t.numel() / c, scale, m_coef, d_coef]
+            for t, c, scale, m_coef, d_coef in zip(
+                params, counts, exp_avg_scales, m_hat_coefs, denom_coefs, strict=True
             )
-        )
-    return torch.stack(rows).sum(0)
+        ],
+        dtype=dtype,
+        device=device,
+    )  # fmt: skip
+    w, m_scale, m_hat_coef, d_coef = torch.repeat_interleave(
+        per_tensor, torch.tensor(counts, device=device), dim=0
+    ).unbind(1)
+    d = d * d_coef
+    m_hat = m * m_hat_coef
+    u = m_hat / d if updates is None else cat(updates)
+    m = m * m_scale
+    # The denominator is sqrt(v_hat) + eps (AdaMax: v + eps), so v_hat need not be read again.
+    v_hat = (d - epsilon).square()
+
+    def wsum(x: Tensor) -> Tensor:
+        return torch.dot(w, x).to(torch.float64)
+
+    lamb = [t for t in trusts if t is not None]
+    log_trust = (
+        torch.stack(lamb).to(torch.float64).log().sum()
+        if lamb
+        else torch.zeros((), dtype=torch.float64, device=device)
+    )
+    return torch.stack(
+        [
+            wsum((d > 2 * epsilon).to(dtype)),
+            wsum(u.abs().add_(_LOG_FLOOR).log_()),
+            w.sum().to(torch.float64),
+            wsum(g * m),
+            wsum(g * p),
+            wsum(g * u),
+            wsum(g * g),
+            wsum(m * m),
+            wsum(p * p),
+            wsum(u * u),
+            wsum(u * p),
+            wsum(v_hat),
+            wsum(m_hat * m_hat),
+            log_trust,
+            torch.tensor(float(len(lamb)), dtype=torch.float64, device=device),
+        ]
+    )
 
 
 def statistics_from_raw(raw: Tensor, *, lr: float, weight_decay: float, decoupled: bool) -> Tensor:
@@ -230,6 +287,9 @@ class CIAO(torch.optim.Optimizer):
         decay_in_update: add weight decay to the adaptive update (so LAMB scales it) instead of
             decoupling it as AdamW does.
         feature_every: measure the feature statistics every this many steps (0: never).
+        stat_samples: the statistics read a fixed strided sample of about this many elements
+            of each tensor (all of a smaller one), weighted by size; they estimate ratios and
+            cosines, which a sample of thousands of elements gives to within a few percent.
 
     A step whose gradients are not all finite changes nothing (parameters, moments, counters),
     is counted in `skipped_steps` and shows in the `skip_rate` statistic. Deciding this costs
@@ -252,6 +312,7 @@ class CIAO(torch.optim.Optimizer):
         adamax: bool = DEFAULTS["adamax"],
         decay_in_update: bool = DEFAULTS["decay_in_update"],
         feature_every: int = 4,
+        stat_samples: int = 2048,
     ) -> None:
         if isinstance(feature_every, bool) or not isinstance(feature_every, int):
             raise ValueError(
@@ -275,7 +336,10 @@ class CIAO(torch.optim.Optimizer):
         )
         for name, value in defaults.items():
             check_value(name, value)
+        if isinstance(stat_samples, bool) or not isinstance(stat_samples, int) or stat_samples < 1:
+            raise ValueError(f"stat_samples={stat_samples!r} is not allowed: expected an int >= 1")
         self.feature_every = feature_every
+        self.stat_samples = stat_samples
         # Optimizer-wide bookkeeping (saved by state_dict): per-group rolling max of the
         # gradient norm, step counters, and the statistics accumulated since the last pop.
         self._group_norm_max: list[float] = []
@@ -397,21 +461,32 @@ class CIAO(torch.optim.Optimizer):
             bc1 = [1.0 - s["beta1_product"] for s in states]
             bc2 = [1.0 - s["beta2_product"] for s in states]
 
-            update_moments(
-                exp_avgs, exp_avg_sqs, grads, beta1=beta1, beta2=beta2,
-                grad_scale=grad_scale, adamax=adamax,
+            scales = update_moments(
+                exp_avgs, exp_avg_sqs, grads, [s["exp_avg_scale"] for s in states],
+                beta1=beta1, beta2=beta2, grad_scale=grad_scale, adamax=adamax,
             )  # fmt: skip
-            denom = denominators(exp_avg_sqs, bc2, epsilon=eps, adamax=adamax)
+            for s, scale in zip(states, scales, strict=True):
+                s["exp_avg_scale"] = scale
+            denom, d_coef = denominators(exp_avg_sqs, bc2, epsilon=eps, adamax=adamax)
+            # m_hat = m_coef * m_tilde and update = u_coef * m_tilde / denom: scalars per tensor.
+            m_coef = [scale / b for scale, b in zip(scales, bc1, strict=True)]
+            u_coef = [c / k for c, k in zip(m_coef, d_coef, strict=True)]
 
-            if not (lamb or in_update or measure):
-                # AdamW's fast path: no update tensor is materialised.
+            if not (lamb or in_update):
+                # AdamW's path: no update tensor is materialised.
+                if measure:
+                    raw = raw_statistics(
+                        bucket, grads, exp_avgs, denom, None, [None] * len(bucket), scales,
+                        m_coef, d_coef, epsilon=eps, max_samples=self.stat_samples,
+                    )  # fmt: skip
+                    raw_sum = raw if raw_sum is None else raw_sum + raw.to(raw_sum.device)
                 if wd != 0.0:
                     torch._foreach_mul_(bucket, 1.0 - lr * wd)
-                torch._foreach_addcdiv_(bucket, exp_avgs, denom, [-lr / b for b in bc1])
+                torch._foreach_addcdiv_(bucket, exp_avgs, denom, [-lr * c for c in u_coef])
                 continue
 
             updates = torch._foreach_div(exp_avgs, denom)
-            torch._foreach_div_(updates, bc1)
+            torch._foreach_mul_(updates, u_coef)
             if in_update and wd != 0.0:
                 torch._foreach_add_(updates, bucket, alpha=wd)
             trusts: list[Tensor | None] = [None] * len(bucket)
@@ -431,8 +506,8 @@ class CIAO(torch.optim.Optimizer):
                         u.mul_(t)
             if measure:
                 raw = raw_statistics(
-                    bucket, grads, exp_avgs, exp_avg_sqs, denom, updates, trusts, bc1, bc2,
-                    epsilon=eps, adamax=adamax,
+                    bucket, grads, exp_avgs, denom, updates, trusts, scales, m_coef, d_coef,
+                    epsilon=eps, max_samples=self.stat_samples,
                 )  # fmt: skip
                 raw_sum = raw if raw_sum is None else raw_sum + raw.to(raw_sum.device)
             if not in_update and wd != 0.0:
@@ -446,6 +521,7 @@ class CIAO(torch.optim.Optimizer):
             state["step"] = 0
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_scale"] = 1.0  # first moment = exp_avg_scale * exp_avg
             state["beta1_product"] = 1.0
             state["beta2_product"] = 1.0
         if lamb and p.dim() > 1 and "update_norm_ema" not in state:
@@ -489,6 +565,7 @@ class CIAO(torch.optim.Optimizer):
             "stat_sum": None if self._stat_sum is None else self._stat_sum.clone(),
             "stat_count": self._stat_count,
             "feature_every": self.feature_every,
+            "stat_samples": self.stat_samples,
         }
         return sd
 
@@ -515,6 +592,7 @@ class CIAO(torch.optim.Optimizer):
         self._stat_sum = stat_sum
         self._stat_count = extra["stat_count"]
         self.feature_every = extra["feature_every"]
+        self.stat_samples = extra["stat_samples"]
 
 
 def _buckets(params: list[Tensor]) -> dict[tuple, list[Tensor]]:
