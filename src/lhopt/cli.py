@@ -1,0 +1,94 @@
+"""The `lhopt` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+from torch import nn
+
+from lhopt import CIAO, ActionSpace, FeatureEngine, RestartRegisters
+
+
+def _teacher_task(seed: int, n: int = 16384, dim: int = 32, classes: int = 10):
+    """A classification task labelled by a random two-layer teacher network."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g)
+    w1, w2 = torch.randn(dim, 64, generator=g), torch.randn(64, classes, generator=g)
+    y = (torch.tanh(x @ w1) @ w2).argmax(1)
+    split = n * 3 // 4
+    return (x[:split], y[:split]), (x[split:], y[split:])
+
+
+def demo(steps: int, decisions: int, seed: int, out=sys.stdout) -> list[dict]:
+    """Train a small MLP with CIAO and print, at each outer step, the losses and features.
+
+    The controller here always chooses "keep"; the learned policy (a later milestone) is what
+    chooses real actions. Returns one record per outer step.
+    """
+    torch.manual_seed(seed)
+    (x, y), (xv, yv) = _teacher_task(seed)
+    model = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
+                          nn.Linear(128, 10))  # fmt: skip
+    opt = CIAO(model.parameters())
+    space = ActionSpace()
+    engine = FeatureEngine(space.hparam_kinds, space.encoding_dim, num_registers=3)
+    engine.reset(opt.hparams[0])
+    registers = RestartRegisters(3)
+    g = torch.Generator().manual_seed(seed + 1)
+    every = max(1, steps // decisions)
+    records: list[dict] = []
+    loss_sum = torch.zeros(())
+    start = time.perf_counter()
+    print(f"{'step':>6} {'train':>8} {'val':>8} {'val acc':>8} {'clip':>5} "
+          f"{'cos(g,m)':>8} {'log|u|/|p|':>10}", file=out)  # fmt: skip
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(x), (64,), generator=g)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach()  # accumulated on the device: no host sync per step
+        if step % every == 0 or step == steps:
+            with torch.no_grad():
+                logits = model(xv)
+                val = nn.functional.cross_entropy(logits, yv).item()
+                acc = (logits.argmax(1) == yv).float().mean().item()
+            train = loss_sum.item() / every
+            loss_sum.zero_()
+            stats = opt.pop_step_stats()
+            features = engine.observe(
+                progress=step / steps, step_stats=stats, train_loss=train, val_loss=val,
+                hparams=opt.hparams[0], prev_action=space.encode(space.keep),
+                registers=registers.info(),
+            )  # fmt: skip
+            space.apply_hparams(opt.param_groups, space.keep)
+            records.append({"step": step, "train_loss": train, "val_loss": val, "val_acc": acc,
+                            "features": features})  # fmt: skip
+            print(f"{step:>6} {train:>8.4f} {val:>8.4f} {acc:>8.3f} {stats['clip_rate']:>5.2f} "
+                  f"{stats['cos_grad_momentum']:>8.3f} {stats['log_update_to_param_norm']:>10.2f}",
+                  file=out)  # fmt: skip
+    print(f"{steps} steps in {time.perf_counter() - start:.1f} s; "
+          f"{engine.size} features per decision", file=out)  # fmt: skip
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lhopt", description="Learned hyperparameter optimizers")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="train a small model with the inner optimizer (CIAO)")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--decisions", type=int, default=15, help="outer steps (lines printed)")
+    p.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        if args.steps < 1 or args.decisions < 1:
+            parser.error(f"--steps={args.steps} and --decisions={args.decisions} must be >= 1")
+        demo(args.steps, args.decisions, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
