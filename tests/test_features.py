@@ -43,7 +43,7 @@ def test_cdf_ignores_non_finite_values_and_starts_at_one_half():
 
 def make_engine():
     space = ActionSpace()
-    return space, FeatureEngine(space.hparam_kinds, space.encoding_dim, num_registers=3)
+    return space, FeatureEngine(space.hparam_kinds, space.encoding_names, num_registers=3)
 
 
 def observe(engine, space, *, loss=1.0, val=1.2, hparams=None, stats=None, progress=0.5):
@@ -132,4 +132,4 @@ def test_wrong_lengths_are_refused():
         engine.observe(progress=0, step_stats={}, train_loss=1.0, hparams={}, prev_action=[0.0],
                        registers=[(False, None, None)] * 3)  # fmt: skip
     with pytest.raises(ValueError, match="kinds"):
-        FeatureEngine({"lr": "linear"}, 0)
+        FeatureEngine({"lr": "linear"}, ())

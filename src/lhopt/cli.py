@@ -34,7 +34,7 @@ def demo(steps: int, decisions: int, seed: int, out=sys.stdout) -> list[dict]:
                           nn.Linear(128, 10))  # fmt: skip
     opt = CIAO(model.parameters())
     space = ActionSpace()
-    engine = FeatureEngine(space.hparam_kinds, space.encoding_dim, num_registers=3)
+    engine = FeatureEngine(space.hparam_kinds, space.encoding_names, num_registers=3)
     engine.reset(opt.hparams[0])
     registers = RestartRegisters(3)
     g = torch.Generator().manual_seed(seed + 1)

@@ -113,8 +113,13 @@ class ActionSpace:
         return {h.hparam: ("logit" if h.kind == "logit" else "log") for h in self.heads}
 
     @property
+    def encoding_names(self) -> tuple[str, ...]:
+        """Names of the entries of `encode`: one per head, then the one-hot register op."""
+        return tuple(h.hparam for h in self.heads) + tuple(f"register_{op}" for op in REGISTER_OPS)
+
+    @property
     def encoding_dim(self) -> int:
-        return len(self.heads) + len(REGISTER_OPS)
+        return len(self.encoding_names)
 
     def check(self, action: Sequence[int]) -> tuple[int, ...]:
         action = tuple(int(a) for a in action)

@@ -88,7 +88,8 @@ class FeatureEngine:
     Args:
         hparam_kinds: for each controlled hyperparameter, ``"log"`` (its feature is
             log(value / initial)) or ``"logit"`` (logit(value) - logit(initial)), in layout order.
-        action_dim: length of the previous-action encoding the action space provides.
+        action_names: names of the entries of the previous-action encoding
+            (`ActionSpace.encoding_names`).
         num_registers: number of restart registers.
         cdf_scales: time scales, in outer steps, of the CDF features.
     """
@@ -96,19 +97,17 @@ class FeatureEngine:
     def __init__(
         self,
         hparam_kinds: Mapping[str, str],
-        action_dim: int,
+        action_names: Sequence[str],
         num_registers: int = 3,
         cdf_scales: Sequence[float] = DEFAULT_CDF_SCALES,
     ) -> None:
         bad = {k: v for k, v in hparam_kinds.items() if v not in ("log", "logit")}
         if bad:
             raise ValueError(f"hyperparameter kinds {bad} are not allowed: use 'log' or 'logit'")
-        if action_dim < 0 or num_registers < 0:
-            raise ValueError(
-                f"action_dim={action_dim} and num_registers={num_registers} must be >= 0"
-            )
+        if num_registers < 0:
+            raise ValueError(f"num_registers={num_registers} is out of range: allowed >= 0")
         self.hparam_kinds = dict(hparam_kinds)
-        self.action_dim = action_dim
+        self.action_names = tuple(action_names)
         self.num_registers = num_registers
         self.cdf_scales = tuple(cdf_scales)
         self.names = self._layout()
@@ -132,7 +131,7 @@ class FeatureEngine:
             names += [f"{loss}/cdf@{x}" for x in s]
         names.append("val_train/tanh_log_ratio")
         names += [f"hparam/{h}" for h in self.hparam_kinds]
-        names += [f"prev_action/{i}" for i in range(self.action_dim)]
+        names += [f"prev_action/{a}" for a in self.action_names]
         for r in range(self.num_registers):
             names += [f"register{r}/filled", f"register{r}/tanh_log_loss_ratio",
                       f"register{r}/progress_since"]  # fmt: skip
@@ -171,9 +170,9 @@ class FeatureEngine:
 
         `registers` holds, per restart register, (filled, loss when saved, progress when saved).
         """
-        if len(prev_action) != self.action_dim:
+        if len(prev_action) != len(self.action_names):
             raise ValueError(
-                f"prev_action has {len(prev_action)} values, expected {self.action_dim}"
+                f"prev_action has {len(prev_action)} values, expected {len(self.action_names)}"
             )
         if len(registers) != self.num_registers:
             raise ValueError(
