@@ -75,6 +75,35 @@ def demo(steps: int, decisions: int, seed: int, out=sys.stdout) -> list[dict]:
     return records
 
 
+DEFAULT_OPTIMIZERS = ("adamw", "adamw-cosine", "adamw-cosine-tuned", "schedulefree", "prodigy")
+
+
+def bench(args, parser) -> int:
+    from pathlib import Path
+
+    from lhopt.bench import check_request, run_benchmark
+    from lhopt.bench.report import summary_table, task_table, write
+
+    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    try:
+        check_request(args.suite, optimizers, args.seeds)
+    except ValueError as e:
+        parser.error(str(e))
+    doc = run_benchmark(args.suite, optimizers, args.seeds, address=args.address,
+                        workers=args.workers, progress=not args.no_progress)  # fmt: skip
+    paths = write(doc, Path(args.out))
+    print(f"\nsuite {args.suite}: {len(doc['tasks'])} tasks, {args.seeds} seed(s), "
+          f"{doc['wall_time_s']:.0f} s")  # fmt: skip
+    print(summary_table(doc))
+    if "adamw" in doc["baselines"]:
+        print()
+        print(task_table(doc, "adamw"))
+    if doc["errors"]:
+        print(f"\n{len(doc['errors'])} run(s) crashed: see {paths['report']}")
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lhopt", description="Learned hyperparameter optimizers")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,7 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--decisions", type=int, default=15, help="outer steps (lines printed)")
     p.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("bench", help="run a suite with several optimizers, measure speedups")
+    b.add_argument("--suite", default="quick", help="quick, validation or ood")
+    b.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
+                   help="comma-separated names (default: %(default)s)")  # fmt: skip
+    b.add_argument("--seeds", type=int, default=1)
+    b.add_argument("--out", default="out/bench", help="folder for results.json, report, figures")
+    b.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    b.add_argument("--workers", type=int, default=None, help="local Ray CPUs (default: all)")
+    b.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return bench(args, parser)
     if args.command == "demo":
         if args.steps < 1 or args.decisions < 1:
             parser.error(f"--steps={args.steps} and --decisions={args.decisions} must be >= 1")

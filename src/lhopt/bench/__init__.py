@@ -1,0 +1,6 @@
+"""The benchmark: suites of tasks, optimizers side by side, speedups as EVALUATION.md defines."""
+
+from lhopt.bench.benchmark import check_request, run_benchmark
+from lhopt.bench.speedup import Speedup, geometric_mean
+
+__all__ = ["Speedup", "check_request", "geometric_mean", "run_benchmark"]

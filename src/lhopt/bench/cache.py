@@ -1,0 +1,73 @@
+"""Cache of baseline runs: the `adamw` curve of a (task config, seed) is computed once.
+
+The key holds the job (task config, seed, optimizer, lr, budget) and a fingerprint of the code
+that produces the curve (the task families, the baseline optimizers, the runner) and of torch's
+version, so any change to that code invalidates old entries. Entries are JSON files written
+atomically under `<cache dir>/curves/`; a corrupt entry is ignored and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import cache
+from pathlib import Path
+
+import torch
+
+import lhopt.bench.runner
+import lhopt.optim.baselines
+import lhopt.tasks
+from lhopt.tasks.data import cache_dir
+
+CACHED_OPTIMIZERS = ("adamw",)
+
+
+@cache
+def code_fingerprint() -> str:
+    h = hashlib.sha256(torch.__version__.encode())
+    tasks_dir = Path(lhopt.tasks.__file__).parent
+    files = sorted(tasks_dir.glob("*.py")) + [
+        Path(lhopt.optim.baselines.__file__),
+        Path(lhopt.bench.runner.__file__),
+    ]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _path(job: dict) -> Path:
+    from lhopt.tasks import TaskConfig
+
+    key = json.dumps(
+        {"config": TaskConfig.from_dict(job["config"]).key(), "seed": job["seed"],
+         "optimizer": job["optimizer"], "lr": job["lr"], "multiple": job["multiple"],
+         "code": code_fingerprint()},
+        sort_keys=True,
+    )  # fmt: skip
+    return cache_dir() / "curves" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def lookup(job: dict) -> dict | None:
+    """The cached result of `job`, or None (not cached, not cacheable, or unreadable)."""
+    if job["optimizer"] not in CACHED_OPTIMIZERS:
+        return None
+    path = _path(job)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {**result, "job": job, "cached": True}
+
+
+def store(job: dict, result: dict) -> None:
+    """Cache a successful result of a cacheable job (crashes are never cached)."""
+    if job["optimizer"] not in CACHED_OPTIMIZERS or result.get("error"):
+        return
+    path = _path(job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({k: v for k, v in result.items() if k not in ("job", "cached")}))
+    tmp.replace(path)

@@ -1,0 +1,133 @@
+"""Writing a benchmark's results: results.json, report.md, and figures (docs/bench.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from lhopt.bench.benchmark import main_run
+from lhopt.bench.runner import job_key
+
+
+def _fmt(v, lower=False, digits=2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return (">" if lower else "") + f"{v:.{digits}f}"
+
+
+def summary_table(doc: dict) -> str:
+    """Rows: optimizers; columns: baselines; cells: geomean speedup (min, tasks below 1)."""
+    bases = doc["baselines"]
+    lines = ["| optimizer | " + " | ".join(f"vs {b}" for b in bases) + " |",
+             "|---|" + "---|" * len(bases)]  # fmt: skip
+    for x in doc["optimizers"]:
+        cells = []
+        for b in bases:
+            s = doc["summary"][x].get(b)
+            if s is None:
+                cells.append("—")
+                continue
+            flag = "*" if s["lower_bounds"] else ""
+            cells.append(f"{_fmt(s['geomean'])}{flag} (min {_fmt(s['min'])}, "
+                         f"{s['below_1']}/{s['tasks']} <1)")  # fmt: skip
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def task_table(doc: dict, base: str = "adamw") -> str:
+    """Per task: each optimizer's speedup and wall-clock speedup over `base`, and test metric."""
+    lines = [f"| task | optimizer | speedup vs {base} | wall-clock vs {base} | test metrics at T "
+             "| status |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, t in doc["tasks"].items():
+        for x, o in t["optimizers"].items():
+            over = o["over"].get(base)
+            sp = "—" if over is None else _fmt(over["speedup"], over["lower_bound"])
+            wall = "—" if over is None else _fmt(over["wall_speedup"], over["lower_bound"])
+            test = o["test_at_T"] or {}
+            metrics = ", ".join(f"{k} {v:.4g}" for k, v in test.items()) or "n/a"
+            status = ",".join(sorted(set(o["status"])))
+            lines.append(f"| {name} | {x} | {sp} | {wall} | {metrics} | {status} |")
+    return "\n".join(lines)
+
+
+def markdown(doc: dict) -> str:
+    seeds = len(doc["seeds"])
+    parts = [
+        f"# Benchmark: suite `{doc['suite']}`",
+        "",
+        f"{len(doc['tasks'])} tasks, {seeds} seed(s), optimizers {', '.join(doc['optimizers'])}; "
+        f"wall time {doc['wall_time_s']:.0f} s.",
+        "",
+        "## Speedups (geometric mean over tasks of the per-task geometric mean over seeds)",
+        "",
+        "Speedup of the row over the column baseline (EVALUATION.md): the baseline's steps to "
+        "reach the row's best validation loss at T, over T. * = some task's baseline never got "
+        "there within 2T (counted as 2, a lower bound). `adamw-cosine-tuned` costs five times "
+        "the compute of the others.",
+        "",
+        summary_table(doc),
+        "",
+    ]
+    if "adamw" in doc["baselines"]:
+        parts += ["## Per task, against adamw", "", task_table(doc, "adamw"), ""]
+    if doc["errors"]:
+        parts += ["## Runs that crashed", ""]
+        parts += [f"- {e['job']['task']} seed {e['job']['seed']} {e['job']['optimizer']} "
+                  f"(lr {e['job']['lr']}, x{e['job']['multiple']}): {e['error']}"
+                  for e in doc["errors"]]  # fmt: skip
+        parts.append("")
+    parts += ["Figures: `curves.png` (validation loss), `hparams.png` (learning rates).", ""]
+    return "\n".join(parts)
+
+
+def figures(doc: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = {job_key(r["job"]): r for r in doc["runs"]}
+    names = list(doc["tasks"])
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    paths = []
+    for kind in ("curves", "hparams"):
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+        for ax, name in zip(axes.flat, names, strict=False):
+            T = doc["tasks"][name]["budget"]
+            for x in doc["optimizers"]:
+                run = main_run(results, name, doc["seeds"][0], x)
+                if not run or run.get("error"):
+                    continue
+                if kind == "curves":
+                    ax.plot(run["steps"], run["val"], label=x, lw=1.2)
+                elif run.get("hparams", {}).get("lr"):
+                    ax.plot(run["steps"], run["hparams"]["lr"], label=x, lw=1.2)
+            ax.axvline(T, color="grey", ls=":", lw=0.8)
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("step")
+            ax.set_yscale("log")
+            ax.set_ylabel("validation loss" if kind == "curves" else "learning rate")
+        for ax in list(axes.flat)[len(names) :]:
+            ax.axis("off")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        path = out / f"{kind}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write(doc: dict, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"results": out / "results.json", "report": out / "report.md"}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=float))
+    tmp.replace(paths["results"])
+    paths["report"].write_text(markdown(doc))
+    for p in figures(doc, out):
+        paths[p.stem] = p
+    return paths

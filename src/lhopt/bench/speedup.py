@@ -1,0 +1,115 @@
+"""The speedup of an optimizer X over a baseline B, as `../shared/design/EVALUATION.md` defines it.
+
+Validation curves are taken as their running minimum (what early stopping would keep). With L_X
+the best validation loss X reached by step T:
+- a budget-independent baseline (one run of 2T steps): t_B is the first step at which its
+  best-so-far curve reaches L_X, linearly interpolated between evaluations;
+- a budget-dependent baseline (full runs with budgets T, 1.5T and 2T): if the T run reaches L_X,
+  t_B is the first step at which it does; otherwise t_B is the budget at which the best loss
+  reaches L_X, interpolated between the budgets.
+speedup = t_B / T; a baseline that does not reach L_X within 2T gives 2, flagged as a lower bound;
+an X that ends with a non-finite loss gets 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+CAP = 2.0
+
+
+@dataclass(frozen=True)
+class Speedup:
+    value: float
+    lower_bound: bool  # the baseline never reached L_X: the true speedup is at least `value`
+    t_b: float | None  # baseline steps to reach L_X (None if it never did)
+
+    def label(self) -> str:
+        return f">{self.value:.2f}" if self.lower_bound else f"{self.value:.2f}"
+
+
+def best_so_far(values: Sequence[float]) -> list[float]:
+    """Running minimum over the finite values (inf until the first finite one)."""
+    out, best = [], math.inf
+    for v in values:
+        if v is not None and math.isfinite(v):
+            best = min(best, v)
+        out.append(best)
+    return out
+
+
+def best_by(steps: Sequence[int], values: Sequence[float], t: int) -> float:
+    """Best finite validation loss among evaluations at steps <= t (inf if none)."""
+    finite = [v for s, v in zip(steps, values, strict=True) if s <= t and _finite(v)]
+    return min(finite, default=math.inf)
+
+
+def first_reach(steps: Sequence[int], values: Sequence[float], target: float) -> float | None:
+    """First step at which the best-so-far curve reaches `target`, linearly interpolated between
+    the evaluation before and the one at which it gets there; None if it never does."""
+    best = best_so_far(values)
+    for i, b in enumerate(best):
+        if b <= target:
+            if i == 0 or not math.isfinite(best[i - 1]):
+                return float(steps[i])
+            b0, s0, s1 = best[i - 1], steps[i - 1], steps[i]
+            return s0 + (s1 - s0) * (b0 - target) / (b0 - b)
+    return None
+
+
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def final_is_finite(values: Sequence[float]) -> bool:
+    return bool(values) and _finite(values[-1])
+
+
+def speedup_budget_independent(
+    steps: Sequence[int], values: Sequence[float], target: float, budget: int
+) -> Speedup:
+    """Speedup against one run of 2T steps of a baseline whose behaviour ignores the budget."""
+    t_b = first_reach(steps, values, target) if math.isfinite(target) else None
+    if t_b is None or t_b > CAP * budget:
+        return Speedup(CAP, True, None)
+    return Speedup(t_b / budget, False, t_b)
+
+
+def speedup_budget_dependent(
+    runs: Mapping[float, tuple[Sequence[int], Sequence[float]]], target: float, budget: int
+) -> Speedup:
+    """Speedup against full runs of a scheduled baseline, keyed by budget multiple (1, 1.5, 2)."""
+    if not math.isfinite(target):
+        return Speedup(CAP, True, None)
+    multiples = sorted(runs)
+    if multiples[0] != 1.0:
+        raise ValueError(f"budget-dependent runs need the T budget; got multiples {multiples}")
+    steps, values = runs[1.0]
+    t_b = first_reach(steps, values, target)
+    if t_b is not None:
+        return Speedup(t_b / budget, False, t_b)
+    # Best loss of each budget's full run; a longer budget is credited with a shorter one's best
+    # (one could always have stopped there), so the curve over budgets is monotone.
+    prev_m, prev_best = multiples[0], best_by(steps, values, math.inf)
+    for m in multiples[1:]:
+        s, v = runs[m]
+        best = min(prev_best, best_by(s, v, math.inf))
+        if best <= target:
+            frac = (
+                1.0 if not math.isfinite(prev_best) else (prev_best - target) / (prev_best - best)
+            )
+            t_b = budget * (prev_m + (m - prev_m) * frac)
+            return Speedup(t_b / budget, False, t_b)
+        prev_m, prev_best = m, best
+    return Speedup(CAP, True, None)
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    """Geometric mean; 0 if any value is 0 (a diverged run is not averaged away)."""
+    if not values:
+        return math.nan
+    if any(v <= 0 for v in values):
+        return 0.0
+    return math.exp(sum(math.log(v) for v in values) / len(values))

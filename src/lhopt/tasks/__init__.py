@@ -1,0 +1,27 @@
+"""Inner tasks: the families meta-training samples from, their data, and the fixed suites."""
+
+from lhopt.tasks.base import NUM_EVALS, Task, TaskConfig
+from lhopt.tasks.registry import (
+    FAMILIES,
+    FAMILY_NAMES,
+    build_task,
+    check_config,
+    sample_training_config,
+    task_budget,
+)
+from lhopt.tasks.suites import SUITES, held_out_keys, suite
+
+__all__ = [
+    "FAMILIES",
+    "FAMILY_NAMES",
+    "NUM_EVALS",
+    "SUITES",
+    "Task",
+    "TaskConfig",
+    "build_task",
+    "check_config",
+    "held_out_keys",
+    "sample_training_config",
+    "suite",
+    "task_budget",
+]

@@ -1,0 +1,58 @@
+"""Task families by name: checking configs, building tasks, sampling the training distribution."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lhopt.tasks import algorithmic, charlm, mnist1d, quadratic
+from lhopt.tasks.base import Task, TaskConfig
+from lhopt.tasks.schema import Schema
+
+FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
+    "quadratic": (quadratic.SCHEMA, quadratic.QuadraticTask),
+    "algorithmic": (algorithmic.SCHEMA, algorithmic.AlgorithmicTask),
+    "mnist1d": (mnist1d.SCHEMA, mnist1d.MNIST1DTask),
+    "charlm": (charlm.SCHEMA, charlm.CharLMTask),
+}
+FAMILY_NAMES = tuple(FAMILIES)
+
+
+def check_config(config: TaskConfig) -> None:
+    """Raise ValueError naming what is wrong (and what is valid) with `config`."""
+    if config.family not in FAMILIES:
+        raise ValueError(f"unknown task family {config.family!r}; valid: {list(FAMILIES)}")
+    FAMILIES[config.family][0].check(config.p)
+
+
+def task_budget(config: TaskConfig) -> int:
+    """The budget T of a config without building its task."""
+    check_config(config)
+    if config.family == "mnist1d":
+        return mnist1d.budget_for(config.p)
+    return int(config.p["budget"])
+
+
+def build_task(config: TaskConfig | dict, seed: int) -> Task:
+    if isinstance(config, dict):
+        config = TaskConfig.from_dict(config)
+    check_config(config)
+    return FAMILIES[config.family][1](config, seed)
+
+
+def sample_training_config(
+    rng: np.random.Generator, families: tuple[str, ...] = FAMILY_NAMES
+) -> TaskConfig:
+    """A configuration of the meta-training distribution: a family chosen uniformly, then its
+    parameters from the documented ranges. Configurations of the `validation` and `ood` suites
+    are never returned (they are rejected and drawn again)."""
+    from lhopt.tasks.suites import held_out_keys
+
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown task families {unknown}; valid: {list(FAMILIES)}")
+    held_out = held_out_keys()
+    while True:
+        family = families[int(rng.integers(len(families)))]
+        config = TaskConfig.make(family, **FAMILIES[family][0].sample(rng))
+        if config.key() not in held_out:
+            return config

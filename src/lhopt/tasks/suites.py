@@ -1,0 +1,65 @@
+"""Fixed lists of task configurations that the benchmark runs.
+
+- `quick`: a few small tasks, one per kind, for a run of minutes.
+- `validation`: held-out configurations of the training families, used to choose checkpoints.
+- `ood`: kinds never used in meta-training or checkpoint selection (here: byte-level language
+  modelling on Shakespeare works that no training task reads — the poems and four held-out plays).
+Meta-training never samples a configuration of any suite (`sample_training_config` rejects them,
+and the tests check it).
+"""
+
+from __future__ import annotations
+
+from lhopt.tasks.base import TaskConfig
+
+Q = TaskConfig.make
+
+SUITES: dict[str, dict[str, TaskConfig]] = {
+    "quick": {
+        "quick-quadratic": Q("quadratic", dim=100, condition=1000.0, noise=0.5, batch=4,
+                             budget=300),
+        "quick-mnist1d-mlp": Q("mnist1d", arch="mlp", depth=2, width=64, norm="none",
+                               activation="relu", dropout=0.0, loss="ce", batch=64, epochs=3,
+                               budget=300),
+        "quick-xor-gru": Q("algorithmic", problem="xor", cell="gru", layers=1, hidden=32,
+                           dropout=0.0, length=8, batch=32, budget=300),
+    },
+    "validation": {
+        "val-quadratic-ill": Q("quadratic", dim=500, condition=10000.0, noise=1.0, batch=8,
+                               budget=500),
+        "val-quadratic-small": Q("quadratic", dim=50, condition=300.0, noise=0.2, batch=1,
+                                 budget=300),
+        "val-addition-lstm": Q("algorithmic", problem="addition", cell="lstm", layers=1,
+                               hidden=64, dropout=0.0, length=8, batch=64, budget=500),
+        "val-xor-rnn2": Q("algorithmic", problem="xor", cell="rnn", layers=2, hidden=48,
+                          dropout=0.1, length=12, batch=32, budget=400),
+        "val-mnist1d-cnn": Q("mnist1d", arch="cnn", depth=3, width=64, norm="batch",
+                             activation="relu", dropout=0.1, loss="ce", batch=128, epochs=5),
+        "val-mnist1d-mlp-huber": Q("mnist1d", arch="mlp", depth=4, width=128, norm="layer",
+                                   activation="gelu", dropout=0.0, loss="huber", batch=32,
+                                   epochs=2),
+        "val-charlm-gru": Q("charlm", arch="gru", layers=1, d_model=96, context=64, dropout=0.0,
+                            batch=32, budget=400, corpus="plays"),
+        "val-charlm-transformer": Q("charlm", arch="transformer", layers=2, d_model=64,
+                                    context=64, dropout=0.0, batch=32, budget=400,
+                                    corpus="plays"),
+    },
+    "ood": {
+        "ood-poems-transformer": Q("charlm", arch="transformer", layers=2, d_model=64,
+                                   context=64, dropout=0.0, batch=32, budget=400,
+                                   corpus="poems"),
+        "ood-heldout-plays-lstm": Q("charlm", arch="lstm", layers=2, d_model=64, context=64,
+                                    dropout=0.1, batch=32, budget=400, corpus="heldout"),
+    },
+}  # fmt: skip
+
+
+def suite(name: str) -> dict[str, TaskConfig]:
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; valid: {list(SUITES)}")
+    return SUITES[name]
+
+
+def held_out_keys() -> set[str]:
+    """Canonical keys of every configuration in any suite: meta-training never samples them."""
+    return {c.key() for tasks in SUITES.values() for c in tasks.values()}
