@@ -25,7 +25,7 @@ SCHEMA = Schema(
         "dropout": Param("float", 0.0, 0.3),
         "length": Param("int", 4, 16, doc="sequence length (bits per number)"),
         "batch": Param("int", 32, 128, log=True),
-        "budget": Param("int", 200, 800, log=True),
+        "budget": Param("int", 200, 800, log=True, limits=(20, 100_000)),
     },
 )
 EVAL_SIZE = 512

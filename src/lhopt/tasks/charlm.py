@@ -54,7 +54,7 @@ SCHEMA = Schema(
         "context": Param("int", 16, 128, log=True),
         "dropout": Param("float", 0.0, 0.2),
         "batch": Param("int", 16, 64, log=True),
-        "budget": Param("int", 200, 600, log=True),
+        "budget": Param("int", 200, 600, log=True, limits=(20, 100_000)),
     },
     fixed={"corpus": Param("choice", choices=("plays", "heldout", "poems"))},
 )

@@ -23,7 +23,7 @@ SCHEMA = Schema(
         "condition": Param("float", 1e2, 3e4, log=True, doc="largest / smallest curvature"),
         "noise": Param("float", 0.1, 3.0, log=True, doc="std of the noisy targets"),
         "batch": Param("int", 1, 64, log=True, doc="noisy targets averaged per step"),
-        "budget": Param("int", 200, 800, log=True, doc="steps T"),
+        "budget": Param("int", 200, 800, log=True, doc="steps T", limits=(20, 100_000)),
     },
 )
 

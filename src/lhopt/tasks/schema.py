@@ -16,7 +16,10 @@ def _round_sig(x: float, digits: int = 3) -> float:
 
 @dataclass(frozen=True)
 class Param:
-    """An int or float in [low, high] (sampled log-uniformly if `log`), or one of `choices`."""
+    """An int or float sampled in [low, high] (log-uniformly if `log`), or one of `choices`.
+
+    A config may hold any value within `limits` (default: the sampling range): a budget outside
+    the training distribution is still a valid task."""
 
     kind: str  # "int", "float" or "choice"
     low: float = 0.0
@@ -24,12 +27,17 @@ class Param:
     log: bool = False
     choices: Sequence[Any] = ()
     doc: str = ""
+    limits: tuple[float, float] | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.limits or (self.low, self.high)
 
     def describe(self) -> str:
         if self.kind == "choice":
             return f"one of {list(self.choices)}"
-        scale = ", log-uniform" if self.log else ""
-        return f"{self.kind} in [{self.low:g}, {self.high:g}]{scale}"
+        lo, hi = self.bounds
+        return f"{self.kind} in [{lo:g}, {hi:g}]"
 
     def check(self, name: str, value: Any) -> None:
         if self.kind == "choice":
@@ -39,7 +47,8 @@ class Param:
         ok_type = isinstance(value, int) if self.kind == "int" else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok_type:
             raise ValueError(f"{name}={value!r} is not allowed: {self.describe()}")
-        if not (math.isfinite(value) and self.low <= value <= self.high):
+        lo, hi = self.bounds
+        if not (math.isfinite(value) and lo <= value <= hi):
             raise ValueError(f"{name}={value!r} is out of range: {self.describe()}")
 
     def sample(self, rng: np.random.Generator) -> Any:

@@ -1,0 +1,151 @@
+import json
+import math
+
+import pytest
+import torch
+
+from lhopt.bench import benchmark, cache, check_request, run_benchmark
+from lhopt.bench.report import write
+from lhopt.bench.runner import execute, run_job_safe, start_ray
+from lhopt.cli import main
+from lhopt.optim import baselines
+from lhopt.tasks import SUITES, TaskConfig
+
+TINY = {
+    "tiny-quadratic": TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.3, batch=4,
+                                      budget=40),
+    "tiny-xor": TaskConfig.make("algorithmic", problem="xor", cell="gru", layers=1, hidden=16,
+                                dropout=0.0, length=4, batch=32, budget=40),
+}  # fmt: skip
+
+
+def job(config, optimizer="adamw", multiple=1.0, lr=None, seed=0):
+    return {"task": "t", "config": config.to_dict(), "seed": seed, "optimizer": optimizer,
+            "lr": lr, "multiple": multiple}  # fmt: skip
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LHOPT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("nope", ["adamw"], 1), ["unknown suite 'nope'", "validation"]),
+        (("quick", ["adamw", "sgd"], 1), ["unknown optimizer 'sgd'", "prodigy"]),
+        (("quick", [], 1), ["no optimizers"]),
+        (("quick", ["adamw", "adamw"], 1), ["repeat"]),
+        (("quick", ["adamw"], 0), ["seeds=0"]),
+    ],
+)
+def test_bad_requests_fail_before_any_work(args, words):
+    with pytest.raises(ValueError) as info:
+        check_request(*args)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_cli_refuses_an_unknown_suite_with_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--suite", "imagenet"])
+    err = capsys.readouterr().err
+    assert "imagenet" in err and "quick" in err and "ood" in err
+
+
+def test_a_run_records_curve_metrics_and_trajectory():
+    r = run_job_safe(job(TINY["tiny-quadratic"], "adamw-cosine", multiple=1.5))
+    assert r["error"] is None and not r["diverged"]
+    assert r["steps"] == [0] + [2 * i for i in range(1, 31)]
+    assert r["val"][-1] < r["val"][0]
+    assert set(r["test_at_T"]) == {"loss"} and "test_final" in r
+    assert r["hparams"]["lr"][-1] == pytest.approx(0.0, abs=1e-12)  # cosine decayed to zero
+    assert 0 < r["train_time_at_T"] < r["train_time"]
+
+
+def test_a_diverging_run_is_reported_and_scores_zero(monkeypatch):
+    def exploding(params, budget, lr):
+        class Explode(torch.optim.SGD):
+            def step(self, closure=None):
+                for g in self.param_groups:
+                    for p in g["params"]:
+                        p.data.fill_(math.nan)
+
+        return baselines.Driver(Explode(params, lr=0.1))
+
+    spec = baselines.OptimizerSpec("explode", exploding, True, "test")
+    monkeypatch.setitem(baselines.OPTIMIZERS, "explode", spec)
+    r = run_job_safe(job(TINY["tiny-quadratic"], "explode"))
+    assert r["diverged"] and math.isnan(r["val"][-1]) and r["steps"][-1] == 2
+    outcome = benchmark.x_outcome(r, 40)
+    assert outcome["status"] == "diverged"
+
+
+def test_a_crashing_job_is_reported_not_raised():
+    bad = job(TINY["tiny-quadratic"])
+    bad["config"] = {"family": "quadratic", "dim": 3}
+    r = run_job_safe(bad)
+    assert "ValueError" in r["error"] and r["job"] is bad
+
+
+def test_adamw_curves_are_cached_and_keyed_by_code(tmp_cache, monkeypatch):
+    j = job(TINY["tiny-quadratic"], "adamw", multiple=2.0, lr=1e-3)
+    assert cache.lookup(j) is None
+    r = run_job_safe(j)
+    cache.store(j, r)
+    hit = cache.lookup(j)
+    assert hit["cached"] and hit["val"] == r["val"]
+    assert cache.lookup({**j, "seed": 1}) is None
+    monkeypatch.setattr(cache, "code_fingerprint", lambda: "changed-code")
+    assert cache.lookup(j) is None
+    other = job(TINY["tiny-quadratic"], "prodigy", multiple=2.0)
+    cache.store(other, run_job_safe(other))
+    assert cache.lookup(other) is None  # only the adamw baseline is cached
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    start_ray(workers=2)
+    yield
+    ray.shutdown()
+
+
+def test_crashed_jobs_do_not_take_the_others_down(ray_local):
+    good = job(TINY["tiny-xor"], "adamw")
+    bad = {**good, "config": {"family": "nope"}}
+    results = execute([good, bad, good], progress=False)
+    assert results[0]["error"] is None and results[2]["error"] is None
+    assert "unknown task family" in results[1]["error"]
+    assert results[0]["val"] == results[2]["val"]  # deterministic across workers
+
+
+def test_benchmark_end_to_end(ray_local, tmp_cache, tmp_path, monkeypatch):
+    monkeypatch.setitem(SUITES, "tiny", TINY)
+    doc = run_benchmark("tiny", list(baselines.BASELINES), seeds=2, progress=False)
+    assert doc["errors"] == []
+    assert set(doc["tasks"]) == set(TINY)
+    for x in baselines.BASELINES:
+        assert set(doc["summary"][x]) == set(baselines.BASELINES) - {x}
+        for s in doc["summary"][x].values():
+            assert s["tasks"] == 2 and s["geomean"] >= 0
+    tuned = doc["tasks"]["tiny-xor"]["optimizers"]["adamw-cosine-tuned"]
+    assert len(tuned["seeds"]) == 2 and tuned["test_at_T"]["accuracy"] > 0
+    # Per task and seed: the five T runs of the lr grid, the default lr at 1.5T and 2T, and the
+    # chosen lr at 1.5T and 2T unless it is the default.
+    for task in TINY:
+        for seed in (0, 1):
+            runs = [r["job"] for r in doc["runs"] if r["job"]["optimizer"] == "adamw-cosine"
+                    and r["job"]["task"] == task and r["job"]["seed"] == seed]  # fmt: skip
+            lr = benchmark.chosen_lr({benchmark.job_key(j): r for j, r in
+                                      ((r["job"], r) for r in doc["runs"])}, task, seed)  # fmt: skip
+            assert len(runs) == (7 if lr == baselines.DEFAULT_LR else 9)
+            assert {j["lr"] for j in runs if j["multiple"] == 1.0} == set(baselines.TUNED_LR_GRID)
+    paths = write(doc, tmp_path / "out")
+    assert json.loads(paths["results"].read_text())["suite"] == "tiny"
+    assert "| adamw |" in paths["report"].read_text()
+    assert paths["curves"].stat().st_size > 10_000 and paths["hparams"].exists()
+
+    again = run_benchmark("tiny", ["adamw", "prodigy"], seeds=1, progress=False)
+    assert all(r.get("cached") for r in again["runs"] if r["job"]["optimizer"] == "adamw")

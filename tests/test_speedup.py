@@ -1,0 +1,69 @@
+import math
+
+import pytest
+
+from lhopt.bench.speedup import (
+    best_so_far,
+    first_reach,
+    geometric_mean,
+    speedup_budget_dependent,
+    speedup_budget_independent,
+)
+
+T = 100
+STEPS_2T = list(range(0, 2 * T + 1, 10))
+
+
+def linear_curve(steps, start=10.0, slope=0.02):
+    return [start - slope * s for s in steps]
+
+
+def test_running_minimum_ignores_rises_and_non_finite_values():
+    assert best_so_far([3.0, 2.0, 2.5, math.nan, 1.0]) == [3.0, 2.0, 2.0, 2.0, 1.0]
+    assert best_so_far([math.inf, 4.0]) == [math.inf, 4.0]
+
+
+def test_first_reach_interpolates_between_evaluations():
+    assert first_reach([0, 10, 20], [5.0, 3.0, 1.0], 2.0) == pytest.approx(15.0)
+    assert first_reach([0, 10, 20], [5.0, 3.0, 1.0], 5.0) == 0.0
+    assert first_reach([0, 10, 20], [5.0, 3.0, 1.0], 0.5) is None
+
+
+def test_a_baseline_half_as_fast_gives_two_and_a_faster_one_less_than_one():
+    # Baseline loss falls linearly from 10 by 0.02 per step: it reaches 8 at step 100.
+    base = linear_curve(STEPS_2T)
+    s = speedup_budget_independent(STEPS_2T, base, target=7.0, budget=T)  # reached at 150
+    assert s.value == pytest.approx(1.5) and not s.lower_bound
+    s = speedup_budget_independent(STEPS_2T, base, target=9.0, budget=T)  # reached at 50
+    assert s.value == pytest.approx(0.5)
+    s = speedup_budget_independent(STEPS_2T, base, target=1.0, budget=T)  # never within 2T
+    assert s.value == 2.0 and s.lower_bound and s.t_b is None
+
+
+def test_an_overfitting_baseline_is_taken_at_its_best():
+    steps = [0, 50, 100, 150, 200]
+    base = [10.0, 6.0, 9.0, 12.0, 15.0]  # best 6 at step 50, then overfits
+    assert speedup_budget_independent(steps, base, 6.0, T).value == pytest.approx(0.5)
+
+
+def test_budget_dependent_baseline_uses_the_T_run_then_interpolates_budgets():
+    def run(mult, final):
+        steps = list(range(0, int(mult * T) + 1, 10))
+        return steps, [10.0 - (10.0 - final) * s / steps[-1] for s in steps]
+
+    runs = {1.0: run(1.0, 4.0), 1.5: run(1.5, 3.0), 2.0: run(2.0, 2.5)}
+    # Reached inside the T run: the step at which it was reached.
+    assert speedup_budget_dependent(runs, 7.0, T).value == pytest.approx(0.5)
+    # Between the T run's best (4.0) and the 1.5T run's best (3.0): halfway -> 1.25T.
+    assert speedup_budget_dependent(runs, 3.5, T).value == pytest.approx(1.25)
+    # Between 1.5T (3.0) and 2T (2.5): 2.75 is halfway -> 1.75T.
+    assert speedup_budget_dependent(runs, 2.75, T).value == pytest.approx(1.75)
+    s = speedup_budget_dependent(runs, 2.0, T)
+    assert s.value == 2.0 and s.lower_bound
+
+
+def test_non_finite_target_and_geometric_mean():
+    assert speedup_budget_independent(STEPS_2T, linear_curve(STEPS_2T), math.inf, T).lower_bound
+    assert geometric_mean([2.0, 0.5]) == pytest.approx(1.0)
+    assert geometric_mean([2.0, 0.0]) == 0.0
+    assert math.isnan(geometric_mean([]))

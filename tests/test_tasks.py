@@ -1,0 +1,137 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from lhopt import CIAO
+from lhopt.tasks import (
+    FAMILIES,
+    NUM_EVALS,
+    SUITES,
+    TaskConfig,
+    build_task,
+    held_out_keys,
+    registry,
+    sample_training_config,
+    task_budget,
+)
+
+
+def small(config: TaskConfig, **over) -> TaskConfig:
+    return TaskConfig.make(config.family, **{**config.p, **over})
+
+
+SMALL = {
+    "quadratic": TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.5, batch=2,
+                                 budget=40),
+    "algorithmic": TaskConfig.make("algorithmic", problem="addition", cell="lstm", layers=2,
+                                   hidden=16, dropout=0.1, length=4, batch=32, budget=40),
+    "mnist1d": TaskConfig.make("mnist1d", arch="cnn", depth=2, width=32, norm="batch",
+                               activation="gelu", dropout=0.1, loss="huber", batch=32, epochs=1,
+                               budget=40),
+    "charlm": TaskConfig.make("charlm", arch="transformer", layers=1, d_model=32, context=16,
+                              dropout=0.0, batch=16, budget=40, corpus="poems"),
+}  # fmt: skip
+
+
+def train(task, steps):
+    opt = CIAO(task.model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        loss = task.train_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_family_trains_and_reports(family):
+    task = build_task(SMALL[family], seed=0)
+    before = task.val_loss()
+    train(task, 40)
+    after = task.val_loss()
+    assert np.isfinite([before, after]).all() and after < before
+    metrics = task.test_metrics()
+    assert metrics and all(np.isfinite(list(metrics.values())))
+    d = task.descriptor()
+    assert d.shape == (len(FAMILIES) + 6,) and np.isfinite(d).all()
+    assert d[list(FAMILIES).index(family)] == 1.0
+    assert task.model.training  # evaluation put the model back in training mode
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_seed_gives_the_same_run(family):
+    runs = []
+    for _ in range(2):
+        task = build_task(SMALL[family], seed=3)
+        losses = train(task, 15)
+        runs.append((losses, [p.detach().clone() for p in task.model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
+    other = train(build_task(SMALL[family], seed=4), 15)
+    assert other != runs[0][0]
+
+
+def test_evaluation_schedule():
+    task = build_task(SMALL["quadratic"], seed=0)
+    assert task.eval_steps() == [0] + [2 * i for i in range(1, NUM_EVALS + 1)]
+    assert len(task.eval_steps(80)) == 2 * NUM_EVALS + 1
+    assert len(task.eval_steps(60)) == 31
+
+
+def test_sampled_configs_are_valid_and_never_held_out():
+    rng = np.random.default_rng(0)
+    held = held_out_keys()
+    families = set()
+    for _ in range(3000):
+        config = sample_training_config(rng)
+        registry.check_config(config)
+        assert config.key() not in held
+        assert config.p.get("corpus", "plays") == "plays"  # no held-out text in training
+        families.add(config.family)
+    assert families == set(FAMILIES)
+
+
+def test_held_out_configs_are_rejected_by_the_sampler(monkeypatch):
+    first = sample_training_config(np.random.default_rng(7))
+    monkeypatch.setattr("lhopt.tasks.suites.held_out_keys", lambda: {first.key()})
+    again = sample_training_config(np.random.default_rng(7))
+    assert again.key() != first.key()
+
+
+def test_suites_are_valid_and_big_enough():
+    assert len(SUITES["validation"]) >= 8
+    assert {c.family for c in SUITES["validation"].values()} == set(FAMILIES)
+    for tasks in SUITES.values():
+        for config in tasks.values():
+            registry.check_config(config)
+            assert task_budget(config) >= NUM_EVALS
+    names = [n for tasks in SUITES.values() for n in tasks]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        ({"family": "images"}, ["unknown task family 'images'", "quadratic"]),
+        ({**SMALL["quadratic"].to_dict(), "depth": 3}, ["unknown parameter", "'depth'", "dim"]),
+        ({**SMALL["quadratic"].to_dict(), "dim": 5}, ["dim=5", "[10, 2000]"]),
+        ({**SMALL["algorithmic"].to_dict(), "cell": "tcn"}, ["cell='tcn'", "'gru'"]),
+        ({k: v for k, v in SMALL["charlm"].to_dict().items() if k != "context"}, ["context"]),
+    ],
+)
+def test_malformed_configs_say_what_is_valid(config, words):
+    with pytest.raises(ValueError) as info:
+        build_task(copy.deepcopy(config), seed=0)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_config_round_trip_and_key():
+    c = SMALL["mnist1d"]
+    assert TaskConfig.from_dict(c.to_dict()) == c
+    assert TaskConfig.make("quadratic", dim=20, condition=100.00000001, noise=0.5, batch=2,
+                           budget=40).key() == SMALL["quadratic"].key()  # fmt: skip
