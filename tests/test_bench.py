@@ -134,12 +134,12 @@ def test_benchmark_end_to_end(ray_local, tmp_cache, tmp_path, monkeypatch):
     assert len(tuned["seeds"]) == 2 and tuned["test_at_T"]["accuracy"] > 0
     # Per task and seed: the five T runs of the lr grid, the default lr at 1.5T and 2T, and the
     # chosen lr at 1.5T and 2T unless it is the default.
+    by_key = {benchmark.job_key(r["job"]): r for r in doc["runs"]}
     for task in TINY:
         for seed in (0, 1):
             runs = [r["job"] for r in doc["runs"] if r["job"]["optimizer"] == "adamw-cosine"
                     and r["job"]["task"] == task and r["job"]["seed"] == seed]  # fmt: skip
-            lr = benchmark.chosen_lr({benchmark.job_key(j): r for j, r in
-                                      ((r["job"], r) for r in doc["runs"])}, task, seed)  # fmt: skip
+            lr = benchmark.chosen_lr(by_key, task, seed)
             assert len(runs) == (7 if lr == baselines.DEFAULT_LR else 9)
             assert {j["lr"] for j in runs if j["multiple"] == 1.0} == set(baselines.TUNED_LR_GRID)
     paths = write(doc, tmp_path / "out")
