@@ -75,6 +75,36 @@ def demo(steps: int, decisions: int, seed: int, out=sys.stdout) -> list[dict]:
     return records
 
 
+def describe_tasks() -> str:
+    """Markdown: each family's parameters (from its schema) and each suite's tasks."""
+    from lhopt.tasks import FAMILIES, SUITES, task_budget
+
+    lines = []
+    for name, (schema, task_cls) in FAMILIES.items():
+        module_doc = (sys.modules[task_cls.__module__].__doc__ or "").strip()
+        lines += [f"### {name}", "", module_doc, "",
+                  "| parameter | sampled for meta-training | doc |", "|---|---|---|"]  # fmt: skip
+        for k, p in schema.params.items():
+            sampled = (
+                p.describe()
+                if p.kind == "choice"
+                else (f"{p.kind} in [{p.low:g}, {p.high:g}]" + (", log-uniform" if p.log else ""))
+            )
+            allowed = f" (a config may use [{p.bounds[0]:g}, {p.bounds[1]:g}])" if p.limits else ""
+            lines.append(f"| `{k}` | {sampled}{allowed} | {p.doc} |")
+        for k, p in (schema.fixed or {}).items():
+            lines.append(f"| `{k}` | not sampled: {p.describe()} | {p.doc} |")
+        lines.append("")
+    for suite_name, tasks in SUITES.items():
+        lines += [f"### suite `{suite_name}`", "", "| task | family | T | config |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for name, c in tasks.items():
+            params = ", ".join(f"{k}={v}" for k, v in c.params)
+            lines.append(f"| {name} | {c.family} | {task_budget(c)} | {params} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 DEFAULT_OPTIMIZERS = ("adamw", "adamw-cosine", "adamw-cosine-tuned", "schedulefree", "prodigy")
 
 
@@ -120,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     b.add_argument("--workers", type=int, default=None, help="local Ray CPUs (default: all)")
     b.add_argument("--no-progress", action="store_true")
+    sub.add_parser("tasks", help="list the task families, their parameter ranges and the suites")
     args = parser.parse_args(argv)
+    if args.command == "tasks":
+        print(describe_tasks())
+        return 0
     if args.command == "bench":
         return bench(args, parser)
     if args.command == "demo":
