@@ -108,8 +108,9 @@ def run_jobs(jobs: list[dict], *, progress: bool, desc: str) -> dict[tuple, dict
             out[job_key(job)] = hit
         else:
             todo.append(job)
-    for job, result in zip(todo, execute(todo, progress=progress, desc=desc), strict=True):
-        cache.store(job, result)
+    for job, result in zip(
+        todo, execute(todo, progress=progress, desc=desc, on_result=cache.store), strict=True
+    ):
         out[job_key(job)] = result
     return out
 

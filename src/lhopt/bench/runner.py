@@ -14,7 +14,7 @@ import math
 import os
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -105,8 +105,10 @@ def start_ray(address: str | None = None, workers: int | None = None) -> None:
                  log_to_driver=False, configure_logging=False)  # fmt: skip
 
 
-def execute(jobs: Sequence[dict], *, progress: bool = True, desc: str = "runs") -> list[dict]:
-    """Run `jobs` on Ray (started with `start_ray`), one CPU each; results in job order."""
+def execute(jobs: Sequence[dict], *, progress: bool = True, desc: str = "runs",
+            on_result: Callable[[dict, dict], None] | None = None) -> list[dict]:  # fmt: skip
+    """Run `jobs` on Ray (started with `start_ray`), one CPU each; results in job order.
+    `on_result(job, result)` is called as each one arrives (to save it before the others end)."""
     import ray
     from tqdm.auto import tqdm
 
@@ -125,5 +127,7 @@ def execute(jobs: Sequence[dict], *, progress: bool = True, desc: str = "runs") 
             except Exception as e:  # noqa: BLE001 - a dead worker: report it, go on
                 results[i] = {"error": f"worker failed: {type(e).__name__}: {e}", "steps": [],
                               "val": [], "diverged": False, "job": jobs[i]}  # fmt: skip
+            if on_result is not None:
+                on_result(jobs[i], results[i])
             bar.update(1)
     return results

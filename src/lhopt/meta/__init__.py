@@ -1,0 +1,1 @@
+"""Meta-training: the policy, episodes, the speedup reward, PPO, and distributed rollouts."""

@@ -1,0 +1,107 @@
+"""The speedup reward: how much faster than the Adam baseline the controlled run trains.
+
+The baseline (`adamw` on the same task and seed, budget T) gives a validation curve. A power law
+L(t) = c + a t^(-b) is fitted to its running minimum (`fit_points` evenly spaced evaluations, the
+paper's 14), which extends it smoothly to 2T and beyond, and can be inverted: t_B(L) is the
+number of baseline steps needed to reach loss L. After the controlled run has used t steps and
+reached a best validation loss L, its log speedup so far is
+
+    s(t) = clip(log(t_B(L) / t), -clip, +clip)        (clip = 3, as in the official config)
+
+The reward of outer step k is s(t_k) - s(t_{k-1}) (with s(t_0) = 0): dense, and summing over an
+episode to its final log speedup, the quantity meta-training maximises (gamma = 1). A run
+twice as fast as the baseline ends with a return of log 2. A non-finite validation loss counts
+as no progress; a run whose loss is non-finite at the end scores -clip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """L(t) = c + a * t ** (-b), with a > 0, b > 0, c >= 0."""
+
+    a: float
+    b: float
+    c: float
+
+    def loss(self, t: float) -> float:
+        return self.c + self.a * t ** (-self.b)
+
+    def steps_to(self, loss: float) -> float:
+        """Steps the baseline needs to reach `loss` (inf at or below the asymptote c)."""
+        if not math.isfinite(loss):
+            return 0.0 if loss > 0 else math.inf
+        if loss <= self.c:
+            return math.inf
+        return (self.a / (loss - self.c)) ** (1.0 / self.b)
+
+
+def fit_power_law(
+    steps: Sequence[float], losses: Sequence[float], fit_points: int = 14
+) -> PowerLaw:
+    """Fit L(t) = c + a t^-b to the running minimum of a curve (evaluations at t > 0)."""
+    from scipy.optimize import curve_fit
+
+    pts = [(s, v) for s, v in zip(steps, losses, strict=True) if s > 0 and math.isfinite(v)]
+    if len(pts) < 3:
+        raise ValueError(f"a power law needs at least 3 finite evaluations after step 0, got {pts}")
+    t = np.array([s for s, _ in pts], dtype=float)
+    y = np.minimum.accumulate(np.array([v for _, v in pts], dtype=float))
+    if fit_points and len(t) > fit_points:
+        idx = np.unique(np.round(np.linspace(0, len(t) - 1, fit_points)).astype(int))
+        t, y = t[idx], y[idx]
+    lo = float(y.min())
+
+    # Fit in log-loss space so that late, small differences weigh as much as early drops.
+    def model(tt, log_a, b, c_frac):
+        return np.log(c_frac * lo + np.exp(log_a) * tt ** (-b))
+
+    scale = t / t[0]
+    try:
+        (log_a, b, c_frac), _ = curve_fit(
+            model,
+            scale, np.log(np.maximum(y, 1e-12)),
+            p0=(math.log(max(y[0] - 0.5 * lo, 1e-12)), 0.5, 0.5),
+            bounds=([-60.0, 1e-3, 0.0], [60.0, 5.0, 0.999]), maxfev=5000,
+        )  # fmt: skip
+        a = math.exp(log_a) * t[0] ** b  # undo the rescaling of t
+        return PowerLaw(a, float(b), float(c_frac * lo))
+    except (RuntimeError, ValueError):
+        # No convergence: a straight line in log-log through the first and last points.
+        b = max(1e-3, math.log(y[0] / max(y[-1], 1e-12)) / math.log(t[-1] / t[0]))
+        return PowerLaw(float(y[0] * t[0] ** b), b, 0.0)
+
+
+def log_speedup(
+    baseline: PowerLaw, best_loss: float, steps_used: float, clip: float = 3.0
+) -> float:
+    """clip(log(t_B(best_loss) / steps_used)); -clip when best_loss is not finite."""
+    if not math.isfinite(best_loss):
+        return -clip
+    t_b = baseline.steps_to(best_loss)
+    if t_b <= 0:
+        return -clip
+    return float(np.clip(math.log(t_b / steps_used) if math.isfinite(t_b) else clip, -clip, clip))
+
+
+def outer_step_rewards(
+    baseline: PowerLaw, steps: Sequence[int], val_losses: Sequence[float], clip: float = 3.0
+) -> list[float]:
+    """Reward of each outer step (see the module doc); they sum to the final log speedup."""
+    rewards, prev, best = [], 0.0, math.inf
+    for t, v in zip(steps, val_losses, strict=True):
+        if math.isfinite(v):
+            best = min(best, v)
+        s = log_speedup(baseline, best, t, clip)
+        rewards.append(s - prev)
+        prev = s
+    if val_losses and not math.isfinite(val_losses[-1]):
+        rewards[-1] += -clip - prev  # a run that ends diverged scores -clip in total
+    return rewards

@@ -1,0 +1,50 @@
+import math
+
+import numpy as np
+import pytest
+
+from lhopt.meta.reward import PowerLaw, fit_power_law, log_speedup, outer_step_rewards
+
+T = 400
+
+
+def baseline_curve(t):
+    return 1.0 + 10.0 * np.asarray(t, dtype=float) ** -0.5
+
+
+def test_power_law_fit_recovers_a_power_law_and_extrapolates_to_2T():
+    steps = np.arange(20, T + 1, 20)
+    fit = fit_power_law(steps, baseline_curve(steps))
+    for t in (50, 400, 800):
+        assert fit.loss(t) == pytest.approx(float(baseline_curve(t)), rel=1e-3)
+    assert fit.steps_to(float(baseline_curve(600))) == pytest.approx(600, rel=0.02)
+
+
+def test_a_run_twice_as_fast_as_the_baseline_earns_log_2():
+    steps = np.arange(20, T + 1, 20)
+    fit = fit_power_law(steps, baseline_curve(steps))
+    outer = list(range(40, T + 1, 40))
+    twice_as_fast = [float(baseline_curve(2 * t)) for t in outer]  # L_X(t) = L_B(2t)
+    rewards = outer_step_rewards(fit, outer, twice_as_fast)
+    assert sum(rewards) == pytest.approx(math.log(2), abs=0.01)
+    as_fast = [float(baseline_curve(t)) for t in outer]
+    assert sum(outer_step_rewards(fit, outer, as_fast)) == pytest.approx(0.0, abs=0.01)
+    half = [float(baseline_curve(t / 2)) for t in outer]
+    assert sum(outer_step_rewards(fit, outer, half)) == pytest.approx(-math.log(2), abs=0.01)
+
+
+def test_clipping_divergence_and_noisy_curves():
+    law = PowerLaw(10.0, 0.5, 1.0)
+    assert log_speedup(law, 0.5, 100) == 3.0  # below the asymptote: clipped
+    assert log_speedup(law, math.nan, 100) == -3.0
+    assert log_speedup(law, 1e9, 100) == -3.0  # no better than the start
+    rewards = outer_step_rewards(law, [10, 20, 30], [3.0, 2.5, math.nan])
+    assert sum(rewards) == pytest.approx(-3.0)
+    rng = np.random.default_rng(0)
+    steps = np.arange(20, T + 1, 20)
+    noisy = baseline_curve(steps) * (1 + 0.05 * rng.standard_normal(len(steps)))
+    fit = fit_power_law(steps, noisy)
+    assert fit.a > 0 and fit.b > 0 and fit.c >= 0
+    assert fit.steps_to(float(np.minimum.accumulate(noisy)[-1])) == pytest.approx(T, rel=0.3)
+    with pytest.raises(ValueError, match="at least 3"):
+        fit_power_law([0, 10], [1.0, 0.5])
