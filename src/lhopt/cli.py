@@ -75,6 +75,32 @@ def demo(steps: int, decisions: int, seed: int, out=sys.stdout) -> list[dict]:
     return records
 
 
+def meta_train(args, parser) -> int:
+    from pathlib import Path
+
+    from lhopt.meta import config as meta_config
+    from lhopt.meta.train import MetaTrainer
+
+    try:
+        cfg = meta_config.load(args.config)
+    except ValueError as e:
+        parser.error(f"{args.config}: {e}")
+    out = Path(args.out)
+    if not args.resume and (out / "checkpoint.pt").exists():
+        parser.error(f"{out} already holds a run: pass --resume to continue it, or another --out")
+    trainer = MetaTrainer(cfg, out, address=args.address)
+    if args.resume:
+        try:
+            trainer.resume()
+        except ValueError as e:
+            parser.error(str(e))
+        print(f"resumed at iteration {trainer.iteration}")
+    (out / "config.toml").write_text(Path(args.config).read_text())
+    trainer.train(log_progress=lambda line: print(line, flush=True))
+    print(f"done: {trainer.iteration} iterations; policy at {out / 'policy.pt'}")
+    return 0
+
+
 def describe_tasks() -> str:
     """Markdown: each family's parameters (from its schema) and each suite's tasks."""
     from lhopt.tasks import FAMILIES, SUITES, task_budget
@@ -151,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--workers", type=int, default=None, help="local Ray CPUs (default: all)")
     b.add_argument("--no-progress", action="store_true")
     sub.add_parser("tasks", help="list the task families, their parameter ranges and the suites")
+    m = sub.add_parser("meta-train", help="train a policy with PPO over the task distribution")
+    m.add_argument("--config", required=True, help="TOML file (see docs/meta.md)")
+    m.add_argument("--out", required=True, help="folder for logs, checkpoints, policy.pt")
+    m.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    m.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     args = parser.parse_args(argv)
+    if args.command == "meta-train":
+        return meta_train(args, parser)
     if args.command == "tasks":
         print(describe_tasks())
         return 0

@@ -40,7 +40,8 @@ class PowerLaw:
             return 0.0 if loss > 0 else math.inf
         if loss <= self.c:
             return math.inf
-        return (self.a / (loss - self.c)) ** (1.0 / self.b)
+        log_t = (math.log(self.a) - math.log(loss - self.c)) / self.b
+        return math.exp(log_t) if log_t < 700 else math.inf
 
 
 def fit_power_law(

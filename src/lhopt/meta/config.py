@@ -1,0 +1,121 @@
+"""Meta-training configuration: TOML files, checked up front against typed defaults.
+
+Sections: [run], [policy], [ppo], [episode]; every key is optional and defaults to the official
+configuration (docs/meta.md). An unknown section or key, or a value of the wrong type, is an
+error that names it and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lhopt.meta.episode import EpisodeConfig
+from lhopt.meta.policy import PolicyConfig
+from lhopt.meta.ppo import PPOConfig
+from lhopt.tasks import FAMILY_NAMES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    iterations: int = 1000
+    workers: int = 2  # Ray rollout workers; 0 runs episodes in this process (deterministic)
+    min_new_transitions: int = 128  # collected since the last update before the next one
+    checkpoint_every: int = 5  # iterations
+    eval_every: int = 0  # iterations between evaluations on `eval_suite` (0: never)
+    eval_suite: str = "validation"
+    eval_seeds: int = 1
+    families: list = field(default_factory=lambda: list(FAMILY_NAMES))
+    task: dict = field(default_factory=dict)  # a fixed task config (family, params): seeds vary
+    task_pool: int = 0  # 0: a new sampled task per episode; N: cycle through N sampled tasks
+
+
+@dataclass
+class MetaConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
+
+    def to_dict(self) -> dict:
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _check_value(section: str, key: str, value, default):
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ValueError(f"[{section}] {key} = {value!r} must be of type {expected.__name__}")
+    if expected in (int, float) and value < 0:
+        raise ValueError(f"[{section}] {key} = {value!r} must be >= 0")
+    return value
+
+
+def from_dict(data: dict) -> MetaConfig:
+    cfg = MetaConfig()
+    sections = {f.name for f in dataclasses.fields(MetaConfig)}
+    unknown = sorted(set(data) - sections)
+    if unknown:
+        raise ValueError(f"unknown section(s) {unknown}; valid: {sorted(sections)}")
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"[{section}] must be a table of keys, got {values!r}")
+        target = getattr(cfg, section)
+        fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
+        for key, value in values.items():
+            if key not in fields:
+                raise ValueError(f"[{section}] unknown key {key!r}; valid: {sorted(fields)}")
+            fields[key] = _check_value(section, key, value, fields[key])
+        setattr(cfg, section, type(target)(**fields))
+    _check_semantics(cfg)
+    return cfg
+
+
+def _check_semantics(cfg: MetaConfig) -> None:
+    from lhopt.tasks import TaskConfig, check_config, suite
+
+    run, ep, ppo = cfg.run, cfg.episode, cfg.ppo
+    bad = [f for f in run.families if f not in FAMILY_NAMES]
+    if bad or not run.families:
+        raise ValueError(f"[run] families = {run.families!r}: valid names are {list(FAMILY_NAMES)}")
+    if run.task:
+        try:
+            check_config(TaskConfig.from_dict(dict(run.task)))
+        except ValueError as e:
+            raise ValueError(f"[run] task: {e}") from e
+    suite(run.eval_suite)
+    if run.iterations < 1 or run.checkpoint_every < 1:
+        raise ValueError("[run] iterations and checkpoint_every must be >= 1")
+    if not 2 <= ep.min_outer_steps <= ep.max_outer_steps:
+        raise ValueError(
+            f"[episode] outer steps [{ep.min_outer_steps}, {ep.max_outer_steps}] must satisfy "
+            "2 <= min_outer_steps <= max_outer_steps"
+        )
+    if ep.lr_perturbation < 1 or ep.other_perturbation < 1:
+        raise ValueError("[episode] lr_perturbation and other_perturbation must be >= 1")
+    if not 0 < ppo.clip < 1 or not 0 <= ppo.gae_lambda <= 1 or not 0 < ppo.gamma <= 1:
+        raise ValueError("[ppo] need 0 < clip < 1, 0 <= gae_lambda <= 1, 0 < gamma <= 1")
+    if ppo.batch < 1 or ppo.batches_per_iteration < 1 or ppo.buffer < ppo.batch:
+        raise ValueError("[ppo] need batch >= 1, batches_per_iteration >= 1, buffer >= batch")
+    if cfg.policy.hidden < 1 or not 0 <= cfg.policy.polyak < 1:
+        raise ValueError("[policy] need hidden >= 1 and 0 <= polyak < 1")
+
+
+def load(path: str | Path) -> MetaConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {str(path)!r} is not valid TOML: {e}") from e
+    return from_dict(data)

@@ -1,0 +1,161 @@
+"""The controller: an LSTM policy over the scale-free features, with a privileged critic.
+
+    features --normalise, clip--> MLP --> layer-norm LSTM --> h
+    h --> MLP (residual) --> one categorical head per action dimension (multi-discrete)
+    [h, normalised privileged features] --> MLP --> value
+
+Inputs are normalised by an EWMA of their mean and variance (beta 0.999) and clipped to [-5, 5];
+the statistics are buffers, updated by the learner only, so the policy a worker runs is fixed.
+The privileged features (task descriptor, initial-hyperparameter perturbation, rewards so far,
+raw log losses) reach the value head only: the policy never sees them. `polyak_update` keeps an
+exponential average of the weights (0.99) that is used for evaluation and shipped.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class RunningNorm(nn.Module):
+    """EWMA mean/variance normaliser with clipping; `update` is called by the learner."""
+
+    def __init__(self, size: int, beta: float = 0.999, clip: float = 5.0) -> None:
+        super().__init__()
+        self.beta, self.clip = beta, clip
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("sq", torch.ones(size))
+        self.register_buffer("weight", torch.zeros(()))  # debiasing: 1 - beta^n
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        for row in x.reshape(-1, x.shape[-1]):
+            self.mean.mul_(self.beta).add_((1 - self.beta) * row)
+            self.sq.mul_(self.beta).add_((1 - self.beta) * row * row)
+            self.weight.mul_(self.beta).add_(1 - self.beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(self.weight) == 0.0:
+            return x.clamp(-self.clip, self.clip)
+        mean = self.mean / self.weight
+        var = (self.sq / self.weight - mean**2).clamp_min(1e-8)
+        return ((x - mean) / var.sqrt()).clamp(-self.clip, self.clip)
+
+
+class LayerNormLSTMCell(nn.Module):
+    def __init__(self, size: int, hidden: int) -> None:
+        super().__init__()
+        self.wx = nn.Linear(size, 4 * hidden)
+        self.wh = nn.Linear(hidden, 4 * hidden, bias=False)
+        self.ln_x, self.ln_h = nn.LayerNorm(4 * hidden), nn.LayerNorm(4 * hidden)
+        self.ln_c = nn.LayerNorm(hidden)
+
+    def forward(self, x, state):
+        h, c = state
+        i, f, g, o = (self.ln_x(self.wx(x)) + self.ln_h(self.wh(h))).chunk(4, -1)
+        c = torch.sigmoid(f + 1.0) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(self.ln_c(c))
+        return h, c
+
+
+def mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    hidden: int = 256  # official: LSTM of 256 units, MLPs of 256
+    input_clip: float = 5.0
+    norm_beta: float = 0.999
+    polyak: float = 0.99
+
+
+class Policy(nn.Module):
+    def __init__(self, obs_dim: int, priv_dim: int, nvec: Sequence[int],
+                 config: PolicyConfig = PolicyConfig()) -> None:  # fmt: skip
+        super().__init__()
+        h = config.hidden
+        self.obs_dim, self.priv_dim, self.nvec = obs_dim, priv_dim, tuple(nvec)
+        self.config = config
+        self.obs_norm = RunningNorm(obs_dim, config.norm_beta, config.input_clip)
+        self.priv_norm = RunningNorm(priv_dim, config.norm_beta, config.input_clip)
+        self.pre = mlp([obs_dim, h, h])
+        self.lstm = LayerNormLSTMCell(h, h)
+        self.post = mlp([h, h])
+        self.heads = nn.Linear(h, sum(self.nvec))
+        self.value = nn.Sequential(mlp([h + priv_dim, h]), nn.Linear(h, 1))
+        nn.init.zeros_(self.heads.weight)  # start uniform over each head's choices
+        nn.init.zeros_(self.heads.bias)
+
+    def initial_state(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.config.hidden
+        return torch.zeros(batch, h), torch.zeros(batch, h)
+
+    def step(self, obs: torch.Tensor, state):
+        """One outer step for a batch: (logits per head, new state). obs: (batch, obs_dim)."""
+        x = self.pre(self.obs_norm(obs))
+        h, c = self.lstm(x, state)
+        z = h + self.post(h)  # residual into the heads
+        return list(self.heads(z).split(self.nvec, -1)), (h, c)
+
+    def unroll(self, obs: torch.Tensor, priv: torch.Tensor):
+        """Whole episodes (batch, time, dim) from the initial state: logits per head
+        (batch, time, n) and values (batch, time)."""
+        state = self.initial_state(obs.shape[0])
+        logits, hs = [], []
+        for t in range(obs.shape[1]):
+            step_logits, state = self.step(obs[:, t], state)
+            logits.append(step_logits)
+            hs.append(state[0])
+        h = torch.stack(hs, 1)
+        values = self.value(torch.cat([h, self.priv_norm(priv)], -1)).squeeze(-1)
+        per_head = [torch.stack([lg[k] for lg in logits], 1) for k in range(len(self.nvec))]
+        return per_head, values
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, state, generator: torch.Generator | None = None,
+            greedy: bool = False):  # fmt: skip
+        """Sample (or take the most likely) action for one observation (obs_dim,).
+        Returns (action tuple, log-probability, new state)."""
+        logits, state = self.step(obs[None], state)
+        action, logp = [], 0.0
+        for lg in logits:
+            probs = torch.softmax(lg[0], -1)
+            if greedy:
+                a = int(probs.argmax())
+            else:
+                a = int(torch.multinomial(probs, 1, generator=generator))
+            action.append(a)
+            logp += float(torch.log_softmax(lg[0], -1)[a])
+        return tuple(action), logp, state
+
+    def architecture(self) -> dict:
+        return {"obs_dim": self.obs_dim, "priv_dim": self.priv_dim, "nvec": list(self.nvec),
+                "config": vars(self.config)}  # fmt: skip
+
+    @classmethod
+    def from_architecture(cls, arch: dict) -> Policy:
+        return cls(arch["obs_dim"], arch["priv_dim"], arch["nvec"], PolicyConfig(**arch["config"]))
+
+
+def make_polyak(policy: Policy) -> Policy:
+    avg = copy.deepcopy(policy)
+    for p in avg.parameters():
+        p.requires_grad_(False)
+    return avg
+
+
+@torch.no_grad()
+def polyak_update(avg: Policy, policy: Policy, rate: float) -> None:
+    """avg <- rate * avg + (1 - rate) * policy, and the normaliser statistics copied over."""
+    for a, p in zip(avg.parameters(), policy.parameters(), strict=True):
+        a.lerp_(p, 1.0 - rate)
+    for a, b in zip(avg.buffers(), policy.buffers(), strict=True):
+        a.copy_(b)

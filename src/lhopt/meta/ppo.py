@@ -1,0 +1,168 @@
+"""PPO for the recurrent controller, readable top to bottom.
+
+Data: whole episodes (the LSTM is unrolled from each episode's start), kept in a replay buffer
+of at most `buffer` transitions. An episode is dropped once it has been used `max_sample_reuse`
+times or was collected by a policy more than `max_staleness` updates old. Each iteration makes
+`batches_per_iteration` gradient steps, each on episodes totalling about `batch` transitions.
+Advantages: GAE(gamma, lambda) on the current critic's values, normalised per batch.
+Loss: clipped surrogate - entropy bonus + value_coef * squared error; gradients clipped by norm.
+Defaults are the official configuration's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lhopt.meta.policy import Policy, polyak_update
+
+
+@dataclass
+class PPOConfig:
+    clip: float = 0.2
+    entropy_coef: float = 1e-2
+    lr: float = 2e-4
+    beta2: float = 0.999
+    max_grad_norm: float = 5.0
+    value_coef: float = 0.5
+    gae_lambda: float = 0.95
+    gamma: float = 1.0
+    batch: int = 128  # transitions per gradient step
+    batches_per_iteration: int = 4
+    buffer: int = 768  # transitions kept
+    max_sample_reuse: int = 4
+    max_staleness: int = 4  # in policy versions (gradient steps of the learner)
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+    """Generalised advantage estimates of one complete episode (value 0 after its end)."""
+    adv = np.zeros_like(rewards)
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        next_value = values[t + 1] if t + 1 < len(rewards) else 0.0
+        delta = rewards[t] + gamma * next_value - values[t]
+        running = delta + gamma * lam * running
+        adv[t] = running
+    return adv
+
+
+class ReplayBuffer:
+    """Episodes with the policy version that collected them and how often they were used."""
+
+    def __init__(self, cfg: PPOConfig) -> None:
+        self.cfg = cfg
+        self.episodes: list[dict] = []
+
+    def add(self, episode: dict, version: int) -> None:
+        self.episodes.append({**episode, "version": version, "uses": 0})
+        while sum(len(e["rewards"]) for e in self.episodes) > self.cfg.buffer:
+            self.episodes.pop(0)  # the oldest go first
+
+    def prune(self, version: int) -> None:
+        self.episodes = [e for e in self.episodes
+                         if e["uses"] < self.cfg.max_sample_reuse
+                         and version - e["version"] <= self.cfg.max_staleness]  # fmt: skip
+
+    def sample(self, rng: np.random.Generator) -> list[dict]:
+        """Episodes totalling about `batch` transitions, least used first (ties at random)."""
+        order = sorted(self.episodes, key=lambda e: (e["uses"], rng.random()))
+        chosen, n = [], 0
+        for e in order:
+            if n >= self.cfg.batch:
+                break
+            chosen.append(e)
+            n += len(e["rewards"])
+        for e in chosen:
+            e["uses"] += 1
+        return chosen
+
+    def transitions(self) -> int:
+        return sum(len(e["rewards"]) for e in self.episodes)
+
+
+def pad(episodes: list[dict]):
+    """Stack episodes of different lengths into (batch, time, ...) arrays with a mask."""
+    n, length = len(episodes), max(len(e["rewards"]) for e in episodes)
+
+    def stack(key, dtype):
+        first = episodes[0][key]
+        out = np.zeros((n, length, *first.shape[1:]), dtype=dtype)
+        for i, e in enumerate(episodes):
+            out[i, : len(e[key])] = e[key]
+        return torch.from_numpy(out)
+
+    mask = torch.zeros(n, length)
+    for i, e in enumerate(episodes):
+        mask[i, : len(e["rewards"])] = 1.0
+    return (stack("obs", np.float32), stack("priv", np.float32), stack("actions", np.int64),
+            stack("logp", np.float32), mask)  # fmt: skip
+
+
+def ppo_step(policy: Policy, optimizer: torch.optim.Optimizer, episodes: list[dict],
+             cfg: PPOConfig) -> dict:  # fmt: skip
+    """One gradient step of PPO on `episodes`; returns its statistics."""
+    obs, priv, actions, old_logp, mask = pad(episodes)
+    logits, values = policy.unroll(obs, priv)
+
+    # Advantages and returns from the current critic (no gradient through them).
+    v = values.detach().numpy()
+    adv = np.zeros_like(v)
+    for i, e in enumerate(episodes):
+        n = len(e["rewards"])
+        adv[i, :n] = gae(e["rewards"], v[i, :n], cfg.gamma, cfg.gae_lambda)
+    adv = torch.from_numpy(adv)
+    returns = adv + values.detach()
+    m = mask.bool()
+    adv = (adv - adv[m].mean()) / (adv[m].std() + 1e-8)
+
+    logp = torch.zeros_like(mask)
+    entropy = torch.zeros_like(mask)
+    for k, lg in enumerate(logits):
+        dist = torch.distributions.Categorical(logits=lg)
+        logp = logp + dist.log_prob(actions[..., k])
+        entropy = entropy + dist.entropy()
+    ratio = torch.exp(logp - old_logp)
+    surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
+    policy_loss = -surrogate[m].mean()
+    value_loss = ((values - returns) ** 2)[m].mean()
+    entropy_mean = entropy[m].mean()
+    loss = policy_loss - cfg.entropy_coef * entropy_mean + cfg.value_coef * value_loss
+
+    optimizer.zero_grad()
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    with torch.no_grad():
+        log_ratio = (logp - old_logp)[m]
+        kl = ((ratio[m] - 1) - log_ratio).mean()  # unbiased estimator of KL(old || new)
+        clipped = ((ratio[m] - 1).abs() > cfg.clip).float().mean()
+    return {
+        "policy_loss": float(policy_loss.detach()),
+        "value_loss": float(value_loss.detach()),
+        "entropy": float(entropy_mean.detach()),
+        "kl": float(kl),
+        "clip_fraction": float(clipped),
+        "grad_norm": float(grad_norm),
+        "transitions": int(m.sum()),
+    }
+
+
+def make_optimizer(policy: Policy, cfg: PPOConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(policy.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2))
+
+
+def update(policy, avg, optimizer, buffer: ReplayBuffer, version: int, cfg: PPOConfig,
+           rng: np.random.Generator, polyak: float) -> tuple[list[dict], int]:  # fmt: skip
+    """One iteration: `batches_per_iteration` PPO steps from the buffer. Returns the steps'
+    statistics and the new policy version."""
+    stats = []
+    for _ in range(cfg.batches_per_iteration):
+        buffer.prune(version)
+        if not buffer.episodes:
+            break
+        stats.append(ppo_step(policy, optimizer, buffer.sample(rng), cfg))
+        version += 1
+        polyak_update(avg, policy, polyak)
+    return stats, version

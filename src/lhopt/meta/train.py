@@ -1,0 +1,370 @@
+"""`lhopt meta-train`: PPO over the task distribution, rollouts on Ray, checkpoints that resume.
+
+The learner (this process) keeps every rollout worker busy with one episode at a time, always
+with the latest policy weights; when `min_new_transitions` have arrived since the last update it
+runs one PPO iteration while the workers go on. Every iteration appends a JSON line to
+`OUT/log.jsonl`; every `checkpoint_every` iterations the whole learner state (policy, its Polyak
+average, Adam, the input normalisers, the replay buffer, RNG states, counters) is written to
+`OUT/checkpoint.pt` atomically (a temporary file, then a rename), with `OUT/policy.pt` (the
+shippable Polyak policy) and `OUT/progress.png`. `--resume` continues from the checkpoint: only
+the iteration in flight when the run stopped is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lhopt.meta.config import MetaConfig
+from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, controller_parts, run_episode
+from lhopt.meta.policy import Policy, make_polyak
+from lhopt.meta.ppo import ReplayBuffer, make_optimizer, update
+from lhopt.tasks import TaskConfig, sample_training_config, suite
+
+POLICY_FORMAT = 1
+
+
+def layout() -> dict:
+    """What a policy file must agree with: feature names, action heads, privileged names."""
+    space, engine = controller_parts()
+    return {"features": list(engine.names), "nvec": list(space.nvec),
+            "privileged": list(PRIVILEGED_NAMES)}  # fmt: skip
+
+
+def layout_hash(lay: dict | None = None) -> str:
+    return hashlib.sha256(json.dumps(lay or layout(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def new_policy(cfg: MetaConfig) -> Policy:
+    lay = layout()
+    return Policy(len(lay["features"]), len(lay["privileged"]), lay["nvec"], cfg.policy)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def save_policy_file(policy: Policy, path: Path, extra: dict | None = None) -> None:
+    """The shippable policy: format version, layout and its hash, architecture, weights."""
+    lay = layout()
+    _atomic_save({"format": POLICY_FORMAT, "layout": lay, "layout_hash": layout_hash(lay),
+                  "architecture": policy.architecture(), "state_dict": policy.state_dict(),
+                  **(extra or {})}, path)  # fmt: skip
+
+
+def _episode_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> dict:
+    torch.set_num_threads(1)
+    try:
+        rng = np.random.default_rng(spec["rng_seed"])
+        return run_episode(policy, TaskConfig.from_dict(spec["config"]), spec["seed"],
+                           episode_cfg, rng, greedy=spec.get("greedy", False))  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - the learner logs it and goes on
+        return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+                "spec": spec}  # fmt: skip
+
+
+class _RolloutWorker:
+    """A Ray actor: holds a policy network, runs one episode per call with given weights."""
+
+    def __init__(self, arch: dict, episode_cfg: dict) -> None:
+        torch.set_num_threads(1)
+        self.policy = Policy.from_architecture(arch)
+        self.episode_cfg = EpisodeConfig(**episode_cfg)
+
+    def run(self, weights: dict, spec: dict) -> dict:
+        self.policy.load_state_dict(weights)
+        return _episode_safe(self.policy, spec, self.episode_cfg)
+
+
+class MetaTrainer:
+    def __init__(self, cfg: MetaConfig, out: str | Path, address: str | None = None) -> None:
+        self.cfg, self.out, self.address = cfg, Path(out), address
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.run.seed)
+        self.rng = np.random.default_rng(cfg.run.seed)
+        self.policy = new_policy(cfg)
+        self.avg = make_polyak(self.policy)
+        self.optimizer = make_optimizer(self.policy, cfg.ppo)
+        self.buffer = ReplayBuffer(cfg.ppo)
+        self.iteration = 0
+        self.version = 0
+        self.counters = {"episodes": 0, "transitions": 0, "inner_steps": 0, "errors": 0,
+                         "episode_seconds": 0.0, "wall_seconds": 0.0}  # fmt: skip
+        self.pool: list[dict] = []
+        self._workers: list = []
+
+    # -- state ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "iteration": self.iteration,
+            "version": self.version,
+            "counters": dict(self.counters),
+            "policy": self.policy.state_dict(),
+            "avg": self.avg.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "buffer": [
+                {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in e.items()}
+                for e in self.buffer.episodes
+            ],  # fmt: skip
+            "pool": list(self.pool),
+            "layout_hash": layout_hash(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["layout_hash"] != layout_hash():
+            raise ValueError("checkpoint was made for another feature/action layout")
+        if state["config"] != self.cfg.to_dict():
+            raise ValueError("checkpoint was made with another configuration; resume with the "
+                             "same config file, or start a new --out folder")  # fmt: skip
+        self.iteration, self.version = state["iteration"], state["version"]
+        self.counters = dict(state["counters"])
+        self.policy.load_state_dict(state["policy"])
+        self.avg.load_state_dict(state["avg"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.buffer.episodes = [{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in e.items()}
+                                for e in state["buffer"]]  # fmt: skip
+        self.pool = list(state["pool"])
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        _atomic_save(self.state_dict(), self.checkpoint_path)
+        save_policy_file(self.avg, self.out / "policy.pt",
+                         {"meta": {"iteration": self.iteration, **self.counters}})  # fmt: skip
+
+    def resume(self) -> None:
+        if not self.checkpoint_path.exists():
+            raise ValueError(f"--resume: no checkpoint at {self.checkpoint_path}")
+        try:
+            state = torch.load(self.checkpoint_path, weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"--resume: {self.checkpoint_path} is unreadable ({e})") from e
+        self.load_state_dict(state)
+        # Log lines of iterations after the checkpoint belong to the lost run: drop them.
+        log = self.out / "log.jsonl"
+        if log.exists():
+            lines = [x for x in log.read_text().splitlines() if x.strip()]
+            keep = [x for x in lines if json.loads(x).get("iteration", 0) <= self.iteration]
+            log.write_text("".join(line + "\n" for line in keep))
+
+    # -- episodes ---------------------------------------------------------------------------
+
+    def next_spec(self, greedy: bool = False) -> dict:
+        run = self.cfg.run
+        if run.task:
+            config = TaskConfig.from_dict(dict(run.task))
+        elif run.task_pool:
+            if len(self.pool) < run.task_pool:
+                self.pool.append(sample_training_config(self.rng, tuple(run.families)).to_dict())
+                config = TaskConfig.from_dict(self.pool[-1])
+            else:
+                config = TaskConfig.from_dict(self.pool[int(self.rng.integers(len(self.pool)))])
+        else:
+            config = sample_training_config(self.rng, tuple(run.families))
+        return {"config": config.to_dict(), "seed": int(self.rng.integers(1_000_000)),
+                "rng_seed": int(self.rng.integers(2**62)), "greedy": greedy}  # fmt: skip
+
+    def _start_workers(self) -> None:
+        if self.cfg.run.workers == 0 or self._workers:
+            return
+        import ray
+
+        from lhopt.bench.runner import start_ray
+
+        start_ray(self.address, None if self.address else max(self.cfg.run.workers, 1))
+        actor = ray.remote(num_cpus=1)(_RolloutWorker)
+        arch, ep = self.policy.architecture(), vars(self.cfg.episode)
+        self._workers = [actor.remote(arch, ep) for _ in range(self.cfg.run.workers)]
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def train(self, log_progress=print) -> None:
+        run = self.cfg.run
+        self._start_workers()
+        new_transitions, new_episodes, started = 0, [], time.perf_counter()
+        wall_before = self.counters["wall_seconds"]
+        in_flight: dict = {}
+        weights_ref = None
+
+        def submit(worker_index):
+            nonlocal weights_ref
+            import ray
+
+            if weights_ref is None:
+                weights_ref = ray.put(self.policy.state_dict())
+            ref = self._workers[worker_index].run.remote(weights_ref, self.next_spec())
+            in_flight[ref] = (worker_index, self.version)
+
+        def receive() -> tuple[dict, int, int | None]:
+            if not self._workers:
+                spec = self.next_spec()
+                return _episode_safe(self.policy, spec, self.cfg.episode), self.version, None
+            import ray
+
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            worker_index, version = in_flight.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except Exception as e:  # noqa: BLE001 - a dead worker: replace it, go on
+                actor = ray.remote(num_cpus=1)(_RolloutWorker)
+                self._workers[worker_index] = actor.remote(self.policy.architecture(),
+                                                           vars(self.cfg.episode))  # fmt: skip
+                result = {"error": f"worker died: {type(e).__name__}: {e}"}
+            return result, version, worker_index
+
+        for i in range(len(self._workers)):
+            submit(i)
+        while self.iteration < run.iterations:
+            episode, version, worker_index = receive()
+            self._process(episode, version, new_episodes)
+            if "error" not in episode:
+                new_transitions += len(episode["rewards"])
+            if new_transitions >= run.min_new_transitions:
+                stats, self.version = update(self.policy, self.avg, self.optimizer, self.buffer,
+                                             self.version, self.cfg.ppo, self.rng,
+                                             self.cfg.policy.polyak)  # fmt: skip
+                weights_ref = None  # the next submissions carry the new weights
+                self.iteration += 1
+                self.counters["wall_seconds"] = wall_before + (time.perf_counter() - started)
+                self._finish_iteration(stats, new_episodes, log_progress)
+                new_transitions, new_episodes = 0, []
+            if worker_index is not None and self.iteration < run.iterations:
+                submit(worker_index)
+
+    def _process(self, episode: dict, version: int, new_episodes: list) -> None:
+        if "error" in episode:
+            self.counters["errors"] += 1
+            print(f"episode failed (dropped): {episode['error']}")
+            return
+        self.buffer.add(episode, version)
+        self.policy.obs_norm.update(torch.from_numpy(episode["obs"]))
+        self.policy.priv_norm.update(torch.from_numpy(episode["priv"]))
+        info = episode["info"]
+        new_episodes.append(info)
+        self.counters["episodes"] += 1
+        self.counters["transitions"] += len(episode["rewards"])
+        self.counters["inner_steps"] += info["inner_steps"]
+        self.counters["episode_seconds"] += info["wall_time"]
+
+    def _finish_iteration(self, stats: list[dict], episodes: list[dict], log_progress) -> None:
+        run = self.cfg.run
+        record = self._record(stats, episodes)
+        if run.eval_every and self.iteration % run.eval_every == 0:
+            record["eval"] = self.evaluate()
+        due = self.iteration % run.checkpoint_every == 0 or self.iteration == run.iterations
+        if due:
+            self.save_checkpoint()
+        # The log line follows the checkpoint: a line never describes unsaved state.
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if due:
+            self.plot()
+        log_progress(
+            f"iter {self.iteration}: return {record['return_mean']:+.3f} "
+            f"speedup {record['speedup_geomean']:.2f} entropy {record['entropy']:.2f} "
+            f"kl {record['kl']:.4f} episodes/h {record['episodes_per_hour']:.0f}"
+        )
+
+    def _record(self, stats: list[dict], episodes: list[dict]) -> dict:
+        def mean(key, rows):
+            vals = [r[key] for r in rows]
+            return float(np.mean(vals)) if vals else math.nan
+
+        c = self.counters
+        wall = max(c["wall_seconds"], 1e-9)
+        returns = [e["return"] for e in episodes]
+        return {
+            "iteration": self.iteration,
+            "version": self.version,
+            "episodes": len(episodes),
+            "return_mean": float(np.mean(returns)),
+            "speedup_geomean": float(np.exp(np.mean(returns))),
+            "diverged": sum(e["diverged"] for e in episodes),
+            "families": {
+                f: sum(e["family"] == f for e in episodes)
+                for f in sorted({e["family"] for e in episodes})
+            },  # fmt: skip
+            **{
+                k: mean(k, stats)
+                for k in (
+                    "policy_loss",
+                    "value_loss",
+                    "entropy",
+                    "kl",
+                    "clip_fraction",
+                    "grad_norm",
+                )
+            },  # fmt: skip
+            "buffer_transitions": self.buffer.transitions(),
+            "episodes_total": c["episodes"],
+            "inner_steps_total": c["inner_steps"],
+            "errors_total": c["errors"],
+            "episodes_per_hour": 3600 * c["episodes"] / wall,
+            "inner_steps_per_second": c["inner_steps"] / wall,
+            "cpu_hours": c["episode_seconds"] / 3600,
+            "wall_seconds": c["wall_seconds"],
+        }
+
+    def evaluate(self) -> dict:
+        """The Polyak policy, greedy, on the evaluation suite from the default initial
+        hyperparameters: mean log speedup over `adamw` per task."""
+        cfg = EpisodeConfig(**{**vars(self.cfg.episode), "lr_perturbation": 1.0,
+                               "other_perturbation": 1.0})  # fmt: skip
+        out = {}
+        for name, config in suite(self.cfg.run.eval_suite).items():
+            returns = []
+            for seed in range(self.cfg.run.eval_seeds):
+                spec = {"config": config.to_dict(), "seed": seed, "rng_seed": seed,
+                        "greedy": True}  # fmt: skip
+                r = _episode_safe(self.avg, spec, cfg)
+                returns.append(r["info"]["return"] if "info" in r else -cfg.reward_clip)
+            out[name] = float(np.mean(returns))
+        out["mean"] = float(np.mean(list(out.values())))
+        return out
+
+    def plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [json.loads(x) for x in (self.out / "log.jsonl").read_text().splitlines() if x]
+        if not rows:
+            return
+        it = [r["iteration"] for r in rows]
+        keys = [("return_mean", "mean return (log speedup)"), ("entropy", "entropy"),
+                ("value_loss", "value loss"), ("kl", "KL")]  # fmt: skip
+        fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4 * (len(keys) + 1), 3))
+        for ax, (k, label) in zip(axes, keys, strict=False):
+            ax.plot(it, [r[k] for r in rows], lw=1)
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("iteration")
+        ev = [(r["iteration"], r["eval"]["mean"]) for r in rows if "eval" in r]
+        axes[-1].plot([e[0] for e in ev], [math.exp(e[1]) for e in ev], "o-", lw=1)
+        axes[-1].set_title("validation speedup (geomean)", fontsize=9)
+        axes[-1].set_xlabel("iteration")
+        fig.tight_layout()
+        fig.savefig(self.out / "progress.png", dpi=100)
+        plt.close(fig)

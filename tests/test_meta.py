@@ -1,0 +1,226 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lhopt.meta import config as meta_config
+from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, controller_parts, run_episode
+from lhopt.meta.policy import Policy, PolicyConfig, make_polyak, polyak_update
+from lhopt.meta.ppo import PPOConfig, ReplayBuffer, gae
+from lhopt.meta.train import MetaTrainer, layout_hash
+from lhopt.tasks import TaskConfig
+
+QUAD = {"family": "quadratic", "dim": 20, "condition": 100.0, "noise": 0.1, "batch": 8,
+        "budget": 200}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LHOPT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def small_config(ppo_lr=3e-3, **run):
+    return meta_config.from_dict({
+        "run": {"workers": 0, "min_new_transitions": 40, "checkpoint_every": 1, "task": QUAD,
+                **run},
+        "policy": {"hidden": 32},
+        "ppo": {"lr": ppo_lr, "batch": 40, "buffer": 160},
+        "episode": {"min_outer_steps": 10, "max_outer_steps": 10, "fixed_initial": {"lr": 1e-5},
+                    "other_perturbation": 1.0},
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({"ppo": {"clp": 0.2}}, ["[ppo]", "'clp'", "clip"]),
+        ({"ppo": {"lr": "fast"}}, ["[ppo] lr", "float"]),
+        ({"run": {"workers": -1}}, ["[run] workers", ">= 0"]),
+        ({"optimizer": {}}, ["unknown section", "'optimizer'"]),
+        ({"run": {"families": ["images"]}}, ["families", "quadratic"]),
+        ({"episode": {"min_outer_steps": 1}}, ["outer steps"]),
+        ({"run": {"task": {**QUAD, "dim": 3}}}, ["[run] task", "dim=3"]),
+    ],
+)
+def test_config_errors_name_the_key(data, words):
+    with pytest.raises(ValueError) as info:
+        meta_config.from_dict(data)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_config_files(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[ppo]\nlr = 1e-3\n[run]\nworkers = 0\n")
+    cfg = meta_config.load(path)
+    assert cfg.ppo.lr == 1e-3 and cfg.ppo.clip == 0.2 and cfg.policy.hidden == 256
+    path.write_text("[ppo\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        meta_config.load(path)
+    with pytest.raises(ValueError, match="does not exist"):
+        meta_config.load(tmp_path / "missing.toml")
+    for name in ("smoke", "default"):
+        meta_config.load(f"configs/{name}.toml")
+
+
+def test_gae_with_gamma_one_and_lambda_one_is_return_minus_value():
+    r = np.array([1.0, 0.0, 2.0], dtype=np.float32)
+    v = np.array([0.5, 0.5, 0.5], dtype=np.float32)
+    np.testing.assert_allclose(gae(r, v, 1.0, 1.0), [3.0 - 0.5, 2.0 - 0.5, 2.0 - 0.5])
+    np.testing.assert_allclose(gae(r, v, 1.0, 0.0), r + np.append(v[1:], 0) - v)
+
+
+def test_buffer_limits_reuse_staleness_and_size():
+    cfg = PPOConfig(batch=4, buffer=10, max_sample_reuse=2, max_staleness=1)
+    buf = ReplayBuffer(cfg)
+    ep = {"rewards": np.zeros(4, np.float32)}
+    for v in range(3):
+        buf.add(dict(ep), version=v)
+    assert buf.transitions() == 8  # the oldest dropped to stay within 10
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        buf.prune(version=2)
+        buf.sample(rng)
+    buf.prune(version=2)
+    assert buf.episodes == []  # each used twice: gone
+    buf.add(dict(ep), version=0)
+    buf.prune(version=2)
+    assert buf.episodes == []  # too stale
+
+
+def test_policy_shapes_hidden_privileges_and_polyak():
+    space, engine = controller_parts()
+    pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))
+    obs = torch.randn(3, 5, engine.size)
+    priv = torch.randn(3, 5, len(PRIVILEGED_NAMES))
+    logits, values = pol.unroll(obs, priv)
+    assert [lg.shape for lg in logits] == [(3, 5, n) for n in space.nvec]
+    assert values.shape == (3, 5)
+    logits2, values2 = pol.unroll(obs, priv * 100)  # privileged inputs: value only
+    assert all(torch.equal(a, b) for a, b in zip(logits, logits2, strict=True))
+    assert not torch.equal(values, values2)
+    action, logp, _ = pol.act(obs[0, 0], pol.initial_state())
+    assert len(action) == len(space.nvec)
+    assert logp == pytest.approx(-sum(math.log(n) for n in space.nvec), rel=1e-5)
+    avg = make_polyak(pol)
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.add_(1.0)
+    polyak_update(avg, pol, 0.9)
+    a, p = next(avg.parameters()), next(pol.parameters())
+    assert torch.allclose(a, p - 0.9, atol=1e-6)
+
+
+def test_an_episode_has_aligned_arrays_and_finite_features():
+    space, engine = controller_parts()
+    pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))
+    cfg = EpisodeConfig(min_outer_steps=5, max_outer_steps=5)
+    ep = run_episode(pol, TaskConfig.from_dict(QUAD), 0, cfg, np.random.default_rng(0))
+    n = ep["info"]["outer_steps"]
+    assert n == 5 and ep["obs"].shape == (5, engine.size) and ep["actions"].shape == (5, 9)
+    assert ep["priv"].shape == (5, len(PRIVILEGED_NAMES)) and ep["rewards"].shape == (5,)
+    assert np.isfinite(ep["obs"]).all() and np.isfinite(ep["priv"]).all()
+    assert ep["info"]["return"] == pytest.approx(float(ep["rewards"].sum()), abs=1e-5)
+    assert ep["info"]["inner_steps"] == 200
+
+
+def test_a_failing_episode_is_dropped_and_training_goes_on(tmp_path, monkeypatch):
+    import lhopt.meta.train as train_mod
+
+    real, calls = train_mod.run_episode, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise RuntimeError("inner run crashed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "run_episode", flaky)
+    trainer = MetaTrainer(small_config(iterations=2), tmp_path / "run")
+    trainer.train(log_progress=lambda s: None)
+    assert trainer.iteration == 2 and trainer.counters["errors"] >= 1
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2] and rows[-1]["errors_total"] >= 1
+
+
+def state_equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(state_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(state_equal(x, y) for x, y in zip(a, b, strict=True))
+    if torch.is_tensor(a):
+        return torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b
+
+
+def test_sigkill_then_resume_loses_only_the_iteration_in_flight(tmp_path):
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(
+        "[run]\nworkers = 0\niterations = 40\nmin_new_transitions = 40\ncheckpoint_every = 1\n"
+        f"task = {{ {', '.join(f'{k} = {json.dumps(v)}' for k, v in QUAD.items())} }}\n"
+        "[policy]\nhidden = 32\n[ppo]\nbatch = 40\nbuffer = 160\n"
+        "[episode]\nmin_outer_steps = 10\nmax_outer_steps = 10\n"
+    )
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lhopt.cli", "meta-train", "--config",
+                             str(cfg_path), "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    log = out / "log.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 3:
+            break
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.2)
+    time.sleep(0.5)  # into the next iteration
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    logged = [json.loads(x)["iteration"] for x in log.read_text().splitlines() if x]
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    # Nothing but the iteration in flight is lost: the checkpoint has every logged iteration.
+    assert saved["iteration"] == logged[-1] >= 3
+    assert logged == list(range(1, logged[-1] + 1))
+
+    trainer = MetaTrainer(meta_config.load(cfg_path), out)
+    trainer.resume()
+    assert state_equal(trainer.state_dict(), saved)  # policy, Adam, normalisers, RNG, buffer
+    trainer.cfg.run.iterations = saved["iteration"] + 2
+    trainer.train(log_progress=lambda s: None)
+    logged = [json.loads(x)["iteration"] for x in log.read_text().splitlines() if x]
+    assert logged == list(range(1, saved["iteration"] + 3))
+    shipped = torch.load(out / "policy.pt", weights_only=False)
+    assert shipped["layout_hash"] == layout_hash() and shipped["format"] == 1
+
+
+def test_it_learns_to_fix_a_learning_rate_100x_too_small(tmp_path):
+    """Quadratics started with lr 1e-5 (100x below the baseline's 1e-3): a good schedule exists
+    (raise the lr fast). The trained policy's mean return must clearly beat the untrained one's,
+    measured on held-out task seeds, for several training seeds."""
+    gains = []
+    for seed in (0, 1):
+        config = small_config(ppo_lr=1e-2, iterations=40, seed=seed, checkpoint_every=40)
+        trainer = MetaTrainer(config, tmp_path / f"run{seed}")
+        cfg = trainer.cfg.episode
+
+        def mean_return(policy, trainer=trainer, cfg=cfg):
+            rng = np.random.default_rng(123)
+            task = TaskConfig.from_dict(QUAD)
+            return np.mean([run_episode(policy, task, 1000 + s, cfg, rng)["info"]["return"]
+                            for s in range(6)])  # fmt: skip
+
+        before = mean_return(trainer.policy)
+        trainer.train(log_progress=lambda s: None)
+        after = mean_return(trainer.policy)
+        gains.append((before, after))
+    for before, after in gains:
+        assert after > before + 1.0, gains
