@@ -34,7 +34,9 @@ def check_request(suite_name: str, optimizers: Sequence[str], seeds: int) -> Non
     if not optimizers:
         raise ValueError(f"no optimizers given; valid: {baselines.names()}")
     for name in optimizers:
-        baselines.get(name)
+        spec = baselines.get(name)
+        if spec.check is not None:
+            spec.check()
     if len(set(optimizers)) != len(optimizers):
         raise ValueError(f"optimizers {list(optimizers)} repeat a name")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:

@@ -99,6 +99,7 @@ class OptimizerSpec:
     doc: str
     tuned_from: str | None = None  # run as `tuned_from` over `lr_grid`, best by validation
     lr_grid: tuple[float, ...] = field(default=())
+    check: Callable[[], object] | None = None  # raises ValueError if it cannot run here
 
 
 def _adamw(params, budget, lr):

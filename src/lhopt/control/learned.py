@@ -1,0 +1,272 @@
+"""`lhopt.LearnedOptimizer`: CIAO driven by a meta-trained policy, as a drop-in optimizer.
+
+    opt = lhopt.LearnedOptimizer(model.parameters(), total_steps=T)
+    for step in range(T):
+        loss = criterion(model(x), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        opt.report(train_loss=loss)          # a tensor or a float; no host sync per step
+
+Before steps 0, T/K, 2T/K, ... (K = `decisions`, default 20) the controller reads the features of
+the period that ended (CIAO's statistics, the mean reported train loss, the validation loss from
+`val_loss_fn` or the last one reported), asks the policy, and applies its action: relative changes
+of every hyperparameter and a restart-register operation. Everything the decisions depend on is in
+`state_dict()`, so a resumed run decides exactly as the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lhopt.control.actions import ActionSpace
+from lhopt.control.registers import RestartRegisters
+from lhopt.features.engine import FeatureEngine
+from lhopt.optim.baselines import Driver, OptimizerSpec, register
+from lhopt.optim.ciao import CIAO
+
+DEFAULT_DECISIONS = 20
+POLICY_FORMAT = 1
+
+
+def default_policy_path() -> Path:
+    return Path(str(resources.files("lhopt") / "policies" / "default.pt"))
+
+
+def load_policy(policy: str | Path):
+    """Load a policy file, checking that it was made for this feature and action layout."""
+    from lhopt.meta.policy import Policy
+    from lhopt.meta.train import layout_hash
+
+    path = default_policy_path() if policy == "default" else Path(policy)
+    if not path.is_file():
+        what = "the default policy" if policy == "default" else "policy file"
+        raise ValueError(f"{what} {str(path)!r} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"policy file {str(path)!r} is corrupt or not a policy ({e})") from e
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != POLICY_FORMAT:
+        raise ValueError(
+            f"policy file {str(path)!r} has format {fmt!r}; this lhopt reads format {POLICY_FORMAT}"
+        )
+    if data.get("layout_hash") != layout_hash():
+        raise ValueError(
+            f"policy file {str(path)!r} was made for another feature/action layout "
+            f"({data.get('layout_hash')} != {layout_hash()}): retrain it with this lhopt"
+        )
+    net = Policy.from_architecture(data["architecture"])
+    net.load_state_dict(data["state_dict"])
+    net.eval()
+    return net
+
+
+class _ParamsModule(nn.Module):
+    """The optimizer's parameters as a module, so restart registers can save and restore them."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.params = nn.ParameterList(params)
+
+
+class _CIAOState:
+    """What a restart register saves of a LearnedOptimizer: its CIAO state, not the controller's
+    (which holds the registers themselves)."""
+
+    def __init__(self, opt: CIAO) -> None:
+        self.opt = opt
+
+    def state_dict(self) -> dict:
+        return CIAO.state_dict(self.opt)
+
+    def load_state_dict(self, state: dict) -> None:
+        CIAO.load_state_dict(self.opt, state)
+
+
+class LearnedOptimizer(CIAO):
+    """CIAO whose hyperparameters a learned policy controls. See the module doc.
+
+    Args:
+        params: parameters or param groups.
+        total_steps: the training budget T (a positive int); decisions are spread over it.
+        val_loss_fn: optional ``() -> float`` called at each decision point. Without it the
+            controller uses the last `report(val_loss=...)`, or runs on train-loss features alone
+            (the validation features then read "not available", which the policy saw rarely in
+            meta-training: expect smaller gains; see docs/learned.md).
+        policy: "default" (shipped with lhopt) or the path of a policy file.
+        decisions: number of decisions over `total_steps` (default 20, at most T / 4).
+        seed: seed of the policy's action sampling.
+        **kwargs: CIAO's hyperparameters (their initial values; default the official ones).
+    """
+
+    def __init__(self, params: Iterable, total_steps: int, val_loss_fn: Callable | None = None,
+                 policy: str | Path = "default", decisions: int = DEFAULT_DECISIONS,
+                 seed: int = 0, **kwargs) -> None:  # fmt: skip
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"total_steps={total_steps!r} is not allowed: a positive int")
+        if isinstance(decisions, bool) or not isinstance(decisions, int) or decisions < 1:
+            raise ValueError(f"decisions={decisions!r} is not allowed: a positive int")
+        if val_loss_fn is not None and not callable(val_loss_fn):
+            raise ValueError(f"val_loss_fn={val_loss_fn!r} must be callable or None")
+        self.policy_net = load_policy(policy)
+        super().__init__(params, **kwargs)
+        self.total_steps = total_steps
+        self.val_loss_fn = val_loss_fn
+        k = max(1, min(decisions, total_steps // 4))
+        self.decision_steps = sorted({round(i * total_steps / k) for i in range(k)})
+        self.space = ActionSpace()
+        self.engine = FeatureEngine(self.space.hparam_kinds, self.space.encoding_names)
+        self.engine.reset(self.hparams[0])
+        self.registers = RestartRegisters(self.space.num_registers)
+        self._module = _ParamsModule([p for g in self.param_groups for p in g["params"]])
+        self._generator = torch.Generator().manual_seed(seed)
+        self._hidden = self.policy_net.initial_state()
+        self._prev_action = self.space.keep
+        self._loss_sum: torch.Tensor | None = None
+        self._loss_count = 0
+        self._val_loss: float | None = None
+        self._taken = 0  # optimizer steps taken through this controller
+        self._warned = False
+        self.history: list[dict] = []
+
+    # -- what users call ------------------------------------------------------------------
+
+    def report(self, train_loss=None, val_loss=None) -> None:
+        """Record the latest losses. A train-loss tensor is accumulated on its device."""
+        if train_loss is not None:
+            loss = train_loss.detach().float() if torch.is_tensor(train_loss) else torch.tensor(
+                float(train_loss))  # fmt: skip
+            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss.to(
+                self._loss_sum.device)  # fmt: skip
+            self._loss_count += 1
+        if val_loss is not None:
+            self._val_loss = float(val_loss)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+            self.report(train_loss=loss)
+        if self._taken >= self.total_steps and not self._warned:
+            warnings.warn(
+                f"LearnedOptimizer: training past total_steps={self.total_steps}; the "
+                "hyperparameters stay as the policy last set them",
+                stacklevel=2,
+            )
+            self._warned = True
+        if self._taken in self.decision_steps:
+            self._decide()
+        super().step()
+        self._taken += 1
+        return loss
+
+    # -- the controller ---------------------------------------------------------------------
+
+    def _decide(self) -> None:
+        train = None
+        if self._loss_sum is not None and self._loss_count:
+            train = float(self._loss_sum) / self._loss_count  # the one sync of this period
+        self._loss_sum, self._loss_count = None, 0
+        if self.val_loss_fn is not None:
+            self._val_loss = float(self.val_loss_fn())
+        progress = self._taken / self.total_steps
+        features = self.engine.observe(
+            progress=progress, step_stats=self.pop_step_stats(), train_loss=train,
+            val_loss=self._val_loss, hparams=self.hparams[0],
+            prev_action=self.space.encode(self._prev_action), registers=self.registers.info(),
+        )  # fmt: skip
+        action, _, self._hidden = self.policy_net.act(torch.from_numpy(features), self._hidden,
+                                                      self._generator)  # fmt: skip
+        op, k = self.space.register_op(action)
+        self.registers.apply(op, k, self._module, _CIAOState(self), loss=train,
+                             progress=progress)  # fmt: skip
+        self.space.apply_hparams(self.param_groups, action)
+        self._prev_action = action
+        names = self.engine.names
+        self.history.append({
+            "step": self._taken,
+            "train_loss": train,
+            "val_loss": self._val_loss,
+            "features": {n: float(features[names.index(n)]) for n in (
+                "train/tanh_log_ratio_prev", "val/cdf@5", "stat/cos_grad_momentum",
+                "stat/log_update_to_param_norm", "stat/clip_rate")},
+            "action": {h.hparam: h.choices[a] for h, a in zip(self.space.heads, action,
+                                                               strict=False)},
+            "register": op if k is None else f"{op} {k}",
+            "hparams": {h.hparam: self.param_groups[0][h.hparam] for h in self.space.heads},
+        })  # fmt: skip
+
+    # -- saving and loading ----------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["controller"] = {
+            "total_steps": self.total_steps,
+            "decision_steps": list(self.decision_steps),
+            "taken": self._taken,
+            "hidden": [t.clone() for t in self._hidden],
+            "prev_action": list(self._prev_action),
+            "loss_sum": None if self._loss_sum is None else self._loss_sum.clone(),
+            "loss_count": self._loss_count,
+            "val_loss": self._val_loss,
+            "engine": self.engine.state_dict(),
+            "registers": self.registers.state_dict(),
+            "generator": self._generator.get_state(),
+            "history": list(self.history),
+            "warned": self._warned,
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        c = state_dict.get("controller")
+        if c is None:
+            raise ValueError("not a LearnedOptimizer state_dict: the 'controller' entry is missing")
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "controller"})
+        self.total_steps = c["total_steps"]
+        self.decision_steps = list(c["decision_steps"])
+        self._taken = c["taken"]
+        self._hidden = tuple(t.clone() for t in c["hidden"])
+        self._prev_action = tuple(c["prev_action"])
+        self._loss_sum = None if c["loss_sum"] is None else c["loss_sum"].clone()
+        self._loss_count = c["loss_count"]
+        self._val_loss = c["val_loss"]
+        self.engine.load_state_dict(c["engine"])
+        self.registers.load_state_dict(c["registers"])
+        self._generator.set_state(c["generator"])
+        self.history = list(c["history"])
+        self._warned = c["warned"]
+
+
+class LearnedDriver(Driver):
+    """How the benchmark drives it: train losses and each validation loss are reported."""
+
+    def after_step(self, step: int, loss: torch.Tensor) -> None:
+        self.optimizer.report(train_loss=loss)
+
+    def on_eval(self, step: int, val_loss: float) -> None:
+        self.optimizer.report(val_loss=val_loss)
+
+    def hparams(self) -> dict[str, float]:
+        group = self.optimizer.param_groups[0]
+        return {
+            h: float(group[h])
+            for h in ("lr", "weight_decay", "epsilon", "ombeta1", "ombeta2", "clip_fraction")
+            if group[h] is not None
+        }
+
+
+def _make(params, budget: int, lr: float | None) -> LearnedDriver:
+    return LearnedDriver(LearnedOptimizer(params, total_steps=budget))
+
+
+register(OptimizerSpec("lhopt", _make, True, "the shipped default policy driving CIAO, no tuning",
+                       check=lambda: load_policy("default")))  # fmt: skip
+
+__all__ = ["DEFAULT_DECISIONS", "LearnedOptimizer", "default_policy_path", "load_policy"]
