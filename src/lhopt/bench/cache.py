@@ -1,4 +1,7 @@
-"""Cache of baseline runs: the `adamw` curve of a (task config, seed) is computed once.
+"""Cache of baseline runs: a baseline's curve on a (task config, seed, budget) is computed once.
+
+Baselines are deterministic for a config and seed on one machine, so the benchmark and the
+meta-training reward (which reads the `adamw` curves) reuse them; only new optimizers run.
 
 The key holds the job (task config, seed, optimizer, lr, budget) and a fingerprint of the code
 that produces the curve (the task families, the baseline optimizers, the runner) and of torch's
@@ -21,7 +24,7 @@ import lhopt.optim.baselines
 import lhopt.tasks
 from lhopt.tasks.data import cache_dir
 
-CACHED_OPTIMIZERS = ("adamw",)
+CACHED_OPTIMIZERS = ("adamw", "adamw-cosine", "schedulefree", "prodigy")
 
 
 @cache
@@ -63,7 +66,7 @@ def lookup(job: dict) -> dict | None:
 
 
 def store(job: dict, result: dict) -> None:
-    """Cache a successful result of a cacheable job (crashes are never cached)."""
+    """Cache a successful result of a baseline job (crashes are never cached)."""
     if job["optimizer"] not in CACHED_OPTIMIZERS or result.get("error"):
         return
     path = _path(job)

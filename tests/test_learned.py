@@ -1,0 +1,139 @@
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import lhopt
+from lhopt.control.learned import LearnedOptimizer, load_policy
+from lhopt.meta.config import MetaConfig
+from lhopt.meta.policy import PolicyConfig
+from lhopt.meta.train import layout_hash, new_policy, save_policy_file
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("policy") / "p.pt"
+    cfg = MetaConfig()
+    cfg.policy = PolicyConfig(hidden=16)
+    torch.manual_seed(0)
+    net = new_policy(cfg)
+    with torch.no_grad():  # make the heads prefer something, so actions vary and matter
+        net.heads.weight.normal_(0, 1.0)
+    save_policy_file(net, path)
+    return path
+
+
+def setup(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 1))
+    g = torch.Generator().manual_seed(seed)
+    data = [(torch.randn(16, 6, generator=g), torch.randn(16, 1, generator=g)) for _ in range(80)]
+    return model, data
+
+
+def train(model, opt, data):
+    for x, y in data:
+        loss = nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        opt.report(train_loss=loss)
+
+
+def test_drop_in_use_makes_decisions_and_records_them(policy_file):
+    model, data = setup()
+    x_val, y_val = torch.randn(64, 6), torch.randn(64, 1)
+
+    def val_loss():
+        with torch.no_grad():
+            return nn.functional.mse_loss(model(x_val), y_val).item()
+
+    opt = lhopt.LearnedOptimizer(model.parameters(), total_steps=80, val_loss_fn=val_loss,
+                                 policy=policy_file, decisions=10)  # fmt: skip
+    assert isinstance(opt, torch.optim.Optimizer)
+    train(model, opt, data)
+    assert [h["step"] for h in opt.history] == list(range(0, 80, 8))
+    assert opt.history[1]["val_loss"] is not None and opt.history[1]["train_loss"] is not None
+    assert {"lr", "weight_decay", "clip_fraction"} <= set(opt.history[-1]["hparams"])
+    lrs = {h["hparams"]["lr"] for h in opt.history}
+    assert len(lrs) > 1  # the policy moved the learning rate
+    assert opt.hparams[0]["lr"] == opt.history[-1]["hparams"]["lr"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_resumed_run_decides_exactly_as_the_uninterrupted_one(policy_file):
+    model, data = setup(1)
+    opt = LearnedOptimizer(model.parameters(), total_steps=80, policy=policy_file, decisions=16,
+                           seed=3)  # fmt: skip
+    train(model, opt, data[:37])  # stop mid-period, with train losses accumulated
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
+    train(model, opt, data[37:])
+
+    resumed_model, _ = setup(1)
+    resumed = LearnedOptimizer(resumed_model.parameters(), total_steps=80, policy=policy_file,
+                               decisions=16, seed=99)  # fmt: skip
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=False)
+    resumed_model.load_state_dict(saved["model"])
+    resumed.load_state_dict(saved["opt"])
+    train(resumed_model, resumed, data[37:])
+    assert resumed.history == opt.history
+    for p, q in zip(model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_works_without_validation_loss_and_with_a_closure(policy_file):
+    model, data = setup(2)
+    opt = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)
+    for x, y in data[:40]:
+
+        def closure(x=x, y=y):
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+    assert len(opt.history) == 10  # at most total_steps / 4 decisions
+    assert all(h["val_loss"] is None for h in opt.history)
+    assert opt.history[-1]["train_loss"] is not None  # the closure's losses were recorded
+
+
+def test_training_past_the_budget_warns_once_and_keeps_the_hyperparameters(policy_file):
+    model, data = setup(3)
+    opt = LearnedOptimizer(model.parameters(), total_steps=20, policy=policy_file)
+    train(model, opt, data[:20])
+    hp = copy.deepcopy(opt.hparams)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(model, opt, data[20:40])
+    assert len([w for w in caught if "past total_steps" in str(w.message)]) == 1
+    assert opt.hparams == hp
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "100", True])
+def test_total_steps_must_be_a_positive_int(policy_file, bad):
+    with pytest.raises(ValueError, match="total_steps"):
+        LearnedOptimizer(nn.Linear(2, 1).parameters(), total_steps=bad, policy=policy_file)
+
+
+def test_policy_files_are_checked(tmp_path, policy_file):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_policy(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a policy")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_policy(corrupt)
+    data = torch.load(policy_file, weights_only=True)
+    other = tmp_path / "other.pt"
+    torch.save({**data, "layout_hash": "0123456789abcdef"}, other)
+    with pytest.raises(ValueError, match="another feature/action layout"):
+        load_policy(other)
+    torch.save({**data, "format": 99}, other)
+    with pytest.raises(ValueError, match="format 99"):
+        load_policy(other)
+    assert data["layout_hash"] == layout_hash()
