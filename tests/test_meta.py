@@ -118,6 +118,17 @@ def test_policy_shapes_hidden_privileges_and_polyak():
     assert torch.allclose(a, p - 0.9, atol=1e-6)
 
 
+def test_keep_bias_makes_the_untrained_policy_mostly_keep():
+    space, engine = controller_parts()
+    pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec,
+                 PolicyConfig(hidden=16, keep_bias=3.0), keep=space.keep)  # fmt: skip
+    logits, _ = pol.step(torch.zeros(1, engine.size), pol.initial_state())
+    for lg, k, n in zip(logits, space.keep, space.nvec, strict=True):
+        p = torch.softmax(lg[0], -1)
+        assert int(p.argmax()) == k
+        assert float(p[k]) == pytest.approx(math.exp(3) / (math.exp(3) + n - 1), rel=1e-5)
+
+
 def test_an_episode_has_aligned_arrays_and_finite_features():
     space, engine = controller_parts()
     pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))

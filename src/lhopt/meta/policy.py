@@ -75,11 +75,16 @@ class PolicyConfig:
     input_clip: float = 5.0
     norm_beta: float = 0.999
     polyak: float = 0.99
+    # Initial logit bias of each head's "keep" choice (0 in the official configuration): the
+    # untrained policy then mostly keeps its hyperparameters and leaves the registers alone,
+    # i.e. starts near plain CIAO, and explores from there. The bias is learned like any other.
+    keep_bias: float = 0.0
 
 
 class Policy(nn.Module):
     def __init__(self, obs_dim: int, priv_dim: int, nvec: Sequence[int],
-                 config: PolicyConfig = PolicyConfig()) -> None:  # fmt: skip
+                 config: PolicyConfig = PolicyConfig(),
+                 keep: Sequence[int] | None = None) -> None:  # fmt: skip
         super().__init__()
         h = config.hidden
         self.obs_dim, self.priv_dim, self.nvec = obs_dim, priv_dim, tuple(nvec)
@@ -91,8 +96,13 @@ class Policy(nn.Module):
         self.post = mlp([h, h])
         self.heads = nn.Linear(h, sum(self.nvec))
         self.value = nn.Sequential(mlp([h + priv_dim, h]), nn.Linear(h, 1))
-        nn.init.zeros_(self.heads.weight)  # start uniform over each head's choices
+        nn.init.zeros_(self.heads.weight)  # start from the bias alone: uniform, or "keep"
         nn.init.zeros_(self.heads.bias)
+        if keep is not None and config.keep_bias:
+            offsets = [0, *torch.tensor(self.nvec).cumsum(0).tolist()[:-1]]
+            with torch.no_grad():
+                for offset, k in zip(offsets, keep, strict=True):
+                    self.heads.bias[offset + k] = config.keep_bias
 
     def initial_state(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.config.hidden

@@ -45,7 +45,9 @@ def layout_hash(lay: dict | None = None) -> str:
 
 def new_policy(cfg: MetaConfig) -> Policy:
     lay = layout()
-    return Policy(len(lay["features"]), len(lay["privileged"]), lay["nvec"], cfg.policy)
+    space, _ = controller_parts()
+    return Policy(len(lay["features"]), len(lay["privileged"]), lay["nvec"], cfg.policy,
+                  keep=space.keep)  # fmt: skip
 
 
 def _atomic_save(obj, path: Path) -> None:
