@@ -95,6 +95,14 @@ def test_sampled_configs_are_valid_and_never_held_out():
     assert families == set(FAMILIES)
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_sampled_configs_build_and_take_a_step(family):
+    rng = np.random.default_rng(1)
+    for i in range(25):
+        task = build_task(sample_training_config(rng, (family,)), seed=i)
+        task.train_loss().backward()
+
+
 def test_held_out_configs_are_rejected_by_the_sampler(monkeypatch):
     first = sample_training_config(np.random.default_rng(7))
     monkeypatch.setattr("lhopt.tasks.suites.held_out_keys", lambda: {first.key()})

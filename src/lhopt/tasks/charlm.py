@@ -126,7 +126,8 @@ class ByteTransformer(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(256, d)
         self.pos = nn.Parameter(0.02 * torch.randn(context, d))
-        block = nn.TransformerEncoderLayer(d, max(1, d // 32), 4 * d, dropout, batch_first=True,
+        heads = next(h for h in range(max(1, d // 32), 0, -1) if d % h == 0)  # head size ~32
+        block = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout, batch_first=True,
                                            norm_first=True)  # fmt: skip
         self.body = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
