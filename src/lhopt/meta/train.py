@@ -259,8 +259,8 @@ class MetaTrainer:
             print(f"episode failed (dropped): {episode['error']}")
             return
         self.buffer.add(episode, version)
-        self.policy.obs_norm.update(torch.from_numpy(episode["obs"]))
-        self.policy.priv_norm.update(torch.from_numpy(episode["priv"]))
+        self.policy.obs_norm.update(torch.tensor(episode["obs"]))  # a copy: Ray's are read-only
+        self.policy.priv_norm.update(torch.tensor(episode["priv"]))
         info = episode["info"]
         new_episodes.append(info)
         self.counters["episodes"] += 1
