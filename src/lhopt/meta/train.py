@@ -121,7 +121,7 @@ class MetaTrainer:
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "buffer": [
-                {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in e.items()}
+                {k: (torch.tensor(v) if isinstance(v, np.ndarray) else v) for k, v in e.items()}
                 for e in self.buffer.episodes
             ],  # fmt: skip
             "pool": list(self.pool),
