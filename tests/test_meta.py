@@ -235,3 +235,21 @@ def test_it_learns_to_fix_a_learning_rate_100x_too_small(tmp_path):
         gains.append((before, after))
     for before, after in gains:
         assert after > before + 1.0, gains
+
+
+def test_periodic_evaluation_on_a_suite_is_logged(tmp_path, monkeypatch):
+    from lhopt.tasks import SUITES
+
+    tiny = {"tiny-a": TaskConfig.from_dict({**QUAD, "budget": 40}),
+            "tiny-b": TaskConfig.from_dict({**QUAD, "dim": 30, "budget": 40})}  # fmt: skip
+    monkeypatch.setitem(SUITES, "tiny", tiny)
+    trainer = MetaTrainer(small_config(iterations=2, eval_every=2, eval_suite="tiny",
+                                       eval_seeds=2), tmp_path / "run")  # fmt: skip
+    trainer.train(log_progress=lambda s: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert "eval" not in rows[0]
+    ev = rows[1]["eval"]
+    assert set(ev) == {"tiny-a", "tiny-b", "mean"}
+    assert ev["mean"] == pytest.approx((ev["tiny-a"] + ev["tiny-b"]) / 2)
+    assert all(-3.0 <= v <= 3.0 for v in ev.values())
+    assert (tmp_path / "run" / "progress.png").stat().st_size > 10_000
