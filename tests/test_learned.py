@@ -52,7 +52,7 @@ def test_drop_in_use_makes_decisions_and_records_them(policy_file):
             return nn.functional.mse_loss(model(x_val), y_val).item()
 
     opt = lhopt.LearnedOptimizer(model.parameters(), total_steps=80, val_loss_fn=val_loss,
-                                 policy=policy_file, decisions=10)  # fmt: skip
+                                 policy=policy_file, decisions=10, sample=True)  # fmt: skip
     assert isinstance(opt, torch.optim.Optimizer)
     train(model, opt, data)
     assert [h["step"] for h in opt.history] == list(range(0, 80, 8))
@@ -67,7 +67,7 @@ def test_drop_in_use_makes_decisions_and_records_them(policy_file):
 def test_resumed_run_decides_exactly_as_the_uninterrupted_one(policy_file):
     model, data = setup(1)
     opt = LearnedOptimizer(model.parameters(), total_steps=80, policy=policy_file, decisions=16,
-                           seed=3)  # fmt: skip
+                           sample=True, seed=3)  # fmt: skip
     train(model, opt, data[:37])  # stop mid-period, with train losses accumulated
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
@@ -75,7 +75,7 @@ def test_resumed_run_decides_exactly_as_the_uninterrupted_one(policy_file):
 
     resumed_model, _ = setup(1)
     resumed = LearnedOptimizer(resumed_model.parameters(), total_steps=80, policy=policy_file,
-                               decisions=16, seed=99)  # fmt: skip
+                               decisions=16, sample=True, seed=99)  # fmt: skip
     buf.seek(0)
     saved = torch.load(buf, weights_only=False)
     resumed_model.load_state_dict(saved["model"])
@@ -137,3 +137,13 @@ def test_policy_files_are_checked(tmp_path, policy_file):
     with pytest.raises(ValueError, match="format 99"):
         load_policy(other)
     assert data["layout_hash"] == layout_hash()
+
+
+def test_greedy_by_default_and_deterministic(policy_file):
+    runs = []
+    for seed in (0, 1):
+        model, data = setup(4)
+        opt = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file, seed=seed)
+        train(model, opt, data[:40])
+        runs.append([h["action"] for h in opt.history])
+    assert runs[0] == runs[1]  # the sampling seed plays no part in greedy decisions

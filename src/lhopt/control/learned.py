@@ -100,13 +100,15 @@ class LearnedOptimizer(CIAO):
             meta-training: expect smaller gains; see docs/learned.md).
         policy: "default" (shipped with lhopt) or the path of a policy file.
         decisions: number of decisions over `total_steps` (default 20, at most T / 4).
+        sample: sample each action from the policy (seeded by `seed`) instead of taking the most
+            likely one. Default False: the greedy actions are what meta-training evaluates.
         seed: seed of the policy's action sampling.
         **kwargs: CIAO's hyperparameters (their initial values; default the official ones).
     """
 
     def __init__(self, params: Iterable, total_steps: int, val_loss_fn: Callable | None = None,
                  policy: str | Path = "default", decisions: int = DEFAULT_DECISIONS,
-                 seed: int = 0, **kwargs) -> None:  # fmt: skip
+                 sample: bool = False, seed: int = 0, **kwargs) -> None:  # fmt: skip
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"total_steps={total_steps!r} is not allowed: a positive int")
         if isinstance(decisions, bool) or not isinstance(decisions, int) or decisions < 1:
@@ -117,6 +119,7 @@ class LearnedOptimizer(CIAO):
         super().__init__(params, **kwargs)
         self.total_steps = total_steps
         self.val_loss_fn = val_loss_fn
+        self.sample = bool(sample)
         k = max(1, min(decisions, total_steps // 4))
         self.decision_steps = sorted({round(i * total_steps / k) for i in range(k)})
         self.space = ActionSpace()
@@ -183,7 +186,7 @@ class LearnedOptimizer(CIAO):
             prev_action=self.space.encode(self._prev_action), registers=self.registers.info(),
         )  # fmt: skip
         action, _, self._hidden = self.policy_net.act(torch.from_numpy(features), self._hidden,
-                                                      self._generator)  # fmt: skip
+                                                      self._generator, greedy=not self.sample)  # fmt: skip
         op, k = self.space.register_op(action)
         self.registers.apply(op, k, self._module, _CIAOState(self), loss=train,
                              progress=progress)  # fmt: skip
