@@ -185,8 +185,9 @@ class LearnedOptimizer(CIAO):
             val_loss=self._val_loss, hparams=self.hparams[0],
             prev_action=self.space.encode(self._prev_action), registers=self.registers.info(),
         )  # fmt: skip
-        action, _, self._hidden = self.policy_net.act(torch.from_numpy(features), self._hidden,
-                                                      self._generator, greedy=not self.sample)  # fmt: skip
+        action, _, self._hidden = self.policy_net.act(
+            torch.from_numpy(features), self._hidden, self._generator, greedy=not self.sample
+        )
         op, k = self.space.register_op(action)
         self.registers.apply(op, k, self._module, _CIAOState(self), loss=train,
                              progress=progress)  # fmt: skip
