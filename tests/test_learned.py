@@ -147,3 +147,14 @@ def test_greedy_by_default_and_deterministic(policy_file):
         train(model, opt, data[:40])
         runs.append([h["action"] for h in opt.history])
     assert runs[0] == runs[1]  # the sampling seed plays no part in greedy decisions
+
+
+def test_the_shipped_default_policy_loads_and_trains():
+    from lhopt.control.learned import default_policy_path
+
+    assert default_policy_path().stat().st_size < 5_000_000  # a few MB at most
+    model, data = setup(5)
+    opt = LearnedOptimizer(model.parameters(), total_steps=80)  # policy="default"
+    train(model, opt, data)
+    assert len(opt.history) == 20
+    assert all(torch.isfinite(p).all() for p in model.parameters())

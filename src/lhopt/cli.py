@@ -131,7 +131,8 @@ def describe_tasks() -> str:
     return "\n".join(lines)
 
 
-DEFAULT_OPTIMIZERS = ("adamw", "adamw-cosine", "adamw-cosine-tuned", "schedulefree", "prodigy")
+DEFAULT_OPTIMIZERS = ("lhopt", "adamw", "adamw-cosine", "adamw-cosine-tuned", "schedulefree",
+                      "prodigy")  # fmt: skip
 
 
 def bench(args, parser) -> int:
