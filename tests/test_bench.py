@@ -147,5 +147,13 @@ def test_benchmark_end_to_end(ray_local, tmp_cache, tmp_path, monkeypatch):
     assert "| adamw |" in paths["report"].read_text()
     assert paths["curves"].stat().st_size > 10_000 and paths["hparams"].exists()
 
+    walls = [s["over"]["adamw"]["wall_speedup"] for s in
+             doc["tasks"]["tiny-xor"]["optimizers"]["prodigy"]["seeds"]]  # fmt: skip
+    assert all(w is not None and w > 0 for w in walls)  # all timed in this invocation
+
     again = run_benchmark("tiny", ["adamw", "prodigy"], seeds=1, progress=False)
     assert all(r.get("cached") for r in again["runs"])
+    # Cached runs were timed elsewhere: no wall-clock speedup is claimed from them.
+    prodigy = again["tasks"]["tiny-xor"]["optimizers"]["prodigy"]
+    assert prodigy["over"]["adamw"]["wall_speedup"] is None
+    assert prodigy["over"]["adamw"]["speedup"] is not None

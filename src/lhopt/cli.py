@@ -147,7 +147,8 @@ def bench(args, parser) -> int:
     except ValueError as e:
         parser.error(str(e))
     doc = run_benchmark(args.suite, optimizers, args.seeds, address=args.address,
-                        workers=args.workers, progress=not args.no_progress)  # fmt: skip
+                        workers=args.workers, progress=not args.no_progress,
+                        use_cache=not args.no_cache)  # fmt: skip
     paths = write(doc, Path(args.out))
     print(f"\nsuite {args.suite}: {len(doc['tasks'])} tasks, {args.seeds} seed(s), "
           f"{doc['wall_time_s']:.0f} s")  # fmt: skip
@@ -177,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     b.add_argument("--workers", type=int, default=None, help="local Ray CPUs (default: all)")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every baseline again (wall-clock speedups need runs timed together)",
+    )
     sub.add_parser("tasks", help="list the task families, their parameter ranges and the suites")
     m = sub.add_parser("meta-train", help="train a policy with PPO over the task distribution")
     m.add_argument("--config", required=True, help="TOML file (see docs/meta.md)")

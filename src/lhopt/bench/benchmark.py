@@ -101,11 +101,12 @@ def plan_phase2(tasks, optimizers, seeds, results) -> list[dict]:
     return jobs
 
 
-def run_jobs(jobs: list[dict], *, progress: bool, desc: str) -> dict[tuple, dict]:
-    """Results by job key: from the cache where possible, the rest on Ray."""
+def run_jobs(jobs: list[dict], *, progress: bool, desc: str,
+             use_cache: bool = True) -> dict[tuple, dict]:  # fmt: skip
+    """Results by job key: from the cache where possible (and allowed), the rest on Ray."""
     out, todo = {}, []
     for job in jobs:
-        hit = cache.lookup(job)
+        hit = cache.lookup(job) if use_cache else None
         if hit is not None:
             out[job_key(job)] = hit
         else:
@@ -153,6 +154,7 @@ def x_outcome(run: dict | None, T: int) -> dict:
         "L": best_by(steps, val, T),
         "test": run.get("test_at_T"),
         "time_T": run.get("train_time_at_T"),
+        "cached": bool(run.get("cached")),
     }
 
 
@@ -166,6 +168,7 @@ def baseline_speedup(results, task, seed, base, target, T) -> dict:
         runs = {m: results.get((task, seed, opt, lr, m)) for m in MULTIPLES}
         if any(r is None or r.get("error") for r in runs.values()):
             return {"error": "baseline run missing or crashed"}
+        timed = not any(r.get("cached") for r in runs.values())
         s = speedup_budget_dependent({m: (r["steps"], r["val"]) for m, r in runs.items()},
                                      target, T)  # fmt: skip
         per_step = None
@@ -178,8 +181,19 @@ def baseline_speedup(results, task, seed, base, target, T) -> dict:
             return {"error": "baseline run missing or crashed"}
         s = speedup_budget_independent(r["steps"], r["val"], target, T)
         per_step = r["train_time"] / r["total_steps"]
-    return {"speedup": s.value, "lower_bound": s.lower_bound, "t_b": s.t_b,
-            "base_time_to_target": None if s.t_b is None else s.t_b * per_step}  # fmt: skip
+        timed = not r.get("cached")
+    # A cached run was timed in another invocation, under whatever load the machine had then:
+    # its time is not comparable side by side, so no wall-clock speedup is claimed from it.
+    if not timed:
+        per_step = None
+    to_target = None if s.t_b is None or not timed else s.t_b * per_step
+    return {
+        "speedup": s.value,
+        "lower_bound": s.lower_bound,
+        "t_b": s.t_b,
+        "untimed": not timed,
+        "base_time_to_target": to_target,
+    }
 
 
 def analyse(tasks, optimizers, seeds, results) -> dict:
@@ -202,9 +216,13 @@ def analyse(tasks, optimizers, seeds, results) -> dict:
                                           "wall_speedup": 0.0}  # fmt: skip
                         continue
                     sp = baseline_speedup(results, name, seed, b, out["L"], T)
-                    if "error" not in sp and sp["base_time_to_target"] and out["time_T"]:
+                    if "error" in sp:
+                        pass
+                    elif out["cached"] or sp.get("untimed"):
+                        sp["wall_speedup"] = None  # not timed side by side: see baseline_speedup
+                    elif sp["base_time_to_target"] and out["time_T"]:
                         sp["wall_speedup"] = sp["base_time_to_target"] / out["time_T"]
-                    elif "error" not in sp:
+                    else:
                         sp["wall_speedup"] = sp["speedup"] if sp["lower_bound"] else None
                     out["over"][b] = sp
                 seeds_out.append(out)
@@ -260,7 +278,7 @@ def _suite_summary(per_task, optimizers, bases) -> dict:
 
 def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
                   address: str | None = None, workers: int | None = None,
-                  progress: bool = True) -> dict:  # fmt: skip
+                  progress: bool = True, use_cache: bool = True) -> dict:  # fmt: skip
     """Run the whole benchmark and return the results document (see docs/bench.md)."""
     check_request(suite_name, optimizers, seeds)
     tasks = suite(suite_name)
@@ -269,9 +287,10 @@ def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
     _prefetch_data(tasks)
     start_ray(address, workers)
     results = run_jobs(plan_phase1(tasks, optimizers, seed_list), progress=progress,
-                       desc=f"{suite_name}: runs")  # fmt: skip
+                       desc=f"{suite_name}: runs", use_cache=use_cache)  # fmt: skip
     results.update(run_jobs(plan_phase2(tasks, optimizers, seed_list, results),
-                            progress=progress, desc=f"{suite_name}: tuned lr"))  # fmt: skip
+                            progress=progress, desc=f"{suite_name}: tuned lr",
+                            use_cache=use_cache))  # fmt: skip
     analysis = analyse(tasks, optimizers, seed_list, results)
     runs = list(results.values())
     compute = defaultdict(int)
