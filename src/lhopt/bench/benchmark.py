@@ -196,6 +196,16 @@ def baseline_speedup(results, task, seed, base, target, T) -> dict:
     }
 
 
+def _wall_speedup(sp: dict, x: dict) -> float | None:
+    """Baseline's time to reach L_X over X's time for T steps; None unless both were timed in
+    this invocation (see baseline_speedup). A lower-bound speedup stands for itself."""
+    if x["cached"] or sp["untimed"]:
+        return None
+    if sp["base_time_to_target"] and x["time_T"]:
+        return sp["base_time_to_target"] / x["time_T"]
+    return sp["speedup"] if sp["lower_bound"] else None
+
+
 def analyse(tasks, optimizers, seeds, results) -> dict:
     bases = [b for b in optimizers if b in baselines.BASELINES]
     per_task: dict[str, dict] = {}
@@ -216,14 +226,8 @@ def analyse(tasks, optimizers, seeds, results) -> dict:
                                           "wall_speedup": 0.0}  # fmt: skip
                         continue
                     sp = baseline_speedup(results, name, seed, b, out["L"], T)
-                    if "error" in sp:
-                        pass
-                    elif out["cached"] or sp.get("untimed"):
-                        sp["wall_speedup"] = None  # not timed side by side: see baseline_speedup
-                    elif sp["base_time_to_target"] and out["time_T"]:
-                        sp["wall_speedup"] = sp["base_time_to_target"] / out["time_T"]
-                    else:
-                        sp["wall_speedup"] = sp["speedup"] if sp["lower_bound"] else None
+                    if "error" not in sp:
+                        sp["wall_speedup"] = _wall_speedup(sp, out)
                     out["over"][b] = sp
                 seeds_out.append(out)
             entry["optimizers"][x] = {"seeds": seeds_out, **_task_summary(seeds_out, bases, x)}

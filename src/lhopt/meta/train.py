@@ -238,7 +238,7 @@ class MetaTrainer:
             submit(i)
         while self.iteration < run.iterations:
             episode, version, worker_index = receive()
-            self._process(episode, version, new_episodes)
+            self._process(episode, version, new_episodes, log_progress)
             if "error" not in episode:
                 new_transitions += len(episode["rewards"])
             if new_transitions >= run.min_new_transitions:
@@ -253,10 +253,10 @@ class MetaTrainer:
             if worker_index is not None and self.iteration < run.iterations:
                 submit(worker_index)
 
-    def _process(self, episode: dict, version: int, new_episodes: list) -> None:
+    def _process(self, episode: dict, version: int, new_episodes: list, log_progress) -> None:
         if "error" in episode:
             self.counters["errors"] += 1
-            print(f"episode failed (dropped): {episode['error']}")
+            log_progress(f"episode failed (dropped): {episode['error']}")
             return
         self.buffer.add(episode, version)
         self.policy.obs_norm.update(torch.tensor(episode["obs"]))  # a copy: Ray's are read-only
