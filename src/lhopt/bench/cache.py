@@ -4,8 +4,9 @@ Baselines are deterministic for a config and seed on one machine, so the benchma
 meta-training reward (which reads the `adamw` curves) reuse them; only new optimizers run.
 
 The key holds the job (task config, seed, optimizer, lr, budget) and a fingerprint of the code
-that produces the curve (the task families, the baseline optimizers, the runner) and of torch's
-version, so any change to that code invalidates old entries. Entries are JSON files written
+that produces the curve (the task interface, the job's task family, the baseline optimizers, the
+runner) and of torch's version, so any change to that code invalidates old entries, while adding
+or changing another family leaves them valid. Entries are JSON files written
 atomically under `<cache dir>/curves/`; a corrupt entry is ignored and recomputed.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -27,11 +29,16 @@ from lhopt.tasks.data import cache_dir
 CACHED_OPTIMIZERS = ("adamw", "adamw-cosine", "schedulefree", "prodigy")
 
 
+SHARED_TASK_FILES = ("base.py", "data.py", "schema.py")  # what every family builds on
+
+
 @cache
-def code_fingerprint() -> str:
+def code_fingerprint(family: str) -> str:
     h = hashlib.sha256(torch.__version__.encode())
     tasks_dir = Path(lhopt.tasks.__file__).parent
-    files = sorted(tasks_dir.glob("*.py")) + [
+    module = sys.modules[lhopt.tasks.FAMILIES[family][1].__module__]
+    files = [tasks_dir / name for name in SHARED_TASK_FILES] + [
+        Path(module.__file__),
         Path(lhopt.optim.baselines.__file__),
         Path(lhopt.bench.runner.__file__),
     ]
@@ -44,10 +51,11 @@ def code_fingerprint() -> str:
 def _path(job: dict) -> Path:
     from lhopt.tasks import TaskConfig
 
+    config = TaskConfig.from_dict(job["config"])
     key = json.dumps(
-        {"config": TaskConfig.from_dict(job["config"]).key(), "seed": job["seed"],
+        {"config": config.key(), "seed": job["seed"],
          "optimizer": job["optimizer"], "lr": job["lr"], "multiple": job["multiple"],
-         "code": code_fingerprint()},
+         "code": code_fingerprint(config.family)},
         sort_keys=True,
     )  # fmt: skip
     return cache_dir() / "curves" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")

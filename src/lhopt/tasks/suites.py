@@ -2,8 +2,10 @@
 
 - `quick`: a few small tasks, one per kind, for a run of minutes.
 - `validation`: held-out configurations of the training families, used to choose checkpoints.
-- `ood`: kinds never used in meta-training or checkpoint selection (here: byte-level language
-  modelling on Shakespeare works that no training task reads — the poems and four held-out plays).
+- `ood`: kinds never used in meta-training or checkpoint selection: byte-level language modelling
+  on Shakespeare works that no training task reads (the poems, four held-out plays), a transformer
+  LM trained 10x longer than any meta-training LM task, neural collaborative filtering on
+  MovieLens 100K (GMF, NeuMF) and speech recognition of synthesised digit strings (CTC).
 Meta-training never samples a configuration of any suite (`sample_training_config` rejects them,
 and the tests check it).
 """
@@ -50,6 +52,14 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
                                    corpus="poems"),
         "ood-heldout-plays-lstm": Q("charlm", arch="lstm", layers=2, d_model=64, context=64,
                                     dropout=0.1, batch=32, budget=400, corpus="heldout"),
+        # 6000 steps: 10x the largest budget of a meta-training LM task (600)
+        "ood-heldout-lm-long": Q("charlm", arch="transformer", layers=2, d_model=64,
+                                 context=32, dropout=0.0, batch=16, budget=6000,
+                                 corpus="heldout"),
+        "ood-ncf-gmf": Q("ncf", arch="gmf", factors=64, batch=1024, budget=4000),
+        "ood-ncf-neumf": Q("ncf", arch="neumf", factors=16, mlp_layers=3, batch=512,
+                           budget=4000),
+        "ood-speech-ds2": Q("speech", channels=8, hidden=64, layers=1, batch=16, budget=800),
     },
 }  # fmt: skip
 
