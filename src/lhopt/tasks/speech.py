@@ -5,9 +5,11 @@ The corpus is synthesised with eSpeak NG (the library inside the `espeakng-loade
 through ctypes): each utterance is 3-5 digits ("three one four") spoken by one speaker — an
 English accent and a voice variant — at a random rate and pitch, with white noise added at a random
 signal-to-noise ratio. The voice variants of the train, validation and test speakers are
-disjoint, so the test measures recognition of unseen voices. Everything is drawn from fixed seeds;
-the features are computed once and cached (`corpus_path`). Test metric: the digit error rate
-(edit distance over reference length, greedy CTC decoding).
+disjoint, so the test measures recognition of unseen voices. Everything lhopt draws comes from
+fixed seeds; eSpeak NG's own output varies by up to a few hundred samples between calls, so the
+features are computed once per cache folder and every run reads that file (`corpus_path`,
+docs/data.md). Test metric: the digit error rate (edit distance over reference length, greedy
+CTC decoding).
 """
 
 from __future__ import annotations
