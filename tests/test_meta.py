@@ -161,6 +161,25 @@ def test_a_failing_episode_is_dropped_and_training_goes_on(tmp_path, monkeypatch
     assert [r["iteration"] for r in rows] == [1, 2] and rows[-1]["errors_total"] >= 1
 
 
+def test_a_dead_rollout_worker_is_replaced_and_training_goes_on(tmp_path):
+    import ray
+
+    trainer = MetaTrainer(small_config(iterations=3, workers=1), tmp_path / "run")
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        if len(lines) == 1:  # after the first iteration: the worker dies under its next episode
+            ray.kill(trainer._workers[0], no_restart=True)
+
+    try:
+        trainer.train(log_progress=log)
+    finally:
+        ray.shutdown()
+    assert trainer.iteration == 3 and trainer.counters["errors"] >= 1
+    assert any("worker died" in line for line in lines)
+
+
 def state_equal(a, b) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(state_equal(a[k], b[k]) for k in a)
