@@ -216,9 +216,9 @@ def load_corpus() -> dict[str, dict]:
     return _CORPUS
 
 
-def as_tensors(split: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per-utterance feature tensors (frames, N_MELS) and label tensors."""
-    frames = torch.as_tensor(split["frames"].astype(np.float32))
+def as_tensors(split: dict, frames: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-utterance feature tensors (views of `frames`, the split's frames as prepared by the
+    caller) and label tensors."""
     labels = torch.as_tensor(split["labels"])
     return (list(torch.split(frames, split["lengths"].tolist())),
             list(torch.split(labels, split["label_lengths"].tolist())))  # fmt: skip
@@ -297,14 +297,15 @@ class SpeechTask(Task):
         torch.manual_seed(seed)
         self.model = DeepSpeech2(p["channels"], p["hidden"], p["layers"])
         corpus = load_corpus()
-        self.data = {s: as_tensors(corpus[s]) for s in SIZES}
-        # one feature normalisation from the training split (mean and std per mel band)
-        frames = torch.as_tensor(corpus["train"]["frames"].astype(np.float32))
-        self.mean, self.std = frames.mean(0), frames.std(0) + 1e-5
+        frames = {s: torch.as_tensor(corpus[s]["frames"].astype(np.float32)) for s in SIZES}
+        # one feature normalisation from the training split (mean and std per mel band), applied
+        # once here rather than to every batch
+        mean, std = frames["train"].mean(0), frames["train"].std(0) + 1e-5
+        self.data = {s: as_tensors(corpus[s], (frames[s] - mean) / std) for s in SIZES}
         self.ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
 
     def _ctc_loss(self, feats, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, lengths = pad_batch([(f - self.mean) / self.std for f in feats])
+        x, lengths = pad_batch(feats)
         log_probs, out_len = self.model(x, lengths)
         targets = torch.cat(labels) + 1
         target_len = torch.tensor([len(t) for t in labels])
