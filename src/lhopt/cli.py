@@ -95,6 +95,12 @@ def meta_train(args, parser) -> int:
         except ValueError as e:
             parser.error(str(e))
         print(f"resumed at iteration {trainer.iteration}")
+    elif cfg.run.init_from:
+        try:
+            trainer.warm_start(cfg.run.init_from)
+        except ValueError as e:
+            parser.error(str(e))
+        print(f"policy initialised from {cfg.run.init_from}")
     (out / "config.toml").write_text(Path(args.config).read_text())
     trainer.train(log_progress=lambda line: print(line, flush=True))
     print(f"done: {trainer.iteration} iterations; policy at {out / 'policy.pt'}")

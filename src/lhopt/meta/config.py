@@ -36,6 +36,7 @@ class RunConfig:
     families: list = field(default_factory=lambda: list(FAMILY_NAMES))
     task: dict = field(default_factory=dict)  # a fixed task config (family, params): seeds vary
     task_pool: int = 0  # 0: a new sampled task per episode; N: cycle through N sampled tasks
+    init_from: str = ""  # a checkpoint.pt whose policy weights start this run (a later stage)
 
 
 @dataclass
@@ -99,6 +100,11 @@ def _check_semantics(cfg: MetaConfig) -> None:
         raise ValueError(
             f"[episode] outer steps [{ep.min_outer_steps}, {ep.max_outer_steps}] must satisfy "
             "2 <= min_outer_steps <= max_outer_steps"
+        )
+    if ep.reward_horizon and ep.reward_horizon < 1:
+        raise ValueError(
+            f"[episode] reward_horizon = {ep.reward_horizon!r}: 0 (none) or a multiple >= 1 of "
+            "the budget"
         )
     if ep.lr_perturbation < 1 or ep.other_perturbation < 1:
         raise ValueError("[episode] lr_perturbation and other_perturbation must be >= 1")

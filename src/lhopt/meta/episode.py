@@ -24,7 +24,7 @@ from lhopt.bench import cache
 from lhopt.bench.runner import run_job_safe
 from lhopt.control import ActionSpace, RestartRegisters
 from lhopt.features import FeatureEngine
-from lhopt.meta.reward import fit_power_law, log_speedup, outer_step_rewards
+from lhopt.meta.reward import anchored_curve, fit_power_law, log_speedup, outer_step_rewards
 from lhopt.optim import CIAO, DEFAULTS
 from lhopt.tasks import FAMILY_NAMES, Task, TaskConfig, build_task
 
@@ -44,6 +44,7 @@ class EpisodeConfig:
     other_perturbation: float = 10.0
     reward_clip: float = 3.0
     fit_points: int = 14
+    reward_horizon: float = 0.0  # H >= 1: reference capped at H x budget (lhopt.meta.reward)
     fixed_initial: dict = field(default_factory=dict)  # e.g. {"lr": 1e-5}: no perturbation
 
 
@@ -70,8 +71,9 @@ def perturbed_hparams(rng: np.random.Generator, cfg: EpisodeConfig) -> tuple[dic
     return init, logs
 
 
-def baseline_law(task_config: TaskConfig, seed: int, fit_points: int):
-    """Power law fitted to the cached `adamw` curve of this task and seed (computed if missing)."""
+def baseline_law(task_config: TaskConfig, seed: int, fit_points: int, horizon: float = 0.0):
+    """The reference for the reward from the cached `adamw` curve of this task and seed (computed
+    if missing): a power law fitted to it, or with a horizon the anchored curve."""
     job = {"task": "meta", "config": task_config.to_dict(), "seed": seed, "optimizer": "adamw",
            "lr": 1e-3, "multiple": 1.0}  # fmt: skip
     result = cache.lookup(job)
@@ -80,6 +82,8 @@ def baseline_law(task_config: TaskConfig, seed: int, fit_points: int):
         if result.get("error"):
             raise RuntimeError(f"baseline run failed: {result['error']}")
         cache.store(job, result)
+    if horizon:
+        return anchored_curve(result["steps"], result["val"], fit_points, horizon), result
     return fit_power_law(result["steps"], result["val"], fit_points), result
 
 
@@ -91,7 +95,7 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
                 rng: np.random.Generator, greedy: bool = False) -> dict:  # fmt: skip
     """Run one episode with `policy` (a lhopt.meta.policy.Policy) and return its trajectory."""
     start = time.perf_counter()
-    law, _ = baseline_law(task_config, seed, cfg.fit_points)
+    law, _ = baseline_law(task_config, seed, cfg.fit_points, cfg.reward_horizon)
     task: Task = build_task(task_config, seed)
     T = task.budget
     hi = max(cfg.min_outer_steps, min(cfg.max_outer_steps, T // 4))

@@ -51,6 +51,7 @@ def new_policy(cfg: MetaConfig) -> Policy:
 
 
 def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     with open(tmp, "rb") as f:
@@ -131,7 +132,10 @@ class MetaTrainer:
     def load_state_dict(self, state: dict) -> None:
         if state["layout_hash"] != layout_hash():
             raise ValueError("checkpoint was made for another feature/action layout")
-        if state["config"] != self.cfg.to_dict():
+        from lhopt.meta.config import from_dict
+
+        # Keys added since the checkpoint was written take their defaults.
+        if from_dict(state["config"]).to_dict() != self.cfg.to_dict():
             raise ValueError("checkpoint was made with another configuration; resume with the "
                              "same config file, or start a new --out folder")  # fmt: skip
         self.iteration, self.version = state["iteration"], state["version"]
@@ -144,6 +148,28 @@ class MetaTrainer:
         self.buffer.episodes = [{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in e.items()}
                                 for e in state["buffer"]]  # fmt: skip
         self.pool = list(state["pool"])
+
+    def warm_start(self, path: str | Path) -> None:
+        """Start from the policy (and its Polyak average) of another run's checkpoint; the PPO
+        state, buffer, counters and task pool start fresh."""
+        path = Path(path)
+        try:
+            state = torch.load(path, weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(
+                f"[run] init_from = {str(path)!r}: not a readable checkpoint ({e})"
+            ) from e
+        if not isinstance(state, dict) or "policy" not in state or "avg" not in state:
+            raise ValueError(f"[run] init_from = {str(path)!r}: not a meta-training checkpoint")
+        if state.get("layout_hash") != layout_hash():
+            raise ValueError(f"[run] init_from = {str(path)!r}: made for another feature/action "
+                             "layout")  # fmt: skip
+        try:
+            self.policy.load_state_dict(state["policy"])
+            self.avg.load_state_dict(state["avg"])
+        except RuntimeError as e:
+            raise ValueError(f"[run] init_from = {str(path)!r}: another policy architecture "
+                             f"({e})") from e  # fmt: skip
 
     @property
     def checkpoint_path(self) -> Path:
@@ -273,6 +299,9 @@ class MetaTrainer:
         record = self._record(stats, episodes)
         if run.eval_every and self.iteration % run.eval_every == 0:
             record["eval"] = self.evaluate()
+            # The evaluated Polyak policy, kept for checkpoint selection (not committed).
+            save_policy_file(self.avg, self.out / "snapshots" / f"policy-{self.iteration:04d}.pt",
+                             {"meta": {"iteration": self.iteration, **self.counters}})  # fmt: skip
         due = self.iteration % run.checkpoint_every == 0 or self.iteration == run.iterations
         if due:
             self.save_checkpoint()
