@@ -66,8 +66,36 @@ def test_config_files(tmp_path):
         meta_config.load(path)
     with pytest.raises(ValueError, match="does not exist"):
         meta_config.load(tmp_path / "missing.toml")
-    for name in ("smoke", "default"):
+    for name in ("smoke", "default", "default-stage1"):
         meta_config.load(f"configs/{name}.toml")
+
+
+def test_warm_start_and_resume_of_a_checkpoint_without_newer_keys(tmp_path):
+    first = MetaTrainer(small_config(iterations=1), tmp_path / "a")
+    with torch.no_grad():
+        for p in first.policy.parameters():
+            p.add_(0.01)
+        first.avg.load_state_dict(first.policy.state_dict())
+    first.save_checkpoint()
+    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+
+    second = MetaTrainer(small_config(iterations=1), tmp_path / "b")
+    second.warm_start(tmp_path / "a" / "checkpoint.pt")
+    for a, b in zip(second.policy.state_dict().values(), state["policy"].values(), strict=True):
+        assert torch.equal(a, b)
+    assert second.iteration == 0 and second.counters["episodes"] == 0
+    with pytest.raises(ValueError, match="init_from.*not a readable checkpoint"):
+        second.warm_start(tmp_path / "missing.pt")
+    torch.save({"x": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a meta-training checkpoint"):
+        second.warm_start(tmp_path / "other.pt")
+
+    # A checkpoint written before `reward_horizon` existed still resumes (the key's default).
+    del state["config"]["episode"]["reward_horizon"]
+    torch.save(state, tmp_path / "a" / "checkpoint.pt")
+    again = MetaTrainer(small_config(iterations=1), tmp_path / "a")
+    again.resume()
+    assert again.iteration == first.iteration
 
 
 def test_gae_with_gamma_one_and_lambda_one_is_return_minus_value():

@@ -48,3 +48,37 @@ def test_clipping_divergence_and_noisy_curves():
     assert fit.steps_to(float(np.minimum.accumulate(noisy)[-1])) == pytest.approx(T, rel=0.3)
     with pytest.raises(ValueError, match="at least 3"):
         fit_power_law([0, 10], [1.0, 0.5])
+
+
+def test_anchored_curve_with_a_horizon_of_2():
+    from lhopt.meta.reward import anchored_curve
+
+    steps = [0, *range(20, T + 1, 20)]
+    losses = [20.0, *baseline_curve(steps[1:])]
+    ref = anchored_curve(steps, losses, horizon=2.0)
+    outer = list(range(40, T + 1, 40))
+    # Matching the baseline scores 0 exactly (its own curve, no fit in between).
+    as_fast = [float(baseline_curve(t)) for t in outer]
+    assert sum(outer_step_rewards(ref, outer, as_fast)) == pytest.approx(0.0, abs=1e-9)
+    half = [float(baseline_curve(t / 2)) for t in outer]
+    assert sum(outer_step_rewards(ref, outer, half)) == pytest.approx(-math.log(2), abs=0.01)
+    # Beyond T the power law through the last point; 1.5x faster reads as 1.5x.
+    faster = [float(baseline_curve(1.5 * t)) for t in outer]
+    assert sum(outer_step_rewards(ref, outer, faster)) == pytest.approx(math.log(1.5), abs=0.02)
+    # At most 2x at the end, however low the loss: log 2, never +3.
+    assert ref.steps_to(0.0) == 2 * T
+    assert sum(outer_step_rewards(ref, outer, [0.5] * len(outer))) == pytest.approx(math.log(2))
+    assert log_speedup(ref, 0.5, T / 4) == pytest.approx(math.log(8))  # early: 2T / t
+    # Worse than the start, or diverged: -clip.
+    assert log_speedup(ref, 25.0, 100) == -3.0
+    assert sum(outer_step_rewards(ref, outer[:3], [3.0, 2.5, math.nan])) == pytest.approx(-3.0)
+    with pytest.raises(ValueError, match="horizon"):
+        anchored_curve(steps, losses, horizon=0.5)
+
+
+def test_reward_horizon_in_episode_config():
+    from lhopt.meta import config as meta_config
+
+    assert meta_config.from_dict({"episode": {"reward_horizon": 2}}).episode.reward_horizon == 2.0
+    with pytest.raises(ValueError, match=r"\[episode\] reward_horizon = 0.5"):
+        meta_config.from_dict({"episode": {"reward_horizon": 0.5}})
