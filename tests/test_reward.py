@@ -69,6 +69,8 @@ def test_anchored_curve_with_a_horizon_of_2():
     assert ref.steps_to(0.0) == 2 * T
     assert sum(outer_step_rewards(ref, outer, [0.5] * len(outer))) == pytest.approx(math.log(2))
     assert log_speedup(ref, 0.5, T / 4) == pytest.approx(math.log(8))  # early: 2T / t
+    flat = anchored_curve(steps, [20.0, *([5.0] * (len(steps) - 1))], horizon=2.0)
+    assert flat.steps_to(4.0) == 2 * T  # a flat curve (power-law exponent ~0): no overflow
     # Worse than the start, or diverged: -clip.
     assert log_speedup(ref, 25.0, 100) == -3.0
     assert sum(outer_step_rewards(ref, outer[:3], [3.0, 2.5, math.nan])) == pytest.approx(-3.0)

@@ -113,7 +113,8 @@ class AnchoredCurve:
         c, b = self.law.c, self.law.b
         if loss <= c:
             return cap
-        return min(cap, T * math.exp(math.log((last - c) / (loss - c)) / b))
+        log_t = math.log(T) + math.log((last - c) / (loss - c)) / b  # b may be tiny: stay in logs
+        return cap if log_t >= math.log(cap) else math.exp(log_t)
 
 
 def anchored_curve(
