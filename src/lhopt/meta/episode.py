@@ -118,6 +118,7 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
     val = task.val_loss()
     steps_done, diverged, return_so_far = 0, False, 0.0
     best = math.inf
+    lr_trace: list[float] = []
     for k in range(K):
         progress = boundaries[k] / T
         features = engine.observe(
@@ -136,6 +137,7 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
         registers.apply(*space.register_op(action), task.model, opt, loss=train_mean,
                         progress=progress)  # fmt: skip
         space.apply_hparams(opt.param_groups, action)
+        lr_trace.append(opt.param_groups[0]["lr"])
         prev_action = action
 
         loss_sum, n = torch.zeros(()), 0
@@ -176,6 +178,7 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
             "final_val": vals_at[-1],
             "initial": init,
             "final_hparams": {k: v for k, v in opt.hparams[0].items() if k in PERTURBED},
+            "lr_trace": lr_trace,  # the learning rate chosen at each decision
             "wall_time": time.perf_counter() - start,
         },
     }
