@@ -159,3 +159,31 @@ def test_benchmark_end_to_end(ray_local, tmp_cache, tmp_path, monkeypatch):
     prodigy = again["tasks"]["tiny-xor"]["optimizers"]["prodigy"]
     assert prodigy["over"]["adamw"]["wall_speedup"] is None
     assert prodigy["over"]["adamw"]["speedup"] is not None
+
+
+def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path):
+    from lhopt.bench.benchmark import check_policy
+    from lhopt.bench.runner import run_job
+    from lhopt.meta.config import MetaConfig
+    from lhopt.meta.policy import PolicyConfig
+    from lhopt.meta.train import new_policy, save_policy_file
+
+    with pytest.raises(ValueError, match="'lhopt', which is not among"):
+        check_policy("x.pt", ["adamw"])
+    with pytest.raises(ValueError, match="does not exist"):
+        check_policy(str(tmp_path / "missing.pt"), ["lhopt", "adamw"])
+    cfg = MetaConfig()
+    cfg.policy = PolicyConfig(hidden=16)
+    torch.manual_seed(0)
+    net = new_policy(cfg)
+    with torch.no_grad():  # a policy that acts, unlike the untrained "keep" bias
+        net.heads.weight.normal_(0, 1.0)
+    path = tmp_path / "p.pt"
+    save_policy_file(net, path)
+    assert check_policy(str(path), ["lhopt"]) == str(path.resolve())
+    quad = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.3, batch=4, budget=80)
+    job = {"task": "t", "config": quad.to_dict(), "seed": 0, "optimizer": "lhopt", "lr": None,
+           "multiple": 1.0}  # fmt: skip
+    shipped = run_job(job)
+    other = run_job({**job, "policy": str(path)})
+    assert other["hparams"]["lr"] != shipped["hparams"]["lr"]  # another policy, other choices

@@ -153,16 +153,19 @@ def bench(args, parser) -> int:
     from pathlib import Path
 
     from lhopt.bench import check_request, run_benchmark
+    from lhopt.bench.benchmark import check_policy
     from lhopt.bench.report import summary_table, task_table, write
 
     optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
     try:
         check_request(args.suite, optimizers, args.seeds)
+        if args.policy is not None:
+            check_policy(args.policy, optimizers)
     except ValueError as e:
         parser.error(str(e))
     doc = run_benchmark(args.suite, optimizers, args.seeds, address=args.address,
                         workers=args.workers, progress=not args.no_progress,
-                        use_cache=not args.no_cache)  # fmt: skip
+                        use_cache=not args.no_cache, policy=args.policy)  # fmt: skip
     paths = write(doc, Path(args.out))
     print(f"\nsuite {args.suite}: {len(doc['tasks'])} tasks, {args.seeds} seed(s), "
           f"{doc['wall_time_s']:.0f} s")  # fmt: skip
@@ -191,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", default="out/bench", help="folder for results.json, report, figures")
     b.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     b.add_argument("--workers", type=int, default=None, help="local Ray CPUs (default: all)")
+    b.add_argument("--policy", default=None,
+                   help="policy file for lhopt (default: the shipped one), e.g. a checkpoint's "
+                        "policy.pt")  # fmt: skip
     b.add_argument("--no-progress", action="store_true")
     b.add_argument(
         "--no-cache",

@@ -43,6 +43,19 @@ def check_request(suite_name: str, optimizers: Sequence[str], seeds: int) -> Non
         raise ValueError(f"seeds={seeds!r} is not allowed: expected an int >= 1")
 
 
+def check_policy(policy: str, optimizers: Sequence[str]) -> str:
+    """The absolute path of a loadable policy file for `lhopt` (errors say what is wrong)."""
+    from pathlib import Path
+
+    from lhopt.control.learned import load_policy
+
+    if "lhopt" not in optimizers:
+        raise ValueError(f"--policy {policy!r} is for the optimizer 'lhopt', which is not among "
+                         f"{list(optimizers)}")  # fmt: skip
+    load_policy(policy)  # missing, corrupt, another layout: a ValueError naming the file
+    return str(Path(policy).resolve())
+
+
 def _lr(optimizer: str, lr: float | None) -> float | None:
     # adamw and adamw-cosine at the default lr are the same run, whoever asked for it.
     if optimizer in ("adamw", "adamw-cosine") and lr is None:
@@ -282,16 +295,24 @@ def _suite_summary(per_task, optimizers, bases) -> dict:
 
 def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
                   address: str | None = None, workers: int | None = None,
-                  progress: bool = True, use_cache: bool = True) -> dict:  # fmt: skip
-    """Run the whole benchmark and return the results document (see docs/bench.md)."""
+                  progress: bool = True, use_cache: bool = True,
+                  policy: str | None = None) -> dict:  # fmt: skip
+    """Run the whole benchmark and return the results document (see docs/bench.md).
+    `policy`: a policy file for `lhopt` instead of the shipped default (e.g. a checkpoint)."""
     check_request(suite_name, optimizers, seeds)
+    if policy is not None:
+        policy = check_policy(policy, optimizers)
     tasks = suite(suite_name)
     seed_list = list(range(seeds))
     started = time.perf_counter()
     _prefetch_data(tasks)
     start_ray(address, workers)
-    results = run_jobs(plan_phase1(tasks, optimizers, seed_list), progress=progress,
-                       desc=f"{suite_name}: runs", use_cache=use_cache)  # fmt: skip
+    jobs = plan_phase1(tasks, optimizers, seed_list)
+    for job in jobs:
+        if policy is not None and job["optimizer"] == "lhopt":
+            job["policy"] = policy
+    results = run_jobs(jobs, progress=progress, desc=f"{suite_name}: runs",
+                       use_cache=use_cache)  # fmt: skip
     results.update(run_jobs(plan_phase2(tasks, optimizers, seed_list, results),
                             progress=progress, desc=f"{suite_name}: tuned lr",
                             use_cache=use_cache))  # fmt: skip
@@ -307,6 +328,7 @@ def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
         "optimizers": list(optimizers),
         "baselines": [b for b in optimizers if b in baselines.BASELINES],
         "seeds": seed_list,
+        "policy": policy or "default",
         "wall_time_s": time.perf_counter() - started,
         "runs": runs,
         "errors": [{"job": r["job"], "error": r["error"]} for r in runs if r.get("error")],

@@ -57,7 +57,12 @@ def markdown(doc: dict) -> str:
         f"# Benchmark: suite `{doc['suite']}`",
         "",
         f"{len(doc['tasks'])} tasks, {seeds} seed(s), optimizers {', '.join(doc['optimizers'])}; "
-        f"wall time {doc['wall_time_s']:.0f} s.",
+        f"wall time {doc['wall_time_s']:.0f} s."
+        + (
+            f" `lhopt` policy: `{doc['policy']}`."
+            if doc.get("policy", "default") != "default"
+            else ""
+        ),
         "",
         "## Speedups (geometric mean over tasks of the per-task geometric mean over seeds)",
         "",

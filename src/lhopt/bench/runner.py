@@ -33,7 +33,8 @@ def run_job(job: dict) -> dict:
     total = round(job["multiple"] * T)
     spec = baselines.get(job["optimizer"])
     torch.manual_seed(job["seed"])
-    driver = spec.make(task.model.parameters(), total, job["lr"])
+    extra = {"policy": job["policy"]} if job.get("policy") else {}  # `lhopt` with another policy
+    driver = spec.make(task.model.parameters(), total, job["lr"], **extra)
     eval_steps = task.eval_steps(total)
     result = {"steps": [], "val": [], "hparams": {}, "diverged": False, "error": None,
               "budget": T, "total_steps": total, "num_params": task.num_params()}  # fmt: skip

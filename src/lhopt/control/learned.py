@@ -266,8 +266,8 @@ class LearnedDriver(Driver):
         }
 
 
-def _make(params, budget: int, lr: float | None) -> LearnedDriver:
-    return LearnedDriver(LearnedOptimizer(params, total_steps=budget))
+def _make(params, budget: int, lr: float | None, policy: str = "default") -> LearnedDriver:
+    return LearnedDriver(LearnedOptimizer(params, total_steps=budget, policy=policy))
 
 
 register(OptimizerSpec("lhopt", _make, True, "the shipped default policy driving CIAO, no tuning",
