@@ -1,8 +1,8 @@
 """Score policy files as meta-training's periodic evaluation does: greedy, default initial
 hyperparameters, on a suite, by the config's reward (mean final clipped log speedup over adamw).
 
-For comparing checkpoints of different runs on one measure, e.g. stage 1's shipped policy under
-stage 2's reward horizon: with horizon 2 the best score per task is log 2 = 0.69.
+For comparing checkpoints of different runs on one measure, e.g. the default run's policies under
+the horizon-2 reward of configs/experiments/horizon2.toml (best score per task log 2 = 0.69).
 
 Usage: python benchmarks/eval_policy.py --config CONFIG.toml [--trace TASK] POLICY.pt [...]
   --trace TASK: instead, one greedy episode of that suite task per policy (seed 0), with the
@@ -20,7 +20,7 @@ import torch
 
 from lhopt.control.learned import load_policy
 from lhopt.meta import config as meta_config
-from lhopt.meta.episode import EpisodeConfig, run_episode
+from lhopt.meta.episode import evaluation_config, run_episode
 from lhopt.meta.policy import make_polyak
 from lhopt.meta.train import MetaTrainer
 from lhopt.tasks import suite
@@ -40,8 +40,7 @@ def main() -> None:
         cfg.run.eval_seeds = args.seeds
     if args.trace:
         task = suite(cfg.run.eval_suite)[args.trace]
-        ep = EpisodeConfig(**{**vars(cfg.episode), "lr_perturbation": 1.0,
-                              "other_perturbation": 1.0})  # fmt: skip
+        ep = evaluation_config(cfg.episode)
         for path in args.policies:
             r = run_episode(load_policy(path), task, 0, ep, np.random.default_rng(0), greedy=True)
             info = r["info"]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lhopt.meta.episode import baseline_law
-from lhopt.meta.reward import anchored_curve, fit_power_law, log_speedup
+from lhopt.meta.reward import anchored_curve, log_speedup
 from lhopt.tasks import FAMILY_NAMES, sample_training_config
 
 FACTORS = (1.05, 1.0, 0.99, 0.97, 0.9)
@@ -31,15 +31,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
-    rules = {"power law, no horizon (stage 1)": [], "anchored, horizon 2 (stage 2)": []}
+    rules = {"power law, no horizon (default run)": [], "anchored, horizon 2 (experiment)": []}
     misfit = []
     for _ in range(args.tasks):
         config = sample_training_config(rng, FAMILY_NAMES)
-        _, result = baseline_law(config, int(rng.integers(1_000_000)), 14)
+        law, result = baseline_law(config, int(rng.integers(1_000_000)), 14)  # the fitted law
         steps, val = result["steps"], result["val"]
         if not all(math.isfinite(v) for v in val):
             continue
-        law = fit_power_law(steps, val, 14)
         anchored = anchored_curve(steps, val, 14, 2.0)
         T, best = steps[-1], min(val)
         misfit.append(law.loss(T) / best - 1)

@@ -54,6 +54,11 @@ def controller_parts(num_registers: int = 3):
     return space, engine
 
 
+def evaluation_config(cfg: EpisodeConfig) -> EpisodeConfig:
+    """`cfg` for evaluation episodes: the default initial hyperparameters, no perturbation."""
+    return EpisodeConfig(**{**vars(cfg), "lr_perturbation": 1.0, "other_perturbation": 1.0})
+
+
 def perturbed_hparams(rng: np.random.Generator, cfg: EpisodeConfig) -> tuple[dict, list[float]]:
     """Initial hyperparameters and the log factors applied (the critic sees them)."""
     space = ActionSpace()

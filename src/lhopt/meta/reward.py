@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lhopt.bench.speedup import best_so_far, first_reach
+
 
 @dataclass(frozen=True)
 class PowerLaw:
@@ -100,8 +102,6 @@ class AnchoredCurve:
     horizon: float
 
     def steps_to(self, loss: float) -> float:
-        from lhopt.bench.speedup import first_reach
-
         T, last = self.steps[-1], self.best[-1]
         cap = self.horizon * T
         if not math.isfinite(loss):
@@ -123,10 +123,9 @@ def anchored_curve(
     if horizon < 1:
         raise ValueError(f"reward horizon must be >= 1 (a multiple of the budget), got {horizon}")
     law = fit_power_law(steps, losses, fit_points)
-    pts = [(s, v) for s, v in zip(steps, losses, strict=True) if math.isfinite(v)]
-    best = np.minimum.accumulate([v for _, v in pts])
-    return AnchoredCurve(tuple(float(s) for s, _ in pts), tuple(float(v) for v in best), law,
-                         float(horizon))  # fmt: skip
+    pts = [(float(s), v) for s, v in zip(steps, losses, strict=True) if math.isfinite(v)]
+    best = best_so_far([v for _, v in pts])
+    return AnchoredCurve(tuple(s for s, _ in pts), tuple(best), law, float(horizon))
 
 
 def log_speedup(

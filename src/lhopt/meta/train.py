@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from lhopt.meta.config import MetaConfig
-from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, controller_parts, run_episode
+from lhopt.meta.episode import (
+    PRIVILEGED_NAMES,
+    EpisodeConfig,
+    controller_parts,
+    evaluation_config,
+    run_episode,
+)
 from lhopt.meta.policy import Policy, make_polyak
 from lhopt.meta.ppo import ReplayBuffer, make_optimizer, update
 from lhopt.tasks import TaskConfig, sample_training_config, suite
@@ -361,8 +367,7 @@ class MetaTrainer:
     def evaluate(self) -> dict:
         """The Polyak policy, greedy, on the evaluation suite from the default initial
         hyperparameters: mean log speedup over `adamw` per task."""
-        cfg = EpisodeConfig(**{**vars(self.cfg.episode), "lr_perturbation": 1.0,
-                               "other_perturbation": 1.0})  # fmt: skip
+        cfg = evaluation_config(self.cfg.episode)
         out = {}
         for name, config in suite(self.cfg.run.eval_suite).items():
             returns = []
