@@ -146,6 +146,30 @@ def test_policy_shapes_hidden_privileges_and_polyak():
     assert torch.allclose(a, p - 0.9, atol=1e-6)
 
 
+def test_greedy_actions_are_the_most_likely_ones_with_their_log_probability():
+    space, engine = controller_parts()
+    torch.manual_seed(0)
+    pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))
+    with torch.no_grad():
+        pol.heads.weight.normal_()  # untrained heads are all ties: give them preferences
+    state = ref_state = pol.initial_state()
+    for _ in range(20):
+        obs = torch.randn(engine.size) * 3
+        action, logp, state = pol.act(obs, state, greedy=True)
+        with torch.no_grad():
+            logits, ref_state = pol.step(obs[None], ref_state)
+        expected = tuple(int(lg[0].argmax()) for lg in logits)
+        assert action == expected
+        assert logp == pytest.approx(
+            sum(
+                float(torch.log_softmax(lg[0], -1)[a])
+                for lg, a in zip(logits, expected, strict=True)
+            ),
+            abs=1e-4,
+        )
+        assert torch.equal(state[0], ref_state[0])
+
+
 def test_keep_bias_makes_the_untrained_policy_mostly_keep():
     space, engine = controller_parts()
     pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec,

@@ -122,6 +122,7 @@ class LearnedOptimizer(CIAO):
         self.sample = bool(sample)
         k = max(1, min(decisions, total_steps // 4))
         self.decision_steps = sorted({round(i * total_steps / k) for i in range(k)})
+        self._decide_at = set(self.decision_steps)  # checked every step
         self.space = ActionSpace()
         self.engine = FeatureEngine(self.space.hparam_kinds, self.space.encoding_names)
         self.engine.reset(self.hparams[0])
@@ -164,7 +165,7 @@ class LearnedOptimizer(CIAO):
                 stacklevel=2,
             )
             self._warned = True
-        if self._taken in self.decision_steps:
+        if self._taken in self._decide_at:
             self._decide()
         super().step()
         self._taken += 1
@@ -235,6 +236,7 @@ class LearnedOptimizer(CIAO):
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "controller"})
         self.total_steps = c["total_steps"]
         self.decision_steps = list(c["decision_steps"])
+        self._decide_at = set(self.decision_steps)
         self._taken = c["taken"]
         self._hidden = tuple(t.clone() for t in c["hidden"])
         self._prev_action = tuple(c["prev_action"])

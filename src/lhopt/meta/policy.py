@@ -14,6 +14,7 @@ exponential average of the weights (0.99) that is used for evaluation and shippe
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -135,13 +136,19 @@ class Policy(nn.Module):
         """Sample (or take the most likely) action for one observation (obs_dim,).
         Returns (action tuple, log-probability, new state)."""
         logits, state = self.step(obs[None], state)
+        if greedy:  # what a LearnedOptimizer runs: one host read, then a few dozen floats
+            flat, action, logp, start = torch.cat(logits, -1)[0].tolist(), [], 0.0, 0
+            for n in self.nvec:
+                head = flat[start : start + n]
+                start += n
+                a = max(range(n), key=head.__getitem__)  # the first of equal maxima, as argmax
+                action.append(a)
+                logp -= math.log(sum(math.exp(x - head[a]) for x in head))  # log softmax at a
+            return tuple(action), logp, state
         action, logp = [], 0.0
         for lg in logits:
             probs = torch.softmax(lg[0], -1)
-            if greedy:
-                a = int(probs.argmax())
-            else:
-                a = int(torch.multinomial(probs, 1, generator=generator))
+            a = int(torch.multinomial(probs, 1, generator=generator))
             action.append(a)
             logp += float(torch.log_softmax(lg[0], -1)[a])
         return tuple(action), logp, state

@@ -11,6 +11,7 @@ outer step, not one per inner step.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -160,6 +161,18 @@ def sample_stride(t: Tensor, max_samples: int) -> int:
     return stride
 
 
+@functools.lru_cache(maxsize=256)
+def _sample_plan(shapes: tuple, max_samples: int, device: torch.device, dtype: torch.dtype):
+    """For tensors of these shapes: the sampling strides, samples per tensor, and the weight
+    (numel / samples) of every sampled element. Fixed per model, so computed once."""
+    numels = [math.prod(shape) for shape in shapes]
+    strides = [sample_stride(torch.empty(shape, device="meta"), max_samples) for shape in shapes]
+    counts = [-(-n // s) for n, s in zip(numels, strides, strict=True)]
+    per_tensor = torch.tensor([n / c for n, c in zip(numels, counts, strict=True)], dtype=dtype)
+    w = torch.repeat_interleave(per_tensor, torch.tensor(counts)).to(device)
+    return strides, counts, w
+
+
 def raw_statistics(
     params: list[Tensor],
     grads: list[Tensor],
@@ -183,35 +196,41 @@ def raw_statistics(
     exp_avgs[i], and sqrt(v_hat) + eps is denom_coefs[i] * denoms[i].
     """
     device, dtype = params[0].device, params[0].dtype
-    strides = [sample_stride(p, max_samples) for p in params]
+    strides, counts, w = _sample_plan(tuple(t.shape for t in params), max_samples, device, dtype)
 
-    def cat(tensors: list[Tensor]) -> Tensor:
-        return torch.cat([t.reshape(-1)[::s] for t, s in zip(tensors, strides, strict=True)])
+    def cat(*lists: list[Tensor]) -> Tensor:
+        """The samples of each list of tensors, one row per list."""
+        flat = [t.reshape(-1) if s == 1 else t.reshape(-1)[::s]
+                for ts in lists for t, s in zip(ts, strides, strict=True)]  # fmt: skip
+        return torch.cat(flat).view(len(lists), -1)
 
-    g, m, p, d = (cat(ts) for ts in (grads, exp_avgs, params, denoms))
-    counts = [-(-t.numel() // s) for t, s in zip(params, strides, strict=True)]
-    per_tensor = torch.tensor(
-        [
-            [t.numel() / c, scale, m_coef, d_coef]
-            for t, c, scale, m_coef, d_coef in zip(
-                params, counts, exp_avg_scales, m_hat_coefs, denom_coefs, strict=True
-            )
-        ],
-        dtype=dtype,
-        device=device,
-    )  # fmt: skip
-    w, m_scale, m_hat_coef, d_coef = torch.repeat_interleave(
-        per_tensor, torch.tensor(counts, device=device), dim=0
-    ).unbind(1)
+    def per_element(coefs: list[float]) -> Tensor | float:
+        """Per-tensor coefficients spread over the sample; one scalar when they agree (usual:
+        the tensors of a bucket step together)."""
+        if all(c == coefs[0] for c in coefs):
+            return torch.tensor(coefs[0], dtype=dtype, device=device)
+        per_tensor = torch.tensor(coefs, dtype=dtype, device=device)
+        return torch.repeat_interleave(per_tensor, torch.tensor(counts, device=device))
+
+    g, m, p, d = cat(grads, exp_avgs, params, denoms).unbind()
+    m_scale, m_hat_coef, d_coef = map(per_element, (exp_avg_scales, m_hat_coefs, denom_coefs))
     d = d * d_coef
     m_hat = m * m_hat_coef
-    u = m_hat / d if updates is None else cat(updates)
+    u = m_hat / d if updates is None else cat(updates)[0]
     m = m * m_scale
     # The denominator is sqrt(v_hat) + eps (AdaMax: v + eps), so v_hat need not be read again.
     v_hat = (d - epsilon).square()
-
-    def wsum(x: Tensor) -> Tensor:
-        return torch.dot(w, x).to(torch.float64)
+    # The weighted sums at once: one product of stacked rows and one matrix-vector product,
+    # instead of a dot per sum (this runs every few steps, where small models pay per op).
+    left = torch.stack([g, g, g, g, m, p, u, u])
+    right = torch.stack([m, p, u, g, m, p, u, p])
+    rows = torch.cat([
+        (d > 2 * epsilon).to(dtype)[None], u.abs().add_(_LOG_FLOOR).log_()[None],
+        torch.ones_like(w)[None], left.mul_(right),
+    ])  # fmt: skip
+    # sum_vhat - mhat_sq, the noise, cancels (exactly, on a first step): these two stay dots of
+    # their own, summed the same way.
+    sums = torch.cat([rows @ w, torch.dot(w, v_hat)[None], torch.dot(w, m_hat * m_hat)[None]])
 
     lamb = [t for t in trusts if t is not None]
     log_trust = (
@@ -219,30 +238,13 @@ def raw_statistics(
         if lamb
         else torch.zeros((), dtype=torch.float64, device=device)
     )
-    return torch.stack(
-        [
-            wsum((d > 2 * epsilon).to(dtype)),
-            wsum(u.abs().add_(_LOG_FLOOR).log_()),
-            w.sum().to(torch.float64),
-            wsum(g * m),
-            wsum(g * p),
-            wsum(g * u),
-            wsum(g * g),
-            wsum(m * m),
-            wsum(p * p),
-            wsum(u * u),
-            wsum(u * p),
-            wsum(v_hat),
-            wsum(m_hat * m_hat),
-            log_trust,
-            torch.tensor(float(len(lamb)), dtype=torch.float64, device=device),
-        ]
-    )
+    n_trust = torch.tensor(float(len(lamb)), dtype=torch.float64, device=device)
+    return torch.cat([sums.to(torch.float64), log_trust[None], n_trust[None]])  # _RAW's order
 
 
 def statistics_from_raw(raw: Tensor, *, lr: float, weight_decay: float, decoupled: bool) -> Tensor:
     """The statistics of `TENSOR_STAT_NAMES` from summed raw values (all tensor ops, no sync)."""
-    r = {name: raw[i] for i, name in enumerate(_RAW)}
+    r = dict(zip(_RAW, raw.unbind(), strict=True))
 
     def cos(dot: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
         return dot / (a_sq * b_sq).sqrt().clamp_min(_TINY)
@@ -348,6 +350,7 @@ class CIAO(torch.optim.Optimizer):
         self._period = {"steps": 0, "clipped": 0, "skipped": 0}
         self._stat_sum: Tensor | None = None
         self._stat_count = 0
+        self._checked: dict[int, tuple] = {}  # group index -> hyperparameters last validated
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict) -> None:
@@ -370,16 +373,19 @@ class CIAO(torch.optim.Optimizer):
         self._period["steps"] += 1
 
         groups = []
-        for group in self.param_groups:
-            check_group(group, unknown_ok=True)
+        for gi, group in enumerate(self.param_groups):
+            # Validate what a user or controller wrote into the group, once per change.
+            values = tuple((type(v), v) for v in map(group.get, HPARAMS))
+            if values != self._checked.get(gi):
+                check_group(group, unknown_ok=True)
+                self._checked[gi] = values
             params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        "CIAO does not support sparse gradients; use dense gradients "
-                        "(e.g. nn.Embedding(sparse=False))"
-                    )
-            groups.append(params)
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError(
+                    "CIAO does not support sparse gradients; use dense gradients "
+                    "(e.g. nn.Embedding(sparse=False))"
+                )
+            groups.append(_buckets(params))
         if not any(groups):
             return loss
 
@@ -393,12 +399,12 @@ class CIAO(torch.optim.Optimizer):
         measure = self.feature_every > 0 and (self.steps - 1) % self.feature_every == 0
         raw_total: Tensor | None = None
         any_clipped = False
-        for gi, (group, params) in enumerate(zip(self.param_groups, groups, strict=True)):
-            if not params:
+        for gi, (group, buckets) in enumerate(zip(self.param_groups, groups, strict=True)):
+            if not buckets:
                 continue
             grad_scale = self._clip_scale(gi, group, norms[gi])
             any_clipped |= grad_scale < 1.0
-            raw = self._step_group(group, params, grad_scale, measure)
+            raw = self._step_group(group, buckets, grad_scale, measure)
             if raw is not None:
                 stats = statistics_from_raw(
                     raw,
@@ -409,28 +415,26 @@ class CIAO(torch.optim.Optimizer):
                 raw_total = stats if raw_total is None else raw_total + stats
         self._period["clipped"] += int(any_clipped)
         if raw_total is not None:
-            n_groups = sum(1 for params in groups if params)
+            n_groups = sum(1 for buckets in groups if buckets)
             stats = raw_total / n_groups
             self._stat_sum = stats if self._stat_sum is None else self._stat_sum + stats
             self._stat_count += 1
         return loss
 
-    def _group_grad_norms(self, groups: list[list[Tensor]]) -> list[float]:
-        per_group = []
-        device = None
-        for params in groups:
-            if not params:
-                per_group.append(None)
+    def _group_grad_norms(self, groups: list[dict[tuple, list[Tensor]]]) -> list[float]:
+        """Each group's gradient norm (0.0 for a group without gradients), in one host read."""
+        per_group, device = [], None
+        for buckets in groups:
+            if not buckets:
                 continue
-            sq = []
-            for bucket in _buckets(params).values():
-                bucket_norms = torch._foreach_norm([p.grad for p in bucket])
-                sq.append(torch.stack(bucket_norms).to(torch.float64).square().sum())
-            device = device or sq[0].device
-            per_group.append(torch.stack([s.to(device) for s in sq]).sum().sqrt())
-        present = [n for n in per_group if n is not None]
-        values = iter(torch.stack(present).tolist())
-        return [next(values) if n is not None else 0.0 for n in per_group]
+            # Per-tensor norms in float64, so that a sum of squares cannot overflow.
+            norms = [torch.stack(torch._foreach_norm([p.grad for p in bucket])).to(torch.float64)
+                     for bucket in buckets.values()]  # fmt: skip
+            device = device or norms[0].device
+            flat = torch.cat([n.to(device) for n in norms]) if len(norms) > 1 else norms[0]
+            per_group.append(torch.linalg.vector_norm(flat).to(device))
+        values = iter(torch.stack(per_group).tolist())
+        return [next(values) if buckets else 0.0 for buckets in groups]
 
     def _clip_scale(self, gi: int, group: dict, norm: float) -> float:
         """Coefficient for this group's gradients: fraction * rolling max / norm, at most 1."""
@@ -442,14 +446,14 @@ class CIAO(torch.optim.Optimizer):
         return min(1.0, fraction * self._group_norm_max[gi] / norm)
 
     def _step_group(
-        self, group: dict, params: list[Tensor], grad_scale: float, measure: bool
+        self, group: dict, buckets: dict[tuple, list[Tensor]], grad_scale: float, measure: bool
     ) -> Tensor | None:
         beta1, beta2 = 1.0 - group["ombeta1"], 1.0 - group["ombeta2"]
         lr, wd, eps = group["lr"], group["weight_decay"], group["epsilon"]
         adamax, in_update = group["adamax"], group["decay_in_update"]
         lamb = group["lamb_power"] > 0
         raw_sum = None
-        for bucket in _buckets(params).values():
+        for bucket in buckets.values():
             states = [self._param_state(p, lamb) for p in bucket]
             grads = [p.grad for p in bucket]
             exp_avgs = [s["exp_avg"] for s in states]
