@@ -361,3 +361,50 @@ def test_statistics_are_measured_every_feature_every_steps_only():
     stats = opt.pop_step_stats()
     assert all(math.isfinite(v) for v in stats.values())
     assert opt.pop_step_stats()["clip_rate"] == 0.0  # popped: the period starts afresh
+
+
+def test_statistics_of_a_long_period_are_the_mean_of_its_steps():
+    # Raw sums are formed into statistics in batches (at the pop, or every 64 measured
+    # group-steps): a period of 100 steps over two groups must average like 100 single pops.
+    torch.manual_seed(5)
+    model = make_mlp().double()
+    twin = make_mlp().double()
+    twin.load_state_dict(model.state_dict())
+
+    def groups(m):
+        params = list(m.parameters())
+        return [{"params": params[:2]}, {"params": params[2:], "lr": 3e-3, "weight_decay": 0.1}]
+
+    once, each = CIAO(groups(model), feature_every=1), CIAO(groups(twin), feature_every=1)
+    per_step = []
+    for x, y in batches("mlp", 100):
+        for m, opt in ((model, once), (twin, each)):
+            loss = nn.functional.cross_entropy(m(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        per_step.append(each.pop_step_stats())
+    stats = once.pop_step_stats()
+    for name in STEP_STAT_NAMES[:-2]:
+        mean = sum(s[name] for s in per_step) / len(per_step)
+        assert stats[name] == pytest.approx(mean, rel=1e-9, abs=1e-12), name
+
+
+def test_statistics_of_several_groups_are_their_mean():
+    # Two identical models in two groups, trained on the same data, measure what one does alone.
+    torch.manual_seed(6)
+    alone = make_mlp().double()
+    first, second = make_mlp().double(), make_mlp().double()
+    first.load_state_dict(alone.state_dict())
+    second.load_state_dict(alone.state_dict())
+    opt_alone = CIAO(alone.parameters(), feature_every=2)
+    opt_pair = CIAO([{"params": first.parameters()}, {"params": second.parameters()}],
+                    feature_every=2)  # fmt: skip
+    for x, y in batches("mlp", 9):
+        for models, opt in (([alone], opt_alone), ([first, second], opt_pair)):
+            opt.zero_grad()
+            sum(nn.functional.cross_entropy(m(x), y) for m in models).backward()
+            opt.step()
+    pair, single = opt_pair.pop_step_stats(), opt_alone.pop_step_stats()
+    for name in STEP_STAT_NAMES:
+        assert pair[name] == pytest.approx(single[name], rel=1e-9, abs=1e-12), name

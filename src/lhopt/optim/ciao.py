@@ -11,7 +11,6 @@ outer step, not one per inner step.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -54,6 +53,7 @@ _RAW = (
 )
 _R = {name: i for i, name in enumerate(_RAW)}
 _TINY = 1e-30
+_FOLD_ROWS = 64  # pending raw rows formed into statistics at once (bounds their memory)
 _LOG_FLOOR = 1e-12  # |update| below this counts as this in mean log|update|
 
 
@@ -161,19 +161,42 @@ def sample_stride(t: Tensor, max_samples: int) -> int:
     return stride
 
 
-@functools.lru_cache(maxsize=256)
-def _sample_plan(shapes: tuple, max_samples: int, device: torch.device, dtype: torch.dtype):
-    """For tensors of these shapes: the sampling strides, samples per tensor, and the weight
-    (numel / samples) of every sampled element. Fixed per model, so computed once."""
-    numels = [math.prod(shape) for shape in shapes]
-    strides = [sample_stride(torch.empty(shape, device="meta"), max_samples) for shape in shapes]
-    counts = [-(-n // s) for n, s in zip(numels, strides, strict=True)]
-    per_tensor = torch.tensor([n / c for n, c in zip(numels, counts, strict=True)], dtype=dtype)
-    w = torch.repeat_interleave(per_tensor, torch.tensor(counts)).to(device)
-    return strides, counts, w
+class SamplePlan:
+    """Where the statistics read the tensors of one bucket: a fixed strided sample of each
+    (`sample_stride`), the weight (numel / samples) of every sampled element, and a buffer of
+    5 rows that one `_foreach_copy_` fills with the samples of grads, moments, params,
+    denominators and updates (small models pay per op: one copy, not a view and a cat per
+    tensor). Fixed per model; an optimizer keeps one per bucket; not for two threads at once."""
+
+    def __init__(self, tensors: list[Tensor], max_samples: int) -> None:
+        device, dtype = tensors[0].device, tensors[0].dtype
+        self.strides = [sample_stride(t, max_samples) for t in tensors]
+        self.counts = [-(-t.numel() // s) for t, s in zip(tensors, self.strides, strict=True)]
+        ratios = [t.numel() / c for t, c in zip(tensors, self.counts, strict=True)]
+        per_tensor = torch.tensor(ratios, dtype=dtype)
+        self.weights = torch.repeat_interleave(per_tensor, torch.tensor(self.counts)).to(device)
+        self.numel = torch.tensor([float(sum(t.numel() for t in tensors))], dtype=torch.float64,
+                                  device=device)  # fmt: skip
+        self.no_trust = torch.zeros(2, dtype=torch.float64, device=device)
+        self.buffer = torch.empty(5, sum(self.counts), dtype=dtype, device=device)
+        self._targets = []
+        for row in self.buffer:
+            parts = row.split(self.counts)
+            self._targets += [
+                part.view(t.shape) if stride == 1 else part
+                for part, t, stride in zip(parts, tensors, self.strides, strict=True)
+            ]
+
+    def fill(self, *lists: list[Tensor]) -> Tensor:
+        """The buffer's first len(lists) rows, holding the samples of each list of tensors."""
+        sources = [t if s == 1 else t.reshape(-1)[::s]
+                   for ts in lists for t, s in zip(ts, self.strides, strict=True)]  # fmt: skip
+        torch._foreach_copy_(self._targets[: len(sources)], sources)
+        return self.buffer[: len(lists)]
 
 
 def raw_statistics(
+    plan: SamplePlan,
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -185,38 +208,34 @@ def raw_statistics(
     denom_coefs: list[float],
     *,
     epsilon: float,
-    max_samples: int,
 ) -> Tensor:
     """Sums (see `_RAW`) over the tensors of one bucket, as one float64 tensor on their device.
 
-    Each sum over all elements is estimated from a fixed strided sample of each tensor, weighted
-    by numel / samples, so a measured step costs a small fraction of a full pass over the model.
-    `updates=None` means the update is m_hat / denom (AdamW's path, not materialised). The
-    first moment of tensor i is exp_avg_scales[i] * exp_avgs[i], m_hat is m_hat_coefs[i] *
-    exp_avgs[i], and sqrt(v_hat) + eps is denom_coefs[i] * denoms[i].
+    Each sum over all elements is estimated from the fixed strided sample of each tensor that
+    `plan` describes, weighted by numel / samples, so a measured step costs a small fraction of
+    a full pass over the model. `updates=None` means the update is m_hat / denom (AdamW's path,
+    not materialised). The first moment of tensor i is exp_avg_scales[i] * exp_avgs[i], m_hat
+    is m_hat_coefs[i] * exp_avgs[i], and sqrt(v_hat) + eps is denom_coefs[i] * denoms[i].
     """
-    device, dtype = params[0].device, params[0].dtype
-    strides, counts, w = _sample_plan(tuple(t.shape for t in params), max_samples, device, dtype)
+    w = plan.weights
 
-    def cat(*lists: list[Tensor]) -> Tensor:
-        """The samples of each list of tensors, one row per list."""
-        flat = [t.reshape(-1) if s == 1 else t.reshape(-1)[::s]
-                for ts in lists for t, s in zip(ts, strides, strict=True)]  # fmt: skip
-        return torch.cat(flat).view(len(lists), -1)
-
-    def per_element(coefs: list[float]) -> Tensor | float:
-        """Per-tensor coefficients spread over the sample; one scalar when they agree (usual:
+    def per_element(coefs: list[float]) -> Tensor:
+        """Per-tensor coefficients spread over the sample; one value when they agree (usual:
         the tensors of a bucket step together)."""
         if all(c == coefs[0] for c in coefs):
-            return torch.tensor(coefs[0], dtype=dtype, device=device)
-        per_tensor = torch.tensor(coefs, dtype=dtype, device=device)
-        return torch.repeat_interleave(per_tensor, torch.tensor(counts, device=device))
+            return torch.tensor(coefs[0], dtype=w.dtype, device=w.device)
+        per_tensor = torch.tensor(coefs, dtype=w.dtype, device=w.device)
+        return torch.repeat_interleave(per_tensor, torch.tensor(plan.counts, device=w.device))
 
-    g, m, p, d = cat(grads, exp_avgs, params, denoms).unbind()
+    if updates is None:
+        g, m, p, d = plan.fill(grads, exp_avgs, params, denoms).unbind()
+    else:
+        g, m, p, d, u = plan.fill(grads, exp_avgs, params, denoms, updates).unbind()
     m_scale, m_hat_coef, d_coef = map(per_element, (exp_avg_scales, m_hat_coefs, denom_coefs))
     d = d * d_coef
     m_hat = m * m_hat_coef
-    u = m_hat / d if updates is None else cat(updates)[0]
+    if updates is None:
+        u = m_hat / d
     m = m * m_scale
     # The denominator is sqrt(v_hat) + eps (AdaMax: v + eps), so v_hat need not be read again.
     v_hat = (d - epsilon).square()
@@ -225,32 +244,36 @@ def raw_statistics(
     left = torch.stack([g, g, g, g, m, p, u, u])
     right = torch.stack([m, p, u, g, m, p, u, p])
     rows = torch.cat([
-        (d > 2 * epsilon).to(dtype)[None], u.abs().add_(_LOG_FLOOR).log_()[None],
-        torch.ones_like(w)[None], left.mul_(right),
+        torch.stack([(d > 2 * epsilon).to(w.dtype), u.abs().add_(_LOG_FLOOR).log_()]),
+        left.mul_(right),
     ])  # fmt: skip
+    sums = (rows @ w).to(torch.float64)
     # sum_vhat - mhat_sq, the noise, cancels (exactly, on a first step): these two stay dots of
     # their own, summed the same way.
-    sums = torch.cat([rows @ w, torch.dot(w, v_hat)[None], torch.dot(w, m_hat * m_hat)[None]])
-
+    noise_sums = torch.stack([torch.dot(w, v_hat), torch.dot(w, m_hat * m_hat)])
     lamb = [t for t in trusts if t is not None]
-    log_trust = (
-        torch.stack(lamb).to(torch.float64).log().sum()
-        if lamb
-        else torch.zeros((), dtype=torch.float64, device=device)
-    )
-    n_trust = torch.tensor(float(len(lamb)), dtype=torch.float64, device=device)
-    return torch.cat([sums.to(torch.float64), log_trust[None], n_trust[None]])  # _RAW's order
+    if lamb:
+        log_trust = torch.stack(lamb).to(torch.float64).log().sum()
+        trust = torch.stack([log_trust, torch.full_like(log_trust, float(len(lamb)))])
+    else:
+        trust = plan.no_trust
+    # _RAW's order: n_above, sum_log_u, numel, gm .. up, sum_vhat, mhat_sq, log_trust, n_trust
+    return torch.cat([sums[:2], plan.numel, sums[2:], noise_sums.to(torch.float64), trust])
 
 
-def statistics_from_raw(raw: Tensor, *, lr: float, weight_decay: float, decoupled: bool) -> Tensor:
-    """The statistics of `TENSOR_STAT_NAMES` from summed raw values (all tensor ops, no sync)."""
-    r = dict(zip(_RAW, raw.unbind(), strict=True))
+def statistics_from_raw(
+    raw: Tensor, *, lr: Tensor | float, decoupled_decay: Tensor | float
+) -> Tensor:
+    """The statistics of `TENSOR_STAT_NAMES` (last dimension) from raw sums (last dimension
+    `_RAW`), for one row or a batch of rows. `decoupled_decay` is the weight decay applied
+    outside the update (0 when it is inside). All tensor ops: no sync."""
+    r = dict(zip(_RAW, raw.unbind(-1), strict=True))
 
     def cos(dot: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
         return dot / (a_sq * b_sq).sqrt().clamp_min(_TINY)
 
-    # Applied step = lr * (u + wd * p) when decay is decoupled, lr * u otherwise.
-    wd = weight_decay if decoupled else 0.0
+    # Applied step = lr * (u + wd * p) with decoupled decay wd.
+    wd = decoupled_decay
     step_sq = lr**2 * (r["uu"] + 2 * wd * r["up"] + wd**2 * r["pp"])
     noise = (r["sum_vhat"] - r["mhat_sq"]).clamp_min(_TINY)
     return torch.stack(
@@ -263,7 +286,8 @@ def statistics_from_raw(raw: Tensor, *, lr: float, weight_decay: float, decouple
             cos(r["gp"], r["gg"], r["pp"]),
             cos(r["gu"], r["gg"], r["uu"]),
             r["log_trust"] / r["n_trust"].clamp_min(1.0),
-        ]
+        ],
+        dim=-1,
     )
 
 
@@ -348,8 +372,13 @@ class CIAO(torch.optim.Optimizer):
         self.steps = 0  # steps attempted (taken or skipped)
         self.skipped_steps = 0
         self._period = {"steps": 0, "clipped": 0, "skipped": 0}
-        self._stat_sum: Tensor | None = None
-        self._stat_count = 0
+        self._stat_sum: Tensor | None = None  # weighted sum of statistics already formed
+        self._stat_count = 0  # measured steps
+        # Raw sums of measured steps not formed into statistics yet, with (lr, decoupled decay,
+        # weight) each: formed in one batch at the pop (or every _FOLD_ROWS rows), not per step.
+        self._stat_rows: list[Tensor] = []
+        self._stat_coefs: list[tuple[float, float, float]] = []
+        self._plans: dict[tuple, SamplePlan] = {}  # where the statistics sample each bucket
         self._checked: dict[int, tuple] = {}  # group index -> hyperparameters last validated
         super().__init__(params, defaults)
 
@@ -397,7 +426,7 @@ class CIAO(torch.optim.Optimizer):
             return loss
 
         measure = self.feature_every > 0 and (self.steps - 1) % self.feature_every == 0
-        raw_total: Tensor | None = None
+        measured: list[tuple[Tensor, float, float]] = []
         any_clipped = False
         for gi, (group, buckets) in enumerate(zip(self.param_groups, groups, strict=True)):
             if not buckets:
@@ -406,20 +435,30 @@ class CIAO(torch.optim.Optimizer):
             any_clipped |= grad_scale < 1.0
             raw = self._step_group(group, buckets, grad_scale, measure)
             if raw is not None:
-                stats = statistics_from_raw(
-                    raw,
-                    lr=group["lr"],
-                    weight_decay=group["weight_decay"],
-                    decoupled=not group["decay_in_update"],
-                )
-                raw_total = stats if raw_total is None else raw_total + stats
+                decay = 0.0 if group["decay_in_update"] else group["weight_decay"]
+                measured.append((raw, group["lr"], decay))
         self._period["clipped"] += int(any_clipped)
-        if raw_total is not None:
-            n_groups = sum(1 for buckets in groups if buckets)
-            stats = raw_total / n_groups
-            self._stat_sum = stats if self._stat_sum is None else self._stat_sum + stats
+        if measured:  # a step's statistics: the mean over its groups
+            self._stat_rows += [raw for raw, _, _ in measured]
+            self._stat_coefs += [(lr, decay, 1.0 / len(measured)) for _, lr, decay in measured]
             self._stat_count += 1
+            if len(self._stat_rows) >= _FOLD_ROWS:
+                self._fold_stat_rows()
         return loss
+
+    def _fold_stat_rows(self) -> None:
+        """Form the pending raw sums into statistics, added to `_stat_sum`: one batch of ops."""
+        if not self._stat_rows:
+            return
+        device = self._stat_rows[0].device
+        coefs = torch.tensor(self._stat_coefs, dtype=torch.float64, device=device)
+        lr, decay, weight = coefs.unbind(1)
+        rows = torch.stack([r.to(device) for r in self._stat_rows])
+        stats = statistics_from_raw(rows, lr=lr, decoupled_decay=decay)
+        total = (stats * weight[:, None]).sum(0)
+        self._stat_sum = total if self._stat_sum is None else self._stat_sum + total.to(
+            self._stat_sum.device)  # fmt: skip
+        self._stat_rows, self._stat_coefs = [], []
 
     def _group_grad_norms(self, groups: list[dict[tuple, list[Tensor]]]) -> list[float]:
         """Each group's gradient norm (0.0 for a group without gradients), in one host read."""
@@ -480,8 +519,8 @@ class CIAO(torch.optim.Optimizer):
                 # AdamW's path: no update tensor is materialised.
                 if measure:
                     raw = raw_statistics(
-                        bucket, grads, exp_avgs, denom, None, [None] * len(bucket), scales,
-                        m_coef, d_coef, epsilon=eps, max_samples=self.stat_samples,
+                        self._sample_plan(bucket), bucket, grads, exp_avgs, denom, None,
+                        [None] * len(bucket), scales, m_coef, d_coef, epsilon=eps,
                     )  # fmt: skip
                     raw_sum = raw if raw_sum is None else raw_sum + raw.to(raw_sum.device)
                 if wd != 0.0:
@@ -510,14 +549,21 @@ class CIAO(torch.optim.Optimizer):
                         u.mul_(t)
             if measure:
                 raw = raw_statistics(
-                    bucket, grads, exp_avgs, denom, updates, trusts, scales, m_coef, d_coef,
-                    epsilon=eps, max_samples=self.stat_samples,
+                    self._sample_plan(bucket), bucket, grads, exp_avgs, denom, updates, trusts,
+                    scales, m_coef, d_coef, epsilon=eps,
                 )  # fmt: skip
                 raw_sum = raw if raw_sum is None else raw_sum + raw.to(raw_sum.device)
             if not in_update and wd != 0.0:
                 torch._foreach_mul_(bucket, 1.0 - lr * wd)
             torch._foreach_add_(bucket, updates, alpha=-lr)
         return raw_sum
+
+    def _sample_plan(self, bucket: list[Tensor]) -> SamplePlan:
+        key = tuple(id(p) for p in bucket)  # the same tensors every step, while they train
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = SamplePlan(bucket, self.stat_samples)
+        return plan
 
     def _param_state(self, p: Tensor, lamb: bool) -> dict:
         state = self.state[p]
@@ -542,6 +588,7 @@ class CIAO(torch.optim.Optimizer):
         means over the measured steps (NaN when none was measured). One host sync.
         """
         out = dict.fromkeys(TENSOR_STAT_NAMES, math.nan)
+        self._fold_stat_rows()
         if self._stat_sum is not None and self._stat_count > 0:
             values = (self._stat_sum / self._stat_count).tolist()
             out.update(zip(TENSOR_STAT_NAMES, values, strict=True))
@@ -568,6 +615,8 @@ class CIAO(torch.optim.Optimizer):
             "period": dict(self._period),
             "stat_sum": None if self._stat_sum is None else self._stat_sum.clone(),
             "stat_count": self._stat_count,
+            "stat_rows": torch.stack(self._stat_rows) if self._stat_rows else None,
+            "stat_coefs": list(self._stat_coefs),
             "feature_every": self.feature_every,
             "stat_samples": self.stat_samples,
         }
@@ -595,6 +644,10 @@ class CIAO(torch.optim.Optimizer):
             stat_sum = stat_sum.detach().clone().to(device)
         self._stat_sum = stat_sum
         self._stat_count = extra["stat_count"]
+        rows = extra.get("stat_rows")  # absent from older states
+        device = self.param_groups[0]["params"][0].device
+        self._stat_rows = [] if rows is None else list(rows.detach().clone().to(device).unbind())
+        self._stat_coefs = [tuple(c) for c in extra.get("stat_coefs", [])]
         self.feature_every = extra["feature_every"]
         self.stat_samples = extra["stat_samples"]
 
