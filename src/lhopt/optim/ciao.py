@@ -559,7 +559,8 @@ class CIAO(torch.optim.Optimizer):
         return raw_sum
 
     def _sample_plan(self, bucket: list[Tensor]) -> SamplePlan:
-        key = tuple(id(p) for p in bucket)  # the same tensors every step, while they train
+        # The same tensors every step, while they train; a model moved or cast makes a new plan.
+        key = (bucket[0].device, bucket[0].dtype, *((id(p), p.shape) for p in bucket))
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = SamplePlan(bucket, self.stat_samples)
