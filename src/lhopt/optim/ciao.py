@@ -51,7 +51,6 @@ _RAW = (
     "log_trust",
     "n_trust",
 )
-_R = {name: i for i, name in enumerate(_RAW)}
 _TINY = 1e-30
 _FOLD_ROWS = 64  # pending raw rows formed into statistics at once (bounds their memory)
 _LOG_FLOOR = 1e-12  # |update| below this counts as this in mean log|update|
