@@ -66,7 +66,7 @@ def test_config_files(tmp_path):
         meta_config.load(path)
     with pytest.raises(ValueError, match="does not exist"):
         meta_config.load(tmp_path / "missing.toml")
-    for name in ("smoke", "default", "experiments/horizon2"):
+    for name in ("smoke", "default", "default-stage2", "default-stage3", "experiments/horizon2"):
         meta_config.load(f"configs/{name}.toml")
 
 
@@ -89,6 +89,13 @@ def test_warm_start_and_resume_of_a_checkpoint_without_newer_keys(tmp_path):
     torch.save({"x": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a meta-training checkpoint"):
         second.warm_start(tmp_path / "other.pt")
+
+    # A policy file (a snapshot, or the shipped policy) starts both networks as its weights.
+    third = MetaTrainer(small_config(iterations=1), tmp_path / "c")
+    third.warm_start(tmp_path / "a" / "policy.pt")
+    for net in (third.policy, third.avg):
+        for a, b in zip(net.state_dict().values(), state["avg"].values(), strict=True):
+            assert torch.equal(a, b)
 
     # A checkpoint written before `reward_horizon` existed still resumes (the key's default).
     del state["config"]["episode"]["reward_horizon"]
@@ -192,6 +199,32 @@ def test_an_episode_has_aligned_arrays_and_finite_features():
     assert np.isfinite(ep["obs"]).all() and np.isfinite(ep["priv"]).all()
     assert ep["info"]["return"] == pytest.approx(float(ep["rewards"].sum()), abs=1e-5)
     assert ep["info"]["inner_steps"] == 200
+
+
+def test_an_episode_scored_by_its_last_loss_gives_back_a_late_blow_up(monkeypatch):
+    import lhopt.meta.episode as episode_mod
+    from lhopt.meta.episode import baseline_law
+    from lhopt.meta.reward import log_speedup
+
+    real_build = episode_mod.build_task
+
+    def scripted_build(config, seed):  # the real task, with a scripted validation curve
+        task = real_build(config, seed)
+        vals = iter([10.0, 1.8, 1.6, 1.45, 1.5, 3.0])  # AdamW: ~1.5 at T
+        task.val_loss = lambda: next(vals)
+        return task
+
+    monkeypatch.setattr(episode_mod, "build_task", scripted_build)
+    space, engine = controller_parts()
+    pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))
+    law, _ = baseline_law(TaskConfig.from_dict(QUAD), 0, 14)
+    for rule, loss in (("best", 1.45), ("last", 3.0)):
+        cfg = EpisodeConfig(min_outer_steps=5, max_outer_steps=5, reward_loss=rule)
+        ep = run_episode(pol, TaskConfig.from_dict(QUAD), 0, cfg, np.random.default_rng(0))
+        assert ep["info"]["return"] == pytest.approx(log_speedup(law, loss, 200), abs=1e-5)
+        assert ep["priv"][-1][PRIVILEGED_NAMES.index("return_so_far")] == pytest.approx(
+            log_speedup(law, 1.5 if rule == "last" else 1.45, 160), abs=1e-5
+        )
 
 
 def test_a_failing_episode_is_dropped_and_training_goes_on(tmp_path, monkeypatch):

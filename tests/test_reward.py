@@ -84,3 +84,22 @@ def test_reward_horizon_in_episode_config():
     assert meta_config.from_dict({"episode": {"reward_horizon": 2}}).episode.reward_horizon == 2.0
     with pytest.raises(ValueError, match=r"\[episode\] reward_horizon = 0.5"):
         meta_config.from_dict({"episode": {"reward_horizon": 0.5}})
+
+
+def test_reward_of_the_last_loss_gives_back_a_late_blow_up():
+    law = PowerLaw(10.0, 0.5, 1.0)  # t_B(L) = (10 / (L - 1))^2
+    steps, vals = [25, 50, 100], [3.0, 2.0, 5.0]  # best at 50, worse at the end
+    best = outer_step_rewards(law, steps, vals, loss="best")
+    last = outer_step_rewards(law, steps, vals, loss="last")
+    assert best[:2] == pytest.approx(last[:2])  # identical while the loss improves
+    assert sum(best) == pytest.approx(math.log(100 / 100))  # t_B(2.0) = 100 at step 100
+    assert sum(last) == pytest.approx(math.log(6.25 / 100))  # t_B(5.0) = 6.25
+    assert sum(outer_step_rewards(law, [10, 20], [3.0, math.nan], loss="last")) == -3.0
+    with pytest.raises(ValueError, match="loss='final'"):
+        outer_step_rewards(law, steps, vals, loss="final")
+
+    from lhopt.meta import config as meta_config
+
+    assert meta_config.from_dict({"episode": {"reward_loss": "last"}}).episode.reward_loss == "last"
+    with pytest.raises(ValueError, match=r"\[episode\] reward_loss = 'final'"):
+        meta_config.from_dict({"episode": {"reward_loss": "final"}})

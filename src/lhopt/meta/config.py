@@ -15,6 +15,7 @@ from pathlib import Path
 from lhopt.meta.episode import EpisodeConfig
 from lhopt.meta.policy import PolicyConfig
 from lhopt.meta.ppo import PPOConfig
+from lhopt.meta.reward import REWARD_LOSSES
 from lhopt.tasks import FAMILY_NAMES
 
 if sys.version_info >= (3, 11):
@@ -36,7 +37,7 @@ class RunConfig:
     families: list = field(default_factory=lambda: list(FAMILY_NAMES))
     task: dict = field(default_factory=dict)  # a fixed task config (family, params): seeds vary
     task_pool: int = 0  # 0: a new sampled task per episode; N: cycle through N sampled tasks
-    init_from: str = ""  # a checkpoint.pt whose policy weights start this run (a later stage)
+    init_from: str = ""  # a checkpoint.pt or policy file whose weights start this run (a stage)
 
 
 @dataclass
@@ -105,6 +106,10 @@ def _check_semantics(cfg: MetaConfig) -> None:
         raise ValueError(
             f"[episode] reward_horizon = {ep.reward_horizon!r}: 0 (none) or a multiple >= 1 of "
             "the budget"
+        )
+    if ep.reward_loss not in REWARD_LOSSES:
+        raise ValueError(
+            f"[episode] reward_loss = {ep.reward_loss!r}: expected one of {list(REWARD_LOSSES)}"
         )
     if ep.lr_perturbation < 1 or ep.other_perturbation < 1:
         raise ValueError("[episode] lr_perturbation and other_perturbation must be >= 1")

@@ -45,6 +45,7 @@ class EpisodeConfig:
     reward_clip: float = 3.0
     fit_points: int = 14
     reward_horizon: float = 0.0  # H >= 1: reference capped at H x budget (lhopt.meta.reward)
+    reward_loss: str = "best"  # "best": best validation loss so far; "last": the latest one
     fixed_initial: dict = field(default_factory=dict)  # e.g. {"lr": 1e-5}: no perturbation
 
 
@@ -159,11 +160,13 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
         vals_at.append(val)
         if math.isfinite(val):
             best = min(best, val)
-        return_so_far = log_speedup(law, best, steps_done, cfg.reward_clip)
+        reached = best if cfg.reward_loss == "best" else val
+        return_so_far = log_speedup(law, reached, steps_done, cfg.reward_clip)
         if not math.isfinite(val):
             diverged = True
             break
-    rewards = outer_step_rewards(law, boundaries[1 : len(vals_at) + 1], vals_at, cfg.reward_clip)
+    rewards = outer_step_rewards(law, boundaries[1 : len(vals_at) + 1], vals_at, cfg.reward_clip,
+                                 loss=cfg.reward_loss)  # fmt: skip
     return {
         "obs": np.stack(obs).astype(np.float32),
         "priv": np.stack(priv).astype(np.float32),

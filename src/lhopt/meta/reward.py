@@ -22,6 +22,12 @@ the default, the rule of the shipped policy's run), the unshifted power law alon
 unbounded: its fit misses the end of the curve, so merely matching the baseline scores well above
 0 and beating it by a few percent at the end often scores the full +3
 (`benchmarks/reward_calibration.py`, figures in docs/meta.md).
+
+Which loss L is: `[episode] reward_loss = "best"` (the default, and the rule of the shipped
+policy's stages 1 and 2) takes the best validation loss so far, as the benchmark does; "last"
+takes the latest evaluation, so a run that gets worse gives back what it had scored: with "best"
+a run whose early best already scores the clip loses nothing by blowing up later (short of a
+non-finite end), which rewards recklessness.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lhopt.bench.speedup import best_so_far, first_reach
+
+REWARD_LOSSES = ("best", "last")
 
 
 @dataclass(frozen=True)
@@ -145,13 +153,20 @@ def outer_step_rewards(
     steps: Sequence[int],
     val_losses: Sequence[float],
     clip: float = 3.0,
+    loss: str = "best",
 ) -> list[float]:
-    """Reward of each outer step (see the module doc); they sum to the final log speedup."""
+    """Reward of each outer step (see the module doc); they sum to the final log speedup.
+
+    `loss`: "best" scores the best validation loss so far (what the benchmark measures), "last"
+    the latest one, so that a run which gets worse (a late blow-up, overfitting) gives back what
+    it had scored and a run ends scored by the loss of the model it ends with."""
+    if loss not in REWARD_LOSSES:
+        raise ValueError(f"loss={loss!r} is not allowed: expected one of {REWARD_LOSSES}")
     rewards, prev, best = [], 0.0, math.inf
     for t, v in zip(steps, val_losses, strict=True):
         if math.isfinite(v):
             best = min(best, v)
-        s = log_speedup(baseline, best, t, clip)
+        s = log_speedup(baseline, best if loss == "best" else v, t, clip)
         rewards.append(s - prev)
         prev = s
     if val_losses and not math.isfinite(val_losses[-1]):

@@ -156,23 +156,29 @@ class MetaTrainer:
         self.pool = list(state["pool"])
 
     def warm_start(self, path: str | Path) -> None:
-        """Start from the policy (and its Polyak average) of another run's checkpoint; the PPO
-        state, buffer, counters and task pool start fresh."""
+        """Start from another run's checkpoint (its policy and Polyak average) or from a policy
+        file (a snapshot or a shipped policy: both networks start as it); the PPO state,
+        buffer, counters and task pool start fresh."""
         path = Path(path)
         try:
             state = torch.load(path, weights_only=False)
         except Exception as e:  # noqa: BLE001
             raise ValueError(
-                f"[run] init_from = {str(path)!r}: not a readable checkpoint ({e})"
+                f"[run] init_from = {str(path)!r}: not a readable checkpoint or policy file ({e})"
             ) from e
-        if not isinstance(state, dict) or "policy" not in state or "avg" not in state:
-            raise ValueError(f"[run] init_from = {str(path)!r}: not a meta-training checkpoint")
+        if isinstance(state, dict) and "state_dict" in state and "format" in state:
+            policy, avg = state["state_dict"], state["state_dict"]  # a policy file
+        elif isinstance(state, dict) and "policy" in state and "avg" in state:
+            policy, avg = state["policy"], state["avg"]
+        else:
+            raise ValueError(f"[run] init_from = {str(path)!r}: not a meta-training checkpoint "
+                             "or policy file")  # fmt: skip
         if state.get("layout_hash") != layout_hash():
             raise ValueError(f"[run] init_from = {str(path)!r}: made for another feature/action "
                              "layout")  # fmt: skip
         try:
-            self.policy.load_state_dict(state["policy"])
-            self.avg.load_state_dict(state["avg"])
+            self.policy.load_state_dict(policy)
+            self.avg.load_state_dict(avg)
         except RuntimeError as e:
             raise ValueError(f"[run] init_from = {str(path)!r}: another policy architecture "
                              f"({e})") from e  # fmt: skip
