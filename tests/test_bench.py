@@ -168,7 +168,7 @@ def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path):
     from lhopt.meta.policy import PolicyConfig
     from lhopt.meta.train import new_policy, save_policy_file
 
-    with pytest.raises(ValueError, match="'lhopt', which is not among"):
+    with pytest.raises(ValueError, match="'lhopt-trainloss'], none of which is among"):
         check_policy("x.pt", ["adamw"])
     with pytest.raises(ValueError, match="does not exist"):
         check_policy(str(tmp_path / "missing.pt"), ["lhopt", "adamw"])
@@ -187,3 +187,21 @@ def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path):
     shipped = run_job(job)
     other = run_job({**job, "policy": str(path)})
     assert other["hparams"]["lr"] != shipped["hparams"]["lr"]  # another policy, other choices
+
+
+def test_lhopt_trainloss_never_sees_a_validation_loss():
+    from lhopt.control.learned import LEARNED, TrainLossDriver
+    from lhopt.optim.baselines import get
+
+    assert "lhopt-trainloss" in LEARNED
+    quad = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.3, batch=4, budget=80)
+    for name, sees_val in (("lhopt", True), ("lhopt-trainloss", False)):
+        driver = get(name).make(torch.nn.Linear(3, 1).parameters(), 80, None)
+        assert isinstance(driver, TrainLossDriver) != sees_val
+        driver.on_eval(0, 1.5)
+        assert (driver.optimizer._val_loss == 1.5) == sees_val
+    job = {"task": "t", "config": quad.to_dict(), "seed": 0, "optimizer": "lhopt-trainloss",
+           "lr": None, "multiple": 1.0}  # fmt: skip
+    from lhopt.bench.runner import run_job
+
+    assert len(run_job(job)["val"]) > 2  # the benchmark still measures its validation curve

@@ -44,14 +44,15 @@ def check_request(suite_name: str, optimizers: Sequence[str], seeds: int) -> Non
 
 
 def check_policy(policy: str, optimizers: Sequence[str]) -> str:
-    """The absolute path of a loadable policy file for `lhopt` (errors say what is wrong)."""
+    """The absolute path of a loadable policy file for `lhopt` and `lhopt-trainloss` (errors say
+    what is wrong)."""
     from pathlib import Path
 
-    from lhopt.control.learned import load_policy
+    from lhopt.control.learned import LEARNED, load_policy
 
-    if "lhopt" not in optimizers:
-        raise ValueError(f"--policy {policy!r} is for the optimizer 'lhopt', which is not among "
-                         f"{list(optimizers)}")  # fmt: skip
+    if not set(LEARNED) & set(optimizers):
+        raise ValueError(f"--policy {policy!r} is for the optimizers {list(LEARNED)}, none of "
+                         f"which is among {list(optimizers)}")  # fmt: skip
     load_policy(policy)  # missing, corrupt, another layout: a ValueError naming the file
     return str(Path(policy).resolve())
 
@@ -299,6 +300,8 @@ def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
                   policy: str | None = None) -> dict:  # fmt: skip
     """Run the whole benchmark and return the results document (see docs/bench.md).
     `policy`: a policy file for `lhopt` instead of the shipped default (e.g. a checkpoint)."""
+    from lhopt.control.learned import LEARNED
+
     check_request(suite_name, optimizers, seeds)
     if policy is not None:
         policy = check_policy(policy, optimizers)
@@ -309,7 +312,7 @@ def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
     start_ray(address, workers)
     jobs = plan_phase1(tasks, optimizers, seed_list)
     for job in jobs:
-        if policy is not None and job["optimizer"] == "lhopt":
+        if policy is not None and job["optimizer"] in LEARNED:
             job["policy"] = policy
     results = run_jobs(jobs, progress=progress, desc=f"{suite_name}: runs",
                        use_cache=use_cache)  # fmt: skip

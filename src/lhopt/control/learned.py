@@ -268,11 +268,27 @@ class LearnedDriver(Driver):
         }
 
 
+class TrainLossDriver(LearnedDriver):
+    """Train losses only: the validation losses the benchmark computes are not passed on, as when
+    a user gives no `val_loss_fn` (what that costs is measured by `lhopt-trainloss`)."""
+
+    def on_eval(self, step: int, val_loss: float) -> None:
+        pass
+
+
 def _make(params, budget: int, lr: float | None, policy: str = "default") -> LearnedDriver:
     return LearnedDriver(LearnedOptimizer(params, total_steps=budget, policy=policy))
 
 
+def _make_train_loss(params, budget: int, lr: float | None, policy: str = "default"):
+    return TrainLossDriver(LearnedOptimizer(params, total_steps=budget, policy=policy))
+
+
+LEARNED = ("lhopt", "lhopt-trainloss")  # what `lhopt bench --policy` applies to
 register(OptimizerSpec("lhopt", _make, True, "the shipped default policy driving CIAO, no tuning",
+                       check=lambda: load_policy("default")))  # fmt: skip
+register(OptimizerSpec("lhopt-trainloss", _make_train_loss, True,
+                       "lhopt without a validation loss (no val_loss_fn): train-loss features only",
                        check=lambda: load_policy("default")))  # fmt: skip
 
 __all__ = ["DEFAULT_DECISIONS", "LearnedOptimizer", "default_policy_path", "load_policy"]
