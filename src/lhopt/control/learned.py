@@ -276,18 +276,18 @@ class TrainLossDriver(LearnedDriver):
         pass
 
 
-def _make(params, budget: int, lr: float | None, policy: str = "default") -> LearnedDriver:
-    return LearnedDriver(LearnedOptimizer(params, total_steps=budget, policy=policy))
+def _maker(driver: type[LearnedDriver]):
+    def make(params, budget: int, lr: float | None, policy: str = "default") -> LearnedDriver:
+        return driver(LearnedOptimizer(params, total_steps=budget, policy=policy))
 
-
-def _make_train_loss(params, budget: int, lr: float | None, policy: str = "default"):
-    return TrainLossDriver(LearnedOptimizer(params, total_steps=budget, policy=policy))
+    return make
 
 
 LEARNED = ("lhopt", "lhopt-trainloss")  # what `lhopt bench --policy` applies to
-register(OptimizerSpec("lhopt", _make, True, "the shipped default policy driving CIAO, no tuning",
+register(OptimizerSpec("lhopt", _maker(LearnedDriver), True,
+                       "the shipped default policy driving CIAO, no tuning",
                        check=lambda: load_policy("default")))  # fmt: skip
-register(OptimizerSpec("lhopt-trainloss", _make_train_loss, True,
+register(OptimizerSpec("lhopt-trainloss", _maker(TrainLossDriver), True,
                        "lhopt without a validation loss (no val_loss_fn): train-loss features only",
                        check=lambda: load_policy("default")))  # fmt: skip
 

@@ -24,7 +24,13 @@ from lhopt.bench import cache
 from lhopt.bench.runner import run_job_safe
 from lhopt.control import ActionSpace, RestartRegisters
 from lhopt.features import FeatureEngine
-from lhopt.meta.reward import anchored_curve, fit_power_law, log_speedup, outer_step_rewards
+from lhopt.meta.reward import (
+    anchored_curve,
+    fit_power_law,
+    log_speedup,
+    outer_step_rewards,
+    scored_loss,
+)
 from lhopt.optim import CIAO, DEFAULTS
 from lhopt.tasks import FAMILY_NAMES, Task, TaskConfig, build_task
 
@@ -160,7 +166,7 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
         vals_at.append(val)
         if math.isfinite(val):
             best = min(best, val)
-        reached = best if cfg.reward_loss == "best" else val
+        reached = scored_loss(best, val, cfg.reward_loss)
         return_so_far = log_speedup(law, reached, steps_done, cfg.reward_clip)
         if not math.isfinite(val):
             diverged = True

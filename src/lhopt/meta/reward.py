@@ -43,6 +43,13 @@ from lhopt.bench.speedup import best_so_far, first_reach
 REWARD_LOSSES = ("best", "last")
 
 
+def scored_loss(best: float, latest: float, rule: str) -> float:
+    """The loss a run is scored by under `[episode] reward_loss` (see the module doc)."""
+    if rule not in REWARD_LOSSES:
+        raise ValueError(f"loss={rule!r} is not allowed: expected one of {REWARD_LOSSES}")
+    return best if rule == "best" else latest
+
+
 @dataclass(frozen=True)
 class PowerLaw:
     """L(t) = c + a * t ** (-b), with a > 0, b > 0, c >= 0."""
@@ -160,13 +167,12 @@ def outer_step_rewards(
     `loss`: "best" scores the best validation loss so far (what the benchmark measures), "last"
     the latest one, so that a run which gets worse (a late blow-up, overfitting) gives back what
     it had scored and a run ends scored by the loss of the model it ends with."""
-    if loss not in REWARD_LOSSES:
-        raise ValueError(f"loss={loss!r} is not allowed: expected one of {REWARD_LOSSES}")
+    scored_loss(math.inf, math.inf, loss)  # an unknown rule fails even with no steps
     rewards, prev, best = [], 0.0, math.inf
     for t, v in zip(steps, val_losses, strict=True):
         if math.isfinite(v):
             best = min(best, v)
-        s = log_speedup(baseline, best if loss == "best" else v, t, clip)
+        s = log_speedup(baseline, scored_loss(best, v, loss), t, clip)
         rewards.append(s - prev)
         prev = s
     if val_losses and not math.isfinite(val_losses[-1]):
