@@ -107,6 +107,11 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[episode] reward_horizon = {ep.reward_horizon!r}: 0 (none) or a multiple >= 1 of "
             "the budget"
         )
+    if not ep.reward_asymptote and not ep.reward_horizon:
+        raise ValueError(
+            "[episode] reward_asymptote = false needs a reward_horizon >= 1 (the cap of the "
+            "extrapolation without a floor); got reward_horizon = 0"
+        )
     if ep.reward_loss not in REWARD_LOSSES:
         raise ValueError(
             f"[episode] reward_loss = {ep.reward_loss!r}: expected one of {list(REWARD_LOSSES)}"

@@ -52,6 +52,7 @@ class EpisodeConfig:
     fit_points: int = 14
     reward_horizon: float = 0.0  # H >= 1: reference capped at H x budget (lhopt.meta.reward)
     reward_loss: str = "best"  # "best": best validation loss so far; "last": the latest one
+    reward_asymptote: bool = True  # False (with a horizon): extrapolate without a floor
     fixed_initial: dict = field(default_factory=dict)  # e.g. {"lr": 1e-5}: no perturbation
 
 
@@ -83,7 +84,13 @@ def perturbed_hparams(rng: np.random.Generator, cfg: EpisodeConfig) -> tuple[dic
     return init, logs
 
 
-def baseline_law(task_config: TaskConfig, seed: int, fit_points: int, horizon: float = 0.0):
+def baseline_law(
+    task_config: TaskConfig,
+    seed: int,
+    fit_points: int,
+    horizon: float = 0.0,
+    asymptote: bool = True,
+):
     """The reference for the reward from the cached `adamw` curve of this task and seed (computed
     if missing): a power law fitted to it, or with a horizon the anchored curve."""
     job = {"task": "meta", "config": task_config.to_dict(), "seed": seed, "optimizer": "adamw",
@@ -95,7 +102,8 @@ def baseline_law(task_config: TaskConfig, seed: int, fit_points: int, horizon: f
             raise RuntimeError(f"baseline run failed: {result['error']}")
         cache.store(job, result)
     if horizon:
-        return anchored_curve(result["steps"], result["val"], fit_points, horizon), result
+        curve = anchored_curve(result["steps"], result["val"], fit_points, horizon, asymptote)
+        return curve, result
     return fit_power_law(result["steps"], result["val"], fit_points), result
 
 
@@ -107,7 +115,9 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
                 rng: np.random.Generator, greedy: bool = False) -> dict:  # fmt: skip
     """Run one episode with `policy` (a lhopt.meta.policy.Policy) and return its trajectory."""
     start = time.perf_counter()
-    law, _ = baseline_law(task_config, seed, cfg.fit_points, cfg.reward_horizon)
+    law, _ = baseline_law(
+        task_config, seed, cfg.fit_points, cfg.reward_horizon, cfg.reward_asymptote
+    )
     task: Task = build_task(task_config, seed)
     T = task.budget
     hi = max(cfg.min_outer_steps, min(cfg.max_outer_steps, T // 4))

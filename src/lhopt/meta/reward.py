@@ -21,7 +21,10 @@ ends at least H times as fast as the baseline then scores log H, no more. Withou
 the default, the rule of the shipped policy's run), the unshifted power law alone gives t_B,
 unbounded: its fit misses the end of the curve, so merely matching the baseline scores well above
 0 and beating it by a few percent at the end often scores the full +3
-(`benchmarks/reward_calibration.py`, figures in docs/meta.md).
+(`benchmarks/reward_calibration.py`, figures in docs/meta.md). With a horizon and
+`[episode] reward_asymptote = false`, the extrapolation past the last evaluation has no asymptote
+(a pure power law through that evaluation with the slope of the curve's second half), so a lower
+final loss is always worth more, up to log H, instead of the full score past a fitted floor.
 
 Which loss L is: `[episode] reward_loss = "best"` (the default, and the rule of the shipped
 policy's stages 1 and 2) takes the best validation loss so far, as the benchmark does; "last"
@@ -131,16 +134,37 @@ class AnchoredCurve:
         return cap if log_t >= math.log(cap) else math.exp(log_t)
 
 
+def tail_power_law(steps: Sequence[float], best: Sequence[float]) -> PowerLaw:
+    """L(t) = a t^-b through the last point of a best-so-far curve, b its log-log slope over the
+    second half of the run (at least 1e-3): the extrapolation without an asymptote."""
+    T, last = float(steps[-1]), float(best[-1])
+    pts = [(s, v) for s, v in zip(steps, best, strict=True) if s >= T / 2 and s > 0 and v > 0]
+    b = 1e-3
+    if len(pts) >= 2 and last > 0:
+        x = np.log([s for s, _ in pts])
+        y = np.log([v for _, v in pts])
+        b = max(1e-3, -float(np.polyfit(x, y, 1)[0]))
+    return PowerLaw(max(last, 1e-300) * T**b, b, 0.0)
+
+
 def anchored_curve(
-    steps: Sequence[float], losses: Sequence[float], fit_points: int = 14, horizon: float = 2.0
+    steps: Sequence[float],
+    losses: Sequence[float],
+    fit_points: int = 14,
+    horizon: float = 2.0,
+    asymptote: bool = True,
 ) -> AnchoredCurve:
-    """The baseline reference with a reward horizon (see the module doc)."""
+    """The baseline reference with a reward horizon (see the module doc). `asymptote=False`
+    extrapolates with `tail_power_law` instead of the fitted law, so that below the baseline's
+    final loss every lower loss is worth more steps, up to the cap, instead of the cap as soon
+    as it passes the fitted asymptote."""
     if horizon < 1:
         raise ValueError(f"reward horizon must be >= 1 (a multiple of the budget), got {horizon}")
-    law = fit_power_law(steps, losses, fit_points)
     pts = [(float(s), v) for s, v in zip(steps, losses, strict=True) if math.isfinite(v)]
     best = best_so_far([v for _, v in pts])
-    return AnchoredCurve(tuple(s for s, _ in pts), tuple(best), law, float(horizon))
+    kept = tuple(s for s, _ in pts)
+    law = fit_power_law(steps, losses, fit_points) if asymptote else tail_power_law(kept, best)
+    return AnchoredCurve(kept, tuple(best), law, float(horizon))
 
 
 def log_speedup(
