@@ -78,6 +78,40 @@ def test_anchored_curve_with_a_horizon_of_2():
         anchored_curve(steps, losses, horizon=0.5)
 
 
+def test_anchored_curve_without_an_asymptote_pays_every_lower_loss():
+    from lhopt.meta.reward import anchored_curve, tail_power_law
+
+    steps = [0, *range(20, T + 1, 20)]
+    pure = [20.0, *(10.0 * np.asarray(steps[1:], dtype=float) ** -0.5)]  # c = 0: exact
+    law = tail_power_law(steps[1:], pure[1:])
+    assert (law.b, law.c) == (pytest.approx(0.5), 0.0)
+    assert law.steps_to(10.0 * 1600**-0.5) == pytest.approx(1600)
+    # With an asymptote (c = 1) a loss below the fitted floor reads as the cap; without one,
+    # lower losses buy more steps, monotonically, until the cap.
+    losses = [20.0, *baseline_curve(steps[1:])]
+    floored = anchored_curve(steps, losses, horizon=20.0)
+    floorless = anchored_curve(steps, losses, horizon=20.0, asymptote=False)
+    final = float(baseline_curve(T))
+    assert floorless.steps_to(final) == pytest.approx(T)  # matching the baseline: 1x
+    assert floored.steps_to(0.99) == 20 * T
+    got = [floorless.steps_to(f * final) for f in (0.99, 0.95, 0.9)]
+    assert T < got[0] < got[1] < got[2] < 20 * T
+    assert floorless.steps_to(0.1 * final) == 20 * T
+    flat = anchored_curve(steps, [20.0, *([5.0] * (len(steps) - 1))], 14, 20.0, asymptote=False)
+    assert flat.steps_to(4.0) == 20 * T  # a flat tail: slope floored, no overflow
+
+
+def test_reward_asymptote_needs_a_horizon():
+    from lhopt.meta import config as meta_config
+
+    cfg = meta_config.from_dict({"episode": {"reward_horizon": 20, "reward_asymptote": False}})
+    assert cfg.episode.reward_asymptote is False
+    with pytest.raises(ValueError, match=r"reward_asymptote = false needs a reward_horizon"):
+        meta_config.from_dict({"episode": {"reward_asymptote": False}})
+    with pytest.raises(ValueError, match="reward_asymptote"):
+        meta_config.from_dict({"episode": {"reward_asymptote": "no"}})
+
+
 def test_reward_horizon_in_episode_config():
     from lhopt.meta import config as meta_config
 
