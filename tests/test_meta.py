@@ -66,7 +66,14 @@ def test_config_files(tmp_path):
         meta_config.load(path)
     with pytest.raises(ValueError, match="does not exist"):
         meta_config.load(tmp_path / "missing.toml")
-    for name in ("smoke", "default", "default-stage2", "default-stage3", "default-stage4", "experiments/horizon2"):
+    for name in (
+        "smoke",
+        "default",
+        "default-stage2",
+        "default-stage3",
+        "default-stage4",
+        "experiments/horizon2",
+    ):
         meta_config.load(f"configs/{name}.toml")
 
 
