@@ -11,7 +11,10 @@ Each run is scored as an episode would be, by each rule of docs/meta.md; the rep
 rule the mean return of both schedules, the mean difference (decay - hold) and the share of
 tasks where the decay scores more, next to the share where its final validation loss is lower.
 
-Usage: python benchmarks/decay_incentive.py [--tasks 30] [--lr 4e-3] [--seed 0]
+`--budget-scale S` samples the tasks with `[run] budget_scale = S` (budgets times a log-uniform
+factor in [1, S]; other tasks than without it), to ask the same of longer runs.
+
+Usage: python benchmarks/decay_incentive.py [--tasks 30] [--lr 4e-3] [--seed 0] [--budget-scale 1]
 """
 
 from __future__ import annotations
@@ -59,15 +62,16 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=30)
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget-scale", type=float, default=1.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
     rules = ("stages 1-2: power law, best", "stage 3: power law, last",
              "stage 4: horizon 20, no asymptote, last")  # fmt: skip
     returns = {r: {"hold": [], "decay": []} for r in rules}
-    lower = []
+    lower, budgets = [], []
     for _ in range(args.tasks):
-        config = sample_training_config(rng, FAMILY_NAMES)
+        config = sample_training_config(rng, FAMILY_NAMES, args.budget_scale)
         seed = int(rng.integers(1_000_000))
         law, result = baseline_law(config, seed, 14)
         if not all(math.isfinite(v) for v in result["val"]):
@@ -76,12 +80,14 @@ def main() -> None:
         runs = {name: run_schedule(config, seed, args.lr, name == "decay")
                 for name in ("hold", "decay")}  # fmt: skip
         lower.append(runs["decay"][1][-1] < runs["hold"][1][-1])
+        budgets.append(runs["hold"][0][-1])
         for rule, ref, loss in zip(rules, (law, law, floorless), ("best", "last", "last"),
                                    strict=True):  # fmt: skip
             for name, (steps, vals) in runs.items():
                 returns[rule][name].append(sum(outer_step_rewards(ref, steps, vals, loss=loss)))
     n = len(lower)
-    print(f"{n} tasks, lr {args.lr:g}; the decay's final validation loss is lower on "
+    print(f"{n} tasks (budgets {min(budgets)}-{max(budgets)}, median {int(np.median(budgets))}), "
+          f"lr {args.lr:g}; the decay's final validation loss is lower on "
           f"{100 * np.mean(lower):.0f}% of them")  # fmt: skip
     print("| rule | mean return, hold | decay | mean decay - hold | decay scores more |")
     print("|---|---|---|---|---|")

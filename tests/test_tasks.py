@@ -99,6 +99,26 @@ def test_sampled_configs_are_valid_and_never_held_out():
     assert families == set(FAMILY_NAMES)
 
 
+def test_budget_scale_lengthens_sampled_budgets_within_the_limits():
+    plain = [sample_training_config(np.random.default_rng(s)) for s in range(200)]
+    again = [sample_training_config(np.random.default_rng(s), budget_scale=1.0) for s in range(200)]
+    assert [c.key() for c in plain] == [c.key() for c in again]  # 1: the earlier sequence
+    ratios = []
+    for s, base in enumerate(plain):
+        scaled = sample_training_config(np.random.default_rng(s), budget_scale=8.0)
+        registry.check_config(scaled)
+        # The same task as without the scale (drawn first), only a longer budget.
+        assert {k: v for k, v in scaled.p.items() if k != "budget"} == {
+            k: v for k, v in base.p.items() if k != "budget"
+        }
+        ratios.append(registry.task_budget(scaled) / registry.task_budget(base))
+    assert min(ratios) >= 0.99 and max(ratios) <= 8.01
+    assert np.median(ratios) > 2 and max(ratios) > 6
+    for bad in (0.5, 1000, "8"):
+        with pytest.raises(ValueError, match="budget_scale"):
+            sample_training_config(np.random.default_rng(0), budget_scale=bad)
+
+
 def test_out_of_distribution_families_are_never_sampled():
     assert set(FAMILIES) - set(FAMILY_NAMES) == set(registry.OOD_FAMILIES) == {"ncf", "speech"}
     with pytest.raises(ValueError, match=r"\['speech'\] cannot be sampled.*ood suite"):

@@ -38,6 +38,7 @@ class RunConfig:
     task: dict = field(default_factory=dict)  # a fixed task config (family, params): seeds vary
     task_pool: int = 0  # 0: a new sampled task per episode; N: cycle through N sampled tasks
     init_from: str = ""  # a checkpoint.pt or policy file whose weights start this run (a stage)
+    budget_scale: float = 1.0  # sampled budgets times a log-uniform factor in [1, budget_scale]
 
 
 @dataclass
@@ -95,6 +96,10 @@ def _check_semantics(cfg: MetaConfig) -> None:
         except ValueError as e:
             raise ValueError(f"[run] task: {e}") from e
     suite(run.eval_suite)
+    if not 1 <= run.budget_scale <= 100:
+        raise ValueError(
+            f"[run] budget_scale = {run.budget_scale!r}: expected a number in [1, 100]"
+        )
     if run.iterations < 1 or run.checkpoint_every < 1:
         raise ValueError("[run] iterations and checkpoint_every must be >= 1")
     if not 2 <= ep.min_outer_steps <= ep.max_outer_steps:

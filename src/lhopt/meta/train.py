@@ -215,12 +215,13 @@ class MetaTrainer:
             config = TaskConfig.from_dict(dict(run.task))
         elif run.task_pool:
             if len(self.pool) < run.task_pool:
-                self.pool.append(sample_training_config(self.rng, tuple(run.families)).to_dict())
+                sampled = sample_training_config(self.rng, tuple(run.families), run.budget_scale)
+                self.pool.append(sampled.to_dict())
                 config = TaskConfig.from_dict(self.pool[-1])
             else:
                 config = TaskConfig.from_dict(self.pool[int(self.rng.integers(len(self.pool)))])
         else:
-            config = sample_training_config(self.rng, tuple(run.families))
+            config = sample_training_config(self.rng, tuple(run.families), run.budget_scale)
         return {"config": config.to_dict(), "seed": int(self.rng.integers(1_000_000)),
                 "rng_seed": int(self.rng.integers(2**62)), "greedy": greedy}  # fmt: skip
 
