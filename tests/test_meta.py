@@ -47,7 +47,7 @@ def small_config(ppo_lr=3e-3, **run):
         ({"run": {"families": ["images"]}}, ["families", "quadratic"]),
         ({"episode": {"min_outer_steps": 1}}, ["outer steps"]),
         ({"run": {"task": {**QUAD, "dim": 3}}}, ["[run] task", "dim=3"]),
-        ({"run": {"budget_scale": 0.5}}, ["[run] budget_scale = 0.5", "1-100"]),
+        ({"run": {"budget_scale": 0.5}}, ["[run] budget_scale = 0.5", "[1, 100]"]),
     ],
 )
 def test_config_errors_name_the_key(data, words):
