@@ -73,6 +73,7 @@ def test_config_files(tmp_path):
         "default-stage2",
         "default-stage3",
         "default-stage4",
+        "default-stage5",
         "experiments/horizon2",
     ):
         meta_config.load(f"configs/{name}.toml")

@@ -45,6 +45,9 @@ def build_task(config: TaskConfig | dict, seed: int) -> Task:
     return FAMILIES[config.family][1](config, seed)
 
 
+MAX_BUDGET_SCALE = 100  # `budget_scale` at most: a task at most 100x its sampled budget
+
+
 def sample_training_config(
     rng: np.random.Generator, families: tuple[str, ...] = FAMILY_NAMES, budget_scale: float = 1.0
 ) -> TaskConfig:
@@ -53,7 +56,7 @@ def sample_training_config(
     are never returned (they are rejected and drawn again).
 
     `budget_scale` > 1 multiplies the budget T by a log-uniform factor in [1, budget_scale]
-    (within the families' limits, 20 to 100,000 steps): longer runs, nearer convergence or
+    (within the family's limits on the budget): longer runs, nearer convergence or
     overfitting, the regimes where a decay or a response to a rising validation loss pays. At 1
     (the default) nothing is drawn, so the sampled sequence is that of earlier versions."""
     from lhopt.tasks.suites import held_out_keys
@@ -64,15 +67,18 @@ def sample_training_config(
             f"task families {unknown} cannot be sampled for meta-training; valid: "
             f"{list(FAMILY_NAMES)} ({list(OOD_FAMILIES)} are kept for the ood suite)"
         )
-    if not (isinstance(budget_scale, int | float) and 1 <= budget_scale <= 100):
-        raise ValueError(f"budget_scale = {budget_scale!r}: expected a number in [1, 100]")
+    if not (isinstance(budget_scale, int | float) and 1 <= budget_scale <= MAX_BUDGET_SCALE):
+        raise ValueError(
+            f"budget_scale = {budget_scale!r}: expected a number in [1, {MAX_BUDGET_SCALE}]"
+        )
     held_out = held_out_keys()
     while True:
         family = families[int(rng.integers(len(families)))]
         config = TaskConfig.make(family, **FAMILIES[family][0].sample(rng))
         if budget_scale > 1:
             factor = math.exp(rng.uniform(0.0, math.log(budget_scale)))
-            budget = min(100_000, max(20, round(task_budget(config) * factor)))
+            lo, hi = FAMILIES[family][0].all_params()["budget"].bounds
+            budget = int(min(hi, max(lo, round(task_budget(config) * factor))))
             config = TaskConfig.make(family, **{**config.p, "budget": budget})
         if config.key() not in held_out:
             return config
