@@ -158,3 +158,19 @@ def test_the_shipped_default_policy_loads_and_trains():
     train(model, opt, data)
     assert len(opt.history) == 20
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_the_shipped_policy_is_a_committed_meta_training_snapshot():
+    """The shipped file is byte for byte a policy `lhopt meta-train` wrote under runs/ (its
+    provenance, docs/default-policy.md), and carries that run's counters."""
+    from pathlib import Path
+
+    from lhopt.control.learned import default_policy_path
+
+    shipped = default_policy_path().read_bytes()
+    root = Path(__file__).resolve().parents[1]
+    sources = [p for p in sorted(root.glob("runs/*/policy-*.pt")) if p.read_bytes() == shipped]
+    assert sources, "src/lhopt/policies/default.pt matches no committed runs/*/policy-NNNN.pt"
+    meta = torch.load(default_policy_path(), weights_only=True)["meta"]
+    assert meta["iteration"] == int(sources[0].stem.split("-")[1])
+    assert meta["episodes"] > 0 and meta["inner_steps"] > 0
