@@ -37,6 +37,9 @@ def tmp_cache(tmp_path, monkeypatch):
         (("quick", [], 1), ["no optimizers"]),
         (("quick", ["adamw", "adamw"], 1), ["repeat"]),
         (("quick", ["adamw"], 0), ["seeds=0"]),
+        (("quick", ["adamw"], 1, ["quick-nope"]), ["unknown task 'quick-nope'", "quick-xor-gru"]),
+        (("quick", ["adamw"], 1, []), ["no tasks given", "quick-quadratic"]),
+        (("quick", ["adamw"], 1, ["quick-quadratic"] * 2), ["repeat"]),
     ],
 )
 def test_bad_requests_fail_before_any_work(args, words):
@@ -160,6 +163,10 @@ def test_benchmark_end_to_end(ray_local, tmp_cache, tmp_path, monkeypatch):
     assert prodigy["over"]["adamw"]["wall_speedup"] is None
     assert prodigy["over"]["adamw"]["speedup"] is not None
 
+    one = run_benchmark("tiny", ["adamw", "prodigy"], seeds=1, progress=False, tasks=["tiny-xor"])
+    assert set(one["tasks"]) == {"tiny-xor"} and one["summary"]["prodigy"]["adamw"]["tasks"] == 1
+    assert {r["job"]["task"] for r in one["runs"]} == {"tiny-xor"}
+
 
 def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path):
     from lhopt.bench.benchmark import check_policy
@@ -205,3 +212,10 @@ def test_lhopt_trainloss_never_sees_a_validation_loss():
     from lhopt.bench.runner import run_job
 
     assert len(run_job(job)["val"]) > 2  # the benchmark still measures its validation curve
+
+
+def test_cli_refuses_an_unknown_task_with_the_suites_own(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--suite", "quick", "--tasks", "quick-xor-gru,val-xor-rnn2"])
+    err = capsys.readouterr().err
+    assert "val-xor-rnn2" in err and "quick-mnist1d-mlp" in err

@@ -157,15 +157,17 @@ def bench(args, parser) -> int:
     from lhopt.bench.report import summary_table, task_table, write
 
     optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
-        check_request(args.suite, optimizers, args.seeds)
+        check_request(args.suite, optimizers, args.seeds, tasks)
         if args.policy is not None:
             check_policy(args.policy, optimizers)
     except ValueError as e:
         parser.error(str(e))
     doc = run_benchmark(args.suite, optimizers, args.seeds, address=args.address,
                         workers=args.workers, progress=not args.no_progress,
-                        use_cache=not args.no_cache, policy=args.policy)  # fmt: skip
+                        use_cache=not args.no_cache, policy=args.policy,
+                        tasks=tasks)  # fmt: skip
     paths = write(doc, Path(args.out))
     print(f"\nsuite {args.suite}: {len(doc['tasks'])} tasks, {args.seeds} seed(s), "
           f"{doc['wall_time_s']:.0f} s")  # fmt: skip
@@ -190,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--suite", default="quick", help="quick, validation or ood")
     b.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
                    help="comma-separated names (default: %(default)s)")  # fmt: skip
+    b.add_argument("--tasks", default=None,
+                   help="comma-separated tasks of the suite (default: all of them)")  # fmt: skip
     b.add_argument("--seeds", type=int, default=1)
     b.add_argument("--out", default="out/bench", help="folder for results.json, report, figures")
     b.add_argument("--address", default=None, help="Ray cluster address (default: local)")

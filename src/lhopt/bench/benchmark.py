@@ -28,9 +28,25 @@ from lhopt.tasks import TaskConfig, build_task, suite, task_budget
 MULTIPLES = (1.0, 1.5, 2.0)
 
 
-def check_request(suite_name: str, optimizers: Sequence[str], seeds: int) -> None:
-    """Fail before any work on an unknown suite or optimizer, or a bad seed count."""
-    suite(suite_name)
+def select_tasks(suite_name: str, names: Sequence[str] | None = None) -> dict[str, TaskConfig]:
+    """The suite's tasks, or only those named (in the suite's order); unknown names fail."""
+    tasks = suite(suite_name)
+    if names is None:
+        return tasks
+    if not names:
+        raise ValueError(f"no tasks given; suite {suite_name!r} has {list(tasks)}")
+    for name in names:
+        if name not in tasks:
+            raise ValueError(f"unknown task {name!r} in suite {suite_name!r}; valid: {list(tasks)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"tasks {list(names)} repeat a name")
+    return {k: v for k, v in tasks.items() if k in set(names)}
+
+
+def check_request(suite_name: str, optimizers: Sequence[str], seeds: int,
+                  tasks: Sequence[str] | None = None) -> None:  # fmt: skip
+    """Fail before any work on an unknown suite, task or optimizer, or a bad seed count."""
+    select_tasks(suite_name, tasks)
     if not optimizers:
         raise ValueError(f"no optimizers given; valid: {baselines.names()}")
     for name in optimizers:
@@ -297,15 +313,17 @@ def _suite_summary(per_task, optimizers, bases) -> dict:
 def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
                   address: str | None = None, workers: int | None = None,
                   progress: bool = True, use_cache: bool = True,
-                  policy: str | None = None) -> dict:  # fmt: skip
+                  policy: str | None = None,
+                  tasks: Sequence[str] | None = None) -> dict:  # fmt: skip
     """Run the whole benchmark and return the results document (see docs/bench.md).
-    `policy`: a policy file for `lhopt` instead of the shipped default (e.g. a checkpoint)."""
+    `policy`: a policy file for `lhopt` instead of the shipped default (e.g. a checkpoint);
+    `tasks`: only these tasks of the suite (default: all)."""
     from lhopt.control.learned import LEARNED
 
-    check_request(suite_name, optimizers, seeds)
+    check_request(suite_name, optimizers, seeds, tasks)
     if policy is not None:
         policy = check_policy(policy, optimizers)
-    tasks = suite(suite_name)
+    tasks = select_tasks(suite_name, tasks)
     seed_list = list(range(seeds))
     started = time.perf_counter()
     _prefetch_data(tasks)
