@@ -156,8 +156,11 @@ def bench(args, parser) -> int:
     from lhopt.bench.benchmark import check_policy
     from lhopt.bench.report import summary_table, task_table, write
 
-    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
-    tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    def names(csv: str) -> list[str]:
+        return [x.strip() for x in csv.split(",") if x.strip()]
+
+    optimizers = names(args.optimizers)
+    tasks = None if args.tasks is None else names(args.tasks)
     try:
         check_request(args.suite, optimizers, args.seeds, tasks)
         if args.policy is not None:

@@ -40,7 +40,7 @@ def select_tasks(suite_name: str, names: Sequence[str] | None = None) -> dict[st
             raise ValueError(f"unknown task {name!r} in suite {suite_name!r}; valid: {list(tasks)}")
     if len(set(names)) != len(names):
         raise ValueError(f"tasks {list(names)} repeat a name")
-    return {k: v for k, v in tasks.items() if k in set(names)}
+    return {k: v for k, v in tasks.items() if k in names}
 
 
 def check_request(suite_name: str, optimizers: Sequence[str], seeds: int,

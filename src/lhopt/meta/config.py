@@ -17,7 +17,7 @@ from lhopt.meta.policy import PolicyConfig
 from lhopt.meta.ppo import PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES
 from lhopt.tasks import FAMILY_NAMES
-from lhopt.tasks.registry import MAX_BUDGET_SCALE
+from lhopt.tasks.registry import check_budget_scale
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -97,11 +97,10 @@ def _check_semantics(cfg: MetaConfig) -> None:
         except ValueError as e:
             raise ValueError(f"[run] task: {e}") from e
     suite(run.eval_suite)
-    if not 1 <= run.budget_scale <= MAX_BUDGET_SCALE:
-        raise ValueError(
-            f"[run] budget_scale = {run.budget_scale!r}: expected a number in "
-            f"[1, {MAX_BUDGET_SCALE}]"
-        )
+    try:
+        check_budget_scale(run.budget_scale)
+    except ValueError as e:
+        raise ValueError(f"[run] {e}") from e
     if run.iterations < 1 or run.checkpoint_every < 1:
         raise ValueError("[run] iterations and checkpoint_every must be >= 1")
     if not 2 <= ep.min_outer_steps <= ep.max_outer_steps:

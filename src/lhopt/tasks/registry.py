@@ -48,6 +48,13 @@ def build_task(config: TaskConfig | dict, seed: int) -> Task:
 MAX_BUDGET_SCALE = 100  # `budget_scale` at most: a task at most 100x its sampled budget
 
 
+def check_budget_scale(budget_scale) -> None:
+    if not (isinstance(budget_scale, int | float) and 1 <= budget_scale <= MAX_BUDGET_SCALE):
+        raise ValueError(
+            f"budget_scale = {budget_scale!r}: expected a number in [1, {MAX_BUDGET_SCALE}]"
+        )
+
+
 def sample_training_config(
     rng: np.random.Generator, families: tuple[str, ...] = FAMILY_NAMES, budget_scale: float = 1.0
 ) -> TaskConfig:
@@ -67,10 +74,7 @@ def sample_training_config(
             f"task families {unknown} cannot be sampled for meta-training; valid: "
             f"{list(FAMILY_NAMES)} ({list(OOD_FAMILIES)} are kept for the ood suite)"
         )
-    if not (isinstance(budget_scale, int | float) and 1 <= budget_scale <= MAX_BUDGET_SCALE):
-        raise ValueError(
-            f"budget_scale = {budget_scale!r}: expected a number in [1, {MAX_BUDGET_SCALE}]"
-        )
+    check_budget_scale(budget_scale)
     held_out = held_out_keys()
     while True:
         family = families[int(rng.integers(len(families)))]
