@@ -40,6 +40,7 @@ class RunConfig:
     task_pool: int = 0  # 0: a new sampled task per episode; N: cycle through N sampled tasks
     init_from: str = ""  # a checkpoint.pt or policy file whose weights start this run (a stage)
     budget_scale: float = 1.0  # sampled budgets times a log-uniform factor in [1, budget_scale]
+    data_scale: float = 1.0  # MNIST-1D training sets divided by a log-uniform factor in [1, it]
 
 
 @dataclass
@@ -99,6 +100,7 @@ def _check_semantics(cfg: MetaConfig) -> None:
     suite(run.eval_suite)
     try:
         check_budget_scale(run.budget_scale)
+        check_budget_scale(run.data_scale, "data_scale")
     except ValueError as e:
         raise ValueError(f"[run] {e}") from e
     if run.iterations < 1 or run.checkpoint_every < 1:

@@ -211,17 +211,21 @@ class MetaTrainer:
 
     def next_spec(self, greedy: bool = False) -> dict:
         run = self.cfg.run
+
+        def sample() -> TaskConfig:
+            families = tuple(run.families)
+            return sample_training_config(self.rng, families, run.budget_scale, run.data_scale)
+
         if run.task:
             config = TaskConfig.from_dict(dict(run.task))
         elif run.task_pool:
             if len(self.pool) < run.task_pool:
-                sampled = sample_training_config(self.rng, tuple(run.families), run.budget_scale)
-                self.pool.append(sampled.to_dict())
+                self.pool.append(sample().to_dict())
                 config = TaskConfig.from_dict(self.pool[-1])
             else:
                 config = TaskConfig.from_dict(self.pool[int(self.rng.integers(len(self.pool)))])
         else:
-            config = sample_training_config(self.rng, tuple(run.families), run.budget_scale)
+            config = sample()
         return {"config": config.to_dict(), "seed": int(self.rng.integers(1_000_000)),
                 "rng_seed": int(self.rng.integers(2**62)), "greedy": greedy}  # fmt: skip
 

@@ -3,6 +3,8 @@
 The data set is generated locally by the `mnist1d` package from its templates (no download) and
 cached as .npz in the lhopt cache. 10,000 samples: 7,000 train, 1,000 validation, 2,000 test.
 The losses: cross-entropy, or MSE / MAE / Huber between the logits and one-hot targets.
+`train_samples` (not sampled; all 7,000 by default) trains on the first N training samples only,
+the same validation and test sets: small data for overfitting within a budget.
 """
 
 from __future__ import annotations
@@ -33,14 +35,18 @@ SCHEMA = Schema(
         "batch": Param("int", 32, 256, log=True),
         "epochs": Param("int", 1, 5),
     },
-    fixed={"budget": Param("int", 20, 100_000, doc="steps T; default from epochs and batch")},
+    fixed={
+        "budget": Param("int", 20, 100_000, doc="steps T; default from epochs and batch"),
+        "train_samples": Param("int", 100, 7000, doc="the first N training samples (all 7,000)"),
+    },
 )
 N_TRAIN, N_VAL, N_TEST = 7000, 1000, 2000
 MIN_BUDGET, MAX_BUDGET = 100, 1500
 
 
 def budget_for(config: dict) -> int:
-    """Default budget: the epochs over the training set, kept within [100, 1500] steps."""
+    """Default budget: the epochs over the full training set, kept within [100, 1500] steps
+    (with fewer `train_samples` the same budget passes over them more often)."""
     if "budget" in config:
         return config["budget"]
     steps = config["epochs"] * N_TRAIN // config["batch"]
@@ -117,9 +123,12 @@ class MNIST1DTask(Task):
         torch.manual_seed(seed)
         self.model = build_model(config.p)
         self.data = load_mnist1d()
+        n = config.p.get("train_samples", N_TRAIN)
+        x, y = self.data["train"]
+        self.train_set = (x[:n], y[:n])
 
     def train_loss(self) -> torch.Tensor:
-        x, y = self.data["train"]
+        x, y = self.train_set
         idx = torch.randint(0, len(x), (self.config.p["batch"],), generator=self.batch_generator)
         return classification_loss(self.config.p["loss"], self.model(x[idx]), y[idx])
 

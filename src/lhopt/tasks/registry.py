@@ -48,15 +48,21 @@ def build_task(config: TaskConfig | dict, seed: int) -> Task:
 MAX_BUDGET_SCALE = 100  # `budget_scale` at most: a task at most 100x its sampled budget
 
 
-def check_budget_scale(budget_scale) -> None:
-    if not (isinstance(budget_scale, int | float) and 1 <= budget_scale <= MAX_BUDGET_SCALE):
-        raise ValueError(
-            f"budget_scale = {budget_scale!r}: expected a number in [1, {MAX_BUDGET_SCALE}]"
-        )
+def check_budget_scale(budget_scale, name: str = "budget_scale") -> None:
+    ok = isinstance(budget_scale, int | float) and not isinstance(budget_scale, bool)
+    if not (ok and 1 <= budget_scale <= MAX_BUDGET_SCALE):
+        raise ValueError(f"{name} = {budget_scale!r}: expected a number in [1, {MAX_BUDGET_SCALE}]")
+
+
+def _log_uniform(rng: np.random.Generator, scale: float) -> float:
+    return math.exp(rng.uniform(0.0, math.log(scale)))
 
 
 def sample_training_config(
-    rng: np.random.Generator, families: tuple[str, ...] = FAMILY_NAMES, budget_scale: float = 1.0
+    rng: np.random.Generator,
+    families: tuple[str, ...] = FAMILY_NAMES,
+    budget_scale: float = 1.0,
+    data_scale: float = 1.0,
 ) -> TaskConfig:
     """A configuration of the meta-training distribution: a family chosen uniformly, then its
     parameters from the documented ranges. Configurations of the `validation` and `ood` suites
@@ -64,8 +70,11 @@ def sample_training_config(
 
     `budget_scale` > 1 multiplies the budget T by a log-uniform factor in [1, budget_scale]
     (within the family's limits on the budget): longer runs, nearer convergence or
-    overfitting, the regimes where a decay or a response to a rising validation loss pays. At 1
-    (the default) nothing is drawn, so the sampled sequence is that of earlier versions."""
+    overfitting, the regimes where a decay or a response to a rising validation loss pays.
+    `data_scale` > 1 divides the training set of the families that allow it (a `train_samples`
+    parameter: MNIST-1D) by a log-uniform factor in [1, data_scale]: the same budget then
+    passes over less data, and the validation loss turns up within the run. At 1 (the
+    defaults) nothing is drawn, so the sampled sequence is that of earlier versions."""
     from lhopt.tasks.suites import held_out_keys
 
     unknown = [f for f in families if f not in FAMILY_NAMES]
@@ -75,14 +84,21 @@ def sample_training_config(
             f"{list(FAMILY_NAMES)} ({list(OOD_FAMILIES)} are kept for the ood suite)"
         )
     check_budget_scale(budget_scale)
+    check_budget_scale(data_scale, "data_scale")
     held_out = held_out_keys()
     while True:
         family = families[int(rng.integers(len(families)))]
         config = TaskConfig.make(family, **FAMILIES[family][0].sample(rng))
+        params = FAMILIES[family][0].all_params()
         if budget_scale > 1:
-            factor = math.exp(rng.uniform(0.0, math.log(budget_scale)))
-            lo, hi = FAMILIES[family][0].all_params()["budget"].bounds
-            budget = int(min(hi, max(lo, round(task_budget(config) * factor))))
-            config = TaskConfig.make(family, **{**config.p, "budget": budget})
+            lo, hi = params["budget"].bounds
+            budget = task_budget(config) * _log_uniform(rng, budget_scale)
+            config = TaskConfig.make(
+                family, **{**config.p, "budget": int(min(hi, max(lo, round(budget))))}
+            )
+        if data_scale > 1 and "train_samples" in params:
+            lo, hi = params["train_samples"].bounds
+            n = int(max(lo, round(hi / _log_uniform(rng, data_scale))))
+            config = TaskConfig.make(family, **{**config.p, "train_samples": n})
         if config.key() not in held_out:
             return config
