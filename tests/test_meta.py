@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,7 @@ def small_config(ppo_lr=3e-3, **run):
         ({"episode": {"min_outer_steps": 1}}, ["outer steps"]),
         ({"run": {"task": {**QUAD, "dim": 3}}}, ["[run] task", "dim=3"]),
         ({"run": {"budget_scale": 0.5}}, ["[run] budget_scale = 0.5", "[1, 100]"]),
+        ({"run": {"data_scale": 200}}, ["[run] data_scale = 200", "[1, 100]"]),
     ],
 )
 def test_config_errors_name_the_key(data, words):
@@ -67,16 +69,10 @@ def test_config_files(tmp_path):
         meta_config.load(path)
     with pytest.raises(ValueError, match="does not exist"):
         meta_config.load(tmp_path / "missing.toml")
-    for name in (
-        "smoke",
-        "default",
-        "default-stage2",
-        "default-stage3",
-        "default-stage4",
-        "default-stage5",
-        "experiments/horizon2",
-    ):
-        meta_config.load(f"configs/{name}.toml")
+    files = sorted(Path("configs").rglob("*.toml"))  # every committed config loads
+    assert {"default.toml", "smoke.toml", "default-stage6.toml"} <= {f.name for f in files}
+    for file in files:
+        meta_config.load(file)
 
 
 def test_warm_start_and_resume_of_a_checkpoint_without_newer_keys(tmp_path):

@@ -119,6 +119,33 @@ def test_budget_scale_lengthens_sampled_budgets_within_the_limits():
             sample_training_config(np.random.default_rng(0), budget_scale=bad)
 
 
+def test_data_scale_shrinks_only_mnist1d_training_sets():
+    plain = [sample_training_config(np.random.default_rng(s)) for s in range(200)]
+    sizes = []
+    for s, base in enumerate(plain):
+        shrunk = sample_training_config(np.random.default_rng(s), data_scale=10.0)
+        registry.check_config(shrunk)
+        rest = {k: v for k, v in shrunk.p.items() if k != "train_samples"}
+        assert rest == base.p  # the same task (drawn first), only its training set cut
+        if shrunk.family == "mnist1d":
+            sizes.append(shrunk.p["train_samples"])
+        else:
+            assert "train_samples" not in shrunk.p
+    assert min(sizes) >= 700 and max(sizes) <= 7000 and np.median(sizes) < 3000
+    with pytest.raises(ValueError, match=r"data_scale = 0.5: expected a number in \[1, 100\]"):
+        sample_training_config(np.random.default_rng(0), data_scale=0.5)
+
+
+def test_mnist1d_train_samples_is_a_prefix_of_the_training_set():
+    full = build_task(SMALL["mnist1d"], seed=0)
+    cut = build_task(small(SMALL["mnist1d"], train_samples=300), seed=0)
+    assert len(cut.train_set[0]) == 300 and len(full.train_set[0]) == 7000
+    assert torch.equal(cut.train_set[0], full.train_set[0][:300])
+    assert cut.val_loss() == full.val_loss()  # same model, same validation set
+    with pytest.raises(ValueError, match=r"train_samples=50 is out of range: int in \[100, 7000\]"):
+        build_task(small(SMALL["mnist1d"], train_samples=50), seed=0)
+
+
 def test_out_of_distribution_families_are_never_sampled():
     assert set(FAMILIES) - set(FAMILY_NAMES) == set(registry.OOD_FAMILIES) == {"ncf", "speech"}
     with pytest.raises(ValueError, match=r"\['speech'\] cannot be sampled.*ood suite"):
