@@ -13,6 +13,7 @@ from lhopt.tasks import (
     TaskConfig,
     build_task,
     held_out_keys,
+    mnist1d,
     registry,
     sample_training_config,
     task_budget,
@@ -170,6 +171,12 @@ def test_held_out_configs_are_rejected_by_the_sampler(monkeypatch):
 def test_suites_are_valid_and_big_enough():
     assert len(SUITES["validation"]) >= 8
     assert {c.family for c in SUITES["validation"].values()} == set(FAMILY_NAMES)
+    long = SUITES["validation-long"].values()
+    assert {c.family for c in long} == set(FAMILY_NAMES)
+    for c in long:  # longer than the default distribution's budgets, or on a fraction of data
+        high = registry.FAMILIES[c.family][0].all_params()["budget"]
+        default_high = mnist1d.MAX_BUDGET if c.family == "mnist1d" else high.high
+        assert task_budget(c) > default_high or c.p.get("train_samples", 7000) < 7000
     ood = SUITES["ood"].values()
     assert {c.family for c in ood} >= {"charlm", "ncf", "speech"} and len(SUITES["ood"]) >= 4
     longest_training_lm = registry.FAMILIES["charlm"][0].params["budget"].high

@@ -2,6 +2,10 @@
 
 - `quick`: a few small tasks, one per kind, for a run of minutes.
 - `validation`: held-out configurations of the training families, used to choose checkpoints.
+- `validation-long`: held-out configurations of the training families with 4-10x their default
+  budgets or a fraction of their data, so that the validation loss flattens or turns up within
+  the run (the regimes where a decay pays): checkpoints meant for long training are chosen on it
+  too.
 - `ood`: kinds never used in meta-training or checkpoint selection: byte-level language modelling
   on Shakespeare works that no training task reads (the poems, four held-out plays), a transformer
   LM trained 10x longer than any meta-training LM task, neural collaborative filtering on
@@ -45,6 +49,20 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "val-charlm-transformer": Q("charlm", arch="transformer", layers=2, d_model=64,
                                     context=64, dropout=0.0, batch=32, budget=400,
                                     corpus="plays"),
+    },
+    "validation-long": {
+        "vlong-quadratic-noisy": Q("quadratic", dim=200, condition=3000.0, noise=1.0, batch=4,
+                                   budget=3000),
+        "vlong-xor-lstm": Q("algorithmic", problem="xor", cell="lstm", layers=1, hidden=32,
+                            dropout=0.0, length=10, batch=32, budget=2000),
+        "vlong-mnist1d-mlp-small": Q("mnist1d", arch="mlp", depth=3, width=128, norm="none",
+                                     activation="relu", dropout=0.0, loss="ce", batch=64,
+                                     epochs=3, train_samples=1000, budget=3000),
+        "vlong-mnist1d-cnn-small": Q("mnist1d", arch="cnn", depth=2, width=32, norm="batch",
+                                     activation="gelu", dropout=0.0, loss="ce", batch=32,
+                                     epochs=2, train_samples=2000, budget=3000),
+        "vlong-charlm-gru": Q("charlm", arch="gru", layers=1, d_model=64, context=32,
+                              dropout=0.0, batch=16, budget=2400, corpus="plays"),
     },
     "ood": {
         "ood-poems-transformer": Q("charlm", arch="transformer", layers=2, d_model=64,
