@@ -19,6 +19,8 @@ import json
 import math
 from pathlib import Path
 
+from lhopt.bench.speedup import geometric_mean
+
 SUITES = ("validation", "validation-long")
 BASES = ("adamw", "adamw-cosine-tuned")
 
@@ -33,11 +35,6 @@ def speedups(results: dict, base: str) -> dict[str, float]:
     return out
 
 
-def geomean(values) -> float:
-    values = list(values)
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
 def evaluate(folder: Path) -> dict:
     results = {}
     for suite in SUITES:
@@ -46,23 +43,23 @@ def evaluate(folder: Path) -> dict:
             raise ValueError(f"{path} is missing: run `lhopt bench --suite {suite}` into it")
         results[suite] = json.loads(path.read_text())
     val = {b: speedups(results["validation"], b) for b in BASES}
-    both = {b: {**val[b], **speedups(results["validation-long"], b)} for b in BASES}
-    g_val = {b: geomean(val[b].values()) for b in BASES}
-    g_both = {b: geomean(both[b].values()) for b in BASES}
+    lng = {b: speedups(results["validation-long"], b) for b in BASES}
+    g_val = {b: geometric_mean(list(val[b].values())) for b in BASES}
+    g_long = {b: geometric_mean(list(lng[b].values())) for b in BASES}
+    g_both = {b: geometric_mean([*val[b].values(), *lng[b].values()]) for b in BASES}
     eligible = (
         min(val["adamw"].values()) >= 1.0
         and g_val["adamw"] >= 1.5
         and g_val["adamw-cosine-tuned"] >= 1.0
     )
-    long = {b: geomean(speedups(results["validation-long"], b).values()) for b in BASES}
     return {
         "candidate": str(folder),
         "policy": results["validation"].get("policy"),
         "val_adamw": g_val["adamw"],
         "val_min_adamw": min(val["adamw"].values()),
         "val_tuned": g_val["adamw-cosine-tuned"],
-        "long_adamw": long["adamw"],
-        "long_tuned": long["adamw-cosine-tuned"],
+        "long_adamw": g_long["adamw"],
+        "long_tuned": g_long["adamw-cosine-tuned"],
         "eligible": eligible,
         "score": math.sqrt(g_both["adamw"] * g_both["adamw-cosine-tuned"]),
     }

@@ -17,7 +17,7 @@ from lhopt.meta.policy import PolicyConfig
 from lhopt.meta.ppo import PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES
 from lhopt.tasks import FAMILY_NAMES
-from lhopt.tasks.registry import check_budget_scale
+from lhopt.tasks.registry import check_scale
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,8 +99,8 @@ def _check_semantics(cfg: MetaConfig) -> None:
             raise ValueError(f"[run] task: {e}") from e
     suite(run.eval_suite)
     try:
-        check_budget_scale(run.budget_scale)
-        check_budget_scale(run.data_scale, "data_scale")
+        check_scale(run.budget_scale)
+        check_scale(run.data_scale, "data_scale")
     except ValueError as e:
         raise ValueError(f"[run] {e}") from e
     if run.iterations < 1 or run.checkpoint_every < 1:

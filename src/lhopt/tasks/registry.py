@@ -48,10 +48,11 @@ def build_task(config: TaskConfig | dict, seed: int) -> Task:
 MAX_BUDGET_SCALE = 100  # `budget_scale` at most: a task at most 100x its sampled budget
 
 
-def check_budget_scale(budget_scale, name: str = "budget_scale") -> None:
-    ok = isinstance(budget_scale, int | float) and not isinstance(budget_scale, bool)
-    if not (ok and 1 <= budget_scale <= MAX_BUDGET_SCALE):
-        raise ValueError(f"{name} = {budget_scale!r}: expected a number in [1, {MAX_BUDGET_SCALE}]")
+def check_scale(value, name: str = "budget_scale") -> None:
+    """`budget_scale` and `data_scale`: a number in [1, MAX_BUDGET_SCALE]."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (ok and 1 <= value <= MAX_BUDGET_SCALE):
+        raise ValueError(f"{name} = {value!r}: expected a number in [1, {MAX_BUDGET_SCALE}]")
 
 
 def _log_uniform(rng: np.random.Generator, scale: float) -> float:
@@ -83,8 +84,8 @@ def sample_training_config(
             f"task families {unknown} cannot be sampled for meta-training; valid: "
             f"{list(FAMILY_NAMES)} ({list(OOD_FAMILIES)} are kept for the ood suite)"
         )
-    check_budget_scale(budget_scale)
-    check_budget_scale(data_scale, "data_scale")
+    check_scale(budget_scale)
+    check_scale(data_scale, "data_scale")
     held_out = held_out_keys()
     while True:
         family = families[int(rng.integers(len(families)))]
