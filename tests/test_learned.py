@@ -86,6 +86,25 @@ def test_resumed_run_decides_exactly_as_the_uninterrupted_one(policy_file):
         assert torch.equal(p, q)
 
 
+def test_a_group_added_mid_run_is_steered_and_restored_by_the_registers(policy_file):
+    from lhopt.control.learned import _CIAOState
+
+    model, data = setup(4)
+    opt = LearnedOptimizer(model[0].parameters(), total_steps=80, policy=policy_file)
+    train(model, opt, data[:20])
+    opt.registers.apply("save", 0, opt._module, _CIAOState(opt))
+    opt.add_param_group({"params": model[2].parameters()})  # e.g. a layer unfrozen mid-run
+    assert opt.registers.info()[0][0] is False  # saved without the new layer: emptied
+    train(model, opt, data[20:40])
+    opt.registers.apply("save", 1, opt._module, _CIAOState(opt))
+    saved = [p.detach().clone() for p in model.parameters()]
+    train(model, opt, data[40:])
+    assert opt.registers.apply("load", 1, opt._module, _CIAOState(opt))
+    for p, q in zip(model.parameters(), saved, strict=True):
+        assert torch.equal(p, q)  # the added layer too
+    assert opt.param_groups[1]["lr"] != 1e-3  # the policy steers the added group too
+
+
 def test_works_without_validation_loss_and_with_a_closure(policy_file):
     model, data = setup(2)
     opt = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)

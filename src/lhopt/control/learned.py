@@ -171,6 +171,16 @@ class LearnedOptimizer(CIAO):
         self._taken += 1
         return loss
 
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group (e.g. layers unfrozen mid-run); the controller then steers it too.
+
+        The restart registers are emptied: what they hold was saved without the new parameters,
+        so loading it could not restore the whole model."""
+        super().add_param_group(param_group)
+        if hasattr(self, "registers"):  # not during __init__, which adds the first groups
+            self._module = _ParamsModule([p for g in self.param_groups for p in g["params"]])
+            self.registers = RestartRegisters(self.space.num_registers)
+
     # -- the controller ---------------------------------------------------------------------
 
     def _decide(self) -> None:
