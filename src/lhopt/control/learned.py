@@ -127,7 +127,6 @@ class LearnedOptimizer(CIAO):
         self.engine = FeatureEngine(self.space.hparam_kinds, self.space.encoding_names)
         self.engine.reset(self.hparams[0])
         self.registers = RestartRegisters(self.space.num_registers)
-        self._module = _ParamsModule([p for g in self.param_groups for p in g["params"]])
         self._generator = torch.Generator().manual_seed(seed)
         self._hidden = self.policy_net.initial_state()
         self._prev_action = self.space.keep
@@ -178,8 +177,12 @@ class LearnedOptimizer(CIAO):
         so loading it could not restore the whole model."""
         super().add_param_group(param_group)
         if hasattr(self, "registers"):  # not during __init__, which adds the first groups
-            self._module = _ParamsModule([p for g in self.param_groups for p in g["params"]])
             self.registers = RestartRegisters(self.space.num_registers)
+
+    @property
+    def _module(self) -> _ParamsModule:
+        """Every parameter of every group, as the module the registers save and restore."""
+        return _ParamsModule([p for g in self.param_groups for p in g["params"]])
 
     # -- the controller ---------------------------------------------------------------------
 
