@@ -2,6 +2,7 @@ import copy
 import io
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -134,10 +135,18 @@ def test_training_past_the_budget_warns_once_and_keeps_the_hyperparameters(polic
     assert opt.hparams == hp
 
 
-@pytest.mark.parametrize("bad", [0, -5, 2.5, "100", True])
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "100", True, np.float64(40.0), torch.tensor(-3)])
 def test_total_steps_must_be_a_positive_int(policy_file, bad):
     with pytest.raises(ValueError, match="total_steps"):
         LearnedOptimizer(nn.Linear(2, 1).parameters(), total_steps=bad, policy=policy_file)
+
+
+@pytest.mark.parametrize("steps", [np.int64(40), torch.tensor(40)])
+def test_integer_scalars_are_accepted_as_counts(policy_file, steps):
+    opt = LearnedOptimizer(nn.Linear(2, 1).parameters(), total_steps=steps, policy=policy_file,
+                           decisions=np.int32(5))  # fmt: skip
+    assert type(opt.total_steps) is int and opt.total_steps == 40
+    assert opt.decision_steps == [0, 8, 16, 24, 32]
 
 
 def test_policy_files_are_checked(tmp_path, policy_file):

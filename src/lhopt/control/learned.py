@@ -15,6 +15,7 @@ of every hyperparameter and a restart-register operation. Everything the decisio
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Callable, Iterable
 from importlib import resources
@@ -66,6 +67,18 @@ def load_policy(policy: str | Path):
     return net
 
 
+def _positive_int(name: str, value) -> int:
+    """`value` as a Python int if it is a positive integer (NumPy and 0-d torch integers too, which
+    array arithmetic gives); bools, floats and strings are refused."""
+    try:
+        n = operator.index(value)  # ints and integer scalars; not floats, strings
+    except TypeError:
+        n = None
+    if isinstance(value, bool) or n is None or n < 1:
+        raise ValueError(f"{name}={value!r} is not allowed: a positive int")
+    return n
+
+
 class _ParamsModule(nn.Module):
     """The optimizer's parameters as a module, so restart registers can save and restore them."""
 
@@ -109,10 +122,8 @@ class LearnedOptimizer(CIAO):
     def __init__(self, params: Iterable, total_steps: int, val_loss_fn: Callable | None = None,
                  policy: str | Path = "default", decisions: int = DEFAULT_DECISIONS,
                  sample: bool = False, seed: int = 0, **kwargs) -> None:  # fmt: skip
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r} is not allowed: a positive int")
-        if isinstance(decisions, bool) or not isinstance(decisions, int) or decisions < 1:
-            raise ValueError(f"decisions={decisions!r} is not allowed: a positive int")
+        total_steps = _positive_int("total_steps", total_steps)
+        decisions = _positive_int("decisions", decisions)
         if val_loss_fn is not None and not callable(val_loss_fn):
             raise ValueError(f"val_loss_fn={val_loss_fn!r} must be callable or None")
         self.policy_net = load_policy(policy)
