@@ -123,6 +123,24 @@ def test_works_without_validation_loss_and_with_a_closure(policy_file):
     assert opt.history[-1]["train_loss"] is not None  # the closure's losses were recorded
 
 
+def test_a_loop_that_never_reports_the_loss_is_warned_once(policy_file):
+    model, data = setup(4)
+    opt = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for x, y in data[:40]:
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()  # no report(), no closure
+    missing = [w for w in caught if "no train loss was reported" in str(w.message)]
+    assert len(missing) == 1 and missing[0].filename == __file__  # points at the user's step()
+    reporting = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(model, reporting, data[:40])
+    assert not [w for w in caught if "no train loss" in str(w.message)]
+
+
 def test_training_past_the_budget_warns_once_and_keeps_the_hyperparameters(policy_file):
     model, data = setup(3)
     opt = LearnedOptimizer(model.parameters(), total_steps=20, policy=policy_file)

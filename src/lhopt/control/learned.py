@@ -15,7 +15,10 @@ of every hyperparameter and a restart-register operation. Everything the decisio
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from importlib import resources
@@ -77,6 +80,20 @@ def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or n is None or n < 1:
         raise ValueError(f"{name}={value!r} is not allowed: a positive int")
     return n
+
+
+# torch's and lhopt's folders, and contextlib's file (not the whole standard library)
+_INTERNAL = (*(str(Path(m.__file__).parent) + os.sep for m in (torch, sys.modules["lhopt"])),
+             contextlib.__file__)  # fmt: skip
+
+
+def _user_stacklevel() -> int:
+    """The `stacklevel` that points a warning at the first caller outside lhopt, torch (the
+    optimizer's step hooks, GradScaler) and contextlib (`torch.no_grad`'s wrapper)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class _ParamsModule(nn.Module):
@@ -146,6 +163,7 @@ class LearnedOptimizer(CIAO):
         self._val_loss: float | None = None
         self._taken = 0  # optimizer steps taken through this controller
         self._warned = False
+        self._warned_no_loss = False
         self.history: list[dict] = []
 
     # -- what users call ------------------------------------------------------------------
@@ -172,7 +190,7 @@ class LearnedOptimizer(CIAO):
             warnings.warn(
                 f"LearnedOptimizer: training past total_steps={self.total_steps}; the "
                 "hyperparameters stay as the policy last set them",
-                stacklevel=2,
+                stacklevel=_user_stacklevel(),
             )
             self._warned = True
         if self._taken in self._decide_at:
@@ -202,6 +220,14 @@ class LearnedOptimizer(CIAO):
         if self._loss_sum is not None and self._loss_count:
             train = float(self._loss_sum) / self._loss_count  # the one sync of this period
         self._loss_sum, self._loss_count = None, 0
+        if train is None and self._taken > 0 and not self._warned_no_loss:
+            warnings.warn(
+                f"LearnedOptimizer: no train loss was reported between the last decision and step "
+                f"{self._taken}; call opt.report(train_loss=loss) after each step (or pass a "
+                "closure to step()): without it the policy decides blind to the loss",
+                stacklevel=_user_stacklevel(),
+            )
+            self._warned_no_loss = True
         if self.val_loss_fn is not None:
             self._val_loss = float(self.val_loss_fn())
         progress = self._taken / self.total_steps
@@ -250,6 +276,7 @@ class LearnedOptimizer(CIAO):
             "generator": self._generator.get_state(),
             "history": list(self.history),
             "warned": self._warned,
+            "warned_no_loss": self._warned_no_loss,
         }
         return sd
 
@@ -272,6 +299,7 @@ class LearnedOptimizer(CIAO):
         self._generator.set_state(c["generator"])
         self.history = list(c["history"])
         self._warned = c["warned"]
+        self._warned_no_loss = c.get("warned_no_loss", False)  # saved before the warning existed
 
 
 class LearnedDriver(Driver):
