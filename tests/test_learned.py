@@ -141,6 +141,39 @@ def test_a_loop_that_never_reports_the_loss_is_warned_once(policy_file):
     assert not [w for w in caught if "no train loss" in str(w.message)]
 
 
+def test_an_lr_scheduler_fighting_the_policy_is_warned_once(policy_file):
+    model, data = setup(5)
+    opt = LearnedOptimizer(model.parameters(), total_steps=80, policy=policy_file)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1 + t))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for x, y in data:
+            loss = nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            opt.report(train_loss=loss)
+            sched.step()
+    fights = [w for w in caught if "changed between decisions" in str(w.message)]
+    assert len(fights) == 1 and "LR scheduler" in str(fights[0].message)
+    assert fights[0].filename == __file__
+
+    plain = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(model, plain, data[:20])
+        plain.param_groups[0]["lr"] *= 3  # by hand
+        train(model, plain, data[20:40])
+    fights = [w for w in caught if "changed between decisions" in str(w.message)]
+    assert len(fights) == 1 and "outside the policy" in str(fights[0].message)
+
+    quiet = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(model, quiet, data[:40])
+    assert not [w for w in caught if "changed between decisions" in str(w.message)]
+
+
 def test_training_past_the_budget_warns_once_and_keeps_the_hyperparameters(policy_file):
     model, data = setup(3)
     opt = LearnedOptimizer(model.parameters(), total_steps=20, policy=policy_file)

@@ -164,6 +164,8 @@ class LearnedOptimizer(CIAO):
         self._taken = 0  # optimizer steps taken through this controller
         self._warned = False
         self._warned_no_loss = False
+        self._warned_lr = False
+        self._lrs_set: list[float] | None = None  # each group's lr as the last decision left it
         self.history: list[dict] = []
 
     # -- what users call ------------------------------------------------------------------
@@ -207,6 +209,8 @@ class LearnedOptimizer(CIAO):
         super().add_param_group(param_group)
         if hasattr(self, "registers"):  # not during __init__, which adds the first groups
             self.registers = RestartRegisters(self.space.num_registers)
+            if self._lrs_set is not None:
+                self._lrs_set.append(self.param_groups[-1]["lr"])
 
     @property
     def _module(self) -> _ParamsModule:
@@ -215,7 +219,29 @@ class LearnedOptimizer(CIAO):
 
     # -- the controller ---------------------------------------------------------------------
 
+    def _check_lr_untouched(self) -> None:
+        """Warn once if a group's lr changed since the last decision: something else (an LR
+        scheduler, the loop itself) is moving what the policy steers, and each decision scales
+        whatever value it finds."""
+        if self._warned_lr or self._lrs_set is None:
+            return
+        now = [g["lr"] for g in self.param_groups]
+        if now == self._lrs_set:
+            return
+        i = next(i for i, (a, b) in enumerate(zip(now, self._lrs_set, strict=True)) if a != b)
+        scheduled = "initial_lr" in self.param_groups[i]  # torch's LR schedulers add it
+        cause = "an LR scheduler is attached" if scheduled else "something outside the policy"
+        warnings.warn(
+            f"LearnedOptimizer: the lr of param group {i} changed between decisions "
+            f"({self._lrs_set[i]:.3g} -> {now[i]:.3g}, before step {self._taken}): {cause}. The "
+            "policy sets the learning rate itself; it scales whatever value it finds, so an LR "
+            "scheduler or manual changes fight it. Use LearnedOptimizer without one",
+            stacklevel=_user_stacklevel(),
+        )
+        self._warned_lr = True
+
     def _decide(self) -> None:
+        self._check_lr_untouched()
         train = None
         if self._loss_sum is not None and self._loss_count:
             train = float(self._loss_sum) / self._loss_count  # the one sync of this period
@@ -243,6 +269,7 @@ class LearnedOptimizer(CIAO):
         self.registers.apply(op, k, self._module, _CIAOState(self), loss=train,
                              progress=progress)  # fmt: skip
         self.space.apply_hparams(self.param_groups, action)
+        self._lrs_set = [g["lr"] for g in self.param_groups]
         self._prev_action = action
         names = self.engine.names
         self.history.append({
@@ -277,6 +304,8 @@ class LearnedOptimizer(CIAO):
             "history": list(self.history),
             "warned": self._warned,
             "warned_no_loss": self._warned_no_loss,
+            "warned_lr": self._warned_lr,
+            "lrs_set": None if self._lrs_set is None else list(self._lrs_set),
         }
         return sd
 
@@ -300,6 +329,10 @@ class LearnedOptimizer(CIAO):
         self.history = list(c["history"])
         self._warned = c["warned"]
         self._warned_no_loss = c.get("warned_no_loss", False)  # saved before the warning existed
+        self._warned_lr = c.get("warned_lr", False)
+        lrs = c.get("lrs_set")  # absent in files saved before the check existed: start from now
+        self._lrs_set = list(lrs) if lrs is not None else (
+            [g["lr"] for g in self.param_groups] if self.history else None)  # fmt: skip
 
 
 class LearnedDriver(Driver):
