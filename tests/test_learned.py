@@ -35,13 +35,15 @@ def setup(seed=0):
     return model, data
 
 
-def train(model, opt, data):
+def train(model, opt, data, after_step=None):
     for x, y in data:
         loss = nn.functional.mse_loss(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         opt.report(train_loss=loss)
+        if after_step is not None:
+            after_step()
 
 
 def test_drop_in_use_makes_decisions_and_records_them(policy_file):
@@ -147,13 +149,7 @@ def test_an_lr_scheduler_fighting_the_policy_is_warned_once(policy_file):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1 + t))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for x, y in data:
-            loss = nn.functional.mse_loss(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            opt.report(train_loss=loss)
-            sched.step()
+        train(model, opt, data, after_step=sched.step)
     fights = [w for w in caught if "changed between decisions" in str(w.message)]
     assert len(fights) == 1 and "LR scheduler" in str(fights[0].message)
     assert fights[0].filename == __file__
