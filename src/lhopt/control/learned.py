@@ -330,9 +330,8 @@ class LearnedOptimizer(CIAO):
         self._warned = c["warned"]
         self._warned_no_loss = c.get("warned_no_loss", False)  # saved before the warning existed
         self._warned_lr = c.get("warned_lr", False)
-        lrs = c.get("lrs_set")  # absent in files saved before the check existed: start from now
-        self._lrs_set = list(lrs) if lrs is not None else (
-            [g["lr"] for g in self.param_groups] if self.history else None)  # fmt: skip
+        lrs = c.get("lrs_set")  # absent before the check existed: it starts at the next decision
+        self._lrs_set = None if lrs is None else list(lrs)
 
 
 class LearnedDriver(Driver):
