@@ -3,11 +3,17 @@
 Sections: [run], [policy], [ppo], [episode]; every key is optional and defaults to the official
 configuration (docs/meta.md). An unknown section or key, or a value of the wrong type, is an
 error that names it and what is allowed.
+
+A file may start from another: a top-level `extends = "base.toml"` (a path relative to the file)
+loads the base first, then the file's keys override it section by section, key by key; a value
+(a list, the `task` table) replaces the base's whole. Bases may extend others; a cycle or a
+missing base is an error naming the files. So a stage of meta-training is its few changed keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,11 +141,65 @@ def _check_semantics(cfg: MetaConfig) -> None:
 
 
 def load(path: str | Path) -> MetaConfig:
-    path = Path(path)
+    return from_dict(load_dict(path))
+
+
+def load_dict(path: str | Path) -> dict:
+    """The file's sections with its `extends` chain merged in, not yet checked."""
+    return _read(Path(path), ())
+
+
+def _read(path: Path, chain: tuple[Path, ...]) -> dict:
     if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
+        via = f" (extended by {str(chain[-1])!r})" if chain else ""
+        raise ValueError(f"config file {str(path)!r} does not exist{via}")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"config file {str(path)!r} is not valid TOML: {e}") from e
-    return from_dict(data)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"config file {str(path)!r}: extends = {base!r} must be a file path")
+    seen = (*chain, path)
+    target = path.parent / base
+    if any(target.resolve() == p.resolve() for p in seen):
+        cycle = " -> ".join(str(p) for p in (*seen, target))
+        raise ValueError(f"config file {str(path)!r}: extends forms a cycle: {cycle}")
+    return _merge(_read(target, seen), data)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for section, values in override.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:  # from_dict reports a section that is not a table
+            merged[section] = values
+    return merged
+
+
+def dumps(cfg: MetaConfig) -> str:
+    """The whole configuration as TOML, every key resolved (what a run folder records, so that
+    it reads alone, without the files it extended)."""
+    lines = []
+    for section, values in cfg.to_dict().items():
+        lines += ["", f"[{section}]"] if lines else [f"[{section}]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)  # Python's int and float literals (inf, nan too) are TOML's
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    raise TypeError(f"no TOML form for {value!r}")
