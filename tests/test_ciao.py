@@ -48,8 +48,9 @@ def test_extras_off_is_adamw(kind):
     model = (make_mlp() if kind == "mlp" else GRUNet()).double()
     ref = copy.deepcopy(model)
     train(model, CIAO(model.parameters(), **ADAMW_EQUIVALENT), batches(kind, 200))
-    adamw = torch.optim.AdamW(ref.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-6,
-                              weight_decay=1e-2)  # fmt: skip
+    adamw = torch.optim.AdamW(
+        ref.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-6, weight_decay=1e-2
+    )
     train(ref, adamw, batches(kind, 200))
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         assert (p - q).abs().max() <= 1e-6 * q.abs().max()
@@ -65,8 +66,11 @@ def test_param_groups_match_adamw_groups():
         {"params": list(m[2].parameters()) + list(m[4].parameters())},
     ]
     train(model, CIAO(groups(model), **ADAMW_EQUIVALENT), batches("mlp", 50))
-    train(ref, torch.optim.AdamW(groups(ref), betas=(0.9, 0.99), eps=1e-6, weight_decay=1e-2),
-          batches("mlp", 50))  # fmt: skip
+    train(
+        ref,
+        torch.optim.AdamW(groups(ref), betas=(0.9, 0.99), eps=1e-6, weight_decay=1e-2),
+        batches("mlp", 50),
+    )
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
 
@@ -357,7 +361,7 @@ def test_statistics_are_measured_every_feature_every_steps_only():
     assert math.isnan(stats["cos_grad_momentum"]) and stats["skip_rate"] == 0.0
     opt = CIAO(model.parameters(), feature_every=4)
     train(model, opt, batches("mlp", 8))
-    assert opt._stat_count == 2  # steps 1 and 5
+    assert opt._stats.count == 2  # steps 1 and 5
     stats = opt.pop_step_stats()
     assert all(math.isfinite(v) for v in stats.values())
     assert opt.pop_step_stats()["clip_rate"] == 0.0  # popped: the period starts afresh
@@ -398,8 +402,9 @@ def test_statistics_of_several_groups_are_their_mean():
     first.load_state_dict(alone.state_dict())
     second.load_state_dict(alone.state_dict())
     opt_alone = CIAO(alone.parameters(), feature_every=2)
-    opt_pair = CIAO([{"params": first.parameters()}, {"params": second.parameters()}],
-                    feature_every=2)  # fmt: skip
+    opt_pair = CIAO(
+        [{"params": first.parameters()}, {"params": second.parameters()}], feature_every=2
+    )
     for x, y in batches("mlp", 9):
         for models, opt in (([alone], opt_alone), ([first, second], opt_pair)):
             opt.zero_grad()

@@ -4,9 +4,10 @@ An AdamW-family optimizer parameterised the way the controller moves it (`ombeta
 ...). Bias corrections are running products of the betas actually used, so any hyperparameter of
 any group may change between steps. With clipping, LAMB and the extras off it is AdamW.
 
-Every `feature_every` steps it also measures cheap statistics of training (docs/features.md); they
-are summed into one tensor on the parameters' device, so reading them costs one host sync per
-outer step, not one per inner step.
+The update is written as small functions over lists of tensors of one device and dtype (the
+foreach kernels' unit, as in torch/optim/adamw.py); `lhopt.optim.reference` writes the same
+update out per tensor, and the tests hold the two together. Every `feature_every` steps CIAO
+also measures statistics of training for the controller's features (`lhopt.optim.stats`).
 """
 
 from __future__ import annotations
@@ -14,51 +15,50 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from itertools import chain
 
 import torch
 from torch import Tensor
 
 from lhopt.optim.hparams import DEFAULTS, HPARAMS, check_group, check_value
-
-# Names of the per-step statistics, in the order of `CIAO.pop_step_stats()`'s tensor part.
-TENSOR_STAT_NAMES = (
-    "frac_vhat_above_eps",
-    "mean_log_abs_update",
-    "log_update_to_param_norm",
-    "log_grad_noise_scale",
-    "cos_grad_momentum",
-    "cos_grad_param",
-    "cos_grad_update",
-    "log_trust_ratio",
+from lhopt.optim.stats import (
+    STEP_STAT_NAMES,
+    TENSOR_STAT_NAMES,
+    StepStatistics,
+    raw_statistics,
 )
-STEP_STAT_NAMES = TENSOR_STAT_NAMES + ("clip_rate", "skip_rate")
 
-# Raw per-step sums from which the statistics above are formed.
-_RAW = (
-    "n_above",
-    "sum_log_u",
-    "numel",
-    "gm",
-    "gp",
-    "gu",
-    "gg",
-    "mm",
-    "pp",
-    "uu",
-    "up",
-    "sum_vhat",
-    "mhat_sq",
-    "log_trust",
-    "n_trust",
-)
+__all__ = ["CIAO", "STEP_STAT_NAMES", "TENSOR_STAT_NAMES", "LOW_PRECISION", "state_dtype"]
+
 _TINY = 1e-30
-_FOLD_ROWS = 64  # pending raw rows formed into statistics at once (bounds their memory)
-_LOG_FLOOR = 1e-12  # |update| below this counts as this in mean log|update|
+
+# Parameters of these dtypes keep their optimizer state, and compute their update, in float32:
+# in float16 the epsilon term underflows to 0 for the small epsilons the controller reaches
+# (giving 0/0 where a second moment is 0), and in bfloat16 a beta2 near 1 rounds to 1.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the optimizer state, and of the update's arithmetic, for parameters of
+    `dtype`: float32 for float16 and bfloat16, their own dtype otherwise."""
+    return torch.float32 if dtype in LOW_PRECISION else dtype
 
 
 # ---------------------------------------------------------------------------------------------
 # The math, over lists of tensors of one device and dtype.
 # ---------------------------------------------------------------------------------------------
+
+
+def advance_bias_corrections(
+    states: list[dict], beta1: float, beta2: float
+) -> tuple[list[float], list[float]]:
+    """Count a step in each tensor's state; return bc1 = 1 - prod(beta1), bc2 = 1 - prod(beta2)
+    over the betas this tensor has seen, which keeps them exact when the betas change."""
+    for s in states:
+        s["step"] += 1
+        s["beta1_product"] *= beta1
+        s["beta2_product"] *= beta2
+    return [1.0 - s["beta1_product"] for s in states], [1.0 - s["beta2_product"] for s in states]
 
 
 def update_moments(
@@ -109,13 +109,34 @@ def denominators(
     d = sqrt(v) + eps * sqrt(bc2) and k = 1 / sqrt(bc2): the bias correction then folds into the
     scalar step size, which saves AdamW's pass dividing every element by sqrt(bc2).
     For AdaMax, d = v + eps (its running max needs no bias correction) and k = 1.
+
+    The epsilon term is kept at or above the smallest normal number of the state's dtype: below
+    that it would round to 0 and an element whose moments are both 0 would give 0 / 0.
     """
+    tiny = torch.finfo(exp_avg_sqs[0].dtype).tiny
     if adamax:
-        return torch._foreach_add(exp_avg_sqs, epsilon), [1.0] * len(exp_avg_sqs)
+        return torch._foreach_add(exp_avg_sqs, max(epsilon, tiny)), [1.0] * len(exp_avg_sqs)
     sqrt_bc2 = [math.sqrt(bc) for bc in bias_corrections2]
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_add_(denom, [epsilon * r for r in sqrt_bc2])
+    torch._foreach_add_(denom, [max(epsilon * r, tiny) for r in sqrt_bc2])
     return denom, [1.0 / r for r in sqrt_bc2]
+
+
+def adaptive_updates(
+    params: list[Tensor],
+    exp_avgs: list[Tensor],
+    denoms: list[Tensor],
+    coefs: list[float],
+    *,
+    weight_decay: float,
+) -> list[Tensor]:
+    """The update u = coef * m_tilde / d (= m_hat / (sqrt(v_hat) + eps)), plus weight_decay * p
+    when the decay is part of the update."""
+    updates = torch._foreach_div(exp_avgs, denoms)
+    torch._foreach_mul_(updates, coefs)
+    if weight_decay != 0.0:
+        torch._foreach_add_(updates, params, alpha=weight_decay)
+    return updates
 
 
 def lamb_trust_ratios(
@@ -148,146 +169,43 @@ def lamb_trust_ratios(
     return trusts
 
 
-def sample_stride(t: Tensor, max_samples: int) -> int:
-    """Stride of the fixed sample of `t` the statistics read: every element of a small tensor,
-    about `max_samples` evenly spread ones of a large tensor. The stride is made coprime with the
-    last dimension so that the sample does not fall on the same few columns of a matrix."""
-    n = t.numel()
-    stride = max(1, n // max_samples)
-    last = t.shape[-1] if t.dim() > 0 else 1
-    while stride > 1 and math.gcd(stride, last) != 1:
-        stride += 1
-    return stride
-
-
-class SamplePlan:
-    """Where the statistics read the tensors of one bucket: a fixed strided sample of each
-    (`sample_stride`), the weight (numel / samples) of every sampled element, and a buffer of
-    5 rows that one `_foreach_copy_` fills with the samples of grads, moments, params,
-    denominators and updates (small models pay per op: one copy, not a view and a cat per
-    tensor). Fixed per model; an optimizer keeps one per bucket; not for two threads at once."""
-
-    def __init__(self, tensors: list[Tensor], max_samples: int) -> None:
-        device, dtype = tensors[0].device, tensors[0].dtype
-        self.strides = [sample_stride(t, max_samples) for t in tensors]
-        self.counts = [-(-t.numel() // s) for t, s in zip(tensors, self.strides, strict=True)]
-        ratios = [t.numel() / c for t, c in zip(tensors, self.counts, strict=True)]
-        per_tensor = torch.tensor(ratios, dtype=dtype)
-        self.weights = torch.repeat_interleave(per_tensor, torch.tensor(self.counts)).to(device)
-        self.numel = torch.tensor([float(sum(t.numel() for t in tensors))], dtype=torch.float64,
-                                  device=device)  # fmt: skip
-        self.no_trust = torch.zeros(2, dtype=torch.float64, device=device)
-        self.buffer = torch.empty(5, sum(self.counts), dtype=dtype, device=device)
-        self._targets = []
-        for row in self.buffer:
-            parts = row.split(self.counts)
-            self._targets += [
-                part.view(t.shape) if stride == 1 else part
-                for part, t, stride in zip(parts, tensors, self.strides, strict=True)
-            ]
-
-    def fill(self, *lists: list[Tensor]) -> Tensor:
-        """The buffer's first len(lists) rows, holding the samples of each list of tensors."""
-        sources = [t if s == 1 else t.reshape(-1)[::s]
-                   for ts in lists for t, s in zip(ts, self.strides, strict=True)]  # fmt: skip
-        torch._foreach_copy_(self._targets[: len(sources)], sources)
-        return self.buffer[: len(lists)]
-
-
-def raw_statistics(
-    plan: SamplePlan,
+def apply_updates(
     params: list[Tensor],
-    grads: list[Tensor],
+    *,
+    lr: float,
+    weight_decay: float,
+    updates: list[Tensor] | None,
     exp_avgs: list[Tensor],
     denoms: list[Tensor],
-    updates: list[Tensor] | None,
-    trusts: list[Tensor | None],
-    exp_avg_scales: list[float],
-    m_hat_coefs: list[float],
-    denom_coefs: list[float],
-    *,
-    epsilon: float,
-) -> Tensor:
-    """Sums (see `_RAW`) over the tensors of one bucket, as one float64 tensor on their device.
+    coefs: list[float],
+) -> None:
+    """p <- (1 - lr * weight_decay) p - lr * u, with the decay here the decoupled one.
 
-    Each sum over all elements is estimated from the fixed strided sample of each tensor that
-    `plan` describes, weighted by numel / samples, so a measured step costs a small fraction of
-    a full pass over the model. `updates=None` means the update is m_hat / denom (AdamW's path,
-    not materialised). The first moment of tensor i is exp_avg_scales[i] * exp_avgs[i], m_hat
-    is m_hat_coefs[i] * exp_avgs[i], and sqrt(v_hat) + eps is denom_coefs[i] * denoms[i].
+    `updates=None` is AdamW's case, where nothing changed u = coef * m_tilde / d after it was
+    formed: one addcdiv then applies it without materialising u.
     """
-    w = plan.weights
-
-    def per_element(coefs: list[float]) -> Tensor:
-        """Per-tensor coefficients spread over the sample; one value when they agree (usual:
-        the tensors of a bucket step together)."""
-        if all(c == coefs[0] for c in coefs):
-            return torch.tensor(coefs[0], dtype=w.dtype, device=w.device)
-        per_tensor = torch.tensor(coefs, dtype=w.dtype, device=w.device)
-        return torch.repeat_interleave(per_tensor, torch.tensor(plan.counts, device=w.device))
-
+    if weight_decay != 0.0:
+        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
     if updates is None:
-        g, m, p, d = plan.fill(grads, exp_avgs, params, denoms).unbind()
+        torch._foreach_addcdiv_(params, exp_avgs, denoms, [-lr * c for c in coefs])
     else:
-        g, m, p, d, u = plan.fill(grads, exp_avgs, params, denoms, updates).unbind()
-    m_scale, m_hat_coef, d_coef = map(per_element, (exp_avg_scales, m_hat_coefs, denom_coefs))
-    d = d * d_coef
-    m_hat = m * m_hat_coef
-    if updates is None:
-        u = m_hat / d
-    m = m * m_scale
-    # The denominator is sqrt(v_hat) + eps (AdaMax: v + eps), so v_hat need not be read again.
-    v_hat = (d - epsilon).square()
-    # The weighted sums at once: one product of stacked rows and one matrix-vector product,
-    # instead of a dot per sum (this runs every few steps, where small models pay per op).
-    left = torch.stack([g, g, g, g, m, p, u, u])
-    right = torch.stack([m, p, u, g, m, p, u, p])
-    rows = torch.cat([
-        torch.stack([(d > 2 * epsilon).to(w.dtype), u.abs().add_(_LOG_FLOOR).log_()]),
-        left.mul_(right),
-    ])  # fmt: skip
-    sums = (rows @ w).to(torch.float64)
-    # sum_vhat - mhat_sq, the noise, cancels (exactly, on a first step): these two stay dots of
-    # their own, summed the same way.
-    noise_sums = torch.stack([torch.dot(w, v_hat), torch.dot(w, m_hat * m_hat)])
-    lamb = [t for t in trusts if t is not None]
-    if lamb:
-        log_trust = torch.stack(lamb).to(torch.float64).log().sum()
-        trust = torch.stack([log_trust, torch.full_like(log_trust, float(len(lamb)))])
-    else:
-        trust = plan.no_trust
-    # _RAW's order: n_above, sum_log_u, numel, gm .. up, sum_vhat, mhat_sq, log_trust, n_trust
-    return torch.cat([sums[:2], plan.numel, sums[2:], noise_sums.to(torch.float64), trust])
+        torch._foreach_add_(params, updates, alpha=-lr)
 
 
-def statistics_from_raw(
-    raw: Tensor, *, lr: Tensor | float, decoupled_decay: Tensor | float
-) -> Tensor:
-    """The statistics of `TENSOR_STAT_NAMES` (last dimension) from raw sums (last dimension
-    `_RAW`), for one row or a batch of rows. `decoupled_decay` is the weight decay applied
-    outside the update (0 when it is inside). All tensor ops: no sync."""
-    r = dict(zip(_RAW, raw.unbind(-1), strict=True))
+def _buckets(params: list[Tensor]) -> dict[tuple, list[Tensor]]:
+    """Parameters grouped by (device, dtype), as foreach kernels need."""
+    out: dict[tuple, list[Tensor]] = defaultdict(list)
+    for p in params:
+        out[(p.device, p.dtype)].append(p)
+    return out
 
-    def cos(dot: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
-        return dot / (a_sq * b_sq).sqrt().clamp_min(_TINY)
 
-    # Applied step = lr * (u + wd * p) with decoupled decay wd.
-    wd = decoupled_decay
-    step_sq = lr**2 * (r["uu"] + 2 * wd * r["up"] + wd**2 * r["pp"])
-    noise = (r["sum_vhat"] - r["mhat_sq"]).clamp_min(_TINY)
-    return torch.stack(
-        [
-            r["n_above"] / r["numel"],
-            r["sum_log_u"] / r["numel"],
-            0.5 * (step_sq.clamp_min(_TINY) / r["pp"].clamp_min(_TINY)).log(),
-            (noise / r["mhat_sq"].clamp_min(_TINY)).log(),
-            cos(r["gm"], r["gg"], r["mm"]),
-            cos(r["gp"], r["gg"], r["pp"]),
-            cos(r["gu"], r["gg"], r["uu"]),
-            r["log_trust"] / r["n_trust"].clamp_min(1.0),
-        ],
-        dim=-1,
-    )
+def _working_tensors(bucket: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """The parameters and gradients the update computes with: the tensors themselves, or
+    float32 copies of low-precision ones (written back into the parameters after the step)."""
+    if bucket[0].dtype in LOW_PRECISION:
+        return [p.float() for p in bucket], [p.grad.float() for p in bucket]
+    return bucket, [p.grad for p in bucket]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,9 +234,11 @@ class CIAO(torch.optim.Optimizer):
             of each tensor (all of a smaller one), weighted by size; they estimate ratios and
             cosines, which a sample of thousands of elements gives to within a few percent.
 
-    A step whose gradients are not all finite changes nothing (parameters, moments, counters),
-    is counted in `skipped_steps` and shows in the `skip_rate` statistic. Deciding this costs
-    one read of a scalar per step, as `torch.amp.GradScaler` does.
+    A step whose gradient norm is not finite in the state's dtype (a NaN or Inf gradient, or
+    one whose square overflows) changes nothing (parameters, moments, counters), is counted in
+    `skipped_steps` and shows in the `skip_rate` statistic. Deciding this costs one read of a
+    scalar per step, as `torch.amp.GradScaler` does. float16 and bfloat16 parameters keep their
+    state in float32 and are updated in float32 (see `state_dtype`).
     """
 
     def __init__(
@@ -339,12 +259,6 @@ class CIAO(torch.optim.Optimizer):
         feature_every: int = 4,
         stat_samples: int = 2048,
     ) -> None:
-        if isinstance(feature_every, bool) or not isinstance(feature_every, int):
-            raise ValueError(
-                f"feature_every={feature_every!r} is not allowed: expected an int >= 0"
-            )
-        if feature_every < 0:
-            raise ValueError(f"feature_every={feature_every} is out of range: allowed >= 0")
         defaults = dict(
             lr=lr,
             ombeta1=ombeta1,
@@ -361,25 +275,32 @@ class CIAO(torch.optim.Optimizer):
         )
         for name, value in defaults.items():
             check_value(name, value)
-        if isinstance(stat_samples, bool) or not isinstance(stat_samples, int) or stat_samples < 1:
-            raise ValueError(f"stat_samples={stat_samples!r} is not allowed: expected an int >= 1")
-        self.feature_every = feature_every
-        self.stat_samples = stat_samples
-        # Optimizer-wide bookkeeping (saved by state_dict): per-group rolling max of the
-        # gradient norm, step counters, and the statistics accumulated since the last pop.
+        self._stats = StepStatistics(feature_every, stat_samples)
+        # Optimizer-wide state besides the statistics (saved by state_dict): per-group rolling
+        # max of the gradient norm and the step counters.
         self._group_norm_max: list[float] = []
         self.steps = 0  # steps attempted (taken or skipped)
         self.skipped_steps = 0
-        self._period = {"steps": 0, "clipped": 0, "skipped": 0}
-        self._stat_sum: Tensor | None = None  # weighted sum of statistics already formed
-        self._stat_count = 0  # measured steps
-        # Raw sums of measured steps not formed into statistics yet, with (lr, decoupled decay,
-        # weight) each: formed in one batch at the pop (or every _FOLD_ROWS rows), not per step.
-        self._stat_rows: list[Tensor] = []
-        self._stat_coefs: list[tuple[float, float, float]] = []
-        self._plans: dict[tuple, SamplePlan] = {}  # where the statistics sample each bucket
         self._checked: dict[int, tuple] = {}  # group index -> hyperparameters last validated
         super().__init__(params, defaults)
+
+    @property
+    def feature_every(self) -> int:
+        """Measure the statistics every this many steps (0: never)."""
+        return self._stats.feature_every
+
+    @feature_every.setter
+    def feature_every(self, value: int) -> None:
+        self._stats.feature_every = value
+
+    @property
+    def stat_samples(self) -> int:
+        """The statistics sample about this many elements of each tensor."""
+        return self._stats.stat_samples
+
+    @stat_samples.setter
+    def stat_samples(self, value: int) -> None:
+        self._stats.stat_samples = value
 
     def add_param_group(self, param_group: dict) -> None:
         check_group(param_group)
@@ -398,7 +319,7 @@ class CIAO(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self.steps += 1
-        self._period["steps"] += 1
+        self._stats.count_step()
 
         groups = []
         for gi, group in enumerate(self.param_groups):
@@ -421,10 +342,10 @@ class CIAO(torch.optim.Optimizer):
         norms = self._group_grad_norms(groups)
         if not all(math.isfinite(n) for n in norms):
             self.skipped_steps += 1
-            self._period["skipped"] += 1
+            self._stats.count_skip()
             return loss
 
-        measure = self.feature_every > 0 and (self.steps - 1) % self.feature_every == 0
+        measure = self._stats.measures(self.steps)
         measured: list[tuple[Tensor, float, float]] = []
         any_clipped = False
         for gi, (group, buckets) in enumerate(zip(self.param_groups, groups, strict=True)):
@@ -436,28 +357,10 @@ class CIAO(torch.optim.Optimizer):
             if raw is not None:
                 decay = 0.0 if group["decay_in_update"] else group["weight_decay"]
                 measured.append((raw, group["lr"], decay))
-        self._period["clipped"] += int(any_clipped)
-        if measured:  # a step's statistics: the mean over its groups
-            self._stat_rows += [raw for raw, _, _ in measured]
-            self._stat_coefs += [(lr, decay, 1.0 / len(measured)) for _, lr, decay in measured]
-            self._stat_count += 1
-            if len(self._stat_rows) >= _FOLD_ROWS:
-                self._fold_stat_rows()
+        if any_clipped:
+            self._stats.count_clip()
+        self._stats.add(measured)
         return loss
-
-    def _fold_stat_rows(self) -> None:
-        """Form the pending raw sums into statistics, added to `_stat_sum`: one batch of ops."""
-        if not self._stat_rows:
-            return
-        device = self._stat_rows[0].device
-        coefs = torch.tensor(self._stat_coefs, dtype=torch.float64, device=device)
-        lr, decay, weight = coefs.unbind(1)
-        rows = torch.stack([r.to(device) for r in self._stat_rows])
-        stats = statistics_from_raw(rows, lr=lr, decoupled_decay=decay)
-        total = (stats * weight[:, None]).sum(0)
-        self._stat_sum = total if self._stat_sum is None else self._stat_sum + total.to(
-            self._stat_sum.device)  # fmt: skip
-        self._stat_rows, self._stat_coefs = [], []
 
     def _group_grad_norms(self, groups: list[dict[tuple, list[Tensor]]]) -> list[float]:
         """Each group's gradient norm (0.0 for a group without gradients), in one host read."""
@@ -465,9 +368,16 @@ class CIAO(torch.optim.Optimizer):
         for buckets in groups:
             if not buckets:
                 continue
-            # Per-tensor norms in float64, so that a sum of squares cannot overflow.
-            norms = [torch.stack(torch._foreach_norm([p.grad for p in bucket])).to(torch.float64)
-                     for bucket in buckets.values()]  # fmt: skip
+            norms = []
+            for bucket in buckets.values():
+                grads = [p.grad for p in bucket]
+                # In the state's dtype: a float16 norm would overflow at 65504.
+                if bucket[0].dtype in LOW_PRECISION:
+                    per_tensor = torch._foreach_norm(grads, dtype=torch.float32)
+                else:
+                    per_tensor = torch._foreach_norm(grads)
+                # Combined in float64, so that the sum of squares over tensors cannot overflow.
+                norms.append(torch.stack(per_tensor).to(torch.float64))
             device = device or norms[0].device
             flat = torch.cat([n.to(device) for n in norms]) if len(norms) > 1 else norms[0]
             per_group.append(torch.linalg.vector_norm(flat).to(device))
@@ -486,96 +396,106 @@ class CIAO(torch.optim.Optimizer):
     def _step_group(
         self, group: dict, buckets: dict[tuple, list[Tensor]], grad_scale: float, measure: bool
     ) -> Tensor | None:
+        """One step of one param group; returns its raw statistics if `measure`."""
         beta1, beta2 = 1.0 - group["ombeta1"], 1.0 - group["ombeta2"]
         lr, wd, eps = group["lr"], group["weight_decay"], group["epsilon"]
         adamax, in_update = group["adamax"], group["decay_in_update"]
+        # Weight decay inside the update (LAMB then scales it), or decoupled from it as in AdamW.
+        decay_in, decay_out = (wd, 0.0) if in_update else (0.0, wd)
         lamb = group["lamb_power"] > 0
         raw_sum = None
         for bucket in buckets.values():
             states = [self._param_state(p, lamb) for p in bucket]
-            grads = [p.grad for p in bucket]
+            params, grads = _working_tensors(bucket)
             exp_avgs = [s["exp_avg"] for s in states]
             exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-            for s in states:
-                s["step"] += 1
-                s["beta1_product"] *= beta1
-                s["beta2_product"] *= beta2
-            bc1 = [1.0 - s["beta1_product"] for s in states]
-            bc2 = [1.0 - s["beta2_product"] for s in states]
-
+            bc1, bc2 = advance_bias_corrections(states, beta1, beta2)
             scales = update_moments(
-                exp_avgs, exp_avg_sqs, grads, [s["exp_avg_scale"] for s in states],
-                beta1=beta1, beta2=beta2, grad_scale=grad_scale, adamax=adamax,
-            )  # fmt: skip
+                exp_avgs,
+                exp_avg_sqs,
+                grads,
+                [s["exp_avg_scale"] for s in states],
+                beta1=beta1,
+                beta2=beta2,
+                grad_scale=grad_scale,
+                adamax=adamax,
+            )
             for s, scale in zip(states, scales, strict=True):
                 s["exp_avg_scale"] = scale
-            denom, d_coef = denominators(exp_avg_sqs, bc2, epsilon=eps, adamax=adamax)
+            denoms, d_coefs = denominators(exp_avg_sqs, bc2, epsilon=eps, adamax=adamax)
             # m_hat = m_coef * m_tilde and update = u_coef * m_tilde / denom: scalars per tensor.
-            m_coef = [scale / b for scale, b in zip(scales, bc1, strict=True)]
-            u_coef = [c / k for c, k in zip(m_coef, d_coef, strict=True)]
+            m_coefs = [scale / b for scale, b in zip(scales, bc1, strict=True)]
+            u_coefs = [c / k for c, k in zip(m_coefs, d_coefs, strict=True)]
 
-            if not (lamb or in_update):
-                # AdamW's path: no update tensor is materialised.
-                if measure:
-                    raw = raw_statistics(
-                        self._sample_plan(bucket), bucket, grads, exp_avgs, denom, None,
-                        [None] * len(bucket), scales, m_coef, d_coef, epsilon=eps,
-                    )  # fmt: skip
-                    raw_sum = raw if raw_sum is None else raw_sum + raw.to(raw_sum.device)
-                if wd != 0.0:
-                    torch._foreach_mul_(bucket, 1.0 - lr * wd)
-                torch._foreach_addcdiv_(bucket, exp_avgs, denom, [-lr * c for c in u_coef])
-                continue
-
-            updates = torch._foreach_div(exp_avgs, denom)
-            torch._foreach_mul_(updates, u_coef)
-            if in_update and wd != 0.0:
-                torch._foreach_add_(updates, bucket, alpha=wd)
-            trusts: list[Tensor | None] = [None] * len(bucket)
+            # The update is materialised only when something changes it after it is formed.
+            updates, trusts = None, [None] * len(bucket)
+            if lamb or in_update:
+                updates = adaptive_updates(params, exp_avgs, denoms, u_coefs, weight_decay=decay_in)
             if lamb:
-                ombeta = group["lamb_update_norm_ombeta"]
-                emas = [s.get("update_norm_ema") for s in states]
-                for s in states:
-                    if "update_norm_ema" in s:
-                        s["update_norm_product"] *= 1.0 - ombeta
-                corr = [1.0 - s.get("update_norm_product", 0.0) for s in states]
-                trusts = lamb_trust_ratios(
-                    bucket, updates, emas, corr, ombeta=ombeta,
-                    power=group["lamb_power"], min_trust=group["lamb_min_trust"],
-                )  # fmt: skip
+                trusts = self._lamb_trust_ratios(group, states, params, updates)
                 for u, t in zip(updates, trusts, strict=True):
                     if t is not None:
                         u.mul_(t)
             if measure:
                 raw = raw_statistics(
-                    self._sample_plan(bucket), bucket, grads, exp_avgs, denom, updates, trusts,
-                    scales, m_coef, d_coef, epsilon=eps,
-                )  # fmt: skip
+                    self._stats.plan(bucket, params),
+                    params,
+                    grads,
+                    exp_avgs,
+                    denoms,
+                    updates,
+                    trusts,
+                    scales,
+                    m_coefs,
+                    d_coefs,
+                    epsilon=eps,
+                )
                 raw_sum = raw if raw_sum is None else raw_sum + raw.to(raw_sum.device)
-            if not in_update and wd != 0.0:
-                torch._foreach_mul_(bucket, 1.0 - lr * wd)
-            torch._foreach_add_(bucket, updates, alpha=-lr)
+            apply_updates(
+                params,
+                lr=lr,
+                weight_decay=decay_out,
+                updates=updates,
+                exp_avgs=exp_avgs,
+                denoms=denoms,
+                coefs=u_coefs,
+            )
+            if params is not bucket:  # float32 working copies of low-precision parameters
+                torch._foreach_copy_(bucket, params)
         return raw_sum
 
-    def _sample_plan(self, bucket: list[Tensor]) -> SamplePlan:
-        # The same tensors every step, while they train; a model moved or cast makes a new plan.
-        key = (bucket[0].device, bucket[0].dtype, *((id(p), p.shape) for p in bucket))
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = SamplePlan(bucket, self.stat_samples)
-        return plan
+    @staticmethod
+    def _lamb_trust_ratios(
+        group: dict, states: list[dict], params: list[Tensor], updates: list[Tensor]
+    ) -> list[Tensor | None]:
+        ombeta = group["lamb_update_norm_ombeta"]
+        for s in states:
+            if "update_norm_ema" in s:
+                s["update_norm_product"] *= 1.0 - ombeta
+        return lamb_trust_ratios(
+            params,
+            updates,
+            [s.get("update_norm_ema") for s in states],
+            [1.0 - s.get("update_norm_product", 0.0) for s in states],
+            ombeta=ombeta,
+            power=group["lamb_power"],
+            min_trust=group["lamb_min_trust"],
+        )
 
     def _param_state(self, p: Tensor, lamb: bool) -> dict:
         state = self.state[p]
+        dtype = state_dtype(p.dtype)
         if not state:
             state["step"] = 0
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(
+                p, dtype=dtype, memory_format=torch.preserve_format
+            )
             state["exp_avg_scale"] = 1.0  # first moment = exp_avg_scale * exp_avg
             state["beta1_product"] = 1.0
             state["beta2_product"] = 1.0
         if lamb and p.dim() > 1 and "update_norm_ema" not in state:
-            state["update_norm_ema"] = torch.zeros((), dtype=p.dtype, device=p.device)
+            state["update_norm_ema"] = torch.zeros((), dtype=dtype, device=p.device)
             state["update_norm_product"] = 1.0
         return state
 
@@ -587,17 +507,7 @@ class CIAO(torch.optim.Optimizer):
         `clip_rate` and `skip_rate` are fractions of all steps of the period; the others are
         means over the measured steps (NaN when none was measured). One host sync.
         """
-        out = dict.fromkeys(TENSOR_STAT_NAMES, math.nan)
-        self._fold_stat_rows()
-        if self._stat_sum is not None and self._stat_count > 0:
-            values = (self._stat_sum / self._stat_count).tolist()
-            out.update(zip(TENSOR_STAT_NAMES, values, strict=True))
-        n = max(self._period["steps"], 1)
-        out["clip_rate"] = self._period["clipped"] / n
-        out["skip_rate"] = self._period["skipped"] / n
-        self._stat_sum, self._stat_count = None, 0
-        self._period = {"steps": 0, "clipped": 0, "skipped": 0}
-        return out
+        return self._stats.pop()
 
     @property
     def hparams(self) -> list[dict[str, float | bool | None]]:
@@ -612,13 +522,7 @@ class CIAO(torch.optim.Optimizer):
             "group_norm_max": list(self._group_norm_max),
             "steps": self.steps,
             "skipped_steps": self.skipped_steps,
-            "period": dict(self._period),
-            "stat_sum": None if self._stat_sum is None else self._stat_sum.clone(),
-            "stat_count": self._stat_count,
-            "stat_rows": torch.stack(self._stat_rows) if self._stat_rows else None,
-            "stat_coefs": list(self._stat_coefs),
-            "feature_every": self.feature_every,
-            "stat_samples": self.stat_samples,
+            **self._stats.state_dict(),
         }
         return sd
 
@@ -626,6 +530,9 @@ class CIAO(torch.optim.Optimizer):
         extra = state_dict.get("ciao")
         if extra is None:
             raise ValueError("not a CIAO state_dict: the 'ciao' entry is missing")
+        missing = {"group_norm_max", "steps", "skipped_steps"} - set(extra)
+        if missing:
+            raise ValueError(f"not a CIAO state_dict: its 'ciao' entry lacks {sorted(missing)}")
         if len(extra["group_norm_max"]) != len(self.param_groups):
             raise ValueError(
                 f"state_dict has {len(extra['group_norm_max'])} param groups, "
@@ -633,28 +540,29 @@ class CIAO(torch.optim.Optimizer):
             )
         for group in state_dict["param_groups"]:
             check_group(group, unknown_ok=True)
+        # The statistics first: a state they refuse leaves this optimizer as it was.
+        stats = StepStatistics()
+        device = self.param_groups[0]["params"][0].device
+        own = ("group_norm_max", "steps", "skipped_steps")
+        stats.load_state_dict({k: v for k, v in extra.items() if k not in own}, device)
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "ciao"})
+        self._restore_state_dtypes(state_dict)
         self._group_norm_max = list(extra["group_norm_max"])
         self.steps = extra["steps"]
         self.skipped_steps = extra["skipped_steps"]
-        self._period = dict(extra["period"])
-        stat_sum = extra["stat_sum"]
-        if stat_sum is not None:
-            device = self.param_groups[0]["params"][0].device
-            stat_sum = stat_sum.detach().clone().to(device)
-        self._stat_sum = stat_sum
-        self._stat_count = extra["stat_count"]
-        rows = extra.get("stat_rows")  # absent from older states
-        device = self.param_groups[0]["params"][0].device
-        self._stat_rows = [] if rows is None else list(rows.detach().clone().to(device).unbind())
-        self._stat_coefs = [tuple(c) for c in extra.get("stat_coefs", [])]
-        self.feature_every = extra["feature_every"]
-        self.stat_samples = extra["stat_samples"]
+        self._stats = stats
 
-
-def _buckets(params: list[Tensor]) -> dict[tuple, list[Tensor]]:
-    """Parameters grouped by (device, dtype), as foreach kernels need."""
-    out: dict[tuple, list[Tensor]] = defaultdict(list)
-    for p in params:
-        out[(p.device, p.dtype)].append(p)
-    return out
+    def _restore_state_dtypes(self, state_dict: dict) -> None:
+        """torch's loader casts each state tensor to its parameter's dtype; low-precision
+        parameters keep theirs in float32, taken again from the saved tensors (no rounding)."""
+        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = chain.from_iterable(g["params"] for g in self.param_groups)
+        for saved_id, p in zip(saved_ids, params, strict=True):
+            saved = state_dict["state"].get(saved_id)
+            if p.dtype not in LOW_PRECISION or saved is None:
+                continue
+            for key, value in saved.items():
+                if torch.is_tensor(value) and value.is_floating_point():
+                    self.state[p][key] = value.detach().to(
+                        device=p.device, dtype=torch.float32, copy=True
+                    )
