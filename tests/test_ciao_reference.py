@@ -1,0 +1,161 @@
+"""CIAO's fast path against its per-tensor reference (lhopt.optim.reference).
+
+Tolerances: in float64 the parameters agree to 1e-12 of their largest magnitude and the
+statistics to 1e-10 relative (1e-12 absolute) after 30 steps; what separates the two is rounding
+(the fast path folds the bias corrections into scalars and stores the first moment scaled).
+In float32 and float16 the parameters agree to a few units in the last place of the dtype.
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lhopt.optim import CIAO, STEP_STAT_NAMES
+from lhopt.optim.reference import ReferenceCIAO
+
+PARAM_RTOL = {torch.float64: 1e-12, torch.float32: 5e-6, torch.float16: 1e-3}
+STAT_REL, STAT_ABS = 1e-10, 1e-12
+STEPS = 30
+
+SETTINGS = {
+    "adamw": dict(clip_fraction=None),
+    "clipping": dict(clip_fraction=0.8, grad_clip_ombeta=0.1),
+    "lamb": dict(lamb_power=1.0, clip_fraction=None),
+    "lamb_clipping_decay_in_update": dict(lamb_power=0.5, decay_in_update=True, weight_decay=0.1),
+    "adamax_lamb": dict(adamax=True, lamb_power=2.0, lamb_min_trust=0.1),
+    "decay_in_update": dict(decay_in_update=True, weight_decay=0.05, clip_fraction=None),
+    "no_decay_large_lr": dict(weight_decay=0.0, lr=3e-2),
+    # c ~ 1e-4 every step: the first moment's scale is folded back in every few steps.
+    "heavy_clipping": dict(clip_fraction=1e-4, ombeta1=0.5, lamb_power=1.0),
+}
+
+
+def make_model(dtype=torch.float64):
+    torch.manual_seed(0)
+    layers = [nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)]
+    return nn.Sequential(*layers).to(dtype)
+
+
+def one_group(model, **hp):
+    return [{"params": model.parameters(), **hp}]
+
+
+def three_groups(model, **hp):
+    """Three groups, each with something of its own on top of `hp`."""
+    return [
+        {"params": model[0].parameters(), **hp, "lr": 3e-3, "weight_decay": 0.0},
+        {"params": model[2].parameters(), **hp, "lamb_power": 1.0, "clip_fraction": None},
+        {"params": model[4].parameters(), **hp, "adamax": not hp.get("adamax", False)},
+    ]
+
+
+def batches(n, dtype, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(32, 6, generator=g).to(dtype), torch.randint(0, 3, (32,), generator=g))
+        for _ in range(n)
+    ]
+
+
+def run_pair(groups, dtype=torch.float64, steps=STEPS, every_step=None, feature_every=1):
+    """Train the same model with CIAO and ReferenceCIAO; returns both models and the
+    statistics each popped every 10 steps (the first step's pop is left out: its noise
+    statistic is a difference that cancels exactly, 0 against rounding)."""
+    fast_model, ref_model = make_model(dtype), make_model(dtype)
+    # stat_samples above every tensor's size: the fast path reads every element, as the
+    # reference does.
+    fast = CIAO(groups(fast_model), feature_every=feature_every, stat_samples=10**6)
+    ref = ReferenceCIAO(groups(ref_model), feature_every=feature_every)
+    pops = []
+    for t, (x, y) in enumerate(batches(steps, dtype)):
+        for model, opt in ((fast_model, fast), (ref_model, ref)):
+            if every_step is not None:
+                every_step(t, model, opt)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x).double(), y).backward()
+            opt.step()
+        if t == 0 or t % 10 == 9:
+            pops.append((fast.pop_step_stats(), ref.pop_step_stats()))
+    return fast_model, ref_model, pops[1:], (fast, ref)
+
+
+def assert_params_close(fast_model, ref_model, rtol):
+    for (name, p), q in zip(fast_model.named_parameters(), ref_model.parameters(), strict=True):
+        scale = q.detach().double().abs().max()
+        err = (p.detach().double() - q.detach().double()).abs().max()
+        assert err <= rtol * scale, f"{name}: |fast - reference| = {err:.3g} > {rtol} * {scale}"
+
+
+def assert_stats_close(pops):
+    for fast, ref in pops:
+        assert set(fast) == set(ref) == set(STEP_STAT_NAMES)
+        for name in STEP_STAT_NAMES:
+            assert fast[name] == pytest.approx(ref[name], rel=STAT_REL, abs=STAT_ABS), name
+
+
+@pytest.mark.parametrize("groups", [one_group, three_groups])
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_fast_path_matches_reference(setting, groups):
+    fast_model, ref_model, pops, _ = run_pair(lambda m: groups(m, **SETTINGS[setting]))
+    assert_params_close(fast_model, ref_model, PARAM_RTOL[torch.float64])
+    assert_stats_close(pops)
+
+
+def change_hyperparameters(t, model, opt):
+    """What a controller does: any hyperparameter of any group, between any two steps."""
+    g = opt.param_groups
+    if t % 5 == 4:
+        for group in g:
+            group["lr"] *= 0.7
+            group["epsilon"] *= 0.5
+    changes = {
+        6: {"ombeta1": 0.05, "ombeta2": 0.002},
+        9: {"lamb_power": 1.0},  # LAMB joins: its update-norm EMA starts here
+        12: {"clip_fraction": None, "weight_decay": 0.05},
+        15: {"decay_in_update": True},
+        18: {"adamax": True, "lamb_power": 0.0},
+        21: {"clip_fraction": 0.3, "lamb_power": 2.0},  # LAMB again: the EMA resumes
+        24: {"decay_in_update": False, "adamax": False, "ombeta2": 0.05},
+    }
+    g[t % len(g)].update(changes.get(t, {}))
+
+
+@pytest.mark.parametrize("groups", [one_group, three_groups])
+def test_hyperparameters_changing_mid_run_match_reference(groups):
+    fast_model, ref_model, pops, _ = run_pair(groups, every_step=change_hyperparameters)
+    assert_params_close(fast_model, ref_model, PARAM_RTOL[torch.float64])
+    assert_stats_close(pops)
+
+
+def test_skipped_steps_and_frozen_parameters_match_reference():
+    fast_model, ref_model = make_model(), make_model()
+    fast = CIAO(three_groups(fast_model), feature_every=2, stat_samples=10**6)
+    ref = ReferenceCIAO(three_groups(ref_model), feature_every=2)
+    pops = []
+    for t, (x, y) in enumerate(batches(STEPS, torch.float64)):
+        for model, opt in ((fast_model, fast), (ref_model, ref)):
+            model[4].requires_grad_(t % 3 != 0)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            if t in (4, 11, 12):
+                model[2].weight.grad[0, 1] = math.nan
+            opt.step()
+        if t == 0 or t % 10 == 9:
+            pops.append((fast.pop_step_stats(), ref.pop_step_stats()))
+    assert fast.skipped_steps == ref.skipped_steps == 3
+    assert pops[-2][0]["skip_rate"] == pytest.approx(2 / 10)
+    assert_params_close(fast_model, ref_model, PARAM_RTOL[torch.float64])
+    assert_stats_close(pops[1:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("setting", ["clipping", "lamb_clipping_decay_in_update", "adamax_lamb"])
+def test_low_precision_fast_path_matches_reference(setting, dtype):
+    # Both compute in float32 (float16 parameters keep float32 state) and round the parameters
+    # to their dtype once per step.
+    fast_model, ref_model, _, _ = run_pair(
+        lambda m: one_group(m, **SETTINGS[setting], epsilon=1e-7), dtype=dtype, steps=10
+    )
+    assert_params_close(fast_model, ref_model, PARAM_RTOL[dtype])
