@@ -1,4 +1,4 @@
-"""Choose a policy checkpoint by the criterion of docs/default-policy.md ("Choosing a checkpoint").
+"""Choose a policy checkpoint by the criterion of docs/model-card.md ("Choosing a checkpoint").
 
 Each candidate is a folder of `lhopt bench` outputs: CANDIDATE/validation/results.json and
 CANDIDATE/validation-long/results.json, both run with `--policy FILE --optimizers
@@ -19,7 +19,7 @@ import json
 import math
 from pathlib import Path
 
-from lhopt.bench.speedup import geometric_mean
+from lhopt.curves.speedup import geometric_mean
 
 SUITES = ("validation", "validation-long")
 BASES = ("adamw", "adamw-cosine-tuned")

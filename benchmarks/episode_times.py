@@ -1,9 +1,9 @@
 """Wall time of meta-training episodes of the task distribution, per family, on one core each.
 
 An episode here is one inner training run of a sampled task, driven as meta-training drives it:
-CIAO with its statistics on, 20 outer steps at which the validation loss is measured and the
-feature engine computes the policy's input (the action is "keep": the policy's own forward pass
-is not included). Episodes run on Ray, one CPU and one torch thread each.
+the shipped policy steering CIAO through the controller (`LearnedOptimizer`), 20 decisions at
+which the validation loss is measured, the features computed and the policy run. Episodes run
+on Ray, one CPU and one torch thread each.
 
 Usage: python benchmarks/episode_times.py [--per-family 10] [--seed 0] [--json out.json]
 """
@@ -19,7 +19,7 @@ import numpy as np
 import ray
 import torch
 
-from lhopt import CIAO, ActionSpace, FeatureEngine
+from lhopt import LearnedOptimizer
 from lhopt.tasks import FAMILY_NAMES, build_task, sample_training_config
 
 
@@ -29,27 +29,14 @@ def episode(config_dict: dict, seed: int) -> dict:
     start = time.perf_counter()
     task = build_task(config_dict, seed)
     built = time.perf_counter()
-    opt = CIAO(task.model.parameters())
-    space = ActionSpace()
-    engine = FeatureEngine(space.hparam_kinds, space.encoding_names)
-    engine.reset(opt.hparams[0])
-    outer = set(task.eval_steps()[1:])
-    loss_sum = torch.zeros(())
-    last = 0
-    for step in range(1, task.budget + 1):
+    opt = LearnedOptimizer(task.model.parameters(), total_steps=task.budget,
+                           val_loss_fn=task.val_loss, model=task.model)  # fmt: skip
+    for _ in range(task.budget):
         loss = task.train_loss()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        loss_sum += loss.detach()
-        if step in outer:
-            engine.observe(progress=step / task.budget, step_stats=opt.pop_step_stats(),
-                           train_loss=loss_sum.item() / (step - last), val_loss=task.val_loss(),
-                           hparams=opt.hparams[0], prev_action=space.encode(space.keep),
-                           registers=[(False, None, None)] * 3)  # fmt: skip
-            space.apply_hparams(opt.param_groups, space.keep)
-            loss_sum.zero_()
-            last = step
+        opt.report(train_loss=loss)
     end = time.perf_counter()
     return {
         "family": task.family,

@@ -18,10 +18,10 @@ import tempfile
 import numpy as np
 import torch
 
-from lhopt.control.learned import load_policy
+from lhopt.control import load_policy
 from lhopt.meta import config as meta_config
 from lhopt.meta.episode import evaluation_config, run_episode
-from lhopt.meta.policy import make_polyak
+from lhopt.meta.ppo import make_polyak
 from lhopt.meta.train import MetaTrainer
 from lhopt.tasks import suite
 

@@ -21,7 +21,8 @@ import time
 import torch
 
 from lhopt import CIAO
-from lhopt.optim import baselines
+from lhopt.bench import optimizers
+from lhopt.curves.drivers import Driver
 from lhopt.tasks import build_task
 from lhopt.tasks.suites import SUITES
 
@@ -32,9 +33,9 @@ def fresh(config, name: str, seed: int) -> list:
     """[task, driver, steps taken]: a new copy of the task and the optimizer `name` on it."""
     task = build_task(config, seed)
     if name == "ciao":
-        driver = baselines.Driver(CIAO(task.model.parameters()))
+        driver = Driver(CIAO(task.model.parameters()))
     else:
-        driver = baselines.get(name).make(task.model.parameters(), task.budget, 1e-3)
+        driver = optimizers.get(name).make(task.model.parameters(), task.budget, 1e-3)
     return [task, driver, 0]
 
 

@@ -4,6 +4,6 @@
 # out/quick. Extra arguments go to `lhopt bench`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$(bash "$root/scripts/setup.sh" | tail -n 1)"
+venv="$(bash "$root/scripts/setup.sh" bench | tail -n 1)"
 cd "$root"
 "$venv/bin/lhopt" bench --suite quick --out out/quick "$@"

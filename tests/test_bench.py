@@ -4,11 +4,13 @@ import math
 import pytest
 import torch
 
-from lhopt.bench import benchmark, cache, check_request, run_benchmark
+from lhopt.bench import benchmark, check_request, run_benchmark
+from lhopt.bench import optimizers as baselines
 from lhopt.bench.report import write
-from lhopt.bench.runner import execute, run_job_safe, start_ray
+from lhopt.bench.runner import execute, run_job_safe
 from lhopt.cli import main
-from lhopt.optim import baselines
+from lhopt.curves import cache
+from lhopt.extras import start_ray
 from lhopt.tasks import SUITES, TaskConfig
 
 TINY = {
@@ -22,11 +24,6 @@ TINY = {
 def job(config, optimizer="adamw", multiple=1.0, lr=None, seed=0):
     return {"task": "t", "config": config.to_dict(), "seed": seed, "optimizer": optimizer,
             "lr": lr, "multiple": multiple}  # fmt: skip
-
-
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LHOPT_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.mark.parametrize(
@@ -168,25 +165,15 @@ def test_benchmark_end_to_end(ray_local, tmp_cache, tmp_path, monkeypatch):
     assert {r["job"]["task"] for r in one["runs"]} == {"tiny-xor"}
 
 
-def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path):
+def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path, policy_file):
     from lhopt.bench.benchmark import check_policy
     from lhopt.bench.runner import run_job
-    from lhopt.meta.config import MetaConfig
-    from lhopt.meta.policy import PolicyConfig
-    from lhopt.meta.train import new_policy, save_policy_file
 
     with pytest.raises(ValueError, match="'lhopt-trainloss'], none of which is among"):
         check_policy("x.pt", ["adamw"])
     with pytest.raises(ValueError, match="does not exist"):
         check_policy(str(tmp_path / "missing.pt"), ["lhopt", "adamw"])
-    cfg = MetaConfig()
-    cfg.policy = PolicyConfig(hidden=16)
-    torch.manual_seed(0)
-    net = new_policy(cfg)
-    with torch.no_grad():  # a policy that acts, unlike the untrained "keep" bias
-        net.heads.weight.normal_(0, 1.0)
-    path = tmp_path / "p.pt"
-    save_policy_file(net, path)
+    path = policy_file
     assert check_policy(str(path), ["lhopt"]) == str(path.resolve())
     quad = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.3, batch=4, budget=80)
     job = {"task": "t", "config": quad.to_dict(), "seed": 0, "optimizer": "lhopt", "lr": None,
@@ -197,8 +184,7 @@ def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path):
 
 
 def test_lhopt_trainloss_never_sees_a_validation_loss():
-    from lhopt.control.learned import LEARNED, TrainLossDriver
-    from lhopt.optim.baselines import get
+    from lhopt.bench.optimizers import LEARNED, TrainLossDriver, get
 
     assert "lhopt-trainloss" in LEARNED
     quad = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.3, batch=4, budget=80)

@@ -19,12 +19,6 @@ from lhopt.tasks.data import (
 
 
 @pytest.fixture
-def tmp_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
 def server(tmp_path):
     """A file server on the loopback interface only."""
     root = tmp_path / "www"

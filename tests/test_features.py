@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lhopt import ActionSpace, FeatureEngine
-from lhopt.features import EWMACDF, normal_cdf
+from lhopt.control import EWMACDF, normal_cdf
 from lhopt.optim import STEP_STAT_NAMES
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from lhopt.control import Policy, PolicyConfig, layout_hash
 from lhopt.meta import config as meta_config
-from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, controller_parts, run_episode
-from lhopt.meta.policy import Policy, PolicyConfig, make_polyak, polyak_update
-from lhopt.meta.ppo import PPOConfig, ReplayBuffer, gae
-from lhopt.meta.train import MetaTrainer, layout_hash
+from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, run_episode
+from lhopt.meta.ppo import PPOConfig, ReplayBuffer, gae, make_polyak, polyak_update
+from lhopt.meta.train import MetaTrainer
 from lhopt.tasks import TaskConfig
 
 QUAD = {"family": "quadratic", "dim": 20, "condition": 100.0, "noise": 0.1, "batch": 8,
@@ -23,8 +23,8 @@ QUAD = {"family": "quadratic", "dim": 20, "condition": 100.0, "noise": 0.1, "bat
 
 
 @pytest.fixture(autouse=True)
-def tmp_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LHOPT_CACHE_DIR", str(tmp_path / "cache"))
+def _cache(tmp_cache):
+    return tmp_cache
 
 
 def small_config(ppo_lr=3e-3, **run):
@@ -135,8 +135,8 @@ def test_buffer_limits_reuse_staleness_and_size():
     assert buf.episodes == []  # too stale
 
 
-def test_policy_shapes_hidden_privileges_and_polyak():
-    space, engine = controller_parts()
+def test_policy_shapes_hidden_privileges_and_polyak(parts):
+    space, engine = parts
     pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))
     obs = torch.randn(3, 5, engine.size)
     priv = torch.randn(3, 5, len(PRIVILEGED_NAMES))
@@ -158,8 +158,8 @@ def test_policy_shapes_hidden_privileges_and_polyak():
     assert torch.allclose(a, p - 0.9, atol=1e-6)
 
 
-def test_greedy_actions_are_the_most_likely_ones_with_their_log_probability():
-    space, engine = controller_parts()
+def test_greedy_actions_are_the_most_likely_ones_with_their_log_probability(parts):
+    space, engine = parts
     torch.manual_seed(0)
     pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))
     with torch.no_grad():
@@ -182,8 +182,8 @@ def test_greedy_actions_are_the_most_likely_ones_with_their_log_probability():
         assert torch.equal(state[0], ref_state[0])
 
 
-def test_keep_bias_makes_the_untrained_policy_mostly_keep():
-    space, engine = controller_parts()
+def test_keep_bias_makes_the_untrained_policy_mostly_keep(parts):
+    space, engine = parts
     pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec,
                  PolicyConfig(hidden=16, keep_bias=3.0), keep=space.keep)  # fmt: skip
     logits, _ = pol.step(torch.zeros(1, engine.size), pol.initial_state())
@@ -193,8 +193,8 @@ def test_keep_bias_makes_the_untrained_policy_mostly_keep():
         assert float(p[k].detach()) == pytest.approx(math.exp(3) / (math.exp(3) + n - 1), rel=1e-5)
 
 
-def test_an_episode_has_aligned_arrays_and_finite_features():
-    space, engine = controller_parts()
+def test_an_episode_has_aligned_arrays_and_finite_features(parts):
+    space, engine = parts
     pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))
     cfg = EpisodeConfig(min_outer_steps=5, max_outer_steps=5)
     ep = run_episode(pol, TaskConfig.from_dict(QUAD), 0, cfg, np.random.default_rng(0))
@@ -206,7 +206,7 @@ def test_an_episode_has_aligned_arrays_and_finite_features():
     assert ep["info"]["inner_steps"] == 200
 
 
-def test_an_episode_scored_by_its_last_loss_gives_back_a_late_blow_up(monkeypatch):
+def test_an_episode_scored_by_its_last_loss_gives_back_a_late_blow_up(monkeypatch, parts):
     import lhopt.meta.episode as episode_mod
     from lhopt.meta.episode import baseline_law
     from lhopt.meta.reward import log_speedup
@@ -220,7 +220,7 @@ def test_an_episode_scored_by_its_last_loss_gives_back_a_late_blow_up(monkeypatc
         return task
 
     monkeypatch.setattr(episode_mod, "build_task", scripted_build)
-    space, engine = controller_parts()
+    space, engine = parts
     pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))
     law, _ = baseline_law(TaskConfig.from_dict(QUAD), 0, 14)
     for rule, loss in (("best", 1.45), ("last", 3.0)):

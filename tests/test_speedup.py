@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from lhopt.bench.speedup import (
+from lhopt.curves.speedup import (
     best_so_far,
     first_reach,
     geometric_mean,

@@ -1,8 +1,13 @@
 """lhopt: learned hyperparameter optimizers for PyTorch."""
 
-from lhopt.control import ActionSpace, RestartRegisters
-from lhopt.control.learned import LearnedOptimizer
-from lhopt.features import FeatureEngine
+from lhopt.control import (
+    ActionSpace,
+    Controller,
+    FeatureEngine,
+    LearnedOptimizer,
+    RestartRegisters,
+    load_policy,
+)
 from lhopt.optim import CIAO
 
 __version__ = "0.1.0"
@@ -10,8 +15,10 @@ __version__ = "0.1.0"
 __all__ = [
     "CIAO",
     "ActionSpace",
+    "Controller",
     "FeatureEngine",
     "LearnedOptimizer",
     "RestartRegisters",
     "__version__",
+    "load_policy",
 ]

@@ -9,7 +9,8 @@ import time
 import torch
 from torch import nn
 
-from lhopt import CIAO, ActionSpace, FeatureEngine, RestartRegisters
+from lhopt import LearnedOptimizer
+from lhopt.extras import MissingExtra, require
 
 
 def _teacher_task(seed: int, n: int = 16384, dim: int = 32, classes: int = 10):
@@ -23,56 +24,46 @@ def _teacher_task(seed: int, n: int = 16384, dim: int = 32, classes: int = 10):
 
 
 def demo(steps: int, decisions: int, seed: int, out=sys.stdout) -> list[dict]:
-    """Train a small MLP with CIAO and print, at each outer step, the losses and features.
-
-    The controller here always chooses "keep"; the learned policy (a later milestone) is what
-    chooses real actions. Returns one record per outer step.
-    """
+    """Train a small MLP with `LearnedOptimizer` (the shipped policy) and print, at each of its
+    decisions, the losses it saw, a few of its features and the hyperparameters it chose.
+    Returns the optimizer's decision records (`history`), each with its validation accuracy."""
     torch.manual_seed(seed)
     (x, y), (xv, yv) = _teacher_task(seed)
     model = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
                           nn.Linear(128, 10))  # fmt: skip
-    opt = CIAO(model.parameters())
-    space = ActionSpace()
-    engine = FeatureEngine(space.hparam_kinds, space.encoding_names, num_registers=3)
-    engine.reset(opt.hparams[0])
-    registers = RestartRegisters(3)
+    accuracy: list[float] = []
+
+    def val_loss() -> float:
+        with torch.no_grad():
+            logits = model(xv)
+            accuracy.append((logits.argmax(1) == yv).float().mean().item())
+            return nn.functional.cross_entropy(logits, yv).item()
+
+    opt = LearnedOptimizer(model.parameters(), total_steps=steps, val_loss_fn=val_loss,
+                           decisions=decisions, model=model)  # fmt: skip
     g = torch.Generator().manual_seed(seed + 1)
-    every = max(1, steps // decisions)
-    records: list[dict] = []
-    loss_sum = torch.zeros(())
     start = time.perf_counter()
-    print(f"{'step':>6} {'train':>8} {'val':>8} {'val acc':>8} {'clip':>5} "
-          f"{'cos(g,m)':>8} {'log|u|/|p|':>10}", file=out)  # fmt: skip
-    for step in range(1, steps + 1):
+    print(f"{'step':>6} {'train':>8} {'val':>8} {'val acc':>8} {'cos(g,m)':>8} "
+          f"{'log|u|/|p|':>10} {'lr':>9} {'wd':>9} {'register':>8}", file=out)  # fmt: skip
+    shown = 0
+    for _ in range(steps):
         idx = torch.randint(0, len(x), (64,), generator=g)
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
-        loss_sum += loss.detach()  # accumulated on the device: no host sync per step
-        if step % every == 0 or step == steps:
-            with torch.no_grad():
-                logits = model(xv)
-                val = nn.functional.cross_entropy(logits, yv).item()
-                acc = (logits.argmax(1) == yv).float().mean().item()
-            train = loss_sum.item() / every
-            loss_sum.zero_()
-            stats = opt.pop_step_stats()
-            features = engine.observe(
-                progress=step / steps, step_stats=stats, train_loss=train, val_loss=val,
-                hparams=opt.hparams[0], prev_action=space.encode(space.keep),
-                registers=registers.info(),
-            )  # fmt: skip
-            space.apply_hparams(opt.param_groups, space.keep)
-            records.append({"step": step, "train_loss": train, "val_loss": val, "val_acc": acc,
-                            "features": features})  # fmt: skip
-            print(f"{step:>6} {train:>8.4f} {val:>8.4f} {acc:>8.3f} {stats['clip_rate']:>5.2f} "
-                  f"{stats['cos_grad_momentum']:>8.3f} {stats['log_update_to_param_norm']:>10.2f}",
-                  file=out)  # fmt: skip
+        opt.report(train_loss=loss)  # accumulated on the device: no host sync per step
+        for record in opt.history[shown:]:
+            f, h = record["features"], record["hparams"]
+            train = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
+            print(f"{record['step']:>6} {train:>8} {record['val_loss']:>8.4f} "
+                  f"{accuracy[-1]:>8.3f} {f['stat/cos_grad_momentum']:>8.3f} "
+                  f"{f['stat/log_update_to_param_norm']:>10.2f} {h['lr']:>9.2e} "
+                  f"{h['weight_decay']:>9.2e} {record['register']:>8}", file=out)  # fmt: skip
+        shown = len(opt.history)
     print(f"{steps} steps in {time.perf_counter() - start:.1f} s; "
-          f"{engine.size} features per decision", file=out)  # fmt: skip
-    return records
+          f"{len(opt.history)} decisions of the shipped policy", file=out)  # fmt: skip
+    return [{**r, "val_acc": a} for r, a in zip(opt.history, accuracy, strict=True)]
 
 
 def meta_train(args, parser) -> int:
@@ -101,7 +92,7 @@ def meta_train(args, parser) -> int:
         except ValueError as e:
             parser.error(str(e))
         print(f"policy initialised from {cfg.run.init_from}")
-    (out / "config.toml").write_text(Path(args.config).read_text())
+    (out / "config.toml").write_text(meta_config.dumps(cfg))  # resolved: `extends` applied
     trainer.train(log_progress=lambda line: print(line, flush=True))
     print(f"done: {trainer.iteration} iterations; policy at {out / 'policy.pt'}")
     return 0
@@ -187,9 +178,9 @@ def bench(args, parser) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lhopt", description="Learned hyperparameter optimizers")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="train a small model with the inner optimizer (CIAO)")
+    p = sub.add_parser("demo", help="train a small model with lhopt, print its decisions")
     p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--decisions", type=int, default=15, help="outer steps (lines printed)")
+    p.add_argument("--decisions", type=int, default=15, help="decisions (lines printed)")
     p.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench", help="run a suite with several optimizers, measure speedups")
     b.add_argument("--suite", default="quick", help="quick, validation or ood")
@@ -217,6 +208,23 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     m.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     args = parser.parse_args(argv)
+    try:
+        return _run(args, parser)
+    except MissingExtra as e:
+        print(f"lhopt {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+# What each command needs beyond torch and numpy, checked before any work.
+_NEEDS = {"bench": ("bench", ("ray", "tqdm", "matplotlib", "schedulefree", "prodigyopt")),
+          "meta-train": ("meta", ("ray", "tqdm", "matplotlib", "scipy"))}  # fmt: skip
+
+
+def _run(args, parser) -> int:
+    if args.command in _NEEDS:
+        extra, modules = _NEEDS[args.command]
+        for module in modules:
+            require(module, extra)
     if args.command == "meta-train":
         return meta_train(args, parser)
     if args.command == "tasks":

@@ -1,6 +1,6 @@
-"""The benchmark: suites of tasks, optimizers side by side, speedups as EVALUATION.md defines."""
+"""The benchmark: suites of tasks, optimizers side by side, speedups (docs/evaluation.md)."""
 
 from lhopt.bench.benchmark import check_request, run_benchmark
-from lhopt.bench.speedup import Speedup, geometric_mean
+from lhopt.curves.speedup import Speedup, geometric_mean
 
 __all__ = ["Speedup", "check_request", "geometric_mean", "run_benchmark"]

@@ -1,6 +1,6 @@
 """`lhopt bench`: run a suite with several optimizers and seeds, measure every speedup.
 
-Plan: every optimizer X is run for its budget T; every baseline B for what EVALUATION.md asks
+Plan: every optimizer X is run for its budget T; every baseline B for what docs/evaluation.md asks
 (2T for a budget-independent one, T, 1.5T and 2T for a scheduled one). `adamw-cosine-tuned` runs
 `adamw-cosine` at the five learning rates for T, picks the best by final validation loss, then
 runs that lr for 1.5T and 2T (a second phase). Identical runs are run once; `adamw` runs come
@@ -14,15 +14,16 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 
-from lhopt.bench import cache
-from lhopt.bench.runner import execute, job_key, start_ray
-from lhopt.bench.speedup import (
+from lhopt.bench import optimizers as registry
+from lhopt.bench.runner import execute, job_key
+from lhopt.curves import cache
+from lhopt.curves.speedup import (
     best_by,
     geometric_mean,
     speedup_budget_dependent,
     speedup_budget_independent,
 )
-from lhopt.optim import baselines
+from lhopt.extras import start_ray
 from lhopt.tasks import TaskConfig, build_task, suite, task_budget
 
 MULTIPLES = (1.0, 1.5, 2.0)
@@ -48,9 +49,9 @@ def check_request(suite_name: str, optimizers: Sequence[str], seeds: int,
     """Fail before any work on an unknown suite, task or optimizer, or a bad seed count."""
     select_tasks(suite_name, tasks)
     if not optimizers:
-        raise ValueError(f"no optimizers given; valid: {baselines.names()}")
+        raise ValueError(f"no optimizers given; valid: {registry.names()}")
     for name in optimizers:
-        spec = baselines.get(name)
+        spec = registry.get(name)
         if spec.check is not None:
             spec.check()
     if len(set(optimizers)) != len(optimizers):
@@ -64,7 +65,8 @@ def check_policy(policy: str, optimizers: Sequence[str]) -> str:
     what is wrong)."""
     from pathlib import Path
 
-    from lhopt.control.learned import LEARNED, load_policy
+    from lhopt.bench.optimizers import LEARNED
+    from lhopt.control import load_policy
 
     if not set(LEARNED) & set(optimizers):
         raise ValueError(f"--policy {policy!r} is for the optimizers {list(LEARNED)}, none of "
@@ -76,7 +78,7 @@ def check_policy(policy: str, optimizers: Sequence[str]) -> str:
 def _lr(optimizer: str, lr: float | None) -> float | None:
     # adamw and adamw-cosine at the default lr are the same run, whoever asked for it.
     if optimizer in ("adamw", "adamw-cosine") and lr is None:
-        return baselines.DEFAULT_LR
+        return registry.DEFAULT_LR
     return lr
 
 
@@ -90,14 +92,14 @@ def plan_phase1(tasks: dict[str, TaskConfig], optimizers: Sequence[str], seeds: 
     for name, config in tasks.items():
         for seed in seeds:
             for opt in optimizers:
-                spec = baselines.get(opt)
+                spec = registry.get(opt)
                 if spec.tuned_from:
                     wanted = [(spec.tuned_from, lr, 1.0) for lr in spec.lr_grid]
                 elif spec.budget_dependent:
-                    ms = MULTIPLES if opt in baselines.BASELINES else (1.0,)
+                    ms = MULTIPLES if opt in registry.BASELINES else (1.0,)
                     wanted = [(opt, None, m) for m in ms]
                 else:
-                    m = 2.0 if opt in baselines.BASELINES else 1.0
+                    m = 2.0 if opt in registry.BASELINES else 1.0
                     wanted = [(opt, None, m)]
                 for o, lr, m in wanted:
                     job = _job(name, config, seed, o, lr, m)
@@ -107,7 +109,7 @@ def plan_phase1(tasks: dict[str, TaskConfig], optimizers: Sequence[str], seeds: 
 
 def chosen_lr(results: dict[tuple, dict], task: str, seed: int) -> float:
     """The tuned baseline's lr: best final validation loss of the T runs (first on ties)."""
-    spec = baselines.get("adamw-cosine-tuned")
+    spec = registry.get("adamw-cosine-tuned")
 
     def final(lr):
         r = results.get((task, seed, spec.tuned_from, lr, 1.0))
@@ -164,10 +166,10 @@ def _prefetch_data(tasks: dict[str, TaskConfig]) -> None:
 
 def main_run(results, task, seed, opt) -> dict | None:
     """The run that stands for `opt`'s own T-budget result (and its curve in the figures)."""
-    spec = baselines.get(opt)
+    spec = registry.get(opt)
     if spec.tuned_from:
         return results.get((task, seed, spec.tuned_from, chosen_lr(results, task, seed), 1.0))
-    if spec.budget_dependent or opt not in baselines.BASELINES:
+    if spec.budget_dependent or opt not in registry.BASELINES:
         return results.get((task, seed, opt, _lr(opt, None), 1.0))
     return results.get((task, seed, opt, _lr(opt, None), 2.0))
 
@@ -189,7 +191,7 @@ def x_outcome(run: dict | None, T: int) -> dict:
 
 
 def baseline_speedup(results, task, seed, base, target, T) -> dict:
-    spec = baselines.get(base)
+    spec = registry.get(base)
     if spec.budget_dependent:
         if spec.tuned_from:
             opt, lr = spec.tuned_from, chosen_lr(results, task, seed)
@@ -237,7 +239,7 @@ def _wall_speedup(sp: dict, x: dict) -> float | None:
 
 
 def analyse(tasks, optimizers, seeds, results) -> dict:
-    bases = [b for b in optimizers if b in baselines.BASELINES]
+    bases = [b for b in optimizers if b in registry.BASELINES]
     per_task: dict[str, dict] = {}
     for name, config in tasks.items():
         T = task_budget(config)
@@ -318,7 +320,7 @@ def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
     """Run the whole benchmark and return the results document (see docs/bench.md).
     `policy`: a policy file for `lhopt` instead of the shipped default (e.g. a checkpoint);
     `tasks`: only these tasks of the suite (default: all)."""
-    from lhopt.control.learned import LEARNED
+    from lhopt.bench.optimizers import LEARNED
 
     check_request(suite_name, optimizers, seeds, tasks)
     if policy is not None:
@@ -347,7 +349,7 @@ def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
         "schema": 1,
         "suite": suite_name,
         "optimizers": list(optimizers),
-        "baselines": [b for b in optimizers if b in baselines.BASELINES],
+        "baselines": [b for b in optimizers if b in registry.BASELINES],
         "seeds": seed_list,
         "policy": policy or "default",
         "wall_time_s": time.perf_counter() - started,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lhopt.bench.benchmark import main_run
 from lhopt.bench.runner import job_key
+from lhopt.extras import require
 
 
 def _fmt(v, lower=False, digits=2) -> str:
@@ -66,7 +67,7 @@ def markdown(doc: dict) -> str:
         "",
         "## Speedups (geometric mean over tasks of the per-task geometric mean over seeds)",
         "",
-        "Speedup of the row over the column baseline (EVALUATION.md): the baseline's steps to "
+        "Speedup of the row over the column baseline (docs/evaluation.md): the baseline's steps to "
         "reach the row's best validation loss at T, over T. * = some task's baseline never got "
         "there within 2T (counted as 2, a lower bound). `adamw-cosine-tuned` costs five times "
         "the compute of the others.",
@@ -87,10 +88,8 @@ def markdown(doc: dict) -> str:
 
 
 def figures(doc: dict, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib", "bench").use("Agg")
+    plt = require("matplotlib.pyplot", "bench")
 
     results = {job_key(r["job"]): r for r in doc["runs"]}
     names = list(doc["tasks"])

@@ -50,7 +50,7 @@ class Head:
         return math.log(c) if self.kind == "scale" else c
 
 
-# LHOPT.md section 3, from the official configuration.
+# docs/method.md, section 3, from the official configuration.
 OFFICIAL_HEADS: tuple[Head, ...] = (
     Head("lr", "scale", (0.5, 0.707, 0.9, 1.0, 1.1, 1.414, 2.0), 1e-8, 1.0),
     Head("weight_decay", "scale", (0.5, 1.0, 2.0), 1e-8, 1.0),

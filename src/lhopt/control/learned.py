@@ -21,53 +21,14 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable
-from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lhopt.control.actions import ActionSpace
-from lhopt.control.registers import RestartRegisters
-from lhopt.features.engine import FeatureEngine
-from lhopt.optim.baselines import Driver, OptimizerSpec, register
+from lhopt.control.controller import DEFAULT_DECISIONS, Controller
+from lhopt.control.policy_file import load_policy
 from lhopt.optim.ciao import CIAO
-
-DEFAULT_DECISIONS = 20
-POLICY_FORMAT = 1
-
-
-def default_policy_path() -> Path:
-    return Path(str(resources.files("lhopt") / "policies" / "default.pt"))
-
-
-def load_policy(policy: str | Path):
-    """Load a policy file, checking that it was made for this feature and action layout."""
-    from lhopt.meta.policy import Policy
-    from lhopt.meta.train import layout_hash
-
-    path = default_policy_path() if policy == "default" else Path(policy)
-    if not path.is_file():
-        what = "the default policy" if policy == "default" else "policy file"
-        raise ValueError(f"{what} {str(path)!r} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"policy file {str(path)!r} is corrupt or not a policy ({e})") from e
-    fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt != POLICY_FORMAT:
-        raise ValueError(
-            f"policy file {str(path)!r} has format {fmt!r}; this lhopt reads format {POLICY_FORMAT}"
-        )
-    if data.get("layout_hash") != layout_hash():
-        raise ValueError(
-            f"policy file {str(path)!r} was made for another feature/action layout "
-            f"({data.get('layout_hash')} != {layout_hash()}): retrain it with this lhopt"
-        )
-    net = Policy.from_architecture(data["architecture"])
-    net.load_state_dict(data["state_dict"])
-    net.eval()
-    return net
 
 
 def _positive_int(name: str, value) -> int:
@@ -97,7 +58,7 @@ def _user_stacklevel() -> int:
 
 
 class _ParamsModule(nn.Module):
-    """The optimizer's parameters as a module, so restart registers can save and restore them."""
+    """The optimizer's parameters as a module, for the registers when no model was given."""
 
     def __init__(self, params: list[torch.Tensor]) -> None:
         super().__init__()
@@ -133,31 +94,32 @@ class LearnedOptimizer(CIAO):
         sample: sample each action from the policy (seeded by `seed`) instead of taking the most
             likely one. Default False: the greedy actions are what meta-training evaluates.
         seed: seed of the policy's action sampling.
+        model: the module being trained (optional). Restart registers then save and restore
+            its parameters and buffers (batch-norm statistics), as in meta-training; without
+            it they restore the parameters alone.
         **kwargs: CIAO's hyperparameters (their initial values; default the official ones).
     """
 
     def __init__(self, params: Iterable, total_steps: int, val_loss_fn: Callable | None = None,
                  policy: str | Path = "default", decisions: int = DEFAULT_DECISIONS,
-                 sample: bool = False, seed: int = 0, **kwargs) -> None:  # fmt: skip
+                 sample: bool = False, seed: int = 0, model: nn.Module | None = None,
+                 **kwargs) -> None:  # fmt: skip
         total_steps = _positive_int("total_steps", total_steps)
         decisions = _positive_int("decisions", decisions)
         if val_loss_fn is not None and not callable(val_loss_fn):
             raise ValueError(f"val_loss_fn={val_loss_fn!r} must be callable or None")
-        self.policy_net = load_policy(policy)
+        if model is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"model={model!r} is not allowed: an nn.Module or None")
+        policy_net = load_policy(policy)
         super().__init__(params, **kwargs)
+        self.model = model
+        self._check_model()
         self.total_steps = total_steps
         self.val_loss_fn = val_loss_fn
-        self.sample = bool(sample)
-        k = max(1, min(decisions, total_steps // 4))
-        self.decision_steps = sorted({round(i * total_steps / k) for i in range(k)})
-        self._decide_at = set(self.decision_steps)  # checked every step
-        self.space = ActionSpace()
-        self.engine = FeatureEngine(self.space.hparam_kinds, self.space.encoding_names)
-        self.engine.reset(self.hparams[0])
-        self.registers = RestartRegisters(self.space.num_registers)
-        self._generator = torch.Generator().manual_seed(seed)
-        self._hidden = self.policy_net.initial_state()
-        self._prev_action = self.space.keep
+        self.controller = Controller(policy_net, self, total_steps, decisions,
+                                     greedy=not sample, seed=seed,
+                                     register_target=_CIAOState(self))  # fmt: skip
+        self._decide_at = set(self.controller.decision_steps)  # checked every step
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
         self._val_loss: float | None = None
@@ -166,7 +128,20 @@ class LearnedOptimizer(CIAO):
         self._warned_no_loss = False
         self._warned_lr = False
         self._lrs_set: list[float] | None = None  # each group's lr as the last decision left it
-        self.history: list[dict] = []
+
+    @property
+    def policy_net(self):
+        return self.controller.policy
+
+    @property
+    def decision_steps(self) -> list[int]:
+        return self.controller.decision_steps
+
+    @property
+    def history(self) -> list[dict]:
+        """One record per decision: step, losses, a few features, the action, the register op
+        and the hyperparameters it left (param group 0)."""
+        return self.controller.history
 
     # -- what users call ------------------------------------------------------------------
 
@@ -206,15 +181,34 @@ class LearnedOptimizer(CIAO):
 
         The restart registers are emptied: what they hold was saved without the new parameters,
         so loading it could not restore the whole model."""
+        if getattr(self, "model", None) is not None and isinstance(param_group, dict):
+            params = param_group.get("params", [])
+            params = [params] if torch.is_tensor(params) else list(params)
+            param_group = {**param_group, "params": params}
+            self._check_model(params)  # before adding: a refused group leaves nothing behind
         super().add_param_group(param_group)
-        if hasattr(self, "registers"):  # not during __init__, which adds the first groups
-            self.registers = RestartRegisters(self.space.num_registers)
+        if hasattr(self, "controller"):  # not during __init__, which adds the first groups
+            self.controller.empty_registers()
             if self._lrs_set is not None:
                 self._lrs_set.append(self.param_groups[-1]["lr"])
 
+    def _check_model(self, params=None) -> None:
+        if self.model is None:
+            return
+        owned = {id(p) for p in self.model.parameters()}
+        if params is None:
+            params = [p for g in self.param_groups for p in g["params"]]
+        if any(id(p) not in owned for p in params):
+            raise ValueError(
+                "model= must hold every parameter the optimizer updates (the registers restore "
+                "the model): pass the module whose parameters you optimise, or no model"
+            )
+
     @property
-    def _module(self) -> _ParamsModule:
-        """Every parameter of every group, as the module the registers save and restore."""
+    def _module(self) -> nn.Module:
+        """What the registers save and restore: the model, or every parameter of every group."""
+        if self.model is not None:
+            return self.model
         return _ParamsModule([p for g in self.param_groups for p in g["params"]])
 
     # -- the controller ---------------------------------------------------------------------
@@ -256,52 +250,20 @@ class LearnedOptimizer(CIAO):
             self._warned_no_loss = True
         if self.val_loss_fn is not None:
             self._val_loss = float(self.val_loss_fn())
-        progress = self._taken / self.total_steps
-        features = self.engine.observe(
-            progress=progress, step_stats=self.pop_step_stats(), train_loss=train,
-            val_loss=self._val_loss, hparams=self.hparams[0],
-            prev_action=self.space.encode(self._prev_action), registers=self.registers.info(),
-        )  # fmt: skip
-        action, _, self._hidden = self.policy_net.act(
-            torch.from_numpy(features), self._hidden, self._generator, greedy=not self.sample
-        )
-        op, k = self.space.register_op(action)
-        self.registers.apply(op, k, self._module, _CIAOState(self), loss=train,
-                             progress=progress)  # fmt: skip
-        self.space.apply_hparams(self.param_groups, action)
+        self.controller.decide(self._taken, self._module, train_loss=train,
+                               val_loss=self._val_loss)  # fmt: skip
         self._lrs_set = [g["lr"] for g in self.param_groups]
-        self._prev_action = action
-        names = self.engine.names
-        self.history.append({
-            "step": self._taken,
-            "train_loss": train,
-            "val_loss": self._val_loss,
-            "features": {n: float(features[names.index(n)]) for n in (
-                "train/tanh_log_ratio_prev", "val/cdf@5", "stat/cos_grad_momentum",
-                "stat/log_update_to_param_norm", "stat/clip_rate")},
-            "action": {h.hparam: h.choices[a] for h, a in zip(self.space.heads, action,
-                                                               strict=False)},
-            "register": op if k is None else f"{op} {k}",
-            "hparams": {h.hparam: self.param_groups[0][h.hparam] for h in self.space.heads},
-        })  # fmt: skip
 
     # -- saving and loading ----------------------------------------------------------------
 
     def state_dict(self) -> dict:
         sd = super().state_dict()
         sd["controller"] = {
-            "total_steps": self.total_steps,
-            "decision_steps": list(self.decision_steps),
+            **self.controller.state_dict(),
             "taken": self._taken,
-            "hidden": [t.clone() for t in self._hidden],
-            "prev_action": list(self._prev_action),
             "loss_sum": None if self._loss_sum is None else self._loss_sum.clone(),
             "loss_count": self._loss_count,
             "val_loss": self._val_loss,
-            "engine": self.engine.state_dict(),
-            "registers": self.registers.state_dict(),
-            "generator": self._generator.get_state(),
-            "history": list(self.history),
             "warned": self._warned,
             "warned_no_loss": self._warned_no_loss,
             "warned_lr": self._warned_lr,
@@ -314,19 +276,13 @@ class LearnedOptimizer(CIAO):
         if c is None:
             raise ValueError("not a LearnedOptimizer state_dict: the 'controller' entry is missing")
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "controller"})
+        self.controller.load_state_dict(c)
         self.total_steps = c["total_steps"]
-        self.decision_steps = list(c["decision_steps"])
-        self._decide_at = set(self.decision_steps)
+        self._decide_at = set(self.controller.decision_steps)
         self._taken = c["taken"]
-        self._hidden = tuple(t.clone() for t in c["hidden"])
-        self._prev_action = tuple(c["prev_action"])
         self._loss_sum = None if c["loss_sum"] is None else c["loss_sum"].clone()
         self._loss_count = c["loss_count"]
         self._val_loss = c["val_loss"]
-        self.engine.load_state_dict(c["engine"])
-        self.registers.load_state_dict(c["registers"])
-        self._generator.set_state(c["generator"])
-        self.history = list(c["history"])
         self._warned = c["warned"]
         self._warned_no_loss = c.get("warned_no_loss", False)  # saved before the warning existed
         self._warned_lr = c.get("warned_lr", False)
@@ -334,45 +290,4 @@ class LearnedOptimizer(CIAO):
         self._lrs_set = None if lrs is None else list(lrs)
 
 
-class LearnedDriver(Driver):
-    """How the benchmark drives it: train losses and each validation loss are reported."""
-
-    def after_step(self, step: int, loss: torch.Tensor) -> None:
-        self.optimizer.report(train_loss=loss)
-
-    def on_eval(self, step: int, val_loss: float) -> None:
-        self.optimizer.report(val_loss=val_loss)
-
-    def hparams(self) -> dict[str, float]:
-        group = self.optimizer.param_groups[0]
-        return {
-            h: float(group[h])
-            for h in ("lr", "weight_decay", "epsilon", "ombeta1", "ombeta2", "clip_fraction")
-            if group[h] is not None
-        }
-
-
-class TrainLossDriver(LearnedDriver):
-    """Train losses only: the validation losses the benchmark computes are not passed on, as when
-    a user gives no `val_loss_fn` (what that costs is measured by `lhopt-trainloss`)."""
-
-    def on_eval(self, step: int, val_loss: float) -> None:
-        pass
-
-
-def _maker(driver: type[LearnedDriver]):
-    def make(params, budget: int, lr: float | None, policy: str = "default") -> LearnedDriver:
-        return driver(LearnedOptimizer(params, total_steps=budget, policy=policy))
-
-    return make
-
-
-LEARNED = ("lhopt", "lhopt-trainloss")  # what `lhopt bench --policy` applies to
-register(OptimizerSpec("lhopt", _maker(LearnedDriver), True,
-                       "the shipped default policy driving CIAO, no tuning",
-                       check=lambda: load_policy("default")))  # fmt: skip
-register(OptimizerSpec("lhopt-trainloss", _maker(TrainLossDriver), True,
-                       "lhopt without a validation loss (no val_loss_fn): train-loss features only",
-                       check=lambda: load_policy("default")))  # fmt: skip
-
-__all__ = ["DEFAULT_DECISIONS", "LearnedOptimizer", "default_policy_path", "load_policy"]
+__all__ = ["DEFAULT_DECISIONS", "LearnedOptimizer"]

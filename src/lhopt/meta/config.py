@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lhopt.control.policy import PolicyConfig
 from lhopt.meta.episode import EpisodeConfig
-from lhopt.meta.policy import PolicyConfig
 from lhopt.meta.ppo import PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES
 from lhopt.tasks import FAMILY_NAMES

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lhopt.bench import cache
-from lhopt.bench.runner import run_job_safe
-from lhopt.control import ActionSpace, RestartRegisters
-from lhopt.features import FeatureEngine
+from lhopt.control import ActionSpace, Controller
+from lhopt.curves import cache, drivers
+from lhopt.curves.run import run_job_safe
 from lhopt.meta.reward import (
     anchored_curve,
     fit_power_law,
@@ -54,12 +53,6 @@ class EpisodeConfig:
     reward_loss: str = "best"  # "best": best validation loss so far; "last": the latest one
     reward_asymptote: bool = True  # False (with a horizon): extrapolate without a floor
     fixed_initial: dict = field(default_factory=dict)  # e.g. {"lr": 1e-5}: no perturbation
-
-
-def controller_parts(num_registers: int = 3):
-    space = ActionSpace(num_registers=num_registers)
-    engine = FeatureEngine(space.hparam_kinds, space.encoding_names, num_registers=num_registers)
-    return space, engine
 
 
 def evaluation_config(cfg: EpisodeConfig) -> EpisodeConfig:
@@ -97,7 +90,7 @@ def baseline_law(
            "lr": 1e-3, "multiple": 1.0}  # fmt: skip
     result = cache.lookup(job)
     if result is None:
-        result = run_job_safe(job)
+        result = run_job_safe(job, drivers.adamw)
         if result.get("error"):
             raise RuntimeError(f"baseline run failed: {result['error']}")
         cache.store(job, result)
@@ -113,7 +106,7 @@ def _finite_log(x: float | None) -> float:
 
 def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
                 rng: np.random.Generator, greedy: bool = False) -> dict:  # fmt: skip
-    """Run one episode with `policy` (a lhopt.meta.policy.Policy) and return its trajectory."""
+    """Run one episode with `policy` (a `lhopt.control.Policy`) and return its trajectory."""
     start = time.perf_counter()
     law, _ = baseline_law(
         task_config, seed, cfg.fit_points, cfg.reward_horizon, cfg.reward_asymptote
@@ -123,47 +116,30 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
     hi = max(cfg.min_outer_steps, min(cfg.max_outer_steps, T // 4))
     K = int(round(math.exp(rng.uniform(math.log(cfg.min_outer_steps), math.log(hi + 0.5)))))
     K = min(max(K, cfg.min_outer_steps), hi)
-    boundaries = [round(k * T / K) for k in range(K + 1)]
 
     init, perturbation = perturbed_hparams(rng, cfg)
     opt = CIAO(task.model.parameters(), **init)
-    space, engine = controller_parts()
-    engine.reset(opt.hparams[0])
-    registers = RestartRegisters(space.num_registers)
+    controller = Controller(policy, opt, T, K, greedy=greedy,
+                            seed=int(rng.integers(2**31)))  # fmt: skip
+    boundaries = [*controller.decision_steps, T]
     descriptor = task.descriptor().tolist()
-    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
 
     obs, priv, actions, logps, vals_at = [], [], [], [], []
-    state = policy.initial_state()
-    prev_action = space.keep
     train_mean: float | None = None
     val = task.val_loss()
     steps_done, diverged, return_so_far = 0, False, 0.0
     best = math.inf
-    lr_trace: list[float] = []
-    for k in range(K):
-        progress = boundaries[k] / T
-        features = engine.observe(
-            progress=progress, step_stats=opt.pop_step_stats(), train_loss=train_mean,
-            val_loss=val, hparams=opt.hparams[0], prev_action=space.encode(prev_action),
-            registers=registers.info(),
-        )  # fmt: skip
+    for k, start in enumerate(controller.decision_steps):
         privileged = descriptor + perturbation + [
-            return_so_far, _finite_log(train_mean), _finite_log(val), progress]  # fmt: skip
-        ob = torch.from_numpy(features)
-        action, logp, state = policy.act(ob, state, generator, greedy=greedy)
-        obs.append(features)
+            return_so_far, _finite_log(train_mean), _finite_log(val), start / T]  # fmt: skip
+        decision = controller.decide(start, task.model, train_loss=train_mean, val_loss=val)
+        obs.append(decision.features)
         priv.append(np.nan_to_num(np.asarray(privileged, dtype=np.float32)))
-        actions.append(action)
-        logps.append(logp)
-        registers.apply(*space.register_op(action), task.model, opt, loss=train_mean,
-                        progress=progress)  # fmt: skip
-        space.apply_hparams(opt.param_groups, action)
-        lr_trace.append(opt.param_groups[0]["lr"])
-        prev_action = action
+        actions.append(decision.action)
+        logps.append(decision.logp)
 
         loss_sum, n = torch.zeros(()), 0
-        for _ in range(boundaries[k], boundaries[k + 1]):
+        for _ in range(start, boundaries[k + 1]):
             loss = task.train_loss()
             opt.zero_grad()
             loss.backward()
@@ -193,7 +169,7 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
             "family": task_config.family,
             "config": task_config.to_dict(),
             "seed": seed,
-            "outer_steps": K,
+            "outer_steps": len(controller.decision_steps),
             "inner_steps": steps_done,
             "budget": T,
             "return": float(sum(rewards)),
@@ -202,7 +178,7 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
             "final_val": vals_at[-1],
             "initial": init,
             "final_hparams": {k: v for k, v in opt.hparams[0].items() if k in PERTURBED},
-            "lr_trace": lr_trace,  # the learning rate chosen at each decision
+            "lr_trace": [d["hparams"]["lr"] for d in controller.history],  # chosen at decisions
             "wall_time": time.perf_counter() - start,
         },
     }

@@ -11,12 +11,13 @@ Defaults are the official configuration's.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from lhopt.meta.policy import Policy, polyak_update
+from lhopt.control.policy import Policy
 
 
 @dataclass
@@ -34,6 +35,24 @@ class PPOConfig:
     buffer: int = 768  # transitions kept
     max_sample_reuse: int = 4
     max_staleness: int = 4  # in policy versions (gradient steps of the learner)
+
+
+def make_polyak(policy: Policy) -> Policy:
+    """A frozen copy that `polyak_update` keeps as an exponential average of the weights: what
+    evaluation runs and what is shipped."""
+    avg = copy.deepcopy(policy)
+    for p in avg.parameters():
+        p.requires_grad_(False)
+    return avg
+
+
+@torch.no_grad()
+def polyak_update(avg: Policy, policy: Policy, rate: float) -> None:
+    """avg <- rate * avg + (1 - rate) * policy, and the normaliser statistics copied over."""
+    for a, p in zip(avg.parameters(), policy.parameters(), strict=True):
+        a.lerp_(p, 1.0 - rate)
+    for a, b in zip(avg.buffers(), policy.buffers(), strict=True):
+        a.copy_(b)
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> np.ndarray:

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lhopt.bench.speedup import best_so_far, first_reach
+from lhopt.curves.speedup import best_so_far, first_reach
+from lhopt.extras import require
 
 REWARD_LOSSES = ("best", "last")
 
@@ -78,7 +79,7 @@ def fit_power_law(
     steps: Sequence[float], losses: Sequence[float], fit_points: int = 14
 ) -> PowerLaw:
     """Fit L(t) = c + a t^-b to the running minimum of a curve (evaluations at t > 0)."""
-    from scipy.optimize import curve_fit
+    curve_fit = require("scipy.optimize", "meta").curve_fit
 
     pts = [(s, v) for s, v in zip(steps, losses, strict=True) if s > 0 and math.isfinite(v)]
     if len(pts) < 3:

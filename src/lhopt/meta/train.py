@@ -23,54 +23,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lhopt.control import ActionSpace, Policy, save_policy_file
+from lhopt.control.policy_file import actor_layout, atomic_save, file_layout, layout_hash
+from lhopt.extras import require, start_ray
 from lhopt.meta.config import MetaConfig
-from lhopt.meta.episode import (
-    PRIVILEGED_NAMES,
-    EpisodeConfig,
-    controller_parts,
-    evaluation_config,
-    run_episode,
-)
-from lhopt.meta.policy import Policy, make_polyak
-from lhopt.meta.ppo import ReplayBuffer, make_optimizer, update
+from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episode
+from lhopt.meta.ppo import ReplayBuffer, make_optimizer, make_polyak, update
 from lhopt.tasks import TaskConfig, sample_training_config, suite
 
-POLICY_FORMAT = 1
 
-
-def layout() -> dict:
-    """What a policy file must agree with: feature names, action heads, privileged names."""
-    space, engine = controller_parts()
-    return {"features": list(engine.names), "nvec": list(space.nvec),
-            "privileged": list(PRIVILEGED_NAMES)}  # fmt: skip
-
-
-def layout_hash(lay: dict | None = None) -> str:
-    return hashlib.sha256(json.dumps(lay or layout(), sort_keys=True).encode()).hexdigest()[:16]
+def checkpoint_layout_hash() -> str:
+    """What a learner checkpoint must agree with: the actor's features and heads, and the
+    critic's privileged inputs (a resumed critic reads them)."""
+    actor = actor_layout()
+    layout = {"features": actor["features"], "nvec": actor["nvec"],
+              "privileged": list(PRIVILEGED_NAMES)}  # fmt: skip
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def new_policy(cfg: MetaConfig) -> Policy:
-    lay = layout()
-    space, _ = controller_parts()
-    return Policy(len(lay["features"]), len(lay["privileged"]), lay["nvec"], cfg.policy,
+    layout, space = actor_layout(), ActionSpace()
+    return Policy(len(layout["features"]), len(PRIVILEGED_NAMES), layout["nvec"], cfg.policy,
                   keep=space.keep)  # fmt: skip
-
-
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def save_policy_file(policy: Policy, path: Path, extra: dict | None = None) -> None:
-    """The shippable policy: format version, layout and its hash, architecture, weights."""
-    lay = layout()
-    _atomic_save({"format": POLICY_FORMAT, "layout": lay, "layout_hash": layout_hash(lay),
-                  "architecture": policy.architecture(), "state_dict": policy.state_dict(),
-                  **(extra or {})}, path)  # fmt: skip
 
 
 def _episode_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> dict:
@@ -132,11 +106,11 @@ class MetaTrainer:
                 for e in self.buffer.episodes
             ],  # fmt: skip
             "pool": list(self.pool),
-            "layout_hash": layout_hash(),
+            "layout_hash": checkpoint_layout_hash(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["layout_hash"] != layout_hash():
+        if state["layout_hash"] != checkpoint_layout_hash():
             raise ValueError("checkpoint was made for another feature/action layout")
         from lhopt.meta.config import from_dict
 
@@ -168,12 +142,15 @@ class MetaTrainer:
             ) from e
         if isinstance(state, dict) and "state_dict" in state and "format" in state:
             policy, avg = state["state_dict"], state["state_dict"]  # a policy file
+            layout = file_layout(state)
+            same = layout is not None and layout_hash(layout) == layout_hash()
         elif isinstance(state, dict) and "policy" in state and "avg" in state:
             policy, avg = state["policy"], state["avg"]
+            same = state.get("layout_hash") == checkpoint_layout_hash()
         else:
             raise ValueError(f"[run] init_from = {str(path)!r}: not a meta-training checkpoint "
                              "or policy file")  # fmt: skip
-        if state.get("layout_hash") != layout_hash():
+        if not same:
             raise ValueError(f"[run] init_from = {str(path)!r}: made for another feature/action "
                              "layout")  # fmt: skip
         try:
@@ -188,7 +165,7 @@ class MetaTrainer:
         return self.out / "checkpoint.pt"
 
     def save_checkpoint(self) -> None:
-        _atomic_save(self.state_dict(), self.checkpoint_path)
+        atomic_save(self.state_dict(), self.checkpoint_path)
         save_policy_file(self.avg, self.out / "policy.pt",
                          {"meta": {"iteration": self.iteration, **self.counters}})  # fmt: skip
 
@@ -232,11 +209,8 @@ class MetaTrainer:
     def _start_workers(self) -> None:
         if self.cfg.run.workers == 0 or self._workers:
             return
-        import ray
-
-        from lhopt.bench.runner import start_ray
-
-        start_ray(self.address, None if self.address else max(self.cfg.run.workers, 1))
+        ray = require("ray", "meta")
+        start_ray(self.address, None if self.address else max(self.cfg.run.workers, 1), "meta")
         actor = ray.remote(num_cpus=1)(_RolloutWorker)
         arch, ep = self.policy.architecture(), vars(self.cfg.episode)
         self._workers = [actor.remote(arch, ep) for _ in range(self.cfg.run.workers)]
@@ -392,10 +366,8 @@ class MetaTrainer:
         return out
 
     def plot(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        require("matplotlib", "meta").use("Agg")
+        plt = require("matplotlib.pyplot", "meta")
 
         rows = [json.loads(x) for x in (self.out / "log.jsonl").read_text().splitlines() if x]
         if not rows:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lhopt.extras import require
 from lhopt.tasks.base import Task, TaskConfig
 from lhopt.tasks.data import cache_dir
 from lhopt.tasks.schema import Param, Schema
@@ -62,11 +63,10 @@ def load_mnist1d() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     if _DATA is None:
         path = cache_dir() / "mnist1d-10000-seed42.npz"
         if not path.exists():
-            from mnist1d.data import get_dataset_args, make_dataset
-
-            args = get_dataset_args()
+            mnist1d = require("mnist1d.data", "bench")
+            args = mnist1d.get_dataset_args()
             args.num_samples, args.train_split, args.seed = 10_000, 0.8, 42
-            d = make_dataset(args)
+            d = mnist1d.make_dataset(args)
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
             np.savez(tmp, x=d["x"], y=d["y"], x_test=d["x_test"], y_test=d["y_test"])
             tmp.replace(path)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lhopt.extras import require
 from lhopt.tasks.base import Task, TaskConfig
 from lhopt.tasks.data import cache_dir
 from lhopt.tasks.schema import Param, Schema
@@ -69,10 +70,7 @@ class ESpeak:
     RATE, PITCH_PARAM = 1, 3  # espeak_PARAMETER values
 
     def __init__(self) -> None:
-        try:
-            import espeakng_loader
-        except ImportError as e:  # pragma: no cover - a declared dependency
-            raise RuntimeError("the speech task needs the espeakng-loader package") from e
+        espeakng_loader = require("espeakng_loader", "bench")
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self.lib.espeak_Initialize.restype = ctypes.c_int
         data = espeakng_loader.get_data_path().encode()

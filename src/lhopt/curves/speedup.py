@@ -1,4 +1,4 @@
-"""The speedup of an optimizer X over a baseline B, as `../shared/design/EVALUATION.md` defines it.
+"""The speedup of an optimizer X over a baseline B, as `docs/evaluation.md` defines it.
 
 Validation curves are taken as their running minimum (what early stopping would keep). With L_X
 the best validation loss X reached by step T:

@@ -7,13 +7,12 @@
 Inputs are normalised by an EWMA of their mean and variance (beta 0.999) and clipped to [-5, 5];
 the statistics are buffers, updated by the learner only, so the policy a worker runs is fixed.
 The privileged features (task descriptor, initial-hyperparameter perturbation, rewards so far,
-raw log losses) reach the value head only: the policy never sees them. `polyak_update` keeps an
-exponential average of the weights (0.99) that is used for evaluation and shipped.
+raw log losses) reach the value head only: the actor never sees them, so a policy file is valid
+whatever critic inputs meta-training used (its architecture records their number).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -160,19 +159,3 @@ class Policy(nn.Module):
     @classmethod
     def from_architecture(cls, arch: dict) -> Policy:
         return cls(arch["obs_dim"], arch["priv_dim"], arch["nvec"], PolicyConfig(**arch["config"]))
-
-
-def make_polyak(policy: Policy) -> Policy:
-    avg = copy.deepcopy(policy)
-    for p in avg.parameters():
-        p.requires_grad_(False)
-    return avg
-
-
-@torch.no_grad()
-def polyak_update(avg: Policy, policy: Policy, rate: float) -> None:
-    """avg <- rate * avg + (1 - rate) * policy, and the normaliser statistics copied over."""
-    for a, p in zip(avg.parameters(), policy.parameters(), strict=True):
-        a.lerp_(p, 1.0 - rate)
-    for a, b in zip(avg.buffers(), policy.buffers(), strict=True):
-        a.copy_(b)

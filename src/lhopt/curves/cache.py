@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-import lhopt.bench.runner
-import lhopt.optim.baselines
+import lhopt.curves.drivers
+import lhopt.curves.run
 import lhopt.tasks
 from lhopt.tasks.data import cache_dir
 
@@ -39,8 +39,8 @@ def code_fingerprint(family: str) -> str:
     module = sys.modules[lhopt.tasks.FAMILIES[family][1].__module__]
     files = [tasks_dir / name for name in SHARED_TASK_FILES] + [
         Path(module.__file__),
-        Path(lhopt.optim.baselines.__file__),
-        Path(lhopt.bench.runner.__file__),
+        Path(lhopt.curves.drivers.__file__),
+        Path(lhopt.curves.run.__file__),
     ]
     for f in files:
         h.update(f.name.encode())

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from lhopt.features.cdf import EWMACDF
+from lhopt.control.cdf import EWMACDF
 from lhopt.optim.ciao import STEP_STAT_NAMES
 
 DEFAULT_CDF_SCALES = (1.25, 2.5, 5.0, 10.0, 20.0)

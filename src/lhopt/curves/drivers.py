@@ -1,23 +1,23 @@
-"""Optimizers by name, as the benchmark compares them (`../shared/design/EVALUATION.md`).
+"""Reference optimizers as `Driver`s: AdamW (constant, or warm-up + cosine), Schedule-Free
+AdamW and Prodigy, with the hooks a training run calls around an optimizer.
 
-Each name maps to an `OptimizerSpec` whose `make(params, budget, lr)` returns a `Driver`: the
-optimizer plus what a run needs around it (a schedule, a switch to evaluation weights, the
-hyperparameters to plot). The learned optimizer registers itself here under "lhopt".
+Their curves are what speedups are measured against (docs/evaluation.md), by the benchmark and by
+meta-training's reward alike; `lhopt.bench.optimizers` names them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 
 import torch
 
-# LHOPT's initial hyperparameters, which the adamw baselines use (EVALUATION.md).
+from lhopt.extras import require
+
+# LHOPT's initial hyperparameters, which the adamw baselines use (docs/evaluation.md).
 ADAMW_KW = dict(betas=(0.9, 0.99), eps=1e-6, weight_decay=1e-2)
 DEFAULT_LR = 1e-3
-TUNED_LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 WARMUP_FRACTION = 0.05
 
 
@@ -91,78 +91,22 @@ def warmup_cosine(lr: float, budget: int) -> Callable[[int], float]:
     return lr_at
 
 
-@dataclass(frozen=True)
-class OptimizerSpec:
-    name: str
-    make: Callable[[Iterable, int, float | None], Driver]
-    budget_dependent: bool  # its schedule depends on the budget it is given
-    doc: str
-    tuned_from: str | None = None  # run as `tuned_from` over `lr_grid`, best by validation
-    lr_grid: tuple[float, ...] = field(default=())
-    check: Callable[[], object] | None = None  # raises ValueError if it cannot run here
-
-
-def _adamw(params, budget, lr):
+def adamw(params, budget, lr):
     return Driver(torch.optim.AdamW(params, lr=lr or DEFAULT_LR, **ADAMW_KW))
 
 
-def _adamw_cosine(params, budget, lr):
+def adamw_cosine(params, budget, lr):
     lr = lr or DEFAULT_LR
     return Driver(torch.optim.AdamW(params, lr=lr, **ADAMW_KW), warmup_cosine(lr, budget))
 
 
-def _schedulefree(params, budget, lr):
-    import schedulefree
+def schedulefree(params, budget, lr):
+    schedulefree = require("schedulefree", "bench")
 
     return ScheduleFreeDriver(schedulefree.AdamWScheduleFree(params))
 
 
-def _prodigy(params, budget, lr):
-    from prodigyopt import Prodigy
+def prodigy(params, budget, lr):
+    Prodigy = require("prodigyopt", "bench").Prodigy
 
     return ProdigyDriver(Prodigy(params, lr=1.0))
-
-
-OPTIMIZERS: dict[str, OptimizerSpec] = {}
-BASELINES = ("adamw", "adamw-cosine", "adamw-cosine-tuned", "schedulefree", "prodigy")
-
-
-def register(spec: OptimizerSpec) -> None:
-    OPTIMIZERS[spec.name] = spec
-
-
-for _spec in (
-    OptimizerSpec("adamw", _adamw, False,
-                  "AdamW at LHOPT's initial hyperparameters (lr 1e-3, betas (0.9, 0.99), "
-                  "eps 1e-6, wd 1e-2), constant"),
-    OptimizerSpec("adamw-cosine", _adamw_cosine, True,
-                  "adamw with 5% linear warm-up and cosine decay to zero"),
-    OptimizerSpec("adamw-cosine-tuned", _adamw_cosine, True,
-                  "adamw-cosine with lr picked from {1e-4, 3e-4, 1e-3, 3e-3, 1e-2} by final "
-                  "validation loss (five times the compute)",
-                  tuned_from="adamw-cosine", lr_grid=TUNED_LR_GRID),
-    OptimizerSpec("schedulefree", _schedulefree, False,
-                  "Schedule-Free AdamW (package schedulefree) at its defaults"),
-    OptimizerSpec("prodigy", _prodigy, False, "Prodigy (package prodigyopt), lr 1.0"),
-):  # fmt: skip
-    register(_spec)
-
-
-def get(name: str) -> OptimizerSpec:
-    _load_plugins()
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid: {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name]
-
-
-def names() -> list[str]:
-    _load_plugins()
-    return list(OPTIMIZERS)
-
-
-def _load_plugins() -> None:
-    """Import the modules that register optimizers of their own (the learned one, once shipped)."""
-    import importlib
-
-    with contextlib.suppress(ImportError):
-        importlib.import_module("lhopt.control.learned")

@@ -1,0 +1,140 @@
+"""The controller: observe -> act -> apply, the one loop every user of a policy runs.
+
+`LearnedOptimizer`, meta-training episodes, `lhopt demo` and the benchmarks all steer CIAO
+through a `Controller`, so what a policy learned on is what users run. At each decision it reads
+the features of the period that ended (CIAO's step statistics, the losses it is given, the
+hyperparameters relative to their initial values, the previous action, the registers), asks the
+policy for an action, carries out its register operation, then applies its relative
+hyperparameter changes to every param group.
+
+Restart registers save and restore `module.state_dict()` (parameters and buffers, e.g.
+batch-norm statistics) and the optimizer's state, so give the controller the model being
+trained wherever there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lhopt.control.actions import ActionSpace
+from lhopt.control.features import FeatureEngine
+from lhopt.control.policy import Policy
+from lhopt.control.registers import RestartRegisters
+
+DEFAULT_DECISIONS = 20
+# Features recorded in `history` (the whole vector is in `Decision.features`).
+HISTORY_FEATURES = ("train/tanh_log_ratio_prev", "val/cdf@5", "stat/cos_grad_momentum",
+                    "stat/log_update_to_param_norm", "stat/clip_rate")  # fmt: skip
+
+
+def decision_steps(total_steps: int, decisions: int) -> list[int]:
+    """The steps before which a run of `total_steps` steps decides: round(i T / K), i < K, with
+    K = `decisions` capped at T / 4 (each period then holds at least one measured step)."""
+    k = max(1, min(decisions, total_steps // 4))
+    return sorted({round(i * total_steps / k) for i in range(k)})
+
+
+@dataclass
+class Decision:
+    step: int
+    features: np.ndarray
+    action: tuple[int, ...]
+    logp: float
+    register: tuple[str, int | None]
+
+
+class Controller:
+    """Steers one CIAO optimizer with a policy over a run of `total_steps` steps.
+
+    Args:
+        policy: the policy network (`load_policy` gives one from a file).
+        optimizer: the CIAO optimizer it steers (its statistics are read, its groups changed).
+        total_steps: the run's budget T.
+        decisions: how many decisions over T (`decision_steps`).
+        greedy: take the most likely action (what users run) instead of sampling one.
+        seed: seed of the action sampling.
+        register_target: what the registers save and restore as the optimizer (default
+            `optimizer`; `LearnedOptimizer` passes its CIAO state without the controller's).
+    """
+
+    def __init__(self, policy: Policy, optimizer, total_steps: int,
+                 decisions: int = DEFAULT_DECISIONS, *, greedy: bool = True, seed: int = 0,
+                 num_registers: int = 3, register_target=None) -> None:  # fmt: skip
+        self.policy = policy
+        self.optimizer = optimizer
+        self.register_target = optimizer if register_target is None else register_target
+        self.total_steps = total_steps
+        self.decision_steps = decision_steps(total_steps, decisions)
+        self.greedy = greedy
+        self.space = ActionSpace(num_registers=num_registers)
+        self.engine = FeatureEngine(self.space.hparam_kinds, self.space.encoding_names,
+                                    num_registers=num_registers)  # fmt: skip
+        self.engine.reset(optimizer.hparams[0])
+        self.registers = RestartRegisters(num_registers)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.hidden = policy.initial_state()
+        self.prev_action = self.space.keep
+        self.history: list[dict] = []
+
+    def decide(self, step: int, module: nn.Module, *, train_loss: float | None,
+               val_loss: float | None) -> Decision:  # fmt: skip
+        """One decision before optimizer step `step` (0-based), given the mean train loss of the
+        period that ended and the latest validation loss (None when there is none)."""
+        progress = step / self.total_steps
+        features = self.engine.observe(
+            progress=progress, step_stats=self.optimizer.pop_step_stats(),
+            train_loss=train_loss, val_loss=val_loss, hparams=self.optimizer.hparams[0],
+            prev_action=self.space.encode(self.prev_action), registers=self.registers.info(),
+        )  # fmt: skip
+        action, logp, self.hidden = self.policy.act(
+            torch.from_numpy(features), self.hidden, self.generator, greedy=self.greedy
+        )
+        op, k = self.space.register_op(action)
+        self.registers.apply(op, k, module, self.register_target, loss=train_loss,
+                             progress=progress)  # fmt: skip
+        self.space.apply_hparams(self.optimizer.param_groups, action)
+        self.prev_action = action
+        names = self.engine.names
+        self.history.append({
+            "step": step,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "features": {n: float(features[names.index(n)]) for n in HISTORY_FEATURES},
+            "action": {h.hparam: h.choices[a] for h, a in zip(self.space.heads, action,
+                                                               strict=False)},
+            "register": op if k is None else f"{op} {k}",
+            "hparams": {h.hparam: self.optimizer.param_groups[0][h.hparam]
+                        for h in self.space.heads},
+        })  # fmt: skip
+        return Decision(step, features, action, logp, (op, k))
+
+    def empty_registers(self) -> None:
+        """Forget every register (e.g. when parameters were added: a load could not restore
+        the whole model any more)."""
+        self.registers = RestartRegisters(len(self.registers))
+
+    def state_dict(self) -> dict:
+        return {
+            "total_steps": self.total_steps,
+            "decision_steps": list(self.decision_steps),
+            "hidden": [t.clone() for t in self.hidden],
+            "prev_action": list(self.prev_action),
+            "engine": self.engine.state_dict(),
+            "registers": self.registers.state_dict(),
+            "generator": self.generator.get_state(),
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total_steps = state["total_steps"]
+        self.decision_steps = list(state["decision_steps"])
+        self.hidden = tuple(t.clone() for t in state["hidden"])
+        self.prev_action = tuple(state["prev_action"])
+        self.engine.load_state_dict(state["engine"])
+        self.registers.load_state_dict(state["registers"])
+        self.generator.set_state(state["generator"])
+        self.history = list(state["history"])

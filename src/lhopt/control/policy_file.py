@@ -1,0 +1,107 @@
+"""Policy files: the weights of a meta-trained policy and the layout it was trained for.
+
+A file holds `format`, `layout` (what the actor reads and writes: feature names, action heads,
+schedule shape), `layout_hash` (of that layout), `architecture` and `state_dict`. The critic's
+privileged inputs are not part of the layout: the actor never reads them, and the architecture
+records their number, so adding a training family (which widens them) leaves every policy file
+loadable. Files written before the schedule existed carry no schedule and were trained with
+a constant one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from lhopt.control.actions import ActionSpace
+from lhopt.control.features import FeatureEngine
+from lhopt.control.policy import Policy
+
+POLICY_FORMAT = 1
+DEFAULT_SCHEDULE = "constant"
+
+
+def actor_layout(num_registers: int = 3, schedule: str = DEFAULT_SCHEDULE) -> dict:
+    """What the actor reads and writes: the feature names, the action heads, the schedule."""
+    space = ActionSpace(num_registers=num_registers)
+    engine = FeatureEngine(space.hparam_kinds, space.encoding_names, num_registers=num_registers)
+    return {"features": list(engine.names), "nvec": list(space.nvec), "schedule": schedule}
+
+
+def layout_hash(layout: dict | None = None) -> str:
+    layout = actor_layout() if layout is None else layout
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_policy_path() -> Path:
+    return Path(str(resources.files("lhopt") / "policies" / "default.pt"))
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save through a temporary file and a rename: a killed writer leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def save_policy_file(policy: Policy, path: str | Path, extra: dict | None = None) -> None:
+    """Write `policy` as a shippable file (atomically)."""
+    layout = actor_layout()
+    atomic_save({"format": POLICY_FORMAT, "layout": layout, "layout_hash": layout_hash(layout),
+                 "architecture": policy.architecture(), "state_dict": policy.state_dict(),
+                 **(extra or {})}, Path(path))  # fmt: skip
+
+
+def file_layout(data: dict) -> dict | None:
+    """The actor layout a file was made for (None if it does not say)."""
+    layout = data.get("layout")
+    if not isinstance(layout, dict) or "features" not in layout or "nvec" not in layout:
+        return None
+    return {"features": list(layout["features"]), "nvec": list(layout["nvec"]),
+            "schedule": layout.get("schedule", DEFAULT_SCHEDULE)}  # fmt: skip
+
+
+def load_policy(policy: str | Path) -> Policy:
+    """Load a policy file ("default": the shipped one), checking that it was made for this
+    feature and action layout. Errors are ValueErrors naming the file. The global torch RNG is
+    left as it was."""
+    path = default_policy_path() if policy == "default" else Path(policy)
+    if not path.is_file():
+        what = "the default policy" if policy == "default" else "policy file"
+        raise ValueError(f"{what} {str(path)!r} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"policy file {str(path)!r} is corrupt or not a policy ({e})") from e
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != POLICY_FORMAT:
+        raise ValueError(
+            f"policy file {str(path)!r} has format {fmt!r}; this lhopt reads format {POLICY_FORMAT}"
+        )
+    layout = file_layout(data)
+    if layout is None or layout_hash(layout) != layout_hash():
+        found = "no layout" if layout is None else layout_hash(layout)
+        raise ValueError(
+            f"policy file {str(path)!r} was made for another feature/action layout "
+            f"({found} != {layout_hash()}): retrain it with this lhopt"
+        )
+    for key in ("architecture", "state_dict"):
+        if not isinstance(data.get(key), dict):
+            raise ValueError(f"policy file {str(path)!r} has no {key!r} entry")
+    try:
+        with torch.random.fork_rng(devices=[]):  # weight init must not move the user's RNG
+            net = Policy.from_architecture(data["architecture"])
+        net.load_state_dict(data["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise ValueError(f"policy file {str(path)!r} does not describe a policy ({e})") from e
+    net.eval()
+    return net

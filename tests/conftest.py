@@ -1,0 +1,39 @@
+"""Fixtures shared by the test files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lhopt.control import ActionSpace, FeatureEngine, PolicyConfig, save_policy_file
+from lhopt.meta.config import MetaConfig
+from lhopt.meta.train import new_policy
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    """Data and curve caches in a fresh folder."""
+    monkeypatch.setenv("LHOPT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def parts():
+    """The official action space and the feature engine over it."""
+    space = ActionSpace()
+    return space, FeatureEngine(space.hparam_kinds, space.encoding_names)
+
+
+@pytest.fixture(scope="session")
+def policy_file(tmp_path_factory):
+    """A small policy file whose heads prefer something, so actions vary and matter."""
+    path = tmp_path_factory.mktemp("policy") / "p.pt"
+    cfg = MetaConfig()
+    cfg.policy = PolicyConfig(hidden=16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = new_policy(cfg)
+        with torch.no_grad():
+            net.heads.weight.normal_(0, 1.0)
+    save_policy_file(net, path)
+    return path

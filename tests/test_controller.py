@@ -1,0 +1,128 @@
+"""One controller for meta-training and deployment: same decisions, same registers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lhopt import LearnedOptimizer
+from lhopt.control import decision_steps, load_policy
+from lhopt.meta.episode import EpisodeConfig, evaluation_config, run_episode
+from lhopt.tasks import TaskConfig, build_task
+
+QUAD = {"family": "quadratic", "dim": 20, "condition": 100.0, "noise": 0.1, "batch": 8,
+        "budget": 200}  # fmt: skip
+TRACE = Path(__file__).parent / "data" / "shipped_policy_decisions.json"
+
+
+@pytest.mark.parametrize("policy", ["default", "file"])
+def test_meta_training_and_learned_optimizer_take_the_same_decisions(policy, policy_file,
+                                                                     tmp_cache):  # fmt: skip
+    path = "default" if policy == "default" else policy_file
+    config = TaskConfig.from_dict(QUAD)
+    cfg = evaluation_config(EpisodeConfig(min_outer_steps=10, max_outer_steps=10))
+    ep = run_episode(load_policy(path), config, 0, cfg, np.random.default_rng(0), greedy=True)
+    assert ep["info"]["outer_steps"] == 10
+
+    task = build_task(config, 0)
+    opt = LearnedOptimizer(task.model.parameters(), total_steps=task.budget,
+                           val_loss_fn=task.val_loss, policy=path, decisions=10,
+                           model=task.model)  # fmt: skip
+    for _ in range(task.budget):
+        loss = task.train_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        opt.report(train_loss=loss)
+    assert ep["info"]["lr_trace"] == [h["hparams"]["lr"] for h in opt.history]
+    assert ep["info"]["final_hparams"] == {k: opt.hparams[0][k] for k in ep["info"]["initial"]}
+    chosen = [tuple(h["action"].values()) for h in opt.history]
+    heads = opt.controller.space.heads
+    assert chosen == [tuple(h.choices[a] for h, a in zip(heads, row, strict=False))
+                      for row in ep["actions"].tolist()]  # fmt: skip
+    assert len({c[0] for c in chosen}) > 1 or policy == "default"  # the file's policy acts
+
+
+def test_the_shipped_policy_decides_as_recorded():
+    """Decisions of the shipped policy on small fixed runs, recorded before the controller was
+    shared between meta-training and deployment: refactors must not change them."""
+    recorded = json.loads(TRACE.read_text())
+    for key, expected in recorded.items():
+        seed, with_val = int(key[4]), key.endswith("-val")
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 1))
+        g = torch.Generator().manual_seed(seed)
+        data = [
+            (torch.randn(16, 6, generator=g), torch.randn(16, 1, generator=g)) for _ in range(120)
+        ]
+        xv, yv = torch.randn(64, 6, generator=g), torch.randn(64, 1, generator=g)
+
+        def val(m=model, x=xv, y=yv):
+            return nn.functional.mse_loss(m(x), y).item()
+
+        fn = val if with_val else None
+        opt = LearnedOptimizer(model.parameters(), total_steps=120, val_loss_fn=fn)
+        for x, y in data:
+            loss = nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            opt.report(train_loss=loss)
+        got = [{"step": h["step"], "action": h["action"], "register": h["register"],
+                "hparams": h["hparams"]} for h in opt.history]  # fmt: skip
+        assert [r["action"] for r in got] == [r["action"] for r in expected], key
+        assert [r["register"] for r in got] == [r["register"] for r in expected], key
+        for a, b in zip(got, expected, strict=True):
+            assert a["hparams"] == pytest.approx(b["hparams"], rel=1e-12), key
+
+
+def test_registers_restore_buffers_when_given_the_model(policy_file):
+    from lhopt.control.learned import _CIAOState
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 1))
+    opt = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file, model=model)
+    x = torch.randn(32, 4)
+
+    def train_steps(n):
+        for _ in range(n):
+            loss = model(x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            opt.report(train_loss=loss)
+
+    train_steps(3)
+    registers, target = opt.controller.registers, _CIAOState(opt)
+    registers.apply("save", 0, opt._module, target)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    train_steps(5)
+    assert not torch.equal(model[1].running_mean, saved["1.running_mean"])
+    assert registers.apply("load", 0, opt._module, target)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k]), k  # batch-norm statistics included
+
+
+def test_a_model_must_hold_the_optimized_parameters(policy_file):
+    model, other = nn.Linear(3, 1), nn.Linear(3, 1)
+    with pytest.raises(ValueError, match="model= must hold every parameter"):
+        LearnedOptimizer(other.parameters(), total_steps=40, policy=policy_file, model=model)
+    with pytest.raises(ValueError, match="model=3 is not allowed"):
+        LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file, model=3)
+    opt = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file, model=model)
+    with pytest.raises(ValueError, match="model= must hold every parameter"):
+        opt.add_param_group({"params": other.parameters()})
+    assert len(opt.param_groups) == 1  # the refused group was not added
+
+
+def test_decision_steps_spread_k_decisions_over_the_run_at_most_one_per_four_steps():
+    assert decision_steps(100, 4) == [0, 25, 50, 75]
+    assert decision_steps(10, 20) == [0, 5]  # capped at T / 4
+    assert decision_steps(3, 20) == [0]
+    assert decision_steps(7, 3) == [0]
+    assert decision_steps(120, 20) == list(range(0, 120, 6))
