@@ -70,13 +70,17 @@ def main() -> None:
     parser.add_argument("candidates", nargs="+", type=Path)
     args = parser.parse_args()
     rows = [evaluate(folder) for folder in args.candidates]
-    print("| candidate | validation: adamw (min) / tuned | validation-long: adamw / tuned "
-          "| eligible | score |")  # fmt: skip
+    print(
+        "| candidate | validation: adamw (min) / tuned | validation-long: adamw / tuned "
+        "| eligible | score |"
+    )
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['candidate']} | {r['val_adamw']:.2f} ({r['val_min_adamw']:.2f}) / "
-              f"{r['val_tuned']:.2f} | {r['long_adamw']:.2f} / {r['long_tuned']:.2f} | "
-              f"{'yes' if r['eligible'] else 'no'} | {r['score']:.3f} |")  # fmt: skip
+        print(
+            f"| {r['candidate']} | {r['val_adamw']:.2f} ({r['val_min_adamw']:.2f}) / "
+            f"{r['val_tuned']:.2f} | {r['long_adamw']:.2f} / {r['long_tuned']:.2f} | "
+            f"{'yes' if r['eligible'] else 'no'} | {r['score']:.3f} |"
+        )
     eligible = [r for r in rows if r["eligible"]]
     if not eligible:
         print("no eligible candidate")

@@ -66,8 +66,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
-    rules = ("stages 1-2: power law, best", "stage 3: power law, last",
-             "stage 4: horizon 20, no asymptote, last")  # fmt: skip
+    rules = (
+        "stages 1-2: power law, best",
+        "stage 3: power law, last",
+        "stage 4: horizon 20, no asymptote, last",
+    )
     returns = {r: {"hold": [], "decay": []} for r in rules}
     lower, budgets = [], []
     for _ in range(args.tasks):
@@ -77,24 +80,30 @@ def main() -> None:
         if not all(math.isfinite(v) for v in result["val"]):
             continue
         floorless = anchored_curve(result["steps"], result["val"], 14, 20.0, asymptote=False)
-        runs = {name: run_schedule(config, seed, args.lr, name == "decay")
-                for name in ("hold", "decay")}  # fmt: skip
+        runs = {
+            name: run_schedule(config, seed, args.lr, name == "decay") for name in ("hold", "decay")
+        }
         lower.append(runs["decay"][1][-1] < runs["hold"][1][-1])
         budgets.append(runs["hold"][0][-1])
-        for rule, ref, loss in zip(rules, (law, law, floorless), ("best", "last", "last"),
-                                   strict=True):  # fmt: skip
+        for rule, ref, loss in zip(
+            rules, (law, law, floorless), ("best", "last", "last"), strict=True
+        ):
             for name, (steps, vals) in runs.items():
                 returns[rule][name].append(sum(outer_step_rewards(ref, steps, vals, loss=loss)))
     n = len(lower)
-    print(f"{n} tasks (budgets {min(budgets)}-{max(budgets)}, median {int(np.median(budgets))}), "
-          f"lr {args.lr:g}; the decay's final validation loss is lower on "
-          f"{100 * np.mean(lower):.0f}% of them")  # fmt: skip
+    print(
+        f"{n} tasks (budgets {min(budgets)}-{max(budgets)}, median {int(np.median(budgets))}), "
+        f"lr {args.lr:g}; the decay's final validation loss is lower on "
+        f"{100 * np.mean(lower):.0f}% of them"
+    )
     print("| rule | mean return, hold | decay | mean decay - hold | decay scores more |")
     print("|---|---|---|---|---|")
     for rule in rules:
         hold, dec = np.array(returns[rule]["hold"]), np.array(returns[rule]["decay"])
-        print(f"| {rule} | {hold.mean():+.3f} | {dec.mean():+.3f} | {(dec - hold).mean():+.3f} | "
-              f"{100 * np.mean(dec > hold + 1e-9):.0f}% |")  # fmt: skip
+        print(
+            f"| {rule} | {hold.mean():+.3f} | {dec.mean():+.3f} | {(dec - hold).mean():+.3f} | "
+            f"{100 * np.mean(dec > hold + 1e-9):.0f}% |"
+        )
 
 
 if __name__ == "__main__":

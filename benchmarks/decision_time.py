@@ -24,8 +24,9 @@ def main() -> None:
     model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
     x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
     steps = 4 * args.decisions
-    opt = LearnedOptimizer(model.parameters(), total_steps=steps, policy=args.policy,
-                           decisions=args.decisions)  # fmt: skip
+    opt = LearnedOptimizer(
+        model.parameters(), total_steps=steps, policy=args.policy, decisions=args.decisions
+    )
     times = []
     for _ in range(steps):
         loss = nn.functional.cross_entropy(model(x), y)
@@ -37,10 +38,12 @@ def main() -> None:
         if decide:
             times.append(time.perf_counter() - start)
         opt.report(train_loss=loss)
-    print(f"{len(times)} decisions (each timed with the step it precedes): median "
-          f"{1e3 * statistics.median(times):.2f} ms, p90 "
-          f"{1e3 * sorted(times)[int(0.9 * len(times))]:.2f} ms; "
-          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"{len(times)} decisions (each timed with the step it precedes): median "
+        f"{1e3 * statistics.median(times):.2f} ms, p90 "
+        f"{1e3 * sorted(times)[int(0.9 * len(times))]:.2f} ms; "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,12 @@ def episode(config_dict: dict, seed: int) -> dict:
     start = time.perf_counter()
     task = build_task(config_dict, seed)
     built = time.perf_counter()
-    opt = LearnedOptimizer(task.model.parameters(), total_steps=task.budget,
-                           val_loss_fn=task.val_loss, model=task.model)  # fmt: skip
+    opt = LearnedOptimizer(
+        task.model.parameters(),
+        total_steps=task.budget,
+        val_loss_fn=task.val_loss,
+        model=task.model,
+    )
     for _ in range(task.budget):
         loss = task.train_loss()
         opt.zero_grad()
@@ -69,8 +73,10 @@ def main() -> None:
     for family in (*FAMILY_NAMES, "all"):
         t = sorted(r["episode_s"] for r in results if family in ("all", r["family"]))
         p90 = t[min(len(t) - 1, int(0.9 * len(t)))]
-        print(f"| {family} | {len(t)} | {t[0]:.1f} | {statistics.median(t):.1f} | {p90:.1f} "
-              f"| {t[-1]:.1f} |")  # fmt: skip
+        print(
+            f"| {family} | {len(t)} | {t[0]:.1f} | {statistics.median(t):.1f} | {p90:.1f} "
+            f"| {t[-1]:.1f} |"
+        )
     print(f"median over all episodes: {statistics.median(times):.1f} s")
     if args.json:
         with open(args.json, "w") as f:

@@ -44,10 +44,16 @@ def main() -> None:
         for path in args.policies:
             r = run_episode(load_policy(path), task, 0, ep, np.random.default_rng(0), greedy=True)
             info = r["info"]
-            print(json.dumps({"policy": path, "return": round(info["return"], 3),
-                              "lr": [float(f"{x:.3g}") for x in info["lr_trace"]],
-                              "final": {k: float(f"{v:.3g}") for k, v in
-                                        info["final_hparams"].items()}}))  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "policy": path,
+                        "return": round(info["return"], 3),
+                        "lr": [float(f"{x:.3g}") for x in info["lr_trace"]],
+                        "final": {k: float(f"{v:.3g}") for k, v in info["final_hparams"].items()},
+                    }
+                )
+            )
         return
     for path in args.policies:
         with tempfile.TemporaryDirectory() as out:

@@ -19,19 +19,24 @@ from lhopt.meta import config as meta_config
 from lhopt.meta.train import MetaTrainer
 
 CONFIG = {
-    "run": {"seed": 0, "min_new_transitions": 64, "checkpoint_every": 1000,
-            "families": ["quadratic", "algorithmic", "mnist1d"]},
+    "run": {
+        "seed": 0,
+        "min_new_transitions": 64,
+        "checkpoint_every": 1000,
+        "families": ["quadratic", "algorithmic", "mnist1d"],
+    },
     "policy": {"hidden": 256},
     "ppo": {"batch": 64, "buffer": 384},
     "episode": {"max_outer_steps": 32},
-}  # fmt: skip
+}
 
 
 def measure(workers: int, iterations: int) -> dict:
     import ray
 
-    cfg = meta_config.from_dict({**CONFIG, "run": {**CONFIG["run"], "workers": workers,
-                                                    "iterations": iterations}})  # fmt: skip
+    cfg = meta_config.from_dict(
+        {**CONFIG, "run": {**CONFIG["run"], "workers": workers, "iterations": iterations}}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LHOPT_CACHE_DIR"] = os.path.join(tmp, "cache")
         trainer = MetaTrainer(cfg, os.path.join(tmp, "run"))
@@ -40,10 +45,15 @@ def measure(workers: int, iterations: int) -> dict:
         wall = time.perf_counter() - start
     ray.shutdown()
     c = trainer.counters
-    return {"workers": workers, "iterations": iterations, "episodes": c["episodes"],
-            "inner_steps": c["inner_steps"], "wall_s": wall,
-            "episodes_per_hour": 3600 * c["episodes"] / wall,
-            "inner_steps_per_s": c["inner_steps"] / wall}  # fmt: skip
+    return {
+        "workers": workers,
+        "iterations": iterations,
+        "episodes": c["episodes"],
+        "inner_steps": c["inner_steps"],
+        "wall_s": wall,
+        "episodes_per_hour": 3600 * c["episodes"] / wall,
+        "inner_steps_per_s": c["inner_steps"] / wall,
+    }
 
 
 def main() -> None:
@@ -57,8 +67,10 @@ def main() -> None:
     print("| workers | episodes | inner steps | wall s | episodes/hour | inner steps/s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['workers']} | {r['episodes']} | {r['inner_steps']} | {r['wall_s']:.0f} "
-              f"| {r['episodes_per_hour']:.0f} | {r['inner_steps_per_s']:.0f} |")  # fmt: skip
+        print(
+            f"| {r['workers']} | {r['episodes']} | {r['inner_steps']} | {r['wall_s']:.0f} "
+            f"| {r['episodes_per_hour']:.0f} | {r['inner_steps_per_s']:.0f} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -50,14 +50,18 @@ def main() -> None:
         misfit.append(law.loss(T) / best - 1)
         for rule, ref in zip(rules, (law, anchored, floorless), strict=True):
             rules[rule].append([log_speedup(ref, f * best, T) for f in FACTORS])
-    print(f"{len(misfit)} tasks with finite adamw curves; power-law fit at T above the real final "
-          f"best loss by a median {100 * np.median(misfit):.1f}%")  # fmt: skip
+    print(
+        f"{len(misfit)} tasks with finite adamw curves; power-law fit at T above the real final "
+        f"best loss by a median {100 * np.median(misfit):.1f}%"
+    )
     print("| rule | " + " | ".join(f"loss x{f}" for f in FACTORS) + " |")
     print("|---|" + "---|" * len(FACTORS))
     for (rule, rows), top in zip(rules.items(), tops, strict=True):
         r = np.array(rows)
-        cells = [f"{np.median(r[:, i]):+.2f} ({100 * np.mean(r[:, i] >= top - 1e-9):.0f}% max)"
-                 for i in range(len(FACTORS))]  # fmt: skip
+        cells = [
+            f"{np.median(r[:, i]):+.2f} ({100 * np.mean(r[:, i] >= top - 1e-9):.0f}% max)"
+            for i in range(len(FACTORS))
+        ]
         print(f"| {rule} | " + " | ".join(cells) + " |")
     print("cells: median log speedup at T (share of tasks at the rule's maximum)")
 

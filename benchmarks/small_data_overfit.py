@@ -28,9 +28,19 @@ def main() -> None:
     for n in (int(x) for x in args.samples.split(",")):
         for lr in (float(x) for x in args.lrs.split(",")):
             config = TaskConfig.make(
-                "mnist1d", arch="mlp", depth=2, width=128, norm="none", activation="relu",
-                dropout=0.0, loss="ce", batch=64, epochs=3, budget=args.steps, train_samples=n,
-            )  # fmt: skip
+                "mnist1d",
+                arch="mlp",
+                depth=2,
+                width=128,
+                norm="none",
+                activation="relu",
+                dropout=0.0,
+                loss="ce",
+                batch=64,
+                epochs=3,
+                budget=args.steps,
+                train_samples=n,
+            )
             task = build_task(config, seed=0)
             opt = torch.optim.AdamW(task.model.parameters(), lr=lr)
             losses = []

@@ -25,9 +25,14 @@ from lhopt import CIAO
 
 def mlp() -> tuple[nn.Module, callable]:
     model = nn.Sequential(
-        nn.Linear(512, 1536), nn.GELU(), nn.Linear(1536, 1536), nn.GELU(),
-        nn.Linear(1536, 1536), nn.GELU(), nn.Linear(1536, 10),
-    )  # fmt: skip
+        nn.Linear(512, 1536),
+        nn.GELU(),
+        nn.Linear(1536, 1536),
+        nn.GELU(),
+        nn.Linear(1536, 1536),
+        nn.GELU(),
+        nn.Linear(1536, 10),
+    )
     x, y = torch.randn(128, 512), torch.randint(0, 10, (128,))
     return model, lambda m: nn.functional.cross_entropy(m(x), y)
 
@@ -64,7 +69,7 @@ def make_optimizers(model):
             eps=1e-6,
             weight_decay=1e-2,
             foreach=True,
-        ),  # fmt: skip
+        ),
         "ciao": CIAO(model.parameters(), lr=1e-4, feature_every=4),
     }
 
@@ -127,8 +132,10 @@ def main() -> None:
     args = parser.parse_args()
     results = {"mlp": measure(mlp, args.reps), "transformer": measure(transformer, args.reps)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
-    print("| model | params | tensors | AdamW step ms | CIAO step ms | step ratio "
-          "| AdamW full step ms | CIAO full step ms | full-step overhead |")  # fmt: skip
+    print(
+        "| model | params | tensors | AdamW step ms | CIAO step ms | step ratio "
+        "| AdamW full step ms | CIAO full step ms | full-step overhead |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(

@@ -68,10 +68,10 @@ def measure(config, rounds: int) -> dict:
             n: statistics.median(a / b for a, b in zip(v, base, strict=True))
             for n, v in per_block.items()
             if n != "adamw"
-        },  # fmt: skip
+        },
         "mean_ratio_to_adamw": {
             n: sum(v) / sum(base) for n, v in per_block.items() if n != "adamw"
-        },  # fmt: skip
+        },
     }
 
 
@@ -99,9 +99,12 @@ def main() -> None:
         m = measure(tasks[name], args.rounds)
         out[name] = m
         ms, ratio, mean = m["ms_per_step"], m["ratio_to_adamw"], m["mean_ratio_to_adamw"]
-        print(f"| {name} | {m['budget']} | {ms['adamw']:.3f} | {ms['lhopt']:.3f} | "
-              f"{ms['ciao']:.3f} | {ratio['lhopt']:.3f} ({mean['lhopt']:.3f}) | "
-              f"{ratio['ciao']:.3f} |", flush=True)  # fmt: skip
+        print(
+            f"| {name} | {m['budget']} | {ms['adamw']:.3f} | {ms['lhopt']:.3f} | "
+            f"{ms['ciao']:.3f} | {ratio['lhopt']:.3f} ({mean['lhopt']:.3f}) | "
+            f"{ratio['ciao']:.3f} |",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -14,16 +14,32 @@ from lhopt.extras import start_ray
 from lhopt.tasks import SUITES, TaskConfig
 
 TINY = {
-    "tiny-quadratic": TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.3, batch=4,
-                                      budget=40),
-    "tiny-xor": TaskConfig.make("algorithmic", problem="xor", cell="gru", layers=1, hidden=16,
-                                dropout=0.0, length=4, batch=32, budget=40),
-}  # fmt: skip
+    "tiny-quadratic": TaskConfig.make(
+        "quadratic", dim=20, condition=100.0, noise=0.3, batch=4, budget=40
+    ),
+    "tiny-xor": TaskConfig.make(
+        "algorithmic",
+        problem="xor",
+        cell="gru",
+        layers=1,
+        hidden=16,
+        dropout=0.0,
+        length=4,
+        batch=32,
+        budget=40,
+    ),
+}
 
 
 def job(config, optimizer="adamw", multiple=1.0, lr=None, seed=0):
-    return {"task": "t", "config": config.to_dict(), "seed": seed, "optimizer": optimizer,
-            "lr": lr, "multiple": multiple}  # fmt: skip
+    return {
+        "task": "t",
+        "config": config.to_dict(),
+        "seed": seed,
+        "optimizer": optimizer,
+        "lr": lr,
+        "multiple": multiple,
+    }
 
 
 @pytest.mark.parametrize(
@@ -139,8 +155,13 @@ def test_benchmark_end_to_end(ray_local, tmp_cache, tmp_path, monkeypatch):
     by_key = {benchmark.job_key(r["job"]): r for r in doc["runs"]}
     for task in TINY:
         for seed in (0, 1):
-            runs = [r["job"] for r in doc["runs"] if r["job"]["optimizer"] == "adamw-cosine"
-                    and r["job"]["task"] == task and r["job"]["seed"] == seed]  # fmt: skip
+            runs = [
+                r["job"]
+                for r in doc["runs"]
+                if r["job"]["optimizer"] == "adamw-cosine"
+                and r["job"]["task"] == task
+                and r["job"]["seed"] == seed
+            ]
             lr = benchmark.chosen_lr(by_key, task, seed)
             assert len(runs) == (7 if lr == baselines.DEFAULT_LR else 9)
             assert {j["lr"] for j in runs if j["multiple"] == 1.0} == set(baselines.TUNED_LR_GRID)
@@ -149,8 +170,10 @@ def test_benchmark_end_to_end(ray_local, tmp_cache, tmp_path, monkeypatch):
     assert "| adamw |" in paths["report"].read_text()
     assert paths["curves"].stat().st_size > 10_000 and paths["hparams"].exists()
 
-    walls = [s["over"]["adamw"]["wall_speedup"] for s in
-             doc["tasks"]["tiny-xor"]["optimizers"]["prodigy"]["seeds"]]  # fmt: skip
+    walls = [
+        s["over"]["adamw"]["wall_speedup"]
+        for s in doc["tasks"]["tiny-xor"]["optimizers"]["prodigy"]["seeds"]
+    ]
     assert all(w is not None and w > 0 for w in walls)  # all timed in this invocation
 
     again = run_benchmark("tiny", ["adamw", "prodigy"], seeds=1, progress=False)
@@ -176,8 +199,14 @@ def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path, policy_f
     path = policy_file
     assert check_policy(str(path), ["lhopt"]) == str(path.resolve())
     quad = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.3, batch=4, budget=80)
-    job = {"task": "t", "config": quad.to_dict(), "seed": 0, "optimizer": "lhopt", "lr": None,
-           "multiple": 1.0}  # fmt: skip
+    job = {
+        "task": "t",
+        "config": quad.to_dict(),
+        "seed": 0,
+        "optimizer": "lhopt",
+        "lr": None,
+        "multiple": 1.0,
+    }
     shipped = run_job(job)
     other = run_job({**job, "policy": str(path)})
     assert other["hparams"]["lr"] != shipped["hparams"]["lr"]  # another policy, other choices
@@ -193,8 +222,14 @@ def test_lhopt_trainloss_never_sees_a_validation_loss():
         assert isinstance(driver, TrainLossDriver) != sees_val
         driver.on_eval(0, 1.5)
         assert (driver.optimizer._val_loss == 1.5) == sees_val
-    job = {"task": "t", "config": quad.to_dict(), "seed": 0, "optimizer": "lhopt-trainloss",
-           "lr": None, "multiple": 1.0}  # fmt: skip
+    job = {
+        "task": "t",
+        "config": quad.to_dict(),
+        "seed": 0,
+        "optimizer": "lhopt-trainloss",
+        "lr": None,
+        "multiple": 1.0,
+    }
     from lhopt.bench.runner import run_job
 
     assert len(run_job(job)["val"]) > 2  # the benchmark still measures its validation curve

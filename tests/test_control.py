@@ -14,9 +14,18 @@ from lhopt.optim import HPARAMS
 def test_official_heads_and_keep():
     space = ActionSpace()
     assert space.nvec == (7, 3, 3, 3, 3, 3, 3, 5, 10)
-    groups = [{"lr": 1e-3, "weight_decay": 0.01, "epsilon": 1e-6, "ombeta1": 0.1,
-               "ombeta2": 0.01, "grad_clip_ombeta": 0.01, "lamb_update_norm_ombeta": 0.01,
-               "clip_fraction": 0.8}]  # fmt: skip
+    groups = [
+        {
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "epsilon": 1e-6,
+            "ombeta1": 0.1,
+            "ombeta2": 0.01,
+            "grad_clip_ombeta": 0.01,
+            "lamb_update_norm_ombeta": 0.01,
+            "clip_fraction": 0.8,
+        }
+    ]
     before = copy.deepcopy(groups)
     space.apply_hparams(groups, space.keep)
     assert groups == before
@@ -32,8 +41,10 @@ def test_ten_thousand_random_actions_never_leave_the_bounds():
         if start == 0:
             group = {h: HPARAMS[h].default for h in bounds}
         else:  # random starting values inside the bounds
-            group = {h: math.exp(rng.uniform(math.log(lo), math.log(hi)))
-                     for h, (lo, hi) in bounds.items()}  # fmt: skip
+            group = {
+                h: math.exp(rng.uniform(math.log(lo), math.log(hi)))
+                for h, (lo, hi) in bounds.items()
+            }
         for _ in range(2000):
             space.apply_hparams([group], space.sample(rng))
             for name, (lo, hi) in bounds.items():
@@ -90,8 +101,10 @@ def setup_run(seed=0):
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 1)).double()
     opt = CIAO(model.parameters(), lr=1e-2, feature_every=2)
     g = torch.Generator().manual_seed(seed)
-    data = [(torch.randn(8, 4, generator=g).double(), torch.randn(8, 1, generator=g).double())
-            for _ in range(40)]  # fmt: skip
+    data = [
+        (torch.randn(8, 4, generator=g).double(), torch.randn(8, 1, generator=g).double())
+        for _ in range(40)
+    ]
     return model, opt, data
 
 

@@ -15,14 +15,21 @@ from lhopt.control import decision_steps, load_policy
 from lhopt.meta.episode import EpisodeConfig, evaluation_config, run_episode
 from lhopt.tasks import TaskConfig, build_task
 
-QUAD = {"family": "quadratic", "dim": 20, "condition": 100.0, "noise": 0.1, "batch": 8,
-        "budget": 200}  # fmt: skip
+QUAD = {
+    "family": "quadratic",
+    "dim": 20,
+    "condition": 100.0,
+    "noise": 0.1,
+    "batch": 8,
+    "budget": 200,
+}
 TRACE = Path(__file__).parent / "data" / "shipped_policy_decisions.json"
 
 
 @pytest.mark.parametrize("policy", ["default", "file"])
-def test_meta_training_and_learned_optimizer_take_the_same_decisions(policy, policy_file,
-                                                                     tmp_cache):  # fmt: skip
+def test_meta_training_and_learned_optimizer_take_the_same_decisions(
+    policy, policy_file, tmp_cache
+):
     path = "default" if policy == "default" else policy_file
     config = TaskConfig.from_dict(QUAD)
     cfg = evaluation_config(EpisodeConfig(min_outer_steps=10, max_outer_steps=10))
@@ -30,9 +37,14 @@ def test_meta_training_and_learned_optimizer_take_the_same_decisions(policy, pol
     assert ep["info"]["outer_steps"] == 10
 
     task = build_task(config, 0)
-    opt = LearnedOptimizer(task.model.parameters(), total_steps=task.budget,
-                           val_loss_fn=task.val_loss, policy=path, decisions=10,
-                           model=task.model)  # fmt: skip
+    opt = LearnedOptimizer(
+        task.model.parameters(),
+        total_steps=task.budget,
+        val_loss_fn=task.val_loss,
+        policy=path,
+        decisions=10,
+        model=task.model,
+    )
     for _ in range(task.budget):
         loss = task.train_loss()
         opt.zero_grad()
@@ -43,8 +55,10 @@ def test_meta_training_and_learned_optimizer_take_the_same_decisions(policy, pol
     assert ep["info"]["final_hparams"] == {k: opt.hparams[0][k] for k in ep["info"]["initial"]}
     chosen = [tuple(h["action"].values()) for h in opt.history]
     heads = opt.controller.space.heads
-    assert chosen == [tuple(h.choices[a] for h, a in zip(heads, row, strict=False))
-                      for row in ep["actions"].tolist()]  # fmt: skip
+    assert chosen == [
+        tuple(h.choices[a] for h, a in zip(heads, row, strict=False))
+        for row in ep["actions"].tolist()
+    ]
     assert len({c[0] for c in chosen}) > 1 or policy == "default"  # the file's policy acts
 
 
@@ -73,8 +87,15 @@ def test_the_shipped_policy_decides_as_recorded():
             loss.backward()
             opt.step()
             opt.report(train_loss=loss)
-        got = [{"step": h["step"], "action": h["action"], "register": h["register"],
-                "hparams": h["hparams"]} for h in opt.history]  # fmt: skip
+        got = [
+            {
+                "step": h["step"],
+                "action": h["action"],
+                "register": h["register"],
+                "hparams": h["hparams"],
+            }
+            for h in opt.history
+        ]
         assert [r["action"] for r in got] == [r["action"] for r in expected], key
         assert [r["register"] for r in got] == [r["register"] for r in expected], key
         for a, b in zip(got, expected, strict=True):

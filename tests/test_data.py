@@ -94,8 +94,10 @@ def test_read_members_of_a_tarball(tmp_path):
 
 
 def test_gutenberg_boilerplate_is_stripped():
-    text = b"header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nbody\n" \
-           b"*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicense\n"  # fmt: skip
+    text = (
+        b"header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nbody\n"
+        b"*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicense\n"
+    )
     assert charlm.strip_gutenberg(text) == b"body\n"
     assert charlm.strip_gutenberg(b"plain text") == b"plain text\n"
 

@@ -129,7 +129,13 @@ def test_state_dict_round_trip_gives_the_same_next_vector():
 def test_wrong_lengths_are_refused():
     space, engine = make_engine()
     with pytest.raises(ValueError, match="prev_action"):
-        engine.observe(progress=0, step_stats={}, train_loss=1.0, hparams={}, prev_action=[0.0],
-                       registers=[(False, None, None)] * 3)  # fmt: skip
+        engine.observe(
+            progress=0,
+            step_stats={},
+            train_loss=1.0,
+            hparams={},
+            prev_action=[0.0],
+            registers=[(False, None, None)] * 3,
+        )
     with pytest.raises(ValueError, match="kinds"):
         FeatureEngine({"lr": "linear"}, ())

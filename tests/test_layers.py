@@ -83,8 +83,9 @@ def test_the_layout_covers_what_the_actor_reads_not_the_critics_inputs(monkeypat
     before = layout_hash()
     more = (*tasks.FAMILY_NAMES, "a-new-family")
     monkeypatch.setattr(tasks, "FAMILY_NAMES", more)
-    monkeypatch.setattr(episode, "PRIVILEGED_NAMES",
-                        (*episode.PRIVILEGED_NAMES, "descriptor/extra"))  # fmt: skip
+    monkeypatch.setattr(
+        episode, "PRIVILEGED_NAMES", (*episode.PRIVILEGED_NAMES, "descriptor/extra")
+    )
     assert layout_hash() == before
     net = load_policy(default_policy_path())
     assert net.priv_dim != len(episode.PRIVILEGED_NAMES)  # the file's critic, not today's

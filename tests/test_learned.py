@@ -38,8 +38,14 @@ def test_drop_in_use_makes_decisions_and_records_them(policy_file):
         with torch.no_grad():
             return nn.functional.mse_loss(model(x_val), y_val).item()
 
-    opt = lhopt.LearnedOptimizer(model.parameters(), total_steps=80, val_loss_fn=val_loss,
-                                 policy=policy_file, decisions=10, sample=True)  # fmt: skip
+    opt = lhopt.LearnedOptimizer(
+        model.parameters(),
+        total_steps=80,
+        val_loss_fn=val_loss,
+        policy=policy_file,
+        decisions=10,
+        sample=True,
+    )
     assert isinstance(opt, torch.optim.Optimizer)
     train(model, opt, data)
     assert [h["step"] for h in opt.history] == list(range(0, 80, 8))
@@ -53,16 +59,23 @@ def test_drop_in_use_makes_decisions_and_records_them(policy_file):
 
 def test_resumed_run_decides_exactly_as_the_uninterrupted_one(policy_file):
     model, data = setup(1)
-    opt = LearnedOptimizer(model.parameters(), total_steps=80, policy=policy_file, decisions=16,
-                           sample=True, seed=3)  # fmt: skip
+    opt = LearnedOptimizer(
+        model.parameters(), total_steps=80, policy=policy_file, decisions=16, sample=True, seed=3
+    )
     train(model, opt, data[:37])  # stop mid-period, with train losses accumulated
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
     train(model, opt, data[37:])
 
     resumed_model, _ = setup(1)
-    resumed = LearnedOptimizer(resumed_model.parameters(), total_steps=80, policy=policy_file,
-                               decisions=16, sample=True, seed=99)  # fmt: skip
+    resumed = LearnedOptimizer(
+        resumed_model.parameters(),
+        total_steps=80,
+        policy=policy_file,
+        decisions=16,
+        sample=True,
+        seed=99,
+    )
     buf.seek(0)
     saved = torch.load(buf, weights_only=False)
     resumed_model.load_state_dict(saved["model"])
@@ -174,8 +187,9 @@ def test_total_steps_must_be_a_positive_int(policy_file, bad):
 
 @pytest.mark.parametrize("steps", [np.int64(40), torch.tensor(40)])
 def test_integer_scalars_are_accepted_as_counts(policy_file, steps):
-    opt = LearnedOptimizer(nn.Linear(2, 1).parameters(), total_steps=steps, policy=policy_file,
-                           decisions=np.int32(5))  # fmt: skip
+    opt = LearnedOptimizer(
+        nn.Linear(2, 1).parameters(), total_steps=steps, policy=policy_file, decisions=np.int32(5)
+    )
     assert type(opt.total_steps) is int and opt.total_steps == 40
     assert opt.decision_steps == [0, 8, 16, 24, 32]
 

@@ -18,8 +18,14 @@ from lhopt.meta.ppo import PPOConfig, ReplayBuffer, gae, make_polyak, polyak_upd
 from lhopt.meta.train import MetaTrainer
 from lhopt.tasks import TaskConfig
 
-QUAD = {"family": "quadratic", "dim": 20, "condition": 100.0, "noise": 0.1, "batch": 8,
-        "budget": 200}  # fmt: skip
+QUAD = {
+    "family": "quadratic",
+    "dim": 20,
+    "condition": 100.0,
+    "noise": 0.1,
+    "batch": 8,
+    "budget": 200,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -28,14 +34,25 @@ def _cache(tmp_cache):
 
 
 def small_config(ppo_lr=3e-3, **run):
-    return meta_config.from_dict({
-        "run": {"workers": 0, "min_new_transitions": 40, "checkpoint_every": 1, "task": QUAD,
-                **run},
-        "policy": {"hidden": 32},
-        "ppo": {"lr": ppo_lr, "batch": 40, "buffer": 160},
-        "episode": {"min_outer_steps": 10, "max_outer_steps": 10, "fixed_initial": {"lr": 1e-5},
-                    "other_perturbation": 1.0},
-    })  # fmt: skip
+    return meta_config.from_dict(
+        {
+            "run": {
+                "workers": 0,
+                "min_new_transitions": 40,
+                "checkpoint_every": 1,
+                "task": QUAD,
+                **run,
+            },
+            "policy": {"hidden": 32},
+            "ppo": {"lr": ppo_lr, "batch": 40, "buffer": 160},
+            "episode": {
+                "min_outer_steps": 10,
+                "max_outer_steps": 10,
+                "fixed_initial": {"lr": 1e-5},
+                "other_perturbation": 1.0,
+            },
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -184,8 +201,13 @@ def test_greedy_actions_are_the_most_likely_ones_with_their_log_probability(part
 
 def test_keep_bias_makes_the_untrained_policy_mostly_keep(parts):
     space, engine = parts
-    pol = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec,
-                 PolicyConfig(hidden=16, keep_bias=3.0), keep=space.keep)  # fmt: skip
+    pol = Policy(
+        engine.size,
+        len(PRIVILEGED_NAMES),
+        space.nvec,
+        PolicyConfig(hidden=16, keep_bias=3.0),
+        keep=space.keep,
+    )
     logits, _ = pol.step(torch.zeros(1, engine.size), pol.initial_state())
     for lg, k, n in zip(logits, space.keep, space.nvec, strict=True):
         p = torch.softmax(lg[0], -1)
@@ -292,9 +314,21 @@ def test_sigkill_then_resume_loses_only_the_iteration_in_flight(tmp_path):
     )
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lhopt.cli", "meta-train", "--config",
-                             str(cfg_path), "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lhopt.cli",
+            "meta-train",
+            "--config",
+            str(cfg_path),
+            "--out",
+            str(out),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     log = out / "log.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -335,8 +369,9 @@ def test_it_learns_to_fix_a_learning_rate_100x_too_small(tmp_path):
         def mean_return(policy, trainer=trainer, cfg=cfg):
             rng = np.random.default_rng(123)
             task = TaskConfig.from_dict(QUAD)
-            return np.mean([run_episode(policy, task, 1000 + s, cfg, rng)["info"]["return"]
-                            for s in range(6)])  # fmt: skip
+            return np.mean(
+                [run_episode(policy, task, 1000 + s, cfg, rng)["info"]["return"] for s in range(6)]
+            )
 
         before = mean_return(trainer.policy)
         trainer.train(log_progress=lambda s: None)
@@ -349,11 +384,14 @@ def test_it_learns_to_fix_a_learning_rate_100x_too_small(tmp_path):
 def test_periodic_evaluation_on_a_suite_is_logged(tmp_path, monkeypatch):
     from lhopt.tasks import SUITES
 
-    tiny = {"tiny-a": TaskConfig.from_dict({**QUAD, "budget": 40}),
-            "tiny-b": TaskConfig.from_dict({**QUAD, "dim": 30, "budget": 40})}  # fmt: skip
+    tiny = {
+        "tiny-a": TaskConfig.from_dict({**QUAD, "budget": 40}),
+        "tiny-b": TaskConfig.from_dict({**QUAD, "dim": 30, "budget": 40}),
+    }
     monkeypatch.setitem(SUITES, "tiny", tiny)
-    trainer = MetaTrainer(small_config(iterations=2, eval_every=2, eval_suite="tiny",
-                                       eval_seeds=2), tmp_path / "run")  # fmt: skip
+    trainer = MetaTrainer(
+        small_config(iterations=2, eval_every=2, eval_suite="tiny", eval_seeds=2), tmp_path / "run"
+    )
     trainer.train(log_progress=lambda s: None)
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert "eval" not in rows[0]

@@ -14,9 +14,17 @@ from lhopt.tasks.data import CACHE_ENV, DataSource, fetch
 
 # (user, item, rating, timestamp), ids from 1: user 1 rated items 1-4, user 2 items 2, 5, 6, 7
 TOY = np.array(
-    [[1, 3, 4, 30], [1, 1, 5, 10], [1, 2, 3, 20], [1, 4, 1, 30],
-     [2, 5, 2, 5], [2, 2, 4, 1], [2, 7, 5, 9], [2, 6, 3, 7]]
-)  # fmt: skip
+    [
+        [1, 3, 4, 30],
+        [1, 1, 5, 10],
+        [1, 2, 3, 20],
+        [1, 4, 1, 30],
+        [2, 5, 2, 5],
+        [2, 2, 4, 1],
+        [2, 7, 5, 9],
+        [2, 6, 3, 7],
+    ]
+)
 
 
 def test_leave_one_out_holds_out_the_latest_interactions_of_each_user():
@@ -111,8 +119,11 @@ def test_ncf_metrics_rank_the_test_item_among_its_negatives():
 
 def test_speaker_voices_are_disjoint_between_splits():
     variants = {s: set(v) for s, v in speech.VARIANTS.items()}
-    assert not (variants["train"] & variants["test"] or variants["train"] & variants["val"]
-                or variants["val"] & variants["test"])  # fmt: skip
+    assert not (
+        variants["train"] & variants["test"]
+        or variants["train"] & variants["val"]
+        or variants["val"] & variants["test"]
+    )
     for split in ("train", "val", "test"):
         plan = speech.plan_split(split, 200)
         assert plan == speech.plan_split(split, 200)  # fixed seeds

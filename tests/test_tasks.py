@@ -25,18 +25,47 @@ def small(config: TaskConfig, **over) -> TaskConfig:
 
 
 SMALL = {
-    "quadratic": TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.5, batch=2,
-                                 budget=40),
-    "algorithmic": TaskConfig.make("algorithmic", problem="addition", cell="lstm", layers=2,
-                                   hidden=16, dropout=0.1, length=4, batch=32, budget=40),
-    "mnist1d": TaskConfig.make("mnist1d", arch="cnn", depth=2, width=32, norm="batch",
-                               activation="gelu", dropout=0.1, loss="huber", batch=32, epochs=1,
-                               budget=40),
-    "charlm": TaskConfig.make("charlm", arch="transformer", layers=1, d_model=32, context=16,
-                              dropout=0.0, batch=16, budget=40, corpus="poems"),
+    "quadratic": TaskConfig.make(
+        "quadratic", dim=20, condition=100.0, noise=0.5, batch=2, budget=40
+    ),
+    "algorithmic": TaskConfig.make(
+        "algorithmic",
+        problem="addition",
+        cell="lstm",
+        layers=2,
+        hidden=16,
+        dropout=0.1,
+        length=4,
+        batch=32,
+        budget=40,
+    ),
+    "mnist1d": TaskConfig.make(
+        "mnist1d",
+        arch="cnn",
+        depth=2,
+        width=32,
+        norm="batch",
+        activation="gelu",
+        dropout=0.1,
+        loss="huber",
+        batch=32,
+        epochs=1,
+        budget=40,
+    ),
+    "charlm": TaskConfig.make(
+        "charlm",
+        arch="transformer",
+        layers=1,
+        d_model=32,
+        context=16,
+        dropout=0.0,
+        batch=16,
+        budget=40,
+        corpus="poems",
+    ),
     "ncf": TaskConfig.make("ncf", arch="neumf", factors=8, mlp_layers=2, batch=128, budget=40),
     "speech": TaskConfig.make("speech", channels=4, hidden=16, layers=1, batch=8, budget=40),
-}  # fmt: skip
+}
 
 
 def train(task, steps):
@@ -209,5 +238,9 @@ def test_malformed_configs_say_what_is_valid(config, words):
 def test_config_round_trip_and_key():
     c = SMALL["mnist1d"]
     assert TaskConfig.from_dict(c.to_dict()) == c
-    assert TaskConfig.make("quadratic", dim=20, condition=100.00000001, noise=0.5, batch=2,
-                           budget=40).key() == SMALL["quadratic"].key()  # fmt: skip
+    assert (
+        TaskConfig.make(
+            "quadratic", dim=20, condition=100.00000001, noise=0.5, batch=2, budget=40
+        ).key()
+        == SMALL["quadratic"].key()
+    )

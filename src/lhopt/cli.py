@@ -29,8 +29,9 @@ def demo(steps: int, decisions: int, seed: int, out=sys.stdout) -> list[dict]:
     Returns the optimizer's decision records (`history`), each with its validation accuracy."""
     torch.manual_seed(seed)
     (x, y), (xv, yv) = _teacher_task(seed)
-    model = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
-                          nn.Linear(128, 10))  # fmt: skip
+    model = nn.Sequential(
+        nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
     accuracy: list[float] = []
 
     def val_loss() -> float:
@@ -39,12 +40,20 @@ def demo(steps: int, decisions: int, seed: int, out=sys.stdout) -> list[dict]:
             accuracy.append((logits.argmax(1) == yv).float().mean().item())
             return nn.functional.cross_entropy(logits, yv).item()
 
-    opt = LearnedOptimizer(model.parameters(), total_steps=steps, val_loss_fn=val_loss,
-                           decisions=decisions, model=model)  # fmt: skip
+    opt = LearnedOptimizer(
+        model.parameters(),
+        total_steps=steps,
+        val_loss_fn=val_loss,
+        decisions=decisions,
+        model=model,
+    )
     g = torch.Generator().manual_seed(seed + 1)
     start = time.perf_counter()
-    print(f"{'step':>6} {'train':>8} {'val':>8} {'val acc':>8} {'cos(g,m)':>8} "
-          f"{'log|u|/|p|':>10} {'lr':>9} {'wd':>9} {'register':>8}", file=out)  # fmt: skip
+    print(
+        f"{'step':>6} {'train':>8} {'val':>8} {'val acc':>8} {'cos(g,m)':>8} "
+        f"{'log|u|/|p|':>10} {'lr':>9} {'wd':>9} {'register':>8}",
+        file=out,
+    )
     shown = 0
     for _ in range(steps):
         idx = torch.randint(0, len(x), (64,), generator=g)
@@ -56,13 +65,19 @@ def demo(steps: int, decisions: int, seed: int, out=sys.stdout) -> list[dict]:
         for record in opt.history[shown:]:
             f, h = record["features"], record["hparams"]
             train = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
-            print(f"{record['step']:>6} {train:>8} {record['val_loss']:>8.4f} "
-                  f"{accuracy[-1]:>8.3f} {f['stat/cos_grad_momentum']:>8.3f} "
-                  f"{f['stat/log_update_to_param_norm']:>10.2f} {h['lr']:>9.2e} "
-                  f"{h['weight_decay']:>9.2e} {record['register']:>8}", file=out)  # fmt: skip
+            print(
+                f"{record['step']:>6} {train:>8} {record['val_loss']:>8.4f} "
+                f"{accuracy[-1]:>8.3f} {f['stat/cos_grad_momentum']:>8.3f} "
+                f"{f['stat/log_update_to_param_norm']:>10.2f} {h['lr']:>9.2e} "
+                f"{h['weight_decay']:>9.2e} {record['register']:>8}",
+                file=out,
+            )
         shown = len(opt.history)
-    print(f"{steps} steps in {time.perf_counter() - start:.1f} s; "
-          f"{len(opt.history)} decisions of the shipped policy", file=out)  # fmt: skip
+    print(
+        f"{steps} steps in {time.perf_counter() - start:.1f} s; "
+        f"{len(opt.history)} decisions of the shipped policy",
+        file=out,
+    )
     return [{**r, "val_acc": a} for r, a in zip(opt.history, accuracy, strict=True)]
 
 
@@ -109,8 +124,14 @@ def describe_tasks() -> str:
         if not training:
             module_doc += "\n\nOut of distribution: only in the `ood` suite, never sampled."
         column = "sampled for meta-training" if training else "range a config may use"
-        lines += [f"### {name}", "", module_doc, "",
-                  f"| parameter | {column} | doc |", "|---|---|---|"]  # fmt: skip
+        lines += [
+            f"### {name}",
+            "",
+            module_doc,
+            "",
+            f"| parameter | {column} | doc |",
+            "|---|---|---|",
+        ]
         for k, p in schema.params.items():
             if p.kind == "choice":
                 sampled = p.describe()
@@ -127,8 +148,12 @@ def describe_tasks() -> str:
             lines.append(f"| `{k}` | not sampled: {p.describe()} | {p.doc} |")
         lines.append("")
     for suite_name, tasks in SUITES.items():
-        lines += [f"## Suite `{suite_name}`", "", "| task | family | T | config |",
-                  "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"## Suite `{suite_name}`",
+            "",
+            "| task | family | T | config |",
+            "|---|---|---|---|",
+        ]
         for name, c in tasks.items():
             params = ", ".join(f"{k}={v}" for k, v in c.params)
             lines.append(f"| {name} | {c.family} | {task_budget(c)} | {params} |")
@@ -136,8 +161,14 @@ def describe_tasks() -> str:
     return "\n".join(lines)
 
 
-DEFAULT_OPTIMIZERS = ("lhopt", "adamw", "adamw-cosine", "adamw-cosine-tuned", "schedulefree",
-                      "prodigy")  # fmt: skip
+DEFAULT_OPTIMIZERS = (
+    "lhopt",
+    "adamw",
+    "adamw-cosine",
+    "adamw-cosine-tuned",
+    "schedulefree",
+    "prodigy",
+)
 
 
 def bench(args, parser) -> int:
@@ -158,13 +189,22 @@ def bench(args, parser) -> int:
             check_policy(args.policy, optimizers)
     except ValueError as e:
         parser.error(str(e))
-    doc = run_benchmark(args.suite, optimizers, args.seeds, address=args.address,
-                        workers=args.workers, progress=not args.no_progress,
-                        use_cache=not args.no_cache, policy=args.policy,
-                        tasks=tasks)  # fmt: skip
+    doc = run_benchmark(
+        args.suite,
+        optimizers,
+        args.seeds,
+        address=args.address,
+        workers=args.workers,
+        progress=not args.no_progress,
+        use_cache=not args.no_cache,
+        policy=args.policy,
+        tasks=tasks,
+    )
     paths = write(doc, Path(args.out))
-    print(f"\nsuite {args.suite}: {len(doc['tasks'])} tasks, {args.seeds} seed(s), "
-          f"{doc['wall_time_s']:.0f} s")  # fmt: skip
+    print(
+        f"\nsuite {args.suite}: {len(doc['tasks'])} tasks, {args.seeds} seed(s), "
+        f"{doc['wall_time_s']:.0f} s"
+    )
     print(summary_table(doc))
     if "adamw" in doc["baselines"]:
         print()
@@ -184,17 +224,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench", help="run a suite with several optimizers, measure speedups")
     b.add_argument("--suite", default="quick", help="quick, validation or ood")
-    b.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
-                   help="comma-separated names (default: %(default)s)")  # fmt: skip
-    b.add_argument("--tasks", default=None,
-                   help="comma-separated tasks of the suite (default: all of them)")  # fmt: skip
+    b.add_argument(
+        "--optimizers",
+        default=",".join(DEFAULT_OPTIMIZERS),
+        help="comma-separated names (default: %(default)s)",
+    )
+    b.add_argument(
+        "--tasks", default=None, help="comma-separated tasks of the suite (default: all of them)"
+    )
     b.add_argument("--seeds", type=int, default=1)
     b.add_argument("--out", default="out/bench", help="folder for results.json, report, figures")
     b.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     b.add_argument("--workers", type=int, default=None, help="local Ray CPUs (default: all)")
-    b.add_argument("--policy", default=None,
-                   help="policy file for lhopt (default: the shipped one), e.g. a checkpoint's "
-                        "policy.pt")  # fmt: skip
+    b.add_argument(
+        "--policy",
+        default=None,
+        help="policy file for lhopt (default: the shipped one), e.g. a checkpoint's policy.pt",
+    )
     b.add_argument("--no-progress", action="store_true")
     b.add_argument(
         "--no-cache",
@@ -216,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # What each command needs beyond torch and numpy, checked before any work.
-_NEEDS = {"bench": ("bench", ("ray", "tqdm", "matplotlib", "schedulefree", "prodigyopt")),
-          "meta-train": ("meta", ("ray", "tqdm", "matplotlib", "scipy"))}  # fmt: skip
+_NEEDS = {
+    "bench": ("bench", ("ray", "tqdm", "matplotlib", "schedulefree", "prodigyopt")),
+    "meta-train": ("meta", ("ray", "tqdm", "matplotlib", "scipy")),
+}
 
 
 def _run(args, parser) -> int:

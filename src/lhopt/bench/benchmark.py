@@ -44,8 +44,9 @@ def select_tasks(suite_name: str, names: Sequence[str] | None = None) -> dict[st
     return {k: v for k, v in tasks.items() if k in names}
 
 
-def check_request(suite_name: str, optimizers: Sequence[str], seeds: int,
-                  tasks: Sequence[str] | None = None) -> None:  # fmt: skip
+def check_request(
+    suite_name: str, optimizers: Sequence[str], seeds: int, tasks: Sequence[str] | None = None
+) -> None:
     """Fail before any work on an unknown suite, task or optimizer, or a bad seed count."""
     select_tasks(suite_name, tasks)
     if not optimizers:
@@ -69,8 +70,10 @@ def check_policy(policy: str, optimizers: Sequence[str]) -> str:
     from lhopt.control import load_policy
 
     if not set(LEARNED) & set(optimizers):
-        raise ValueError(f"--policy {policy!r} is for the optimizers {list(LEARNED)}, none of "
-                         f"which is among {list(optimizers)}")  # fmt: skip
+        raise ValueError(
+            f"--policy {policy!r} is for the optimizers {list(LEARNED)}, none of "
+            f"which is among {list(optimizers)}"
+        )
     load_policy(policy)  # missing, corrupt, another layout: a ValueError naming the file
     return str(Path(policy).resolve())
 
@@ -83,8 +86,14 @@ def _lr(optimizer: str, lr: float | None) -> float | None:
 
 
 def _job(task: str, config: TaskConfig, seed: int, optimizer: str, lr, multiple: float) -> dict:
-    return {"task": task, "config": config.to_dict(), "seed": seed, "optimizer": optimizer,
-            "lr": _lr(optimizer, lr), "multiple": multiple}  # fmt: skip
+    return {
+        "task": task,
+        "config": config.to_dict(),
+        "seed": seed,
+        "optimizer": optimizer,
+        "lr": _lr(optimizer, lr),
+        "multiple": multiple,
+    }
 
 
 def plan_phase1(tasks: dict[str, TaskConfig], optimizers: Sequence[str], seeds: Sequence[int]):
@@ -133,8 +142,9 @@ def plan_phase2(tasks, optimizers, seeds, results) -> list[dict]:
     return jobs
 
 
-def run_jobs(jobs: list[dict], *, progress: bool, desc: str,
-             use_cache: bool = True) -> dict[tuple, dict]:  # fmt: skip
+def run_jobs(
+    jobs: list[dict], *, progress: bool, desc: str, use_cache: bool = True
+) -> dict[tuple, dict]:
     """Results by job key: from the cache where possible (and allowed), the rest on Ray."""
     out, todo = {}, []
     for job in jobs:
@@ -201,8 +211,9 @@ def baseline_speedup(results, task, seed, base, target, T) -> dict:
         if any(r is None or r.get("error") for r in runs.values()):
             return {"error": "baseline run missing or crashed"}
         timed = not any(r.get("cached") for r in runs.values())
-        s = speedup_budget_dependent({m: (r["steps"], r["val"]) for m, r in runs.items()},
-                                     target, T)  # fmt: skip
+        s = speedup_budget_dependent(
+            {m: (r["steps"], r["val"]) for m, r in runs.items()}, target, T
+        )
         per_step = None
         if s.t_b is not None:
             m = min((m for m in MULTIPLES if m * T >= s.t_b), default=2.0)
@@ -254,8 +265,12 @@ def analyse(tasks, optimizers, seeds, results) -> dict:
                     if b == x:
                         continue
                     if out["status"] != "ok":
-                        out["over"][b] = {"speedup": 0.0, "lower_bound": False, "t_b": None,
-                                          "wall_speedup": 0.0}  # fmt: skip
+                        out["over"][b] = {
+                            "speedup": 0.0,
+                            "lower_bound": False,
+                            "t_b": None,
+                            "wall_speedup": 0.0,
+                        }
                         continue
                     sp = baseline_speedup(results, name, seed, b, out["L"], T)
                     if "error" not in sp:
@@ -306,17 +321,24 @@ def _suite_summary(per_task, optimizers, bases) -> dict:
                 "tasks": len(ok),
                 "lower_bounds": sum(
                     t["optimizers"][x]["over"][b]["lower_bound"] for t in per_task.values()
-                ),  # fmt: skip
+                ),
                 "wall_geomean": geometric_mean(ok_w) if ok_w else None,
             }
     return summary
 
 
-def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
-                  address: str | None = None, workers: int | None = None,
-                  progress: bool = True, use_cache: bool = True,
-                  policy: str | None = None,
-                  tasks: Sequence[str] | None = None) -> dict:  # fmt: skip
+def run_benchmark(
+    suite_name: str,
+    optimizers: Sequence[str],
+    seeds: int,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    use_cache: bool = True,
+    policy: str | None = None,
+    tasks: Sequence[str] | None = None,
+) -> dict:
     """Run the whole benchmark and return the results document (see docs/bench.md).
     `policy`: a policy file for `lhopt` instead of the shipped default (e.g. a checkpoint);
     `tasks`: only these tasks of the suite (default: all)."""
@@ -334,11 +356,15 @@ def run_benchmark(suite_name: str, optimizers: Sequence[str], seeds: int, *,
     for job in jobs:
         if policy is not None and job["optimizer"] in LEARNED:
             job["policy"] = policy
-    results = run_jobs(jobs, progress=progress, desc=f"{suite_name}: runs",
-                       use_cache=use_cache)  # fmt: skip
-    results.update(run_jobs(plan_phase2(tasks, optimizers, seed_list, results),
-                            progress=progress, desc=f"{suite_name}: tuned lr",
-                            use_cache=use_cache))  # fmt: skip
+    results = run_jobs(jobs, progress=progress, desc=f"{suite_name}: runs", use_cache=use_cache)
+    results.update(
+        run_jobs(
+            plan_phase2(tasks, optimizers, seed_list, results),
+            progress=progress,
+            desc=f"{suite_name}: tuned lr",
+            use_cache=use_cache,
+        )
+    )
     analysis = analyse(tasks, optimizers, seed_list, results)
     runs = list(results.values())
     compute = defaultdict(int)

@@ -75,25 +75,50 @@ def register(spec: OptimizerSpec) -> None:
 
 
 for _spec in (
-    OptimizerSpec("adamw", drivers.adamw, False,
-                  "AdamW at LHOPT's initial hyperparameters (lr 1e-3, betas (0.9, 0.99), "
-                  "eps 1e-6, wd 1e-2), constant"),
-    OptimizerSpec("adamw-cosine", drivers.adamw_cosine, True,
-                  "adamw with 5% linear warm-up and cosine decay to zero"),
-    OptimizerSpec("adamw-cosine-tuned", drivers.adamw_cosine, True,
-                  "adamw-cosine with lr picked from {1e-4, 3e-4, 1e-3, 3e-3, 1e-2} by final "
-                  "validation loss (five times the compute)",
-                  tuned_from="adamw-cosine", lr_grid=TUNED_LR_GRID),
-    OptimizerSpec("schedulefree", drivers.schedulefree, False,
-                  "Schedule-Free AdamW (package schedulefree) at its defaults"),
+    OptimizerSpec(
+        "adamw",
+        drivers.adamw,
+        False,
+        "AdamW at LHOPT's initial hyperparameters (lr 1e-3, betas (0.9, 0.99), "
+        "eps 1e-6, wd 1e-2), constant",
+    ),
+    OptimizerSpec(
+        "adamw-cosine",
+        drivers.adamw_cosine,
+        True,
+        "adamw with 5% linear warm-up and cosine decay to zero",
+    ),
+    OptimizerSpec(
+        "adamw-cosine-tuned",
+        drivers.adamw_cosine,
+        True,
+        "adamw-cosine with lr picked from {1e-4, 3e-4, 1e-3, 3e-3, 1e-2} by final "
+        "validation loss (five times the compute)",
+        tuned_from="adamw-cosine",
+        lr_grid=TUNED_LR_GRID,
+    ),
+    OptimizerSpec(
+        "schedulefree",
+        drivers.schedulefree,
+        False,
+        "Schedule-Free AdamW (package schedulefree) at its defaults",
+    ),
     OptimizerSpec("prodigy", drivers.prodigy, False, "Prodigy (package prodigyopt), lr 1.0"),
-    OptimizerSpec("lhopt", _learned(LearnedDriver), True,
-                  "the shipped default policy driving CIAO, no tuning",
-                  check=lambda: load_policy("default")),
-    OptimizerSpec("lhopt-trainloss", _learned(TrainLossDriver), True,
-                  "lhopt without a validation loss (no val_loss_fn): train-loss features only",
-                  check=lambda: load_policy("default")),
-):  # fmt: skip
+    OptimizerSpec(
+        "lhopt",
+        _learned(LearnedDriver),
+        True,
+        "the shipped default policy driving CIAO, no tuning",
+        check=lambda: load_policy("default"),
+    ),
+    OptimizerSpec(
+        "lhopt-trainloss",
+        _learned(TrainLossDriver),
+        True,
+        "lhopt without a validation loss (no val_loss_fn): train-loss features only",
+        check=lambda: load_policy("default"),
+    ),
+):
     register(_spec)
 
 
@@ -107,5 +132,14 @@ def names() -> list[str]:
     return list(OPTIMIZERS)
 
 
-__all__ = ["BASELINES", "DEFAULT_LR", "LEARNED", "OPTIMIZERS", "TUNED_LR_GRID", "OptimizerSpec",
-           "get", "names", "register"]  # fmt: skip
+__all__ = [
+    "BASELINES",
+    "DEFAULT_LR",
+    "LEARNED",
+    "OPTIMIZERS",
+    "TUNED_LR_GRID",
+    "OptimizerSpec",
+    "get",
+    "names",
+    "register",
+]

@@ -20,8 +20,10 @@ def _fmt(v, lower=False, digits=2) -> str:
 def summary_table(doc: dict) -> str:
     """Rows: optimizers; columns: baselines; cells: geomean speedup (min, tasks below 1)."""
     bases = doc["baselines"]
-    lines = ["| optimizer | " + " | ".join(f"vs {b}" for b in bases) + " |",
-             "|---|" + "---|" * len(bases)]  # fmt: skip
+    lines = [
+        "| optimizer | " + " | ".join(f"vs {b}" for b in bases) + " |",
+        "|---|" + "---|" * len(bases),
+    ]
     for x in doc["optimizers"]:
         cells = []
         for b in bases:
@@ -30,16 +32,20 @@ def summary_table(doc: dict) -> str:
                 cells.append("—")
                 continue
             flag = "*" if s["lower_bounds"] else ""
-            cells.append(f"{_fmt(s['geomean'])}{flag} (min {_fmt(s['min'])}, "
-                         f"{s['below_1']}/{s['tasks']} <1)")  # fmt: skip
+            cells.append(
+                f"{_fmt(s['geomean'])}{flag} (min {_fmt(s['min'])}, {s['below_1']}/{s['tasks']} <1)"
+            )
         lines.append(f"| {x} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def task_table(doc: dict, base: str = "adamw") -> str:
     """Per task: each optimizer's speedup and wall-clock speedup over `base`, and test metric."""
-    lines = [f"| task | optimizer | speedup vs {base} | wall-clock vs {base} | test metrics at T "
-             "| status |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"| task | optimizer | speedup vs {base} | wall-clock vs {base} | test metrics at T "
+        "| status |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, t in doc["tasks"].items():
         for x, o in t["optimizers"].items():
             over = o["over"].get(base)
@@ -79,9 +85,11 @@ def markdown(doc: dict) -> str:
         parts += ["## Per task, against adamw", "", task_table(doc, "adamw"), ""]
     if doc["errors"]:
         parts += ["## Runs that crashed", ""]
-        parts += [f"- {e['job']['task']} seed {e['job']['seed']} {e['job']['optimizer']} "
-                  f"(lr {e['job']['lr']}, x{e['job']['multiple']}): {e['error']}"
-                  for e in doc["errors"]]  # fmt: skip
+        parts += [
+            f"- {e['job']['task']} seed {e['job']['seed']} {e['job']['optimizer']} "
+            f"(lr {e['job']['lr']}, x{e['job']['multiple']}): {e['error']}"
+            for e in doc["errors"]
+        ]
         parts.append("")
     parts += ["Figures: `curves.png` (validation loss), `hparams.png` (learning rates).", ""]
     return "\n".join(parts)

@@ -34,8 +34,13 @@ def _ray_job(job: dict) -> dict:
     return run_job_safe(job)
 
 
-def execute(jobs: Sequence[dict], *, progress: bool = True, desc: str = "runs",
-            on_result: Callable[[dict, dict], None] | None = None) -> list[dict]:  # fmt: skip
+def execute(
+    jobs: Sequence[dict],
+    *,
+    progress: bool = True,
+    desc: str = "runs",
+    on_result: Callable[[dict, dict], None] | None = None,
+) -> list[dict]:
     """Run `jobs` on Ray (started with `start_ray`), one CPU each; results in job order.
     `on_result(job, result)` is called as each one arrives (to save it before the others end)."""
     ray = require("ray", "bench")
@@ -54,8 +59,13 @@ def execute(jobs: Sequence[dict], *, progress: bool = True, desc: str = "runs",
             try:
                 results[i] = ray.get(done[0])
             except Exception as e:  # noqa: BLE001 - a dead worker: report it, go on
-                results[i] = {"error": f"worker failed: {type(e).__name__}: {e}", "steps": [],
-                              "val": [], "diverged": False, "job": jobs[i]}  # fmt: skip
+                results[i] = {
+                    "error": f"worker failed: {type(e).__name__}: {e}",
+                    "steps": [],
+                    "val": [],
+                    "diverged": False,
+                    "job": jobs[i],
+                }
             if on_result is not None:
                 on_result(jobs[i], results[i])
             bar.update(1)

@@ -27,8 +27,13 @@ from lhopt.control.registers import RestartRegisters
 
 DEFAULT_DECISIONS = 20
 # Features recorded in `history` (the whole vector is in `Decision.features`).
-HISTORY_FEATURES = ("train/tanh_log_ratio_prev", "val/cdf@5", "stat/cos_grad_momentum",
-                    "stat/log_update_to_param_norm", "stat/clip_rate")  # fmt: skip
+HISTORY_FEATURES = (
+    "train/tanh_log_ratio_prev",
+    "val/cdf@5",
+    "stat/cos_grad_momentum",
+    "stat/log_update_to_param_norm",
+    "stat/clip_rate",
+)
 
 
 def decision_steps(total_steps: int, decisions: int) -> list[int]:
@@ -61,9 +66,18 @@ class Controller:
             `optimizer`; `LearnedOptimizer` passes its CIAO state without the controller's).
     """
 
-    def __init__(self, policy: Policy, optimizer, total_steps: int,
-                 decisions: int = DEFAULT_DECISIONS, *, greedy: bool = True, seed: int = 0,
-                 num_registers: int = 3, register_target=None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        policy: Policy,
+        optimizer,
+        total_steps: int,
+        decisions: int = DEFAULT_DECISIONS,
+        *,
+        greedy: bool = True,
+        seed: int = 0,
+        num_registers: int = 3,
+        register_target=None,
+    ) -> None:
         self.policy = policy
         self.optimizer = optimizer
         self.register_target = optimizer if register_target is None else register_target
@@ -71,8 +85,9 @@ class Controller:
         self.decision_steps = decision_steps(total_steps, decisions)
         self.greedy = greedy
         self.space = ActionSpace(num_registers=num_registers)
-        self.engine = FeatureEngine(self.space.hparam_kinds, self.space.encoding_names,
-                                    num_registers=num_registers)  # fmt: skip
+        self.engine = FeatureEngine(
+            self.space.hparam_kinds, self.space.encoding_names, num_registers=num_registers
+        )
         self.engine.reset(optimizer.hparams[0])
         self.registers = RestartRegisters(num_registers)
         self.generator = torch.Generator().manual_seed(seed)
@@ -80,36 +95,46 @@ class Controller:
         self.prev_action = self.space.keep
         self.history: list[dict] = []
 
-    def decide(self, step: int, module: nn.Module, *, train_loss: float | None,
-               val_loss: float | None) -> Decision:  # fmt: skip
+    def decide(
+        self, step: int, module: nn.Module, *, train_loss: float | None, val_loss: float | None
+    ) -> Decision:
         """One decision before optimizer step `step` (0-based), given the mean train loss of the
         period that ended and the latest validation loss (None when there is none)."""
         progress = step / self.total_steps
         features = self.engine.observe(
-            progress=progress, step_stats=self.optimizer.pop_step_stats(),
-            train_loss=train_loss, val_loss=val_loss, hparams=self.optimizer.hparams[0],
-            prev_action=self.space.encode(self.prev_action), registers=self.registers.info(),
-        )  # fmt: skip
+            progress=progress,
+            step_stats=self.optimizer.pop_step_stats(),
+            train_loss=train_loss,
+            val_loss=val_loss,
+            hparams=self.optimizer.hparams[0],
+            prev_action=self.space.encode(self.prev_action),
+            registers=self.registers.info(),
+        )
         action, logp, self.hidden = self.policy.act(
             torch.from_numpy(features), self.hidden, self.generator, greedy=self.greedy
         )
         op, k = self.space.register_op(action)
-        self.registers.apply(op, k, module, self.register_target, loss=train_loss,
-                             progress=progress)  # fmt: skip
+        self.registers.apply(
+            op, k, module, self.register_target, loss=train_loss, progress=progress
+        )
         self.space.apply_hparams(self.optimizer.param_groups, action)
         self.prev_action = action
         names = self.engine.names
-        self.history.append({
-            "step": step,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "features": {n: float(features[names.index(n)]) for n in HISTORY_FEATURES},
-            "action": {h.hparam: h.choices[a] for h, a in zip(self.space.heads, action,
-                                                               strict=False)},
-            "register": op if k is None else f"{op} {k}",
-            "hparams": {h.hparam: self.optimizer.param_groups[0][h.hparam]
-                        for h in self.space.heads},
-        })  # fmt: skip
+        self.history.append(
+            {
+                "step": step,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "features": {n: float(features[names.index(n)]) for n in HISTORY_FEATURES},
+                "action": {
+                    h.hparam: h.choices[a] for h, a in zip(self.space.heads, action, strict=False)
+                },
+                "register": op if k is None else f"{op} {k}",
+                "hparams": {
+                    h.hparam: self.optimizer.param_groups[0][h.hparam] for h in self.space.heads
+                },
+            }
+        )
         return Decision(step, features, action, logp, (op, k))
 
     def empty_registers(self) -> None:

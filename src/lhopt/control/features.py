@@ -74,8 +74,12 @@ class _LossTracker:
         ]
 
     def state_dict(self) -> dict:
-        return {"cdf": self.cdf.state_dict(), "first": self.first, "prev": self.prev,
-                "best": self.best}  # fmt: skip
+        return {
+            "cdf": self.cdf.state_dict(),
+            "first": self.first,
+            "prev": self.prev,
+            "best": self.best,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.cdf.load_state_dict(state["cdf"])
@@ -133,8 +137,11 @@ class FeatureEngine:
         names += [f"hparam/{h}" for h in self.hparam_kinds]
         names += [f"prev_action/{a}" for a in self.action_names]
         for r in range(self.num_registers):
-            names += [f"register{r}/filled", f"register{r}/tanh_log_loss_ratio",
-                      f"register{r}/progress_since"]  # fmt: skip
+            names += [
+                f"register{r}/filled",
+                f"register{r}/tanh_log_loss_ratio",
+                f"register{r}/progress_since",
+            ]
         return tuple(names)
 
     @property

@@ -44,8 +44,10 @@ def _positive_int(name: str, value) -> int:
 
 
 # torch's and lhopt's folders, and contextlib's file (not the whole standard library)
-_INTERNAL = (*(str(Path(m.__file__).parent) + os.sep for m in (torch, sys.modules["lhopt"])),
-             contextlib.__file__)  # fmt: skip
+_INTERNAL = (
+    *(str(Path(m.__file__).parent) + os.sep for m in (torch, sys.modules["lhopt"])),
+    contextlib.__file__,
+)
 
 
 def _user_stacklevel() -> int:
@@ -100,10 +102,18 @@ class LearnedOptimizer(CIAO):
         **kwargs: CIAO's hyperparameters (their initial values; default the official ones).
     """
 
-    def __init__(self, params: Iterable, total_steps: int, val_loss_fn: Callable | None = None,
-                 policy: str | Path = "default", decisions: int = DEFAULT_DECISIONS,
-                 sample: bool = False, seed: int = 0, model: nn.Module | None = None,
-                 **kwargs) -> None:  # fmt: skip
+    def __init__(
+        self,
+        params: Iterable,
+        total_steps: int,
+        val_loss_fn: Callable | None = None,
+        policy: str | Path = "default",
+        decisions: int = DEFAULT_DECISIONS,
+        sample: bool = False,
+        seed: int = 0,
+        model: nn.Module | None = None,
+        **kwargs,
+    ) -> None:
         total_steps = _positive_int("total_steps", total_steps)
         decisions = _positive_int("decisions", decisions)
         if val_loss_fn is not None and not callable(val_loss_fn):
@@ -116,9 +126,15 @@ class LearnedOptimizer(CIAO):
         self._check_model()
         self.total_steps = total_steps
         self.val_loss_fn = val_loss_fn
-        self.controller = Controller(policy_net, self, total_steps, decisions,
-                                     greedy=not sample, seed=seed,
-                                     register_target=_CIAOState(self))  # fmt: skip
+        self.controller = Controller(
+            policy_net,
+            self,
+            total_steps,
+            decisions,
+            greedy=not sample,
+            seed=seed,
+            register_target=_CIAOState(self),
+        )
         self._decide_at = set(self.controller.decision_steps)  # checked every step
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
@@ -148,10 +164,14 @@ class LearnedOptimizer(CIAO):
     def report(self, train_loss=None, val_loss=None) -> None:
         """Record the latest losses. A train-loss tensor is accumulated on its device."""
         if train_loss is not None:
-            loss = train_loss.detach().float() if torch.is_tensor(train_loss) else torch.tensor(
-                float(train_loss))  # fmt: skip
-            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss.to(
-                self._loss_sum.device)  # fmt: skip
+            loss = (
+                train_loss.detach().float()
+                if torch.is_tensor(train_loss)
+                else torch.tensor(float(train_loss))
+            )
+            self._loss_sum = (
+                loss if self._loss_sum is None else self._loss_sum + loss.to(self._loss_sum.device)
+            )
             self._loss_count += 1
         if val_loss is not None:
             self._val_loss = float(val_loss)
@@ -250,8 +270,7 @@ class LearnedOptimizer(CIAO):
             self._warned_no_loss = True
         if self.val_loss_fn is not None:
             self._val_loss = float(self.val_loss_fn())
-        self.controller.decide(self._taken, self._module, train_loss=train,
-                               val_loss=self._val_loss)  # fmt: skip
+        self.controller.decide(self._taken, self._module, train_loss=train, val_loss=self._val_loss)
         self._lrs_set = [g["lr"] for g in self.param_groups]
 
     # -- saving and loading ----------------------------------------------------------------

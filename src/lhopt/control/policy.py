@@ -82,9 +82,14 @@ class PolicyConfig:
 
 
 class Policy(nn.Module):
-    def __init__(self, obs_dim: int, priv_dim: int, nvec: Sequence[int],
-                 config: PolicyConfig = PolicyConfig(),
-                 keep: Sequence[int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        obs_dim: int,
+        priv_dim: int,
+        nvec: Sequence[int],
+        config: PolicyConfig = PolicyConfig(),
+        keep: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         h = config.hidden
         self.obs_dim, self.priv_dim, self.nvec = obs_dim, priv_dim, tuple(nvec)
@@ -130,8 +135,13 @@ class Policy(nn.Module):
         return per_head, values
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, state, generator: torch.Generator | None = None,
-            greedy: bool = False):  # fmt: skip
+    def act(
+        self,
+        obs: torch.Tensor,
+        state,
+        generator: torch.Generator | None = None,
+        greedy: bool = False,
+    ):
         """Sample (or take the most likely) action for one observation (obs_dim,).
         Returns (action tuple, log-probability, new state)."""
         logits, state = self.step(obs[None], state)
@@ -153,8 +163,12 @@ class Policy(nn.Module):
         return tuple(action), logp, state
 
     def architecture(self) -> dict:
-        return {"obs_dim": self.obs_dim, "priv_dim": self.priv_dim, "nvec": list(self.nvec),
-                "config": vars(self.config)}  # fmt: skip
+        return {
+            "obs_dim": self.obs_dim,
+            "priv_dim": self.priv_dim,
+            "nvec": list(self.nvec),
+            "config": vars(self.config),
+        }
 
     @classmethod
     def from_architecture(cls, arch: dict) -> Policy:

@@ -56,9 +56,17 @@ def atomic_save(obj, path: Path) -> None:
 def save_policy_file(policy: Policy, path: str | Path, extra: dict | None = None) -> None:
     """Write `policy` as a shippable file (atomically)."""
     layout = actor_layout()
-    atomic_save({"format": POLICY_FORMAT, "layout": layout, "layout_hash": layout_hash(layout),
-                 "architecture": policy.architecture(), "state_dict": policy.state_dict(),
-                 **(extra or {})}, Path(path))  # fmt: skip
+    atomic_save(
+        {
+            "format": POLICY_FORMAT,
+            "layout": layout,
+            "layout_hash": layout_hash(layout),
+            "architecture": policy.architecture(),
+            "state_dict": policy.state_dict(),
+            **(extra or {}),
+        },
+        Path(path),
+    )
 
 
 def file_layout(data: dict) -> dict | None:
@@ -66,8 +74,11 @@ def file_layout(data: dict) -> dict | None:
     layout = data.get("layout")
     if not isinstance(layout, dict) or "features" not in layout or "nvec" not in layout:
         return None
-    return {"features": list(layout["features"]), "nvec": list(layout["nvec"]),
-            "schedule": layout.get("schedule", DEFAULT_SCHEDULE)}  # fmt: skip
+    return {
+        "features": list(layout["features"]),
+        "nvec": list(layout["nvec"]),
+        "schedule": layout.get("schedule", DEFAULT_SCHEDULE),
+    }
 
 
 def load_policy(policy: str | Path) -> Policy:

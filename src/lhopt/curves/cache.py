@@ -53,11 +53,16 @@ def _path(job: dict) -> Path:
 
     config = TaskConfig.from_dict(job["config"])
     key = json.dumps(
-        {"config": config.key(), "seed": job["seed"],
-         "optimizer": job["optimizer"], "lr": job["lr"], "multiple": job["multiple"],
-         "code": code_fingerprint(config.family)},
+        {
+            "config": config.key(),
+            "seed": job["seed"],
+            "optimizer": job["optimizer"],
+            "lr": job["lr"],
+            "multiple": job["multiple"],
+            "code": code_fingerprint(config.family),
+        },
         sort_keys=True,
-    )  # fmt: skip
+    )
     return cache_dir() / "curves" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
 
 

@@ -24,8 +24,9 @@ WARMUP_FRACTION = 0.05
 class Driver:
     """An optimizer and the hooks a training run calls around it."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer,
-                 lr_at: Callable[[int], float] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, lr_at: Callable[[int], float] | None = None
+    ) -> None:
         self.optimizer = optimizer
         self.lr_at = lr_at
 

@@ -30,8 +30,16 @@ def run_job(job: dict, make: Callable[..., Driver]) -> dict:
     extra = {"policy": job["policy"]} if job.get("policy") else {}  # `lhopt` with another policy
     driver = make(task.model.parameters(), total, job["lr"], **extra)
     eval_steps = task.eval_steps(total)
-    result = {"steps": [], "val": [], "hparams": {}, "diverged": False, "error": None,
-              "budget": T, "total_steps": total, "num_params": task.num_params()}  # fmt: skip
+    result = {
+        "steps": [],
+        "val": [],
+        "hparams": {},
+        "diverged": False,
+        "error": None,
+        "budget": T,
+        "total_steps": total,
+        "num_params": task.num_params(),
+    }
 
     def evaluate(step: int) -> float:
         with driver.evaluation():
@@ -75,8 +83,13 @@ def run_job_safe(job: dict, make: Callable[..., Driver]) -> dict:
     try:
         result = run_job(job, make)
     except Exception as e:  # noqa: BLE001 - reported, never dropped
-        result = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-                  "steps": [], "val": [], "diverged": False}  # fmt: skip
+        result = {
+            "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(),
+            "steps": [],
+            "val": [],
+            "diverged": False,
+        }
     result["job"] = job
     result["wall_time"] = time.perf_counter() - start
     return result

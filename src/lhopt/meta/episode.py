@@ -86,8 +86,14 @@ def baseline_law(
 ):
     """The reference for the reward from the cached `adamw` curve of this task and seed (computed
     if missing): a power law fitted to it, or with a horizon the anchored curve."""
-    job = {"task": "meta", "config": task_config.to_dict(), "seed": seed, "optimizer": "adamw",
-           "lr": 1e-3, "multiple": 1.0}  # fmt: skip
+    job = {
+        "task": "meta",
+        "config": task_config.to_dict(),
+        "seed": seed,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "multiple": 1.0,
+    }
     result = cache.lookup(job)
     if result is None:
         result = run_job_safe(job, drivers.adamw)
@@ -104,8 +110,14 @@ def _finite_log(x: float | None) -> float:
     return math.log(x) if x is not None and math.isfinite(x) and x > 0 else 0.0
 
 
-def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
-                rng: np.random.Generator, greedy: bool = False) -> dict:  # fmt: skip
+def run_episode(
+    policy,
+    task_config: TaskConfig,
+    seed: int,
+    cfg: EpisodeConfig,
+    rng: np.random.Generator,
+    greedy: bool = False,
+) -> dict:
     """Run one episode with `policy` (a `lhopt.control.Policy`) and return its trajectory."""
     start = time.perf_counter()
     law, _ = baseline_law(
@@ -119,8 +131,7 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
 
     init, perturbation = perturbed_hparams(rng, cfg)
     opt = CIAO(task.model.parameters(), **init)
-    controller = Controller(policy, opt, T, K, greedy=greedy,
-                            seed=int(rng.integers(2**31)))  # fmt: skip
+    controller = Controller(policy, opt, T, K, greedy=greedy, seed=int(rng.integers(2**31)))
     boundaries = [*controller.decision_steps, T]
     descriptor = task.descriptor().tolist()
 
@@ -130,8 +141,11 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
     steps_done, diverged, return_so_far = 0, False, 0.0
     best = math.inf
     for k, start in enumerate(controller.decision_steps):
-        privileged = descriptor + perturbation + [
-            return_so_far, _finite_log(train_mean), _finite_log(val), start / T]  # fmt: skip
+        privileged = (
+            descriptor
+            + perturbation
+            + [return_so_far, _finite_log(train_mean), _finite_log(val), start / T]
+        )
         decision = controller.decide(start, task.model, train_loss=train_mean, val_loss=val)
         obs.append(decision.features)
         priv.append(np.nan_to_num(np.asarray(privileged, dtype=np.float32)))
@@ -157,8 +171,9 @@ def run_episode(policy, task_config: TaskConfig, seed: int, cfg: EpisodeConfig,
         if not math.isfinite(val):
             diverged = True
             break
-    rewards = outer_step_rewards(law, boundaries[1 : len(vals_at) + 1], vals_at, cfg.reward_clip,
-                                 loss=cfg.reward_loss)  # fmt: skip
+    rewards = outer_step_rewards(
+        law, boundaries[1 : len(vals_at) + 1], vals_at, cfg.reward_clip, loss=cfg.reward_loss
+    )
     return {
         "obs": np.stack(obs).astype(np.float32),
         "priv": np.stack(priv).astype(np.float32),

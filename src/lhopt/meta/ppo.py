@@ -80,9 +80,12 @@ class ReplayBuffer:
             self.episodes.pop(0)  # the oldest go first
 
     def prune(self, version: int) -> None:
-        self.episodes = [e for e in self.episodes
-                         if e["uses"] < self.cfg.max_sample_reuse
-                         and version - e["version"] <= self.cfg.max_staleness]  # fmt: skip
+        self.episodes = [
+            e
+            for e in self.episodes
+            if e["uses"] < self.cfg.max_sample_reuse
+            and version - e["version"] <= self.cfg.max_staleness
+        ]
 
     def sample(self, rng: np.random.Generator) -> list[dict]:
         """Episodes totalling about `batch` transitions, least used first (ties at random)."""
@@ -115,12 +118,18 @@ def pad(episodes: list[dict]):
     mask = torch.zeros(n, length)
     for i, e in enumerate(episodes):
         mask[i, : len(e["rewards"])] = 1.0
-    return (stack("obs", np.float32), stack("priv", np.float32), stack("actions", np.int64),
-            stack("logp", np.float32), mask)  # fmt: skip
+    return (
+        stack("obs", np.float32),
+        stack("priv", np.float32),
+        stack("actions", np.int64),
+        stack("logp", np.float32),
+        mask,
+    )
 
 
-def ppo_step(policy: Policy, optimizer: torch.optim.Optimizer, episodes: list[dict],
-             cfg: PPOConfig) -> dict:  # fmt: skip
+def ppo_step(
+    policy: Policy, optimizer: torch.optim.Optimizer, episodes: list[dict], cfg: PPOConfig
+) -> dict:
     """One gradient step of PPO on `episodes`; returns its statistics."""
     obs, priv, actions, old_logp, mask = pad(episodes)
     logits, values = policy.unroll(obs, priv)
@@ -172,8 +181,16 @@ def make_optimizer(policy: Policy, cfg: PPOConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(policy.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2))
 
 
-def update(policy, avg, optimizer, buffer: ReplayBuffer, version: int, cfg: PPOConfig,
-           rng: np.random.Generator, polyak: float) -> tuple[list[dict], int]:  # fmt: skip
+def update(
+    policy,
+    avg,
+    optimizer,
+    buffer: ReplayBuffer,
+    version: int,
+    cfg: PPOConfig,
+    rng: np.random.Generator,
+    polyak: float,
+) -> tuple[list[dict], int]:
     """One iteration: `batches_per_iteration` PPO steps from the buffer. Returns the steps'
     statistics and the new policy version."""
     stats = []

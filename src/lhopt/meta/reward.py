@@ -99,10 +99,12 @@ def fit_power_law(
     try:
         (log_a, b, c_frac), _ = curve_fit(
             model,
-            scale, np.log(np.maximum(y, 1e-12)),
+            scale,
+            np.log(np.maximum(y, 1e-12)),
             p0=(math.log(max(y[0] - 0.5 * lo, 1e-12)), 0.5, 0.5),
-            bounds=([-60.0, 1e-3, 0.0], [60.0, 5.0, 0.999]), maxfev=5000,
-        )  # fmt: skip
+            bounds=([-60.0, 1e-3, 0.0], [60.0, 5.0, 0.999]),
+            maxfev=5000,
+        )
         a = math.exp(log_a) * t[0] ** b  # undo the rescaling of t
         return PowerLaw(a, float(b), float(c_frac * lo))
     except (RuntimeError, ValueError):

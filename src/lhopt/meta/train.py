@@ -36,26 +36,39 @@ def checkpoint_layout_hash() -> str:
     """What a learner checkpoint must agree with: the actor's features and heads, and the
     critic's privileged inputs (a resumed critic reads them)."""
     actor = actor_layout()
-    layout = {"features": actor["features"], "nvec": actor["nvec"],
-              "privileged": list(PRIVILEGED_NAMES)}  # fmt: skip
+    layout = {
+        "features": actor["features"],
+        "nvec": actor["nvec"],
+        "privileged": list(PRIVILEGED_NAMES),
+    }
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def new_policy(cfg: MetaConfig) -> Policy:
     layout, space = actor_layout(), ActionSpace()
-    return Policy(len(layout["features"]), len(PRIVILEGED_NAMES), layout["nvec"], cfg.policy,
-                  keep=space.keep)  # fmt: skip
+    return Policy(
+        len(layout["features"]), len(PRIVILEGED_NAMES), layout["nvec"], cfg.policy, keep=space.keep
+    )
 
 
 def _episode_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> dict:
     torch.set_num_threads(1)
     try:
         rng = np.random.default_rng(spec["rng_seed"])
-        return run_episode(policy, TaskConfig.from_dict(spec["config"]), spec["seed"],
-                           episode_cfg, rng, greedy=spec.get("greedy", False))  # fmt: skip
+        return run_episode(
+            policy,
+            TaskConfig.from_dict(spec["config"]),
+            spec["seed"],
+            episode_cfg,
+            rng,
+            greedy=spec.get("greedy", False),
+        )
     except Exception as e:  # noqa: BLE001 - the learner logs it and goes on
-        return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-                "spec": spec}  # fmt: skip
+        return {
+            "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(),
+            "spec": spec,
+        }
 
 
 class _RolloutWorker:
@@ -83,8 +96,14 @@ class MetaTrainer:
         self.buffer = ReplayBuffer(cfg.ppo)
         self.iteration = 0
         self.version = 0
-        self.counters = {"episodes": 0, "transitions": 0, "inner_steps": 0, "errors": 0,
-                         "episode_seconds": 0.0, "wall_seconds": 0.0}  # fmt: skip
+        self.counters = {
+            "episodes": 0,
+            "transitions": 0,
+            "inner_steps": 0,
+            "errors": 0,
+            "episode_seconds": 0.0,
+            "wall_seconds": 0.0,
+        }
         self.pool: list[dict] = []
         self._workers: list = []
 
@@ -104,7 +123,7 @@ class MetaTrainer:
             "buffer": [
                 {k: (torch.tensor(v) if isinstance(v, np.ndarray) else v) for k, v in e.items()}
                 for e in self.buffer.episodes
-            ],  # fmt: skip
+            ],
             "pool": list(self.pool),
             "layout_hash": checkpoint_layout_hash(),
         }
@@ -116,8 +135,10 @@ class MetaTrainer:
 
         # Keys added since the checkpoint was written take their defaults.
         if from_dict(state["config"]).to_dict() != self.cfg.to_dict():
-            raise ValueError("checkpoint was made with another configuration; resume with the "
-                             "same config file, or start a new --out folder")  # fmt: skip
+            raise ValueError(
+                "checkpoint was made with another configuration; resume with the "
+                "same config file, or start a new --out folder"
+            )
         self.iteration, self.version = state["iteration"], state["version"]
         self.counters = dict(state["counters"])
         self.policy.load_state_dict(state["policy"])
@@ -125,8 +146,10 @@ class MetaTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
-        self.buffer.episodes = [{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in e.items()}
-                                for e in state["buffer"]]  # fmt: skip
+        self.buffer.episodes = [
+            {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in e.items()}
+            for e in state["buffer"]
+        ]
         self.pool = list(state["pool"])
 
     def warm_start(self, path: str | Path) -> None:
@@ -148,17 +171,20 @@ class MetaTrainer:
             policy, avg = state["policy"], state["avg"]
             same = state.get("layout_hash") == checkpoint_layout_hash()
         else:
-            raise ValueError(f"[run] init_from = {str(path)!r}: not a meta-training checkpoint "
-                             "or policy file")  # fmt: skip
+            raise ValueError(
+                f"[run] init_from = {str(path)!r}: not a meta-training checkpoint or policy file"
+            )
         if not same:
-            raise ValueError(f"[run] init_from = {str(path)!r}: made for another feature/action "
-                             "layout")  # fmt: skip
+            raise ValueError(
+                f"[run] init_from = {str(path)!r}: made for another feature/action layout"
+            )
         try:
             self.policy.load_state_dict(policy)
             self.avg.load_state_dict(avg)
         except RuntimeError as e:
-            raise ValueError(f"[run] init_from = {str(path)!r}: another policy architecture "
-                             f"({e})") from e  # fmt: skip
+            raise ValueError(
+                f"[run] init_from = {str(path)!r}: another policy architecture ({e})"
+            ) from e
 
     @property
     def checkpoint_path(self) -> Path:
@@ -166,8 +192,11 @@ class MetaTrainer:
 
     def save_checkpoint(self) -> None:
         atomic_save(self.state_dict(), self.checkpoint_path)
-        save_policy_file(self.avg, self.out / "policy.pt",
-                         {"meta": {"iteration": self.iteration, **self.counters}})  # fmt: skip
+        save_policy_file(
+            self.avg,
+            self.out / "policy.pt",
+            {"meta": {"iteration": self.iteration, **self.counters}},
+        )
 
     def resume(self) -> None:
         if not self.checkpoint_path.exists():
@@ -203,8 +232,12 @@ class MetaTrainer:
                 config = TaskConfig.from_dict(self.pool[int(self.rng.integers(len(self.pool)))])
         else:
             config = sample()
-        return {"config": config.to_dict(), "seed": int(self.rng.integers(1_000_000)),
-                "rng_seed": int(self.rng.integers(2**62)), "greedy": greedy}  # fmt: skip
+        return {
+            "config": config.to_dict(),
+            "seed": int(self.rng.integers(1_000_000)),
+            "rng_seed": int(self.rng.integers(2**62)),
+            "greedy": greedy,
+        }
 
     def _start_workers(self) -> None:
         if self.cfg.run.workers == 0 or self._workers:
@@ -246,8 +279,9 @@ class MetaTrainer:
                 result = ray.get(done[0])
             except Exception as e:  # noqa: BLE001 - a dead worker: replace it, go on
                 actor = ray.remote(num_cpus=1)(_RolloutWorker)
-                self._workers[worker_index] = actor.remote(self.policy.architecture(),
-                                                           vars(self.cfg.episode))  # fmt: skip
+                self._workers[worker_index] = actor.remote(
+                    self.policy.architecture(), vars(self.cfg.episode)
+                )
                 result = {"error": f"worker died: {type(e).__name__}: {e}"}
             return result, version, worker_index
 
@@ -259,9 +293,16 @@ class MetaTrainer:
             if "error" not in episode:
                 new_transitions += len(episode["rewards"])
             if new_transitions >= run.min_new_transitions:
-                stats, self.version = update(self.policy, self.avg, self.optimizer, self.buffer,
-                                             self.version, self.cfg.ppo, self.rng,
-                                             self.cfg.policy.polyak)  # fmt: skip
+                stats, self.version = update(
+                    self.policy,
+                    self.avg,
+                    self.optimizer,
+                    self.buffer,
+                    self.version,
+                    self.cfg.ppo,
+                    self.rng,
+                    self.cfg.policy.polyak,
+                )
                 weights_ref = None  # the next submissions carry the new weights
                 self.iteration += 1
                 self.counters["wall_seconds"] = wall_before + (time.perf_counter() - started)
@@ -291,8 +332,11 @@ class MetaTrainer:
         if run.eval_every and self.iteration % run.eval_every == 0:
             record["eval"] = self.evaluate()
             # The evaluated Polyak policy, kept for checkpoint selection (not committed).
-            save_policy_file(self.avg, self.out / "snapshots" / f"policy-{self.iteration:04d}.pt",
-                             {"meta": {"iteration": self.iteration, **self.counters}})  # fmt: skip
+            save_policy_file(
+                self.avg,
+                self.out / "snapshots" / f"policy-{self.iteration:04d}.pt",
+                {"meta": {"iteration": self.iteration, **self.counters}},
+            )
         due = self.iteration % run.checkpoint_every == 0 or self.iteration == run.iterations
         if due:
             self.save_checkpoint()
@@ -327,7 +371,7 @@ class MetaTrainer:
             "families": {
                 f: sum(e["family"] == f for e in episodes)
                 for f in sorted({e["family"] for e in episodes})
-            },  # fmt: skip
+            },
             **{
                 k: mean(k, stats)
                 for k in (
@@ -338,7 +382,7 @@ class MetaTrainer:
                     "clip_fraction",
                     "grad_norm",
                 )
-            },  # fmt: skip
+            },
             "buffer_transitions": self.buffer.transitions(),
             "episodes_total": c["episodes"],
             "inner_steps_total": c["inner_steps"],
@@ -357,8 +401,7 @@ class MetaTrainer:
         for name, config in suite(self.cfg.run.eval_suite).items():
             returns = []
             for seed in range(self.cfg.run.eval_seeds):
-                spec = {"config": config.to_dict(), "seed": seed, "rng_seed": seed,
-                        "greedy": True}  # fmt: skip
+                spec = {"config": config.to_dict(), "seed": seed, "rng_seed": seed, "greedy": True}
                 r = _episode_safe(self.avg, spec, cfg)
                 returns.append(r["info"]["return"] if "info" in r else -cfg.reward_clip)
             out[name] = float(np.mean(returns))
@@ -373,8 +416,12 @@ class MetaTrainer:
         if not rows:
             return
         it = [r["iteration"] for r in rows]
-        keys = [("return_mean", "mean return (log speedup)"), ("entropy", "entropy"),
-                ("value_loss", "value loss"), ("kl", "KL")]  # fmt: skip
+        keys = [
+            ("return_mean", "mean return (log speedup)"),
+            ("entropy", "entropy"),
+            ("value_loss", "value loss"),
+            ("kl", "KL"),
+        ]
         fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4 * (len(keys) + 1), 3))
         for ax, (k, label) in zip(axes, keys, strict=False):
             ax.plot(it, [r[k] for r in rows], lw=1)

@@ -53,8 +53,9 @@ class RecurrentClassifier(nn.Module):
     def __init__(self, cell: str, layers: int, hidden: int, dropout: float) -> None:
         super().__init__()
         rnn = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
-        self.rnn = rnn(2, hidden, num_layers=layers, batch_first=True,
-                       dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.rnn = rnn(
+            2, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, 2)
 
@@ -72,8 +73,9 @@ class AlgorithmicTask(Task):
         torch.manual_seed(seed)
         self.model = RecurrentClassifier(p["cell"], p["layers"], p["hidden"], p["dropout"])
         g = torch.Generator().manual_seed(10_000 + seed)
-        self.splits = {s: make_batch(p["problem"], EVAL_SIZE, p["length"], g)
-                       for s in ("val", "test")}  # fmt: skip
+        self.splits = {
+            s: make_batch(p["problem"], EVAL_SIZE, p["length"], g) for s in ("val", "test")
+        }
 
     def _loss(self, x, y):
         return nn.functional.cross_entropy(self.model(x).flatten(0, 1), y.flatten())

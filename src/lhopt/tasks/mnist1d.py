@@ -21,8 +21,14 @@ from lhopt.tasks.base import Task, TaskConfig
 from lhopt.tasks.data import cache_dir
 from lhopt.tasks.schema import Param, Schema
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "elu": nn.ELU,
-               "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}  # fmt: skip
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+}
 SCHEMA = Schema(
     "mnist1d",
     {
@@ -73,8 +79,11 @@ def load_mnist1d() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         d = np.load(path)
         x, y = torch.tensor(d["x"], dtype=torch.float32), torch.tensor(d["y"], dtype=torch.long)
         xt, yt = torch.tensor(d["x_test"], dtype=torch.float32), torch.tensor(d["y_test"])
-        _DATA = {"train": (x[:N_TRAIN], y[:N_TRAIN]), "val": (x[N_TRAIN:], y[N_TRAIN:]),
-                 "test": (xt, yt.long())}  # fmt: skip
+        _DATA = {
+            "train": (x[:N_TRAIN], y[:N_TRAIN]),
+            "val": (x[N_TRAIN:], y[N_TRAIN:]),
+            "test": (xt, yt.long()),
+        }
     return _DATA
 
 
@@ -92,25 +101,41 @@ def build_model(p: dict) -> nn.Module:
     if p["arch"] == "mlp":
         fan_in = 40
         for _ in range(p["depth"]):
-            layers += [nn.Linear(fan_in, width), _norm(p["norm"], width, False), act(),
-                       nn.Dropout(drop)]  # fmt: skip
+            layers += [
+                nn.Linear(fan_in, width),
+                _norm(p["norm"], width, False),
+                act(),
+                nn.Dropout(drop),
+            ]
             fan_in = width
         return nn.Sequential(*layers, nn.Linear(fan_in, 10))
     channels = 1
     for _ in range(min(p["depth"], 3)):
-        layers += [nn.Conv1d(channels, width, 5, padding=2, stride=2),
-                   _norm(p["norm"], width, True), act(), nn.Dropout(drop)]  # fmt: skip
+        layers += [
+            nn.Conv1d(channels, width, 5, padding=2, stride=2),
+            _norm(p["norm"], width, True),
+            act(),
+            nn.Dropout(drop),
+        ]
         channels = width
-    return nn.Sequential(nn.Unflatten(1, (1, 40)), *layers, nn.AdaptiveAvgPool1d(1),
-                         nn.Flatten(), nn.Linear(channels, 10))  # fmt: skip
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 40)),
+        *layers,
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(channels, 10),
+    )
 
 
 def classification_loss(kind: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if kind == "ce":
         return nn.functional.cross_entropy(logits, y)
     target = nn.functional.one_hot(y, logits.shape[-1]).to(logits.dtype)
-    fn = {"mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss,
-          "huber": nn.functional.huber_loss}[kind]  # fmt: skip
+    fn = {
+        "mse": nn.functional.mse_loss,
+        "mae": nn.functional.l1_loss,
+        "huber": nn.functional.huber_loss,
+    }[kind]
     return fn(logits, target)
 
 

@@ -205,8 +205,9 @@ class NCFTask(Task):
         return nn.functional.binary_cross_entropy_with_logits(logits, labels)
 
     def train_loss(self) -> torch.Tensor:
-        idx = torch.randint(0, len(self.train_pairs), (self.config.p["batch"],),
-                            generator=self.batch_generator)  # fmt: skip
+        idx = torch.randint(
+            0, len(self.train_pairs), (self.config.p["batch"],), generator=self.batch_generator
+        )
         users, pos = self.train_pairs[idx].unbind(1)
         negs = sample_negatives(self.rated, users, NEGATIVES, self.batch_generator)
         return self._bce(users, torch.cat([pos[:, None], negs], 1))
@@ -221,10 +222,16 @@ class NCFTask(Task):
         rank = (scores[:, 1:] > scores[:, :1]).sum(1)  # negatives ranked above the positive
         hit = rank < TOP_K
         ndcg = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0)
-        return {"hr@10": float(hit.double().mean()), "ndcg@10": float(ndcg.mean()),
-                "loss": self._eval_loss("test")}  # fmt: skip
+        return {
+            "hr@10": float(hit.double().mean()),
+            "ndcg@10": float(ndcg.mean()),
+            "loss": self._eval_loss("test"),
+        }
 
     def descriptor_extras(self) -> list[float]:
         p = self.config.p
-        return [float(p.get("mlp_layers", 3) if p["arch"] == "neumf" else 0), 0.0,
-                math.log2(p["factors"]) / 6]  # fmt: skip
+        return [
+            float(p.get("mlp_layers", 3) if p["arch"] == "neumf" else 0),
+            0.0,
+            math.log2(p["factors"]) / 6,
+        ]

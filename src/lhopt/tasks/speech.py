@@ -34,11 +34,27 @@ BLANK = 0  # CTC blank; digit d is label d + 1
 NUM_LABELS = len(DIGITS) + 1
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
 VARIANTS = {
-    "train": ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "klatt", "klatt3", "adam", "benjamin",
-              "david", "linda", "john", "max", "michel"),
+    "train": (
+        "m1",
+        "m2",
+        "m3",
+        "m4",
+        "f1",
+        "f2",
+        "f3",
+        "klatt",
+        "klatt3",
+        "adam",
+        "benjamin",
+        "david",
+        "linda",
+        "john",
+        "max",
+        "michel",
+    ),
     "val": ("m5", "f4", "klatt2"),
     "test": ("m6", "m7", "f5", "klatt4", "edward", "grandma"),
-}  # fmt: skip
+}
 SIZES = {"train": 4000, "val": 300, "test": 600}
 SEEDS = {"train": 11, "val": 12, "test": 13}
 RATE_WPM = (130, 230)
@@ -60,8 +76,9 @@ SCHEMA = Schema(
 
 # -- synthesis --------------------------------------------------------------------------------
 
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
-                                   ctypes.c_void_p)  # fmt: skip
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
 
 
 class ESpeak:
@@ -121,8 +138,15 @@ def plan_split(split: str, n: int | None = None) -> list[Utterance]:
         accent = ACCENTS[rng.integers(len(ACCENTS))]
         variant = VARIANTS[split][rng.integers(len(VARIANTS[split]))]
         digits = tuple(int(d) for d in rng.integers(0, 10, int(rng.integers(3, 6))))
-        out.append(Utterance(digits, f"{accent}+{variant}", int(rng.integers(*RATE_WPM)),
-                             int(rng.integers(*PITCH)), float(rng.uniform(*SNR_DB))))  # fmt: skip
+        out.append(
+            Utterance(
+                digits,
+                f"{accent}+{variant}",
+                int(rng.integers(*RATE_WPM)),
+                int(rng.integers(*PITCH)),
+                float(rng.uniform(*SNR_DB)),
+            )
+        )
     return out
 
 
@@ -156,8 +180,12 @@ def log_mel(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     x = torch.as_tensor(audio, dtype=torch.float32)
     if len(x) < N_FFT:
         x = nn.functional.pad(x, (0, N_FFT - len(x)))
-    spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), center=False,
-                      return_complex=True).abs() ** 2  # fmt: skip
+    spec = (
+        torch.stft(
+            x, N_FFT, HOP, window=torch.hann_window(N_FFT), center=False, return_complex=True
+        ).abs()
+        ** 2
+    )
     mels = torch.as_tensor(mel_filterbank(sample_rate)) @ spec
     return torch.log(mels + 1e-6).T.numpy()
 
@@ -183,9 +211,13 @@ def synthesise(split: str, n: int | None = None, engine: ESpeak | None = None) -
         speakers.append(u.voice)
     lengths = np.array([len(f) for f in feats])
     label_lengths = np.array([len(x) for x in labels])
-    return {"frames": np.concatenate(feats), "lengths": lengths,
-            "labels": np.concatenate(labels).astype(np.int64), "label_lengths": label_lengths,
-            "speakers": np.array(speakers)}  # fmt: skip
+    return {
+        "frames": np.concatenate(feats),
+        "lengths": lengths,
+        "labels": np.concatenate(labels).astype(np.int64),
+        "label_lengths": label_lengths,
+        "speakers": np.array(speakers),
+    }
 
 
 _CORPUS: dict | None = None
@@ -209,8 +241,9 @@ def load_corpus() -> dict[str, dict]:
         np.savez(tmp, **arrays)
         tmp.replace(path)  # atomic: concurrent builders write identical files
     with np.load(path) as z:
-        _CORPUS = {s: {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(s + "/")}
-                   for s in SIZES}  # fmt: skip
+        _CORPUS = {
+            s: {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(s + "/")} for s in SIZES
+        }
     return _CORPUS
 
 
@@ -218,8 +251,10 @@ def as_tensors(split: dict, frames: torch.Tensor) -> tuple[list[torch.Tensor], l
     """Per-utterance feature tensors (views of `frames`, the split's frames as prepared by the
     caller) and label tensors."""
     labels = torch.as_tensor(split["labels"])
-    return (list(torch.split(frames, split["lengths"].tolist())),
-            list(torch.split(labels, split["label_lengths"].tolist())))  # fmt: skip
+    return (
+        list(torch.split(frames, split["lengths"].tolist())),
+        list(torch.split(labels, split["label_lengths"].tolist())),
+    )
 
 
 # -- model, decoding, metric ------------------------------------------------------------------
@@ -233,12 +268,15 @@ class DeepSpeech2(nn.Module):
         super().__init__()
         self.conv = nn.Sequential(
             nn.Conv2d(1, channels, (5, 11), stride=(2, 2), padding=(2, 5)),
-            nn.BatchNorm2d(channels), nn.Hardtanh(0, 20),
+            nn.BatchNorm2d(channels),
+            nn.Hardtanh(0, 20),
             nn.Conv2d(channels, channels, (5, 11), stride=(1, 2), padding=(2, 5)),
-            nn.BatchNorm2d(channels), nn.Hardtanh(0, 20),
-        )  # fmt: skip
-        self.rnn = nn.GRU(channels * (N_MELS // 4), hidden, layers, batch_first=True,
-                          bidirectional=True)  # fmt: skip
+            nn.BatchNorm2d(channels),
+            nn.Hardtanh(0, 20),
+        )
+        self.rnn = nn.GRU(
+            channels * (N_MELS // 4), hidden, layers, batch_first=True, bidirectional=True
+        )
         self.out = nn.Linear(2 * hidden, NUM_LABELS)
 
     @staticmethod
@@ -250,8 +288,9 @@ class DeepSpeech2(nn.Module):
         h = self.conv(x.unsqueeze(1))  # (batch, channels, frames', mels')
         h = h.permute(0, 2, 1, 3).flatten(2)
         out_len = self.output_lengths(lengths)
-        packed = nn.utils.rnn.pack_padded_sequence(h, out_len, batch_first=True,
-                                                   enforce_sorted=False)  # fmt: skip
+        packed = nn.utils.rnn.pack_padded_sequence(
+            h, out_len, batch_first=True, enforce_sorted=False
+        )
         h, _ = self.rnn(packed)
         h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])
         h = h[:, : int(out_len.max())]
@@ -312,8 +351,9 @@ class SpeechTask(Task):
 
     def train_loss(self) -> torch.Tensor:
         feats, labels = self.data["train"]
-        idx = torch.randint(0, len(feats), (self.config.p["batch"],),
-                            generator=self.batch_generator).tolist()  # fmt: skip
+        idx = torch.randint(
+            0, len(feats), (self.config.p["batch"],), generator=self.batch_generator
+        ).tolist()
         return self._ctc_loss([feats[i] for i in idx], [labels[i] for i in idx])[0]
 
     def _eval_loss(self, split: str) -> float:
@@ -325,8 +365,11 @@ class SpeechTask(Task):
         hyps = greedy_decode(log_probs, out_len)
         errors = sum(edit_distance(h, r.tolist()) for h, r in zip(hyps, labels, strict=True))
         exact = sum(h == r.tolist() for h, r in zip(hyps, labels, strict=True))
-        return {"error_rate": errors / sum(len(r) for r in labels),
-                "string_accuracy": exact / len(labels), "loss": float(loss)}  # fmt: skip
+        return {
+            "error_rate": errors / sum(len(r) for r in labels),
+            "string_accuracy": exact / len(labels),
+            "loss": float(loss),
+        }
 
     def descriptor_extras(self) -> list[float]:
         p = self.config.p
