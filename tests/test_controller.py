@@ -15,14 +15,8 @@ from lhopt.control import decision_steps, load_policy
 from lhopt.meta.episode import EpisodeConfig, evaluation_config, run_episode
 from lhopt.tasks import TaskConfig, build_task
 
-QUAD = {
-    "family": "quadratic",
-    "dim": 20,
-    "condition": 100.0,
-    "noise": 0.1,
-    "batch": 8,
-    "budget": 200,
-}
+# meta-training's test task, with its T of 200 steps
+QUAD = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.1, batch=8, budget=200)
 TRACE = Path(__file__).parent / "data" / "shipped_policy_decisions.json"
 
 
@@ -31,7 +25,7 @@ def test_meta_training_and_learned_optimizer_take_the_same_decisions(
     policy, policy_file, tmp_cache
 ):
     path = "default" if policy == "default" else policy_file
-    config = TaskConfig.from_dict(QUAD)
+    config = QUAD
     cfg = evaluation_config(EpisodeConfig(min_outer_steps=10, max_outer_steps=10))
     ep = run_episode(load_policy(path), config, 0, cfg, np.random.default_rng(0), greedy=True)
     assert ep["info"]["outer_steps"] == 10

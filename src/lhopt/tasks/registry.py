@@ -75,7 +75,7 @@ def sample_training_config(
     `data_scale` > 1 divides the training set of the families that allow it (a `train_samples`
     parameter: MNIST-1D) by a log-uniform factor in [1, data_scale]: the same budget then
     passes over less data, and the validation loss turns up within the run. At 1 (the
-    defaults) nothing is drawn, so the sampled sequence is that of earlier versions."""
+    defaults) nothing is drawn, so a seed samples the same configs with or without these keys."""
     from lhopt.tasks.suites import held_out_keys
 
     unknown = [f for f in families if f not in FAMILY_NAMES]
