@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +24,6 @@ from lhopt.meta.ppo import PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES
 from lhopt.tasks import FAMILY_NAMES
 from lhopt.tasks.registry import check_scale
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 @dataclass
