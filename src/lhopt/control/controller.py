@@ -96,10 +96,20 @@ class Controller:
         self.history: list[dict] = []
 
     def decide(
-        self, step: int, module: nn.Module, *, train_loss: float | None, val_loss: float | None
+        self,
+        step: int,
+        module: nn.Module,
+        *,
+        train_loss: float | None,
+        val_loss: float | None,
+        sync=None,
     ) -> Decision:
         """One decision before optimizer step `step` (0-based), given the mean train loss of the
-        period that ended and the latest validation loss (None when there is none)."""
+        period that ended and the latest validation loss (None when there is none).
+
+        `sync` (e.g. `lhopt.control.distributed.RankSync`) makes data-parallel ranks agree: its
+        `features(f)` and `action(a)` return rank 0's feature vector and action, and
+        `hparams(groups, names)` copies rank 0's hyperparameters into every group."""
         progress = step / self.total_steps
         features = self.engine.observe(
             progress=progress,
@@ -110,14 +120,20 @@ class Controller:
             prev_action=self.space.encode(self.prev_action),
             registers=self.registers.info(),
         )
+        if sync is not None:
+            features = sync.features(features)
         action, logp, self.hidden = self.policy.act(
             torch.from_numpy(features), self.hidden, self.generator, greedy=self.greedy
         )
+        if sync is not None:
+            action = sync.action(action)
         op, k = self.space.register_op(action)
         self.registers.apply(
             op, k, module, self.register_target, loss=train_loss, progress=progress
         )
         self.space.apply_hparams(self.optimizer.param_groups, action)
+        if sync is not None:
+            sync.hparams(self.optimizer.param_groups, [h.hparam for h in self.space.heads])
         self.prev_action = action
         names = self.engine.names
         self.history.append(

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lhopt.control import distributed
 from lhopt.control.controller import DEFAULT_DECISIONS, Controller
 from lhopt.control.policy_file import load_policy
 from lhopt.optim.ciao import CIAO
@@ -99,6 +100,10 @@ class LearnedOptimizer(CIAO):
         model: the module being trained (optional). Restart registers then save and restore
             its parameters and buffers (batch-norm statistics), as in meta-training; without
             it they restore the parameters alone.
+        sync_ranks: when `torch.distributed` is initialised with more than one rank (DDP), every
+            rank takes rank 0's decision from the losses averaged over the ranks, and gets rank
+            0's hyperparameters (`lhopt.control.distributed`). False: each rank decides alone
+            (ranks training different models).
         **kwargs: CIAO's hyperparameters (their initial values; default the official ones).
     """
 
@@ -112,6 +117,7 @@ class LearnedOptimizer(CIAO):
         sample: bool = False,
         seed: int = 0,
         model: nn.Module | None = None,
+        sync_ranks: bool = True,
         **kwargs,
     ) -> None:
         total_steps = _positive_int("total_steps", total_steps)
@@ -126,6 +132,7 @@ class LearnedOptimizer(CIAO):
         self._check_model()
         self.total_steps = total_steps
         self.val_loss_fn = val_loss_fn
+        self.sync_ranks = bool(sync_ranks)
         self.controller = Controller(
             policy_net,
             self,
@@ -256,9 +263,10 @@ class LearnedOptimizer(CIAO):
 
     def _decide(self) -> None:
         self._check_lr_untouched()
-        train = None
+        train, total, count = None, 0.0, self._loss_count
         if self._loss_sum is not None and self._loss_count:
-            train = float(self._loss_sum) / self._loss_count  # the one sync of this period
+            total = float(self._loss_sum)  # the one sync of this period
+            train = total / self._loss_count
         self._loss_sum, self._loss_count = None, 0
         if train is None and self._taken > 0 and not self._warned_no_loss:
             warnings.warn(
@@ -270,7 +278,11 @@ class LearnedOptimizer(CIAO):
             self._warned_no_loss = True
         if self.val_loss_fn is not None:
             self._val_loss = float(self.val_loss_fn())
-        self.controller.decide(self._taken, self._module, train_loss=train, val_loss=self._val_loss)
+        val, sync = self._val_loss, None
+        if self.sync_ranks and distributed.active():  # every rank takes rank 0's decision
+            sync = distributed.RankSync()
+            train, val = sync.losses(total, count, val)
+        self.controller.decide(self._taken, self._module, train_loss=train, val_loss=val, sync=sync)
         self._lrs_set = [g["lr"] for g in self.param_groups]
 
     # -- saving and loading ----------------------------------------------------------------
