@@ -16,6 +16,8 @@ of every hyperparameter and a restart-register operation. Everything the decisio
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import numbers
 import operator
 import os
 import sys
@@ -23,6 +25,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +45,60 @@ def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or n is None or n < 1:
         raise ValueError(f"{name}={value!r} is not allowed: a positive int")
     return n
+
+
+def _describe(value) -> str:
+    """A short description of a value for an error message (a tensor by its shape and dtype)."""
+    if torch.is_tensor(value):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_LOSS_ALLOWED = (
+    "a loss is a real number or a one-element real tensor (NaN and inf are allowed: they tell "
+    "the policy that the run diverged)"
+)
+
+
+def _loss_value(what: str, value) -> torch.Tensor | float:
+    """`value` checked as a loss: a float, or a one-element real tensor as a detached float32
+    scalar on its device (no host sync). Anything else (a string, None, a tensor of several
+    elements, a complex or bool value) is a ValueError that starts with `what`."""
+    if torch.is_tensor(value):
+        if value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+            return value.detach().float().reshape(())
+    elif isinstance(value, np.ndarray):
+        if value.size == 1 and value.dtype.kind in "fiu":
+            return float(value.reshape(()))
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        return float(value)
+    raise ValueError(f"{what}{_describe(value)} is not allowed: {_LOSS_ALLOWED}")
+
+
+class _CheckedValLossFn:
+    """A `val_loss_fn` as decisions call it: its result checked as a loss and made a float, so
+    that a wrong return value is a ValueError naming `val_loss_fn` (the function itself is
+    `__wrapped__`)."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.__wrapped__ = fn
+
+    def __call__(self) -> float:
+        return float(_loss_value("val_loss_fn() returned ", self.__wrapped__()))
+
+    def __repr__(self) -> str:
+        return f"checked({self.__wrapped__!r})"
+
+
+def _policy_fingerprint(policy: nn.Module) -> str:
+    """A hash of a policy's weights and buffers: which policy a saved state was made with."""
+    h = hashlib.sha256()
+    for name, t in sorted(policy.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 # torch's and lhopt's folders, and contextlib's file (not the whole standard library)
@@ -151,6 +208,8 @@ class LearnedOptimizer(CIAO):
         self._warned_no_loss = False
         self._warned_lr = False
         self._lrs_set: list[float] | None = None  # each group's lr as the last decision left it
+        self._decided: int | None = None  # the step before which the last decision was taken
+        self._policy_id: str | None = None  # `_policy_fingerprint`, computed when first needed
 
     @property
     def policy_net(self):
@@ -161,6 +220,20 @@ class LearnedOptimizer(CIAO):
         return self.controller.decision_steps
 
     @property
+    def val_loss_fn(self) -> Callable[[], float] | None:
+        """What decisions call for the validation loss: the function given, its result checked
+        as a loss (a ValueError naming `val_loss_fn` otherwise); the function is `.__wrapped__`."""
+        return self._val_loss_fn
+
+    @val_loss_fn.setter
+    def val_loss_fn(self, fn: Callable | None) -> None:
+        if fn is not None and not callable(fn):
+            raise ValueError(f"val_loss_fn={fn!r} must be callable or None")
+        if fn is not None and not isinstance(fn, _CheckedValLossFn):
+            fn = _CheckedValLossFn(fn)
+        self._val_loss_fn = fn
+
+    @property
     def history(self) -> list[dict]:
         """One record per decision: step, losses, a few features, the action, the register op
         and the hyperparameters it left (param group 0)."""
@@ -169,19 +242,20 @@ class LearnedOptimizer(CIAO):
     # -- what users call ------------------------------------------------------------------
 
     def report(self, train_loss=None, val_loss=None) -> None:
-        """Record the latest losses. A train-loss tensor is accumulated on its device."""
-        if train_loss is not None:
-            loss = (
-                train_loss.detach().float()
-                if torch.is_tensor(train_loss)
-                else torch.tensor(float(train_loss))
-            )
+        """Record the latest losses: real numbers or one-element tensors. A train-loss tensor is
+        accumulated on its device (no host sync). NaN and inf are recorded: the policy sees the
+        divergence. Anything else (a string, a tensor of several elements) is a ValueError
+        naming the argument, and nothing is recorded."""
+        train = None if train_loss is None else _loss_value("train_loss=", train_loss)
+        val = None if val_loss is None else float(_loss_value("val_loss=", val_loss))
+        if train is not None:
+            loss = train if torch.is_tensor(train) else torch.tensor(train)
             self._loss_sum = (
                 loss if self._loss_sum is None else self._loss_sum + loss.to(self._loss_sum.device)
             )
             self._loss_count += 1
-        if val_loss is not None:
-            self._val_loss = float(val_loss)
+        if val is not None:
+            self._val_loss = val
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -197,11 +271,32 @@ class LearnedOptimizer(CIAO):
                 stacklevel=_user_stacklevel(),
             )
             self._warned = True
-        if self._taken in self._decide_at:
-            self._decide()
-        super().step()
+        if self._taken in self._decide_at and self._decided != self._taken:
+            self._decide_or_restore()
+        self._ciao_step()
         self._taken += 1
         return loss
+
+    def _decide_or_restore(self) -> None:
+        """`_decide`; if it raises (e.g. `val_loss_fn` returned no loss), the losses reported
+        since the last decision are kept, so the next `step()` decides with them."""
+        saved = (self._loss_sum, self._loss_count, self._val_loss, self._warned_no_loss)
+        try:
+            self._decide()
+        except BaseException:
+            self._loss_sum, self._loss_count, self._val_loss, self._warned_no_loss = saved
+            raise
+        self._decided = self._taken
+
+    def _ciao_step(self) -> None:
+        """CIAO's step; one that raises (a sparse gradient, a hyperparameter set out of range)
+        leaves the step counters as they were."""
+        counters = (self.steps, self.skipped_steps, dict(self._stats.period))
+        try:
+            super().step()
+        except BaseException:
+            self.steps, self.skipped_steps, self._stats.period = counters
+            raise
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group (e.g. layers unfrozen mid-run); the controller then steers it too.
@@ -299,13 +394,24 @@ class LearnedOptimizer(CIAO):
             "warned_no_loss": self._warned_no_loss,
             "warned_lr": self._warned_lr,
             "lrs_set": None if self._lrs_set is None else list(self._lrs_set),
+            "decided": self._decided,
+            "policy": self._policy_fingerprint(),
         }
         return sd
 
+    def _policy_fingerprint(self) -> str:
+        if self._policy_id is None:
+            self._policy_id = _policy_fingerprint(self.controller.policy)
+        return self._policy_id
+
     def load_state_dict(self, state_dict: dict) -> None:
-        c = state_dict.get("controller")
+        """Load a state saved by `state_dict()`. One made for other parameters (their number or
+        shapes), with another policy or for another feature layout is refused with a ValueError
+        before anything changes: the optimizer goes on as it was."""
+        c = state_dict.get("controller") if isinstance(state_dict, dict) else None
         if c is None:
             raise ValueError("not a LearnedOptimizer state_dict: the 'controller' entry is missing")
+        self._check_loadable(state_dict, c)
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "controller"})
         self.controller.load_state_dict(c)
         self.total_steps = c["total_steps"]
@@ -319,6 +425,76 @@ class LearnedOptimizer(CIAO):
         self._warned_lr = c.get("warned_lr", False)
         lrs = c.get("lrs_set")  # absent before the check existed: it starts at the next decision
         self._lrs_set = None if lrs is None else list(lrs)
+        self._decided = c.get("decided")
+
+    def _check_loadable(self, state_dict: dict, c: dict) -> None:
+        """Raise a ValueError if `state_dict` was not made for this optimizer and its policy."""
+        needed = {"total_steps", "hidden", "prev_action", "registers", "taken", "loss_count"}
+        missing = needed - set(c)
+        if missing:
+            raise ValueError(
+                f"not a LearnedOptimizer state_dict: its 'controller' entry lacks {sorted(missing)}"
+            )
+        policy = c.get("policy")  # absent in states saved before it was recorded
+        if policy is not None and policy != self._policy_fingerprint():
+            raise ValueError(
+                f"state_dict was made with another policy (weights {policy}, this optimizer's "
+                f"{self._policy_fingerprint()}): construct the LearnedOptimizer with the policy "
+                "that made it"
+            )
+        hidden = [tuple(t.shape) for t in c["hidden"]]
+        expected = [tuple(t.shape) for t in self.controller.policy.initial_state()]
+        if hidden != expected or len(c["prev_action"]) != len(self.controller.space.nvec):
+            raise ValueError(
+                f"state_dict was made with another policy (LSTM state {hidden}, this policy's "
+                f"{expected}): construct the LearnedOptimizer with the policy that made it"
+            )
+        self._check_param_shapes(state_dict)
+        # The controller's state on a scratch controller: what it refuses changes nothing here.
+        scratch = Controller(
+            self.controller.policy,
+            self,
+            _positive_int("the saved total_steps", c["total_steps"]),
+            num_registers=len(self.controller.registers),
+        )
+        try:
+            scratch.load_state_dict(c)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise ValueError(
+                f"state_dict's controller state does not fit this optimizer: {e}"
+            ) from e
+        shapes = {k: tuple(v.shape) for k, v in self._module.state_dict().items()}
+        for k, slot in enumerate(c["registers"].get("slots", [])):
+            saved = slot and {n: tuple(v.shape) for n, v in slot["model"].items()}
+            if saved and saved != shapes:
+                raise ValueError(
+                    f"state_dict's restart register {k} holds another model (its tensors and "
+                    "shapes differ from this optimizer's): it was made for other parameters"
+                )
+
+    def _check_param_shapes(self, state_dict: dict) -> None:
+        groups, state = state_dict.get("param_groups"), state_dict.get("state")
+        if not isinstance(groups, list) or not isinstance(state, dict):
+            raise ValueError("not an optimizer state_dict: 'param_groups' or 'state' is missing")
+        if len(groups) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict has {len(groups)} param groups, this optimizer "
+                f"{len(self.param_groups)}: it was made for other parameters"
+            )
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups, strict=True)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"state_dict's param group {gi} has {len(saved['params'])} parameters, this "
+                    f"optimizer's {len(group['params'])}: it was made for other parameters"
+                )
+            for pi, (sid, p) in enumerate(zip(saved["params"], group["params"], strict=True)):
+                for key, value in state.get(sid, {}).items():
+                    if torch.is_tensor(value) and value.dim() and value.shape != p.shape:
+                        raise ValueError(
+                            f"state_dict was made for other parameters: parameter {pi} of param "
+                            f"group {gi} has shape {tuple(p.shape)}, its saved {key!r} "
+                            f"{tuple(value.shape)}"
+                        )
 
 
 __all__ = ["DEFAULT_DECISIONS", "LearnedOptimizer"]

@@ -1,0 +1,200 @@
+"""Bad input and faults (issue 23): each case gets a clear error at the call that caused it, and
+leaves nothing unusable, lost or duplicated. docs/guarantees.md lists the promises these check."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lhopt.control import LearnedOptimizer, save_policy_file
+from lhopt.control.policy_file import load_policy
+
+
+def setup(seed=0, shape=(6, 32)):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(shape[0], shape[1]), nn.Tanh(), nn.Linear(shape[1], 1))
+    g = torch.Generator().manual_seed(seed)
+    data = [
+        (torch.randn(16, shape[0], generator=g), torch.randn(16, 1, generator=g)) for _ in range(40)
+    ]
+    return model, data
+
+
+def one_step(model, opt, batch, report=True):
+    x, y = batch
+    loss = nn.functional.mse_loss(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if report:
+        opt.report(train_loss=loss)
+    return loss
+
+
+def counters(opt):
+    return opt.steps, opt.skipped_steps, opt._taken, len(opt.history)
+
+
+# -- LearnedOptimizer: losses --------------------------------------------------------------
+
+NOT_LOSSES = [
+    ("abc", "'abc'"),
+    ("0.5", "'0.5'"),  # a string is not a loss, whatever it spells
+    (torch.ones(3), "shape (3,)"),
+    (torch.tensor(1.0 + 2.0j), "complex"),
+    ([0.5], "[0.5]"),
+    (True, "True"),
+]
+
+
+def test_report_refuses_what_is_not_a_loss_and_records_nothing(policy_file):
+    model, data = setup()
+    opt = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file, decisions=5)
+    reference_model, _ = setup()
+    reference = LearnedOptimizer(
+        reference_model.parameters(), total_steps=40, policy=policy_file, decisions=5
+    )
+    for i, batch in enumerate(data[:20]):
+        one_step(model, opt, batch)
+        one_step(reference_model, reference, batch)
+        if i == 10:
+            for arg in ("train_loss", "val_loss"):
+                for bad, shown in NOT_LOSSES:
+                    with pytest.raises(ValueError) as info:
+                        opt.report(**{arg: bad})
+                    message = str(info.value)
+                    assert message.startswith(f"{arg}=") and shown in message, message
+                    assert "loss is a real number or a one-element real tensor" in message
+    # Nothing of the bad calls was recorded: the run decides as one without them.
+    assert len(opt.history) == 3 and opt.history == reference.history
+    for a, b in zip(model.parameters(), reference_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bad, shown", [(None, "None"), *NOT_LOSSES])
+def test_val_loss_fn_results_are_checked_and_a_bad_one_loses_nothing(policy_file, bad, shown):
+    model, data = setup()
+    answer = {"value": 1.0}
+    opt = LearnedOptimizer(
+        model.parameters(),
+        total_steps=40,
+        policy=policy_file,
+        decisions=5,
+        val_loss_fn=lambda: answer["value"],
+    )
+    for batch in data[:8]:  # decisions before steps 0 and 8
+        one_step(model, opt, batch)
+    answer["value"] = bad
+    before = counters(opt)
+    with pytest.raises(ValueError) as info:
+        one_step(model, opt, data[8])
+    assert str(info.value).startswith("val_loss_fn() returned ") and shown in str(info.value)
+    assert counters(opt) == before  # no step, no decision, nothing counted
+    answer["value"] = 2.0  # the user fixes the function: the same step goes on
+    one_step(model, opt, data[8])
+    assert [h["step"] for h in opt.history] == [0, 8]
+    # The train losses reported before the failed call were kept for the decision.
+    assert opt.history[-1]["train_loss"] is not None and opt.history[-1]["val_loss"] == 2.0
+
+
+def test_nan_and_inf_losses_are_recorded_as_divergence(policy_file):
+    """Not errors: a NaN or inf loss is what a diverging run reports, and the policy has
+    features for it (`train/is_nan`, `val/is_inf`)."""
+    model, data = setup()
+    opt = LearnedOptimizer(
+        model.parameters(),
+        total_steps=40,
+        policy=policy_file,
+        decisions=5,
+        val_loss_fn=lambda: torch.tensor(math.inf),
+    )
+    for batch in data[:9]:
+        one_step(model, opt, batch, report=False)
+        opt.report(train_loss=torch.tensor(math.nan))
+    opt.report(train_loss=np.float32(0.5), val_loss=np.array([0.25]))  # NumPy scalars are fine
+    assert math.isnan(opt.history[-1]["train_loss"]) and opt.history[-1]["val_loss"] == math.inf
+
+
+# -- LearnedOptimizer: load_state_dict and failed steps -------------------------------------
+
+
+def trained(policy, shape=(6, 32), steps=12):
+    model, data = setup(0, shape)
+    opt = LearnedOptimizer(
+        model.parameters(), total_steps=40, policy=policy, decisions=5, model=model
+    )
+    for batch in data[:steps]:
+        one_step(model, opt, batch)
+    return model, opt, data
+
+
+def assert_untouched_and_usable(model, opt, data, before_state):
+    """A refused load changed nothing: the optimizer's state is as before and it trains on."""
+    after = opt.state_dict()
+    assert after["ciao"]["steps"] == before_state["ciao"]["steps"]
+    assert after["controller"]["taken"] == before_state["controller"]["taken"]
+    assert after["controller"]["history"] == before_state["controller"]["history"]
+    for k, v in before_state["state"].items():
+        for name, t in v.items():
+            if torch.is_tensor(t):
+                assert torch.equal(after["state"][k][name], t)
+    for batch in data[12:20]:
+        one_step(model, opt, batch)
+    assert len(opt.history) == 3 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_load_state_dict_refuses_a_state_for_other_parameter_shapes(policy_file):
+    model, opt, data = trained(policy_file)
+    _, other, _ = trained(policy_file, shape=(4, 8))  # as many tensors, other shapes
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(ValueError, match=r"made for other parameters.*shape \(32, 6\)"):
+        opt.load_state_dict(other.state_dict())
+    assert_untouched_and_usable(model, opt, data, before)
+
+
+def test_load_state_dict_refuses_a_state_made_with_another_policy(policy_file, tmp_path):
+    model, opt, data = trained(policy_file)
+    before = copy.deepcopy(opt.state_dict())
+    # Another architecture (the shipped policy: a wider LSTM) ...
+    _, shipped, _ = trained("default")
+    with pytest.raises(ValueError, match="another policy"):
+        opt.load_state_dict(shipped.state_dict())
+    # ... and the same architecture with other weights.
+    net = load_policy(policy_file)
+    with torch.no_grad():
+        net.heads.bias.add_(1.0)
+    save_policy_file(net, tmp_path / "other.pt")
+    _, retrained, _ = trained(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="another policy"):
+        opt.load_state_dict(retrained.state_dict())
+    assert_untouched_and_usable(model, opt, data, before)
+    # The optimizer's own state still loads, into a new one as into itself.
+    model2, opt2, _ = trained(policy_file, steps=1)
+    opt2.load_state_dict(opt.state_dict())
+    assert opt2.state_dict()["controller"]["taken"] == opt.state_dict()["controller"]["taken"]
+
+
+def test_a_failed_step_advances_no_counter_and_the_next_one_decides_once(policy_file):
+    model, data = setup()
+    opt = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file, decisions=5)
+    for batch in data[:8]:
+        one_step(model, opt, batch)
+    before = counters(opt)
+    x, y = data[8]
+    opt.zero_grad()
+    nn.functional.mse_loss(model(x), y).backward()
+    first = next(model.parameters())
+    dense = first.grad
+    first.grad = dense.to_sparse()  # CIAO refuses it, after the decision before step 8
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    steps, skipped, taken, decisions = counters(opt)
+    assert (steps, skipped, taken) == before[:3]
+    assert decisions == before[3] + 1  # the decision before step 8 was taken, once
+    first.grad = dense
+    opt.step()
+    assert [h["step"] for h in opt.history] == [0, 8]  # not decided again
+    assert counters(opt)[:3] == (before[0] + 1, before[1], before[2] + 1)
