@@ -198,3 +198,44 @@ def test_a_failed_step_advances_no_counter_and_the_next_one_decides_once(policy_
     opt.step()
     assert [h["step"] for h in opt.history] == [0, 8]  # not decided again
     assert counters(opt)[:3] == (before[0] + 1, before[1], before[2] + 1)
+
+
+# -- lhopt bench: output and workers checked before any work --------------------------------
+
+
+@pytest.fixture
+def no_benchmark(monkeypatch):
+    """`lhopt bench` must stop before this: it stands for the whole benchmark's work."""
+    import lhopt.bench
+
+    def run_benchmark(*args, **kwargs):
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(lhopt.bench, "run_benchmark", run_benchmark)
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_bench_refuses_an_out_it_cannot_write_before_any_work(
+    tmp_path, capsys, no_benchmark, where
+):
+    from lhopt.cli import main
+
+    file = tmp_path / "results.txt"
+    file.write_text("keep me")
+    out = file if where == "file" else file / "bench"
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--optimizers", "adamw", "--out", str(out), "--no-progress"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r}" in err and "folder" in err
+    assert file.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("workers", ["-3", "0"])
+def test_bench_refuses_a_worker_count_below_one(capsys, no_benchmark, workers, tmp_path):
+    from lhopt.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--optimizers", "adamw", "--workers", workers, "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert f"--workers {workers} is not allowed" in capsys.readouterr().err

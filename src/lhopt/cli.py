@@ -172,10 +172,8 @@ DEFAULT_OPTIMIZERS = (
 
 
 def bench(args, parser) -> int:
-    from pathlib import Path
-
     from lhopt.bench import check_request, run_benchmark
-    from lhopt.bench.benchmark import check_policy
+    from lhopt.bench.benchmark import check_out, check_policy
     from lhopt.bench.report import summary_table, task_table, write
 
     def names(csv: str) -> list[str]:
@@ -187,6 +185,9 @@ def bench(args, parser) -> int:
         check_request(args.suite, optimizers, args.seeds, tasks)
         if args.policy is not None:
             check_policy(args.policy, optimizers)
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers {args.workers} is not allowed: a number of CPUs >= 1")
+        out = check_out(args.out)  # before any work: a bad --out loses nothing
     except ValueError as e:
         parser.error(str(e))
     doc = run_benchmark(
@@ -200,7 +201,7 @@ def bench(args, parser) -> int:
         policy=args.policy,
         tasks=tasks,
     )
-    paths = write(doc, Path(args.out))
+    paths = write(doc, out)
     print(
         f"\nsuite {args.suite}: {len(doc['tasks'])} tasks, {args.seeds} seed(s), "
         f"{doc['wall_time_s']:.0f} s"

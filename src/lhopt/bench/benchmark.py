@@ -10,9 +10,11 @@ from the baseline curve cache when it has them.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 from lhopt.bench import optimizers as registry
 from lhopt.bench.runner import execute, job_key
@@ -61,11 +63,34 @@ def check_request(
         raise ValueError(f"seeds={seeds!r} is not allowed: expected an int >= 1")
 
 
+def check_out(out: str | Path) -> Path:
+    """The results folder `out`, created, once it is known to take the results: fail before any
+    work if a file stands in its place (or in a folder's above it) or it cannot be written."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out else f"is under {str(p)!r}, a file"
+                raise ValueError(f"--out {str(out)!r} {what}: the results need a folder")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".lhopt-write-test.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(
+            f"--out {str(out)!r} is not a folder lhopt can write: {e.strerror or e}"
+        ) from e
+    for name in ("results.json", "report.md"):
+        if (out / name).is_dir():
+            raise ValueError(f"--out {str(out)!r} holds a folder {name!r} where a file goes")
+    return out
+
+
 def check_policy(policy: str, optimizers: Sequence[str]) -> str:
     """The absolute path of a loadable policy file for `lhopt` and `lhopt-trainloss` (errors say
     what is wrong)."""
-    from pathlib import Path
-
     from lhopt.bench.optimizers import LEARNED
     from lhopt.control import load_policy
 
