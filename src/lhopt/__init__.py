@@ -7,6 +7,7 @@ from lhopt.control import (
     LearnedOptimizer,
     RestartRegisters,
     load_policy,
+    plot_history,
 )
 from lhopt.optim import CIAO
 
@@ -21,4 +22,5 @@ __all__ = [
     "RestartRegisters",
     "__version__",
     "load_policy",
+    "plot_history",
 ]

@@ -91,46 +91,93 @@ def markdown(doc: dict) -> str:
             for e in doc["errors"]
         ]
         parts.append("")
-    parts += ["Figures: `curves.png` (validation loss), `hparams.png` (learning rates).", ""]
+    parts += [
+        "Figures: `curves.png` (validation loss; T marked), `hparams.png` (every hyperparameter "
+        "a run moved: the learning rates, and what the policy steers).",
+        "",
+    ]
     return "\n".join(parts)
 
 
+def _mark_budget(ax, T: int) -> None:
+    """The task's budget T: a dotted line, labelled."""
+    ax.axvline(T, color="grey", ls=":", lw=0.8, label="T (budget)")
+    ax.text(T, 0.98, " T", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
+
+
+def moved_hparams(doc: dict) -> list[str]:
+    """The hyperparameters some run of the report changed over its steps (the lr always)."""
+    names = ["lr"]
+    for r in doc["runs"]:
+        for k, v in (r.get("hparams") or {}).items():
+            finite = [x for x in v if x is not None and math.isfinite(x)]
+            if k not in names and finite and min(finite) != max(finite):
+                names.append(k)
+    return names
+
+
 def figures(doc: dict, out: Path) -> list[Path]:
+    """`curves.png`: each task's validation loss per optimizer; `hparams.png`: one row per task,
+    one column per hyperparameter some run moved (`moved_hparams`), each optimizer that records
+    it. T is marked on both."""
     require("matplotlib", "bench").use("Agg")
     plt = require("matplotlib.pyplot", "bench")
 
     results = {job_key(r["job"]): r for r in doc["runs"]}
     names = list(doc["tasks"])
+    runs = {
+        name: {
+            x: run
+            for x in doc["optimizers"]
+            if (run := main_run(results, name, doc["seeds"][0], x)) and not run.get("error")
+        }
+        for name in names
+    }
+    paths = []
+
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
-    paths = []
-    for kind in ("curves", "hparams"):
-        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-        for ax, name in zip(axes.flat, names, strict=False):
-            T = doc["tasks"][name]["budget"]
-            for x in doc["optimizers"]:
-                run = main_run(results, name, doc["seeds"][0], x)
-                if not run or run.get("error"):
-                    continue
-                if kind == "curves":
-                    ax.plot(run["steps"], run["val"], label=x, lw=1.2)
-                elif run.get("hparams", {}).get("lr"):
-                    ax.plot(run["steps"], run["hparams"]["lr"], label=x, lw=1.2)
-            ax.axvline(T, color="grey", ls=":", lw=0.8)
-            ax.set_title(name, fontsize=9)
-            ax.set_xlabel("step")
-            ax.set_yscale("log")
-            ax.set_ylabel("validation loss" if kind == "curves" else "learning rate")
-        for ax in list(axes.flat)[len(names) :]:
-            ax.axis("off")
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
-        path = out / f"{kind}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for x, run in runs[name].items():
+            ax.plot(run["steps"], run["val"], label=x, lw=1.2)
+        _mark_budget(ax, doc["tasks"][name]["budget"])
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.set_ylabel("validation loss")
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    paths.append(_save(plt, fig, axes.flat[0], out / "curves.png"))
+
+    hparams = moved_hparams(doc)
+    fig, axes = plt.subplots(
+        len(names), len(hparams), figsize=(3.2 * len(hparams), 2.4 * len(names)), squeeze=False
+    )
+    for row, name in zip(axes, names, strict=True):
+        for ax, h in zip(row, hparams, strict=True):
+            for i, x in enumerate(doc["optimizers"]):
+                values = runs[name].get(x, {}).get("hparams", {}).get(h)
+                if values:
+                    v = [math.nan if y is None else y for y in values]
+                    ax.plot(runs[name][x]["steps"], v, label=x, lw=1.2, color=f"C{i}")
+            _mark_budget(ax, doc["tasks"][name]["budget"])
+            ax.set_title(f"{name}: {h}", fontsize=8)
+            ax.set_xlabel("step", fontsize=8)
+            finite = [y for line in ax.get_lines()[:-1] for y in line.get_ydata() if y > 0]
+            if h != "clip_fraction" and finite:
+                ax.set_yscale("log")
+    paths.append(_save(plt, fig, axes.flat[0], out / "hparams.png"))
     return paths
+
+
+def _save(plt, fig, first_ax, path: Path) -> Path:
+    handles, labels = first_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write(doc: dict, out: Path) -> dict[str, Path]:

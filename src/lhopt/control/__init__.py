@@ -6,6 +6,7 @@ from lhopt.control.cdf import EWMACDF, normal_cdf
 from lhopt.control.controller import DEFAULT_DECISIONS, Controller, Decision, decision_steps
 from lhopt.control.features import CDF_STATS, DEFAULT_CDF_SCALES, FeatureEngine
 from lhopt.control.learned import LearnedOptimizer
+from lhopt.control.plot import plot_history
 from lhopt.control.policy import Policy, PolicyConfig
 from lhopt.control.policy_file import (
     default_policy_path,
@@ -37,5 +38,6 @@ __all__ = [
     "layout_hash",
     "load_policy",
     "normal_cdf",
+    "plot_history",
     "save_policy_file",
 ]

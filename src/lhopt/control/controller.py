@@ -136,6 +136,10 @@ class Controller:
             sync.hparams(self.optimizer.param_groups, [h.hparam for h in self.space.heads])
         self.prev_action = action
         names = self.engine.names
+        groups = [
+            {h.hparam: g[h.hparam] for h in self.space.heads if h.hparam in g}
+            for g in self.optimizer.param_groups
+        ]
         self.history.append(
             {
                 "step": step,
@@ -146,12 +150,31 @@ class Controller:
                     h.hparam: h.choices[a] for h, a in zip(self.space.heads, action, strict=False)
                 },
                 "register": op if k is None else f"{op} {k}",
-                "hparams": {
-                    h.hparam: self.optimizer.param_groups[0][h.hparam] for h in self.space.heads
-                },
+                "hparams": groups[0],
+                "groups": groups,
             }
         )
         return Decision(step, features, action, logp, (op, k))
+
+    def describe(self, record: dict | None = None) -> str:
+        """One line about a decision (default the last): step, losses, the hyperparameters it
+        left (group 0; a change marked with its factor or logit shift) and the register op."""
+        r = self.history[-1] if record is None else record
+        losses = {k: r[f"{k}_loss"] for k in ("train", "val")}
+        loss = " ".join(f"{k} {'n/a' if v is None else f'{v:.4g}'}" for k, v in losses.items())
+        parts = []
+        for h in self.space.heads:
+            v = r["hparams"].get(h.hparam)
+            text = f"{h.hparam} {'off' if v is None else f'{v:.3g}'}"
+            c = r["action"][h.hparam]
+            if c != (1.0 if h.kind == "scale" else 0.0):
+                text += f" (x{c:.3g})" if h.kind == "scale" else f" ({c:+.3g} logit)"
+            parts.append(text)
+        return (
+            f"lhopt step {r['step']}/{self.total_steps}: {loss} | "
+            + ", ".join(parts)
+            + f" | register {r['register']}"
+        )
 
     def empty_registers(self) -> None:
         """Forget every register (e.g. when parameters were added: a load could not restore

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import numbers
 import operator
 import os
@@ -33,6 +34,8 @@ from lhopt.control import distributed
 from lhopt.control.controller import DEFAULT_DECISIONS, Controller
 from lhopt.control.policy_file import load_policy
 from lhopt.optim.ciao import CIAO
+
+_log = logging.getLogger("lhopt")
 
 
 def _positive_int(name: str, value) -> int:
@@ -161,6 +164,9 @@ class LearnedOptimizer(CIAO):
             rank takes rank 0's decision from the losses averaged over the ranks, and gets rank
             0's hyperparameters (`lhopt.control.distributed`). False: each rank decides alone
             (ranks training different models).
+        verbose: print one line per decision to stderr (step, losses, hyperparameters, register
+            op). Either way the line goes to the `logging` logger "lhopt" at INFO level (from
+            rank 0 only when ranks are synced).
         **kwargs: CIAO's hyperparameters (their initial values; default the official ones).
     """
 
@@ -175,6 +181,7 @@ class LearnedOptimizer(CIAO):
         seed: int = 0,
         model: nn.Module | None = None,
         sync_ranks: bool = True,
+        verbose: bool = False,
         **kwargs,
     ) -> None:
         total_steps = _positive_int("total_steps", total_steps)
@@ -190,6 +197,7 @@ class LearnedOptimizer(CIAO):
         self.total_steps = total_steps
         self.val_loss_fn = val_loss_fn
         self.sync_ranks = bool(sync_ranks)
+        self.verbose = bool(verbose)
         self.controller = Controller(
             policy_net,
             self,
@@ -235,8 +243,9 @@ class LearnedOptimizer(CIAO):
 
     @property
     def history(self) -> list[dict]:
-        """One record per decision: step, losses, a few features, the action, the register op
-        and the hyperparameters it left (param group 0)."""
+        """One record per decision: step, losses, a few features, the action, the register op,
+        the hyperparameters it left in param group 0 ("hparams") and in every group ("groups",
+        a list). `lhopt.plot_history(opt.history, path)` draws them."""
         return self.controller.history
 
     # -- what users call ------------------------------------------------------------------
@@ -378,6 +387,11 @@ class LearnedOptimizer(CIAO):
             sync = distributed.RankSync()
             train, val = sync.losses(total, count, val)
         self.controller.decide(self._taken, self._module, train_loss=train, val_loss=val, sync=sync)
+        if sync is None or torch.distributed.get_rank() == 0:
+            line = self.controller.describe()
+            _log.info(line)
+            if self.verbose:
+                print(line, file=sys.stderr, flush=True)
         self._lrs_set = [g["lr"] for g in self.param_groups]
 
     # -- saving and loading ----------------------------------------------------------------
