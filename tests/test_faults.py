@@ -2,6 +2,7 @@
 leaves nothing unusable, lost or duplicated. docs/guarantees.md lists the promises these check."""
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -239,3 +240,66 @@ def test_bench_refuses_a_worker_count_below_one(capsys, no_benchmark, workers, t
         main(["bench", "--optimizers", "adamw", "--workers", workers, "--out", str(tmp_path)])
     assert info.value.code == 2
     assert f"--workers {workers} is not allowed" in capsys.readouterr().err
+
+
+# -- meta-training: a dead run's log ---------------------------------------------------------
+
+QUAD = {
+    "family": "quadratic",
+    "dim": 20,
+    "condition": 100.0,
+    "noise": 0.1,
+    "batch": 8,
+    "budget": 200,
+}
+
+
+def tiny_meta_config(path, **run):
+    """A meta-training config whose iterations take about a second."""
+    run = {
+        "workers": 0,
+        "iterations": 1,
+        "min_new_transitions": 20,
+        "checkpoint_every": 5,
+        **run,
+    }
+    lines = ["[run]", *(f"{k} = {v}" for k, v in run.items())]
+    lines.append(f"task = {{ {', '.join(f'{k} = {json.dumps(v)}' for k, v in QUAD.items())} }}")
+    lines += ["[policy]", "hidden = 16", "[ppo]", "batch = 20", "buffer = 80"]
+    lines += ["[episode]", "min_outer_steps = 10", "max_outer_steps = 10"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_meta_training_never_appends_to_a_dead_runs_log(tmp_path, tmp_cache, capsys):
+    from lhopt.cli import main
+    from lhopt.meta import config as meta_config
+    from lhopt.meta.train import MetaTrainer
+
+    config = tiny_meta_config(tmp_path / "c.toml")
+    out = tmp_path / "run"
+    # A run killed after logging iteration 1, before its first checkpoint: what it leaves.
+    MetaTrainer(meta_config.load(config), out).train(log_progress=lambda line: None)
+    for name in ("checkpoint.pt", "policy.pt", "progress.png"):
+        (out / name).unlink()
+    lines = (out / "log.jsonl").read_text().splitlines(keepends=True)
+    dead = lines[0]
+    (out / "log.jsonl").write_text(dead)
+    assert json.loads(dead)["iteration"] == 1
+
+    with pytest.raises(SystemExit) as info:
+        main(["meta-train", "--config", str(config), "--out", str(out)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{out} already holds a run (log.jsonl)" in err and "another --out" in err
+    assert (out / "log.jsonl").read_text() == dead and not (out / "config.toml").exists()
+
+    with pytest.raises(SystemExit):
+        main(["meta-train", "--config", str(config), "--out", str(out), "--resume"])
+    assert "stopped before the first checkpoint" in capsys.readouterr().err
+
+    # A program driving the trainer itself is refused as well, before any episode.
+    trainer = MetaTrainer(meta_config.load(config), out)
+    with pytest.raises(ValueError, match=r"holds the log of another run.*iteration 1"):
+        trainer.train(log_progress=lambda line: None)
+    assert (out / "log.jsonl").read_text() == dead and trainer.counters["episodes"] == 0

@@ -92,8 +92,15 @@ def meta_train(args, parser) -> int:
     except ValueError as e:
         parser.error(f"{args.config}: {e}")
     out = Path(args.out)
-    if not args.resume and (out / "checkpoint.pt").exists():
-        parser.error(f"{out} already holds a run: pass --resume to continue it, or another --out")
+    held = [name for name in ("checkpoint.pt", "log.jsonl") if (out / name).exists()]
+    if not args.resume and held:  # before anything is written there
+        how = (
+            "pass --resume to continue it, or another --out"
+            if "checkpoint.pt" in held
+            else "it stopped before its first checkpoint, so there is nothing to resume: pass "
+            "another --out (or delete the folder)"
+        )
+        parser.error(f"{out} already holds a run ({', '.join(held)}): {how}")
     trainer = MetaTrainer(cfg, out, address=args.address)
     if args.resume:
         try:

@@ -84,6 +84,18 @@ class _RolloutWorker:
         return _episode_safe(self.policy, spec, self.episode_cfg)
 
 
+def _logged(lines: list[str]) -> list[float]:
+    """The iteration of each log line; a line a killed writer left unfinished counts as later
+    than any (inf): it belongs to no saved state."""
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line).get("iteration", 0) if line.strip() else 0)
+        except ValueError:
+            out.append(math.inf)
+    return out
+
+
 class MetaTrainer:
     def __init__(self, cfg: MetaConfig, out: str | Path, address: str | None = None) -> None:
         self.cfg, self.out, self.address = cfg, Path(out), address
@@ -200,7 +212,13 @@ class MetaTrainer:
 
     def resume(self) -> None:
         if not self.checkpoint_path.exists():
-            raise ValueError(f"--resume: no checkpoint at {self.checkpoint_path}")
+            dead = (
+                " (its run stopped before the first checkpoint: nothing to resume; start "
+                "it again in another --out)"
+                if (self.out / "log.jsonl").exists()
+                else ""
+            )
+            raise ValueError(f"--resume: no checkpoint at {self.checkpoint_path}{dead}")
         try:
             state = torch.load(self.checkpoint_path, weights_only=False)
         except Exception as e:  # noqa: BLE001
@@ -210,8 +228,22 @@ class MetaTrainer:
         log = self.out / "log.jsonl"
         if log.exists():
             lines = [x for x in log.read_text().splitlines() if x.strip()]
-            keep = [x for x in lines if json.loads(x).get("iteration", 0) <= self.iteration]
+            keep = [x for x, i in zip(lines, _logged(lines), strict=True) if i <= self.iteration]
             log.write_text("".join(line + "\n" for line in keep))
+
+    def _check_log(self) -> None:
+        """A run appends to no other run's log: refuse a `log.jsonl` that holds iterations after
+        this trainer's (a dead run's that was not resumed), so no iteration is logged twice."""
+        log = self.out / "log.jsonl"
+        if not log.exists():
+            return
+        later = [i for i in _logged(log.read_text().splitlines()) if i > self.iteration]
+        if later:
+            raise ValueError(
+                f"{self.out} holds the log of another run (log.jsonl reaches iteration "
+                f"{max(later)}; this run is at {self.iteration}): continue it with --resume if it "
+                "left a checkpoint, or start in another --out"
+            )
 
     # -- episodes ---------------------------------------------------------------------------
 
@@ -252,6 +284,7 @@ class MetaTrainer:
 
     def train(self, log_progress=print) -> None:
         run = self.cfg.run
+        self._check_log()
         self._start_workers()
         new_transitions, new_episodes, started = 0, [], time.perf_counter()
         wall_before = self.counters["wall_seconds"]
