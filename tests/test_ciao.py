@@ -185,8 +185,9 @@ def test_sparse_gradients_are_refused():
     "kwargs, words",
     [
         ({"lr": -1.0}, ["lr", "-1", "[0, 10]"]),
-        ({"ombeta1": 0.0}, ["ombeta1", "0", "(0, 1]"]),
-        ({"ombeta2": 2.0}, ["ombeta2", "2", "(0, 1]"]),
+        ({"ombeta1": 0.0}, ["ombeta1", "0", "[1e-12, 1]"]),
+        ({"ombeta1": 1e-17}, ["ombeta1", "1e-17", "[1e-12, 1]"]),
+        ({"ombeta2": 2.0}, ["ombeta2", "2", "[1e-12, 1]"]),
         ({"epsilon": math.nan}, ["epsilon", "nan"]),
         ({"clip_fraction": 1.5}, ["clip_fraction", "1.5", "or None"]),
         ({"lamb_power": -1}, ["lamb_power", "-1"]),

@@ -165,7 +165,9 @@ def lamb_trust_ratios(
         ratio = torch.where(
             (p_norm > 0) & (ema_hat > 0), p_norm / ema_hat.clamp_min(_TINY), torch.ones_like(p_norm)
         )
-        trusts.append((ratio**power).clamp(min_trust, 1.0 / min_trust))
+        # 1 / min_trust may lie beyond the dtype's range (min_trust may be as small as wished).
+        max_trust = min(1.0 / min_trust, torch.finfo(ratio.dtype).max)
+        trusts.append((ratio**power).clamp(min_trust, max_trust))
     return trusts
 
 
@@ -198,6 +200,16 @@ def _buckets(params: list[Tensor]) -> dict[tuple, list[Tensor]]:
     for p in params:
         out[(p.device, p.dtype)].append(p)
     return out
+
+
+def _largest_norm(buckets: dict[tuple, list[Tensor]]) -> float:
+    """The largest gradient norm a group may have: sqrt of the largest value of its state's
+    dtype (1.8e19 for float32). Beyond it a gradient's square, the second moment, overflows
+    even where every element is finite, so the step is skipped like one with a NaN."""
+    return min(
+        (math.sqrt(torch.finfo(state_dtype(dtype)).max) for _, dtype in buckets),
+        default=math.inf,
+    )
 
 
 def _working_tensors(bucket: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
@@ -234,11 +246,11 @@ class CIAO(torch.optim.Optimizer):
             of each tensor (all of a smaller one), weighted by size; they estimate ratios and
             cosines, which a sample of thousands of elements gives to within a few percent.
 
-    A step whose gradient norm is not finite in the state's dtype (a NaN or Inf gradient, or
-    one whose square overflows) changes nothing (parameters, moments, counters), is counted in
-    `skipped_steps` and shows in the `skip_rate` statistic. Deciding this costs one read of a
-    scalar per step, as `torch.amp.GradScaler` does. float16 and bfloat16 parameters keep their
-    state in float32 and are updated in float32 (see `state_dtype`).
+    A step with a NaN or Inf gradient, or a group gradient norm whose square overflows the
+    state's dtype (above 1.8e19 in float32), changes nothing (parameters, moments, counters),
+    is counted in `skipped_steps` and shows in the `skip_rate` statistic. Deciding this costs
+    one read of a scalar per step, as `torch.amp.GradScaler` does. float16 and bfloat16
+    parameters keep their state in float32 and are updated in float32 (see `state_dtype`).
     """
 
     def __init__(
@@ -304,9 +316,17 @@ class CIAO(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict) -> None:
         check_group(param_group)
-        for p in param_group["params"] if isinstance(param_group["params"], list) else []:
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else params
+        for p in params if isinstance(params, list | tuple) else []:
             if isinstance(p, Tensor) and torch.is_complex(p):
                 raise ValueError("CIAO does not support complex parameters; view them as real")
+            if isinstance(p, Tensor) and p.is_meta:
+                raise ValueError(
+                    f"a parameter of shape {tuple(p.shape)} is on the 'meta' device, which holds "
+                    "no data for CIAO to update: materialise the model first (e.g. "
+                    "model.to_empty(device='cpu'), then initialise its parameters)"
+                )
         super().add_param_group(param_group)
         self._group_norm_max.append(0.0)
 
@@ -340,7 +360,7 @@ class CIAO(torch.optim.Optimizer):
 
         # One host read decides both the skip and the clipping coefficients.
         norms = self._group_grad_norms(groups)
-        if not all(math.isfinite(n) for n in norms):
+        if not all(n <= _largest_norm(buckets) for n, buckets in zip(norms, groups, strict=True)):
             self.skipped_steps += 1
             self._stats.count_skip()
             return loss

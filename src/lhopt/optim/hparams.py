@@ -33,8 +33,10 @@ class HParamSpec:
 # Defaults follow the official LHOPT configuration (see docs/optimizer.md).
 HPARAMS: dict[str, HParamSpec] = {
     "lr": HParamSpec(1e-3, 0.0, 10.0, doc="learning rate"),
-    "ombeta1": HParamSpec(0.1, 0.0, 1.0, low_open=True, doc="1 - beta1 (momentum)"),
-    "ombeta2": HParamSpec(1e-2, 0.0, 1.0, low_open=True, doc="1 - beta2 (second moment)"),
+    # The betas' floor: below ~1.1e-16, 1 - ombeta rounds to 1 and the bias correction
+    # 1 - prod(beta) is 0 for good.
+    "ombeta1": HParamSpec(0.1, 1e-12, 1.0, doc="1 - beta1 (momentum)"),
+    "ombeta2": HParamSpec(1e-2, 1e-12, 1.0, doc="1 - beta2 (second moment)"),
     "epsilon": HParamSpec(1e-6, 0.0, 1.0, low_open=True, doc="added to the denominator"),
     "weight_decay": HParamSpec(1e-2, 0.0, 10.0, doc="decoupled weight decay coefficient"),
     "clip_fraction": HParamSpec(

@@ -52,7 +52,9 @@ class ReferenceCIAO(torch.optim.Optimizer):
         if not any(with_grads):
             return
         norms = [_group_grad_norm(params) for params in with_grads]
-        if not all(math.isfinite(n) for n in norms):
+        # Skipped: a NaN or Inf gradient, or a norm whose square overflows the state's dtype.
+        limits = [_largest_norm(params) for params in with_grads]
+        if not all(n <= limit for n, limit in zip(norms, limits, strict=True)):
             self.skipped_steps += 1
             self._period["skipped"] += 1
             return
@@ -129,7 +131,8 @@ class ReferenceCIAO(torch.optim.Optimizer):
             p_norm = x.norm()
             ratio = p_norm / ema_hat if p_norm > 0 and ema_hat > 0 else torch.ones(())
             lo = group["lamb_min_trust"]
-            trust = (ratio ** group["lamb_power"]).clamp(lo, 1 / lo)
+            hi = min(1 / lo, torch.finfo(dtype).max)  # 1 / lo may be beyond the dtype's range
+            trust = (ratio ** group["lamb_power"]).clamp(lo, hi)
             u = u * trust
 
         applied = lr * (u + decoupled_wd * x)
@@ -152,12 +155,15 @@ class ReferenceCIAO(torch.optim.Optimizer):
 
 
 def _group_grad_norm(params: list[Tensor]) -> float:
-    """The norm of a group's gradients. Each tensor's norm is taken in its state's dtype, so a
-    gradient whose square overflows that dtype gives inf (and the step is skipped)."""
+    """The norm of a group's gradients, each tensor's taken in its state's dtype."""
     if not params:
         return 0.0
     per_tensor = [torch.linalg.vector_norm(p.grad.to(state_dtype(p.dtype))) for p in params]
     return torch.linalg.vector_norm(torch.stack(per_tensor).double()).item()
+
+
+def _largest_norm(params: list[Tensor]) -> float:
+    return min((math.sqrt(torch.finfo(state_dtype(p.dtype)).max) for p in params), default=math.inf)
 
 
 def _accumulate(
