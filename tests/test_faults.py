@@ -303,3 +303,48 @@ def test_meta_training_never_appends_to_a_dead_runs_log(tmp_path, tmp_cache, cap
     with pytest.raises(ValueError, match=r"holds the log of another run.*iteration 1"):
         trainer.train(log_progress=lambda line: None)
     assert (out / "log.jsonl").read_text() == dead and trainer.counters["episodes"] == 0
+
+
+# -- configuration and construction ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "toml, shown",
+    [
+        ("[ppo]\nlr = inf", "[ppo] lr = inf must be a finite number"),
+        ("[ppo]\nlr = nan", "[ppo] lr = nan must be a finite number"),
+        ("[episode]\nreward_clip = -inf", "[episode] reward_clip = -inf must be a finite"),
+        ("[ppo]\nlr = 0", "[ppo] lr = 0.0 is not allowed: > 0"),
+        ("[ppo]\nmax_grad_norm = 0.0", "[ppo] max_grad_norm = 0.0 is not allowed: > 0"),
+        ("[ppo]\nbeta2 = 1.0", "[ppo] beta2 = 1.0 is not allowed: in [0, 1)"),
+        ("[ppo]\nmax_sample_reuse = 0", "[ppo] max_sample_reuse = 0 is not allowed: >= 1"),
+        ("[run]\nmin_new_transitions = 0", "[run] min_new_transitions = 0 is not allowed: >= 1"),
+        ("[run]\neval_seeds = 0", "[run] eval_seeds = 0 is not allowed: >= 1"),
+        ("[policy]\nnorm_beta = 1.0", "[policy] norm_beta = 1.0 is not allowed: in [0, 1)"),
+        ("[episode]\nreward_clip = 0", "[episode] reward_clip = 0.0 is not allowed: > 0"),
+        ("[episode]\nfixed_initial = { lr = -1e-3 }", "[episode] fixed_initial: lr=-0.001"),
+        ("[episode]\nfixed_initial = { momentum = 0.9 }", "unknown hyperparameter 'momentum'"),
+    ],
+)
+def test_config_values_that_cannot_train_are_refused_naming_key_and_value(tmp_path, toml, shown):
+    from lhopt.meta import config as meta_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ValueError) as info:
+        meta_config.load(path)
+    assert shown in str(info.value)
+
+
+def test_parameters_on_the_meta_device_are_refused_at_construction(policy_file):
+    from lhopt.optim import CIAO
+
+    model = nn.Linear(4, 2, device="meta")
+    with pytest.raises(ValueError, match=r"shape \(2, 4\) is on the 'meta' device.*to_empty"):
+        CIAO(model.parameters())
+    with pytest.raises(ValueError, match="'meta' device"):
+        LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)
+    opt = CIAO(nn.Linear(4, 2).parameters())
+    with pytest.raises(ValueError, match="'meta' device"):
+        opt.add_param_group({"params": model.weight})
+    assert len(opt.param_groups) == 1

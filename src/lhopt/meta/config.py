@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lhopt.control.policy import PolicyConfig
-from lhopt.meta.episode import EpisodeConfig
+from lhopt.meta.episode import PERTURBED, EpisodeConfig
 from lhopt.meta.ppo import PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES
+from lhopt.optim.hparams import check_value
 from lhopt.tasks import FAMILY_NAMES
 from lhopt.tasks.registry import check_scale
 
@@ -61,6 +63,8 @@ def _check_value(section: str, key: str, value, default):
         value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ValueError(f"[{section}] {key} = {value!r} must be of type {expected.__name__}")
+    if expected is float and not math.isfinite(value):
+        raise ValueError(f"[{section}] {key} = {value!r} must be a finite number")
     if expected in (int, float) and value < 0:
         raise ValueError(f"[{section}] {key} = {value!r} must be >= 0")
     return value
@@ -104,8 +108,27 @@ def _check_semantics(cfg: MetaConfig) -> None:
         check_scale(run.data_scale, "data_scale")
     except ValueError as e:
         raise ValueError(f"[run] {e}") from e
-    if run.iterations < 1 or run.checkpoint_every < 1:
-        raise ValueError("[run] iterations and checkpoint_every must be >= 1")
+    _require(cfg, "run", "iterations", lambda v: v >= 1, ">= 1")
+    _require(cfg, "run", "checkpoint_every", lambda v: v >= 1, ">= 1")
+    _require(cfg, "run", "min_new_transitions", lambda v: v >= 1, ">= 1 (transitions per update)")
+    _require(cfg, "run", "eval_seeds", lambda v: v >= 1, ">= 1")
+    _require(cfg, "ppo", "lr", lambda v: v > 0, "> 0")
+    _require(cfg, "ppo", "beta2", lambda v: v < 1, "in [0, 1)")
+    _require(cfg, "ppo", "max_grad_norm", lambda v: v > 0, "> 0")
+    _require(cfg, "ppo", "max_sample_reuse", lambda v: v >= 1, ">= 1")
+    _require(cfg, "policy", "input_clip", lambda v: v > 0, "> 0")
+    _require(cfg, "policy", "norm_beta", lambda v: v < 1, "in [0, 1)")
+    _require(cfg, "episode", "reward_clip", lambda v: v > 0, "> 0")
+    for name, value in ep.fixed_initial.items():
+        if name not in PERTURBED:
+            raise ValueError(
+                f"[episode] fixed_initial: unknown hyperparameter {name!r}; valid: "
+                f"{list(PERTURBED)}"
+            )
+        try:
+            check_value(name, value)
+        except ValueError as e:
+            raise ValueError(f"[episode] fixed_initial: {e}") from e
     if not 2 <= ep.min_outer_steps <= ep.max_outer_steps:
         raise ValueError(
             f"[episode] outer steps [{ep.min_outer_steps}, {ep.max_outer_steps}] must satisfy "
@@ -133,6 +156,12 @@ def _check_semantics(cfg: MetaConfig) -> None:
         raise ValueError("[ppo] need batch >= 1, batches_per_iteration >= 1, buffer >= batch")
     if cfg.policy.hidden < 1 or not 0 <= cfg.policy.polyak < 1:
         raise ValueError("[policy] need hidden >= 1 and 0 <= polyak < 1")
+
+
+def _require(cfg: MetaConfig, section: str, key: str, ok, allowed: str) -> None:
+    value = getattr(getattr(cfg, section), key)
+    if not ok(value):
+        raise ValueError(f"[{section}] {key} = {value!r} is not allowed: {allowed}")
 
 
 def load(path: str | Path) -> MetaConfig:
