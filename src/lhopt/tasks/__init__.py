@@ -4,6 +4,7 @@ from lhopt.tasks.base import NUM_EVALS, Task, TaskConfig
 from lhopt.tasks.registry import (
     FAMILIES,
     FAMILY_NAMES,
+    SELECTION_FAMILIES,
     build_task,
     check_config,
     sample_training_config,
@@ -15,6 +16,7 @@ __all__ = [
     "FAMILIES",
     "FAMILY_NAMES",
     "NUM_EVALS",
+    "SELECTION_FAMILIES",
     "SUITES",
     "Task",
     "TaskConfig",

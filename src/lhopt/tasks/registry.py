@@ -6,7 +6,18 @@ import math
 
 import numpy as np
 
-from lhopt.tasks import algorithmic, charlm, mnist1d, ncf, quadratic, speech
+from lhopt.tasks import (
+    algorithmic,
+    autoencoder,
+    charlm,
+    mnist1d,
+    ncf,
+    quadratic,
+    regression,
+    shapes,
+    speech,
+    tokens,
+)
 from lhopt.tasks.base import Task, TaskConfig
 from lhopt.tasks.schema import Schema
 
@@ -18,9 +29,16 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     # Out-of-distribution families: only in the `ood` suite, never sampled by meta-training.
     "ncf": (ncf.SCHEMA, ncf.NCFTask),
     "speech": (speech.SCHEMA, speech.SpeechTask),
+    # Selection families: only in the `selection` suite (where checkpoints and the shipped policy
+    # are chosen), never sampled by meta-training.
+    "shapes": (shapes.SCHEMA, shapes.ShapesTask),
+    "regression": (regression.SCHEMA, regression.RegressionTask),
+    "autoencoder": (autoencoder.SCHEMA, autoencoder.AutoencoderTask),
+    "tokens": (tokens.SCHEMA, tokens.TokensTask),
 }
 FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")  # meta-training's families
-OOD_FAMILIES = tuple(f for f in FAMILIES if f not in FAMILY_NAMES)
+SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens")
+OOD_FAMILIES = tuple(f for f in FAMILIES if f not in FAMILY_NAMES + SELECTION_FAMILIES)
 
 
 def check_config(config: TaskConfig) -> None:
@@ -82,7 +100,8 @@ def sample_training_config(
     if unknown:
         raise ValueError(
             f"task families {unknown} cannot be sampled for meta-training; valid: "
-            f"{list(FAMILY_NAMES)} ({list(OOD_FAMILIES)} are kept for the ood suite)"
+            f"{list(FAMILY_NAMES)} ({list(OOD_FAMILIES)} are kept for the ood suite, "
+            f"{list(SELECTION_FAMILIES)} for the selection suite)"
         )
     check_scale(budget_scale)
     check_scale(data_scale, "data_scale")

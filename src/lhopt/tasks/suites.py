@@ -6,6 +6,12 @@
   budgets or a fraction of their data, so that the validation loss flattens or turns up within
   the run (the regimes where a decay pays): checkpoints meant for long training are chosen on it
   too.
+- `selection`: where checkpoints and the shipped policy are chosen (with `validation`): tasks of
+  families meta-training never samples, whose architectures, losses or data differ from every
+  training family: a 2-D convolution + max-pooling + batch-norm classifier of drawn shapes, MLP
+  regressions of small synthetic data sets (squared error; Gaussian likelihood), an autoencoder of
+  MNIST-1D signals, and embedding classifiers of synthetic token sequences. All their data is made
+  by the code (MNIST-1D by its package), none of it from `ood`'s sources.
 - `ood`: kinds never used in meta-training or checkpoint selection: byte-level language modelling
   on Shakespeare works that no training task reads (the poems, four held-out plays), a transformer
   LM trained 10x longer than the default distribution's longest LM task (600 steps; stages 5
@@ -181,6 +187,45 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             batch=16,
             budget=2400,
             corpus="plays",
+        ),
+    },
+    "selection": {
+        "sel-shapes-cnn": Q(
+            "shapes", blocks=3, width=16, noise=0.2, train_samples=3000, batch=32, budget=1500
+        ),
+        "sel-friedman-mlp": Q(
+            "regression",
+            problem="friedman",
+            depth=3,
+            width=128,
+            train_samples=200,
+            batch=32,
+            budget=2000,
+        ),
+        "sel-heteroscedastic-nll": Q(
+            "regression",
+            problem="heteroscedastic",
+            depth=2,
+            width=64,
+            train_samples=256,
+            batch=32,
+            budget=1500,
+        ),
+        "sel-mnist1d-autoencoder": Q(
+            "autoencoder",
+            depth=2,
+            width=128,
+            code=8,
+            noise=0.0,
+            train_samples=3000,
+            batch=64,
+            budget=2000,
+        ),
+        "sel-tokens-bag": Q(
+            "tokens", arch="bag", dim=32, train_samples=2000, batch=32, budget=1500
+        ),
+        "sel-tokens-cnn": Q(
+            "tokens", arch="cnn", dim=32, train_samples=2000, batch=32, budget=1500
         ),
     },
     "ood": {
