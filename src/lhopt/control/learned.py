@@ -167,6 +167,10 @@ class LearnedOptimizer(CIAO):
         verbose: print one line per decision to stderr (step, losses, hyperparameters, register
             op). Either way the line goes to the `logging` logger "lhopt" at INFO level (from
             rank 0 only when ranks are synced).
+        train_loss_fn: optional ``() -> float | None`` called at each decision for the mean train
+            loss of the period that ended, in place of the losses given to `report` (and returned
+            by a `step` closure). For framework integrations that keep their own account
+            (`lhopt.integrations.lightning`); also settable as an attribute.
         **kwargs: CIAO's hyperparameters (their initial values; default the official ones).
     """
 
@@ -182,6 +186,7 @@ class LearnedOptimizer(CIAO):
         model: nn.Module | None = None,
         sync_ranks: bool = True,
         verbose: bool = False,
+        train_loss_fn: Callable | None = None,
         **kwargs,
     ) -> None:
         total_steps = _positive_int("total_steps", total_steps)
@@ -198,6 +203,9 @@ class LearnedOptimizer(CIAO):
         self.val_loss_fn = val_loss_fn
         self.sync_ranks = bool(sync_ranks)
         self.verbose = bool(verbose)
+        if train_loss_fn is not None and not callable(train_loss_fn):
+            raise ValueError(f"train_loss_fn={train_loss_fn!r} must be callable or None")
+        self.train_loss_fn = train_loss_fn
         self.controller = Controller(
             policy_net,
             self,
@@ -368,7 +376,10 @@ class LearnedOptimizer(CIAO):
     def _decide(self) -> None:
         self._check_lr_untouched()
         train, total, count = None, 0.0, self._loss_count
-        if self._loss_sum is not None and self._loss_count:
+        if self.train_loss_fn is not None:  # an integration's own account of the period
+            t = self.train_loss_fn()
+            train, total, count = (None, 0.0, 0) if t is None else (float(t), float(t), 1)
+        elif self._loss_sum is not None and self._loss_count:
             total = float(self._loss_sum)  # the one sync of this period
             train = total / self._loss_count
         self._loss_sum, self._loss_count = None, 0
