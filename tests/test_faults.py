@@ -4,6 +4,11 @@ leaves nothing unusable, lost or duplicated. docs/guarantees.md lists the promis
 import copy
 import json
 import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -348,3 +353,129 @@ def test_parameters_on_the_meta_device_are_refused_at_construction(policy_file):
     with pytest.raises(ValueError, match="'meta' device"):
         opt.add_param_group({"params": model.weight})
     assert len(opt.param_groups) == 1
+
+
+# -- fault injection: a Ray worker process killed by its pid mid-run -------------------------
+
+
+def _descendants_titled(prefix: bytes) -> list[int]:
+    """Pids of this process's descendants whose title starts with `prefix` (Ray titles a worker
+    `ray::<task>` or `ray::<Actor>.<method>` while it runs one, `ray::IDLE` otherwise). Only
+    descendants: other Ray instances on the machine are left alone."""
+    me, found = os.getpid(), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if not (d / "cmdline").read_bytes().startswith(prefix):
+                continue
+        except OSError:
+            continue
+        pid = int(d.name)
+        while pid > 1:
+            try:
+                stat = (Path("/proc") / str(pid) / "stat").read_text()
+                pid = int(stat.rsplit(")", 1)[1].split()[1])  # its parent's pid
+            except (OSError, IndexError, ValueError):
+                break
+            if pid == me:
+                found.append(int(d.name))
+                break
+    return found
+
+
+class Killer(threading.Thread):
+    """Kills (SIGKILL) the first of this process's Ray workers seen running `title`, once
+    `armed` is set; `killed` holds its pid."""
+
+    def __init__(self, title: bytes) -> None:
+        super().__init__(daemon=True)
+        self.title, self.killed, self.stop = title, None, False
+        self.armed = threading.Event()
+        self.deadline = time.time() + 60
+
+    def run(self) -> None:
+        self.armed.wait(60)
+        while not self.stop and time.time() < self.deadline:
+            pids = _descendants_titled(self.title)
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                self.killed = pids[0]
+                return
+            time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def ray_two_cpus():
+    import ray
+
+    from lhopt.extras import start_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    start_ray(workers=2)
+    yield
+    ray.shutdown()
+
+
+def test_bench_a_job_whose_worker_is_killed_is_run_again(ray_two_cpus, tmp_cache):
+    from lhopt.bench.runner import execute, job_key, run_job_safe
+    from lhopt.tasks import TaskConfig
+
+    config = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.3, batch=4, budget=160)
+    jobs = [
+        {
+            "task": "t",
+            "config": config.to_dict(),
+            "seed": seed,
+            "optimizer": "adamw",
+            "lr": None,
+            "multiple": 1.0,
+        }
+        for seed in range(3)
+    ]
+    arrived = []
+    killer = Killer(b"ray::_ray_job")
+    killer.armed.set()
+    killer.start()
+    results = execute(jobs, progress=False, on_result=lambda job, r: arrived.append(job_key(job)))
+    killer.stop = True
+    assert killer.killed is not None  # a worker died under a job
+    # Every job has exactly one result, complete, in job order: the killed one was run again.
+    assert sorted(arrived) == sorted(job_key(j) for j in jobs) and len(arrived) == len(jobs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers run
+    try:
+        for job, result in zip(jobs, results, strict=True):
+            assert result["error"] is None and result["job"] == job
+            assert result["val"] == run_job_safe(job)["val"]  # the curve of a run not killed
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_meta_training_replaces_a_killed_rollout_worker_and_drops_nothing_twice(
+    ray_two_cpus, tmp_cache, tmp_path
+):
+    from lhopt.meta import config as meta_config
+    from lhopt.meta.train import MetaTrainer
+
+    cfg = meta_config.load(tiny_meta_config(tmp_path / "c.toml", workers=2, iterations=4))
+    trainer = MetaTrainer(cfg, tmp_path / "run")
+    killer = Killer(b"ray::_RolloutWorker.run")
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        killer.armed.set()  # after the first iteration: a worker dies under its next episode
+
+    killer.start()
+    trainer.train(log_progress=log)
+    killer.stop = True
+    assert killer.killed is not None
+    assert trainer.iteration == 4
+    assert sum("worker died" in line for line in lines) == 1  # the killed episode is reported
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["errors_total"] == trainer.counters["errors"] == 1
+    # Each episode that arrived is counted once: the per-iteration counts add up to the total.
+    assert sum(r["episodes"] for r in rows) == trainer.counters["episodes"]

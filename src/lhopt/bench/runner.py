@@ -1,7 +1,8 @@
 """Jobs (one training run each, `lhopt.curves.run`) executed on Ray, optimizers by name.
 
-A job that raises, or whose worker dies, is returned as a result with `error` set; it never
-stops the other jobs.
+A job that raises is returned as a result with `error` set; it never stops the other jobs. A job
+whose worker process dies (killed, out of memory) is run once more, from the start; if that one
+dies too, it is returned with `error` set.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import torch
 from lhopt.bench import optimizers
 from lhopt.curves import run
 from lhopt.extras import require
+
+WORKER_DEATH_RETRIES = 1  # runs of a job again after its worker process died
 
 
 def job_key(job: dict) -> tuple:
@@ -48,7 +51,8 @@ def execute(
 
     if not jobs:
         return []
-    remote = ray.remote(num_cpus=1, max_retries=0)(_ray_job)
+    # Ray retries a task whose worker died (not one that raised: run_job_safe catches those).
+    remote = ray.remote(num_cpus=1, max_retries=WORKER_DEATH_RETRIES)(_ray_job)
     refs = {remote.remote(job): i for i, job in enumerate(jobs)}
     results: list[dict | None] = [None] * len(jobs)
     pending = list(refs)
