@@ -220,15 +220,21 @@ def no_benchmark(monkeypatch):
     monkeypatch.setattr(lhopt.bench, "run_benchmark", run_benchmark)
 
 
-@pytest.mark.parametrize("where", ["file", "under a file"])
+@pytest.mark.parametrize("where", ["file", "under a file", "unwritable"])
 def test_bench_refuses_an_out_it_cannot_write_before_any_work(
-    tmp_path, capsys, no_benchmark, where
+    tmp_path, capsys, monkeypatch, no_benchmark, where
 ):
     from lhopt.cli import main
 
     file = tmp_path / "results.txt"
     file.write_text("keep me")
-    out = file if where == "file" else file / "bench"
+    out = {"file": file, "under a file": file / "bench", "unwritable": tmp_path / "ro"}[where]
+    if where == "unwritable":  # as root, chmod cannot make a folder unwritable: say it is
+
+        def refuse(self, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "mkdir", refuse)
     with pytest.raises(SystemExit) as info:
         main(["bench", "--optimizers", "adamw", "--out", str(out), "--no-progress"])
     assert info.value.code == 2
