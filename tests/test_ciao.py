@@ -414,3 +414,19 @@ def test_statistics_of_several_groups_are_their_mean():
     pair, single = opt_pair.pop_step_stats(), opt_alone.pop_step_stats()
     for name in STEP_STAT_NAMES:
         assert pair[name] == pytest.approx(single[name], rel=1e-9, abs=1e-12), name
+
+
+def test_lr_factor_multiplies_the_lr_in_the_update_and_the_statistics():
+    """A schedule's factor under the lr the policy steers: lr 2e-3 at factor 0.5 takes exactly
+    the steps of lr 1e-3, and the statistics see the lr actually used."""
+    runs = []
+    for lr, factor in ((1e-3, 1.0), (2e-3, 0.5)):
+        torch.manual_seed(0)
+        model = make_mlp().double()
+        opt = CIAO(model.parameters(), lr=lr, lr_factor=factor, feature_every=1)
+        train(model, opt, batches("mlp", 12))
+        runs.append(([p.detach().clone() for p in model.parameters()], opt.pop_step_stats()))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0], strict=True))
+    assert runs[0][1] == runs[1][1]
+    with pytest.raises(ValueError, match="lr_factor"):
+        CIAO(make_mlp().parameters(), lr_factor=-1.0)

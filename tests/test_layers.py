@@ -20,7 +20,7 @@ ALLOWED = {
     "optim": set(),
     "control": {"optim"},
     "tasks": set(),
-    "curves": {"tasks"},
+    "curves": {"optim", "tasks"},
     "bench": {"optim", "control", "tasks", "curves"},
     "meta": {"optim", "control", "tasks", "curves"},
     "integrations": {"optim", "control"},

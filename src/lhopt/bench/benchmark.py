@@ -22,6 +22,7 @@ from lhopt.curves import cache
 from lhopt.curves.speedup import (
     best_by,
     geometric_mean,
+    pick_lr,
     speedup_budget_dependent,
     speedup_budget_independent,
 )
@@ -142,15 +143,10 @@ def plan_phase1(tasks: dict[str, TaskConfig], optimizers: Sequence[str], seeds: 
 
 
 def chosen_lr(results: dict[tuple, dict], task: str, seed: int) -> float:
-    """The tuned baseline's lr: best final validation loss of the T runs (first on ties)."""
+    """The tuned baseline's lr: best final validation loss of the T runs (`pick_lr`)."""
     spec = registry.get("adamw-cosine-tuned")
-
-    def final(lr):
-        r = results.get((task, seed, spec.tuned_from, lr, 1.0))
-        v = r["val"][-1] if r and r.get("val") else math.nan
-        return v if math.isfinite(v) else math.inf
-
-    return min(spec.lr_grid, key=final)
+    runs = {lr: results.get((task, seed, spec.tuned_from, lr, 1.0)) for lr in spec.lr_grid}
+    return pick_lr(spec.lr_grid, {lr: r.get("val") for lr, r in runs.items() if r})
 
 
 def plan_phase2(tasks, optimizers, seeds, results) -> list[dict]:

@@ -15,9 +15,7 @@ import torch
 
 from lhopt.control import LearnedOptimizer, load_policy
 from lhopt.curves import drivers
-from lhopt.curves.drivers import DEFAULT_LR, Driver
-
-TUNED_LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+from lhopt.curves.drivers import DEFAULT_LR, TUNED_LR_GRID, Driver
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from lhopt.control.actions import ActionSpace
-from lhopt.control.features import FeatureEngine
 from lhopt.control.policy import Policy
+from lhopt.control.policy_file import ControlSpec
 from lhopt.control.registers import RestartRegisters
+from lhopt.optim import schedules
 
 DEFAULT_DECISIONS = 20
 # Features recorded in `history` (the whole vector is in `Decision.features`).
@@ -64,6 +65,8 @@ class Controller:
         seed: seed of the action sampling.
         register_target: what the registers save and restore as the optimizer (default
             `optimizer`; `LearnedOptimizer` passes its CIAO state without the controller's).
+        spec: the schedule shape and feature options the policy was trained with (default
+            `policy.spec`, which `load_policy` sets from the file).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class Controller:
         seed: int = 0,
         num_registers: int = 3,
         register_target=None,
+        spec: ControlSpec | None = None,
     ) -> None:
         self.policy = policy
         self.optimizer = optimizer
@@ -85,15 +89,22 @@ class Controller:
         self.decision_steps = decision_steps(total_steps, decisions)
         self.greedy = greedy
         self.space = ActionSpace(num_registers=num_registers)
-        self.engine = FeatureEngine(
-            self.space.hparam_kinds, self.space.encoding_names, num_registers=num_registers
-        )
+        self.spec: ControlSpec = spec or getattr(policy, "spec", None) or ControlSpec()
+        self.engine = self.spec.engine(self.space)
         self.engine.reset(optimizer.hparams[0])
+        self.shape = schedules.get(self.spec.schedule)
         self.registers = RestartRegisters(num_registers)
         self.generator = torch.Generator().manual_seed(seed)
         self.hidden = policy.initial_state()
         self.prev_action = self.space.keep
         self.history: list[dict] = []
+
+    def before_step(self, step: int) -> None:
+        """Set the schedule's factor for optimizer step `step` (0-based): the lr CIAO uses is
+        each group's `lr` (the base the policy steers) times `lr_factor`."""
+        factor = self.shape(step + 1, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr_factor"] = factor
 
     def decide(
         self,

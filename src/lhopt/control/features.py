@@ -21,6 +21,7 @@ DEFAULT_CDF_SCALES = (1.25, 2.5, 5.0, 10.0, 20.0)
 # is the noise rising, is momentum still aligned with the gradient.
 CDF_STATS = ("log_update_to_param_norm", "log_grad_noise_scale", "cos_grad_momentum")
 _CLIP = 10.0  # bound of every raw (unsquashed) value
+PROGRESS_TAUS = (0.03, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
 _LOSS_FLOOR = 1e-12
 
 
@@ -96,6 +97,9 @@ class FeatureEngine:
             (`ActionSpace.encoding_names`).
         num_registers: number of restart registers.
         cdf_scales: time scales, in outer steps, of the CDF features.
+        progress_taus: a multi-timescale embedding of progress p, tanh(10 (p - tau)) for each
+            tau (as VeLO and Celo embed it), so that a policy can place a change at a point of
+            the run; empty (the default) for none. `PROGRESS_TAUS` is the usual set.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class FeatureEngine:
         action_names: Sequence[str],
         num_registers: int = 3,
         cdf_scales: Sequence[float] = DEFAULT_CDF_SCALES,
+        progress_taus: Sequence[float] = (),
     ) -> None:
         bad = {k: v for k, v in hparam_kinds.items() if v not in ("log", "logit")}
         if bad:
@@ -114,6 +119,9 @@ class FeatureEngine:
         self.action_names = tuple(action_names)
         self.num_registers = num_registers
         self.cdf_scales = tuple(cdf_scales)
+        self.progress_taus = tuple(float(t) for t in progress_taus)
+        if any(not math.isfinite(t) for t in self.progress_taus):
+            raise ValueError(f"progress_taus={tuple(progress_taus)!r}: expected finite numbers")
         self.names = self._layout()
         self.reset({})
 
@@ -142,6 +150,7 @@ class FeatureEngine:
                 f"register{r}/tanh_log_loss_ratio",
                 f"register{r}/progress_since",
             ]
+        names += [f"progress/tanh@{t:g}" for t in self.progress_taus]
         return tuple(names)
 
     @property
@@ -202,6 +211,7 @@ class FeatureEngine:
                 math.tanh(_log_ratio(train_loss, saved_loss)) if filled else 0.0,
                 progress - saved_progress if filled and _finite(saved_progress) else 0.0,
             ]
+        f += [math.tanh(10.0 * (progress - t)) for t in self.progress_taus]
         vec = np.asarray(f, dtype=np.float64)
         vec = np.clip(np.nan_to_num(vec, nan=0.0, posinf=_CLIP, neginf=-_CLIP), -_CLIP, _CLIP)
         return vec.astype(np.float32)

@@ -33,6 +33,7 @@ from torch import nn
 from lhopt.control import distributed
 from lhopt.control.controller import DEFAULT_DECISIONS, Controller
 from lhopt.control.policy_file import load_policy
+from lhopt.optim import schedules
 from lhopt.optim.ciao import CIAO
 
 _log = logging.getLogger("lhopt")
@@ -171,6 +172,9 @@ class LearnedOptimizer(CIAO):
             loss of the period that ended, in place of the losses given to `report` (and returned
             by a `step` closure). For framework integrations that keep their own account
             (`lhopt.integrations.lightning`); also settable as an attribute.
+        schedule: the schedule shape under the policy's base lr ("constant" or "cosine",
+            `lhopt.optim.schedules`). The policy file records the shape it was trained with,
+            which is the default; another one is refused.
         **kwargs: CIAO's hyperparameters (their initial values; default the official ones).
     """
 
@@ -187,6 +191,7 @@ class LearnedOptimizer(CIAO):
         sync_ranks: bool = True,
         verbose: bool = False,
         train_loss_fn: Callable | None = None,
+        schedule: str | None = None,
         **kwargs,
     ) -> None:
         total_steps = _positive_int("total_steps", total_steps)
@@ -195,7 +200,14 @@ class LearnedOptimizer(CIAO):
             raise ValueError(f"val_loss_fn={val_loss_fn!r} must be callable or None")
         if model is not None and not isinstance(model, nn.Module):
             raise ValueError(f"model={model!r} is not allowed: an nn.Module or None")
+        if schedule is not None:
+            schedules.get(schedule)  # a ValueError naming the allowed shapes
         policy_net = load_policy(policy)
+        if schedule is not None and schedule != policy_net.spec.schedule:
+            raise ValueError(
+                f"schedule={schedule!r} is not allowed with policy {str(policy)!r}: it was "
+                f"trained with schedule {policy_net.spec.schedule!r} (leave schedule unset)"
+            )
         super().__init__(params, **kwargs)
         self.model = model
         self._check_model()
@@ -290,6 +302,7 @@ class LearnedOptimizer(CIAO):
             self._warned = True
         if self._taken in self._decide_at and self._decided != self._taken:
             self._decide_or_restore()
+        self.controller.before_step(self._taken)
         self._ciao_step()
         self._taken += 1
         return loss

@@ -4,15 +4,18 @@ A file holds `format`, `layout` (what the actor reads and writes: feature names,
 schedule shape), `layout_hash` (of that layout), `architecture` and `state_dict`. The critic's
 privileged inputs are not part of the layout: the actor never reads them, and the architecture
 records their number, so adding a training family (which widens them) leaves every policy file
-loadable. Files written before the schedule existed carry no schedule and were trained with
-a constant one.
+loadable. The layout also records the `ControlSpec` the policy was trained with (the schedule
+shape under its base lr, the progress embedding of its features); a file without one was
+trained with the defaults (a constant schedule, no embedding).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -21,16 +24,48 @@ import torch
 from lhopt.control.actions import ActionSpace
 from lhopt.control.features import FeatureEngine
 from lhopt.control.policy import Policy
+from lhopt.optim import schedules
 
 POLICY_FORMAT = 1
-DEFAULT_SCHEDULE = "constant"
 
 
-def actor_layout(num_registers: int = 3, schedule: str = DEFAULT_SCHEDULE) -> dict:
+@dataclass(frozen=True)
+class ControlSpec:
+    """What a policy was trained with besides its weights.
+
+    schedule: the shape (`lhopt.optim.schedules`) under the base lr that the policy steers:
+        "constant" (the paper's setting) or "cosine" (5% warm-up, cosine decay to 0).
+    progress_taus: the progress embedding of the features (`FeatureEngine`); () for none.
+    """
+
+    schedule: str = "constant"
+    progress_taus: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        schedules.get(self.schedule)  # a ValueError naming the allowed shapes
+        taus = tuple(self.progress_taus)
+        if not all(isinstance(t, int | float) and math.isfinite(t) for t in taus):
+            raise ValueError(f"progress_taus={taus!r}: expected finite numbers")
+        object.__setattr__(self, "progress_taus", tuple(float(t) for t in taus))
+
+    def engine(self, space: ActionSpace) -> FeatureEngine:
+        return FeatureEngine(
+            space.hparam_kinds,
+            space.encoding_names,
+            num_registers=space.num_registers,
+            progress_taus=self.progress_taus,
+        )
+
+
+def actor_layout(spec: ControlSpec = ControlSpec(), num_registers: int = 3) -> dict:
     """What the actor reads and writes: the feature names, the action heads, the schedule."""
     space = ActionSpace(num_registers=num_registers)
-    engine = FeatureEngine(space.hparam_kinds, space.encoding_names, num_registers=num_registers)
-    return {"features": list(engine.names), "nvec": list(space.nvec), "schedule": schedule}
+    return {
+        "features": list(spec.engine(space).names),
+        "nvec": list(space.nvec),
+        "schedule": spec.schedule,
+        "progress_taus": list(spec.progress_taus),
+    }
 
 
 def layout_hash(layout: dict | None = None) -> str:
@@ -53,9 +88,12 @@ def atomic_save(obj, path: Path) -> None:
     tmp.replace(path)
 
 
-def save_policy_file(policy: Policy, path: str | Path, extra: dict | None = None) -> None:
-    """Write `policy` as a shippable file (atomically)."""
-    layout = actor_layout()
+def save_policy_file(
+    policy: Policy, path: str | Path, extra: dict | None = None, spec: ControlSpec | None = None
+) -> None:
+    """Write `policy` as a shippable file (atomically); `spec` defaults to `policy.spec`."""
+    spec = spec or getattr(policy, "spec", ControlSpec())
+    layout = actor_layout(spec)
     atomic_save(
         {
             "format": POLICY_FORMAT,
@@ -77,14 +115,26 @@ def file_layout(data: dict) -> dict | None:
     return {
         "features": list(layout["features"]),
         "nvec": list(layout["nvec"]),
-        "schedule": layout.get("schedule", DEFAULT_SCHEDULE),
+        "schedule": layout.get("schedule", ControlSpec.schedule),
+        "progress_taus": list(layout.get("progress_taus", ())),
     }
+
+
+def file_spec(data: dict) -> ControlSpec | None:
+    """The `ControlSpec` a file was trained with (None if its layout names an unknown one)."""
+    layout = file_layout(data)
+    if layout is None:
+        return None
+    try:
+        return ControlSpec(layout["schedule"], tuple(layout["progress_taus"]))
+    except (ValueError, TypeError):
+        return None
 
 
 def load_policy(policy: str | Path) -> Policy:
     """Load a policy file ("default": the shipped one), checking that it was made for this
-    feature and action layout. Errors are ValueErrors naming the file. The global torch RNG is
-    left as it was."""
+    feature and action layout; the network's `spec` is the `ControlSpec` it was trained with.
+    Errors are ValueErrors naming the file. The global torch RNG is left as it was."""
     path = default_policy_path() if policy == "default" else Path(policy)
     if not path.is_file():
         what = "the default policy" if policy == "default" else "policy file"
@@ -98,12 +148,13 @@ def load_policy(policy: str | Path) -> Policy:
         raise ValueError(
             f"policy file {str(path)!r} has format {fmt!r}; this lhopt reads format {POLICY_FORMAT}"
         )
-    layout = file_layout(data)
-    if layout is None or layout_hash(layout) != layout_hash():
+    spec, layout = file_spec(data), file_layout(data)
+    expected = None if spec is None else actor_layout(spec)
+    if layout is None or expected is None or layout_hash(layout) != layout_hash(expected):
         found = "no layout" if layout is None else layout_hash(layout)
         raise ValueError(
             f"policy file {str(path)!r} was made for another feature/action layout "
-            f"({found} != {layout_hash()}): retrain it with this lhopt"
+            f"({found} != {layout_hash(expected)}): retrain it with this lhopt"
         )
     for key in ("architecture", "state_dict"):
         if not isinstance(data.get(key), dict):
@@ -115,4 +166,5 @@ def load_policy(policy: str | Path) -> Policy:
     except (KeyError, TypeError, RuntimeError) as e:
         raise ValueError(f"policy file {str(path)!r} does not describe a policy ({e})") from e
     net.eval()
+    net.spec = spec
     return net

@@ -23,6 +23,7 @@ import torch
 
 import lhopt.curves.drivers
 import lhopt.curves.run
+import lhopt.optim.schedules
 import lhopt.tasks
 from lhopt.tasks.data import cache_dir
 
@@ -41,6 +42,7 @@ def code_fingerprint(family: str) -> str:
         Path(module.__file__),
         Path(lhopt.curves.drivers.__file__),
         Path(lhopt.curves.run.__file__),
+        Path(lhopt.optim.schedules.__file__),
     ]
     for f in files:
         h.update(f.name.encode())

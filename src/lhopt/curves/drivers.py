@@ -8,17 +8,17 @@ meta-training's reward alike; `lhopt.bench.optimizers` names them.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 
 import torch
 
 from lhopt.extras import require
+from lhopt.optim import schedules
 
 # LHOPT's initial hyperparameters, which the adamw baselines use (docs/evaluation.md).
 ADAMW_KW = dict(betas=(0.9, 0.99), eps=1e-6, weight_decay=1e-2)
 DEFAULT_LR = 1e-3
-WARMUP_FRACTION = 0.05
+TUNED_LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # the tuned baseline's grid
 
 
 class Driver:
@@ -80,16 +80,8 @@ class ProdigyDriver(Driver):
 
 
 def warmup_cosine(lr: float, budget: int) -> Callable[[int], float]:
-    """Linear warm-up over the first 5% of the budget, then cosine decay to zero at the end."""
-    warm = max(1, round(WARMUP_FRACTION * budget))
-
-    def lr_at(step: int) -> float:
-        if step <= warm:
-            return lr * step / warm
-        progress = (step - warm) / max(1, budget - warm)
-        return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return lr_at
+    """lr x `lhopt.optim.schedules.warmup_cosine`: 5% linear warm-up, cosine decay to zero."""
+    return lambda step: lr * schedules.warmup_cosine(step, budget)
 
 
 def adamw(params, budget, lr):

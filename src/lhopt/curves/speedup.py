@@ -113,3 +113,15 @@ def geometric_mean(values: Sequence[float]) -> float:
     if any(v <= 0 for v in values):
         return 0.0
     return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def pick_lr(grid: Sequence[float], curves: Mapping[float, Sequence[float]]) -> float:
+    """The tuned baseline's lr: the grid value whose run ends with the lowest finite validation
+    loss (the first on ties; a run ending non-finite never wins)."""
+
+    def final(lr: float) -> float:
+        values = curves.get(lr)
+        v = values[-1] if values else math.nan
+        return v if _finite(v) else math.inf
+
+    return min(grid, key=final)

@@ -22,7 +22,7 @@ from pathlib import Path
 from lhopt.control.policy import PolicyConfig
 from lhopt.meta.episode import PERTURBED, EpisodeConfig
 from lhopt.meta.ppo import PPOConfig
-from lhopt.meta.reward import REWARD_LOSSES
+from lhopt.meta.reward import REWARD_LOSSES, REWARD_REFERENCES
 from lhopt.optim.hparams import check_value
 from lhopt.tasks import FAMILY_NAMES
 from lhopt.tasks.registry import check_scale
@@ -148,6 +148,15 @@ def _check_semantics(cfg: MetaConfig) -> None:
         raise ValueError(
             f"[episode] reward_loss = {ep.reward_loss!r}: expected one of {list(REWARD_LOSSES)}"
         )
+    if ep.reward_reference not in REWARD_REFERENCES:
+        raise ValueError(
+            f"[episode] reward_reference = {ep.reward_reference!r}: expected one of "
+            f"{list(REWARD_REFERENCES)}"
+        )
+    try:
+        ep.spec  # noqa: B018 - checks schedule and progress_taus
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"[episode] {e}") from e
     if ep.lr_perturbation < 1 or ep.other_perturbation < 1:
         raise ValueError("[episode] lr_perturbation and other_perturbation must be >= 1")
     if not 0 < ppo.clip < 1 or not 0 <= ppo.gae_lambda <= 1 or not 0 < ppo.gamma <= 1:

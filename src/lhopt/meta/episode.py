@@ -21,14 +21,18 @@ import numpy as np
 import torch
 
 from lhopt.control import ActionSpace, Controller
+from lhopt.control.policy_file import ControlSpec
 from lhopt.curves import cache, drivers
 from lhopt.curves.run import run_job_safe
+from lhopt.curves.speedup import pick_lr
 from lhopt.meta.reward import (
+    TunedCosine,
     anchored_curve,
     fit_power_law,
     log_speedup,
     outer_step_rewards,
     scored_loss,
+    terminal_rewards,
 )
 from lhopt.optim import CIAO, DEFAULTS
 from lhopt.tasks import FAMILY_NAMES, Task, TaskConfig, build_task
@@ -53,6 +57,15 @@ class EpisodeConfig:
     reward_loss: str = "best"  # "best": best validation loss so far; "last": the latest one
     reward_asymptote: bool = True  # False (with a horizon): extrapolate without a floor
     fixed_initial: dict = field(default_factory=dict)  # e.g. {"lr": 1e-5}: no perturbation
+    # What the reward measures against: "adamw" (constant, lr 1e-3; the paper's setting) or
+    # "tuned-cosine" (lhopt.meta.reward.TunedCosine: the practitioner's schedule).
+    reward_reference: str = "adamw"
+    schedule: str = "constant"  # the shape under the policy's base lr (lhopt.optim.schedules)
+    progress_taus: list = field(default_factory=list)  # progress embedding of the features
+
+    @property
+    def spec(self) -> ControlSpec:
+        return ControlSpec(self.schedule, tuple(self.progress_taus))
 
 
 def evaluation_config(cfg: EpisodeConfig) -> EpisodeConfig:
@@ -77,6 +90,25 @@ def perturbed_hparams(rng: np.random.Generator, cfg: EpisodeConfig) -> tuple[dic
     return init, logs
 
 
+def _cached_run(task_config: TaskConfig, seed: int, name: str, lr: float, multiple: float, make):
+    """A baseline's run of this task and seed from the curve cache (run and stored if missing)."""
+    job = {
+        "task": "meta",
+        "config": task_config.to_dict(),
+        "seed": seed,
+        "optimizer": name,
+        "lr": lr,
+        "multiple": multiple,
+    }
+    result = cache.lookup(job)
+    if result is None:
+        result = run_job_safe(job, make)
+        if result.get("error"):
+            raise RuntimeError(f"baseline run failed: {result['error']}")
+        cache.store(job, result)
+    return result
+
+
 def baseline_law(
     task_config: TaskConfig,
     seed: int,
@@ -86,24 +118,24 @@ def baseline_law(
 ):
     """The reference for the reward from the cached `adamw` curve of this task and seed (computed
     if missing): a power law fitted to it, or with a horizon the anchored curve."""
-    job = {
-        "task": "meta",
-        "config": task_config.to_dict(),
-        "seed": seed,
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "multiple": 1.0,
-    }
-    result = cache.lookup(job)
-    if result is None:
-        result = run_job_safe(job, drivers.adamw)
-        if result.get("error"):
-            raise RuntimeError(f"baseline run failed: {result['error']}")
-        cache.store(job, result)
+    result = _cached_run(task_config, seed, "adamw", drivers.DEFAULT_LR, 1.0, drivers.adamw)
     if horizon:
         curve = anchored_curve(result["steps"], result["val"], fit_points, horizon, asymptote)
         return curve, result
     return fit_power_law(result["steps"], result["val"], fit_points), result
+
+
+def tuned_cosine(task_config: TaskConfig, seed: int) -> TunedCosine:
+    """The tuned schedule's runs of this task and seed (cached): the grid at T, then 1.5 T and
+    2 T at the lr that ended lowest, as the benchmark runs `adamw-cosine-tuned`."""
+
+    def run(lr: float, multiple: float) -> dict:
+        return _cached_run(task_config, seed, "adamw-cosine", lr, multiple, drivers.adamw_cosine)
+
+    at_t = {lr: run(lr, 1.0) for lr in drivers.TUNED_LR_GRID}
+    lr = pick_lr(drivers.TUNED_LR_GRID, {lr: r["val"] for lr, r in at_t.items()})
+    runs = {1.0: at_t[lr]} | {m: run(lr, m) for m in (1.5, 2.0)}
+    return TunedCosine(lr, {m: (r["steps"], r["val"]) for m, r in runs.items()}, at_t[lr]["budget"])
 
 
 def _finite_log(x: float | None) -> float:
@@ -120,9 +152,12 @@ def run_episode(
 ) -> dict:
     """Run one episode with `policy` (a `lhopt.control.Policy`) and return its trajectory."""
     start = time.perf_counter()
-    law, _ = baseline_law(
-        task_config, seed, cfg.fit_points, cfg.reward_horizon, cfg.reward_asymptote
-    )
+    if cfg.reward_reference == "tuned-cosine":
+        law = tuned_cosine(task_config, seed)
+    else:
+        law, _ = baseline_law(
+            task_config, seed, cfg.fit_points, cfg.reward_horizon, cfg.reward_asymptote
+        )
     task: Task = build_task(task_config, seed)
     T = task.budget
     hi = max(cfg.min_outer_steps, min(cfg.max_outer_steps, T // 4))
@@ -131,7 +166,9 @@ def run_episode(
 
     init, perturbation = perturbed_hparams(rng, cfg)
     opt = CIAO(task.model.parameters(), **init)
-    controller = Controller(policy, opt, T, K, greedy=greedy, seed=int(rng.integers(2**31)))
+    controller = Controller(
+        policy, opt, T, K, greedy=greedy, seed=int(rng.integers(2**31)), spec=cfg.spec
+    )
     boundaries = [*controller.decision_steps, T]
     descriptor = task.descriptor().tolist()
 
@@ -153,10 +190,11 @@ def run_episode(
         logps.append(decision.logp)
 
         loss_sum, n = torch.zeros(()), 0
-        for _ in range(start, boundaries[k + 1]):
+        for t in range(start, boundaries[k + 1]):
             loss = task.train_loss()
             opt.zero_grad()
             loss.backward()
+            controller.before_step(t)
             opt.step()
             loss_sum += loss.detach()
             n += 1
@@ -167,13 +205,19 @@ def run_episode(
         if math.isfinite(val):
             best = min(best, val)
         reached = scored_loss(best, val, cfg.reward_loss)
-        return_so_far = log_speedup(law, reached, steps_done, cfg.reward_clip)
+        if isinstance(law, TunedCosine):  # only the end is scored; the critic sees it so far
+            return_so_far = law.log_speedup(best, cfg.reward_clip)
+        else:
+            return_so_far = log_speedup(law, reached, steps_done, cfg.reward_clip)
         if not math.isfinite(val):
             diverged = True
             break
-    rewards = outer_step_rewards(
-        law, boundaries[1 : len(vals_at) + 1], vals_at, cfg.reward_clip, loss=cfg.reward_loss
-    )
+    if isinstance(law, TunedCosine):
+        rewards = terminal_rewards(law, vals_at, cfg.reward_clip)
+    else:
+        rewards = outer_step_rewards(
+            law, boundaries[1 : len(vals_at) + 1], vals_at, cfg.reward_clip, loss=cfg.reward_loss
+        )
     return {
         "obs": np.stack(obs).astype(np.float32),
         "priv": np.stack(priv).astype(np.float32),
@@ -191,6 +235,7 @@ def run_episode(
             "speedup": math.exp(float(sum(rewards))),
             "diverged": diverged,
             "final_val": vals_at[-1],
+            "best_val": best,
             "initial": init,
             "final_hparams": {k: v for k, v in opt.hparams[0].items() if k in PERTURBED},
             "lr_trace": [d["hparams"]["lr"] for d in controller.history],  # chosen at decisions

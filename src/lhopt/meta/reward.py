@@ -41,10 +41,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lhopt.curves.speedup import best_so_far, first_reach
+from lhopt.curves.speedup import best_so_far, first_reach, speedup_budget_dependent
 from lhopt.extras import require
 
 REWARD_LOSSES = ("best", "last")
+REWARD_REFERENCES = ("adamw", "tuned-cosine")
 
 
 def scored_loss(best: float, latest: float, rule: str) -> float:
@@ -205,3 +206,35 @@ def outer_step_rewards(
     if val_losses and not math.isfinite(val_losses[-1]):
         rewards[-1] += -clip - prev  # a run that ends diverged scores -clip in total
     return rewards
+
+
+@dataclass(frozen=True)
+class TunedCosine:
+    """The reference of `[episode] reward_reference = "tuned-cosine"`: AdamW with warm-up and
+    cosine decay at the lr of the tuning grid that ends lowest at the task's budget T, run for T,
+    1.5 T and 2 T steps (the `adamw-cosine-tuned` baseline of the benchmark).
+
+    The log speedup of a run that reached best validation loss L by T is the benchmark's
+    (`speedup_budget_dependent`): below 0 when the tuned schedule gets to L sooner than T,
+    log 2 at most, clipped below at -clip."""
+
+    lr: float
+    runs: dict  # budget multiple -> (steps, validation losses)
+    budget: int
+
+    def log_speedup(self, best_loss: float, clip: float = 3.0) -> float:
+        if not math.isfinite(best_loss):
+            return -clip
+        value = speedup_budget_dependent(self.runs, best_loss, self.budget).value
+        return max(math.log(value), -clip) if value > 0 else -clip
+
+
+def terminal_rewards(reference: TunedCosine, val_losses: Sequence[float], clip: float) -> list:
+    """0 at every outer step but the last, which gets the run's final log speedup against
+    `reference` (best validation loss over the run; -clip if the run ends non-finite)."""
+    if not val_losses:
+        return []
+    finite = [v for v in val_losses if math.isfinite(v)]
+    ends_finite = math.isfinite(val_losses[-1])
+    last = reference.log_speedup(min(finite), clip) if finite and ends_finite else -clip
+    return [0.0] * (len(val_losses) - 1) + [last]

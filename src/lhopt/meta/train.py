@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from lhopt.control import ActionSpace, Policy, save_policy_file
-from lhopt.control.policy_file import actor_layout, atomic_save, file_layout, layout_hash
+from lhopt.control.policy_file import (
+    ControlSpec,
+    actor_layout,
+    atomic_save,
+    file_layout,
+    layout_hash,
+)
 from lhopt.extras import require, start_ray
 from lhopt.meta.config import MetaConfig
 from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episode
@@ -32,23 +38,29 @@ from lhopt.meta.ppo import ReplayBuffer, make_optimizer, make_polyak, update
 from lhopt.tasks import TaskConfig, sample_training_config, suite
 
 
-def checkpoint_layout_hash() -> str:
-    """What a learner checkpoint must agree with: the actor's features and heads, and the
-    critic's privileged inputs (a resumed critic reads them)."""
-    actor = actor_layout()
+def checkpoint_layout_hash(spec: ControlSpec | None = None) -> str:
+    """What a learner checkpoint must agree with: the actor's features, heads and schedule, and
+    the critic's privileged inputs (a resumed critic reads them)."""
+    spec = spec or ControlSpec()
+    actor = actor_layout(spec)
     layout = {
         "features": actor["features"],
         "nvec": actor["nvec"],
         "privileged": list(PRIVILEGED_NAMES),
     }
+    if spec.schedule != ControlSpec.schedule:
+        layout["schedule"] = spec.schedule
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def new_policy(cfg: MetaConfig) -> Policy:
-    layout, space = actor_layout(), ActionSpace()
-    return Policy(
+    """A fresh policy for `cfg`; its `spec` (schedule, features) goes into its policy files."""
+    layout, space = actor_layout(cfg.episode.spec), ActionSpace()
+    policy = Policy(
         len(layout["features"]), len(PRIVILEGED_NAMES), layout["nvec"], cfg.policy, keep=space.keep
     )
+    policy.spec = cfg.episode.spec
+    return policy
 
 
 def _episode_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> dict:
@@ -137,11 +149,11 @@ class MetaTrainer:
                 for e in self.buffer.episodes
             ],
             "pool": list(self.pool),
-            "layout_hash": checkpoint_layout_hash(),
+            "layout_hash": checkpoint_layout_hash(self.cfg.episode.spec),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["layout_hash"] != checkpoint_layout_hash():
+        if state["layout_hash"] != checkpoint_layout_hash(self.cfg.episode.spec):
             raise ValueError("checkpoint was made for another feature/action layout")
         from lhopt.meta.config import from_dict
 
@@ -178,10 +190,11 @@ class MetaTrainer:
         if isinstance(state, dict) and "state_dict" in state and "format" in state:
             policy, avg = state["state_dict"], state["state_dict"]  # a policy file
             layout = file_layout(state)
-            same = layout is not None and layout_hash(layout) == layout_hash()
+            expected = actor_layout(self.cfg.episode.spec)
+            same = layout is not None and layout_hash(layout) == layout_hash(expected)
         elif isinstance(state, dict) and "policy" in state and "avg" in state:
             policy, avg = state["policy"], state["avg"]
-            same = state.get("layout_hash") == checkpoint_layout_hash()
+            same = state.get("layout_hash") == checkpoint_layout_hash(self.cfg.episode.spec)
         else:
             raise ValueError(
                 f"[run] init_from = {str(path)!r}: not a meta-training checkpoint or policy file"

@@ -232,6 +232,8 @@ class CIAO(torch.optim.Optimizer):
         params: parameters or param groups, as for any `torch.optim.Optimizer`.
         lr, ombeta1, ombeta2, epsilon, weight_decay: AdamW's hyperparameters, with the betas given
             as ``1 - beta`` (the controller scales these multiplicatively).
+        lr_factor: multiplies lr in the update (default 1): the factor of a schedule under the
+            lr a controller steers, set before each step (`lhopt.optim.schedules`).
         clip_fraction: clip each group's gradient norm to this fraction of a rolling maximum of
             its past norms (None: no clipping). The maximum decays by ``1 - grad_clip_ombeta``
             per step.
@@ -257,6 +259,7 @@ class CIAO(torch.optim.Optimizer):
         self,
         params: Iterable[Tensor] | Iterable[dict],
         lr: float = DEFAULTS["lr"],
+        lr_factor: float = DEFAULTS["lr_factor"],
         ombeta1: float = DEFAULTS["ombeta1"],
         ombeta2: float = DEFAULTS["ombeta2"],
         epsilon: float = DEFAULTS["epsilon"],
@@ -273,6 +276,7 @@ class CIAO(torch.optim.Optimizer):
     ) -> None:
         defaults = dict(
             lr=lr,
+            lr_factor=lr_factor,
             ombeta1=ombeta1,
             ombeta2=ombeta2,
             epsilon=epsilon,
@@ -376,7 +380,7 @@ class CIAO(torch.optim.Optimizer):
             raw = self._step_group(group, buckets, grad_scale, measure)
             if raw is not None:
                 decay = 0.0 if group["decay_in_update"] else group["weight_decay"]
-                measured.append((raw, group["lr"], decay))
+                measured.append((raw, group["lr"] * group["lr_factor"], decay))
         if any_clipped:
             self._stats.count_clip()
         self._stats.add(measured)
@@ -418,7 +422,7 @@ class CIAO(torch.optim.Optimizer):
     ) -> Tensor | None:
         """One step of one param group; returns its raw statistics if `measure`."""
         beta1, beta2 = 1.0 - group["ombeta1"], 1.0 - group["ombeta2"]
-        lr, wd, eps = group["lr"], group["weight_decay"], group["epsilon"]
+        lr, wd, eps = group["lr"] * group["lr_factor"], group["weight_decay"], group["epsilon"]
         adamax, in_update = group["adamax"], group["decay_in_update"]
         # Weight decay inside the update (LAMB then scales it), or decoupled from it as in AdamW.
         decay_in, decay_out = (wd, 0.0) if in_update else (0.0, wd)

@@ -33,6 +33,13 @@ class HParamSpec:
 # Defaults follow the official LHOPT configuration (see docs/optimizer.md).
 HPARAMS: dict[str, HParamSpec] = {
     "lr": HParamSpec(1e-3, 0.0, 10.0, doc="learning rate"),
+    "lr_factor": HParamSpec(
+        1.0,
+        0.0,
+        100.0,
+        doc="multiplies lr in the update: a schedule's factor, which a controller sets before "
+        "each step (the policy steers lr, the base)",
+    ),
     # The betas' floor: below ~1.1e-16, 1 - ombeta rounds to 1 and the bias correction
     # 1 - prod(beta) is 0 for good.
     "ombeta1": HParamSpec(0.1, 1e-12, 1.0, doc="1 - beta1 (momentum)"),

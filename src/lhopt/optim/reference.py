@@ -89,7 +89,7 @@ class ReferenceCIAO(torch.optim.Optimizer):
             state["v"] = torch.zeros_like(p, dtype=dtype)
             state["beta1_product"] = state["beta2_product"] = 1.0
         beta1, beta2 = 1 - group["ombeta1"], 1 - group["ombeta2"]
-        lr, wd, eps = group["lr"], group["weight_decay"], group["epsilon"]
+        lr, wd, eps = group["lr"] * group["lr_factor"], group["weight_decay"], group["epsilon"]
         x, g = p.detach().to(dtype), p.grad.to(dtype)
 
         # Moments and their bias corrections, from the betas actually used.
