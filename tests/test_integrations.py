@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import bisect
+import math
+import re
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -206,3 +211,144 @@ def test_train_loss_fn_replaces_the_reported_losses(policy_file):
     assert [h["train_loss"] for h in opt.history] == [None, 12.0, 13.0, 14.0]
     with pytest.raises(ValueError, match="train_loss_fn=3 must be callable"):
         lhopt.LearnedOptimizer(model.parameters(), total_steps=16, train_loss_fn=3)
+
+
+# -- docs/integrations.md: its examples run as shown --------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+NEEDS = {"hf_trainer.py": "transformers", "lightning_module.py": "lightning"}
+
+
+def test_the_doc_shows_every_example_as_it_is():
+    doc = (ROOT / "docs" / "integrations.md").read_text()
+    blocks = re.findall(r"```python\n(# examples/(\S+\.py).*?)```", doc, flags=re.S)
+    shown = {name: text for text, name in blocks}
+    assert sorted(shown) == [p.name for p in EXAMPLES]
+    for p in EXAMPLES:
+        assert shown[p.name] == p.read_text(), f"docs/integrations.md shows another {p.name}"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_run(path, tmp_path):
+    if path.name in NEEDS:
+        pytest.importorskip(NEEDS[path.name])
+    if path.name == "plain_loop.py":
+        pytest.importorskip("matplotlib")
+    out = subprocess.run([sys.executable, str(path)], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LearnedOptimizer:" not in out.stderr  # none of its warnings (lr fight, blind step)
+    if path.name == "ddp.py":
+        assert "replicas equal: True" in out.stdout
+    if path.name == "plain_loop.py":
+        assert (tmp_path / "schedule.png").stat().st_size > 10_000
+
+
+# -- GPU: run where CUDA is available (skipped elsewhere) ---------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _mlp(device, dtype=torch.float32):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1)).to(
+        device, dtype
+    )
+
+
+@cuda
+def test_learned_optimizer_on_cuda(policy_file):
+    import lhopt
+
+    model = _mlp("cuda")
+    x_val, y_val = torch.randn(64, 8, device="cuda"), torch.randn(64, 1, device="cuda")
+
+    def val_loss():
+        with torch.no_grad():
+            return torch.nn.functional.mse_loss(model(x_val), y_val).item()
+
+    opt = lhopt.LearnedOptimizer(
+        model.parameters(),
+        total_steps=40,
+        val_loss_fn=val_loss,
+        policy=policy_file,
+        decisions=10,
+        sample=True,
+        model=model,
+        lamb_power=1.0,
+    )
+    for _ in range(40):
+        x, y = torch.randn(32, 8, device="cuda"), torch.randn(32, 1, device="cuda")
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        opt.report(train_loss=loss)  # a CUDA tensor
+    assert len(opt.history) == 10 and all(h["train_loss"] is not None for h in opt.history[1:])
+    assert all(math.isfinite(h["train_loss"]) for h in opt.history[1:])
+    assert all(p.is_cuda and torch.isfinite(p).all() for p in model.parameters())
+    assert all(t.is_cuda for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
+    assert next(opt.policy_net.parameters()).device.type == "cpu"
+    state = opt.state_dict()
+    again = lhopt.LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)
+    again.load_state_dict(state)  # a CUDA run's state loads back onto CUDA parameters
+    assert opt.state[model[0].weight]["exp_avg"].is_cuda
+
+
+@cuda
+def test_ciao_on_cuda_matches_the_cpu_in_float64():
+    from lhopt import CIAO
+
+    models = {d: _mlp(d, torch.float64) for d in ("cpu", "cuda")}
+    opts = {d: CIAO(m.parameters(), lamb_power=1.0, feature_every=1) for d, m in models.items()}
+    g = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        x, y = torch.randn(32, 8, generator=g).double(), torch.randn(32, 1, generator=g).double()
+        for d, m in models.items():
+            opts[d].zero_grad()
+            torch.nn.functional.mse_loss(m(x.to(d)), y.to(d)).backward()
+            opts[d].step()
+    for a, b in zip(models["cpu"].parameters(), models["cuda"].parameters(), strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-9, atol=1e-12)
+    sa, sb = opts["cpu"].pop_step_stats(), opts["cuda"].pop_step_stats()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sa[k] == pytest.approx(sb[k], rel=1e-6, abs=1e-9, nan_ok=True)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_ciao_low_precision_parameters_on_cuda(dtype):
+    from lhopt import CIAO
+
+    model = _mlp("cuda", dtype)
+    opt = CIAO(model.parameters(), lamb_power=1.0)
+    for _ in range(20):
+        x, y = torch.randn(32, 8, device="cuda", dtype=dtype), torch.randn(32, 1, device="cuda")
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x).float(), y).backward()
+        opt.step()
+    for p in model.parameters():
+        assert p.dtype == dtype and torch.isfinite(p).all()
+        assert opt.state[p]["exp_avg"].dtype == torch.float32 and opt.state[p]["exp_avg"].is_cuda
+
+
+@cuda
+def test_amp_with_a_grad_scaler_on_cuda(policy_file):
+    import lhopt
+
+    model = _mlp("cuda")
+    scaler = torch.amp.GradScaler("cuda")
+    opt = lhopt.LearnedOptimizer(
+        model.parameters(), total_steps=40, policy=policy_file, model=model
+    )
+    for _ in range(40):
+        x, y = torch.randn(32, 8, device="cuda"), torch.randn(32, 1, device="cuda")
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = torch.nn.functional.mse_loss(model(x).float(), y)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.report(train_loss=loss)
+    assert len(opt.history) >= 9 and all(torch.isfinite(p).all() for p in model.parameters())
