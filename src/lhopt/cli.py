@@ -92,7 +92,10 @@ def meta_train(args, parser) -> int:
     except ValueError as e:
         parser.error(f"{args.config}: {e}")
     out = Path(args.out)
-    held = [name for name in ("checkpoint.pt", "log.jsonl") if (out / name).exists()]
+    # A run's files: its checkpoint, or the log of one killed before its first checkpoint.
+    held = [n for n in ("checkpoint.pt", "log.jsonl") if (out / n).exists()]
+    if held == ["log.jsonl"] and not (out / "log.jsonl").read_text().strip():
+        held = []  # killed before its first iteration ended: nothing logged
     if not args.resume and held:  # before anything is written there
         how = (
             "pass --resume to continue it, or another --out"
