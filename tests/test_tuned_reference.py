@@ -40,6 +40,12 @@ def test_the_tuned_reference_scores_as_the_benchmark_measures():
     assert ref.log_speedup(1.5) == pytest.approx(math.log(0.5))  # reached half-way by it
     assert ref.log_speedup(0.9) == pytest.approx(math.log(1.5))  # its 1.5 T run gets there
     assert ref.log_speedup(0.5) == pytest.approx(math.log(2.0))  # never: capped at 2
+    extended = []
+    lazy = TunedCosine(
+        1e-3, {1.0: cosine_runs(1.0)[1.0]}, T, lambda m: extended.append(m) or cosine_runs(1.0)[m]
+    )
+    assert lazy.log_speedup(1.5) == pytest.approx(math.log(0.5)) and extended == []
+    assert lazy.log_speedup(0.9) == pytest.approx(math.log(1.5)) and extended == [1.5, 2.0]
     assert ref.log_speedup(math.nan) == -3.0
     assert terminal_rewards(ref, [1.8, 1.2, 1.0], 3.0) == [0.0, 0.0, pytest.approx(0.0)]
     assert terminal_rewards(ref, [1.8, 1.5, 2.0], 3.0)[-1] == pytest.approx(math.log(0.5))
@@ -94,7 +100,9 @@ def test_raising_the_lr_and_holding_it_scores_below_the_tuned_schedule(tmp_cache
     assert ep["info"]["return"] < 0
     assert ep["rewards"][:-1].tolist() == [0.0] * 9  # only the end is scored
     ref = tuned_cosine(SMALL_DATA, 0)
-    assert ref.lr in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2) and set(ref.runs) == {1.0, 1.5, 2.0}
+    assert ref.lr in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2) and set(ref.runs) == {1.0}
+    ref.log_speedup(0.0)  # a loss the T run never reaches: the longer runs are needed
+    assert set(ref.runs) == {1.0, 1.5, 2.0} and ref.runs[2.0][0][-1] == 2 * 200
     assert ep["info"]["return"] == pytest.approx(ref.log_speedup(ep["info"]["best_val"]))
 
 
@@ -174,3 +182,29 @@ def test_the_learned_optimizer_runs_the_policys_schedule_under_its_base_lr(tmp_p
         lhopt.LearnedOptimizer(model.parameters(), total_steps=40, schedule="linear")
     plain = lhopt.LearnedOptimizer(model.parameters(), total_steps=40, schedule="constant")
     assert plain.controller.spec == ControlSpec()
+
+
+def test_a_policy_warm_started_with_more_features_acts_as_before(tmp_path):
+    """Features appended to the layout (a progress embedding) start with no influence: the
+    widened shipped policy takes the shipped policy's actions."""
+    cfg = from_dict(
+        {
+            "run": {"workers": 0, "task_seeds": 2, "task_pool": 4},
+            "policy": {"hidden": 256, "keep_bias": 2.0},
+            "episode": {"schedule": "cosine", "progress_taus": list(PROGRESS_TAUS)},
+        }
+    )
+    from lhopt.control import default_policy_path
+    from lhopt.meta.train import MetaTrainer
+
+    trainer = MetaTrainer(cfg, tmp_path)
+    trainer.warm_start(default_policy_path())
+    shipped = load_policy("default")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        obs = torch.randn(shipped.obs_dim, generator=g) * 3
+        wide = torch.cat([obs, torch.randn(len(PROGRESS_TAUS), generator=g)])
+        a, logp, _ = shipped.act(obs, shipped.initial_state(), greedy=True)
+        b, logq, _ = trainer.avg.act(wide, trainer.avg.initial_state(), greedy=True)
+        assert a == b and logp == pytest.approx(logq, abs=1e-5)
+    assert {trainer.next_spec()["seed"] for _ in range(20)} <= {0, 1}

@@ -41,6 +41,9 @@ class RunConfig:
     families: list = field(default_factory=lambda: list(FAMILY_NAMES))
     task: dict = field(default_factory=dict)  # a fixed task config (family, params): seeds vary
     task_pool: int = 0  # 0: a new sampled task per episode; N: cycle through N sampled tasks
+    # Seeds an episode's task is drawn from: 0 any (a new one each time); N: 0..N-1, so that
+    # the reward's reference runs (per task and seed, cached) are reused across episodes.
+    task_seeds: int = 0
     init_from: str = ""  # a checkpoint.pt or policy file whose weights start this run (a stage)
     budget_scale: float = 1.0  # sampled budgets times a log-uniform factor in [1, budget_scale]
     data_scale: float = 1.0  # MNIST-1D training sets divided by a log-uniform factor in [1, it]

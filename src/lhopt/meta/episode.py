@@ -126,16 +126,21 @@ def baseline_law(
 
 
 def tuned_cosine(task_config: TaskConfig, seed: int) -> TunedCosine:
-    """The tuned schedule's runs of this task and seed (cached): the grid at T, then 1.5 T and
-    2 T at the lr that ended lowest, as the benchmark runs `adamw-cosine-tuned`."""
+    """The tuned schedule's runs of this task and seed (cached): the grid at T, and (when a run
+    needs them) 1.5 T and 2 T at the lr that ended lowest, as the benchmark runs
+    `adamw-cosine-tuned`."""
 
     def run(lr: float, multiple: float) -> dict:
         return _cached_run(task_config, seed, "adamw-cosine", lr, multiple, drivers.adamw_cosine)
 
+    def longer(multiple: float) -> tuple:
+        result = run(lr, multiple)
+        return result["steps"], result["val"]
+
     at_t = {lr: run(lr, 1.0) for lr in drivers.TUNED_LR_GRID}
     lr = pick_lr(drivers.TUNED_LR_GRID, {lr: r["val"] for lr, r in at_t.items()})
-    runs = {1.0: at_t[lr]} | {m: run(lr, m) for m in (1.5, 2.0)}
-    return TunedCosine(lr, {m: (r["steps"], r["val"]) for m, r in runs.items()}, at_t[lr]["budget"])
+    best = at_t[lr]
+    return TunedCosine(lr, {1.0: (best["steps"], best["val"])}, best["budget"], longer)
 
 
 def _finite_log(x: float | None) -> float:

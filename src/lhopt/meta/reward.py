@@ -36,8 +36,8 @@ non-finite end), which rewards recklessness.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -216,15 +216,21 @@ class TunedCosine:
 
     The log speedup of a run that reached best validation loss L by T is the benchmark's
     (`speedup_budget_dependent`): below 0 when the tuned schedule gets to L sooner than T,
-    log 2 at most, clipped below at -clip."""
+    log 2 at most, clipped below at -clip. The longer runs are needed only when the T run never
+    reaches L: `extend(multiple)` gives them then (steps, losses), once."""
 
     lr: float
-    runs: dict  # budget multiple -> (steps, validation losses)
+    runs: dict  # budget multiple -> (steps, validation losses); 1.0 always
     budget: int
+    extend: Callable[[float], tuple] | None = field(default=None, compare=False, repr=False)
 
     def log_speedup(self, best_loss: float, clip: float = 3.0) -> float:
         if not math.isfinite(best_loss):
             return -clip
+        if self.extend is not None and first_reach(*self.runs[1.0], best_loss) is None:
+            for multiple in (1.5, 2.0):
+                if multiple not in self.runs:
+                    self.runs[multiple] = self.extend(multiple)
         value = speedup_budget_dependent(self.runs, best_loss, self.budget).value
         return max(math.log(value), -clip) if value > 0 else -clip
 

@@ -29,7 +29,6 @@ from lhopt.control.policy_file import (
     actor_layout,
     atomic_save,
     file_layout,
-    layout_hash,
 )
 from lhopt.extras import require, start_ray
 from lhopt.meta.config import MetaConfig
@@ -51,6 +50,25 @@ def checkpoint_layout_hash(spec: ControlSpec | None = None) -> str:
     if spec.schedule != ControlSpec.schedule:
         layout["schedule"] = spec.schedule
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fit_inputs(weights: dict, policy: Policy) -> dict:
+    """`weights` of a policy that reads a prefix of `policy`'s features, widened to them: each
+    tensor over the observation keeps its entries, the new inputs get zero weight and a unit
+    normaliser, so the widened policy acts exactly as the original (used by `warm_start`)."""
+    target = policy.state_dict()
+    out = dict(weights)
+    for key, value in weights.items():
+        want = target[key].shape
+        if value.shape == want or value.dim() == 0 or value.shape[:-1] != want[:-1]:
+            continue
+        if value.shape[-1] > want[-1]:
+            continue  # a narrower target: load_state_dict reports it
+        fill = 1.0 if key == "obs_norm.sq" else 0.0
+        wide = torch.full(want, fill, dtype=value.dtype)
+        wide[..., : value.shape[-1]] = value
+        out[key] = wide
+    return out
 
 
 def new_policy(cfg: MetaConfig) -> Policy:
@@ -188,10 +206,15 @@ class MetaTrainer:
                 f"[run] init_from = {str(path)!r}: not a readable checkpoint or policy file ({e})"
             ) from e
         if isinstance(state, dict) and "state_dict" in state and "format" in state:
-            policy, avg = state["state_dict"], state["state_dict"]  # a policy file
             layout = file_layout(state)
             expected = actor_layout(self.cfg.episode.spec)
-            same = layout is not None and layout_hash(layout) == layout_hash(expected)
+            same = layout is not None and layout["nvec"] == expected["nvec"]
+            if same and layout["features"] != expected["features"]:
+                # Features added at the end of the layout (e.g. a progress embedding): the new
+                # inputs start with no influence, so the policy starts acting as the file's.
+                n = len(layout["features"])
+                same = layout["features"] == expected["features"][:n]
+            policy, avg = state["state_dict"], state["state_dict"]  # a policy file
         elif isinstance(state, dict) and "policy" in state and "avg" in state:
             policy, avg = state["policy"], state["avg"]
             same = state.get("layout_hash") == checkpoint_layout_hash(self.cfg.episode.spec)
@@ -204,6 +227,7 @@ class MetaTrainer:
                 f"[run] init_from = {str(path)!r}: made for another feature/action layout"
             )
         try:
+            policy, avg = _fit_inputs(policy, self.policy), _fit_inputs(avg, self.avg)
             self.policy.load_state_dict(policy)
             self.avg.load_state_dict(avg)
         except RuntimeError as e:
@@ -279,7 +303,7 @@ class MetaTrainer:
             config = sample()
         return {
             "config": config.to_dict(),
-            "seed": int(self.rng.integers(1_000_000)),
+            "seed": int(self.rng.integers(run.task_seeds or 1_000_000)),
             "rng_seed": int(self.rng.integers(2**62)),
             "greedy": greedy,
         }
