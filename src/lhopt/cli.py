@@ -125,13 +125,15 @@ def meta_train(args, parser) -> int:
 
 def describe_tasks() -> str:
     """Markdown: each family's parameters (from its schema) and each suite's tasks."""
-    from lhopt.tasks import FAMILIES, FAMILY_NAMES, SUITES, task_budget
+    from lhopt.tasks import FAMILIES, FAMILY_NAMES, SELECTION_FAMILIES, SUITES, task_budget
 
     lines = ["## Families", ""]
     for name, (schema, task_cls) in FAMILIES.items():
         module_doc = (sys.modules[task_cls.__module__].__doc__ or "").strip()
         training = name in FAMILY_NAMES
-        if not training:
+        if name in SELECTION_FAMILIES:
+            module_doc += "\n\nSelection: only in the `selection` suite, never sampled."
+        elif not training:
             module_doc += "\n\nOut of distribution: only in the `ood` suite, never sampled."
         column = "sampled for meta-training" if training else "range a config may use"
         lines += [

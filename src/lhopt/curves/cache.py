@@ -31,6 +31,8 @@ CACHED_OPTIMIZERS = ("adamw", "adamw-cosine", "schedulefree", "prodigy")
 
 
 SHARED_TASK_FILES = ("base.py", "data.py", "schema.py")  # what every family builds on
+# Families whose data another family's module makes (the autoencoder reads MNIST-1D).
+DATA_MODULES = {"autoencoder": (Path(lhopt.tasks.__file__).parent / "mnist1d.py",)}
 
 
 @cache
@@ -40,6 +42,7 @@ def code_fingerprint(family: str) -> str:
     module = sys.modules[lhopt.tasks.FAMILIES[family][1].__module__]
     files = [tasks_dir / name for name in SHARED_TASK_FILES] + [
         Path(module.__file__),
+        *DATA_MODULES.get(family, ()),
         Path(lhopt.curves.drivers.__file__),
         Path(lhopt.curves.run.__file__),
         Path(lhopt.optim.schedules.__file__),
