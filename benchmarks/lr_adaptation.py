@@ -1,0 +1,65 @@
+"""Does the policy find each task's learning rate? Rank correlation between the lr level `lhopt`
+settles on and the lr that `adamw-cosine-tuned` picks, per task (issue 19, item 6).
+
+Reads `results.json` files of `lhopt bench` runs that include `lhopt` and `adamw-cosine-tuned`
+(e.g. the `validation` and `selection` suites). Per task and seed: the policy's level is the
+geometric mean of the base lr it held at the run's evaluations (for a policy with a schedule
+under it, the level under the shape, comparable with the tuned schedule's peak lr); the tuned lr
+is the grid value whose T run ended lowest (`lhopt.curves.speedup.pick_lr`, as the benchmark
+picks it). Per task, both are geometric means over seeds. Prints a table and, last,
+`spearman (policy lr level vs tuned lr, N tasks): R`.
+
+Usage: python benchmarks/lr_adaptation.py out/validation/results.json out/selection/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import defaultdict
+
+from scipy.stats import spearmanr
+
+from lhopt.curves.drivers import TUNED_LR_GRID
+from lhopt.curves.speedup import pick_lr
+
+
+def _gmean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]]:
+    """task -> (policy lr level, tuned lr), each a geometric mean over seeds."""
+    policy, finals = defaultdict(list), defaultdict(dict)
+    for run in doc["runs"]:
+        job = run["job"]
+        if job["optimizer"] == optimizer and run.get("hparams", {}).get("lr"):
+            policy[job["task"]].append(_gmean([x for x in run["hparams"]["lr"] if x > 0]))
+        if job["optimizer"] == "adamw-cosine" and job["multiple"] == 1.0 and job["lr"]:
+            finals[(job["task"], job["seed"])][job["lr"]] = run.get("val")
+    tuned = defaultdict(list)
+    for (task, _seed), curves in finals.items():
+        if set(curves) >= set(TUNED_LR_GRID):
+            tuned[task].append(pick_lr(TUNED_LR_GRID, curves))
+    return {t: (_gmean(policy[t]), _gmean(tuned[t])) for t in policy if t in tuned}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", help="results.json of lhopt bench runs")
+    parser.add_argument("--optimizer", default="lhopt")
+    args = parser.parse_args()
+    rows = {}
+    for path in args.results:
+        with open(path) as f:
+            rows.update(levels(json.load(f), args.optimizer))
+    print("| task | policy lr level | tuned lr |\n|---|---|---|")
+    for task, (mine, tuned) in sorted(rows.items()):
+        print(f"| {task} | {mine:.2e} | {tuned:.0e} |")
+    rho = spearmanr([v[0] for v in rows.values()], [v[1] for v in rows.values()]).statistic
+    print(f"spearman (policy lr level vs tuned lr, {len(rows)} tasks): {rho:.2f}")
+
+
+if __name__ == "__main__":
+    main()
