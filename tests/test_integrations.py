@@ -32,11 +32,9 @@ def test_hf_trainer_runs_the_policy(tmp_path, policy_file):
     transformers = pytest.importorskip("transformers")
     from lhopt.integrations.transformers import LHOPTTrainer
 
-    torch.manual_seed(0)
     config = transformers.GPT2Config(
         vocab_size=32, n_positions=16, n_embd=32, n_layer=2, n_head=2, bos_token_id=0
     )
-    model = transformers.GPT2LMHeadModel(config)
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path),
         max_steps=32,
@@ -46,7 +44,8 @@ def test_hf_trainer_runs_the_policy(tmp_path, policy_file):
         eval_strategy="steps",
         eval_steps=4,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=16,
         report_to=[],
         use_cpu=True,
         max_grad_norm=0.0,
@@ -63,14 +62,18 @@ def test_hf_trainer_runs_the_policy(tmp_path, policy_file):
             opt = trainer.lhopt_optimizer  # the lrs of the step just taken
             seen.append((state.global_step, [g["lr"] for g in opt.param_groups]))
 
-    trainer = LHOPTTrainer(
-        model=model,
-        args=args,
-        train_dataset=_tokens(256, 16, 32, seed=1),
-        eval_dataset=_tokens(32, 16, 32, seed=2),
-        lhopt={"policy": policy_file, "decisions": 8, "sample": True},
-        callbacks=[Watch()],
-    )
+    def make_trainer(callbacks=()):
+        torch.manual_seed(0)
+        return LHOPTTrainer(
+            model=transformers.GPT2LMHeadModel(config),
+            args=args,
+            train_dataset=_tokens(256, 16, 32, seed=1),
+            eval_dataset=_tokens(32, 16, 32, seed=2),
+            lhopt={"policy": policy_file, "decisions": 8, "sample": True},
+            callbacks=list(callbacks),
+        )
+
+    trainer = make_trainer([Watch()])
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="LearnedOptimizer")  # no lr fight, no blind step
         trainer.train()
@@ -96,6 +99,10 @@ def test_hf_trainer_runs_the_policy(tmp_path, policy_file):
         assert h["train_loss"] == pytest.approx(mean, rel=1e-3)
         assert h["val_loss"] == pytest.approx(evals[h["step"]])
     assert history[0]["train_loss"] is None
+    # Resumed from the Trainer's checkpoint at step 16, the run decides as the uninterrupted one.
+    resumed = make_trainer()
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-16"))
+    assert resumed.lhopt_optimizer.history == history
 
 
 def test_hf_trainer_refuses_an_optimizer_of_its_own(tmp_path):
@@ -352,3 +359,35 @@ def test_amp_with_a_grad_scaler_on_cuda(policy_file):
         scaler.update()
         opt.report(train_loss=loss)
     assert len(opt.history) >= 9 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_lightning_callback_refuses_a_wrong_budget(policy_file):
+    pl = pytest.importorskip("lightning.pytorch")
+    import lhopt
+    from lhopt.integrations.lightning import LHOPTCallback
+
+    class Model(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, i):
+            return self.net(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return lhopt.LearnedOptimizer(self.parameters(), total_steps=7, policy=policy_file)
+
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(16, 2)), batch_size=4
+    )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[LHOPTCallback()],
+    )
+    with pytest.raises(ValueError, match="total_steps=7, the Trainer takes 4 optimizer steps"):
+        trainer.fit(Model(), data)
