@@ -43,7 +43,16 @@ class LearnedDriver(Driver):
         group = self.optimizer.param_groups[0]
         return {
             h: float(group[h])
-            for h in ("lr", "weight_decay", "epsilon", "ombeta1", "ombeta2", "clip_fraction")
+            for h in (
+                "lr",
+                "weight_decay",
+                "epsilon",
+                "ombeta1",
+                "ombeta2",
+                "grad_clip_ombeta",
+                "lamb_update_norm_ombeta",
+                "clip_fraction",
+            )
             if group[h] is not None
         }
 
