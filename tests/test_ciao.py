@@ -430,3 +430,16 @@ def test_lr_factor_multiplies_the_lr_in_the_update_and_the_statistics():
     assert runs[0][1] == runs[1][1]
     with pytest.raises(ValueError, match="lr_factor"):
         CIAO(make_mlp().parameters(), lr_factor=-1.0)
+
+
+def test_a_refused_step_counts_nothing():
+    model = make_mlp()
+    opt = CIAO(model.parameters())
+    nn.functional.cross_entropy(model(torch.randn(4, 8)), torch.tensor([0, 1, 2, 0])).backward()
+    opt.param_groups[0]["lr"] = -1.0  # an invalid value written between steps
+    with pytest.raises(ValueError, match="lr"):
+        opt.step()
+    assert opt.steps == 0 and opt.skipped_steps == 0
+    opt.param_groups[0]["lr"] = 1e-3
+    opt.step()
+    assert opt.steps == 1

@@ -342,8 +342,6 @@ class CIAO(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self.steps += 1
-        self._stats.count_step()
 
         groups = []
         for gi, group in enumerate(self.param_groups):
@@ -359,6 +357,9 @@ class CIAO(torch.optim.Optimizer):
                     "(e.g. nn.Embedding(sparse=False))"
                 )
             groups.append(_buckets(params))
+        # Counted once the step is known to be valid: a refused step leaves every counter as it was.
+        self.steps += 1
+        self._stats.count_step()
         if not any(groups):
             return loss
 
