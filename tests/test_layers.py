@@ -97,3 +97,24 @@ def test_loading_a_policy_leaves_the_global_rng_alone():
     load_policy("default")
     lhopt.LearnedOptimizer(params, total_steps=8)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_missing_extra_is_named_before_any_work(monkeypatch, capsys):
+    import importlib
+
+    import lhopt.extras
+    from lhopt.cli import main
+
+    real = importlib.import_module
+
+    def without_ray(name, *args):
+        if name.split(".")[0] == "ray":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr(lhopt.extras.importlib, "import_module", without_ray)
+    assert main(["bench", "--suite", "quick", "--out", "/nonexistent/never-written"]) == 2
+    err = capsys.readouterr().err
+    assert "'ray' is not installed" in err and "pip install 'lhopt[bench]'" in err
+    assert main(["meta-train", "--config", "configs/smoke.toml", "--out", "/nonexistent/x"]) == 2
+    assert "pip install 'lhopt[meta]'" in capsys.readouterr().err
