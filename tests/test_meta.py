@@ -226,6 +226,7 @@ def test_an_episode_has_aligned_arrays_and_finite_features(parts):
     assert np.isfinite(ep["obs"]).all() and np.isfinite(ep["priv"]).all()
     assert ep["info"]["return"] == pytest.approx(float(ep["rewards"].sum()), abs=1e-5)
     assert ep["info"]["inner_steps"] == 200
+    assert 0 < ep["info"]["wall_time"] < 120  # seconds of this episode (the CPU-hours counter)
 
 
 def test_an_episode_scored_by_its_last_loss_gives_back_a_late_blow_up(monkeypatch, parts):

@@ -182,20 +182,20 @@ def run_episode(
     val = task.val_loss()
     steps_done, diverged, return_so_far = 0, False, 0.0
     best = math.inf
-    for k, start in enumerate(controller.decision_steps):
+    for k, begin in enumerate(controller.decision_steps):
         privileged = (
             descriptor
             + perturbation
-            + [return_so_far, _finite_log(train_mean), _finite_log(val), start / T]
+            + [return_so_far, _finite_log(train_mean), _finite_log(val), begin / T]
         )
-        decision = controller.decide(start, task.model, train_loss=train_mean, val_loss=val)
+        decision = controller.decide(begin, task.model, train_loss=train_mean, val_loss=val)
         obs.append(decision.features)
         priv.append(np.nan_to_num(np.asarray(privileged, dtype=np.float32)))
         actions.append(decision.action)
         logps.append(decision.logp)
 
         loss_sum, n = torch.zeros(()), 0
-        for t in range(start, boundaries[k + 1]):
+        for t in range(begin, boundaries[k + 1]):
             loss = task.train_loss()
             opt.zero_grad()
             loss.backward()
