@@ -5,7 +5,9 @@ through a `Controller`, so what a policy learned on is what users run. At each d
 the features of the period that ended (CIAO's step statistics, the losses it is given, the
 hyperparameters relative to their initial values, the previous action, the registers), asks the
 policy for an action, carries out its register operation, then applies its relative
-hyperparameter changes to every param group.
+hyperparameter changes to every param group. Before every optimizer step it sets the factor of
+the schedule shape the policy was trained with (`before_step`): the policy steers the base lr
+under that shape.
 
 Restart registers save and restore `module.state_dict()` (parameters and buffers, e.g.
 batch-norm statistics) and the optimizer's state, so give the controller the model being
