@@ -33,6 +33,7 @@ def train(rank: int, world: int) -> None:
     dist.all_gather(sums, checksum)
     if rank == 0:
         print("lr", opt.hparams[0]["lr"], "replicas equal:", len(set(s.item() for s in sums)) == 1)
+    dist.barrier()  # no rank tears the group down while another still uses it
     dist.destroy_process_group()
 
 

@@ -71,6 +71,7 @@ def _worker(rank: int, world: int, port: int, policy: str, out: str, sync: bool)
         }
         with open(f"{out}/rank{rank}.json", "w") as f:
             json.dump(result, f)
+        dist.barrier()  # neither rank tears gloo down while the other still uses it
     finally:
         dist.destroy_process_group()
 
