@@ -211,7 +211,6 @@ class LearnedOptimizer(CIAO):
         super().__init__(params, **kwargs)
         self.model = model
         self._check_model()
-        self.total_steps = total_steps
         self.val_loss_fn = val_loss_fn
         self.sync_ranks = bool(sync_ranks)
         self.verbose = bool(verbose)
@@ -242,6 +241,11 @@ class LearnedOptimizer(CIAO):
     @property
     def policy_net(self):
         return self.controller.policy
+
+    @property
+    def total_steps(self) -> int:
+        """The training budget T the decisions are spread over."""
+        return self.controller.total_steps
 
     @property
     def decision_steps(self) -> list[int]:
@@ -452,7 +456,6 @@ class LearnedOptimizer(CIAO):
         self._check_loadable(state_dict, c)
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "controller"})
         self.controller.load_state_dict(c)
-        self.total_steps = c["total_steps"]
         self._decide_at = set(self.controller.decision_steps)
         self._taken = c["taken"]
         self._loss_sum = None if c["loss_sum"] is None else c["loss_sum"].clone()
