@@ -1,0 +1,449 @@
+"""BatchedCIAO against CIAO, member by member.
+
+Each member of a BatchedCIAO must step as a CIAO of its own (one param group, the member's
+hyperparameters) fed the same gradients: parameters within 1e-12 of their largest magnitude in
+float64 (1e-5 in float32) after every step, statistics within 1e-9 at every pop. The first
+step's `log_grad_noise_scale` is left out: it is a difference that cancels exactly, whose sign
+in CIAO is a rounding error (test_ciao_reference.py leaves it out for the same reason).
+Each member's state (moments, scale, bias-correction products, rolling max norm, counters)
+is held to its CIAO's as well, and Controllers with restart registers must take the same
+decisions driving the members as driving the CIAOs.
+"""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lhopt.control import Controller, load_policy
+from lhopt.optim import CIAO, STEP_STAT_NAMES
+from lhopt.optim.batched import BatchedCIAO
+
+N = 4
+SHAPES = [(7, 5), (7,), (3, 7), (3,)]  # two Linear layers: weight, bias, weight, bias
+PARAM_RTOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+STAT_TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
+
+HPARAMS = [
+    dict(lr=3e-2, ombeta1=0.1, ombeta2=1e-2, epsilon=1e-8, weight_decay=0.0, clip_fraction=None),
+    dict(lr=1e-2, ombeta1=0.3, ombeta2=0.2, epsilon=1e-3, weight_decay=0.05, clip_fraction=0.8),
+    dict(lr=5e-3, ombeta1=0.05, ombeta2=1e-3, epsilon=1e-6, weight_decay=0.5, clip_fraction=0.3,
+         grad_clip_ombeta=0.2),
+    dict(lr=2e-2, ombeta1=0.6, ombeta2=0.05, epsilon=1e-5, weight_decay=1e-3, clip_fraction=1e-4,
+         grad_clip_ombeta=0.05),
+]  # fmt: skip
+
+
+class Pair:
+    """A BatchedCIAO over stacked parameters and, for each member, a CIAO over copies of its
+    rows: `step(grads)` feeds both the same gradients."""
+
+    def __init__(self, hparams=HPARAMS, dtype=torch.float64, feature_every=4, stat_samples=8):
+        gen = torch.Generator().manual_seed(0)
+        n = len(hparams)
+        self.params = [
+            torch.randn((n, *s), generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+            for s in SHAPES
+        ]
+        self.batched = BatchedCIAO(
+            self.params, hparams, feature_every=feature_every, stat_samples=stat_samples
+        )
+        self.member_params = [
+            [p[i].detach().clone().requires_grad_() for p in self.params] for i in range(n)
+        ]
+        self.ciaos = [
+            CIAO(ps, **h, feature_every=feature_every, stat_samples=stat_samples)
+            for ps, h in zip(self.member_params, hparams, strict=True)
+        ]
+
+    def step(self, grads):
+        """`grads`: one stacked tensor (or None) per parameter."""
+        for p, g in zip(self.params, grads, strict=True):
+            p.grad = None if g is None else g.clone()
+        for i, ps in enumerate(self.member_params):
+            for p, g in zip(ps, grads, strict=True):
+                p.grad = None if g is None else g[i].clone()
+        self.batched.step()
+        for opt in self.ciaos:
+            opt.step()
+
+    def set_hparam(self, i, key, value):
+        self.batched.members[i].param_groups[0][key] = value
+        self.ciaos[i].param_groups[0][key] = value
+
+    def assert_params_close(self, members=None):
+        rtol = PARAM_RTOL[self.params[0].dtype]
+        for i in range(self.batched.N) if members is None else members:
+            for k, (p, q) in enumerate(zip(self.params, self.member_params[i], strict=True)):
+                a, b = p[i].detach().double(), q.detach().double()
+                err, scale = (a - b).abs().max(), b.abs().max()
+                assert err <= rtol * scale, f"member {i}, tensor {k}: {err:.3g} > {rtol} * {scale}"
+
+    def assert_state_close(self):
+        """Each member's state as its CIAO's: moments (the first as scale and m_tilde), bias
+        correction products, rolling max gradient norm, counters."""
+        rtol = PARAM_RTOL[self.params[0].dtype]
+        # float32 norms: CIAO's per tensor in float32, BatchedCIAO's in float64.
+        scalar_rtol = {torch.float64: 1e-12, torch.float32: 1e-6}[self.params[0].dtype]
+        for i, (member, opt) in enumerate(zip(self.batched.members, self.ciaos, strict=True)):
+            got = member.state_dict()
+            for k, p in enumerate(self.member_params[i]):
+                want = opt.state.get(p)
+                if not want:  # never had a gradient: the batched state is CIAO's initial one
+                    want = dict(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                    want.update(exp_avg_scale=1.0, beta1_product=1.0, beta2_product=1.0)
+                for key in ("exp_avg", "exp_avg_sq"):
+                    a, b = got[key][k].double(), want[key].double()
+                    err, scale = (a - b).abs().max(), b.abs().max()
+                    assert err <= rtol * scale, f"member {i}, tensor {k}, {key}"
+                for key in ("exp_avg_scale", "beta1_product", "beta2_product"):
+                    a, b = got[key][k].item(), want[key]
+                    same = math.isclose(a, b, rel_tol=scalar_rtol)
+                    assert same, f"member {i}, tensor {k}, {key}: {a!r} against CIAO's {b!r}"
+            norm_max = got["group_norm_max"].item()
+            same = math.isclose(norm_max, opt._group_norm_max[0], rel_tol=scalar_rtol)
+            assert same, f"member {i}: rolling max norm {norm_max!r}"
+            assert got["steps"] == opt.steps
+            assert got["skipped_steps"].item() == opt.skipped_steps
+
+    def assert_stats_close(self, skip_noise=False):
+        tol = STAT_TOL[self.params[0].dtype]
+        for i, (member, opt) in enumerate(zip(self.batched.members, self.ciaos, strict=True)):
+            got, want = member.pop_step_stats(), opt.pop_step_stats()
+            assert set(got) == set(want) == set(STEP_STAT_NAMES)
+            for name in STEP_STAT_NAMES:
+                if skip_noise and name == "log_grad_noise_scale":
+                    continue
+                a, b = got[name], want[name]
+                same = (math.isnan(a) and math.isnan(b)) or math.isclose(
+                    a, b, rel_tol=tol, abs_tol=tol
+                )
+                assert same, f"member {i}, {name}: batched {a!r}, CIAO {b!r}"
+
+
+def random_grads(gen, n=N, dtype=torch.float64, spread=1.0):
+    """Per-member gradients of varying size (so that clipping triggers now and then)."""
+    sizes = torch.exp(spread * torch.randn(n, generator=gen, dtype=torch.float64))
+    grads = []
+    for s in SHAPES:
+        g = torch.randn((n, *s), generator=gen, dtype=torch.float64)
+        grads.append((g * sizes.view(-1, *[1] * len(s))).to(dtype))
+    return grads
+
+
+def run(pair, steps, gen, *, on_step=None, pop_every=8):
+    """Step both `steps` times, comparing parameters after every step and statistics after the
+    first step (its noise statistic left out) and every `pop_every` steps."""
+    for t in range(steps):
+        grads = random_grads(gen, pair.batched.N, pair.params[0].dtype)
+        if on_step is not None:
+            on_step(t, grads)
+        for i in range(pair.batched.N):  # a schedule's factor, as Controller.before_step sets
+            pair.set_hparam(i, "lr_factor", 1.0 - t / 40)
+        pair.step(grads)
+        pair.assert_params_close()
+        pair.assert_state_close()
+        if t == 0 or t % pop_every == pop_every - 1:
+            pair.assert_stats_close(skip_noise=t == 0)
+
+
+def change_hparams(pair):
+    """What controllers do, each to its own member, between steps."""
+
+    def on_step(t, grads):
+        if t == 6:
+            pair.set_hparam(0, "ombeta1", 0.3)
+            pair.set_hparam(1, "lr", 3e-2)
+            pair.set_hparam(2, "clip_fraction", None)
+        if t == 13:
+            pair.set_hparam(0, "clip_fraction", 0.5)
+            pair.set_hparam(3, "epsilon", 1e-8)
+            pair.set_hparam(3, "ombeta2", 0.3)
+            pair.set_hparam(1, "weight_decay", 0.0)
+        if t == 21:
+            pair.set_hparam(2, "grad_clip_ombeta", 0.5)
+            pair.set_hparam(2, "clip_fraction", 0.9)
+
+    return on_step
+
+
+def random_hparams(seed):
+    """Each member's hyperparameters drawn log-uniformly; one member without clipping."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw(low, high):
+        u = torch.rand((), generator=gen, dtype=torch.float64).item()
+        return math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+
+    out = [
+        dict(
+            lr=draw(1e-4, 1e-1),
+            ombeta1=draw(1e-3, 0.9),
+            ombeta2=draw(1e-4, 0.5),
+            epsilon=draw(1e-10, 1e-2),
+            weight_decay=draw(1e-4, 1.0),
+            clip_fraction=draw(1e-3, 1.0),
+            grad_clip_ombeta=draw(1e-3, 0.5),
+        )
+        for _ in range(N)
+    ]
+    out[seed % N]["clip_fraction"] = None
+    return out
+
+
+@pytest.mark.parametrize("hparams", ["fixed", 0, 1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_members_match_ciao_with_hyperparameters_changing(dtype, hparams):
+    pair = Pair(HPARAMS if hparams == "fixed" else random_hparams(hparams), dtype=dtype)
+    run(pair, 30, torch.Generator().manual_seed(1), on_step=change_hparams(pair))
+    assert [m.steps for m in pair.batched.members] == [opt.steps for opt in pair.ciaos] == [30] * N
+
+
+def test_statistics_match_ciao_reading_every_element():
+    pair = Pair(feature_every=1, stat_samples=2048)
+    run(pair, 12, torch.Generator().manual_seed(2), pop_every=4)
+
+
+def test_non_finite_gradient_skips_only_that_member():
+    pair = Pair()
+    before = {}
+
+    def on_step(t, grads):
+        if t == 0:  # a zero gradient while the rolling max is 0: clip scale 1, as in CIAO
+            for g in grads:
+                g[1] = 0.0
+        if t == 4:
+            grads[2][1, 0, 3] = math.nan
+        if t == 9:  # finite, but its square overflows: skipped as CIAO skips it
+            grads[0][3] *= 1e160
+        if t == 11:
+            grads[1][0, 2] = math.inf
+            grads[1][2, 2] = -math.inf
+        before[t] = [p.detach().clone() for p in pair.params]
+
+    gen = torch.Generator().manual_seed(3)
+    for t in range(16):
+        grads = random_grads(gen)
+        on_step(t, grads)
+        pair.step(grads)
+        pair.assert_params_close()
+        pair.assert_state_close()
+        skipped = {4: [1], 9: [3], 11: [0, 2]}.get(t, [])
+        for p, q in zip(pair.params, before[t], strict=True):
+            for i in range(N):
+                assert torch.equal(p[i], q[i]) == (i in skipped), (t, i)
+        if t in (0, 7, 15):
+            pair.assert_stats_close(skip_noise=t == 0)
+    assert [m.skipped_steps for m in pair.batched.members] == [1, 1, 1, 1]
+    assert [opt.skipped_steps for opt in pair.ciaos] == [1, 1, 1, 1]
+
+
+def test_gradient_spike_is_clipped_as_ciao_clips_it():
+    hparams = [dict(h, clip_fraction=0.5, grad_clip_ombeta=0.3) for h in HPARAMS]
+    hparams[3]["clip_fraction"] = None
+    pair = Pair(hparams)
+    gen = torch.Generator().manual_seed(4)
+    for t in range(12):
+        grads = random_grads(gen, spread=0.0)
+        if t == 7:
+            for g in grads:
+                g[:3] *= 100.0  # members 0..2 clip it to half of it; member 3 has clipping off
+        pair.step(grads)
+        pair.assert_params_close()
+        pair.assert_state_close()
+        if t in (0, 6):
+            pair.assert_stats_close(skip_noise=t == 0)
+        if t == 7:
+            rates = [m.pop_step_stats()["clip_rate"] for m in pair.batched.members]
+            assert rates == [opt.pop_step_stats()["clip_rate"] for opt in pair.ciaos]
+            assert rates == [1.0, 1.0, 1.0, 0.0]
+    pair.assert_stats_close()
+
+
+def test_tensor_without_gradient_is_left_out_as_ciao_leaves_it_out():
+    pair = Pair()
+
+    def on_step(t, grads):
+        if t % 3 == 1:
+            grads[3] = None
+        if t == 5:
+            grads[0] = None
+
+    run(pair, 20, torch.Generator().manual_seed(5), on_step=on_step)
+    pair.step([None] * len(SHAPES))  # no gradient at all: counted, nothing changes
+    pair.assert_params_close()
+    pair.assert_stats_close()
+
+
+def test_member_state_round_trip_continues_as_ciao_does():
+    pair = Pair()
+    gen = torch.Generator().manual_seed(6)
+    run(pair, 8, gen, on_step=change_hparams(pair))
+    for _ in range(2):
+        pair.step(random_grads(gen))  # the period (steps 9, 10) is part of the saved state
+    i = 1
+    saved = copy.deepcopy(pair.batched.members[i].state_dict())
+    saved_ciao = copy.deepcopy(pair.ciaos[i].state_dict())
+    saved_params = [p[i].detach().clone() for p in pair.params]
+    for _ in range(5):
+        pair.step(random_grads(gen))
+        pair.set_hparam(i, "lr", 0.1)
+    pair.batched.members[i].load_state_dict(copy.deepcopy(saved))
+    pair.ciaos[i].load_state_dict(copy.deepcopy(saved_ciao))
+    with torch.no_grad():
+        for p, q, s in zip(pair.params, pair.member_params[i], saved_params, strict=True):
+            p[i] = s
+            q.copy_(s)
+    assert pair.batched.members[i].hparams == pair.ciaos[i].hparams
+    assert pair.batched.members[i].steps == 10
+    # Member 1 is now 5 steps behind the others: it measures on other steps than they do.
+    for t in range(14):
+        pair.step(random_grads(gen))
+        pair.assert_params_close()
+        pair.assert_state_close()
+        if t in (5, 13):
+            pair.assert_stats_close()
+
+
+def test_member_state_of_other_shapes_is_refused_and_changes_nothing():
+    pair = Pair()
+    gen = torch.Generator().manual_seed(7)
+    run(pair, 5, gen)
+    member = pair.batched.members[2]
+    before = member.state_dict()
+    other = BatchedCIAO([torch.zeros(N, 6, 5, dtype=torch.float64, requires_grad=True)], HPARAMS)
+    with pytest.raises(ValueError, match="shapes"):
+        member.load_state_dict(other.members[2].state_dict())
+    wider = copy.deepcopy(before)
+    wider["exp_avg"][0] = torch.zeros(8, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="shapes"):
+        member.load_state_dict(wider)
+    after = member.state_dict()
+    for key, value in before.items():
+        if isinstance(value, list):
+            assert all(torch.equal(a, b) for a, b in zip(value, after[key], strict=True)), key
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(value, after[key]), key
+        elif key != "stats":
+            assert value == after[key], key
+    run(pair, 6, gen)  # still in step with CIAO
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lamb_power": 0.5}, "member 2: lamb_power=0.5: batched CIAO supports the AdamW path"),
+        ({"adamax": True}, "member 2: adamax=True: .*use CIAO"),
+        ({"decay_in_update": True}, "member 2: decay_in_update=True"),
+        ({"lr": -1.0}, r"member 2: lr=-1\.0 is out of range"),
+        ({"ombeta1": 2.0}, r"member 2: ombeta1=2\.0 is out of range"),
+        ({"clip_fraction": "x"}, "member 2: clip_fraction='x' is not allowed"),
+    ],
+)
+def test_refused_hyperparameters_name_member_key_and_value(change, message):
+    hparams = [dict(h) for h in HPARAMS]
+    hparams[2].update(change)
+    params = [torch.zeros(N, 3, dtype=torch.float64, requires_grad=True)]
+    with pytest.raises(ValueError, match=message):
+        BatchedCIAO(params, hparams)
+
+    # Written into a member's group between steps: the step refuses it and changes nothing.
+    pair = Pair()
+    gen = torch.Generator().manual_seed(8)
+    run(pair, 3, gen)
+    pair.batched.members[2].param_groups[0].update(change)
+    before = [p.detach().clone() for p in pair.params]
+    for p, g in zip(pair.params, random_grads(gen), strict=True):
+        p.grad = g
+    with pytest.raises(ValueError, match=message):
+        pair.batched.step()
+    assert all(torch.equal(p, q) for p, q in zip(pair.params, before, strict=True))
+    assert [m.steps for m in pair.batched.members] == [3] * N
+
+
+def test_refused_parameters():
+    hp = [{}] * 2
+    with pytest.raises(ValueError, match="float32 and float64 only"):
+        BatchedCIAO([torch.zeros(2, 3, dtype=torch.float16, requires_grad=True)], hp)
+    with pytest.raises(ValueError, match="one dtype"):
+        BatchedCIAO([torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float64)], hp)
+    with pytest.raises(ValueError, match="meta"):
+        BatchedCIAO([torch.zeros(2, 3), torch.zeros(2, 3, device="meta")], hp)
+    with pytest.raises(ValueError, match=r"expected \(2, \.\.\.\)"):
+        BatchedCIAO([torch.zeros(3, 3)], hp)
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        BatchedCIAO([torch.zeros(2, 3)], [{}, {"momentum": 0.9}])
+
+
+def test_pop_is_one_batched_pop_shared_by_the_members():
+    pair = Pair()
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(5):
+        pair.step(random_grads(gen))
+    calls = []
+    stats = pair.batched._stats
+    pop = stats.pop
+    stats.pop = lambda: calls.append(1) or pop()
+    rows = pair.batched.pop_step_stats()
+    assert len(calls) == 1 and len(rows) == N
+    want = [opt.pop_step_stats() for opt in pair.ciaos]
+    assert [r["clip_rate"] for r in rows] == [w["clip_rate"] for w in want]
+    for _ in range(4):  # steps 6..9, of which 9 is measured
+        pair.step(random_grads(gen))
+    # Member 0 pops twice before a step: the second time an empty period, as CIAO gives,
+    # and the other members' rows are kept for them.
+    members = pair.batched.members
+    assert members[0].pop_step_stats()["clip_rate"] == pair.ciaos[0].pop_step_stats()["clip_rate"]
+    again = members[0].pop_step_stats()
+    assert again == pytest.approx(pair.ciaos[0].pop_step_stats(), nan_ok=True)
+    assert math.isnan(again["cos_grad_momentum"]) and again["clip_rate"] == 0.0
+    for i in (1, 2, 3):
+        got, want = members[i].pop_step_stats(), pair.ciaos[i].pop_step_stats()
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9), i
+    assert len(calls) == 3
+
+
+def test_controllers_and_registers_drive_members_as_they_drive_ciaos(policy_file):
+    policy = load_policy(policy_file)
+    pair = Pair(HPARAMS[:3], stat_samples=2048)
+    n, steps = 3, 60
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn(n, 16, 5, generator=gen, dtype=torch.float64)
+
+    def losses(ws):  # a two-layer net per member; ws: stacked (N, ...) or one member's
+        h = torch.tanh(x @ ws[0].transpose(-1, -2) + ws[1].unsqueeze(-2))
+        return ((h @ ws[2].transpose(-1, -2) + ws[3].unsqueeze(-2)) ** 2).mean(dim=(-1, -2))
+
+    def controllers(optimizers):
+        return [
+            Controller(policy, opt, steps, 10, greedy=False, seed=i)
+            for i, opt in enumerate(optimizers)
+        ]
+
+    batched, alone = controllers(pair.batched.members), controllers(pair.ciaos)
+    module = nn.Module()  # the registers save and restore the optimizers' state only
+    registers = set()
+    for t in range(steps):
+        if t in batched[0].decision_steps:
+            with torch.no_grad():
+                train = losses(pair.params).tolist()
+            for i in range(n):
+                got = batched[i].decide(t, module, train_loss=train[i], val_loss=None)
+                want = alone[i].decide(t, module, train_loss=train[i], val_loss=None)
+                assert got.action == want.action, (t, i)
+                registers.add(got.register[0])
+        pair.batched.zero_grad()
+        losses(pair.params).sum().backward()
+        grads = [p.grad for p in pair.params]
+        for c in batched + alone:
+            c.before_step(t)
+        for i in range(n):
+            for p, g in zip(pair.member_params[i], grads, strict=True):
+                p.grad = g[i].clone()
+            pair.ciaos[i].step()
+        pair.batched.step()
+        pair.assert_params_close()
+    assert {"save", "load"} <= registers
+    assert [m.hparams for m in pair.batched.members] == [o.hparams for o in pair.ciaos]
