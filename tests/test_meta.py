@@ -258,7 +258,7 @@ def test_an_episode_scored_by_its_last_loss_gives_back_a_late_blow_up(monkeypatc
 def test_a_failing_episode_is_dropped_and_training_goes_on(tmp_path, monkeypatch):
     import lhopt.meta.train as train_mod
 
-    real, calls = train_mod.run_episode, {"n": 0}
+    real, calls = train_mod.run_episodes, {"n": 0}
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -266,7 +266,7 @@ def test_a_failing_episode_is_dropped_and_training_goes_on(tmp_path, monkeypatch
             raise RuntimeError("inner run crashed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "run_episode", flaky)
+    monkeypatch.setattr(train_mod, "run_episodes", flaky)
     trainer = MetaTrainer(small_config(iterations=2), tmp_path / "run")
     trainer.train(log_progress=lambda s: None)
     assert trainer.iteration == 2 and trainer.counters["errors"] >= 1

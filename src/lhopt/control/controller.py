@@ -39,6 +39,34 @@ HISTORY_FEATURES = (
 )
 
 
+def decide_together(
+    controllers: list[Controller],
+    step: int,
+    modules: list,
+    train_losses: list[float | None],
+    val_losses: list[float | None],
+) -> list[Decision]:
+    """`Controller.decide` for several controllers of one policy at the same step, the policy
+    run once on the batch of their features (batched meta-training episodes)."""
+    features = [
+        c.observe(step, train_loss=t, val_loss=v)
+        for c, t, v in zip(controllers, train_losses, val_losses, strict=True)
+    ]
+    policy = controllers[0].policy
+    acted = policy.act_batch(
+        torch.from_numpy(np.stack(features)),
+        [c.hidden for c in controllers],
+        [c.generator for c in controllers],
+        greedy=controllers[0].greedy,
+    )
+    return [
+        c.carry_out(step, m, f, action, logp, hidden, train_loss=t, val_loss=v)
+        for c, m, f, (action, logp, hidden), t, v in zip(
+            controllers, modules, features, acted, train_losses, val_losses, strict=True
+        )
+    ]
+
+
 def decision_steps(total_steps: int, decisions: int) -> list[int]:
     """The steps before which a run of `total_steps` steps decides: round(i T / K), i < K, with
     K = `decisions` capped at T / 4 (each period then holds at least one measured step)."""
@@ -94,6 +122,7 @@ class Controller:
         self.spec: ControlSpec = spec or getattr(policy, "spec", None) or ControlSpec()
         self.engine = self.spec.engine(self.space)
         self.engine.reset(optimizer.hparams[0])
+        optimizer.noise_floor = self.spec.noise_floor  # the statistic as the policy read it
         self.shape = schedules.get(self.spec.schedule)
         self.registers = RestartRegisters(num_registers)
         self.generator = torch.Generator().manual_seed(seed)
@@ -123,9 +152,30 @@ class Controller:
         `sync` (e.g. `lhopt.control.distributed.RankSync`) makes data-parallel ranks agree: its
         `features(f)` and `action(a)` return rank 0's feature vector and action, and
         `hparams(groups, names)` copies rank 0's hyperparameters into every group."""
-        progress = step / self.total_steps
-        features = self.engine.observe(
-            progress=progress,
+        features = self.observe(step, train_loss=train_loss, val_loss=val_loss)
+        if sync is not None:
+            features = sync.features(features)
+        action, logp, hidden = self.policy.act(
+            torch.from_numpy(features), self.hidden, self.generator, greedy=self.greedy
+        )
+        if sync is not None:
+            action = sync.action(action)
+        return self.carry_out(
+            step,
+            module,
+            features,
+            action,
+            logp,
+            hidden,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            sync=sync,
+        )
+
+    def observe(self, step: int, *, train_loss: float | None, val_loss: float | None) -> np.ndarray:
+        """The features of a decision before step `step` (the first half of `decide`)."""
+        return self.engine.observe(
+            progress=step / self.total_steps,
             step_stats=self.optimizer.pop_step_stats(),
             train_loss=train_loss,
             val_loss=val_loss,
@@ -133,13 +183,24 @@ class Controller:
             prev_action=self.space.encode(self.prev_action),
             registers=self.registers.info(),
         )
-        if sync is not None:
-            features = sync.features(features)
-        action, logp, self.hidden = self.policy.act(
-            torch.from_numpy(features), self.hidden, self.generator, greedy=self.greedy
-        )
-        if sync is not None:
-            action = sync.action(action)
+
+    def carry_out(
+        self,
+        step: int,
+        module: nn.Module,
+        features: np.ndarray,
+        action: tuple[int, ...],
+        logp: float,
+        hidden,
+        *,
+        train_loss: float | None,
+        val_loss: float | None,
+        sync=None,
+    ) -> Decision:
+        """The second half of `decide`: the register op, the hyperparameter changes and the
+        record of the policy's `action` (with its log-probability and new recurrent state)."""
+        self.hidden = hidden
+        progress = step / self.total_steps
         op, k = self.space.register_op(action)
         self.registers.apply(
             op, k, module, self.register_target, loss=train_loss, progress=progress

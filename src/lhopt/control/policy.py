@@ -145,22 +145,46 @@ class Policy(nn.Module):
         """Sample (or take the most likely) action for one observation (obs_dim,).
         Returns (action tuple, log-probability, new state)."""
         logits, state = self.step(obs[None], state)
+        action, logp = self._choose([lg[0] for lg in logits], generator, greedy)
+        return action, logp, state
+
+    @torch.no_grad()
+    def act_batch(
+        self,
+        obs: torch.Tensor,
+        states: list,
+        generators: list[torch.Generator | None],
+        greedy: bool = False,
+    ) -> list[tuple[tuple[int, ...], float, tuple]]:
+        """`act` for a batch of observations (N, obs_dim), each with its own recurrent state
+        and generator, in one forward pass: [(action, log-probability, new state)] * N."""
+        h = torch.cat([s[0] for s in states])
+        c = torch.cat([s[1] for s in states])
+        logits, (h, c) = self.step(obs, (h, c))
+        out = []
+        for i, generator in enumerate(generators):
+            action, logp = self._choose([lg[i] for lg in logits], generator, greedy)
+            out.append((action, logp, (h[i : i + 1], c[i : i + 1])))
+        return out
+
+    def _choose(self, logits: list[torch.Tensor], generator, greedy: bool):
+        """(action, log-probability) from one row of logits per head."""
         if greedy:  # what a LearnedOptimizer runs: one host read, then a few dozen floats
-            flat, action, logp, start = torch.cat(logits, -1)[0].tolist(), [], 0.0, 0
+            flat, action, logp, start = torch.cat(logits).tolist(), [], 0.0, 0
             for n in self.nvec:
                 head = flat[start : start + n]
                 start += n
                 a = max(range(n), key=head.__getitem__)  # the first of equal maxima, as argmax
                 action.append(a)
                 logp -= math.log(sum(math.exp(x - head[a]) for x in head))  # log softmax at a
-            return tuple(action), logp, state
+            return tuple(action), logp
         action, logp = [], 0.0
         for lg in logits:
-            probs = torch.softmax(lg[0], -1)
+            probs = torch.softmax(lg, -1)
             a = int(torch.multinomial(probs, 1, generator=generator))
             action.append(a)
-            logp += float(torch.log_softmax(lg[0], -1)[a])
-        return tuple(action), logp, state
+            logp += float(torch.log_softmax(lg, -1)[a])
+        return tuple(action), logp
 
     def architecture(self) -> dict:
         return {

@@ -36,10 +36,15 @@ class ControlSpec:
     schedule: the shape (`lhopt.optim.schedules`) under the base lr that the policy steers:
         "constant" (the paper's setting) or "cosine" (5% warm-up, cosine decay to 0).
     progress_taus: the progress embedding of the features (`FeatureEngine`); () for none.
+    noise_floor: gradient noise below this fraction of the second moment's sum reads as this
+        fraction in `log_grad_noise_scale` (`lhopt.optim.stats.statistics_from_raw`); 0 (the
+        shipped policy's setting) leaves the rounding error of a run's first step, whose sign
+        and size another order of summation changes, as it is.
     """
 
     schedule: str = "constant"
     progress_taus: tuple[float, ...] = ()
+    noise_floor: float = 0.0
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -47,6 +52,9 @@ class ControlSpec:
         if not all(isinstance(t, int | float) and math.isfinite(t) for t in taus):
             raise ValueError(f"progress_taus={taus!r}: expected finite numbers")
         object.__setattr__(self, "progress_taus", tuple(float(t) for t in taus))
+        floor = self.noise_floor
+        if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < 1:
+            raise ValueError(f"noise_floor={floor!r}: expected a number in [0, 1)")
 
     def engine(self, space: ActionSpace) -> FeatureEngine:
         return FeatureEngine(
@@ -65,6 +73,8 @@ def actor_layout(spec: ControlSpec = ControlSpec(), num_registers: int = 3) -> d
         "nvec": list(space.nvec),
         "schedule": spec.schedule,
         "progress_taus": list(spec.progress_taus),
+        # Only when set: the layouts (and hashes) of files made without it stay as they were.
+        **({"noise_floor": spec.noise_floor} if spec.noise_floor else {}),
     }
 
 
@@ -117,6 +127,7 @@ def file_layout(data: dict) -> dict | None:
         "nvec": list(layout["nvec"]),
         "schedule": layout.get("schedule", ControlSpec.schedule),
         "progress_taus": list(layout.get("progress_taus", ())),
+        **({"noise_floor": layout["noise_floor"]} if layout.get("noise_floor") else {}),
     }
 
 
@@ -126,7 +137,9 @@ def file_spec(data: dict) -> ControlSpec | None:
     if layout is None:
         return None
     try:
-        return ControlSpec(layout["schedule"], tuple(layout["progress_taus"]))
+        return ControlSpec(
+            layout["schedule"], tuple(layout["progress_taus"]), layout.get("noise_floor", 0.0)
+        )
     except (ValueError, TypeError):
         return None
 

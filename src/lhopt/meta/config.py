@@ -47,6 +47,9 @@ class RunConfig:
     init_from: str = ""  # a checkpoint.pt or policy file whose weights start this run (a stage)
     budget_scale: float = 1.0  # sampled budgets times a log-uniform factor in [1, budget_scale]
     data_scale: float = 1.0  # MNIST-1D training sets divided by a log-uniform factor in [1, it]
+    # Episodes per rollout: N seeds of one sampled task, run as one batched computation where
+    # the family allows it (lhopt.tasks.batched), one after another otherwise. 1: one episode.
+    batch: int = 1
 
 
 @dataclass
@@ -115,6 +118,7 @@ def _check_semantics(cfg: MetaConfig) -> None:
     _require(cfg, "run", "checkpoint_every", lambda v: v >= 1, ">= 1")
     _require(cfg, "run", "min_new_transitions", lambda v: v >= 1, ">= 1 (transitions per update)")
     _require(cfg, "run", "eval_seeds", lambda v: v >= 1, ">= 1")
+    _require(cfg, "run", "batch", lambda v: v >= 1, ">= 1 (episodes per rollout)")
     _require(cfg, "ppo", "lr", lambda v: v > 0, "> 0")
     _require(cfg, "ppo", "beta2", lambda v: v < 1, "in [0, 1)")
     _require(cfg, "ppo", "max_grad_norm", lambda v: v > 0, "> 0")
@@ -157,7 +161,7 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"{list(REWARD_REFERENCES)}"
         )
     try:
-        ep.spec  # noqa: B018 - checks schedule and progress_taus
+        ep.spec  # noqa: B018 - checks schedule, progress_taus and noise_floor
     except (ValueError, TypeError) as e:
         raise ValueError(f"[episode] {e}") from e
     if ep.lr_perturbation < 1 or ep.other_perturbation < 1:

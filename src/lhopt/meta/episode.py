@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from lhopt.control import ActionSpace, Controller
+from lhopt.control.controller import decide_together
 from lhopt.control.policy_file import ControlSpec
 from lhopt.curves import cache, drivers
 from lhopt.curves.run import run_job_safe
@@ -35,7 +36,9 @@ from lhopt.meta.reward import (
     terminal_rewards,
 )
 from lhopt.optim import CIAO, DEFAULTS
+from lhopt.optim.batched import BatchedCIAO
 from lhopt.tasks import FAMILY_NAMES, Task, TaskConfig, build_task
+from lhopt.tasks.batched import BatchedTask, batchable
 
 PERTURBED = ("lr", "ombeta1", "ombeta2", "epsilon", "weight_decay")
 PRIVILEGED_NAMES = (
@@ -62,10 +65,11 @@ class EpisodeConfig:
     reward_reference: str = "adamw"
     schedule: str = "constant"  # the shape under the policy's base lr (lhopt.optim.schedules)
     progress_taus: list = field(default_factory=list)  # progress embedding of the features
+    noise_floor: float = 0.0  # of the gradient noise statistic (ControlSpec)
 
     @property
     def spec(self) -> ControlSpec:
-        return ControlSpec(self.schedule, tuple(self.progress_taus))
+        return ControlSpec(self.schedule, tuple(self.progress_taus), self.noise_floor)
 
 
 def evaluation_config(cfg: EpisodeConfig) -> EpisodeConfig:
@@ -147,6 +151,88 @@ def _finite_log(x: float | None) -> float:
     return math.log(x) if x is not None and math.isfinite(x) and x > 0 else 0.0
 
 
+class _Alone:
+    """One task and its CIAO: the members of an episode run one at a time."""
+
+    def __init__(self, task_config: TaskConfig, seeds: list[int]) -> None:
+        (seed,) = seeds
+        self.task: Task = build_task(task_config, seed)
+        self.budget = self.task.budget
+        self.modules = [self.task.model]
+        self.descriptors = [self.task.descriptor().tolist()]
+
+    def start(self, inits: list[dict]) -> None:
+        self.optimizers = [CIAO(self.task.model.parameters(), **inits[0])]
+
+    def val_losses(self) -> list[float]:
+        return [self.task.val_loss()]
+
+    def step(self, t: int, controllers: list[Controller]) -> torch.Tensor:
+        (opt,) = self.optimizers
+        loss = self.task.train_loss()
+        opt.zero_grad()
+        loss.backward()
+        controllers[0].before_step(t)
+        opt.step()
+        return loss.detach().reshape(1)
+
+
+class _Batched:
+    """N tasks of one config stacked (`BatchedTask`) and their `BatchedCIAO`."""
+
+    def __init__(self, task_config: TaskConfig, seeds: list[int]) -> None:
+        self.task = BatchedTask(task_config, seeds)
+        self.budget = self.task.budget
+        self.modules = [self.task.member(i) for i in range(len(seeds))]
+        self.descriptors = [t.descriptor().tolist() for t in self.task.tasks]
+
+    def start(self, inits: list[dict]) -> None:
+        self.optimizer = BatchedCIAO(self.task.parameters(), inits)
+        self.optimizers = self.optimizer.members
+
+    def val_losses(self) -> list[float]:
+        return self.task.val_losses()
+
+    def step(self, t: int, controllers: list[Controller]) -> torch.Tensor:
+        losses = self.task.train_loss()
+        self.optimizer.zero_grad()
+        losses.sum().backward()
+        for c in controllers:
+            c.before_step(t)
+        self.optimizer.step()
+        return losses.detach()
+
+
+def _decide(controllers, step, modules, train_losses, val_losses):
+    """The members' decisions: alone as `LearnedOptimizer` decides, together in one policy
+    pass for a batch."""
+    if len(controllers) == 1:
+        return [
+            controllers[0].decide(
+                step, modules[0], train_loss=train_losses[0], val_loss=val_losses[0]
+            )
+        ]
+    return decide_together(controllers, step, modules, train_losses, val_losses)
+
+
+def reward_reference(task_config: TaskConfig, seed: int, cfg: EpisodeConfig):
+    """What the reward of an episode of this task and seed measures against (cached runs)."""
+    if cfg.reward_reference == "tuned-cosine":
+        return tuned_cosine(task_config, seed)
+    law, _ = baseline_law(
+        task_config, seed, cfg.fit_points, cfg.reward_horizon, cfg.reward_asymptote
+    )
+    return law
+
+
+def draw_outer_steps(rng: np.random.Generator, budget: int, cfg: EpisodeConfig) -> int:
+    """The number of decisions K of an episode: log-uniform in [min, max] outer steps, at most
+    budget / 4."""
+    hi = max(cfg.min_outer_steps, min(cfg.max_outer_steps, budget // 4))
+    K = int(round(math.exp(rng.uniform(math.log(cfg.min_outer_steps), math.log(hi + 0.5)))))
+    return min(max(K, cfg.min_outer_steps), hi)
+
+
 def run_episode(
     policy,
     task_config: TaskConfig,
@@ -154,96 +240,154 @@ def run_episode(
     cfg: EpisodeConfig,
     rng: np.random.Generator,
     greedy: bool = False,
+    outer_steps: int | None = None,
 ) -> dict:
     """Run one episode with `policy` (a `lhopt.control.Policy`) and return its trajectory."""
+    return run_episodes(policy, task_config, [seed], cfg, [rng], greedy, outer_steps)[0]
+
+
+def run_episodes(
+    policy,
+    task_config: TaskConfig,
+    seeds: list[int],
+    cfg: EpisodeConfig,
+    rngs: list[np.random.Generator],
+    greedy: bool = False,
+    outer_steps: int | None = None,
+) -> list[dict]:
+    """One episode per seed of `task_config`, as one batched computation when there are several
+    and the family is batchable (`lhopt.tasks.batched`), one at a time otherwise; their
+    trajectories, in order.
+
+    Episode i draws its initial hyperparameters and its action-sampling seed from `rngs[i]`;
+    the number of decisions K (one for all: they decide at the same steps) is `outer_steps`, or
+    drawn from `rngs[0]` before them. With one seed this is the serial path, draw for draw."""
+    if len(seeds) != len(rngs) or not seeds:
+        raise ValueError(f"{len(seeds)} seeds and {len(rngs)} rngs: give one rng per seed")
+    if len(seeds) > 1 and not batchable(task_config):
+        return [
+            run_episode(policy, task_config, s, cfg, r, greedy, outer_steps)
+            for s, r in zip(seeds, rngs, strict=True)
+        ]
     start = time.perf_counter()
-    if cfg.reward_reference == "tuned-cosine":
-        law = tuned_cosine(task_config, seed)
-    else:
-        law, _ = baseline_law(
-            task_config, seed, cfg.fit_points, cfg.reward_horizon, cfg.reward_asymptote
+    laws = [reward_reference(task_config, s, cfg) for s in seeds]
+    members = _Alone(task_config, seeds) if len(seeds) == 1 else _Batched(task_config, seeds)
+    T, N = members.budget, len(seeds)
+    K = outer_steps if outer_steps is not None else draw_outer_steps(rngs[0], T, cfg)
+
+    drawn = [perturbed_hparams(r, cfg) for r in rngs]
+    members.start([init for init, _ in drawn])
+    controllers = [
+        Controller(policy, opt, T, K, greedy=greedy, seed=int(r.integers(2**31)), spec=cfg.spec)
+        for opt, r in zip(members.optimizers, rngs, strict=True)
+    ]
+    boundaries = [*controllers[0].decision_steps, T]
+
+    runs = [_Record() for _ in range(N)]
+    vals = members.val_losses()
+    for k, begin in enumerate(controllers[0].decision_steps):
+        alive = [i for i in range(N) if not runs[i].diverged]
+        decisions = _decide(
+            [controllers[i] for i in alive],
+            begin,
+            [members.modules[i] for i in alive],
+            [runs[i].train_mean for i in alive],
+            [vals[i] for i in alive],
         )
-    task: Task = build_task(task_config, seed)
-    T = task.budget
-    hi = max(cfg.min_outer_steps, min(cfg.max_outer_steps, T // 4))
-    K = int(round(math.exp(rng.uniform(math.log(cfg.min_outer_steps), math.log(hi + 0.5)))))
-    K = min(max(K, cfg.min_outer_steps), hi)
+        for i, decision in zip(alive, decisions, strict=True):
+            r = runs[i]
+            privileged = (
+                members.descriptors[i]
+                + drawn[i][1]
+                + [r.return_so_far, _finite_log(r.train_mean), _finite_log(vals[i]), begin / T]
+            )
+            r.obs.append(decision.features)
+            r.priv.append(np.nan_to_num(np.asarray(privileged, dtype=np.float32)))
+            r.actions.append(decision.action)
+            r.logps.append(decision.logp)
 
-    init, perturbation = perturbed_hparams(rng, cfg)
-    opt = CIAO(task.model.parameters(), **init)
-    controller = Controller(
-        policy, opt, T, K, greedy=greedy, seed=int(rng.integers(2**31)), spec=cfg.spec
-    )
-    boundaries = [*controller.decision_steps, T]
-    descriptor = task.descriptor().tolist()
-
-    obs, priv, actions, logps, vals_at = [], [], [], [], []
-    train_mean: float | None = None
-    val = task.val_loss()
-    steps_done, diverged, return_so_far = 0, False, 0.0
-    best = math.inf
-    for k, begin in enumerate(controller.decision_steps):
-        privileged = (
-            descriptor
-            + perturbation
-            + [return_so_far, _finite_log(train_mean), _finite_log(val), begin / T]
-        )
-        decision = controller.decide(begin, task.model, train_loss=train_mean, val_loss=val)
-        obs.append(decision.features)
-        priv.append(np.nan_to_num(np.asarray(privileged, dtype=np.float32)))
-        actions.append(decision.action)
-        logps.append(decision.logp)
-
-        loss_sum, n = torch.zeros(()), 0
+        loss_sum, n = torch.zeros(N), 0
         for t in range(begin, boundaries[k + 1]):
-            loss = task.train_loss()
-            opt.zero_grad()
-            loss.backward()
-            controller.before_step(t)
-            opt.step()
-            loss_sum += loss.detach()
+            loss_sum += members.step(t, controllers)
             n += 1
-        steps_done = boundaries[k + 1]
-        train_mean = float(loss_sum) / max(n, 1)
-        val = task.val_loss()
-        vals_at.append(val)
-        if math.isfinite(val):
-            best = min(best, val)
-        reached = scored_loss(best, val, cfg.reward_loss)
-        if isinstance(law, TunedCosine):  # only the end is scored; the critic sees it so far
-            return_so_far = law.log_speedup(best, cfg.reward_clip)
-        else:
-            return_so_far = log_speedup(law, reached, steps_done, cfg.reward_clip)
-        if not math.isfinite(val):
-            diverged = True
+        means = [x / max(n, 1) for x in loss_sum.tolist()]
+        vals = members.val_losses()
+        for i, r in enumerate(runs):
+            if r.diverged:
+                continue
+            r.train_mean, val = means[i], vals[i]
+            r.steps_done = boundaries[k + 1]
+            r.vals_at.append(val)
+            if math.isfinite(val):
+                r.best = min(r.best, val)
+            if isinstance(laws[i], TunedCosine):  # only the end is scored; the critic sees it
+                r.return_so_far = laws[i].log_speedup(r.best, cfg.reward_clip)
+            else:
+                reached = scored_loss(r.best, val, cfg.reward_loss)
+                r.return_so_far = log_speedup(laws[i], reached, r.steps_done, cfg.reward_clip)
+            r.diverged = not math.isfinite(val)
+        if all(r.diverged for r in runs):
             break
-    if isinstance(law, TunedCosine):
-        rewards = terminal_rewards(law, vals_at, cfg.reward_clip)
-    else:
-        rewards = outer_step_rewards(
-            law, boundaries[1 : len(vals_at) + 1], vals_at, cfg.reward_clip, loss=cfg.reward_loss
-        )
-    return {
-        "obs": np.stack(obs).astype(np.float32),
-        "priv": np.stack(priv).astype(np.float32),
-        "actions": np.asarray(actions, dtype=np.int64),
-        "logp": np.asarray(logps, dtype=np.float32),
-        "rewards": np.asarray(rewards, dtype=np.float32),
-        "info": {
+    wall = (time.perf_counter() - start) / N
+    out = []
+    for i, r in enumerate(runs):
+        trajectory, total = _trajectory(r, laws[i], boundaries, cfg)
+        trajectory["info"] = {
             "family": task_config.family,
             "config": task_config.to_dict(),
-            "seed": seed,
-            "outer_steps": len(controller.decision_steps),
-            "inner_steps": steps_done,
+            "seed": seeds[i],
+            "outer_steps": len(controllers[i].decision_steps),
+            "inner_steps": r.steps_done,
             "budget": T,
-            "return": float(sum(rewards)),
-            "speedup": math.exp(float(sum(rewards))),
-            "diverged": diverged,
-            "final_val": vals_at[-1],
-            "best_val": best,
-            "initial": init,
-            "final_hparams": {k: v for k, v in opt.hparams[0].items() if k in PERTURBED},
-            "lr_trace": [d["hparams"]["lr"] for d in controller.history],  # chosen at decisions
-            "wall_time": time.perf_counter() - start,
-        },
-    }
+            "return": total,
+            "speedup": math.exp(total),
+            "diverged": r.diverged,
+            "final_val": r.vals_at[-1],
+            "best_val": r.best,
+            "initial": drawn[i][0],
+            "final_hparams": {
+                k: v for k, v in members.optimizers[i].hparams[0].items() if k in PERTURBED
+            },
+            # The lr chosen at each decision.
+            "lr_trace": [d["hparams"]["lr"] for d in controllers[i].history],
+            "wall_time": wall,  # the batch's, divided among its members
+        }
+        out.append(trajectory)
+    return out
+
+
+@dataclass
+class _Record:
+    """What one episode gathered so far."""
+
+    obs: list = field(default_factory=list)
+    priv: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
+    logps: list = field(default_factory=list)
+    vals_at: list = field(default_factory=list)
+    train_mean: float | None = None
+    steps_done: int = 0
+    diverged: bool = False
+    return_so_far: float = 0.0
+    best: float = math.inf
+
+
+def _trajectory(r: _Record, law, boundaries: list[int], cfg: EpisodeConfig) -> tuple[dict, float]:
+    """The arrays PPO learns from, and the return (the sum of the rewards)."""
+    if isinstance(law, TunedCosine):
+        rewards = terminal_rewards(law, r.vals_at, cfg.reward_clip)
+    else:
+        rewards = outer_step_rewards(
+            law,
+            boundaries[1 : len(r.vals_at) + 1],
+            r.vals_at,
+            cfg.reward_clip,
+            loss=cfg.reward_loss,
+        )
+    return {
+        "obs": np.stack(r.obs).astype(np.float32),
+        "priv": np.stack(r.priv).astype(np.float32),
+        "actions": np.asarray(r.actions, dtype=np.int64),
+        "logp": np.asarray(r.logps, dtype=np.float32),
+        "rewards": np.asarray(rewards, dtype=np.float32),
+    }, float(sum(rewards))

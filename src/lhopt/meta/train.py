@@ -32,7 +32,7 @@ from lhopt.control.policy_file import (
 )
 from lhopt.extras import require, start_ray
 from lhopt.meta.config import MetaConfig
-from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episode
+from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episodes
 from lhopt.meta.ppo import ReplayBuffer, make_optimizer, make_polyak, update
 from lhopt.tasks import TaskConfig, sample_training_config, suite
 
@@ -82,36 +82,47 @@ def new_policy(cfg: MetaConfig) -> Policy:
 
 
 def _episode_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> dict:
+    """The episode of `spec`, or a dict with its error (the learner logs it and goes on)."""
+    return _episodes_safe(policy, spec, episode_cfg)[0]
+
+
+def _episodes_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> list[dict]:
+    """The episodes of `spec` (one per member seed, batched: `run_episodes`), or one dict with
+    the error."""
     torch.set_num_threads(1)
     try:
-        rng = np.random.default_rng(spec["rng_seed"])
-        return run_episode(
+        seeds = spec.get("seeds", [spec["seed"]])
+        rng_seeds = spec.get("rng_seeds", [spec["rng_seed"]])
+        return run_episodes(
             policy,
             TaskConfig.from_dict(spec["config"]),
-            spec["seed"],
+            seeds,
             episode_cfg,
-            rng,
+            [np.random.default_rng(s) for s in rng_seeds],
             greedy=spec.get("greedy", False),
         )
     except Exception as e:  # noqa: BLE001 - the learner logs it and goes on
-        return {
-            "error": f"{type(e).__name__}: {e}",
-            "traceback": traceback.format_exc(),
-            "spec": spec,
-        }
+        return [
+            {
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(),
+                "spec": spec,
+            }
+        ]
 
 
 class _RolloutWorker:
-    """A Ray actor: holds a policy network, runs one episode per call with given weights."""
+    """A Ray actor: holds a policy network, runs one spec's episodes per call with given
+    weights."""
 
     def __init__(self, arch: dict, episode_cfg: dict) -> None:
         torch.set_num_threads(1)
         self.policy = Policy.from_architecture(arch)
         self.episode_cfg = EpisodeConfig(**episode_cfg)
 
-    def run(self, weights: dict, spec: dict) -> dict:
+    def run(self, weights: dict, spec: dict) -> list[dict]:
         self.policy.load_state_dict(weights)
-        return _episode_safe(self.policy, spec, self.episode_cfg)
+        return _episodes_safe(self.policy, spec, self.episode_cfg)
 
 
 def _logged(lines: list[str]) -> list[float]:
@@ -301,12 +312,14 @@ class MetaTrainer:
                 config = TaskConfig.from_dict(self.pool[int(self.rng.integers(len(self.pool)))])
         else:
             config = sample()
-        return {
-            "config": config.to_dict(),
-            "seed": int(self.rng.integers(run.task_seeds or 1_000_000)),
-            "rng_seed": int(self.rng.integers(2**62)),
-            "greedy": greedy,
-        }
+        seeds, rng_seeds = [], []
+        for _ in range(run.batch):
+            seeds.append(int(self.rng.integers(run.task_seeds or 1_000_000)))
+            rng_seeds.append(int(self.rng.integers(2**62)))
+        spec = {"config": config.to_dict(), "seed": seeds[0], "rng_seed": rng_seeds[0]}
+        if run.batch > 1:
+            spec |= {"seeds": seeds, "rng_seeds": rng_seeds}
+        return spec | {"greedy": greedy}
 
     def _start_workers(self) -> None:
         if self.cfg.run.workers == 0 or self._workers:
@@ -337,10 +350,10 @@ class MetaTrainer:
             ref = self._workers[worker_index].run.remote(weights_ref, self.next_spec())
             in_flight[ref] = (worker_index, self.version)
 
-        def receive() -> tuple[dict, int, int | None]:
+        def receive() -> tuple[list[dict], int, int | None]:
             if not self._workers:
                 spec = self.next_spec()
-                return _episode_safe(self.policy, spec, self.cfg.episode), self.version, None
+                return _episodes_safe(self.policy, spec, self.cfg.episode), self.version, None
             import ray
 
             done, _ = ray.wait(list(in_flight), num_returns=1)
@@ -352,16 +365,17 @@ class MetaTrainer:
                 self._workers[worker_index] = actor.remote(
                     self.policy.architecture(), vars(self.cfg.episode)
                 )
-                result = {"error": f"worker died: {type(e).__name__}: {e}"}
+                result = [{"error": f"worker died: {type(e).__name__}: {e}"}]
             return result, version, worker_index
 
         for i in range(len(self._workers)):
             submit(i)
         while self.iteration < run.iterations:
-            episode, version, worker_index = receive()
-            self._process(episode, version, new_episodes, log_progress)
-            if "error" not in episode:
-                new_transitions += len(episode["rewards"])
+            episodes, version, worker_index = receive()
+            for episode in episodes:
+                self._process(episode, version, new_episodes, log_progress)
+                if "error" not in episode:
+                    new_transitions += len(episode["rewards"])
             if new_transitions >= run.min_new_transitions:
                 stats, self.version = update(
                     self.policy,

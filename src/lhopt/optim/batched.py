@@ -294,6 +294,7 @@ class _Statistics:
 
     def __init__(self, n: int, device: torch.device) -> None:
         self.n, self.device = n, device
+        self.noise_floor = 0.0  # see `statistics_from_raw`
         self.reset()
 
     def reset(self) -> None:
@@ -324,7 +325,7 @@ class _Statistics:
         if not self._rows:
             return
         raw, lr, decay, measured = (torch.stack(x) for x in zip(*self._rows, strict=True))
-        stats = statistics_from_raw(raw, lr=lr, decoupled_decay=decay)
+        stats = statistics_from_raw(raw, lr=lr, decoupled_decay=decay, noise_floor=self.noise_floor)
         self.sum += torch.where(measured, stats, 0.0).sum(0)
         self._rows = []
 
@@ -719,6 +720,15 @@ class MemberOptimizer:
     def hparams(self) -> list[dict[str, float | bool | None]]:
         """The member's hyperparameters (a copy), as `CIAO.hparams` gives them."""
         return [{k: g[k] for k in HPARAMS} for g in self.param_groups]
+
+    @property
+    def noise_floor(self) -> float:
+        """`CIAO.noise_floor`, shared by every member of the batch."""
+        return self._owner._stats.noise_floor
+
+    @noise_floor.setter
+    def noise_floor(self, value: float) -> None:
+        self._owner._stats.noise_floor = float(value)
 
     @property
     def steps(self) -> int:

@@ -310,6 +310,16 @@ class CIAO(torch.optim.Optimizer):
         self._stats.feature_every = value
 
     @property
+    def noise_floor(self) -> float:
+        """The floor of the gradient noise statistic (`lhopt.optim.stats.statistics_from_raw`),
+        a feature option of the policy that reads the statistics; 0 by default."""
+        return self._stats.noise_floor
+
+    @noise_floor.setter
+    def noise_floor(self, value: float) -> None:
+        self._stats.noise_floor = float(value)
+
+    @property
     def stat_samples(self) -> int:
         """The statistics sample about this many elements of each tensor."""
         return self._stats.stat_samples
@@ -567,6 +577,7 @@ class CIAO(torch.optim.Optimizer):
             check_group(group, unknown_ok=True)
         # The statistics first: a state they refuse leaves this optimizer as it was.
         stats = StepStatistics()
+        stats.noise_floor = self._stats.noise_floor  # an option of the reader, not state
         device = self.param_groups[0]["params"][0].device
         own = ("group_norm_max", "steps", "skipped_steps")
         stats.load_state_dict({k: v for k, v in extra.items() if k not in own}, device)

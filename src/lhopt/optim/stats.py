@@ -169,11 +169,13 @@ def raw_statistics(
 
 
 def statistics_from_raw(
-    raw: Tensor, *, lr: Tensor | float, decoupled_decay: Tensor | float
+    raw: Tensor, *, lr: Tensor | float, decoupled_decay: Tensor | float, noise_floor: float = 0.0
 ) -> Tensor:
     """The statistics of `TENSOR_STAT_NAMES` (last dimension) from raw sums (last dimension
     `_RAW`), for one row or a batch of rows. `decoupled_decay` is the weight decay applied
-    outside the update (0 when it is inside). All tensor ops: no sync."""
+    outside the update (0 when it is inside). The noise is a difference of two close sums: a
+    `noise_floor` > 0 reads any noise below that fraction of sum(v_hat) as that fraction (on a
+    run's first step it is 0 exactly, and its computed value rounding error). No sync."""
     r = dict(zip(_RAW, raw.unbind(-1), strict=True))
 
     def cos(dot: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
@@ -182,7 +184,10 @@ def statistics_from_raw(
     # Applied step = lr * (u + wd * p) with decoupled decay wd.
     wd = decoupled_decay
     step_sq = lr**2 * (r["uu"] + 2 * wd * r["up"] + wd**2 * r["pp"])
-    noise = (r["sum_vhat"] - r["mhat_sq"]).clamp_min(_TINY)
+    noise = r["sum_vhat"] - r["mhat_sq"]
+    if noise_floor > 0:
+        noise = torch.maximum(noise, noise_floor * r["sum_vhat"])
+    noise = noise.clamp_min(_TINY)
     return torch.stack(
         [
             r["n_above"] / r["numel"],
@@ -224,6 +229,7 @@ class StepStatistics:
     def __init__(self, feature_every: int = 4, stat_samples: int = 2048) -> None:
         self.feature_every = feature_every
         self.stat_samples = stat_samples
+        self.noise_floor = 0.0  # see `statistics_from_raw`; set by a controller
         self._plans: dict[tuple, SamplePlan] = {}
         self._reset()
 
@@ -297,7 +303,9 @@ class StepStatistics:
         coefs = torch.tensor(self._coefs, dtype=torch.float64, device=device)
         lr, decay, weight = coefs.unbind(1)
         rows = torch.stack([r.to(device) for r in self._rows])
-        stats = statistics_from_raw(rows, lr=lr, decoupled_decay=decay)
+        stats = statistics_from_raw(
+            rows, lr=lr, decoupled_decay=decay, noise_floor=self.noise_floor
+        )
         total = (stats * weight[:, None]).sum(0)
         self._sum = total if self._sum is None else self._sum + total.to(self._sum.device)
         self._rows, self._coefs = [], []

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lhopt.extras import require
+from lhopt.tasks import stacked
 from lhopt.tasks.base import Task, TaskConfig
 from lhopt.tasks.data import cache_dir
 from lhopt.tasks.schema import Param, Schema
@@ -127,16 +128,21 @@ def build_model(p: dict) -> nn.Module:
     )
 
 
-def classification_loss(kind: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def classification_loss(
+    kind: str, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """The loss of `kind` (see the schema); with `reduction="none"`, one value per row of
+    `logits` (the regression losses averaged over the classes)."""
     if kind == "ce":
-        return nn.functional.cross_entropy(logits, y)
+        return nn.functional.cross_entropy(logits, y, reduction=reduction)
     target = nn.functional.one_hot(y, logits.shape[-1]).to(logits.dtype)
     fn = {
         "mse": nn.functional.mse_loss,
         "mae": nn.functional.l1_loss,
         "huber": nn.functional.huber_loss,
     }[kind]
-    return fn(logits, target)
+    out = fn(logits, target, reduction=reduction)
+    return out if reduction == "mean" else out.mean(-1)
 
 
 class MNIST1DTask(Task):
@@ -153,13 +159,40 @@ class MNIST1DTask(Task):
         self.train_set = (x[:n], y[:n])
 
     def train_loss(self) -> torch.Tensor:
-        x, y = self.train_set
-        idx = torch.randint(0, len(x), (self.config.p["batch"],), generator=self.batch_generator)
-        return classification_loss(self.config.p["loss"], self.model(x[idx]), y[idx])
+        x, y = self.next_batch()
+        return classification_loss(self.config.p["loss"], self.model(x), y)
 
     def _eval_loss(self, split: str) -> float:
         x, y = self.data[split]
         return float(classification_loss(self.config.p["loss"], self.model(x), y))
+
+    def next_batch(self) -> tuple[torch.Tensor, ...]:
+        x, y = self.train_set
+        idx = torch.randint(0, len(x), (self.config.p["batch"],), generator=self.batch_generator)
+        return x[idx], y[idx]
+
+    def functional_loss(self, state: dict, batch: tuple) -> torch.Tensor:
+        x, y = batch
+        logits = torch.func.functional_call(self.model, state, (x,))
+        return classification_loss(self.config.p["loss"], logits, y)
+
+    def eval_inputs(self, split: str) -> tuple[torch.Tensor, ...]:
+        return self.data[split]
+
+    functional_eval = functional_loss
+
+    def stacked_loss(self, state: dict, batch: tuple) -> torch.Tensor | None:
+        if not stacked.supported(self.model):
+            return None
+        x, y = batch
+        logits = stacked.stacked_forward(self.model, state, x)
+        n, b, c = logits.shape
+        per_sample = classification_loss(
+            self.config.p["loss"], logits.reshape(n * b, c), y.expand(n, b).reshape(-1), "none"
+        )
+        return per_sample.view(n, -1).mean(1)
+
+    stacked_eval = stacked_loss
 
     def _test_metrics(self) -> dict[str, float]:
         x, y = self.data["test"]

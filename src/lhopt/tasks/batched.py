@@ -1,0 +1,156 @@
+"""N tasks of one configuration (different seeds) run as one computation.
+
+Meta-training's inner tasks are small: a step costs PyTorch's per-operation overhead more than
+arithmetic. `BatchedTask` builds the N member tasks as usual, stacks their models' parameters and
+buffers along a new leading dimension (`torch.func.stack_module_state`) and evaluates the family's
+functional loss (`Task.functional_loss`) for all members at once with `torch.func.vmap`, or the
+family's own stacked computation where it has one (`Task.stacked_loss`, e.g. MLPs through
+`lhopt.tasks.stacked`, which skips vmap's overhead): one forward and backward for N members.
+Each member draws its batches from its own generator, as the task alone does, so member i sees
+the data the task of seed i sees alone; dropout masks come from the global generator (under vmap
+`randomness="different"`) and so differ from a run alone.
+
+Only families that provide the functional form are batchable (`batchable`); the others (the
+recurrent families: vmap has no batching rule for PyTorch's fused RNN kernels) run one task at a
+time.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lhopt.tasks.base import TaskConfig
+from lhopt.tasks.registry import FAMILIES, build_task, check_config
+
+
+def batchable(config: TaskConfig) -> bool:
+    """Whether tasks of `config` can run batched."""
+    check_config(config)
+    return FAMILIES[config.family][1].batchable()
+
+
+class MemberModule:
+    """Member i's slice of the stacked model, with the two methods restart registers use."""
+
+    def __init__(self, stacked: dict[str, Tensor], index: int) -> None:
+        self._stacked = stacked
+        self._index = index
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {name: t[self._index] for name, t in self._stacked.items()}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if set(state) != set(self._stacked):
+            raise ValueError(
+                f"state has entries {sorted(state)}, the model {sorted(self._stacked)}"
+            )
+        for name, t in self._stacked.items():
+            if state[name].shape != t.shape[1:]:
+                raise ValueError(
+                    f"state entry {name!r} has shape {tuple(state[name].shape)}, "
+                    f"the model {tuple(t.shape[1:])}"
+                )
+        for name, t in self._stacked.items():
+            t[self._index].copy_(state[name])
+
+
+def _stack(parts: list[tuple[Tensor, ...]]) -> tuple[tuple[Tensor, ...], tuple[int | None, ...]]:
+    """Per position of the members' tuples: the one shared tensor (vmap dim None) when every
+    member gave the same object, else the members' tensors stacked (dim 0)."""
+    out, dims = [], []
+    for column in zip(*parts, strict=True):
+        if all(t is column[0] for t in column):
+            out.append(column[0])
+            dims.append(None)
+        else:
+            out.append(torch.stack(column))
+            dims.append(0)
+    return tuple(out), tuple(dims)
+
+
+class BatchedTask:
+    """The tasks of `config` for each of `seeds`, stacked.
+
+    `params` and `buffers` map the model's names to stacked tensors (members along dim 0; the
+    parameters are leaves that train). `train_loss()` returns the N members' losses (a tensor
+    of shape (N,), whose sum backpropagates into every member's gradient), `val_losses()` /
+    `test_losses()` their losses over a split, `member(i)` member i's slice for registers."""
+
+    def __init__(self, config: TaskConfig | dict, seeds: list[int]) -> None:
+        if isinstance(config, dict):
+            config = TaskConfig.from_dict(config)
+        if not batchable(config):
+            raise ValueError(
+                f"the {config.family!r} family cannot run batched: it has no functional form "
+                "(lhopt.tasks.base.Task.functional_loss); run its tasks one at a time"
+            )
+        if not seeds:
+            raise ValueError("seeds is empty: a batch needs at least one member")
+        self.tasks = [build_task(config, s) for s in seeds]
+        self.config = self.tasks[0].config
+        self.budget = self.tasks[0].budget
+        models = [t.model for t in self.tasks]
+        params, buffers = torch.func.stack_module_state(models)
+        self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        self.buffers = buffers
+        self._template = self.tasks[0].model
+        self._stacked = {**self.params, **self.buffers}
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def _member_loss(self, params, buffers, batch):
+        return self.tasks[0].functional_loss({**params, **buffers}, batch)
+
+    def _member_eval(self, params, buffers, inputs):
+        return self.tasks[0].functional_eval({**params, **buffers}, inputs)
+
+    def member(self, i: int) -> MemberModule:
+        return MemberModule(self._stacked, i)
+
+    def parameters(self) -> list[Tensor]:
+        return list(self.params.values())
+
+    def train_loss(self) -> Tensor:
+        """Each member's loss on its next training batch (model in training mode)."""
+        batch, dims = _stack([t.next_batch() for t in self.tasks])
+        self._mode(True)
+        losses = self.tasks[0].stacked_loss(self._stacked, batch)
+        if losses is None:
+            losses = torch.func.vmap(
+                self._member_loss, in_dims=(0, 0, dims), randomness="different"
+            )(self.params, self.buffers, batch)
+        return losses
+
+    def _losses(self, split: str) -> list[float]:
+        inputs, dims = _stack([t.eval_inputs(split) for t in self.tasks])
+        self._mode(False)
+        try:
+            with torch.no_grad():
+                losses = self.tasks[0].stacked_eval(self._stacked, inputs)
+                if losses is None:
+                    losses = torch.func.vmap(
+                        self._member_eval, in_dims=(0, 0, dims), randomness="different"
+                    )(self.params, self.buffers, inputs)
+        finally:
+            self._mode(True)
+        return losses.tolist()
+
+    def _mode(self, training: bool) -> None:
+        if self._template.training != training:
+            self._template.train(training)
+
+    def val_losses(self) -> list[float]:
+        return self._losses("val")
+
+    def test_losses(self) -> list[float]:
+        return self._losses("test")
+
+    def unstack(self) -> list[nn.Module]:
+        """The member tasks' models holding the members' current parameters and buffers."""
+        with torch.no_grad():
+            for i, task in enumerate(self.tasks):
+                task.model.load_state_dict(self.member(i).state_dict())
+        return [t.model for t in self.tasks]

@@ -1,0 +1,205 @@
+"""Batched episodes: N seeds of one task as one computation decide and train as each alone."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lhopt.control import Controller, load_policy, save_policy_file
+from lhopt.control.policy_file import ControlSpec, actor_layout
+from lhopt.meta import config as meta_config
+from lhopt.meta.episode import EpisodeConfig, run_episode, run_episodes
+from lhopt.meta.train import MetaTrainer
+from lhopt.optim import CIAO
+from lhopt.tasks import TaskConfig, build_task
+from lhopt.tasks.batched import BatchedTask, batchable
+
+QUAD = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.1, batch=8, budget=200)
+MLP = TaskConfig.make(
+    "mnist1d",
+    arch="mlp",
+    depth=2,
+    width=32,
+    norm="layer",
+    activation="tanh",
+    dropout=0.0,
+    loss="ce",
+    batch=32,
+    epochs=1,
+    budget=120,
+)
+CNN = TaskConfig.make(
+    "mnist1d",
+    arch="cnn",
+    depth=2,
+    width=32,
+    norm="batch",
+    activation="relu",
+    dropout=0.0,
+    loss="huber",
+    batch=32,
+    epochs=1,
+    budget=100,
+)
+GRU = TaskConfig.make(
+    "algorithmic",
+    problem="xor",
+    cell="gru",
+    layers=1,
+    hidden=16,
+    dropout=0.0,
+    length=4,
+    batch=32,
+    budget=100,
+)
+
+
+@pytest.mark.parametrize("config", [QUAD, MLP, CNN], ids=["quadratic", "mlp", "cnn-batchnorm"])
+def test_a_batched_task_gives_each_member_its_own_losses_and_gradients(config, tmp_cache):
+    seeds = [4, 1, 9]
+    batched = BatchedTask(config, seeds)
+    alone = [build_task(config, s) for s in seeds]
+    for _ in range(3):  # the batches drawn stay in step
+        losses = batched.train_loss()
+        expected = [t.train_loss() for t in alone]
+    torch.testing.assert_close(losses.detach(), torch.stack(expected).detach())
+    losses.sum().backward()
+    for i, task in enumerate(alone):
+        task.model.zero_grad()
+        expected[i].backward()
+        for name, p in task.model.named_parameters():
+            torch.testing.assert_close(batched.params[name].grad[i], p.grad)
+    for i, task in enumerate(alone):  # buffers too (batch-norm statistics)
+        for name, b in task.model.named_buffers():
+            torch.testing.assert_close(batched.buffers[name][i], b)
+    np.testing.assert_allclose(batched.val_losses(), [t.val_loss() for t in alone], rtol=1e-5)
+
+
+def test_a_member_module_saves_and_restores_its_slice_only(tmp_cache):
+    batched = BatchedTask(MLP, [0, 1])
+    member = batched.member(1)
+    saved = {k: v.clone() for k, v in member.state_dict().items()}
+    before0 = {k: v[0].clone() for k, v in batched.params.items()}
+    with torch.no_grad():
+        for p in batched.params.values():
+            p.add_(1.0)
+    member.load_state_dict(saved)
+    for name, p in batched.params.items():
+        torch.testing.assert_close(p[1], saved[name])
+        torch.testing.assert_close(p[0], before0[name] + 1.0)
+    bad = {**saved, "0.weight": saved["0.weight"][:1]}
+    with pytest.raises(ValueError, match="0.weight"):
+        member.load_state_dict(bad)
+
+
+def test_families_without_a_functional_form_are_refused_by_name():
+    assert batchable(QUAD) and batchable(MLP) and not batchable(GRU)
+    with pytest.raises(ValueError, match="'algorithmic' family cannot run batched"):
+        BatchedTask(GRU, [0, 1])
+
+
+@pytest.mark.parametrize("config", [QUAD, MLP], ids=["quadratic", "mlp"])
+def test_a_member_of_a_batch_decides_and_trains_as_the_episode_alone(
+    config, policy_file, tmp_cache
+):
+    """Fixed policy, seeds and greedy actions: the same decisions and validation curves; the
+    losses agree to float32 rounding (the batched kernels sum in another order). The features
+    read the noise statistic with a floor (`ControlSpec.noise_floor`): without it, a run's
+    first step gives rounding error that another summation order changes by orders of
+    magnitude, enough to flip a decision."""
+    policy = load_policy(policy_file)
+    cfg = EpisodeConfig(min_outer_steps=8, max_outer_steps=8, noise_floor=1e-5)
+    seeds = [0, 3, 5]
+    batch = run_episodes(
+        policy,
+        config,
+        seeds,
+        cfg,
+        [np.random.default_rng(100 + s) for s in seeds],
+        greedy=True,
+        outer_steps=8,
+    )
+    assert len(batch) == len(seeds)
+    for seed, member in zip(seeds, batch, strict=True):
+        alone = run_episode(
+            policy, config, seed, cfg, np.random.default_rng(100 + seed), True, outer_steps=8
+        )
+        assert member["info"]["seed"] == seed
+        assert member["info"]["initial"] == alone["info"]["initial"]
+        np.testing.assert_array_equal(member["actions"], alone["actions"])
+        np.testing.assert_allclose(member["obs"], alone["obs"], rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(member["rewards"], alone["rewards"], rtol=1e-4, atol=1e-5)
+        assert member["info"]["final_val"] == pytest.approx(alone["info"]["final_val"], rel=1e-4)
+        assert member["info"]["lr_trace"] == pytest.approx(alone["info"]["lr_trace"])
+    # Different seeds and perturbations: the members are not copies of one another.
+    assert len({m["info"]["final_val"] for m in batch}) == len(seeds)
+
+
+def test_a_batch_of_an_unbatchable_family_runs_its_episodes_one_by_one(policy_file, tmp_cache):
+    policy = load_policy(policy_file)
+    cfg = EpisodeConfig(min_outer_steps=4, max_outer_steps=4)
+    rngs = [np.random.default_rng(s) for s in (0, 1)]
+    batch = run_episodes(policy, GRU, [0, 1], cfg, rngs, greedy=True, outer_steps=4)
+    alone = run_episode(policy, GRU, 1, cfg, np.random.default_rng(1), True, outer_steps=4)
+    np.testing.assert_array_equal(batch[1]["obs"], alone["obs"])
+    np.testing.assert_array_equal(batch[1]["rewards"], alone["rewards"])
+
+
+def test_meta_training_with_batches_counts_every_member(tmp_path, tmp_cache):
+    cfg = meta_config.from_dict(
+        {
+            "run": {
+                "workers": 0,
+                "iterations": 1,
+                "batch": 3,
+                "min_new_transitions": 20,
+                "task": QUAD.to_dict(),
+            },
+            "policy": {"hidden": 16},
+            "ppo": {"batch": 16, "buffer": 64, "batches_per_iteration": 1},
+            "episode": {"min_outer_steps": 4, "max_outer_steps": 4},
+        }
+    )
+    trainer = MetaTrainer(cfg, tmp_path / "run")
+    trainer.train(log_progress=lambda s: None)
+    assert trainer.counters["episodes"] % 3 == 0 and trainer.counters["episodes"] >= 3
+    assert trainer.counters["transitions"] == 4 * trainer.counters["episodes"]
+    assert trainer.counters["errors"] == 0
+
+
+def test_the_noise_floor_makes_the_first_steps_noise_statistic_exact():
+    """On a first step the noise is 0 (v_hat = g^2, m_hat = g): what CIAO computes is rounding
+    error, which the floor replaces by the floor itself."""
+    values = []
+    for floor in (0.0, 1e-5):
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(300))
+        opt = CIAO([p], feature_every=1)
+        opt.noise_floor = floor
+        p.grad = torch.randn(300)
+        opt.step()
+        values.append(opt.pop_step_stats()["log_grad_noise_scale"])
+    assert values[0] < -30  # rounding error of a cancellation
+    assert values[1] == pytest.approx(math.log(1e-5), rel=1e-5)
+
+
+def test_a_policy_file_keeps_its_noise_floor(policy_file, tmp_path):
+    net = load_policy(policy_file)
+    assert net.spec.noise_floor == 0.0
+    save_policy_file(net, tmp_path / "p.pt", spec=ControlSpec(noise_floor=1e-5))
+    again = load_policy(tmp_path / "p.pt")
+    assert again.spec.noise_floor == 1e-5
+    assert actor_layout(again.spec) != actor_layout(net.spec)
+    opt = CIAO([torch.nn.Parameter(torch.zeros(3))])
+    Controller(again, opt, total_steps=100)
+    assert opt.noise_floor == 1e-5
+    with pytest.raises(ValueError, match="noise_floor"):
+        ControlSpec(noise_floor=1.5)
+
+
+def test_the_batch_key_is_checked():
+    with pytest.raises(ValueError, match=r"\[run\] batch"):
+        meta_config.from_dict({"run": {"batch": 0}})
