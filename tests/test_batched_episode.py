@@ -57,7 +57,10 @@ GRU = TaskConfig.make(
 )
 
 
-@pytest.mark.parametrize("config", [QUAD, MLP, CNN], ids=["quadratic", "mlp", "cnn-batchnorm"])
+BN_MLP = TaskConfig.make(**{**MLP.to_dict(), "norm": "batch", "loss": "huber"})
+
+
+@pytest.mark.parametrize("config", [QUAD, MLP, BN_MLP], ids=["quadratic", "mlp", "mlp-batchnorm"])
 def test_a_batched_task_gives_each_member_its_own_losses_and_gradients(config, tmp_cache):
     seeds = [4, 1, 9]
     batched = BatchedTask(config, seeds)
@@ -95,10 +98,19 @@ def test_a_member_module_saves_and_restores_its_slice_only(tmp_cache):
         member.load_state_dict(bad)
 
 
-def test_families_without_a_functional_form_are_refused_by_name():
-    assert batchable(QUAD) and batchable(MLP) and not batchable(GRU)
-    with pytest.raises(ValueError, match="'algorithmic' family cannot run batched"):
+def test_configs_without_a_stacked_form_are_refused_by_name():
+    assert batchable(QUAD) and batchable(MLP) and not batchable(GRU) and not batchable(CNN)
+    with pytest.raises(ValueError, match="'algorithmic' family has no stacked form"):
         BatchedTask(GRU, [0, 1])
+
+
+def test_a_layer_without_a_stacked_form_is_an_error():
+    from lhopt.tasks.stacked import stacked_forward
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Softmax(-1))
+    state = {k: torch.stack([v, v]) for k, v in model.state_dict().items()}
+    with pytest.raises(TypeError, match="layer 1 .Softmax. has no stacked form"):
+        stacked_forward(model, state, torch.zeros(2, 3, 4))
 
 
 @pytest.mark.parametrize("config", [QUAD, MLP], ids=["quadratic", "mlp"])

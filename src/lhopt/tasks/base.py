@@ -112,41 +112,38 @@ class Task(ABC):
         """Family-specific entries of the task descriptor (see `descriptor`)."""
         return [0.0, 0.0, 0.0]
 
-    # -- the functional form, for batched meta-training (lhopt.tasks.batched) ------------------
-    # A family that provides these four runs N seeds of one config as one computation; the others
-    # run one task at a time. `state` maps the model's parameter and buffer names to tensors.
+    # -- the stacked form, for batched meta-training (lhopt.tasks.batched) ---------------------
+    # A config whose class says `batchable` runs N seeds as one computation; the others run one
+    # task at a time. `state` maps the model's parameter and buffer names to the members'
+    # tensors stacked along dim 0.
+
+    @classmethod
+    def batchable(cls, config: TaskConfig) -> bool:
+        """Whether tasks of `config` provide the stacked form below."""
+        return False
 
     def next_batch(self) -> tuple[torch.Tensor, ...]:
         """The tensors the next `train_loss` would use, drawn as it draws them."""
-        raise NotImplementedError(f"the {self.family!r} family has no functional form")
+        raise NotImplementedError(f"the {self.family!r} family has no stacked form")
 
-    def functional_loss(self, state: dict, batch: tuple) -> torch.Tensor:
-        """`train_loss` of the model with `state` on `batch` (a `next_batch()`)."""
-        raise NotImplementedError(f"the {self.family!r} family has no functional form")
+    @staticmethod
+    def next_batches(tasks: list[Task]) -> tuple[torch.Tensor, ...] | None:
+        """Optionally, the next batches of several tasks of one config at once, stacked,
+        drawn as each task's `next_batch` draws it; None: one `next_batch` per task."""
+        return None
 
     def eval_inputs(self, split: str) -> tuple[torch.Tensor, ...]:
         """The tensors the loss over `split` reads (the same objects each call)."""
-        raise NotImplementedError(f"the {self.family!r} family has no functional form")
+        raise NotImplementedError(f"the {self.family!r} family has no stacked form")
 
-    def functional_eval(self, state: dict, inputs: tuple) -> torch.Tensor:
-        """The loss over a split (a 0-dim tensor) of the model with `state`, given
-        `eval_inputs(split)`; called in eval mode without grad."""
-        raise NotImplementedError(f"the {self.family!r} family has no functional form")
+    def stacked_loss(self, state: dict, batch: tuple) -> torch.Tensor:
+        """The N members' `train_loss` (shape (N,)) in one computation, `batch` stacked along
+        dim 0 (a tensor every member shares given once, unstacked)."""
+        raise NotImplementedError(f"the {self.family!r} family has no stacked form")
 
-    def stacked_loss(self, state: dict, batch: tuple) -> torch.Tensor | None:
-        """Optionally, the losses (N,) of N members in one computation without vmap: `state`
-        and `batch` stacked along dim 0 (a tensor every member shares given once, unstacked);
-        None where this task has none (then `functional_loss` runs under vmap)."""
-        return None
-
-    def stacked_eval(self, state: dict, inputs: tuple) -> torch.Tensor | None:
-        """`stacked_loss` for `functional_eval`."""
-        return None
-
-    @classmethod
-    def batchable(cls) -> bool:
-        """Whether the family provides the functional form."""
-        return cls.functional_loss is not Task.functional_loss
+    def stacked_eval(self, state: dict, inputs: tuple) -> torch.Tensor:
+        """The N members' loss over a split given `eval_inputs(split)` (eval mode, no grad)."""
+        raise NotImplementedError(f"the {self.family!r} family has no stacked form")
 
     # -- what callers use -----------------------------------------------------------------
 

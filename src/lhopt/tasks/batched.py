@@ -2,17 +2,16 @@
 
 Meta-training's inner tasks are small: a step costs PyTorch's per-operation overhead more than
 arithmetic. `BatchedTask` builds the N member tasks as usual, stacks their models' parameters and
-buffers along a new leading dimension (`torch.func.stack_module_state`) and evaluates the family's
-functional loss (`Task.functional_loss`) for all members at once with `torch.func.vmap`, or the
-family's own stacked computation where it has one (`Task.stacked_loss`, e.g. MLPs through
-`lhopt.tasks.stacked`, which skips vmap's overhead): one forward and backward for N members.
-Each member draws its batches from its own generator, as the task alone does, so member i sees
-the data the task of seed i sees alone; dropout masks come from the global generator (under vmap
-`randomness="different"`) and so differ from a run alone.
+buffers along a new leading dimension (`torch.func.stack_module_state`) and computes all members'
+losses with the family's stacked form (`Task.stacked_loss`; MLPs through `lhopt.tasks.stacked`):
+one forward and backward for N members. Each member draws its batches from its own generator, as
+the task alone does, so member i sees the data the task of seed i sees alone; dropout masks come
+from the global generator and so differ from a run alone.
 
-Only families that provide the functional form are batchable (`batchable`); the others (the
-recurrent families: vmap has no batching rule for PyTorch's fused RNN kernels) run one task at a
-time.
+Which configs batch (`batchable`): the quadratics and the MNIST-1D MLPs. The others run one task
+at a time: `torch.func.vmap` over `functional_call` would batch any module, but measured on this
+project's tasks it was slower than one task at a time for the MNIST-1D CNNs, and PyTorch's fused
+RNN kernels have no batching rule (`docs/benchmarks.md`, "Batched episodes").
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from lhopt.tasks.registry import FAMILIES, build_task, check_config
 def batchable(config: TaskConfig) -> bool:
     """Whether tasks of `config` can run batched."""
     check_config(config)
-    return FAMILIES[config.family][1].batchable()
+    return FAMILIES[config.family][1].batchable(config)
 
 
 class MemberModule:
@@ -56,18 +55,13 @@ class MemberModule:
             t[self._index].copy_(state[name])
 
 
-def _stack(parts: list[tuple[Tensor, ...]]) -> tuple[tuple[Tensor, ...], tuple[int | None, ...]]:
-    """Per position of the members' tuples: the one shared tensor (vmap dim None) when every
-    member gave the same object, else the members' tensors stacked (dim 0)."""
-    out, dims = [], []
-    for column in zip(*parts, strict=True):
-        if all(t is column[0] for t in column):
-            out.append(column[0])
-            dims.append(None)
-        else:
-            out.append(torch.stack(column))
-            dims.append(0)
-    return tuple(out), tuple(dims)
+def _stack(parts: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """Per position of the members' tuples: the one shared tensor when every member gave the
+    same object, else the members' tensors stacked (dim 0)."""
+    return tuple(
+        column[0] if all(t is column[0] for t in column) else torch.stack(column)
+        for column in zip(*parts, strict=True)
+    )
 
 
 class BatchedTask:
@@ -83,8 +77,9 @@ class BatchedTask:
             config = TaskConfig.from_dict(config)
         if not batchable(config):
             raise ValueError(
-                f"the {config.family!r} family cannot run batched: it has no functional form "
-                "(lhopt.tasks.base.Task.functional_loss); run its tasks one at a time"
+                f"tasks of {config.name()!r} cannot run batched: the {config.family!r} family "
+                "has no stacked form for them (lhopt.tasks.base.Task.stacked_loss); run them "
+                "one at a time"
             )
         if not seeds:
             raise ValueError("seeds is empty: a batch needs at least one member")
@@ -101,12 +96,6 @@ class BatchedTask:
     def __len__(self) -> int:
         return len(self.tasks)
 
-    def _member_loss(self, params, buffers, batch):
-        return self.tasks[0].functional_loss({**params, **buffers}, batch)
-
-    def _member_eval(self, params, buffers, inputs):
-        return self.tasks[0].functional_eval({**params, **buffers}, inputs)
-
     def member(self, i: int) -> MemberModule:
         return MemberModule(self._stacked, i)
 
@@ -115,25 +104,18 @@ class BatchedTask:
 
     def train_loss(self) -> Tensor:
         """Each member's loss on its next training batch (model in training mode)."""
-        batch, dims = _stack([t.next_batch() for t in self.tasks])
+        batch = type(self.tasks[0]).next_batches(self.tasks)
+        if batch is None:
+            batch = _stack([t.next_batch() for t in self.tasks])
         self._mode(True)
-        losses = self.tasks[0].stacked_loss(self._stacked, batch)
-        if losses is None:
-            losses = torch.func.vmap(
-                self._member_loss, in_dims=(0, 0, dims), randomness="different"
-            )(self.params, self.buffers, batch)
-        return losses
+        return self.tasks[0].stacked_loss(self._stacked, batch)
 
     def _losses(self, split: str) -> list[float]:
-        inputs, dims = _stack([t.eval_inputs(split) for t in self.tasks])
+        inputs = _stack([t.eval_inputs(split) for t in self.tasks])
         self._mode(False)
         try:
             with torch.no_grad():
                 losses = self.tasks[0].stacked_eval(self._stacked, inputs)
-                if losses is None:
-                    losses = torch.func.vmap(
-                        self._member_eval, in_dims=(0, 0, dims), randomness="different"
-                    )(self.params, self.buffers, inputs)
         finally:
             self._mode(True)
         return losses.tolist()

@@ -171,19 +171,28 @@ class MNIST1DTask(Task):
         idx = torch.randint(0, len(x), (self.config.p["batch"],), generator=self.batch_generator)
         return x[idx], y[idx]
 
-    def functional_loss(self, state: dict, batch: tuple) -> torch.Tensor:
-        x, y = batch
-        logits = torch.func.functional_call(self.model, state, (x,))
-        return classification_loss(self.config.p["loss"], logits, y)
+    @staticmethod
+    def next_batches(tasks: list[MNIST1DTask]) -> tuple[torch.Tensor, ...] | None:
+        x, y = tasks[0].train_set
+        if any(
+            t.train_set[0].data_ptr() != x.data_ptr() or len(t.train_set[0]) != len(x)
+            for t in tasks
+        ):
+            return None
+        batch = tasks[0].config.p["batch"]
+        idx = torch.stack(
+            [torch.randint(0, len(x), (batch,), generator=t.batch_generator) for t in tasks]
+        )
+        return x[idx], y[idx]  # one gather for every member
 
     def eval_inputs(self, split: str) -> tuple[torch.Tensor, ...]:
         return self.data[split]
 
-    functional_eval = functional_loss
+    @classmethod
+    def batchable(cls, config: TaskConfig) -> bool:
+        return config.p["arch"] == "mlp"  # the MLPs are what `lhopt.tasks.stacked` runs
 
-    def stacked_loss(self, state: dict, batch: tuple) -> torch.Tensor | None:
-        if not stacked.supported(self.model):
-            return None
+    def stacked_loss(self, state: dict, batch: tuple) -> torch.Tensor:
         x, y = batch
         logits = stacked.stacked_forward(self.model, state, x)
         n, b, c = logits.shape

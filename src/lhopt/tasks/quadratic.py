@@ -43,25 +43,22 @@ class QuadraticTask(Task):
         self.model.x = nn.Parameter(torch.randn(dim, generator=g))
 
     def train_loss(self) -> torch.Tensor:
-        return self.functional_loss({"x": self.model.x}, self.next_batch())
+        xi, h = self.next_batch()
+        return 0.5 * (h * (self.model.x - xi) ** 2).sum()
 
     def _eval_loss(self, split: str) -> float:
-        return float(self.functional_eval({"x": self.model.x}, self.eval_inputs(split)))
+        return float(0.5 * (self.h * self.model.x**2).sum())
+
+    @classmethod
+    def batchable(cls, config: TaskConfig) -> bool:
+        return True
 
     def next_batch(self) -> tuple[torch.Tensor, ...]:
         xi = self.noise * torch.randn(self.h.shape, generator=self.batch_generator)
         return xi, self.h
 
-    def functional_loss(self, state: dict, batch: tuple) -> torch.Tensor:
-        xi, h = batch
-        return 0.5 * (h * (state["x"] - xi) ** 2).sum()
-
     def eval_inputs(self, split: str) -> tuple[torch.Tensor, ...]:
         return (self.h,)
-
-    def functional_eval(self, state: dict, inputs: tuple) -> torch.Tensor:
-        (h,) = inputs
-        return 0.5 * (h * state["x"] ** 2).sum()
 
     def stacked_loss(self, state: dict, batch: tuple) -> torch.Tensor:
         xi, h = batch

@@ -1,12 +1,12 @@
 """Forward passes of N stacked copies of a small `nn.Sequential`, written out per layer.
 
 `torch.func.vmap` over `functional_call` runs any module batched, but for the small MLPs of
-meta-training its Python overhead per call costs more than the arithmetic it batches. For the
-layers listed here the batched computation is one kernel per layer: a Linear is one `baddbmm`
-over the members, a BatchNorm1d one `batch_norm` over N x F channels (so each member's running
-statistics update in place, as alone), a LayerNorm one `layer_norm` with the members' affine
-parameters broadcast, dropout and elementwise activations apply to the stacked activations
-as they are. `supported(module)` says whether a module is made only of these layers.
+meta-training its Python overhead per call cost more than the arithmetic it batches (measured:
+`docs/benchmarks.md`, "Batched episodes"). For the layers here the batched computation is one
+kernel per layer: a Linear is one `baddbmm` over the members, a BatchNorm1d one `batch_norm` over
+N x F channels (so each member's running statistics update in place, as alone), a LayerNorm one
+`layer_norm` with the members' affine parameters broadcast, dropout and elementwise activations
+apply to the stacked activations as they are; any other layer is an error.
 """
 
 from __future__ import annotations
@@ -16,21 +16,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.ELU, nn.SiLU, nn.LeakyReLU, nn.Identity)
-
-
-def supported(module: nn.Module) -> bool:
-    """Whether `stacked_forward` runs `module`: an `nn.Sequential` of Linear, LayerNorm over
-    the last dimension, BatchNorm1d, Dropout and elementwise activations."""
-    if not isinstance(module, nn.Sequential):
-        return False
-    for layer in module:
-        if isinstance(layer, nn.LayerNorm) and len(layer.normalized_shape) != 1:
-            return False
-        if not isinstance(
-            layer, (nn.Linear, nn.LayerNorm, nn.BatchNorm1d, nn.Dropout, *ELEMENTWISE)
-        ):
-            return False
-    return True
 
 
 def stacked_forward(module: nn.Sequential, state: dict[str, Tensor], x: Tensor) -> Tensor:
@@ -56,8 +41,10 @@ def stacked_forward(module: nn.Sequential, state: dict[str, Tensor], x: Tensor) 
             x = _batch_norm(layer, state, p, x)
         elif isinstance(layer, nn.Dropout):
             x = F.dropout(x, layer.p, layer.training)
-        else:
+        elif isinstance(layer, ELEMENTWISE):
             x = layer(x)
+        else:
+            raise TypeError(f"layer {name} ({type(layer).__name__}) has no stacked form")
     return x
 
 
