@@ -447,3 +447,127 @@ def test_controllers_and_registers_drive_members_as_they_drive_ciaos(policy_file
         pair.assert_params_close()
     assert {"save", "load"} <= registers
     assert [m.hparams for m in pair.batched.members] == [o.hparams for o in pair.ciaos]
+
+
+def without_host_reads(pair):
+    """The step as it runs on an accelerator, where reading a flag off the device would wait
+    for it: every mask and selection is applied, even where it changes nothing."""
+    pair.batched._host_reads = False
+    return pair
+
+
+@pytest.mark.parametrize("host_reads", [True, False])
+def test_heavy_clipping_folds_the_scale_as_ciao_does(host_reads):
+    hparams = [dict(h, ombeta1=0.5, clip_fraction=1e-4, grad_clip_ombeta=1e-3) for h in HPARAMS]
+    hparams[0]["clip_fraction"] = None  # its scale stays 1: nothing to fold
+    pair = Pair(hparams)
+    if not host_reads:
+        without_host_reads(pair)
+    gen = torch.Generator().manual_seed(11)
+    folded = set()
+    for t in range(24):
+        pair.step(random_grads(gen, spread=0.0))
+        pair.assert_params_close()
+        pair.assert_state_close()
+        scales = [m.state_dict()["exp_avg_scale"][0].item() for m in pair.batched.members]
+        folded |= {i for i, s in enumerate(scales) if s == 1.0 and i > 0}
+        if t == 0 or t % 8 == 7:
+            pair.assert_stats_close(skip_noise=t == 0)
+    assert folded == {1, 2, 3}  # each clipped member's scale fell below 1e-3 and was folded
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_steps_without_host_reads_match_ciao(dtype):
+    """The accelerator's form of the step, run on the CPU, with skips and changes."""
+    pair = without_host_reads(Pair(dtype=dtype))
+    run(pair, 20, torch.Generator().manual_seed(12), on_step=change_hparams(pair))
+    skipping = without_host_reads(Pair(dtype=dtype))
+    gen = torch.Generator().manual_seed(13)
+    for t in range(6):
+        grads = random_grads(gen, dtype=dtype)
+        if t == 3:
+            grads[2][1, 0, 3] = math.nan
+        skipping.step(grads)
+        skipping.assert_params_close()
+        skipping.assert_state_close()
+    assert [m.skipped_steps for m in skipping.batched.members] == [0, 1, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("lr_factor", True, "member 1: lr_factor=True is not allowed"),
+        ("lr_factor", 101.0, r"member 1: lr_factor=101\.0 is out of range"),
+        ("lr_factor", math.nan, "member 1: lr_factor=nan is out of range"),
+        ("lr_factor", -0.5, "member 1: lr_factor=-0.5 is out of range"),
+        ("adamax", 0, "member 1: adamax=0 is not allowed"),  # == False, but not a bool
+        ("weight_decay", True, "member 1: weight_decay=True is not allowed"),
+    ],
+)
+def test_changed_value_or_type_is_validated_at_the_next_step(key, value, message):
+    """lr_factor changes every step and is checked apart from the other values; a value
+    replaced by an equal one of another type is checked too."""
+    hparams = [dict(h) for h in HPARAMS]
+    hparams[1]["weight_decay"] = 1.0  # == True
+    pair = Pair(hparams)
+    gen = torch.Generator().manual_seed(14)
+    run(pair, 3, gen)
+    group = pair.batched.members[1].param_groups[0]
+    was = group[key]
+    group[key] = value
+    before = [p.detach().clone() for p in pair.params]
+    for p, g in zip(pair.params, random_grads(gen), strict=True):
+        p.grad = g
+    with pytest.raises(ValueError, match=message):
+        pair.batched.step()
+    assert all(torch.equal(p, q) for p, q in zip(pair.params, before, strict=True))
+    assert [m.steps for m in pair.batched.members] == [3] * N
+    pair.set_hparam(1, key, was)
+    run(pair, 3, gen)  # still in step with CIAO
+
+
+def test_lr_factor_of_any_accepted_type_steps_as_ciao():
+    pair = Pair()
+    gen = torch.Generator().manual_seed(15)
+    for t, factor in enumerate([1, 2, 0.5, 0, 1.0, 3]):
+        for i in range(N):
+            pair.set_hparam(i, "lr_factor", factor if i % 2 == 0 else 1.0 - t / 10)
+        pair.step(random_grads(gen))
+        pair.assert_params_close()
+        pair.assert_state_close()
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_gradients_from_backward_after_zero_grad_either_way(set_to_none):
+    """Gradients accumulated by backward after `zero_grad(set_to_none)`: with True a tensor
+    the loss leaves out has no gradient and is left out of the step; with False its gradient
+    is zeros, and it steps, as CIAO steps it after the same zero_grad."""
+    pair = Pair()
+    gen = torch.Generator().manual_seed(16)
+    x = torch.randn(N, 16, 5, generator=gen, dtype=torch.float64)
+
+    def losses(ws, with_bias):
+        h = torch.tanh(x @ ws[0].transpose(-1, -2) + ws[1].unsqueeze(-2)) @ ws[2].transpose(-1, -2)
+        return ((h + ws[3].unsqueeze(-2) if with_bias else h) ** 2).mean(dim=(-1, -2))
+
+    for t in range(12):
+        with_bias = t % 3 != 1
+        pair.batched.zero_grad(set_to_none=set_to_none)
+        for opt in pair.ciaos:
+            opt.zero_grad(set_to_none=set_to_none)
+        if t > 0:
+            for p in pair.params:
+                assert (p.grad is None) if set_to_none else bool((p.grad == 0).all())
+        losses(pair.params, with_bias).sum().backward()
+        for i, ps in enumerate(pair.member_params):
+            for p, q in zip(ps, pair.params, strict=True):
+                if q.grad is not None:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    p.grad.add_(q.grad[i])
+        assert (pair.params[3].grad is None) == (set_to_none and not with_bias)
+        pair.batched.step()
+        for opt in pair.ciaos:
+            opt.step()
+        pair.assert_params_close()
+        pair.assert_state_close()

@@ -19,7 +19,14 @@ products, the first moment's scale) are (N, P) tensors for P parameters; while e
 every member has stepped alike they are read from one column (the usual case), otherwise spread
 over the columns. A member that must skip a step (NaN, Inf, or an overflowing norm) is masked:
 its gradient is zeroed and its betas, weights and step set to what changes nothing, without a
-host sync; the statistics stay on the device until a pop.
+host sync; the statistics stay on the device until a pop. On the CPU, where reading a flag
+costs nothing, a step where no member skips (or no scale folds) leaves those masks out.
+
+What a step costs besides its arithmetic is kept down: the large temporaries (the flat
+gradient, the denominators, the statistics' samples) are written into buffers kept from step
+to step (about four (N, D) and twenty (N, S) ones, S the statistics' sample of a member), and
+only the columns that lr_factor enters are rebuilt when a controller moves it, as it does
+before every step.
 
 Limits:
 - The AdamW path with clipping only: `lamb_power > 0`, `adamax` and `decay_in_update` are
@@ -36,9 +43,11 @@ Limits:
 from __future__ import annotations
 
 import math
+import operator
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, chain
 
 import torch
 from torch import Tensor
@@ -60,6 +69,9 @@ UNSUPPORTED = "batched CIAO supports the AdamW path with clipping only; use CIAO
 _DTYPES = (torch.float32, torch.float64)
 # The first moment's scale is folded back into it below this, as in `ciao.update_moments`.
 _FOLD_BELOW = 1e-3
+# A group's values read at once: lr_factor, which moves every step, and the others.
+_get_factor = operator.itemgetter("lr_factor")
+_get_rest = operator.itemgetter(*[k for k in HPARAMS if k != "lr_factor"])
 
 
 def _to_device(t: Tensor, device: torch.device) -> Tensor:
@@ -128,6 +140,26 @@ def _check_params(params: list, n: int) -> None:
             )
 
 
+def _same_objects(values: list[tuple], last: list[tuple] | None) -> bool:
+    """Whether `values` holds the very objects `last` held: then no value changed, nor its
+    type (the values are numbers, booleans and None, which do not change in place)."""
+    return (
+        last is not None
+        and len(values) == len(last)
+        and all(map(operator.is_, chain.from_iterable(values), chain.from_iterable(last)))
+    )
+
+
+def _plain_factors(factors: list) -> bool:
+    """Whether every factor is a float that `check_value("lr_factor", ...)` accepts, tested
+    at once; anything else goes through check_value, which names what it refuses."""
+    spec = HPARAMS["lr_factor"]
+    low, high = max(spec.low, -sys.float_info.max), min(spec.high, sys.float_info.max)
+    if spec.low_open:
+        return all(type(f) is float and low < f <= high for f in factors)
+    return all(type(f) is float and low <= f <= high for f in factors)
+
+
 class _HParams:
     """The members' hyperparameters as (N, 1) float64 columns on the parameters' device (they
     broadcast over a member's row), each value computed on the host as CIAO computes it from
@@ -138,8 +170,6 @@ class _HParams:
         "beta2",
         "ombeta1",  # 1 - beta1, which is not always the group's ombeta1 to the last bit
         "ombeta2",
-        "lr",  # lr * lr_factor
-        "decay_factor",  # 1 - lr * weight_decay
         "weight_decay",
         "epsilon",
         "clip_fraction",  # 0 where clipping is off
@@ -147,11 +177,10 @@ class _HParams:
         "norm_decay",  # 1 - grad_clip_ombeta
     )
 
-    def __init__(self, groups: list[dict], device: torch.device) -> None:
+    def __init__(self, groups: list[dict], dtype: torch.dtype, device: torch.device) -> None:
         rows = []
         for g in groups:
             beta1, beta2 = 1.0 - g["ombeta1"], 1.0 - g["ombeta2"]
-            lr = g["lr"] * g["lr_factor"]
             fraction = g["clip_fraction"]
             rows.append(
                 [
@@ -159,8 +188,6 @@ class _HParams:
                     beta2,
                     1.0 - beta1,
                     1.0 - beta2,
-                    lr,
-                    1.0 - lr * g["weight_decay"],
                     g["weight_decay"],
                     g["epsilon"],
                     0.0 if fraction is None else fraction,
@@ -174,7 +201,50 @@ class _HParams:
             setattr(self, name, column)
         self.betas = table[:2]  # (2, N, 1): beta1, beta2
         self.clip_on = self.clip_on.bool()
-        self.any_decay = any(g["weight_decay"] != 0.0 for g in groups)
+        # In the state's dtype, as the update reads them.
+        self.beta2_state = self.beta2.to(dtype)
+        self.epsilon_state = self.epsilon.to(dtype)
+        self.base_lrs = [g["lr"] for g in groups]
+        self.weight_decays = [g["weight_decay"] for g in groups]
+        self.any_decay = any(wd != 0.0 for wd in self.weight_decays)
+        self.set_factors([g["lr_factor"] for g in groups])
+
+    def set_factors(self, factors: list) -> None:
+        """The columns that depend on lr_factor, which a controller moves every step: `lr`
+        (lr * lr_factor), `neg_lr` (its negative, exact) and `decay_factor` (1 - lr *
+        weight_decay). New tensors, not written in place: the statistics keep the old ones."""
+        lrs = [lr * f for lr, f in zip(self.base_lrs, factors, strict=True)]
+        table = torch.tensor(
+            [
+                lrs,
+                [-lr for lr in lrs],
+                [1.0 - lr * wd for lr, wd in zip(lrs, self.weight_decays, strict=True)],
+            ],
+            dtype=torch.float64,
+        ).unsqueeze(-1)
+        self.lr, self.neg_lr, self.decay_factor = _to_device(table, self.beta1.device)
+
+
+class _Scratch:
+    """Named buffers that a step's large temporaries are written into, reused from step to
+    step. Allocated afresh every step, a large temporary often comes on CPU as new pages from
+    the system, whose first touch costs more than the arithmetic done on them.
+
+    `take(name, *shape)` is a contiguous view of the start of buffer `name` (which grows to the
+    largest shape asked for): each name is one allocation, so a view starts where a fresh
+    tensor would, aligned alike. A name is to be taken once per step: two takes alias."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        self._kind = dict(dtype=dtype, device=device)
+        self._buffers: dict[str, Tensor] = {}
+
+    def take(self, name: str, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < size:
+            kind = self._kind if dtype is None else {**self._kind, "dtype": dtype}
+            buffer = self._buffers[name] = torch.empty(size, **kind)
+        return buffer[:size].view(shape)
 
 
 @dataclass
@@ -250,6 +320,7 @@ def batched_raw_statistics(
     denom_coefs: Tensor,
     *,
     epsilon: Tensor,
+    scratch: _Scratch,
 ) -> Tensor:
     """`stats.raw_statistics` of CIAO's AdamW path for every member at once: (N, len(_RAW))
     float64 sums on the parameters' device.
@@ -257,31 +328,37 @@ def batched_raw_statistics(
     `grads`, `exp_avgs` and `denoms` are the flat (N, D) tensors of the layout's tensors,
     `params` those tensors themselves; the coefficients and `epsilon` are per member and
     column, broadcastable against the sample (N, S). The same fixed sample of each member's
-    tensor is read as CIAO reads, with the same weights, so the estimates are CIAO's."""
+    tensor is read as CIAO reads, with the same weights, so the estimates are CIAO's. The
+    (N, S) intermediates are written into `scratch`'s buffers, none of which is read after."""
     n, w = grads.shape[0], layout.weights
+    s = w.numel()
 
-    def sampled(x: Tensor) -> Tensor:
-        return x if layout.sample is None else x.index_select(1, layout.sample)
+    def sampled(x: Tensor, name: str) -> Tensor:
+        if layout.sample is None:
+            return x
+        return torch.index_select(x, 1, layout.sample, out=scratch.take(name, n, s))
 
-    g, m, d = sampled(grads), sampled(exp_avgs), sampled(denoms)
+    g, m, d = sampled(grads, "g"), sampled(exp_avgs, "m"), sampled(denoms, "d")
     p = torch.cat(
-        [q.reshape(n, -1)[:, ::s] for q, s in zip(params, layout.strides, strict=True)], dim=1
+        [q.reshape(n, -1)[:, ::st] for q, st in zip(params, layout.strides, strict=True)],
+        dim=1,
+        out=scratch.take("p", n, s),
     )
-    d = d * denom_coefs
-    m_hat = m * m_hat_coefs
-    u = m_hat / d
-    m = m * exp_avg_scales
-    v_hat = (d - epsilon).square()
-    left = torch.stack([g, g, g, g, m, p, u, u])
-    right = torch.stack([m, p, u, g, m, p, u, p])
-    rows = torch.cat(
-        [
-            torch.stack([(d > 2 * epsilon).to(w.dtype), u.abs().add_(LOG_FLOOR).log_()]),
-            left.mul_(right),
-        ]
-    )
+    d = torch.mul(d, denom_coefs, out=scratch.take("d_hat", n, s))
+    m_hat = torch.mul(m, m_hat_coefs, out=scratch.take("m_hat", n, s))
+    u = torch.div(m_hat, d, out=scratch.take("u", n, s))
+    m = torch.mul(m, exp_avg_scales, out=scratch.take("m_scaled", n, s))
+    v_hat = torch.sub(d, epsilon, out=scratch.take("v_hat", n, s)).square_()
+    # The rows summed: n_above, log |u|, then the products g m, g p, g u, g g, m m, p p, u u, u p.
+    rows = scratch.take("rows", 10, n, s)
+    torch.gt(d, 2 * epsilon, out=rows[0])
+    torch.abs(u, out=rows[1]).add_(LOG_FLOOR).log_()
+    for row, (a, b) in enumerate(
+        [(g, m), (g, p), (g, u), (g, g), (m, m), (p, p), (u, u), (u, p)], start=2
+    ):
+        torch.mul(a, b, out=rows[row])
     sums = (rows @ w).to(torch.float64)  # (10, N)
-    noise_sums = torch.stack([v_hat @ w, (m_hat * m_hat) @ w]).to(torch.float64)
+    noise_sums = torch.stack([v_hat @ w, m_hat.mul_(m_hat) @ w]).to(torch.float64)
     numel = layout.numel.expand(1, n)
     trust = torch.zeros(2, n, dtype=torch.float64, device=w.device)
     # _RAW's order: n_above, sum_log_u, numel, gm .. up, sum_vhat, mhat_sq, log_trust, n_trust
@@ -420,6 +497,13 @@ class BatchedCIAO:
         self._layouts: dict[tuple[int, ...], _Layout] = {}
         self._checked: list[tuple] | None = None
         self._hparams: _HParams | None = None
+        self._rest: list[tuple] | None = None  # the values other than lr_factor last built
+        self._factors: list = []
+        self._factor_types: list[type] = []
+        self._scratch = _Scratch(self._dtype, self._device)
+        # On the CPU, reading a flag off the device costs nothing (no stream to wait for): a
+        # step then leaves out the masks and selections that would change nothing.
+        self._host_reads = self._device.type == "cpu"
         self.members = [MemberOptimizer(self, i, g) for i, g in enumerate(groups)]
 
     @property
@@ -434,28 +518,60 @@ class BatchedCIAO:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the parameters' gradients, as `torch.optim.Optimizer.zero_grad` does."""
+        dense = []
         for p in self.params:
             if p.grad is None:
                 continue
             if set_to_none:
                 p.grad = None
+                continue
+            if p.grad.grad_fn is not None:
+                p.grad.detach_()
             else:
-                if p.grad.grad_fn is not None:
-                    p.grad.detach_()
-                else:
-                    p.grad.requires_grad_(False)
+                p.grad.requires_grad_(False)
+            if p.grad.is_sparse:
                 p.grad.zero_()
+            else:
+                dense.append(p.grad)
+        if dense:
+            torch._foreach_zero_(dense)
 
     # -- the step --------------------------------------------------------------------------
 
     def _current_hparams(self) -> _HParams:
-        """The members' hyperparameters, rebuilt when some group changed; what changed is
-        validated (a controller moves lr_factor every step: one value per member)."""
-        values = [
-            tuple((type(v), v) for v in map(m.param_groups[0].get, HPARAMS)) for m in self.members
-        ]
+        """The members' hyperparameters, validated where they changed (a bad value raises
+        before anything changed).
+
+        A controller writes lr_factor before every step and the others at decisions only, so
+        the two are watched apart: the others by identity (the same objects as at the last
+        build: nothing changed, type included), the factors by value and type, whose change
+        rebuilds only the columns they enter."""
+        groups = [m.param_groups[0] for m in self.members]
+        try:
+            rest = list(map(_get_rest, groups))
+            factors = list(map(_get_factor, groups))
+        except KeyError:  # a member lacks a key: the full check names it
+            rest = factors = None
+        h = self._hparams
+        if h is None or rest is None or not _same_objects(rest, self._rest):
+            return self._build_hparams(groups, rest)
+        types = list(map(type, factors))
+        if factors != self._factors or types != self._factor_types:
+            if not _plain_factors(factors):
+                old = zip(self._factor_types, self._factors, strict=True)
+                for i, (t, f, was) in enumerate(zip(types, factors, old, strict=True)):
+                    if (t, f) != was:
+                        _check_member(i, groups[i], ["lr_factor"])
+            h.set_factors(factors)
+            self._factors, self._factor_types = factors, types
+        return h
+
+    def _build_hparams(self, groups: list[dict], rest: list[tuple] | None) -> _HParams:
+        """Validate what changed since the last build (everything, the first time), then
+        build every column."""
+        values = [tuple((type(v), v) for v in map(g.get, HPARAMS)) for g in groups]
         if values != self._checked:
-            for i, m in enumerate(self.members):
+            for i, g in enumerate(groups):
                 old = None if self._checked is None else self._checked[i]
                 if values[i] != old:
                     changed = (
@@ -463,10 +579,12 @@ class BatchedCIAO:
                         if old is None
                         else [k for k, a, b in zip(HPARAMS, values[i], old, strict=True) if a != b]
                     )
-                    _check_member(i, m.param_groups[0], changed)
-            self._hparams = _HParams([m.param_groups[0] for m in self.members], self._device)
+                    _check_member(i, g, changed)
             self._checked = values
-        assert self._hparams is not None
+        self._hparams = _HParams(groups, self._dtype, self._device)
+        self._rest = rest
+        self._factors = [g["lr_factor"] for g in groups]
+        self._factor_types = list(map(type, self._factors))
         return self._hparams
 
     def _layout(self, active: tuple[int, ...]) -> _Layout:
@@ -491,7 +609,8 @@ class BatchedCIAO:
         if not active:
             self._stats.count()
             return
-        n, layout = self.N, self._layout(active)
+        n, layout, scratch = self.N, self._layout(active), self._scratch
+        width = sum(layout.sizes)
         params = [self.params[k] for k in active]
         if len(active) < len(self.params):
             self._uniform = [False] * n  # the tensors without gradients fall behind
@@ -503,19 +622,35 @@ class BatchedCIAO:
             return (x[:, :1] if uniform else x.index_select(1, owner)).to(self._dtype)
 
         # Each member's gradient norm decides its skip and its clipping, on the device.
-        g = torch.cat([p.grad.reshape(n, -1) for p in params], dim=1)
-        norm = torch.linalg.vector_norm(g, dim=1, keepdim=True, dtype=torch.float64)
+        g = torch.cat(
+            [p.grad.reshape(n, -1) for p in params], dim=1, out=scratch.take("grad", n, width)
+        )
+        # In float64, as vector_norm(g, dtype=torch.float64) computes it: over g converted
+        # (here into a buffer of the scratch rather than a fresh tensor).
+        wide = g
+        if g.dtype != torch.float64:
+            wide = scratch.take("grad64", n, width, dtype=torch.float64).copy_(g)
+        norm = torch.linalg.vector_norm(wide, dim=1, keepdim=True)
         ok = norm <= self._largest_norm  # (N, 1); False for NaN and Inf
+        # Where every member steps (known only where reading it is free), selecting by `ok`
+        # gives back its first operand.
+        all_ok = self._host_reads and bool(ok.all())
+
+        def pick(a: Tensor, b: Tensor | float) -> Tensor:
+            """torch.where(ok, a, b) for an `a` of the result's shape."""
+            return a if all_ok else torch.where(ok, a, b)
+
         skipped = ~ok
-        g.masked_fill_(skipped, 0.0)  # NaN * 0 is NaN: a skipped member reads zeros
-        c = self._clip_scales(h, norm, ok)
+        if not all_ok:
+            g.masked_fill_(skipped, 0.0)  # NaN * 0 is NaN: a skipped member reads zeros
+            self._skipped += skipped
+        c = self._clip_scales(h, norm, ok, all_ok)
         clipped = c < 1.0
-        self._skipped += skipped
         self._stats.count(clipped, skipped)
 
         # Bias corrections from the running products of the betas used; a skipped member's
         # betas are 1 (its products stay).
-        used = torch.where(ok, h.betas, 1.0)
+        used = pick(h.betas, 1.0)
         if layout.tensors is None:
             products = self._products.mul_(used)
             old_scale = self._scale
@@ -528,11 +663,13 @@ class BatchedCIAO:
         # The first moment m = scale * m_tilde, as in `ciao.update_moments`.
         grad_weight = h.ombeta1 * c
         scale = h.beta1 * old_scale + grad_weight
-        weight = torch.where(ok, grad_weight / scale, 0.0)
-        scale = torch.where(ok, scale, old_scale)
+        weight = pick(grad_weight / scale, 0.0)
+        scale = pick(scale, old_scale)
         fold = scale < _FOLD_BELOW
-        fold_factor = torch.where(fold, scale, 1.0)
-        scale = torch.where(fold, 1.0, scale)
+        any_fold = not self._host_reads or bool(fold.any())
+        if any_fold:
+            fold_factor = torch.where(fold, scale, 1.0)
+            scale = torch.where(fold, 1.0, scale)
         if layout.tensors is None:
             self._scale = scale
             m, v = self._exp_avg, self._exp_avg_sq
@@ -541,19 +678,22 @@ class BatchedCIAO:
             m = self._exp_avg.index_select(1, layout.columns)
             v = self._exp_avg_sq.index_select(1, layout.columns)
         m.lerp_(g, columns(weight, layout.owner))
-        m.mul_(columns(fold_factor, layout.owner))
-        v.mul_(used[1].to(self._dtype))
-        v.addcmul_(g * (h.ombeta2 * (c * c)).to(self._dtype), g)
+        if any_fold:
+            m.mul_(columns(fold_factor, layout.owner))
+        v.mul_(h.beta2_state if all_ok else used[1].to(self._dtype))
+        work = scratch.take("work", n, width)  # (c^2 (1 - beta2)) g here, the step below
+        v.addcmul_(torch.mul(g, (h.ombeta2 * (c * c)).to(self._dtype), out=work), g)
 
         # Denominators sqrt(v) + eps sqrt(bc2) and the scalar coefficients, as in
         # `ciao.denominators` and `CIAO._step_group`.
         root = bc2.sqrt()
         eps_term = (h.epsilon * root).clamp_min(torch.finfo(self._dtype).tiny)
-        d = v.sqrt().add_(columns(eps_term, layout.owner))
+        d = torch.sqrt(v, out=scratch.take("denom", n, width))
+        d.add_(columns(eps_term, layout.owner))
         d_coef = 1.0 / root
         m_coef = scale / bc1
         u_coef = m_coef / d_coef
-        step_coef = torch.where(ok, -h.lr * u_coef, 0.0)
+        step_coef = pick(h.neg_lr * u_coef, 0.0)
 
         measures = [self._measures(s) for s in self._steps]
         if any(measures):
@@ -569,28 +709,30 @@ class BatchedCIAO:
                 columns(scale, layout.sample_owner),
                 columns(m_coef, layout.sample_owner),
                 columns(d_coef, layout.sample_owner),
-                epsilon=h.epsilon.to(self._dtype),
+                epsilon=h.epsilon_state,
+                scratch=scratch,
             )
             self._stats.add(raw, h.lr, h.weight_decay, measured)
 
         # p <- (1 - lr wd) p - lr u, the second term (-lr coef m_tilde) / d as CIAO's addcdiv
         # forms it, over views of the flat tensors shaped as each parameter.
         if h.any_decay:
-            factors = torch.where(ok, h.decay_factor, 1.0).to(self._dtype)
+            factors = pick(h.decay_factor, 1.0).to(self._dtype)
             torch._foreach_mul_(params, [factors.view(-1, *[1] * (p.dim() - 1)) for p in params])
-        scaled = m * columns(step_coef, layout.owner)
+        scaled = torch.mul(m, columns(step_coef, layout.owner), out=work)
         views = [self._views(x, params, layout.sizes) for x in (scaled, d)]
         torch._foreach_addcdiv_(params, *views)
         if layout.tensors is not None:
             self._exp_avg.index_copy_(1, layout.columns, m)
             self._exp_avg_sq.index_copy_(1, layout.columns, v)
 
-    def _clip_scales(self, h: _HParams, norm: Tensor, ok: Tensor) -> Tensor:
+    def _clip_scales(self, h: _HParams, norm: Tensor, ok: Tensor, all_ok: bool) -> Tensor:
         """Each member's coefficient for its gradient: clip_fraction * rolling max / norm, at
-        most 1 (`CIAO._clip_scale`); the rolling max moves on members that step."""
+        most 1 (`CIAO._clip_scale`); the rolling max moves on members that step (`all_ok`:
+        every member does)."""
         rolled = torch.maximum(self._norm_max * h.norm_decay, norm)
-        self._norm_max = torch.where(ok, rolled, self._norm_max)
-        clips = h.clip_on & ok & (norm != 0.0)
+        self._norm_max = rolled if all_ok else torch.where(ok, rolled, self._norm_max)
+        clips = (h.clip_on if all_ok else h.clip_on & ok) & (norm != 0.0)
         return torch.where(clips, (h.clip_fraction * self._norm_max / norm).clamp_max(1.0), 1.0)
 
     def _measures(self, step: int) -> bool:
