@@ -5,8 +5,9 @@ A training distribution asks for a schedule only if its tasks reward one: for ea
 runs T steps at every lr of {1e-4, 3e-4, 1e-3, 3e-3, 1e-2}, constant and under the 5% warm-up +
 cosine shape (the `adamw` and `adamw-cosine` drivers of the benchmark, cached like its runs);
 the schedule wins the task if its best run's best validation loss by T is lower than the best
-constant run's. Tasks: `--sample N` from meta-training's distribution (`--budget-scale`,
-`--data-scale` as in a stage config; seed 0 per task, as `[run] task_seeds = 1`), or a suite.
+constant run's. Tasks: `--sample N` from meta-training's distribution (`--families`,
+`--budget-scale`, `--data-scale` as in a stage config; seed 0 per task, as `[run] task_seeds =
+1`), or a suite.
 Runs on Ray (`--workers`). The last line reads `schedule wins on K of N tasks (P%)`.
 
 Usage: python benchmarks/schedule_incentive.py --sample 40 --budget-scale 4 --data-scale 10
@@ -32,7 +33,7 @@ def tasks_of(args) -> dict:
         return dict(suite(args.suite))
     rng = np.random.default_rng(args.seed)
     configs = [
-        sample_training_config(rng, FAMILY_NAMES, args.budget_scale, args.data_scale)
+        sample_training_config(rng, tuple(args.families), args.budget_scale, args.data_scale)
         for _ in range(args.sample)
     ]
     return {f"sampled-{i:02d}-{c.family}": c for i, c in enumerate(configs)}
@@ -42,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=40)
     parser.add_argument("--suite", default=None)
+    parser.add_argument("--families", nargs="+", default=list(FAMILY_NAMES))
     parser.add_argument("--budget-scale", type=float, default=1.0)
     parser.add_argument("--data-scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0, help="of the task sample")
