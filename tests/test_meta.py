@@ -401,3 +401,17 @@ def test_periodic_evaluation_on_a_suite_is_logged(tmp_path, monkeypatch):
     assert ev["mean"] == pytest.approx((ev["tiny-a"] + ev["tiny-b"]) / 2)
     assert all(-3.0 <= v <= 3.0 for v in ev.values())
     assert (tmp_path / "run" / "progress.png").stat().st_size > 10_000
+
+
+def test_ray_rollout_workers_run_batches_of_episodes(tmp_path):
+    """Each rollout returns its N episodes; the learner counts every one."""
+    import ray
+
+    trainer = MetaTrainer(small_config(iterations=1, workers=1, batch=4), tmp_path / "run")
+    try:
+        trainer.train(log_progress=lambda s: None)
+    finally:
+        ray.shutdown()
+    assert trainer.counters["errors"] == 0
+    assert trainer.counters["episodes"] >= 4 and trainer.counters["episodes"] % 4 == 0
+    assert trainer.counters["transitions"] == 10 * trainer.counters["episodes"]
