@@ -37,7 +37,9 @@ Limits:
   member's `state_dict()` holds its statistics since that batched pop.
 - On a step where the gradient noise cancels exactly (the first of a run), CIAO's
   `log_grad_noise_scale` is set by the sign of a rounding error; BatchedCIAO sums in another
-  order and its value may differ there. Elsewhere the statistics agree to rounding.
+  order and its value may differ there, unless `noise_floor` > 0 (set by a controller from its
+  policy's `ControlSpec`), which reads the same floor in both. Elsewhere the statistics agree to
+  rounding.
 """
 
 from __future__ import annotations
