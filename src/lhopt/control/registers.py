@@ -24,15 +24,23 @@ class Snapshot:
 
 def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss, progress) -> Snapshot:
     model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    # deepcopy: the optimizer's state_dict holds references to its live tensors.
-    return Snapshot(model_state, copy.deepcopy(optimizer.state_dict()), loss, progress)
+    # deepcopy: a torch optimizer's state_dict holds references to its live tensors. An
+    # optimizer whose `state_dict()` returns copies and whose `load_state_dict` copies in says
+    # so (`state_dict_copies`; `lhopt.optim.batched.MemberOptimizer`) and is spared the copy.
+    state = optimizer.state_dict()
+    if not getattr(optimizer, "state_dict_copies", False):
+        state = copy.deepcopy(state)
+    return Snapshot(model_state, state, loss, progress)
 
 
 def _restore(snap: Snapshot, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     model.load_state_dict(snap.model)  # copies into the live parameters
     # load_state_dict may keep the given tensors as they are: give it copies, so that training
     # does not write through into the register.
-    optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
+    state = snap.optimizer
+    if not getattr(optimizer, "state_dict_copies", False):
+        state = copy.deepcopy(state)
+    optimizer.load_state_dict(state)
 
 
 class RestartRegisters:

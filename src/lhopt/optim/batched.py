@@ -855,6 +855,10 @@ class MemberOptimizer:
     (`state_dict`, `load_state_dict`). It has no `step()`: the BatchedCIAO steps every member.
     """
 
+    # `state_dict()` returns copies and `load_state_dict` copies in: restart registers keep and
+    # restore its states without copying them again.
+    state_dict_copies = True
+
     def __init__(self, owner: BatchedCIAO, index: int, group: dict) -> None:
         self._owner = owner
         self.index = index
