@@ -172,7 +172,7 @@ def test_meta_training_with_batches_counts_every_member(tmp_path, tmp_cache):
             },
             "policy": {"hidden": 16},
             "ppo": {"batch": 16, "buffer": 64, "batches_per_iteration": 1},
-            "episode": {"min_outer_steps": 4, "max_outer_steps": 4},
+            "episode": {"min_outer_steps": 4, "max_outer_steps": 4, "noise_floor": 1e-5},
         }
     )
     trainer = MetaTrainer(cfg, tmp_path / "run")
@@ -215,3 +215,28 @@ def test_a_policy_file_keeps_its_noise_floor(policy_file, tmp_path):
 def test_the_batch_key_is_checked():
     with pytest.raises(ValueError, match=r"\[run\] batch"):
         meta_config.from_dict({"run": {"batch": 0}})
+    with pytest.raises(ValueError, match=r"needs \[episode\] noise_floor > 0"):
+        meta_config.from_dict({"run": {"batch": 4}})
+    meta_config.from_dict({"run": {"batch": 4}, "episode": {"noise_floor": 1e-5}})
+
+
+def test_a_failing_member_run_alone_fails_alone(policy_file, monkeypatch):
+    import lhopt.meta.train as train_mod
+
+    real = train_mod.run_episodes
+
+    def flaky(policy, config, seeds, *args, **kwargs):
+        if seeds == [1]:
+            raise RuntimeError("inner run crashed")
+        return real(policy, config, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "run_episodes", flaky)
+    spec = {"config": GRU.to_dict(), "seed": 0, "rng_seed": 0, "seeds": [0, 1, 2]}
+    spec["rng_seeds"] = [0, 1, 2]
+    cfg = EpisodeConfig(min_outer_steps=4, max_outer_steps=4)
+    out = train_mod._episodes_safe(load_policy(policy_file), spec, cfg)
+    assert ["error" in e for e in out] == [False, True, False]
+    monkeypatch.setattr(train_mod, "run_episodes", lambda *a, **k: 1 / 0)
+    spec["config"] = QUAD.to_dict()
+    out = train_mod._episodes_safe(load_policy(policy_file), spec, cfg)
+    assert len(out) == 3 and all("ZeroDivisionError" in e["error"] for e in out)

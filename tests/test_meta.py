@@ -33,7 +33,7 @@ def _cache(tmp_cache):
     return tmp_cache
 
 
-def small_config(ppo_lr=3e-3, **run):
+def small_config(ppo_lr=3e-3, episode=None, **run):
     return meta_config.from_dict(
         {
             "run": {
@@ -50,6 +50,7 @@ def small_config(ppo_lr=3e-3, **run):
                 "max_outer_steps": 10,
                 "fixed_initial": {"lr": 1e-5},
                 "other_perturbation": 1.0,
+                **(episode or {}),
             },
         }
     )
@@ -407,7 +408,8 @@ def test_ray_rollout_workers_run_batches_of_episodes(tmp_path):
     """Each rollout returns its N episodes; the learner counts every one."""
     import ray
 
-    trainer = MetaTrainer(small_config(iterations=1, workers=1, batch=4), tmp_path / "run")
+    cfg = small_config(iterations=1, workers=1, batch=4, episode={"noise_floor": 1e-5})
+    trainer = MetaTrainer(cfg, tmp_path / "run")
     try:
         trainer.train(log_progress=lambda s: None)
     finally:

@@ -119,6 +119,13 @@ def _check_semantics(cfg: MetaConfig) -> None:
     _require(cfg, "run", "min_new_transitions", lambda v: v >= 1, ">= 1 (transitions per update)")
     _require(cfg, "run", "eval_seeds", lambda v: v >= 1, ">= 1")
     _require(cfg, "run", "batch", lambda v: v >= 1, ">= 1 (episodes per rollout)")
+    if run.batch > 1 and ep.noise_floor == 0:
+        raise ValueError(
+            f"[run] batch = {run.batch} needs [episode] noise_floor > 0 (e.g. 1e-5): without "
+            "it the noise feature of a run's first step is rounding error, which a batched "
+            "step sums in another order than CIAO, so a policy would train on features it is "
+            "not deployed with"
+        )
     _require(cfg, "ppo", "lr", lambda v: v > 0, "> 0")
     _require(cfg, "ppo", "beta2", lambda v: v < 1, "in [0, 1)")
     _require(cfg, "ppo", "max_grad_norm", lambda v: v > 0, "> 0")

@@ -35,6 +35,7 @@ from lhopt.meta.config import MetaConfig
 from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episodes
 from lhopt.meta.ppo import ReplayBuffer, make_optimizer, make_polyak, update
 from lhopt.tasks import TaskConfig, sample_training_config, suite
+from lhopt.tasks.batched import batchable
 
 
 def checkpoint_layout_hash(spec: ControlSpec | None = None) -> str:
@@ -87,28 +88,35 @@ def _episode_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> dict:
 
 
 def _episodes_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> list[dict]:
-    """The episodes of `spec` (one per member seed, batched: `run_episodes`), or one dict with
-    the error."""
+    """The episodes of `spec` (one per member seed: `run_episodes`), each replaced by a dict
+    with the error where it failed: a failed batch is N failed episodes, and members run one
+    after another fail alone."""
     torch.set_num_threads(1)
+    seeds = spec.get("seeds", [spec["seed"]])
+    rng_seeds = spec.get("rng_seeds", [spec["rng_seed"]])
+
+    def attempt(members: list[int]) -> list[dict]:
+        try:
+            return run_episodes(
+                policy,
+                TaskConfig.from_dict(spec["config"]),
+                [seeds[i] for i in members],
+                episode_cfg,
+                [np.random.default_rng(rng_seeds[i]) for i in members],
+                greedy=spec.get("greedy", False),
+            )
+        except Exception as e:  # noqa: BLE001 - the learner logs it and goes on
+            error = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            return [{**error, "spec": spec} for _ in members]
+
+    every = list(range(len(seeds)))
     try:
-        seeds = spec.get("seeds", [spec["seed"]])
-        rng_seeds = spec.get("rng_seeds", [spec["rng_seed"]])
-        return run_episodes(
-            policy,
-            TaskConfig.from_dict(spec["config"]),
-            seeds,
-            episode_cfg,
-            [np.random.default_rng(s) for s in rng_seeds],
-            greedy=spec.get("greedy", False),
-        )
-    except Exception as e:  # noqa: BLE001 - the learner logs it and goes on
-        return [
-            {
-                "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(),
-                "spec": spec,
-            }
-        ]
+        together = batchable(TaskConfig.from_dict(spec["config"]))
+    except ValueError:
+        together = True  # the attempt reports the bad config
+    if len(every) > 1 and not together:
+        return [episode for i in every for episode in attempt([i])]
+    return attempt(every)
 
 
 class _RolloutWorker:
@@ -365,7 +373,8 @@ class MetaTrainer:
                 self._workers[worker_index] = actor.remote(
                     self.policy.architecture(), vars(self.cfg.episode)
                 )
-                result = [{"error": f"worker died: {type(e).__name__}: {e}"}]
+                error = f"worker died: {type(e).__name__}: {e}"
+                result = [{"error": error} for _ in range(run.batch)]  # the batch's episodes
             return result, version, worker_index
 
         for i in range(len(self._workers)):

@@ -55,13 +55,11 @@ def _batch_norm(layer: nn.BatchNorm1d, state: dict[str, Tensor], p: str, x: Tens
     n, b, f = x.shape
     rows = x.transpose(0, 1).reshape(b, n * f)
     mean, var = state.get(p + "running_mean"), state.get(p + "running_var")
+    if layer.momentum is None:  # a cumulative average: 1 / count, which members may not share
+        raise TypeError(f"BatchNorm1d {p[:-1]} with momentum=None has no stacked form")
     training = layer.training or mean is None
-    momentum = layer.momentum if layer.momentum is not None else 0.0
     if layer.training and layer.track_running_stats:
-        tracked = state[p + "num_batches_tracked"]
-        tracked.add_(1)
-        if layer.momentum is None:  # a cumulative average, as BatchNorm1d does
-            momentum = 1.0 / float(tracked[0])
+        state[p + "num_batches_tracked"].add_(1)
     out = F.batch_norm(
         rows,
         None if mean is None else mean.view(-1),
@@ -69,7 +67,7 @@ def _batch_norm(layer: nn.BatchNorm1d, state: dict[str, Tensor], p: str, x: Tens
         state[p + "weight"].reshape(-1) if layer.affine else None,
         state[p + "bias"].reshape(-1) if layer.affine else None,
         training,
-        momentum,
+        layer.momentum,
         layer.eps,
     )
     return out.view(b, n, f).transpose(0, 1)
