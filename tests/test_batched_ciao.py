@@ -331,6 +331,17 @@ def test_member_state_of_other_shapes_is_refused_and_changes_nothing():
     run(pair, 6, gen)  # still in step with CIAO
 
 
+def assert_step_refused(pair, gen, message: str, steps: int) -> None:
+    """The next step raises `message` and changes nothing: parameters and step counts."""
+    before = [p.detach().clone() for p in pair.params]
+    for p, g in zip(pair.params, random_grads(gen), strict=True):
+        p.grad = g
+    with pytest.raises(ValueError, match=message):
+        pair.batched.step()
+    assert all(torch.equal(p, q) for p, q in zip(pair.params, before, strict=True))
+    assert [m.steps for m in pair.batched.members] == [steps] * N
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -354,13 +365,7 @@ def test_refused_hyperparameters_name_member_key_and_value(change, message):
     gen = torch.Generator().manual_seed(8)
     run(pair, 3, gen)
     pair.batched.members[2].param_groups[0].update(change)
-    before = [p.detach().clone() for p in pair.params]
-    for p, g in zip(pair.params, random_grads(gen), strict=True):
-        p.grad = g
-    with pytest.raises(ValueError, match=message):
-        pair.batched.step()
-    assert all(torch.equal(p, q) for p, q in zip(pair.params, before, strict=True))
-    assert [m.steps for m in pair.batched.members] == [3] * N
+    assert_step_refused(pair, gen, message, steps=3)
 
 
 def test_refused_parameters():
@@ -515,13 +520,7 @@ def test_changed_value_or_type_is_validated_at_the_next_step(key, value, message
     group = pair.batched.members[1].param_groups[0]
     was = group[key]
     group[key] = value
-    before = [p.detach().clone() for p in pair.params]
-    for p, g in zip(pair.params, random_grads(gen), strict=True):
-        p.grad = g
-    with pytest.raises(ValueError, match=message):
-        pair.batched.step()
-    assert all(torch.equal(p, q) for p, q in zip(pair.params, before, strict=True))
-    assert [m.steps for m in pair.batched.members] == [3] * N
+    assert_step_refused(pair, gen, message, steps=3)
     pair.set_hparam(1, key, was)
     run(pair, 3, gen)  # still in step with CIAO
 

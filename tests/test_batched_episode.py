@@ -31,19 +31,7 @@ MLP = TaskConfig.make(
     epochs=1,
     budget=120,
 )
-CNN = TaskConfig.make(
-    "mnist1d",
-    arch="cnn",
-    depth=2,
-    width=32,
-    norm="batch",
-    activation="relu",
-    dropout=0.0,
-    loss="huber",
-    batch=32,
-    epochs=1,
-    budget=100,
-)
+CNN = TaskConfig.make(**{**MLP.to_dict(), "arch": "cnn"})
 GRU = TaskConfig.make(
     "algorithmic",
     problem="xor",

@@ -17,7 +17,7 @@ RNN kernels have no batching rule (`docs/benchmarks.md`, "Batched episodes").
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lhopt.tasks.base import TaskConfig
 from lhopt.tasks.registry import FAMILIES, build_task, check_config
@@ -69,8 +69,8 @@ class BatchedTask:
 
     `params` and `buffers` map the model's names to stacked tensors (members along dim 0; the
     parameters are leaves that train). `train_loss()` returns the N members' losses (a tensor
-    of shape (N,), whose sum backpropagates into every member's gradient), `val_losses()` /
-    `test_losses()` their losses over a split, `member(i)` member i's slice for registers."""
+    of shape (N,), whose sum backpropagates into every member's gradient), `val_losses()` their
+    validation losses, `member(i)` member i's slice for registers."""
 
     def __init__(self, config: TaskConfig | dict, seeds: list[int]) -> None:
         if isinstance(config, dict):
@@ -84,7 +84,6 @@ class BatchedTask:
         if not seeds:
             raise ValueError("seeds is empty: a batch needs at least one member")
         self.tasks = [build_task(config, s) for s in seeds]
-        self.config = self.tasks[0].config
         self.budget = self.tasks[0].budget
         models = [t.model for t in self.tasks]
         params, buffers = torch.func.stack_module_state(models)
@@ -92,9 +91,6 @@ class BatchedTask:
         self.buffers = buffers
         self._template = self.tasks[0].model
         self._stacked = {**self.params, **self.buffers}
-
-    def __len__(self) -> int:
-        return len(self.tasks)
 
     def member(self, i: int) -> MemberModule:
         return MemberModule(self._stacked, i)
@@ -110,8 +106,9 @@ class BatchedTask:
         self._mode(True)
         return self.tasks[0].stacked_loss(self._stacked, batch)
 
-    def _losses(self, split: str) -> list[float]:
-        inputs = _stack([t.eval_inputs(split) for t in self.tasks])
+    def val_losses(self) -> list[float]:
+        """Each member's loss over the validation split (model in eval mode, no grad)."""
+        inputs = _stack([t.eval_inputs("val") for t in self.tasks])
         self._mode(False)
         try:
             with torch.no_grad():
@@ -123,16 +120,3 @@ class BatchedTask:
     def _mode(self, training: bool) -> None:
         if self._template.training != training:
             self._template.train(training)
-
-    def val_losses(self) -> list[float]:
-        return self._losses("val")
-
-    def test_losses(self) -> list[float]:
-        return self._losses("test")
-
-    def unstack(self) -> list[nn.Module]:
-        """The member tasks' models holding the members' current parameters and buffers."""
-        with torch.no_grad():
-            for i, task in enumerate(self.tasks):
-                task.model.load_state_dict(self.member(i).state_dict())
-        return [t.model for t in self.tasks]
