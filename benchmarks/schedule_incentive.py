@@ -25,17 +25,15 @@ from lhopt.curves import cache
 from lhopt.curves.drivers import TUNED_LR_GRID
 from lhopt.curves.speedup import best_by
 from lhopt.extras import start_ray
-from lhopt.tasks import FAMILY_NAMES, sample_training_config, suite
+from lhopt.tasks import FAMILY_NAMES, sample_training_set, suite
 
 
 def tasks_of(args) -> dict:
     if args.suite:
         return dict(suite(args.suite))
-    rng = np.random.default_rng(args.seed)
-    configs = [
-        sample_training_config(rng, tuple(args.families), args.budget_scale, args.data_scale)
-        for _ in range(args.sample)
-    ]
+    configs = sample_training_set(
+        args.seed, args.sample, tuple(args.families), args.budget_scale, args.data_scale
+    )
     return {f"sampled-{i:02d}-{c.family}": c for i, c in enumerate(configs)}
 
 

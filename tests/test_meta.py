@@ -68,6 +68,7 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"run": {"task": {**QUAD, "dim": 3}}}, ["[run] task", "dim=3"]),
         ({"run": {"budget_scale": 0.5}}, ["[run] budget_scale = 0.5", "[1, 100]"]),
         ({"run": {"data_scale": 200}}, ["[run] data_scale = 200", "[1, 100]"]),
+        ({"run": {"pool_seed": 3}}, ["[run] pool_seed = 3", "task_pool"]),
     ],
 )
 def test_config_errors_name_the_key(data, words):
@@ -75,6 +76,21 @@ def test_config_errors_name_the_key(data, words):
         meta_config.from_dict(data)
     for w in words:
         assert w in str(info.value)
+
+
+def test_a_pool_seed_makes_the_measured_sample_the_task_pool(tmp_path):
+    from lhopt.tasks import sample_training_set
+
+    families = ["quadratic", "mnist1d"]
+    cfg = small_config(task={}, task_pool=5, pool_seed=7, families=families, budget_scale=3.0)
+    trainer = MetaTrainer(cfg, tmp_path)
+    drawn = [c.to_dict() for c in sample_training_set(7, 5, tuple(families), 3.0, 1.0)]
+    seen = [trainer.next_spec()["config"] for _ in range(60)]
+    assert trainer.pool == drawn
+    assert all(c in drawn for c in seen) and all(c in seen for c in drawn)
+    # The same list for the same arguments, another for another seed.
+    assert drawn == [c.to_dict() for c in sample_training_set(7, 5, tuple(families), 3.0, 1.0)]
+    assert drawn != [c.to_dict() for c in sample_training_set(8, 5, tuple(families), 3.0, 1.0)]
 
 
 def test_config_files(tmp_path):

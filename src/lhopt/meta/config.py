@@ -41,6 +41,10 @@ class RunConfig:
     families: list = field(default_factory=lambda: list(FAMILY_NAMES))
     task: dict = field(default_factory=dict)  # a fixed task config (family, params): seeds vary
     task_pool: int = 0  # 0: a new sampled task per episode; N: cycle through N sampled tasks
+    # 0: the pool is drawn from the run's own random stream as episodes need tasks; S > 0: the
+    # pool is the `task_pool` configs `lhopt.tasks.sample_training_set(S, ...)` draws, the
+    # sample `benchmarks/schedule_incentive.py --seed S` measures.
+    pool_seed: int = 0
     # Seeds an episode's task is drawn from: 0 any (a new one each time); N: 0..N-1, so that
     # the reward's reference runs (per task and seed, cached) are reused across episodes.
     task_seeds: int = 0
@@ -119,6 +123,11 @@ def _check_semantics(cfg: MetaConfig) -> None:
     _require(cfg, "run", "min_new_transitions", lambda v: v >= 1, ">= 1 (transitions per update)")
     _require(cfg, "run", "eval_seeds", lambda v: v >= 1, ">= 1")
     _require(cfg, "run", "batch", lambda v: v >= 1, ">= 1 (episodes per rollout)")
+    if run.pool_seed and not run.task_pool:
+        raise ValueError(
+            f"[run] pool_seed = {run.pool_seed} draws a task pool: set [run] task_pool to its "
+            "size (> 0)"
+        )
     if run.batch > 1 and ep.noise_floor == 0:
         raise ValueError(
             f"[run] batch = {run.batch} needs [episode] noise_floor > 0 (e.g. 1e-5): without "

@@ -34,7 +34,7 @@ from lhopt.extras import require, start_ray
 from lhopt.meta.config import MetaConfig
 from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episodes
 from lhopt.meta.ppo import ReplayBuffer, make_optimizer, make_polyak, update
-from lhopt.tasks import TaskConfig, sample_training_config, suite
+from lhopt.tasks import TaskConfig, sample_training_config, sample_training_set, suite
 from lhopt.tasks.batched import batchable
 
 
@@ -313,6 +313,15 @@ class MetaTrainer:
         if run.task:
             config = TaskConfig.from_dict(dict(run.task))
         elif run.task_pool:
+            if run.pool_seed and not self.pool:
+                drawn = sample_training_set(
+                    run.pool_seed,
+                    run.task_pool,
+                    tuple(run.families),
+                    run.budget_scale,
+                    run.data_scale,
+                )
+                self.pool = [c.to_dict() for c in drawn]
             if len(self.pool) < run.task_pool:
                 self.pool.append(sample().to_dict())
                 config = TaskConfig.from_dict(self.pool[-1])

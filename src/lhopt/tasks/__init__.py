@@ -8,6 +8,7 @@ from lhopt.tasks.registry import (
     build_task,
     check_config,
     sample_training_config,
+    sample_training_set,
     task_budget,
 )
 from lhopt.tasks.suites import SUITES, held_out_keys, suite
@@ -24,6 +25,7 @@ __all__ = [
     "check_config",
     "held_out_keys",
     "sample_training_config",
+    "sample_training_set",
     "suite",
     "task_budget",
 ]

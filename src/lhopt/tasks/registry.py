@@ -122,3 +122,17 @@ def sample_training_config(
             config = TaskConfig.make(family, **{**config.p, "train_samples": n})
         if config.key() not in held_out:
             return config
+
+
+def sample_training_set(
+    seed: int,
+    n: int,
+    families: tuple[str, ...] = FAMILY_NAMES,
+    budget_scale: float = 1.0,
+    data_scale: float = 1.0,
+) -> list[TaskConfig]:
+    """`n` configurations of `sample_training_config` drawn from `seed`: the same list for the
+    same arguments, so a measured sample (`benchmarks/schedule_incentive.py --seed`) can be a
+    stage's task pool (`[run] pool_seed`)."""
+    rng = np.random.default_rng(seed)
+    return [sample_training_config(rng, families, budget_scale, data_scale) for _ in range(n)]
