@@ -13,8 +13,16 @@ import lhopt
 from lhopt.control import ActionSpace, FeatureEngine, load_policy, save_policy_file
 from lhopt.control.features import PROGRESS_TAUS
 from lhopt.control.policy_file import ControlSpec, actor_layout, layout_hash
+from lhopt.curves.drivers import TUNED_LR_GRID
 from lhopt.meta.config import MetaConfig, from_dict
-from lhopt.meta.episode import EpisodeConfig, run_episode, tuned_cosine
+from lhopt.meta.episode import (
+    WIDE_LR_GRID,
+    EpisodeConfig,
+    bracketed_lr,
+    reward_reference,
+    run_episode,
+    tuned_cosine,
+)
 from lhopt.meta.reward import TunedCosine, terminal_rewards
 from lhopt.meta.train import new_policy
 from lhopt.optim import schedules
@@ -104,6 +112,40 @@ def test_raising_the_lr_and_holding_it_scores_below_the_tuned_schedule(tmp_cache
     ref.log_speedup(0.0)  # a loss the T run never reaches: the longer runs are needed
     assert set(ref.runs) == {1.0, 1.5, 2.0} and ref.runs[2.0][0][-1] == 2 * 200
     assert ep["info"]["return"] == pytest.approx(ref.log_speedup(ep["info"]["best_val"]))
+
+
+@pytest.mark.parametrize(
+    "best, tried",
+    [
+        (1e-3, TUNED_LR_GRID),  # inside the grid: nothing added
+        (1e-1, TUNED_LR_GRID + (3e-2, 1e-1, 3e-1)),  # past the top: until a larger lr is worse
+        (3e-5, (3e-5, 1e-5) + TUNED_LR_GRID),  # past the bottom
+        (1e2, TUNED_LR_GRID + (3e-2, 1e-1, 3e-1, 1.0)),  # at most the wide grid's end
+    ],
+)
+def test_a_bracketed_tuning_goes_on_past_the_end_its_best_lr_is_at(best, tried):
+    asked = []
+
+    def curve(lr):
+        asked.append(lr)
+        return [5.0, (math.log10(lr) - math.log10(best)) ** 2]
+
+    lr, curves = bracketed_lr(curve)
+    assert set(TUNED_LR_GRID) <= set(WIDE_LR_GRID)
+    assert sorted(asked) == sorted(tried) and set(curves) == set(tried)
+    assert lr == min(best, 1.0)
+
+
+def test_the_bracketed_reference_is_tuned_where_the_grid_is_too_narrow(tmp_cache):
+    """A short quadratic wants more than the grid's largest lr: the bracketed reference finds
+    it, ends lower than the benchmark's grid, and is scored the same way."""
+    task = TaskConfig.make("quadratic", dim=10, condition=100.0, noise=0.1, batch=64, budget=100)
+    plain, wide = tuned_cosine(task, 0), tuned_cosine(task, 0, bracketed=True)
+    assert plain.lr == 1e-2 and wide.lr == 3e-1  # interior: 1.0 was tried, and is worse
+    assert wide.runs[1.0][1][-1] < plain.runs[1.0][1][-1]
+    cfg = EpisodeConfig(reward_reference="tuned-cosine-bracketed")
+    assert from_dict({"episode": {"reward_reference": "tuned-cosine-bracketed"}})
+    assert reward_reference(task, 0, cfg).lr == wide.lr
 
 
 def test_the_progress_embedding_is_appended_and_squashed():

@@ -61,7 +61,8 @@ class EpisodeConfig:
     reward_asymptote: bool = True  # False (with a horizon): extrapolate without a floor
     fixed_initial: dict = field(default_factory=dict)  # e.g. {"lr": 1e-5}: no perturbation
     # What the reward measures against: "adamw" (constant, lr 1e-3; the paper's setting) or
-    # "tuned-cosine" (lhopt.meta.reward.TunedCosine: the practitioner's schedule).
+    # "tuned-cosine" (lhopt.meta.reward.TunedCosine: the practitioner's schedule), or
+    # "tuned-cosine-bracketed" (the same, its grid extended past an end the best lr is at).
     reward_reference: str = "adamw"
     schedule: str = "constant"  # the shape under the policy's base lr (lhopt.optim.schedules)
     progress_taus: list = field(default_factory=list)  # progress embedding of the features
@@ -129,10 +130,32 @@ def baseline_law(
     return fit_power_law(result["steps"], result["val"], fit_points), result
 
 
-def tuned_cosine(task_config: TaskConfig, seed: int) -> TunedCosine:
+# The lrs a bracketed tuning may add beyond the benchmark's grid (`TUNED_LR_GRID`, a subset).
+WIDE_LR_GRID = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+
+
+def bracketed_lr(final_loss, grid=drivers.TUNED_LR_GRID, wide=WIDE_LR_GRID) -> tuple:
+    """The lr of `grid` whose run ends lowest (`pick_lr`), then, while that lr is the largest
+    (smallest) one tried, the next larger (smaller) lr of `wide` is tried too: the pick is
+    interior, or at an end of `wide`. `final_loss(lr)` is a run's curve of validation losses.
+    Returns (lr, {lr: curve} of every lr tried)."""
+    curves = {lr: final_loss(lr) for lr in grid}
+    while True:
+        lr = pick_lr(sorted(curves), curves)
+        i = wide.index(lr)
+        if lr == max(curves) and i + 1 < len(wide):
+            curves[wide[i + 1]] = final_loss(wide[i + 1])
+        elif lr == min(curves) and i > 0:
+            curves[wide[i - 1]] = final_loss(wide[i - 1])
+        else:
+            return lr, curves
+
+
+def tuned_cosine(task_config: TaskConfig, seed: int, bracketed: bool = False) -> TunedCosine:
     """The tuned schedule's runs of this task and seed (cached): the grid at T, and (when a run
     needs them) 1.5 T and 2 T at the lr that ended lowest, as the benchmark runs
-    `adamw-cosine-tuned`."""
+    `adamw-cosine-tuned`. `bracketed`: the grid goes on past an end while the best lr is there
+    (`bracketed_lr`), so that the reference is tuned on tasks that want an lr beyond it."""
 
     def run(lr: float, multiple: float) -> dict:
         return _cached_run(task_config, seed, "adamw-cosine", lr, multiple, drivers.adamw_cosine)
@@ -141,8 +164,16 @@ def tuned_cosine(task_config: TaskConfig, seed: int) -> TunedCosine:
         result = run(lr, multiple)
         return result["steps"], result["val"]
 
-    at_t = {lr: run(lr, 1.0) for lr in drivers.TUNED_LR_GRID}
-    lr = pick_lr(drivers.TUNED_LR_GRID, {lr: r["val"] for lr, r in at_t.items()})
+    at_t = {}
+
+    def curve(lr: float) -> list:
+        at_t[lr] = run(lr, 1.0)
+        return at_t[lr]["val"]
+
+    if bracketed:
+        lr, _ = bracketed_lr(curve)
+    else:
+        lr = pick_lr(drivers.TUNED_LR_GRID, {lr: curve(lr) for lr in drivers.TUNED_LR_GRID})
     best = at_t[lr]
     return TunedCosine(lr, {1.0: (best["steps"], best["val"])}, best["budget"], longer)
 
@@ -217,8 +248,8 @@ def _decide(controllers, step, modules, train_losses, val_losses):
 
 def reward_reference(task_config: TaskConfig, seed: int, cfg: EpisodeConfig):
     """What the reward of an episode of this task and seed measures against (cached runs)."""
-    if cfg.reward_reference == "tuned-cosine":
-        return tuned_cosine(task_config, seed)
+    if cfg.reward_reference.startswith("tuned-cosine"):
+        return tuned_cosine(task_config, seed, cfg.reward_reference == "tuned-cosine-bracketed")
     law, _ = baseline_law(
         task_config, seed, cfg.fit_points, cfg.reward_horizon, cfg.reward_asymptote
     )

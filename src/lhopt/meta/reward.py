@@ -45,7 +45,7 @@ from lhopt.curves.speedup import best_so_far, first_reach, speedup_budget_depend
 from lhopt.extras import require
 
 REWARD_LOSSES = ("best", "last")
-REWARD_REFERENCES = ("adamw", "tuned-cosine")
+REWARD_REFERENCES = ("adamw", "tuned-cosine", "tuned-cosine-bracketed")
 
 
 def scored_loss(best: float, latest: float, rule: str) -> float:
