@@ -134,19 +134,19 @@ def baseline_law(
 WIDE_LR_GRID = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 
 
-def bracketed_lr(final_loss, grid=drivers.TUNED_LR_GRID, wide=WIDE_LR_GRID) -> tuple:
+def bracketed_lr(curve_at, grid=drivers.TUNED_LR_GRID, wide=WIDE_LR_GRID) -> tuple:
     """The lr of `grid` whose run ends lowest (`pick_lr`), then, while that lr is the largest
     (smallest) one tried, the next larger (smaller) lr of `wide` is tried too: the pick is
-    interior, or at an end of `wide`. `final_loss(lr)` is a run's curve of validation losses.
+    interior, or at an end of `wide`. `curve_at(lr)` is the validation curve of a run at lr.
     Returns (lr, {lr: curve} of every lr tried)."""
-    curves = {lr: final_loss(lr) for lr in grid}
+    curves = {lr: curve_at(lr) for lr in grid}
     while True:
         lr = pick_lr(sorted(curves), curves)
         i = wide.index(lr)
         if lr == max(curves) and i + 1 < len(wide):
-            curves[wide[i + 1]] = final_loss(wide[i + 1])
+            curves[wide[i + 1]] = curve_at(wide[i + 1])
         elif lr == min(curves) and i > 0:
-            curves[wide[i - 1]] = final_loss(wide[i - 1])
+            curves[wide[i - 1]] = curve_at(wide[i - 1])
         else:
             return lr, curves
 
