@@ -88,7 +88,7 @@ def compare(args) -> dict:
     return rows
 
 
-def ray_scaling(batch: int, iterations: int) -> list[dict]:
+def ray_scaling(batch: int, iterations: int, families: list) -> list[dict]:
     import ray
 
     out = []
@@ -100,14 +100,16 @@ def ray_scaling(batch: int, iterations: int) -> list[dict]:
                     "workers": workers,
                     "iterations": iterations,
                     "batch": batch,
-                    "min_new_transitions": 64,
+                    # Several rollouts per update, so that a second worker has work: at one
+                    # rollout per update a batch of N episodes alone would end each iteration.
+                    "min_new_transitions": 32 * batch,
                     "checkpoint_every": 1000,
                     "task_pool": 4,
-                    "families": ["quadratic", "mnist1d"],
+                    "families": families,
                 },
                 "policy": {"hidden": 256},
                 "ppo": {"batch": 64, "buffer": 384},
-                "episode": {"max_outer_steps": 32},
+                "episode": {"max_outer_steps": 32, "noise_floor": 1e-5},
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
@@ -162,7 +164,7 @@ def main() -> None:
     batched = total["batched_steps"] / total["batched_cpu"]
     print(f"| all | | {serial:.0f} | {batched:.0f} | {batched / serial:.2f} | | |")
     if args.ray_iterations:
-        scaling = ray_scaling(args.batch, args.ray_iterations)
+        scaling = ray_scaling(args.batch, args.ray_iterations, args.families)
         print("\n| Ray workers | episodes | inner steps | wall s | inner steps/s |")
         print("|---|---|---|---|---|")
         for r in scaling:
