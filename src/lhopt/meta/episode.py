@@ -170,10 +170,8 @@ def tuned_cosine(task_config: TaskConfig, seed: int, bracketed: bool = False) ->
         at_t[lr] = run(lr, 1.0)
         return at_t[lr]["val"]
 
-    if bracketed:
-        lr, _ = bracketed_lr(curve)
-    else:
-        lr = pick_lr(drivers.TUNED_LR_GRID, {lr: curve(lr) for lr in drivers.TUNED_LR_GRID})
+    # Not bracketed: the grid is its own wide grid, so nothing lies past its ends.
+    lr, _ = bracketed_lr(curve, wide=WIDE_LR_GRID if bracketed else drivers.TUNED_LR_GRID)
     best = at_t[lr]
     return TunedCosine(lr, {1.0: (best["steps"], best["val"])}, best["budget"], longer)
 
