@@ -13,8 +13,16 @@ import torch
 
 from lhopt.control import Policy, PolicyConfig, layout_hash
 from lhopt.meta import config as meta_config
-from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, run_episode
-from lhopt.meta.ppo import PPOConfig, ReplayBuffer, gae, make_polyak, polyak_update
+from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, run_episode, run_episodes
+from lhopt.meta.ppo import (
+    PPOConfig,
+    ReplayBuffer,
+    gae,
+    group_advantages,
+    make_polyak,
+    polyak_update,
+    ppo_step,
+)
 from lhopt.meta.train import MetaTrainer
 from lhopt.tasks import TaskConfig
 
@@ -69,6 +77,8 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"run": {"budget_scale": 0.5}}, ["[run] budget_scale = 0.5", "[1, 100]"]),
         ({"run": {"data_scale": 200}}, ["[run] data_scale = 200", "[1, 100]"]),
         ({"run": {"pool_seed": 3}}, ["[run] pool_seed = 3", "task_pool"]),
+        ({"ppo": {"advantage": "grpo"}}, ["[ppo] advantage = 'grpo'", "gae", "group"]),
+        ({"ppo": {"advantage": "group"}}, ["[ppo] advantage = 'group'", "batch >= 2", "got 1"]),
     ],
 )
 def test_config_errors_name_the_key(data, words):
@@ -149,6 +159,65 @@ def test_gae_with_gamma_one_and_lambda_one_is_return_minus_value():
     v = np.array([0.5, 0.5, 0.5], dtype=np.float32)
     np.testing.assert_allclose(gae(r, v, 1.0, 1.0), [3.0 - 0.5, 2.0 - 0.5, 2.0 - 0.5])
     np.testing.assert_allclose(gae(r, v, 1.0, 0.0), r + np.append(v[1:], 0) - v)
+
+
+def test_group_advantages_are_returns_minus_the_mean_of_the_others():
+    np.testing.assert_allclose(group_advantages([1.0, 2.0, 6.0]), [1 - 4, 2 - 3.5, 6 - 1.5])
+    assert group_advantages([5.0]) == [0.0]
+    assert sum(group_advantages([0.3, -1.0, 2.5, 0.1])) == pytest.approx(0.0)
+
+
+def test_a_shared_start_gives_a_batch_one_draw_of_initial_hyperparameters(parts):
+    space, engine = parts
+    task = TaskConfig.from_dict({**QUAD, "budget": 40})
+    policy = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))
+    rngs = lambda: [np.random.default_rng(s) for s in (1, 2, 3)]  # noqa: E731
+    apart = run_episodes(policy, task, [0, 0, 0], EpisodeConfig(noise_floor=1e-5), rngs())
+    shared_cfg = EpisodeConfig(noise_floor=1e-5, shared_start=True)
+    shared = run_episodes(policy, task, [0, 0, 0], shared_cfg, rngs())
+    assert len({json.dumps(e["info"]["initial"]) for e in apart}) == 3
+    assert len({json.dumps(e["info"]["initial"]) for e in shared}) == 1
+    assert shared[0]["info"]["initial"] == apart[0]["info"]["initial"]  # rngs[0]'s draw
+    # The members still sample their own actions.
+    assert len({e["actions"].tobytes() for e in shared}) > 1
+
+
+def test_a_group_advantage_raises_the_better_members_actions(parts):
+    """Two episodes that saw the same features and acted differently: with group advantages +1
+    and -1, one PPO step makes the first one's actions more likely, the second's less."""
+    space, engine = parts
+    torch.manual_seed(0)
+    policy = Policy(engine.size, len(PRIVILEGED_NAMES), space.nvec, PolicyConfig(hidden=16))
+    obs = torch.randn(1, 5, engine.size)
+    priv = torch.zeros(1, 5, len(PRIVILEGED_NAMES))
+    a = np.zeros((5, len(space.nvec)), np.int64)
+    b = np.ones((5, len(space.nvec)), np.int64)
+
+    def logp(actions):
+        logits, _ = policy.unroll(obs, priv)
+        return sum(
+            torch.distributions.Categorical(logits=lg).log_prob(torch.from_numpy(actions[:, k]))
+            for k, lg in enumerate(logits)
+        ).sum()
+
+    with torch.no_grad():
+        before = float(logp(a)), float(logp(b))
+    episodes = [
+        {
+            "obs": obs[0].numpy(),
+            "priv": priv[0].numpy(),
+            "actions": acts,
+            "logp": np.full(5, logp_value / 5, np.float32),
+            "rewards": np.array([0, 0, 0, 0, r], np.float32),
+            "group_advantage": r,
+        }
+        for acts, r, logp_value in ((a, 1.0, before[0]), (b, -1.0, before[1]))
+    ]
+    cfg = PPOConfig(advantage="group", lr=1e-2, entropy_coef=0.0, value_coef=0.0)
+    ppo_step(policy, torch.optim.Adam(policy.parameters(), lr=1e-2), episodes, cfg)
+    with torch.no_grad():
+        after = float(logp(a)), float(logp(b))
+    assert after[0] > before[0] and after[1] < before[1], (before, after)
 
 
 def test_buffer_limits_reuse_staleness_and_size():
@@ -397,6 +466,34 @@ def test_it_learns_to_fix_a_learning_rate_100x_too_small(tmp_path):
         gains.append((before, after))
     for before, after in gains:
         assert after > before + 1.0, gains
+
+
+def test_group_advantages_learn_to_fix_a_learning_rate_100x_too_small(tmp_path):
+    """As above, with batches of 4 members from one start and advantages relative to the batch
+    (no critic in the policy's update)."""
+    config = small_config(
+        ppo_lr=1e-2,
+        iterations=30,
+        checkpoint_every=30,
+        batch=4,
+        episode={"noise_floor": 1e-5, "shared_start": True},
+    )
+    config.ppo.advantage = "group"
+    meta_config._check_semantics(config)
+    trainer = MetaTrainer(config, tmp_path / "run")
+    cfg = trainer.cfg.episode
+    task = TaskConfig.from_dict(QUAD)
+
+    def mean_return(policy):
+        rng = np.random.default_rng(123)
+        return np.mean(
+            [run_episode(policy, task, 1000 + s, cfg, rng)["info"]["return"] for s in range(6)]
+        )
+
+    before = mean_return(trainer.policy)
+    trainer.train(log_progress=lambda s: None)
+    after = mean_return(trainer.policy)
+    assert after > before + 1.0, (before, after)
 
 
 def test_periodic_evaluation_on_a_suite_is_logged(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lhopt.control.policy import PolicyConfig
 from lhopt.meta.episode import PERTURBED, EpisodeConfig
-from lhopt.meta.ppo import PPOConfig
+from lhopt.meta.ppo import ADVANTAGES, PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES, REWARD_REFERENCES
 from lhopt.optim.hparams import check_value
 from lhopt.tasks import FAMILY_NAMES
@@ -134,6 +134,13 @@ def _check_semantics(cfg: MetaConfig) -> None:
             "it the noise feature of a run's first step is rounding error, which a batched "
             "step sums in another order than CIAO, so a policy would train on features it is "
             "not deployed with"
+        )
+    if ppo.advantage not in ADVANTAGES:
+        raise ValueError(f"[ppo] advantage = {ppo.advantage!r}: expected one of {list(ADVANTAGES)}")
+    if ppo.advantage == "group" and run.batch < 2:
+        raise ValueError(
+            f"[ppo] advantage = 'group' compares the members of a batch: set [run] batch >= 2 "
+            f"(got {run.batch})"
         )
     _require(cfg, "ppo", "lr", lambda v: v > 0, "> 0")
     _require(cfg, "ppo", "beta2", lambda v: v < 1, "in [0, 1)")

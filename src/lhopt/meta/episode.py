@@ -67,6 +67,9 @@ class EpisodeConfig:
     schedule: str = "constant"  # the shape under the policy's base lr (lhopt.optim.schedules)
     progress_taus: list = field(default_factory=list)  # progress embedding of the features
     noise_floor: float = 0.0  # of the gradient noise statistic (ControlSpec)
+    # The members of a batch (`run_episodes` with several seeds) start from one draw of initial
+    # hyperparameters, so that with one seed they differ only in their sampled actions.
+    shared_start: bool = False
 
     @property
     def spec(self) -> ControlSpec:
@@ -288,7 +291,8 @@ def run_episodes(
     and the family is batchable (`lhopt.tasks.batched`), one at a time otherwise; their
     trajectories, in order.
 
-    Episode i draws its initial hyperparameters and its action-sampling seed from `rngs[i]`;
+    Episode i draws its initial hyperparameters (all from `rngs[0]` with `cfg.shared_start`)
+    and its action-sampling seed from `rngs[i]`;
     the number of decisions K (one for all: they decide at the same steps) is `outer_steps`, or
     drawn from `rngs[0]` before them. With one seed this is the serial path, draw for draw."""
     if len(seeds) != len(rngs) or not seeds:
@@ -304,7 +308,10 @@ def run_episodes(
     T, N = members.budget, len(seeds)
     K = outer_steps if outer_steps is not None else draw_outer_steps(rngs[0], T, cfg)
 
-    drawn = [perturbed_hparams(r, cfg) for r in rngs]
+    if cfg.shared_start:
+        drawn = [perturbed_hparams(rngs[0], cfg)] * N
+    else:
+        drawn = [perturbed_hparams(r, cfg) for r in rngs]
     members.start([init for init, _ in drawn])
     controllers = [
         Controller(policy, opt, T, K, greedy=greedy, seed=int(r.integers(2**31)), spec=cfg.spec)

@@ -4,7 +4,10 @@ Data: whole episodes (the LSTM is unrolled from each episode's start), kept in a
 of at most `buffer` transitions. An episode is dropped once it has been used `max_sample_reuse`
 times or was collected by a policy more than `max_staleness` updates old. Each iteration makes
 `batches_per_iteration` gradient steps, each on episodes totalling about `batch` transitions.
-Advantages: GAE(gamma, lambda) on the current critic's values, normalised per batch.
+Advantages: GAE(gamma, lambda) on the current critic's values (`advantage = "gae"`), or, for
+episodes collected in groups that share task, seed and start (`advantage = "group"`), the
+episode's return minus the mean return of the other members of its group, at every step
+(`group_advantages`); either normalised per batch.
 Loss: clipped surrogate - entropy bonus + value_coef * squared error; gradients clipped by norm.
 Defaults are the official configuration's.
 """
@@ -18,6 +21,8 @@ import numpy as np
 import torch
 
 from lhopt.control.policy import Policy
+
+ADVANTAGES = ("gae", "group")
 
 
 @dataclass
@@ -35,6 +40,7 @@ class PPOConfig:
     buffer: int = 768  # transitions kept
     max_sample_reuse: int = 4
     max_staleness: int = 4  # in policy versions (gradient steps of the learner)
+    advantage: str = "gae"  # or "group" (`group_advantages`; needs [run] batch > 1)
 
 
 def make_polyak(policy: Policy) -> Policy:
@@ -65,6 +71,17 @@ def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> np
         running = delta + gamma * lam * running
         adv[t] = running
     return adv
+
+
+def group_advantages(returns: list[float]) -> list[float]:
+    """Each member's return minus the mean return of the others (a leave-one-out baseline):
+    where the members share task, seed and initial hyperparameters and differ only in their
+    sampled actions, what is left is the effect of those actions. A member alone gets 0."""
+    n = len(returns)
+    if n < 2:
+        return [0.0] * n
+    total = sum(returns)
+    return [r - (total - r) / (n - 1) for r in returns]
 
 
 class ReplayBuffer:
@@ -140,8 +157,11 @@ def ppo_step(
     for i, e in enumerate(episodes):
         n = len(e["rewards"])
         adv[i, :n] = gae(e["rewards"], v[i, :n], cfg.gamma, cfg.gae_lambda)
+    returns = torch.from_numpy(adv) + values.detach()  # the critic's target either way
+    if cfg.advantage == "group":
+        for i, e in enumerate(episodes):
+            adv[i, : len(e["rewards"])] = e["group_advantage"]
     adv = torch.from_numpy(adv)
-    returns = adv + values.detach()
     m = mask.bool()
     adv = (adv - adv[m].mean()) / (adv[m].std() + 1e-8)
 

@@ -33,7 +33,13 @@ from lhopt.control.policy_file import (
 from lhopt.extras import require, start_ray
 from lhopt.meta.config import MetaConfig
 from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episodes
-from lhopt.meta.ppo import ReplayBuffer, make_optimizer, make_polyak, update
+from lhopt.meta.ppo import (
+    ReplayBuffer,
+    group_advantages,
+    make_optimizer,
+    make_polyak,
+    update,
+)
 from lhopt.tasks import TaskConfig, sample_training_config, sample_training_set, suite
 from lhopt.tasks.batched import batchable
 
@@ -117,6 +123,14 @@ def _episodes_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> list[dict]
     if len(every) > 1 and not together:
         return [episode for i in every for episode in attempt([i])]
     return attempt(every)
+
+
+def _set_group_advantages(episodes: list[dict]) -> None:
+    """`group_advantage` of each episode of one rollout (a batch: one task, seed and, with
+    `shared_start`, start), over the members that did not fail."""
+    ok = [e for e in episodes if "error" not in e]
+    for e, a in zip(ok, group_advantages([e["info"]["return"] for e in ok]), strict=True):
+        e["group_advantage"] = a
 
 
 class _RolloutWorker:
@@ -390,6 +404,8 @@ class MetaTrainer:
             submit(i)
         while self.iteration < run.iterations:
             episodes, version, worker_index = receive()
+            if self.cfg.ppo.advantage == "group":
+                _set_group_advantages(episodes)
             for episode in episodes:
                 self._process(episode, version, new_episodes, log_progress)
                 if "error" not in episode:
