@@ -58,6 +58,7 @@ def decide_together(
         [c.hidden for c in controllers],
         [c.generator for c in controllers],
         greedy=controllers[0].greedy,
+        fixed=controllers[0].fixed,
     )
     return [
         c.carry_out(step, m, f, action, logp, hidden, train_loss=t, val_loss=v)
@@ -124,6 +125,7 @@ class Controller:
         self.engine.reset(optimizer.hparams[0])
         optimizer.noise_floor = self.spec.noise_floor  # the statistic as the policy read it
         self.shape = schedules.get(self.spec.schedule)
+        self.fixed = self.spec.fixed_actions(self.space)  # heads the policy does not control
         self.registers = RestartRegisters(num_registers)
         self.generator = torch.Generator().manual_seed(seed)
         self.hidden = policy.initial_state()
@@ -156,7 +158,11 @@ class Controller:
         if sync is not None:
             features = sync.features(features)
         action, logp, hidden = self.policy.act(
-            torch.from_numpy(features), self.hidden, self.generator, greedy=self.greedy
+            torch.from_numpy(features),
+            self.hidden,
+            self.generator,
+            greedy=self.greedy,
+            fixed=self.fixed,
         )
         if sync is not None:
             action = sync.action(action)

@@ -141,11 +141,14 @@ class Policy(nn.Module):
         state,
         generator: torch.Generator | None = None,
         greedy: bool = False,
+        fixed: tuple[int | None, ...] | None = None,
     ):
         """Sample (or take the most likely) action for one observation (obs_dim,).
-        Returns (action tuple, log-probability, new state)."""
+        `fixed` holds heads at given choices (None: the policy chooses; see
+        `ControlSpec.fixed_actions`). Returns (action tuple, log-probability of the chosen
+        heads, new state)."""
         logits, state = self.step(obs[None], state)
-        action, logp = self._choose([lg[0] for lg in logits], generator, greedy)
+        action, logp = self._choose([lg[0] for lg in logits], generator, greedy, fixed)
         return action, logp, state
 
     @torch.no_grad()
@@ -155,6 +158,7 @@ class Policy(nn.Module):
         states: list,
         generators: list[torch.Generator | None],
         greedy: bool = False,
+        fixed: tuple[int | None, ...] | None = None,
     ) -> list[tuple[tuple[int, ...], float, tuple]]:
         """`act` for a batch of observations (N, obs_dim), each with its own recurrent state
         and generator, in one forward pass: [(action, log-probability, new state)] * N."""
@@ -163,23 +167,31 @@ class Policy(nn.Module):
         logits, (h, c) = self.step(obs, (h, c))
         out = []
         for i, generator in enumerate(generators):
-            action, logp = self._choose([lg[i] for lg in logits], generator, greedy)
+            action, logp = self._choose([lg[i] for lg in logits], generator, greedy, fixed)
             out.append((action, logp, (h[i : i + 1], c[i : i + 1])))
         return out
 
-    def _choose(self, logits: list[torch.Tensor], generator, greedy: bool):
-        """(action, log-probability) from one row of logits per head."""
+    def _choose(self, logits: list[torch.Tensor], generator, greedy: bool, fixed=None):
+        """(action, log-probability of the heads not `fixed`) from one row of logits per
+        head."""
+        fixed = fixed or (None,) * len(self.nvec)
         if greedy:  # what a LearnedOptimizer runs: one host read, then a few dozen floats
             flat, action, logp, start = torch.cat(logits).tolist(), [], 0.0, 0
-            for n in self.nvec:
+            for n, held in zip(self.nvec, fixed, strict=True):
                 head = flat[start : start + n]
                 start += n
+                if held is not None:
+                    action.append(held)
+                    continue
                 a = max(range(n), key=head.__getitem__)  # the first of equal maxima, as argmax
                 action.append(a)
                 logp -= math.log(sum(math.exp(x - head[a]) for x in head))  # log softmax at a
             return tuple(action), logp
         action, logp = [], 0.0
-        for lg in logits:
+        for lg, held in zip(logits, fixed, strict=True):
+            if held is not None:
+                action.append(held)
+                continue
             probs = torch.softmax(lg, -1)
             a = int(torch.multinomial(probs, 1, generator=generator))
             action.append(a)

@@ -36,6 +36,9 @@ class ControlSpec:
     schedule: the shape (`lhopt.optim.schedules`) under the base lr that the policy steers:
         "constant" (the paper's setting) or "cosine" (5% warm-up, cosine decay to 0).
     progress_taus: the progress embedding of the features (`FeatureEngine`); () for none.
+    heads: the action heads the policy controls (`head_names`: hyperparameters and
+        "register"); the others are held at "keep" and their choices are not the policy's
+        (nor part of its log-probability). Empty (the default): every head.
     noise_floor: gradient noise below this fraction of the second moment's sum reads as this
         fraction in `log_grad_noise_scale` (`lhopt.optim.stats.statistics_from_raw`); 0 (the
         shipped policy's setting) leaves the rounding error of a run's first step, whose sign
@@ -45,6 +48,7 @@ class ControlSpec:
     schedule: str = "constant"
     progress_taus: tuple[float, ...] = ()
     noise_floor: float = 0.0
+    heads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -55,6 +59,22 @@ class ControlSpec:
         floor = self.noise_floor
         if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < 1:
             raise ValueError(f"noise_floor={floor!r}: expected a number in [0, 1)")
+        heads = tuple(self.heads)
+        allowed = head_names(ActionSpace())
+        bad = [h for h in heads if h not in allowed]
+        if bad or len(set(heads)) != len(heads):
+            raise ValueError(
+                f"heads={heads!r}: expected distinct names from {list(allowed)} (empty: all)"
+            )
+        object.__setattr__(self, "heads", heads)
+
+    def fixed_actions(self, space: ActionSpace) -> tuple[int | None, ...] | None:
+        """Per head of `space`, the choice it is held at ("keep") when `heads` leaves it out,
+        None where the policy chooses; None when the policy chooses every head."""
+        if not self.heads:
+            return None
+        names = head_names(space)
+        return tuple(None if n in self.heads else k for n, k in zip(names, space.keep, strict=True))
 
     def engine(self, space: ActionSpace) -> FeatureEngine:
         return FeatureEngine(
@@ -63,6 +83,11 @@ class ControlSpec:
             num_registers=space.num_registers,
             progress_taus=self.progress_taus,
         )
+
+
+def head_names(space: ActionSpace) -> tuple[str, ...]:
+    """Names of the heads of `space`, in action order: its hyperparameters, then "register"."""
+    return (*(h.hparam for h in space.heads), "register")
 
 
 def actor_layout(spec: ControlSpec = ControlSpec(), num_registers: int = 3) -> dict:
@@ -75,6 +100,7 @@ def actor_layout(spec: ControlSpec = ControlSpec(), num_registers: int = 3) -> d
         "progress_taus": list(spec.progress_taus),
         # Only when set: the layouts (and hashes) of files made without it stay as they were.
         **({"noise_floor": spec.noise_floor} if spec.noise_floor else {}),
+        **({"heads": list(spec.heads)} if spec.heads else {}),
     }
 
 
@@ -128,6 +154,7 @@ def file_layout(data: dict) -> dict | None:
         "schedule": layout.get("schedule", ControlSpec.schedule),
         "progress_taus": list(layout.get("progress_taus", ())),
         **({"noise_floor": layout["noise_floor"]} if layout.get("noise_floor") else {}),
+        **({"heads": list(layout["heads"])} if layout.get("heads") else {}),
     }
 
 
@@ -138,7 +165,10 @@ def file_spec(data: dict) -> ControlSpec | None:
         return None
     try:
         return ControlSpec(
-            layout["schedule"], tuple(layout["progress_taus"]), layout.get("noise_floor", 0.0)
+            layout["schedule"],
+            tuple(layout["progress_taus"]),
+            layout.get("noise_floor", 0.0),
+            tuple(layout.get("heads", ())),
         )
     except (ValueError, TypeError):
         return None

@@ -70,10 +70,13 @@ class EpisodeConfig:
     # The members of a batch (`run_episodes` with several seeds) start from one draw of initial
     # hyperparameters, so that with one seed they differ only in their sampled actions.
     shared_start: bool = False
+    heads: list = field(default_factory=list)  # heads the policy controls (ControlSpec); [] all
 
     @property
     def spec(self) -> ControlSpec:
-        return ControlSpec(self.schedule, tuple(self.progress_taus), self.noise_floor)
+        return ControlSpec(
+            self.schedule, tuple(self.progress_taus), self.noise_floor, tuple(self.heads)
+        )
 
 
 def evaluation_config(cfg: EpisodeConfig) -> EpisodeConfig:

@@ -145,9 +145,15 @@ def pad(episodes: list[dict]):
 
 
 def ppo_step(
-    policy: Policy, optimizer: torch.optim.Optimizer, episodes: list[dict], cfg: PPOConfig
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    episodes: list[dict],
+    cfg: PPOConfig,
+    active: tuple[bool, ...] | None = None,
 ) -> dict:
-    """One gradient step of PPO on `episodes`; returns its statistics."""
+    """One gradient step of PPO on `episodes`; returns its statistics. `active` marks the
+    heads the policy chose (default all): the others' log-probabilities and entropies (their
+    choices were held, `ControlSpec.heads`) are left out."""
     obs, priv, actions, old_logp, mask = pad(episodes)
     logits, values = policy.unroll(obs, priv)
 
@@ -168,6 +174,8 @@ def ppo_step(
     logp = torch.zeros_like(mask)
     entropy = torch.zeros_like(mask)
     for k, lg in enumerate(logits):
+        if active is not None and not active[k]:
+            continue
         dist = torch.distributions.Categorical(logits=lg)
         logp = logp + dist.log_prob(actions[..., k])
         entropy = entropy + dist.entropy()
@@ -210,6 +218,7 @@ def update(
     cfg: PPOConfig,
     rng: np.random.Generator,
     polyak: float,
+    active: tuple[bool, ...] | None = None,
 ) -> tuple[list[dict], int]:
     """One iteration: `batches_per_iteration` PPO steps from the buffer. Returns the steps'
     statistics and the new policy version."""
@@ -218,7 +227,7 @@ def update(
         buffer.prune(version)
         if not buffer.episodes:
             break
-        stats.append(ppo_step(policy, optimizer, buffer.sample(rng), cfg))
+        stats.append(ppo_step(policy, optimizer, buffer.sample(rng), cfg, active))
         version += 1
         polyak_update(avg, policy, polyak)
     return stats, version
