@@ -77,7 +77,7 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"run": {"budget_scale": 0.5}}, ["[run] budget_scale = 0.5", "[1, 100]"]),
         ({"run": {"data_scale": 200}}, ["[run] data_scale = 200", "[1, 100]"]),
         ({"run": {"pool_seed": 3}}, ["[run] pool_seed = 3", "task_pool"]),
-        ({"ppo": {"advantage": "grpo"}}, ["[ppo] advantage = 'grpo'", "gae", "group"]),
+        ({"ppo": {"advantage": "grpo"}}, ["[ppo] advantage = 'grpo'", "gae", "group-scaled"]),
         ({"ppo": {"advantage": "group"}}, ["[ppo] advantage = 'group'", "batch >= 2", "got 1"]),
     ],
 )
@@ -165,6 +165,11 @@ def test_group_advantages_are_returns_minus_the_mean_of_the_others():
     np.testing.assert_allclose(group_advantages([1.0, 2.0, 6.0]), [1 - 4, 2 - 3.5, 6 - 1.5])
     assert group_advantages([5.0]) == [0.0]
     assert sum(group_advantages([0.3, -1.0, 2.5, 0.1])) == pytest.approx(0.0)
+    # Scaled: a task whose returns spread 100 times wider weighs the same.
+    narrow, wide = group_advantages([0.0, 0.01, 0.02], True), group_advantages([0, 1, 2], True)
+    np.testing.assert_allclose(narrow, wide, atol=1e-12)
+    np.testing.assert_allclose(wide, np.array([-1.5, 0.0, 1.5]) / np.std([0, 1, 2]))
+    assert group_advantages([0.7, 0.7], True) == [0.0, 0.0]
 
 
 def test_a_shared_start_gives_a_batch_one_draw_of_initial_hyperparameters(parts):

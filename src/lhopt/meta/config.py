@@ -137,10 +137,10 @@ def _check_semantics(cfg: MetaConfig) -> None:
         )
     if ppo.advantage not in ADVANTAGES:
         raise ValueError(f"[ppo] advantage = {ppo.advantage!r}: expected one of {list(ADVANTAGES)}")
-    if ppo.advantage == "group" and run.batch < 2:
+    if ppo.advantage.startswith("group") and run.batch < 2:
         raise ValueError(
-            f"[ppo] advantage = 'group' compares the members of a batch: set [run] batch >= 2 "
-            f"(got {run.batch})"
+            f"[ppo] advantage = {ppo.advantage!r} compares the members of a batch: set [run] "
+            f"batch >= 2 (got {run.batch})"
         )
     _require(cfg, "ppo", "lr", lambda v: v > 0, "> 0")
     _require(cfg, "ppo", "beta2", lambda v: v < 1, "in [0, 1)")

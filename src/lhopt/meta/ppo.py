@@ -7,7 +7,8 @@ times or was collected by a policy more than `max_staleness` updates old. Each i
 Advantages: GAE(gamma, lambda) on the current critic's values (`advantage = "gae"`), or, for
 episodes collected in groups that share task, seed and start (`advantage = "group"`), the
 episode's return minus the mean return of the other members of its group, at every step
-(`group_advantages`); either normalised per batch.
+(`group_advantages`; `"group-scaled"`: divided by the group's spread of returns); each
+normalised per batch.
 Loss: clipped surrogate - entropy bonus + value_coef * squared error; gradients clipped by norm.
 Defaults are the official configuration's.
 """
@@ -22,7 +23,7 @@ import torch
 
 from lhopt.control.policy import Policy
 
-ADVANTAGES = ("gae", "group")
+ADVANTAGES = ("gae", "group", "group-scaled")
 
 
 @dataclass
@@ -40,7 +41,7 @@ class PPOConfig:
     buffer: int = 768  # transitions kept
     max_sample_reuse: int = 4
     max_staleness: int = 4  # in policy versions (gradient steps of the learner)
-    advantage: str = "gae"  # or "group" (`group_advantages`; needs [run] batch > 1)
+    advantage: str = "gae"  # or "group", "group-scaled" (`group_advantages`; [run] batch > 1)
 
 
 def make_polyak(policy: Policy) -> Policy:
@@ -73,15 +74,21 @@ def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> np
     return adv
 
 
-def group_advantages(returns: list[float]) -> list[float]:
+def group_advantages(returns: list[float], scaled: bool = False) -> list[float]:
     """Each member's return minus the mean return of the others (a leave-one-out baseline):
     where the members share task, seed and initial hyperparameters and differ only in their
-    sampled actions, what is left is the effect of those actions. A member alone gets 0."""
+    sampled actions, what is left is the effect of those actions. A member alone gets 0.
+    `scaled`: divided by the standard deviation of the group's returns (0 where they all
+    agree), so that every group weighs the same whatever its task's spread of returns."""
     n = len(returns)
     if n < 2:
         return [0.0] * n
     total = sum(returns)
-    return [r - (total - r) / (n - 1) for r in returns]
+    adv = [r - (total - r) / (n - 1) for r in returns]
+    if scaled:
+        sd = float(np.std(returns))
+        adv = [a / sd if sd > 1e-6 else 0.0 for a in adv]
+    return adv
 
 
 class ReplayBuffer:
@@ -164,7 +171,7 @@ def ppo_step(
         n = len(e["rewards"])
         adv[i, :n] = gae(e["rewards"], v[i, :n], cfg.gamma, cfg.gae_lambda)
     returns = torch.from_numpy(adv) + values.detach()  # the critic's target either way
-    if cfg.advantage == "group":
+    if cfg.advantage.startswith("group"):
         for i, e in enumerate(episodes):
             adv[i, : len(e["rewards"])] = e["group_advantage"]
     adv = torch.from_numpy(adv)

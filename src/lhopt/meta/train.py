@@ -125,11 +125,11 @@ def _episodes_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> list[dict]
     return attempt(every)
 
 
-def _set_group_advantages(episodes: list[dict]) -> None:
+def _set_group_advantages(episodes: list[dict], scaled: bool) -> None:
     """`group_advantage` of each episode of one rollout (a batch: one task, seed and, with
     `shared_start`, start), over the members that did not fail."""
     ok = [e for e in episodes if "error" not in e]
-    for e, a in zip(ok, group_advantages([e["info"]["return"] for e in ok]), strict=True):
+    for e, a in zip(ok, group_advantages([e["info"]["return"] for e in ok], scaled), strict=True):
         e["group_advantage"] = a
 
 
@@ -404,8 +404,8 @@ class MetaTrainer:
             submit(i)
         while self.iteration < run.iterations:
             episodes, version, worker_index = receive()
-            if self.cfg.ppo.advantage == "group":
-                _set_group_advantages(episodes)
+            if self.cfg.ppo.advantage.startswith("group"):
+                _set_group_advantages(episodes, self.cfg.ppo.advantage == "group-scaled")
             for episode in episodes:
                 self._process(episode, version, new_episodes, log_progress)
                 if "error" not in episode:
