@@ -58,7 +58,7 @@ def decide_together(
         [c.hidden for c in controllers],
         [c.generator for c in controllers],
         greedy=controllers[0].greedy,
-        fixed=controllers[0].fixed,
+        **controllers[0].held(),
     )
     return [
         c.carry_out(step, m, f, action, logp, hidden, train_loss=t, val_loss=v)
@@ -162,7 +162,7 @@ class Controller:
             self.hidden,
             self.generator,
             greedy=self.greedy,
-            fixed=self.fixed,
+            **self.held(),
         )
         if sync is not None:
             action = sync.action(action)
@@ -177,6 +177,11 @@ class Controller:
             val_loss=val_loss,
             sync=sync,
         )
+
+    def held(self) -> dict:
+        """The `fixed` argument of the policy's `act` when the spec holds heads (only then:
+        a policy that steers every head need not take it)."""
+        return {} if self.fixed is None else {"fixed": self.fixed}
 
     def observe(self, step: int, *, train_loss: float | None, val_loss: float | None) -> np.ndarray:
         """The features of a decision before step `step` (the first half of `decide`)."""
