@@ -71,7 +71,7 @@ def probe_runs(config_dict: dict, tuned: float, offsets, spec_dict: dict, last: 
         policy = KeepPolicy(ActionSpace().keep)
         ctl = Controller(policy, opt, task.budget, 20, spec=spec)
         steps = [*ctl.decision_steps, task.budget]
-        params = [p for p in task.model.parameters()]
+        params = list(task.model.parameters())
         prev = None
         feats, cands, val, train_mean = [], [], task.val_loss(), None
         for k in range(last + 1):
@@ -87,8 +87,10 @@ def probe_runs(config_dict: dict, tuned: float, offsets, spec_dict: dict, last: 
                 loss_sum += float(loss.detach())
                 with torch.no_grad():
                     now = [p.detach().clone() for p in params]
-                    gg = sum(float((p.grad * p.grad).sum()) for p in params if p.grad is not None)
                     if prev is not None and opt.state:
+                        gg = sum(
+                            float((p.grad * p.grad).sum()) for p in params if p.grad is not None
+                        )
                         dots = np.zeros(4)  # g.d, d.d, g.m, m.m
                         for p, q in zip(params, prev, strict=True):
                             if p.grad is None:

@@ -106,7 +106,6 @@ def test_the_log_probability_is_that_of_the_chosen_heads():
 
 def test_ppo_leaves_the_held_heads_alone():
     net = _noisy_policy(heads=("lr",))
-    n = len(net.nvec)
     episodes = []
     for sign in (1.0, -1.0):
         episodes.append(
@@ -122,8 +121,8 @@ def test_ppo_leaves_the_held_heads_alone():
     episodes[0]["actions"][:, 0] = 6  # lr x2 in the better episode
     before = net.heads.bias.detach().clone()
     cfg = PPOConfig(advantage="group", value_coef=0.0)
-    active = (True,) + (False,) * (n - 1)
-    ppo_step(net, torch.optim.Adam(net.parameters(), lr=1e-2), episodes, cfg, active)
+    fixed = ControlSpec(heads=("lr",)).fixed_actions(ActionSpace())
+    ppo_step(net, torch.optim.Adam(net.parameters(), lr=1e-2), episodes, cfg, fixed)
     moved = (net.heads.bias.detach() - before).abs()
     lr_rows = net.nvec[0]
     assert moved[:lr_rows].max() > 0

@@ -156,11 +156,11 @@ def ppo_step(
     optimizer: torch.optim.Optimizer,
     episodes: list[dict],
     cfg: PPOConfig,
-    active: tuple[bool, ...] | None = None,
+    fixed: tuple[int | None, ...] | None = None,
 ) -> dict:
-    """One gradient step of PPO on `episodes`; returns its statistics. `active` marks the
-    heads the policy chose (default all): the others' log-probabilities and entropies (their
-    choices were held, `ControlSpec.heads`) are left out."""
+    """One gradient step of PPO on `episodes`; returns its statistics. `fixed`
+    (`ControlSpec.fixed_actions`) names the heads whose choices were held, not the policy's:
+    their log-probabilities and entropies are left out."""
     obs, priv, actions, old_logp, mask = pad(episodes)
     logits, values = policy.unroll(obs, priv)
 
@@ -181,7 +181,7 @@ def ppo_step(
     logp = torch.zeros_like(mask)
     entropy = torch.zeros_like(mask)
     for k, lg in enumerate(logits):
-        if active is not None and not active[k]:
+        if fixed is not None and fixed[k] is not None:
             continue
         dist = torch.distributions.Categorical(logits=lg)
         logp = logp + dist.log_prob(actions[..., k])
@@ -225,7 +225,7 @@ def update(
     cfg: PPOConfig,
     rng: np.random.Generator,
     polyak: float,
-    active: tuple[bool, ...] | None = None,
+    fixed: tuple[int | None, ...] | None = None,
 ) -> tuple[list[dict], int]:
     """One iteration: `batches_per_iteration` PPO steps from the buffer. Returns the steps'
     statistics and the new policy version."""
@@ -234,7 +234,7 @@ def update(
         buffer.prune(version)
         if not buffer.episodes:
             break
-        stats.append(ppo_step(policy, optimizer, buffer.sample(rng), cfg, active))
+        stats.append(ppo_step(policy, optimizer, buffer.sample(rng), cfg, fixed))
         version += 1
         polyak_update(avg, policy, polyak)
     return stats, version

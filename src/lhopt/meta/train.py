@@ -420,7 +420,7 @@ class MetaTrainer:
                     self.cfg.ppo,
                     self.rng,
                     self.cfg.policy.polyak,
-                    self._active_heads(),
+                    self.cfg.episode.spec.fixed_actions(ActionSpace()),
                 )
                 weights_ref = None  # the next submissions carry the new weights
                 self.iteration += 1
@@ -429,10 +429,6 @@ class MetaTrainer:
                 new_transitions, new_episodes = 0, []
             if worker_index is not None and self.iteration < run.iterations:
                 submit(worker_index)
-
-    def _active_heads(self) -> tuple[bool, ...] | None:
-        fixed = self.cfg.episode.spec.fixed_actions(ActionSpace())
-        return None if fixed is None else tuple(k is None for k in fixed)
 
     def _process(self, episode: dict, version: int, new_episodes: list, log_progress) -> None:
         if "error" in episode:
