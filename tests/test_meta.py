@@ -535,3 +535,73 @@ def test_ray_rollout_workers_run_batches_of_episodes(tmp_path):
     assert trainer.counters["errors"] == 0
     assert trainer.counters["episodes"] >= 4 and trainer.counters["episodes"] % 4 == 0
     assert trainer.counters["transitions"] == 10 * trainer.counters["episodes"]
+
+
+def test_the_oracle_takes_the_lr_choice_nearest_the_gap_in_log():
+    from lhopt.control.actions import OFFICIAL_HEADS
+    from lhopt.meta.clone import oracle_choices
+
+    lr = OFFICIAL_HEADS[0]  # factors 0.5, 0.707, 0.9, 1, 1.1, 1.414, 2
+    gaps = np.log([1.0, 100.0, 0.01, 1.12, 0.88, 1.5, 0.7, 1.02])
+    assert oracle_choices(lr, gaps).tolist() == [3, 6, 0, 4, 2, 5, 1, 3]
+    with pytest.raises(ValueError, match="clip_fraction"):
+        oracle_choices(OFFICIAL_HEADS[-1], gaps)
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({"ppo": {"clone_iterations": 5}}, ["clone_iterations = 5", "reward_reference", "'adamw'"]),
+        (
+            {
+                "ppo": {"clone_iterations": 5},
+                "episode": {"reward_reference": "tuned-cosine", "heads": ["epsilon"]},
+            },
+            ["clone_iterations = 5", "['epsilon']", "'lr'"],
+        ),
+    ],
+)
+def test_cloning_config_errors_name_the_keys(data, words):
+    with pytest.raises(ValueError) as info:
+        meta_config.from_dict(data)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_cloning_the_oracle_teaches_the_policy_to_find_the_tuned_lr(tmp_path):
+    """Quadratics from lrs 100x either side of 1e-3: after cloning the oracle (the lr head
+    alone), greedy episodes end much nearer the tuned reference's lr than the untrained
+    policy's, on held-out task seeds."""
+    config = small_config(
+        ppo_lr=1e-2,
+        iterations=30,
+        checkpoint_every=30,
+        episode={
+            "fixed_initial": {},
+            "lr_perturbation": 100.0,
+            "reward_reference": "tuned-cosine",
+            "schedule": "cosine",
+            "heads": ["lr"],
+        },
+        task_seeds=1,
+    )
+    config.ppo.clone_iterations = 30
+    meta_config._check_semantics(config)
+    trainer = MetaTrainer(config, tmp_path / "run")
+    cfg = trainer.cfg.episode
+    task = TaskConfig.from_dict(QUAD)
+
+    def mean_gap(policy):
+        rng = np.random.default_rng(123)
+        gaps = []
+        for _ in range(8):
+            info = run_episode(policy, task, 0, cfg, rng, greedy=True)["info"]
+            gaps.append(abs(math.log(info["tuned_lr"] / info["final_hparams"]["lr"])))
+        return float(np.mean(gaps))
+
+    before = mean_gap(trainer.policy)
+    trainer.train(log_progress=lambda s: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all("clone_accuracy" in r for r in rows)
+    after = mean_gap(trainer.policy)
+    assert after < 0.25 * before, (before, after)

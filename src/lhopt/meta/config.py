@@ -142,6 +142,17 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[ppo] advantage = {ppo.advantage!r} compares the members of a batch: set [run] "
             f"batch >= 2 (got {run.batch})"
         )
+    if ppo.clone_iterations and not ep.reward_reference.startswith("tuned-cosine"):
+        raise ValueError(
+            f"[ppo] clone_iterations = {ppo.clone_iterations} clones an oracle that moves the lr "
+            "toward the tuned reference's: set [episode] reward_reference = 'tuned-cosine' or "
+            f"'tuned-cosine-bracketed' (got {ep.reward_reference!r})"
+        )
+    if ppo.clone_iterations and ep.heads and "lr" not in ep.heads:
+        raise ValueError(
+            f"[ppo] clone_iterations = {ppo.clone_iterations} trains the lr head, which "
+            f"[episode] heads = {ep.heads!r} holds: add 'lr' to it"
+        )
     _require(cfg, "ppo", "lr", lambda v: v > 0, "> 0")
     _require(cfg, "ppo", "beta2", lambda v: v < 1, "in [0, 1)")
     _require(cfg, "ppo", "max_grad_norm", lambda v: v > 0, "> 0")

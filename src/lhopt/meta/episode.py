@@ -326,6 +326,8 @@ def run_episodes(
     vals = members.val_losses()
     for k, begin in enumerate(controllers[0].decision_steps):
         alive = [i for i in range(N) if not runs[i].diverged]
+        for i in alive:  # the base lr each decision starts from (lhopt.meta.clone reads it)
+            runs[i].lrs.append(members.optimizers[i].param_groups[0]["lr"])
         decisions = _decide(
             [controllers[i] for i in alive],
             begin,
@@ -387,7 +389,9 @@ def run_episodes(
             "final_hparams": {
                 k: v for k, v in members.optimizers[i].hparams[0].items() if k in PERTURBED
             },
-            # The lr chosen at each decision.
+            # The tuned reference's lr (None for another reference), and the lr chosen at each
+            # decision.
+            "tuned_lr": laws[i].lr if isinstance(laws[i], TunedCosine) else None,
             "lr_trace": [d["hparams"]["lr"] for d in controllers[i].history],
             "wall_time": wall,  # the batch's, divided among its members
         }
@@ -403,6 +407,7 @@ class _Record:
     priv: list = field(default_factory=list)
     actions: list = field(default_factory=list)
     logps: list = field(default_factory=list)
+    lrs: list = field(default_factory=list)
     vals_at: list = field(default_factory=list)
     train_mean: float | None = None
     steps_done: int = 0
@@ -428,5 +433,6 @@ def _trajectory(r: _Record, law, boundaries: list[int], cfg: EpisodeConfig) -> t
         "priv": np.stack(r.priv).astype(np.float32),
         "actions": np.asarray(r.actions, dtype=np.int64),
         "logp": np.asarray(r.logps, dtype=np.float32),
+        "lr": np.asarray(r.lrs, dtype=np.float64),
         "rewards": np.asarray(rewards, dtype=np.float32),
     }, float(sum(rewards))

@@ -16,7 +16,9 @@ Defaults are the official configuration's.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -42,6 +44,8 @@ class PPOConfig:
     max_sample_reuse: int = 4
     max_staleness: int = 4  # in policy versions (gradient steps of the learner)
     advantage: str = "gae"  # or "group", "group-scaled" (`group_advantages`; [run] batch > 1)
+    # The first N iterations clone the lr oracle (lhopt.meta.clone) instead of PPO.
+    clone_iterations: int = 0
 
 
 def make_polyak(policy: Policy) -> Policy:
@@ -226,15 +230,19 @@ def update(
     rng: np.random.Generator,
     polyak: float,
     fixed: tuple[int | None, ...] | None = None,
+    step: Callable[[dict], dict] | None = None,
 ) -> tuple[list[dict], int]:
-    """One iteration: `batches_per_iteration` PPO steps from the buffer. Returns the steps'
-    statistics and the new policy version."""
+    """One iteration: `batches_per_iteration` steps from the buffer, PPO's unless `step` (a
+    function of a sampled batch, e.g. `lhopt.meta.clone.clone_step` bound) replaces it. Returns
+    the steps' statistics and the new policy version."""
+    if step is None:
+        step = partial(ppo_step, policy, optimizer, cfg=cfg, fixed=fixed)
     stats = []
     for _ in range(cfg.batches_per_iteration):
         buffer.prune(version)
         if not buffer.episodes:
             break
-        stats.append(ppo_step(policy, optimizer, buffer.sample(rng), cfg, fixed))
+        stats.append(step(buffer.sample(rng)))
         version += 1
         polyak_update(avg, policy, polyak)
     return stats, version

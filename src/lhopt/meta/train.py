@@ -18,6 +18,7 @@ import math
 import os
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from lhopt.control.policy_file import (
     file_layout,
 )
 from lhopt.extras import require, start_ray
+from lhopt.meta.clone import clone_step
 from lhopt.meta.config import MetaConfig
 from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episodes
 from lhopt.meta.ppo import (
@@ -411,17 +413,7 @@ class MetaTrainer:
                 if "error" not in episode:
                     new_transitions += len(episode["rewards"])
             if new_transitions >= run.min_new_transitions:
-                stats, self.version = update(
-                    self.policy,
-                    self.avg,
-                    self.optimizer,
-                    self.buffer,
-                    self.version,
-                    self.cfg.ppo,
-                    self.rng,
-                    self.cfg.policy.polyak,
-                    self.cfg.episode.spec.fixed_actions(ActionSpace()),
-                )
+                stats, self.version = self._update()
                 weights_ref = None  # the next submissions carry the new weights
                 self.iteration += 1
                 self.counters["wall_seconds"] = wall_before + (time.perf_counter() - started)
@@ -429,6 +421,24 @@ class MetaTrainer:
                 new_transitions, new_episodes = 0, []
             if worker_index is not None and self.iteration < run.iterations:
                 submit(worker_index)
+
+    def _update(self) -> tuple[list[dict], int]:
+        """One iteration's learning: cloning the lr oracle for the first `clone_iterations`
+        (lhopt.meta.clone), PPO after them."""
+        ppo, space = self.cfg.ppo, ActionSpace()
+        common = (self.policy, self.avg, self.optimizer, self.buffer, self.version, ppo, self.rng)
+        if self.iteration < ppo.clone_iterations:
+            index = next(i for i, h in enumerate(space.heads) if h.hparam == "lr")
+            step = partial(
+                clone_step,
+                self.policy,
+                self.optimizer,
+                cfg=ppo,
+                head_index=index,
+                head=space.heads[index],
+            )
+            return update(*common, self.cfg.policy.polyak, step=step)
+        return update(*common, self.cfg.policy.polyak, self.cfg.episode.spec.fixed_actions(space))
 
     def _process(self, episode: dict, version: int, new_episodes: list, log_progress) -> None:
         if "error" in episode:
@@ -470,6 +480,12 @@ class MetaTrainer:
             f"iter {self.iteration}: return {record['return_mean']:+.3f} "
             f"speedup {record['speedup_geomean']:.2f} entropy {record['entropy']:.2f} "
             f"kl {record['kl']:.4f} episodes/h {record['episodes_per_hour']:.0f}"
+            + (
+                f" clone accuracy {record['clone_accuracy']:.2f} final lr gap "
+                f"{record['final_lr_gap']:.2f}"
+                if "clone_accuracy" in record
+                else ""
+            )
         )
 
     def _record(self, stats: list[dict], episodes: list[dict]) -> dict:
@@ -501,6 +517,11 @@ class MetaTrainer:
                     "clip_fraction",
                     "grad_norm",
                 )
+            },
+            **{
+                k: mean(k, stats)
+                for k in ("clone_accuracy", "final_lr_gap")
+                if stats and k in stats[0]
             },
             "buffer_transitions": self.buffer.transitions(),
             "episodes_total": c["episodes"],

@@ -1,0 +1,92 @@
+"""A supervised start for the lr head: behaviour cloning of an lr oracle on the learner's own
+episodes (DAgger, with the oracle labelling every state the policy reaches).
+
+The oracle knows what the policy has to find out: the task's tuned lr (the lr of the reward's
+`tuned-cosine` reference). At each decision it moves the base lr toward it by the lr head's
+choice whose factor is nearest, in log, to tuned / current (`oracle_choices`); under the
+warm-up + cosine shape the policy steers, the oracle's run is the tuned schedule once the lr is
+there. The policy learns that choice from its features alone (cross-entropy on the lr head,
+unrolled over whole episodes as PPO unrolls them), while its critic learns the episodes' returns
+(the same value loss as PPO's), so that PPO can take over from a trained critic.
+`[ppo] clone_iterations = N` makes the first N iterations of `lhopt meta-train` such updates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from lhopt.control.actions import Head
+from lhopt.meta.ppo import PPOConfig, pad
+
+
+def oracle_choices(head: Head, gaps: np.ndarray) -> np.ndarray:
+    """For each log-ratio log(target / current) in `gaps`, the index of `head`'s choice (a scale
+    head) whose log factor is nearest to it: the largest step toward the target, "keep" there."""
+    if head.kind != "scale":
+        raise ValueError(f"head {head.hparam!r} is a {head.kind!r} head: the oracle scales")
+    logs = np.log(np.asarray(head.choices, dtype=np.float64))
+    gaps = np.asarray(gaps, dtype=np.float64)
+    return np.abs(gaps[..., None] - logs).argmin(-1)
+
+
+def labels(episode: dict, head: Head) -> np.ndarray:
+    """The oracle's choice at each decision of `episode`: toward `info["tuned_lr"]` from the base
+    lr the decision started from (`episode["lr"]`)."""
+    target = episode["info"].get("tuned_lr")
+    if target is None:
+        raise ValueError(
+            "cloning needs episodes measured against a tuned reference ([episode] "
+            "reward_reference = 'tuned-cosine' or 'tuned-cosine-bracketed')"
+        )
+    gaps = np.log(target) - np.log(np.asarray(episode["lr"], dtype=np.float64))
+    return oracle_choices(head, gaps)
+
+
+def clone_step(
+    policy,
+    optimizer: torch.optim.Optimizer,
+    episodes: list[dict],
+    cfg: PPOConfig,
+    head_index: int,
+    head: Head,
+) -> dict:
+    """One gradient step of cross-entropy toward the oracle's lr choices, plus PPO's value loss
+    on the episodes' returns to go. Returns its statistics (the names `update` logs)."""
+    obs, priv, _, _, mask = pad(episodes)
+    target = torch.zeros(mask.shape, dtype=torch.long)
+    returns = torch.zeros(mask.shape)
+    gaps = []
+    for i, e in enumerate(episodes):
+        n = len(e["rewards"])
+        target[i, :n] = torch.from_numpy(labels(e, head))
+        returns[i, :n] = torch.from_numpy(np.cumsum(e["rewards"][::-1])[::-1].copy())
+        gaps.append(abs(math.log(e["info"]["tuned_lr"] / e["info"]["final_hparams"]["lr"])))
+    logits, values = policy.unroll(obs, priv)
+    m = mask.bool()
+    lg = logits[head_index]
+    cross_entropy = torch.nn.functional.cross_entropy(lg[m], target[m])
+    value_loss = ((values - returns) ** 2)[m].mean()
+    loss = cross_entropy + cfg.value_coef * value_loss
+
+    optimizer.zero_grad()
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    with torch.no_grad():
+        entropy = torch.distributions.Categorical(logits=lg[m]).entropy().mean()
+        accuracy = (lg[m].argmax(-1) == target[m]).float().mean()
+    return {
+        "policy_loss": float(cross_entropy.detach()),
+        "value_loss": float(value_loss.detach()),
+        "entropy": float(entropy),
+        "kl": math.nan,
+        "clip_fraction": math.nan,
+        "grad_norm": float(grad_norm),
+        "transitions": int(m.sum()),
+        "clone_accuracy": float(accuracy),
+        # |log(tuned / final lr)| of the episodes: how far from the oracle's level they ended.
+        "final_lr_gap": float(np.mean(gaps)),
+    }
