@@ -29,7 +29,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 OFFSETS = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
-CANDIDATES = ("cos_grad_prev_step", "cos_grad_prev_momentum")
+CANDIDATES = ("cos_grad_prev_step", "cos_grad_prev_momentum", "log_lr_sharpness")
+POWER_ITERATIONS = 20
 
 
 class KeepPolicy:
@@ -47,6 +48,46 @@ class KeepPolicy:
 
 def _cos(dot: float, a: float, b: float) -> float:
     return dot / math.sqrt(max(a * b, 1e-300))
+
+
+def preconditioned_sharpness(loss, params: list, opt, iterations: int = POWER_ITERATIONS) -> float:
+    """lambda_max of D^-1/2 H D^-1/2 on one batch's loss, D = sqrt(v_hat) + eps (Adam's
+    preconditioner): lr times it is where the step sits against the stability threshold
+    (about 38 for beta1 = 0.9, Cohen et al. 2022). Power iteration on Hessian-vector products;
+    NaN where the model has no double backward or the optimizer no state yet."""
+    import torch
+
+    params = [p for p in params if p.requires_grad]
+    if not all(p in opt.state and "exp_avg_sq" in opt.state[p] for p in params):
+        return float("nan")
+    group = opt.param_groups[0]
+    try:
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+    except RuntimeError:
+        return float("nan")
+    inv_sqrt_d = []
+    for p in params:
+        s = opt.state[p]
+        bc2 = 1.0 - s.get("beta2_product", 0.0)
+        d = (s["exp_avg_sq"] / max(bc2, 1e-12)).sqrt() + group["epsilon"]
+        inv_sqrt_d.append(d.rsqrt())
+    x = [torch.randn_like(p) for p in params]
+    norm = torch.sqrt(sum((v * v).sum() for v in x))
+    x = [v / norm for v in x]
+    lam = float("nan")
+    for _ in range(iterations):
+        y = [v * w for v, w in zip(x, inv_sqrt_d, strict=True)]
+        try:
+            hy = torch.autograd.grad(grads, params, grad_outputs=y, retain_graph=True)
+        except RuntimeError:
+            return float("nan")
+        z = [h.detach() * w for h, w in zip(hy, inv_sqrt_d, strict=True)]
+        lam = float(sum((a * b).sum() for a, b in zip(x, z, strict=True)))
+        norm = torch.sqrt(sum((v * v).sum() for v in z))
+        if not torch.isfinite(norm) or float(norm) == 0.0:
+            return float("nan")
+        x = [v / norm for v in z]
+    return lam
 
 
 def probe_runs(config_dict: dict, tuned: float, offsets, spec_dict: dict, last: int) -> list:
@@ -104,12 +145,15 @@ def probe_runs(config_dict: dict, tuned: float, offsets, spec_dict: dict, last: 
                                 float((p.grad * m).sum()),
                                 float((m * m).sum()),
                             ]
-                        sums += [_cos(dots[0], gg, dots[1]), _cos(dots[2], gg, dots[3])]
+                        sums[:2] += [_cos(dots[0], gg, dots[1]), _cos(dots[2], gg, dots[3])]
                         n += 1
                     prev = now
                 ctl.before_step(t)
                 opt.step()
-            cands.append((sums / max(n, 1)).tolist())
+            lam = preconditioned_sharpness(task.train_loss(), params, opt)
+            lr_now = opt.param_groups[0]["lr"] * opt.param_groups[0].get("lr_factor", 1.0)
+            sharp = math.log10(lr_now * lam) if lam > 0 and lr_now > 0 else float("nan")
+            cands.append([*(sums[:2] / max(n, 1)).tolist(), sharp])
             train_mean = loss_sum / max(steps[k + 1] - steps[k], 1)
             if not math.isfinite(train_mean):
                 train_mean = float("nan")
@@ -133,10 +177,13 @@ def inputs(run: dict, decisions: list[int], which: str) -> list[float]:
     """One run's input vector: the policy's features and/or the candidates at `decisions`."""
     x = []
     for k in decisions:
-        if which in ("features", "both"):
+        if which in ("features", "both", "features+sharpness"):
             x += run["features"][k]
+        period = run["candidates"][k - 1]  # the period that ended at decision k
         if which in ("candidates", "both"):
-            x += run["candidates"][k - 1]  # the period that ended at decision k
+            x += period
+        if which in ("sharpness", "features+sharpness"):
+            x += period[2:3]
     return x
 
 
@@ -148,7 +195,9 @@ def analyse(doc: dict, decisions: list[int], alpha: float) -> None:
     print(f"pool {len(pool)} tasks, selection {len(sel)} tasks, decisions {decisions}")
     print("| inputs | pool held-out R^2 | pool Spearman | selection R^2 | selection Spearman |")
     print("|---|---|---|---|---|")
-    for which in ("features", "candidates", "both"):
+    kinds = ("features", "candidates", "both", "sharpness", "features+sharpness")
+    width = len(next(iter(doc["runs"].values()))[0]["candidates"][0])
+    for which in kinds if width == len(CANDIDATES) else kinds[:3]:
 
         def xy(runs, which=which):
             x = np.array([inputs(r, decisions, which) for rs in runs for r in rs])
