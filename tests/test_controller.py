@@ -26,8 +26,19 @@ def test_meta_training_and_learned_optimizer_take_the_same_decisions(
 ):
     path = "default" if policy == "default" else policy_file
     config = QUAD
-    cfg = evaluation_config(EpisodeConfig(min_outer_steps=10, max_outer_steps=10))
-    ep = run_episode(load_policy(path), config, 0, cfg, np.random.default_rng(0), greedy=True)
+    net = load_policy(path)
+    spec = net.spec  # the episode runs under the schedule and features the policy was trained with
+    cfg = evaluation_config(
+        EpisodeConfig(
+            min_outer_steps=10,
+            max_outer_steps=10,
+            schedule=spec.schedule,
+            progress_taus=list(spec.progress_taus),
+            noise_floor=spec.noise_floor,
+            heads=list(spec.heads),
+        )
+    )
+    ep = run_episode(net, config, 0, cfg, np.random.default_rng(0), greedy=True)
     assert ep["info"]["outer_steps"] == 10
 
     task = build_task(config, 0)
@@ -56,9 +67,24 @@ def test_meta_training_and_learned_optimizer_take_the_same_decisions(
     assert len({c[0] for c in chosen}) > 1 or policy == "default"  # the file's policy acts
 
 
+def test_a_controller_refuses_a_spec_other_than_its_policys():
+    from lhopt.control.controller import Controller
+    from lhopt.control.policy_file import ControlSpec
+    from lhopt.optim import CIAO
+
+    net = load_policy("default")
+    opt = CIAO(nn.Linear(3, 1).parameters())
+    other = ControlSpec(schedule="constant")
+    with pytest.raises(ValueError, match="trained with") as err:
+        Controller(net, opt, 100, spec=other)
+    assert "schedule='constant'" in str(err.value)
+    assert Controller(net, opt, 100, spec=net.spec).spec == net.spec  # its own is fine
+    assert Controller(net, opt, 100).spec == net.spec
+
+
 def test_the_shipped_policy_decides_as_recorded():
-    """Decisions of the shipped policy on small fixed runs, recorded before the controller was
-    shared between meta-training and deployment: refactors must not change them."""
+    """Decisions of the shipped policy on small fixed runs, recorded when it was shipped:
+    refactors must not change them (a new shipped policy records them again)."""
     recorded = json.loads(TRACE.read_text())
     for key, expected in recorded.items():
         seed, with_val = int(key[4]), key.endswith("-val")
