@@ -80,6 +80,8 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"ppo": {"advantage": "grpo"}}, ["[ppo] advantage = 'grpo'", "gae", "group-scaled"]),
         ({"ppo": {"advantage": "group"}}, ["[ppo] advantage = 'group'", "batch >= 2", "got 1"]),
         ({"ppo": {"clone_iterations": 5}}, ["clone_iterations = 5", "reward_reference", "'adamw'"]),
+        ({"ppo": {"clone_steps": 8}}, ["clone_steps = 8", "clone_iterations = 0"]),
+        ({"ppo": {"clone_steps": -1}}, ["clone_steps = -1", ">= 0"]),
         (
             {
                 "ppo": {"clone_iterations": 5},
@@ -593,3 +595,35 @@ def test_cloning_the_oracle_teaches_the_policy_to_find_the_tuned_lr(tmp_path):
     assert all("clone_accuracy" in r for r in rows)
     after = mean_gap(trainer.policy)
     assert after < 0.25 * before, (before, after)
+
+
+def test_dagger_clones_on_the_aggregate_which_a_resume_keeps(tmp_path):
+    """With `clone_steps`, every cloning episode is kept and each cloning iteration takes that
+    many steps on them; the aggregate is checkpointed, and dropped once PPO takes over."""
+
+    def config(iterations):
+        c = small_config(
+            iterations=iterations,
+            episode={"reward_reference": "tuned-cosine", "schedule": "cosine", "heads": ["lr"]},
+            task_seeds=1,
+        )
+        c.ppo.clone_iterations, c.ppo.clone_steps = 2, 6
+        meta_config._check_semantics(c)
+        return c
+
+    first = MetaTrainer(config(2), tmp_path / "a")
+    first.train(log_progress=lambda s: None)
+    kept = first.clone_data.episodes
+    assert len(kept) == first.counters["episodes"] > 0
+    assert first.version == 2 * 6  # clone_steps gradient steps per cloning iteration
+
+    again = MetaTrainer(config(2), tmp_path / "a")
+    again.resume()
+    assert len(again.clone_data.episodes) == len(kept)
+    for a, b in zip(again.clone_data.episodes, kept, strict=True):
+        np.testing.assert_array_equal(a["obs"], b["obs"])
+        assert a["info"]["tuned_lr"] == b["info"]["tuned_lr"]
+
+    longer = MetaTrainer(config(3), tmp_path / "b")
+    longer.train(log_progress=lambda s: None)
+    assert longer.iteration == 3 and not longer.clone_data.episodes

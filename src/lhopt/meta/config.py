@@ -148,6 +148,11 @@ def _check_semantics(cfg: MetaConfig) -> None:
             "toward the tuned reference's: set [episode] reward_reference = 'tuned-cosine' or "
             f"'tuned-cosine-bracketed' (got {ep.reward_reference!r})"
         )
+    if ppo.clone_steps < 0 or (ppo.clone_steps and not ppo.clone_iterations):
+        raise ValueError(
+            f"[ppo] clone_steps = {ppo.clone_steps}: >= 0, and > 0 only with clone_iterations "
+            f"> 0 (got clone_iterations = {ppo.clone_iterations})"
+        )
     if ppo.clone_iterations and ep.heads and "lr" not in ep.heads:
         raise ValueError(
             f"[ppo] clone_iterations = {ppo.clone_iterations} trains the lr head, which "

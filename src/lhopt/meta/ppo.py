@@ -46,6 +46,9 @@ class PPOConfig:
     advantage: str = "gae"  # or "group", "group-scaled" (`group_advantages`; [run] batch > 1)
     # The first N iterations clone the lr oracle (lhopt.meta.clone) instead of PPO.
     clone_iterations: int = 0
+    # Gradient steps per cloning iteration on every cloning episode so far (DAgger's aggregate);
+    # 0: `batches_per_iteration` steps on PPO's recent buffer.
+    clone_steps: int = 0
 
 
 def make_polyak(policy: Policy) -> Policy:
@@ -231,15 +234,19 @@ def update(
     polyak: float,
     fixed: tuple[int | None, ...] | None = None,
     step: Callable[[dict], dict] | None = None,
+    steps: int | None = None,
+    prune: bool = True,
 ) -> tuple[list[dict], int]:
-    """One iteration: `batches_per_iteration` steps from the buffer, PPO's unless `step` (a
-    function of a sampled batch, e.g. `lhopt.meta.clone.clone_step` bound) replaces it. Returns
+    """One iteration: `steps` (default `batches_per_iteration`) steps from the buffer, PPO's
+    unless `step` (a function of a sampled batch, e.g. `lhopt.meta.clone.clone_step` bound)
+    replaces it; `prune=False` keeps stale and reused episodes (a supervised aggregate). Returns
     the steps' statistics and the new policy version."""
     if step is None:
         step = partial(ppo_step, policy, optimizer, cfg=cfg, fixed=fixed)
     stats = []
-    for _ in range(cfg.batches_per_iteration):
-        buffer.prune(version)
+    for _ in range(cfg.batches_per_iteration if steps is None else steps):
+        if prune:
+            buffer.prune(version)
         if not buffer.episodes:
             break
         stats.append(step(buffer.sample(rng)))

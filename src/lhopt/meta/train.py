@@ -16,8 +16,10 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 import traceback
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -171,6 +173,8 @@ class MetaTrainer:
         self.avg = make_polyak(self.policy)
         self.optimizer = make_optimizer(self.policy, cfg.ppo)
         self.buffer = ReplayBuffer(cfg.ppo)
+        # DAgger's aggregate: every episode of the cloning iterations, when `clone_steps` > 0.
+        self.clone_data = ReplayBuffer(replace(cfg.ppo, buffer=sys.maxsize))
         self.iteration = 0
         self.version = 0
         self.counters = {
@@ -202,6 +206,10 @@ class MetaTrainer:
                 for e in self.buffer.episodes
             ],
             "pool": list(self.pool),
+            "clone_data": [
+                {k: (torch.tensor(v) if isinstance(v, np.ndarray) else v) for k, v in e.items()}
+                for e in self.clone_data.episodes
+            ],
             "layout_hash": checkpoint_layout_hash(self.cfg.episode.spec),
         }
 
@@ -228,6 +236,10 @@ class MetaTrainer:
             for e in state["buffer"]
         ]
         self.pool = list(state["pool"])
+        self.clone_data.episodes = [
+            {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in e.items()}
+            for e in state.get("clone_data", [])
+        ]
 
     def warm_start(self, path: str | Path) -> None:
         """Start from another run's checkpoint (its policy and Polyak average) or from a policy
@@ -437,6 +449,11 @@ class MetaTrainer:
                 head_index=index,
                 head=space.heads[index],
             )
+            if ppo.clone_steps:
+                common = (*common[:3], self.clone_data, *common[4:])
+                return update(
+                    *common, self.cfg.policy.polyak, step=step, steps=ppo.clone_steps, prune=False
+                )
             return update(*common, self.cfg.policy.polyak, step=step)
         return update(*common, self.cfg.policy.polyak, self.cfg.episode.spec.fixed_actions(space))
 
@@ -446,6 +463,10 @@ class MetaTrainer:
             log_progress(f"episode failed (dropped): {episode['error']}")
             return
         self.buffer.add(episode, version)
+        if self.cfg.ppo.clone_steps and self.iteration < self.cfg.ppo.clone_iterations:
+            self.clone_data.add(episode, version)
+        elif self.clone_data.episodes:
+            self.clone_data.episodes = []  # cloning is over: PPO needs none of it
         self.policy.obs_norm.update(torch.tensor(episode["obs"]))  # a copy: Ray's are read-only
         self.policy.priv_norm.update(torch.tensor(episode["priv"]))
         info = episode["info"]
