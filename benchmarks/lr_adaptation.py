@@ -34,8 +34,10 @@ def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]
     policy, finals = defaultdict(list), defaultdict(dict)
     for run in doc["runs"]:
         job = run["job"]
-        if job["optimizer"] == optimizer and run.get("hparams", {}).get("lr"):
-            policy[job["task"]].append(_gmean([x for x in run["hparams"]["lr"] if x > 0]))
+        hp = run.get("hparams") or {}
+        base = hp.get("base_lr") or hp.get("lr")  # results written before "base_lr": lr is base
+        if job["optimizer"] == optimizer and base:
+            policy[job["task"]].append(_gmean([x for x in base if x > 0]))
         if job["optimizer"] == "adamw-cosine" and job["multiple"] == 1.0 and job["lr"]:
             finals[(job["task"], job["seed"])][job["lr"]] = run.get("val")
     tuned = defaultdict(list)
