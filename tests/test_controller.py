@@ -67,17 +67,17 @@ def test_meta_training_and_learned_optimizer_take_the_same_decisions(
     assert len({c[0] for c in chosen}) > 1 or policy == "default"  # the file's policy acts
 
 
-def test_a_controller_refuses_a_spec_other_than_its_policys():
+def test_a_controller_refuses_a_spec_whose_features_its_policy_cannot_read():
     from lhopt.control.controller import Controller
     from lhopt.control.policy_file import ControlSpec
     from lhopt.optim import CIAO
 
     net = load_policy("default")
     opt = CIAO(nn.Linear(3, 1).parameters())
-    other = ControlSpec(schedule="constant")
+    other = ControlSpec(schedule="constant")  # no progress embedding: 12 features fewer
     with pytest.raises(ValueError, match="trained with") as err:
         Controller(net, opt, 100, spec=other)
-    assert "schedule='constant'" in str(err.value)
+    assert "81 features" in str(err.value) and "reads 93" in str(err.value)
     assert Controller(net, opt, 100, spec=net.spec).spec == net.spec  # its own is fine
     assert Controller(net, opt, 100).spec == net.spec
 

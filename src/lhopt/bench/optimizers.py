@@ -40,7 +40,7 @@ class LearnedDriver(Driver):
         self.optimizer.report(val_loss=val_loss)
 
     def hparams(self) -> dict[str, float]:
-        """"lr" is the lr the update uses (the policy's base lr times the schedule's factor),
+        """ "lr" is the lr the update uses (the policy's base lr times the schedule's factor),
         comparable with every baseline's; "base_lr" is the base the policy steers."""
         group = self.optimizer.param_groups[0]
         return {

@@ -121,15 +121,15 @@ class Controller:
         self.greedy = greedy
         self.space = ActionSpace(num_registers=num_registers)
         own = getattr(policy, "spec", None)
-        if spec is not None and own is not None and spec != own:
-            # Another schedule or feature layout than the policy's: its inputs would mean
-            # something else (or not fit), so refuse here rather than at the first decision.
-            raise ValueError(
-                f"spec={spec} is not allowed with this policy: it was trained with {own} "
-                "(pass spec=None to use the policy's)"
-            )
         self.spec: ControlSpec = spec or own or ControlSpec()
         self.engine = self.spec.engine(self.space)
+        width = getattr(policy, "obs_dim", None)
+        if width is not None and width != len(self.engine.names):
+            # Features the policy cannot read: refuse here rather than at the first decision.
+            raise ValueError(
+                f"spec={self.spec} gives {len(self.engine.names)} features; this policy reads "
+                f"{width} (it was trained with {own}; pass spec=None to use the policy's)"
+            )
         self.engine.reset(optimizer.hparams[0])
         optimizer.noise_floor = self.spec.noise_floor  # the statistic as the policy read it
         self.shape = schedules.get(self.spec.schedule)
