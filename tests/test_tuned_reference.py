@@ -4,6 +4,7 @@ the schedule under the policy, the progress embedding, and policy files that rec
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,9 @@ from lhopt.meta.reward import TunedCosine, terminal_rewards
 from lhopt.meta.train import new_policy
 from lhopt.optim import schedules
 from lhopt.tasks import TaskConfig
+
+# A policy file made before files recorded a schedule: stage 6's (shipped until stage 15).
+CONSTANT = Path(__file__).resolve().parents[1] / "runs" / "default-stage6" / "policy-0010.pt"
 
 T = 100
 STEPS = list(range(0, T + 1, 10))
@@ -177,7 +181,7 @@ def test_policy_files_record_their_schedule_and_features(tmp_path):
     save_policy_file(net, path)
     loaded = load_policy(path)
     assert loaded.spec == ControlSpec("cosine", PROGRESS_TAUS)
-    assert load_policy("default").spec == ControlSpec()  # files without one: the defaults
+    assert load_policy(CONSTANT).spec == ControlSpec()  # files without one: the defaults
     assert layout_hash(actor_layout(loaded.spec)) != layout_hash()
     data = torch.load(path, weights_only=True)
     torch.save({**data, "layout": {**data["layout"], "schedule": "linear"}}, tmp_path / "q.pt")
@@ -219,16 +223,20 @@ def test_the_learned_optimizer_runs_the_policys_schedule_under_its_base_lr(tmp_p
     with pytest.raises(ValueError, match="trained with schedule 'cosine'"):
         lhopt.LearnedOptimizer(model.parameters(), total_steps=40, policy=path, schedule="constant")
     with pytest.raises(ValueError, match="trained with schedule 'constant'"):
-        lhopt.LearnedOptimizer(model.parameters(), total_steps=40, schedule="cosine")
+        lhopt.LearnedOptimizer(
+            model.parameters(), total_steps=40, policy=CONSTANT, schedule="cosine"
+        )
     with pytest.raises(ValueError, match="schedule 'linear' is not allowed"):
         lhopt.LearnedOptimizer(model.parameters(), total_steps=40, schedule="linear")
-    plain = lhopt.LearnedOptimizer(model.parameters(), total_steps=40, schedule="constant")
+    plain = lhopt.LearnedOptimizer(
+        model.parameters(), total_steps=40, policy=CONSTANT, schedule="constant"
+    )
     assert plain.controller.spec == ControlSpec()
 
 
 def test_a_policy_warm_started_with_more_features_acts_as_before(tmp_path):
-    """Features appended to the layout (a progress embedding) start with no influence: the
-    widened shipped policy takes the shipped policy's actions."""
+    """Features appended to the layout (a progress embedding) start with no influence: a
+    policy file without them, widened, takes the file's actions."""
     cfg = from_dict(
         {
             "run": {"workers": 0, "task_seeds": 2, "task_pool": 4},
@@ -236,12 +244,11 @@ def test_a_policy_warm_started_with_more_features_acts_as_before(tmp_path):
             "episode": {"schedule": "cosine", "progress_taus": list(PROGRESS_TAUS)},
         }
     )
-    from lhopt.control import default_policy_path
     from lhopt.meta.train import MetaTrainer
 
     trainer = MetaTrainer(cfg, tmp_path)
-    trainer.warm_start(default_policy_path())
-    shipped = load_policy("default")
+    trainer.warm_start(CONSTANT)
+    shipped = load_policy(CONSTANT)
     g = torch.Generator().manual_seed(0)
     for _ in range(5):
         obs = torch.randn(shipped.obs_dim, generator=g) * 3
