@@ -120,7 +120,7 @@ def probe_runs(config_dict: dict, tuned: float, offsets, spec_dict: dict, last: 
             feats.append(d.features.tolist())
             if k == last:
                 break
-            sums, n, loss_sum = np.zeros(len(CANDIDATES)), 0, 0.0
+            sums, n, loss_sum = np.zeros(2), 0, 0.0  # the two cosines' period sums
             for t in range(steps[k], steps[k + 1]):
                 loss = task.train_loss()
                 opt.zero_grad()
@@ -145,7 +145,7 @@ def probe_runs(config_dict: dict, tuned: float, offsets, spec_dict: dict, last: 
                                 float((p.grad * m).sum()),
                                 float((m * m).sum()),
                             ]
-                        sums[:2] += [_cos(dots[0], gg, dots[1]), _cos(dots[2], gg, dots[3])]
+                        sums += [_cos(dots[0], gg, dots[1]), _cos(dots[2], gg, dots[3])]
                         n += 1
                     prev = now
                 ctl.before_step(t)
@@ -153,7 +153,7 @@ def probe_runs(config_dict: dict, tuned: float, offsets, spec_dict: dict, last: 
             lam = preconditioned_sharpness(task.train_loss(), params, opt)
             lr_now = opt.param_groups[0]["lr"] * opt.param_groups[0].get("lr_factor", 1.0)
             sharp = math.log10(lr_now * lam) if lam > 0 and lr_now > 0 else float("nan")
-            cands.append([*(sums[:2] / max(n, 1)).tolist(), sharp])
+            cands.append([*(sums / max(n, 1)).tolist(), sharp])
             train_mean = loss_sum / max(steps[k + 1] - steps[k], 1)
             if not math.isfinite(train_mean):
                 train_mean = float("nan")

@@ -40,8 +40,9 @@ class LearnedDriver(Driver):
         self.optimizer.report(val_loss=val_loss)
 
     def hparams(self) -> dict[str, float]:
-        """ "lr" is the lr the update uses (the policy's base lr times the schedule's factor),
-        comparable with every baseline's; "base_lr" is the base the policy steers."""
+        """The hyperparameters of the first group, "lr" as the update uses it (the policy's base
+        lr times the schedule's factor, comparable with every baseline's) and "base_lr" as the
+        policy steers it."""
         group = self.optimizer.param_groups[0]
         return {
             "lr": float(group["lr"] * group["lr_factor"]),

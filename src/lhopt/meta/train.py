@@ -163,6 +163,18 @@ def _logged(lines: list[str]) -> list[float]:
     return out
 
 
+def _episodes_to_state(episodes: list[dict]) -> list[dict]:
+    """Episodes as a checkpoint holds them: their arrays as tensors (`torch.save`'s safe types)."""
+    return [
+        {k: (torch.tensor(v) if isinstance(v, np.ndarray) else v) for k, v in e.items()}
+        for e in episodes
+    ]
+
+
+def _episodes_from_state(episodes: list[dict]) -> list[dict]:
+    return [{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in e.items()} for e in episodes]
+
+
 class MetaTrainer:
     def __init__(self, cfg: MetaConfig, out: str | Path, address: str | None = None) -> None:
         self.cfg, self.out, self.address = cfg, Path(out), address
@@ -201,15 +213,9 @@ class MetaTrainer:
             "optimizer": self.optimizer.state_dict(),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
-            "buffer": [
-                {k: (torch.tensor(v) if isinstance(v, np.ndarray) else v) for k, v in e.items()}
-                for e in self.buffer.episodes
-            ],
+            "buffer": _episodes_to_state(self.buffer.episodes),
             "pool": list(self.pool),
-            "clone_data": [
-                {k: (torch.tensor(v) if isinstance(v, np.ndarray) else v) for k, v in e.items()}
-                for e in self.clone_data.episodes
-            ],
+            "clone_data": _episodes_to_state(self.clone_data.episodes),
             "layout_hash": checkpoint_layout_hash(self.cfg.episode.spec),
         }
 
@@ -231,15 +237,9 @@ class MetaTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
-        self.buffer.episodes = [
-            {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in e.items()}
-            for e in state["buffer"]
-        ]
+        self.buffer.episodes = _episodes_from_state(state["buffer"])
         self.pool = list(state["pool"])
-        self.clone_data.episodes = [
-            {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in e.items()}
-            for e in state.get("clone_data", [])
-        ]
+        self.clone_data.episodes = _episodes_from_state(state.get("clone_data", []))
 
     def warm_start(self, path: str | Path) -> None:
         """Start from another run's checkpoint (its policy and Polyak average) or from a policy
@@ -438,8 +438,11 @@ class MetaTrainer:
         """One iteration's learning: cloning the lr oracle for the first `clone_iterations`
         (lhopt.meta.clone), PPO after them."""
         ppo, space = self.cfg.ppo, ActionSpace()
-        common = (self.policy, self.avg, self.optimizer, self.buffer, self.version, ppo, self.rng)
-        if self.iteration < ppo.clone_iterations:
+        cloning = self.iteration < ppo.clone_iterations
+        aggregate = cloning and ppo.clone_steps > 0  # DAgger: steps on every cloning episode
+        buffer = self.clone_data if aggregate else self.buffer
+        common = (self.policy, self.avg, self.optimizer, buffer, self.version, ppo, self.rng)
+        if cloning:
             index = next(i for i, h in enumerate(space.heads) if h.hparam == "lr")
             step = partial(
                 clone_step,
@@ -449,12 +452,10 @@ class MetaTrainer:
                 head_index=index,
                 head=space.heads[index],
             )
-            if ppo.clone_steps:
-                common = (*common[:3], self.clone_data, *common[4:])
-                return update(
-                    *common, self.cfg.policy.polyak, step=step, steps=ppo.clone_steps, prune=False
-                )
-            return update(*common, self.cfg.policy.polyak, step=step)
+            steps = ppo.clone_steps if aggregate else None
+            return update(
+                *common, self.cfg.policy.polyak, step=step, steps=steps, prune=not aggregate
+            )
         return update(*common, self.cfg.policy.polyak, self.cfg.episode.spec.fixed_actions(space))
 
     def _process(self, episode: dict, version: int, new_episodes: list, log_progress) -> None:
