@@ -221,6 +221,48 @@ def analyse(doc: dict, decisions: list[int], alpha: float) -> None:
         print(f"| {which} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
 
 
+def analyse_fixed_start(doc: dict, decisions: list[int], alpha: float, start: float) -> None:
+    """The read applied as a policy would need it: from each task's run started nearest `start`
+    (one lr for every task), predict log10 of the task's tuned lr; against one level for all."""
+    from scipy.stats import spearmanr
+
+    tuned = doc["tuned"]
+    pool = {t: r for t, r in doc["runs"].items() if not t.startswith("sel-")}
+    sel = {t: r for t, r in doc["runs"].items() if t.startswith("sel-")}
+    level = float(np.mean([math.log10(tuned[t]) for t in pool]))  # one level for every task
+
+    def nearest(task: str) -> dict:
+        u = math.log10(start / tuned[task])
+        return min(doc["runs"][task], key=lambda r: abs(r["u"] - u))
+
+    def fit(names):
+        x = np.array([inputs(r, decisions, "features") for t in names for r in pool[t]])
+        y = np.array([r["u"] for t in names for r in pool[t]])
+        return _ridge_fit(np.nan_to_num(x), y, alpha)
+
+    def read(f, task: str) -> float:  # log10 tuned lr = log10 lr - u
+        r = nearest(task)
+        return math.log10(r["lr"]) - float(
+            f(np.nan_to_num(np.array([inputs(r, decisions, "features")])))[0]
+        )
+
+    names = sorted(pool)
+    sets = {"pool (held out)": [(t, read(fit([n for n in names if n != t]), t)) for t in names]}
+    if sel:
+        f = fit(names)
+        sets["selection"] = [(t, read(f, t)) for t in sorted(sel)]
+    print(f"from lr {start:g}, decisions {decisions}, alpha {alpha:g}; one level: 10^{level:.2f}")
+    print("| tasks | Spearman (read, tuned) | RMSE of the read (decades) | RMSE of one level |")
+    print("|---|---|---|---|")
+    for label, rows in sets.items():
+        pred = np.array([p for _, p in rows])
+        true = np.array([math.log10(tuned[t]) for t, _ in rows])
+        rmse = math.sqrt(float(np.mean((pred - true) ** 2)))
+        flat = math.sqrt(float(np.mean((level - true) ** 2)))
+        rho = spearmanr(pred, true).statistic
+        print(f"| {label} ({len(rows)}) | {rho:.2f} | {rmse:.2f} | {flat:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=40)
@@ -235,12 +277,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="out/lr_probe.json")
     parser.add_argument("--analyse", action="store_true", help="read --out, run nothing")
+    parser.add_argument(
+        "--fixed-start",
+        type=float,
+        default=None,
+        help="with --analyse: predict each task's tuned lr from its run started nearest this lr",
+    )
     args = parser.parse_args()
     if args.workers < 1:
         parser.error(f"--workers={args.workers}: expected >= 1")
     if args.analyse:
         with open(args.out) as f:
-            analyse(json.load(f), args.decisions, args.alpha)
+            doc = json.load(f)
+        if args.fixed_start is not None:
+            analyse_fixed_start(doc, args.decisions, args.alpha, args.fixed_start)
+        else:
+            analyse(doc, args.decisions, args.alpha)
         return
 
     from lhopt.control.features import PROGRESS_TAUS

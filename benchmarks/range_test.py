@@ -1,0 +1,255 @@
+"""Can an in-run search find a task's lr level? A range test under the tuned schedule (issue 19).
+
+`benchmarks/lr_probe.py --fixed-start` finds that a run's features, from a fixed starting lr, do
+not tell the task's tuned lr (no better than one level for every task); a level has to be found
+by acting. The candidate here is the oldest such search, Smith's range test, put where the warm-up
+is: AdamW's lr rises geometrically from `--lo` to `--hi` over the first `--frac` of the budget T
+while an exponential average of the training loss is tracked; the test ends when the average has
+climbed back `--rise` of the way from its minimum to where it started (or at `--frac` T), the
+weights and AdamW's state return to the snapshot taken at the average's minimum, and the rest of
+the run is a cosine from lr* / k to 0 at T, lr* the lr at that minimum. The steps spent past the
+minimum count against the run, as they would for a user.
+
+For each task of the suites, seeds and each k, the speedup over `adamw-cosine-tuned` (its runs
+from the benchmark's cache, run when missing) and over `adamw`, as `lhopt bench` measures them,
+and lr* / k beside the tuned lr.
+
+Usage: python benchmarks/range_test.py --suites validation-long selection --ks 1 3 10 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+
+from lhopt.curves.drivers import ADAMW_KW, Driver
+
+
+class RangeTestCosine(Driver):
+    """AdamW: a geometric lr range test in place of the warm-up, then a cosine from lr* / k."""
+
+    def __init__(
+        self,
+        params,
+        budget: int,
+        k: float,
+        frac: float,
+        lo: float,
+        hi: float,
+        rise: float,
+        beta: float = 0.9,
+    ) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        super().__init__(torch.optim.AdamW(self.params, lr=lo, **ADAMW_KW))
+        self.budget, self.k, self.lo, self.hi, self.rise, self.beta = budget, k, lo, hi, rise, beta
+        self.test_steps = max(2, round(frac * budget))
+        self.burn_in = max(1, self.test_steps // 10)
+        self.ema = None
+        self.first = None
+        self.best = math.inf
+        self.best_lr = lo
+        self.snapshot = None
+        self.searching = True
+        self.start = None  # step from which the cosine runs
+        self.peak = None
+        self.lr = lo
+
+    def _test_lr(self, step: int) -> float:
+        return self.lo * (self.hi / self.lo) ** min(1.0, (step - 1) / (self.test_steps - 1))
+
+    def before_step(self, step: int) -> None:
+        if self.searching:
+            self.lr = self._test_lr(step)
+        else:
+            span = max(1, self.budget - self.start)
+            self.lr = (
+                self.peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.start) / span)))
+            )
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def _save(self) -> None:
+        self.snapshot = (
+            [p.detach().clone() for p in self.params],
+            {
+                k: {n: v.clone() if torch.is_tensor(v) else v for n, v in s.items()}
+                for k, s in self.optimizer.state.items()
+            },
+        )
+
+    def _end_search(self, step: int) -> None:
+        params, state = self.snapshot
+        with torch.no_grad():
+            for p, q in zip(self.params, params, strict=True):
+                p.copy_(q)
+        self.optimizer.state.clear()
+        self.optimizer.state.update(state)
+        self.searching = False
+        self.start = step
+        self.peak = self.best_lr / self.k
+
+    def after_step(self, step: int, loss: torch.Tensor) -> None:
+        if not self.searching:
+            return
+        value = float(loss)
+        if not math.isfinite(value):
+            self._end_search(step)
+            return
+        if self.ema is None:
+            self.ema, self.var = value, 0.0
+        else:
+            self.var = self.beta * self.var + (1 - self.beta) * (value - self.ema) ** 2
+            self.ema = self.beta * self.ema + (1 - self.beta) * value
+        if step < self.burn_in:  # the lr is still tiny: the average settles at the start's level
+            return
+        if self.first is None:
+            self.first = self.ema
+        if self.ema < self.best:
+            self.best, self.best_lr = self.ema, self.lr
+            self._save()
+        # Back above where it started, or climbed back `rise` of the way a decade past the
+        # minimum (nearer the minimum, a climb that size is the noise of the batches); either by
+        # more than the average's own noise.
+        noise = 3 * math.sqrt(self.var * (1 - self.beta) / (1 + self.beta))  # 3 sd of the average
+        back = self.ema > self.first + noise
+        climbed = self.lr >= 10 * self.best_lr and self.ema - self.best > max(
+            self.rise * (self.first - self.best), noise
+        )
+        if back or climbed or step >= self.test_steps:
+            self._end_search(step)
+
+    def hparams(self) -> dict[str, float]:
+        return {"lr": self.lr}
+
+
+def _run(job: dict, k: float, frac: float, lo: float, hi: float, rise: float) -> dict:
+    from lhopt.curves.run import run_job_safe
+
+    torch.set_num_threads(1)
+    drivers = []
+
+    def make(params, total, lr):
+        drivers.append(RangeTestCosine(params, total, k, frac, lo, hi, rise))
+        return drivers[-1]
+
+    result = run_job_safe(job, make)
+    d = drivers[0] if drivers else None
+    result["peak"] = None if d is None else d.peak
+    result["search_end"] = None if d is None else d.start
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suites", nargs="+", default=["validation"])
+    parser.add_argument("--ks", type=float, nargs="+", default=[1.0, 3.0, 10.0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--frac", type=float, default=0.1, help="range test's share of T")
+    parser.add_argument("--lo", type=float, default=1e-4)
+    parser.add_argument("--hi", type=float, default=1.0)
+    parser.add_argument("--rise", type=float, default=0.2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default="out/range_test.json")
+    args = parser.parse_args()
+    for name in ("frac", "rise"):
+        if not 0 < getattr(args, name) <= 1:
+            parser.error(f"--{name}={getattr(args, name)}: expected in (0, 1]")
+    if not 0 < args.lo < args.hi:
+        parser.error(f"--lo={args.lo}, --hi={args.hi}: expected 0 < lo < hi")
+
+    from scipy.stats import spearmanr
+
+    from lhopt.bench import benchmark as bench
+    from lhopt.curves.speedup import best_by, geometric_mean
+
+    seeds = list(range(args.seeds))
+    doc = {"args": vars(args), "suites": {}}
+    bench.start_ray(None, args.workers)
+    for suite in args.suites:
+        tasks = bench.select_tasks(suite)
+        bases = ["adamw", "adamw-cosine-tuned"]
+        results = bench.run_jobs(
+            bench.plan_phase1(tasks, bases, seeds), progress=False, desc="baselines"
+        )
+        results.update(
+            bench.run_jobs(
+                bench.plan_phase2(tasks, bases, seeds, results), progress=False, desc="tuned"
+            )
+        )
+        jobs = [
+            (bench._job(name, c, s, "range-test", None, 1.0), k)
+            for name, c in tasks.items()
+            for s in seeds
+            for k in args.ks
+        ]
+        with ProcessPoolExecutor(args.workers) as pool:
+            futures = [
+                pool.submit(_run, job, k, args.frac, args.lo, args.hi, args.rise) for job, k in jobs
+            ]
+            runs = [f.result() for f in futures]
+        rows = {}
+        for (job, k), run in zip(jobs, runs, strict=True):
+            name, seed, T = job["task"], job["seed"], run.get("budget")
+            if run.get("error") or T is None:
+                over = {b: {"speedup": 0.0, "lower_bound": False} for b in bases}
+            else:
+                target = best_by(run["steps"], run["val"], T)
+                if not math.isfinite(target):
+                    over = {b: {"speedup": 0.0, "lower_bound": False} for b in bases}
+                else:
+                    over = {
+                        b: bench.baseline_speedup(results, name, seed, b, target, T) for b in bases
+                    }
+            rows.setdefault(k, {}).setdefault(name, []).append(
+                {
+                    "seed": seed,
+                    "peak": run.get("peak"),
+                    "search_end": run.get("search_end"),
+                    "tuned_lr": bench.chosen_lr(results, name, seed),
+                    "error": run.get("error"),
+                    **{b: over[b].get("speedup", 0.0) for b in bases},
+                }
+            )
+        doc["suites"][suite] = rows
+        print(f"\n## {suite}")
+        for k, per_task in rows.items():
+            print(
+                f"\nk = {k:g}: | task | over adamw-cosine-tuned | over adamw | lr*/k | tuned lr |"
+            )
+            means = {b: [] for b in bases}
+            levels = []
+            for name, seeds_out in per_task.items():
+                g = {b: geometric_mean([max(r[b], 1e-3) for r in seeds_out]) for b in bases}
+                for b in bases:
+                    means[b].append(g[b])
+                peaks = [r["peak"] for r in seeds_out if r["peak"]]
+                peak = math.exp(sum(map(math.log, peaks)) / len(peaks)) if peaks else float("nan")
+                tuned = math.exp(sum(math.log(r["tuned_lr"]) for r in seeds_out) / len(seeds_out))
+                levels.append((peak, tuned))
+                print(
+                    f"| {name} | {g['adamw-cosine-tuned']:.2f} | {g['adamw']:.2f} | "
+                    f"{peak:.1e} | {tuned:.1e} |"
+                )
+            summary = " ; ".join(
+                f"over {b}: {geometric_mean(v):.2f} (min {min(v):.2f}, "
+                f"{sum(x < 1 for x in v)}/{len(v)} <1)"
+                for b, v in means.items()
+            )
+            rho = (
+                spearmanr([p for p, _ in levels], [t for _, t in levels]).statistic
+                if len(levels) > 2
+                else float("nan")
+            )
+            print(f"{suite} k={k:g}: {summary} ; Spearman (lr*/k, tuned lr) {rho:.2f}")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(doc, f)
+
+
+if __name__ == "__main__":
+    main()
