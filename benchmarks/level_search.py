@@ -1,20 +1,27 @@
-"""Can an in-run search find a task's lr level? A range test under the tuned schedule (issue 19).
+"""Can an in-run search find a task's lr level? Two hand-written searches (issue 19).
 
 `benchmarks/lr_probe.py --fixed-start` finds that a run's features, from a fixed starting lr, do
 not tell the task's tuned lr (no better than one level for every task); a level has to be found
-by acting. The candidate here is the oldest such search, Smith's range test, put where the warm-up
-is: AdamW's lr rises geometrically from `--lo` to `--hi` over the first `--frac` of the budget T
-while an exponential average of the training loss is tracked; the test ends when the average has
-climbed back `--rise` of the way from its minimum to where it started (or at `--frac` T), the
-weights and AdamW's state return to the snapshot taken at the average's minimum, and the rest of
-the run is a cosine from lr* / k to 0 at T, lr* the lr at that minimum. The steps spent past the
-minimum count against the run, as they would for a user.
+by acting. Two searches, AdamW alone, no policy (`--method`):
+- `range-test`, Smith's lr range test where the warm-up is: the lr rises geometrically from `--lo`
+  to `--hi` over the first `--frac` of the budget T while an exponential average of the training
+  loss is tracked; the test ends when the average is back above where it started, or, a decade
+  past its minimum, has climbed back `--rise` of the way from the minimum to the start (either by
+  more than three standard deviations of the average), or at `--frac` T. Weights and AdamW's
+  state return to the snapshot at the average's minimum, and the rest of the run is a cosine from
+  lr* / k to 0 at T (lr* the lr at that minimum; k from `--ks`). The steps spent past the minimum
+  count against the run, as they would for a user.
+- `stall-decay`: warm-up + cosine at a level that starts at lr0 (from `--ks`) and halves at each
+  of the 19 points where the controller would decide (every 5% of T) if the period's gain in best
+  validation loss was under `--eps` of all the gain so far (points past `--until` T halve
+  nothing); its level is reported as its geometric mean over the run.
 
-For each task of the suites, seeds and each k, the speedup over `adamw-cosine-tuned` (its runs
-from the benchmark's cache, run when missing) and over `adamw`, as `lhopt bench` measures them,
-and lr* / k beside the tuned lr.
+For each task of the suites, seed and value of `--ks`, the speedup over `adamw-cosine-tuned` (its
+runs from the benchmark's cache, run when missing) and over `adamw`, as `lhopt bench` measures
+them, and the level found beside the tuned lr.
 
-Usage: python benchmarks/range_test.py --suites validation-long selection --ks 1 3 10 30
+Usage: python benchmarks/level_search.py --method range-test --suites validation-long selection
+    --ks 1 3 10 30
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 
 from lhopt.curves.drivers import ADAMW_KW, Driver
+from lhopt.optim import schedules
 
 
 class RangeTestCosine(Driver):
@@ -127,27 +135,93 @@ class RangeTestCosine(Driver):
         return {"lr": self.lr}
 
 
-def _run(job: dict, k: float, frac: float, lo: float, hi: float, rise: float) -> dict:
+class StallDecayCosine(Driver):
+    """AdamW: warm-up + cosine from a high `lr0`, the level halved (`factor`) at each of
+    `decisions` evenly spaced points where the best validation loss of the period that ended
+    improved on the best before it by less than `eps` of all the improvement so far."""
+
+    def __init__(
+        self,
+        params,
+        budget: int,
+        lr0: float,
+        eps: float,
+        until: float = 1.0,
+        factor: float = 0.5,
+        decisions: int = 20,
+    ) -> None:
+        super().__init__(torch.optim.AdamW(params, lr=lr0, **ADAMW_KW))
+        self.budget, self.level, self.eps, self.factor = budget, lr0, eps, factor
+        self.points = {
+            round(budget * i / decisions) for i in range(1, decisions) if i / decisions <= until
+        }
+        self.first = None
+        self.best = math.inf
+        self.best_at_last = None
+        self.lr = 0.0
+        self.peak = lr0  # the level's geometric mean so far: the search's answer
+        self._log_sum = 0.0
+
+    def on_eval(self, step: int, val_loss: float) -> None:
+        if math.isfinite(val_loss):
+            self.first = val_loss if self.first is None else self.first
+            self.best = min(self.best, val_loss)
+
+    def before_step(self, step: int) -> None:
+        if step - 1 in self.points and self.best_at_last is not None and math.isfinite(self.best):
+            gained = self.best_at_last - self.best
+            if gained <= self.eps * max(self.first - self.best, 1e-12):
+                self.level *= self.factor
+        if step - 1 in self.points or self.best_at_last is None:
+            self.best_at_last = self.best
+        self._log_sum += math.log(self.level)
+        self.peak = math.exp(self._log_sum / step)  # the level's geometric mean over the run
+        self.lr = self.level * schedules.warmup_cosine(step, self.budget)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def hparams(self) -> dict[str, float]:
+        return {"lr": self.lr}
+
+
+def _run(job: dict, method: str, k: float, args: dict) -> dict:
     from lhopt.curves.run import run_job_safe
 
     torch.set_num_threads(1)
     drivers = []
 
     def make(params, total, lr):
-        drivers.append(RangeTestCosine(params, total, k, frac, lo, hi, rise))
-        return drivers[-1]
+        if method == "range-test":
+            d = RangeTestCosine(
+                params, total, k, args["frac"], args["lo"], args["hi"], args["rise"]
+            )
+        else:
+            d = StallDecayCosine(params, total, k, args["eps"], args["until"])
+        drivers.append(d)
+        return d
 
     result = run_job_safe(job, make)
     d = drivers[0] if drivers else None
     result["peak"] = None if d is None else d.peak
-    result["search_end"] = None if d is None else d.start
+    result["search_end"] = getattr(d, "start", None)
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="+", default=["validation"])
-    parser.add_argument("--ks", type=float, nargs="+", default=[1.0, 3.0, 10.0])
+    parser.add_argument("--method", choices=["range-test", "stall-decay"], default="range-test")
+    parser.add_argument(
+        "--ks",
+        type=float,
+        nargs="+",
+        default=[1.0, 3.0, 10.0],
+        help="range-test: lr* / k starts the cosine; stall-decay: the starting level lr0",
+    )
+    parser.add_argument("--eps", type=float, default=0.01, help="stall-decay: the stall")
+    parser.add_argument(
+        "--until", type=float, default=1.0, help="stall-decay: no halving past this share of T"
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--frac", type=float, default=0.1, help="range test's share of T")
     parser.add_argument("--lo", type=float, default=1e-4)
@@ -188,9 +262,7 @@ def main() -> None:
             for k in args.ks
         ]
         with ProcessPoolExecutor(args.workers) as pool:
-            futures = [
-                pool.submit(_run, job, k, args.frac, args.lo, args.hi, args.rise) for job, k in jobs
-            ]
+            futures = [pool.submit(_run, job, args.method, k, vars(args)) for job, k in jobs]
             runs = [f.result() for f in futures]
         rows = {}
         for (job, k), run in zip(jobs, runs, strict=True):
@@ -219,7 +291,7 @@ def main() -> None:
         print(f"\n## {suite}")
         for k, per_task in rows.items():
             print(
-                f"\nk = {k:g}: | task | over adamw-cosine-tuned | over adamw | lr*/k | tuned lr |"
+                f"\nk = {k:g}: | task | over adamw-cosine-tuned | over adamw | level | tuned lr |"
             )
             means = {b: [] for b in bases}
             levels = []
@@ -245,7 +317,7 @@ def main() -> None:
                 if len(levels) > 2
                 else float("nan")
             )
-            print(f"{suite} k={k:g}: {summary} ; Spearman (lr*/k, tuned lr) {rho:.2f}")
+            print(f"{suite} k={k:g}: {summary} ; Spearman (level, tuned lr) {rho:.2f}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(doc, f)
