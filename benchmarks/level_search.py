@@ -14,7 +14,9 @@ by acting. Two searches, AdamW alone, no policy (`--method`):
 - `stall-decay`: warm-up + cosine at a level that starts at lr0 (from `--ks`) and halves at each
   of the 19 points where the controller would decide (every 5% of T) if the period's gain in best
   validation loss was under `--eps` of all the gain so far (points past `--until` T halve
-  nothing); its level is reported as its geometric mean over the run.
+  nothing; with `--confirm`, only where the period's mean cosine between each gradient and the
+  step before it is above 0: the steps overshoot); its level is reported as its geometric mean
+  over the run.
 
 For each task of the suites, seed and value of `--ks`, the speedup over `adamw-cosine-tuned` (its
 runs from the benchmark's cache, run when missing) and over `adamw`, as `lhopt bench` measures
@@ -147,11 +149,16 @@ class StallDecayCosine(Driver):
         lr0: float,
         eps: float,
         until: float = 1.0,
+        confirm: bool = False,
         factor: float = 0.5,
         decisions: int = 20,
     ) -> None:
-        super().__init__(torch.optim.AdamW(params, lr=lr0, **ADAMW_KW))
+        self.params = [p for p in params if p.requires_grad]
+        super().__init__(torch.optim.AdamW(self.params, lr=lr0, **ADAMW_KW))
         self.budget, self.level, self.eps, self.factor = budget, lr0, eps, factor
+        self.confirm = confirm
+        self._prev = self._step = None
+        self._cos_sum, self._cos_n = 0.0, 0
         self.points = {
             round(budget * i / decisions) for i in range(1, decisions) if i / decisions <= until
         }
@@ -162,6 +169,27 @@ class StallDecayCosine(Driver):
         self.peak = lr0  # the level's geometric mean so far: the search's answer
         self._log_sum = 0.0
 
+    def after_step(self, step: int, loss: torch.Tensor) -> None:
+        """cos(g_t, d_{t-1}), the gradient against the step before it: above 0 the steps
+        overshoot (the loss's hypergradient in the lr is positive), below 0 they fall short."""
+        if not self.confirm:
+            return
+        with torch.no_grad():
+            now = [p.detach().clone() for p in self.params]
+            if self._prev is not None and self._step is not None:
+                dot = gg = dd = 0.0
+                for p, d in zip(self.params, self._step, strict=True):
+                    if p.grad is not None:
+                        dot += float((p.grad * d).sum())
+                        gg += float((p.grad * p.grad).sum())
+                        dd += float((d * d).sum())
+                if gg > 0 and dd > 0:
+                    self._cos_sum += dot / math.sqrt(gg * dd)
+                    self._cos_n += 1
+            if self._prev is not None:
+                self._step = [a - b for a, b in zip(now, self._prev, strict=True)]
+            self._prev = now
+
     def on_eval(self, step: int, val_loss: float) -> None:
         if math.isfinite(val_loss):
             self.first = val_loss if self.first is None else self.first
@@ -170,8 +198,11 @@ class StallDecayCosine(Driver):
     def before_step(self, step: int) -> None:
         if step - 1 in self.points and self.best_at_last is not None and math.isfinite(self.best):
             gained = self.best_at_last - self.best
-            if gained <= self.eps * max(self.first - self.best, 1e-12):
+            stalled = gained <= self.eps * max(self.first - self.best, 1e-12)
+            overshooting = self._cos_sum / max(self._cos_n, 1) > 0
+            if stalled and (overshooting or not self.confirm):
                 self.level *= self.factor
+            self._cos_sum, self._cos_n = 0.0, 0
         if step - 1 in self.points or self.best_at_last is None:
             self.best_at_last = self.best
         self._log_sum += math.log(self.level)
@@ -196,7 +227,7 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
                 params, total, k, args["frac"], args["lo"], args["hi"], args["rise"]
             )
         else:
-            d = StallDecayCosine(params, total, k, args["eps"], args["until"])
+            d = StallDecayCosine(params, total, k, args["eps"], args["until"], args["confirm"])
         drivers.append(d)
         return d
 
@@ -219,6 +250,11 @@ def main() -> None:
         help="range-test: lr* / k starts the cosine; stall-decay: the starting level lr0",
     )
     parser.add_argument("--eps", type=float, default=0.01, help="stall-decay: the stall")
+    parser.add_argument(
+        "--confirm",
+        action="store_true",
+        help="stall-decay: halve only where the period's mean cos(g_t, d_t-1) is above 0",
+    )
     parser.add_argument(
         "--until", type=float, default=1.0, help="stall-decay: no halving past this share of T"
     )
