@@ -15,8 +15,9 @@ by acting. Two searches, AdamW alone, no policy (`--method`):
   of the 19 points where the controller would decide (every 5% of T) if the period's gain in best
   validation loss was under `--eps` of all the gain so far (points past `--until` T halve
   nothing; with `--confirm`, only where the period's mean cosine between each gradient and the
-  step before it is above 0: the steps overshoot); its level is reported as its geometric mean
-  over the run.
+  step before it is above 0: the steps overshoot; with `--climb c`, stalls are ignored and the
+  level halves where that mean is above c and doubles where it is below -c); its level is
+  reported as its geometric mean over the run.
 
 For each task of the suites, seed and value of `--ks`, the speedup over `adamw-cosine-tuned` (its
 runs from the benchmark's cache, run when missing) and over `adamw`, as `lhopt bench` measures
@@ -150,13 +151,15 @@ class StallDecayCosine(Driver):
         eps: float,
         until: float = 1.0,
         confirm: bool = False,
+        climb: float | None = None,
         factor: float = 0.5,
         decisions: int = 20,
     ) -> None:
         self.params = [p for p in params if p.requires_grad]
         super().__init__(torch.optim.AdamW(self.params, lr=lr0, **ADAMW_KW))
         self.budget, self.level, self.eps, self.factor = budget, lr0, eps, factor
-        self.confirm = confirm
+        self.confirm = confirm or climb is not None
+        self.climb = climb
         self._prev = self._step = None
         self._cos_sum, self._cos_n = 0.0, 0
         self.points = {
@@ -199,8 +202,13 @@ class StallDecayCosine(Driver):
         if step - 1 in self.points and self.best_at_last is not None and math.isfinite(self.best):
             gained = self.best_at_last - self.best
             stalled = gained <= self.eps * max(self.first - self.best, 1e-12)
-            overshooting = self._cos_sum / max(self._cos_n, 1) > 0
-            if stalled and (overshooting or not self.confirm):
+            cos = self._cos_sum / max(self._cos_n, 1)
+            if self.climb is not None:  # the hypergradient's sign alone, both ways
+                if cos > self.climb:
+                    self.level *= self.factor
+                elif cos < -self.climb:
+                    self.level /= self.factor
+            elif stalled and (cos > 0 or not self.confirm):
                 self.level *= self.factor
             self._cos_sum, self._cos_n = 0.0, 0
         if step - 1 in self.points or self.best_at_last is None:
@@ -227,7 +235,9 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
                 params, total, k, args["frac"], args["lo"], args["hi"], args["rise"]
             )
         else:
-            d = StallDecayCosine(params, total, k, args["eps"], args["until"], args["confirm"])
+            d = StallDecayCosine(
+                params, total, k, args["eps"], args["until"], args["confirm"], args["climb"]
+            )
         drivers.append(d)
         return d
 
@@ -254,6 +264,13 @@ def main() -> None:
         "--confirm",
         action="store_true",
         help="stall-decay: halve only where the period's mean cos(g_t, d_t-1) is above 0",
+    )
+    parser.add_argument(
+        "--climb",
+        type=float,
+        default=None,
+        help="stall-decay: ignore stalls; halve where the period's mean cos(g_t, d_t-1) is above "
+        "this, double where it is below minus this",
     )
     parser.add_argument(
         "--until", type=float, default=1.0, help="stall-decay: no halving past this share of T"
