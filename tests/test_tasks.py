@@ -63,6 +63,28 @@ SMALL = {
         budget=40,
         corpus="poems",
     ),
+    "linear": TaskConfig.make(
+        "linear",
+        dim=20,
+        classes=3,
+        condition=100.0,
+        label_noise=0.1,
+        train_samples=500,
+        batch=32,
+        budget=40,
+    ),
+    "seqattn": TaskConfig.make(
+        "seqattn",
+        problem="sort",
+        vocab=6,
+        length=6,
+        heads=2,
+        head_width=8,
+        layers=1,
+        dropout=0.0,
+        batch=32,
+        budget=40,
+    ),
     "ncf": TaskConfig.make("ncf", arch="neumf", factors=8, mlp_layers=2, batch=128, budget=40),
     "speech": TaskConfig.make("speech", channels=4, hidden=16, layers=1, batch=8, budget=40),
 }
@@ -181,13 +203,46 @@ def test_mnist1d_train_samples_is_a_prefix_of_the_training_set():
 
 
 def test_out_of_distribution_families_are_never_sampled():
-    ood = set(FAMILIES) - set(FAMILY_NAMES) - set(registry.SELECTION_FAMILIES)
+    ood = set(FAMILIES) - set(registry.TRAINING_FAMILIES) - set(registry.SELECTION_FAMILIES)
     assert ood == set(registry.OOD_FAMILIES) == {"ncf", "speech"}
     with pytest.raises(ValueError, match=r"\['speech'\] cannot be sampled.*ood suite"):
         sample_training_config(np.random.default_rng(0), ("quadratic", "speech"))
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_extra_families_are_sampled_only_when_named():
+    # The default distribution (and so every earlier run's) is unchanged by them.
+    assert not set(registry.EXTRA_FAMILIES) & set(FAMILY_NAMES)
+    assert not set(registry.EXTRA_FAMILIES) & set(registry.SELECTION_FAMILIES)
+    assert not set(registry.EXTRA_FAMILIES) & set(registry.OOD_FAMILIES)
+    rng = np.random.default_rng(2)
+    named = {sample_training_config(rng, registry.TRAINING_FAMILIES).family for _ in range(300)}
+    assert named == set(registry.TRAINING_FAMILIES)
+
+
+def test_linear_data_are_fixed_by_the_config_and_have_its_condition_number():
+    from lhopt.tasks.linear import make_data
+
+    p = dict(SMALL["linear"].p, dim=50, condition=400.0, train_samples=5000)
+    a, b = make_data(p), make_data(p)
+    assert all(torch.equal(a[k][0], b[k][0]) and torch.equal(a[k][1], b[k][1]) for k in a)
+    x = torch.cat([a[k][0] for k in a]).double()
+    eig = torch.linalg.eigvalsh(torch.cov(x.T))
+    assert 300 < float(eig[-1] / eig[0]) < 530  # 400, up to sampling error
+    other = make_data(dict(p, condition=10.0))
+    assert not torch.equal(other["val"][0], a["val"][0])
+
+
+def test_seqattn_targets():
+    from lhopt.tasks.seqattn import make_batch
+
+    g = torch.Generator().manual_seed(0)
+    x, y = make_batch("reverse", 4, 9, 7, g)
+    assert torch.equal(y, x.flip(1))
+    x, y = make_batch("sort", 4, 9, 7, g)
+    assert torch.equal(y, x.sort(1).values) and (y.diff(dim=1) >= 0).all()
+
+
+@pytest.mark.parametrize("family", registry.TRAINING_FAMILIES)
 def test_sampled_configs_build_and_take_a_step(family):
     rng = np.random.default_rng(1)
     for i in range(25):

@@ -125,12 +125,23 @@ def meta_train(args, parser) -> int:
 
 def describe_tasks() -> str:
     """Markdown: each family's parameters (from its schema) and each suite's tasks."""
-    from lhopt.tasks import FAMILIES, FAMILY_NAMES, SELECTION_FAMILIES, SUITES, task_budget
+    from lhopt.tasks import (
+        EXTRA_FAMILIES,
+        FAMILIES,
+        SELECTION_FAMILIES,
+        SUITES,
+        TRAINING_FAMILIES,
+        task_budget,
+    )
 
     lines = ["## Families", ""]
     for name, (schema, task_cls) in FAMILIES.items():
         module_doc = (sys.modules[task_cls.__module__].__doc__ or "").strip()
-        training = name in FAMILY_NAMES
+        training = name in TRAINING_FAMILIES
+        if name in EXTRA_FAMILIES:
+            module_doc += (
+                "\n\nSampled for meta-training only where a config names it (`[run] families`)."
+            )
         if name in SELECTION_FAMILIES:
             module_doc += "\n\nSelection: only in the `selection` suite, never sampled."
         elif not training:

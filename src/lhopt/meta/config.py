@@ -24,7 +24,7 @@ from lhopt.meta.episode import PERTURBED, EpisodeConfig
 from lhopt.meta.ppo import ADVANTAGES, PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES, REWARD_REFERENCES
 from lhopt.optim.hparams import check_value
-from lhopt.tasks import FAMILY_NAMES
+from lhopt.tasks import FAMILY_NAMES, TRAINING_FAMILIES
 from lhopt.tasks.registry import check_scale
 
 
@@ -104,9 +104,11 @@ def _check_semantics(cfg: MetaConfig) -> None:
     from lhopt.tasks import TaskConfig, check_config, suite
 
     run, ep, ppo = cfg.run, cfg.episode, cfg.ppo
-    bad = [f for f in run.families if f not in FAMILY_NAMES]
+    bad = [f for f in run.families if f not in TRAINING_FAMILIES]
     if bad or not run.families:
-        raise ValueError(f"[run] families = {run.families!r}: valid names are {list(FAMILY_NAMES)}")
+        raise ValueError(
+            f"[run] families = {run.families!r}: valid names are {list(TRAINING_FAMILIES)}"
+        )
     if run.task:
         try:
             check_config(TaskConfig.from_dict(dict(run.task)))

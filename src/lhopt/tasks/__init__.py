@@ -2,9 +2,11 @@
 
 from lhopt.tasks.base import NUM_EVALS, Task, TaskConfig
 from lhopt.tasks.registry import (
+    EXTRA_FAMILIES,
     FAMILIES,
     FAMILY_NAMES,
     SELECTION_FAMILIES,
+    TRAINING_FAMILIES,
     build_task,
     check_config,
     sample_training_config,
@@ -14,11 +16,13 @@ from lhopt.tasks.registry import (
 from lhopt.tasks.suites import SUITES, held_out_keys, suite
 
 __all__ = [
+    "EXTRA_FAMILIES",
     "FAMILIES",
     "FAMILY_NAMES",
     "NUM_EVALS",
     "SELECTION_FAMILIES",
     "SUITES",
+    "TRAINING_FAMILIES",
     "Task",
     "TaskConfig",
     "build_task",

@@ -10,10 +10,12 @@ from lhopt.tasks import (
     algorithmic,
     autoencoder,
     charlm,
+    linear,
     mnist1d,
     ncf,
     quadratic,
     regression,
+    seqattn,
     shapes,
     speech,
     tokens,
@@ -26,6 +28,9 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     "algorithmic": (algorithmic.SCHEMA, algorithmic.AlgorithmicTask),
     "mnist1d": (mnist1d.SCHEMA, mnist1d.MNIST1DTask),
     "charlm": (charlm.SCHEMA, charlm.CharLMTask),
+    # Further training families: sampled only where a config names them (`[run] families`).
+    "linear": (linear.SCHEMA, linear.LinearTask),
+    "seqattn": (seqattn.SCHEMA, seqattn.SeqAttnTask),
     # Out-of-distribution families: only in the `ood` suite, never sampled by meta-training.
     "ncf": (ncf.SCHEMA, ncf.NCFTask),
     "speech": (speech.SCHEMA, speech.SpeechTask),
@@ -36,9 +41,14 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     "autoencoder": (autoencoder.SCHEMA, autoencoder.AutoencoderTask),
     "tokens": (tokens.SCHEMA, tokens.TokensTask),
 }
-FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")  # meta-training's families
+# Meta-training's default families; the task descriptor's one-hot is over these four.
+FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
+# Training families a config may add to them (kinds the four lack: a convex model on data,
+# attention); they leave the defaults, and so every earlier run's distribution, as they were.
+EXTRA_FAMILIES = ("linear", "seqattn")
+TRAINING_FAMILIES = FAMILY_NAMES + EXTRA_FAMILIES
 SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens")
-OOD_FAMILIES = tuple(f for f in FAMILIES if f not in FAMILY_NAMES + SELECTION_FAMILIES)
+OOD_FAMILIES = tuple(f for f in FAMILIES if f not in TRAINING_FAMILIES + SELECTION_FAMILIES)
 
 
 def check_config(config: TaskConfig) -> None:
@@ -96,11 +106,11 @@ def sample_training_config(
     defaults) nothing is drawn, so a seed samples the same configs with or without these keys."""
     from lhopt.tasks.suites import held_out_keys
 
-    unknown = [f for f in families if f not in FAMILY_NAMES]
+    unknown = [f for f in families if f not in TRAINING_FAMILIES]
     if unknown:
         raise ValueError(
             f"task families {unknown} cannot be sampled for meta-training; valid: "
-            f"{list(FAMILY_NAMES)} ({list(OOD_FAMILIES)} are kept for the ood suite, "
+            f"{list(TRAINING_FAMILIES)} ({list(OOD_FAMILIES)} are kept for the ood suite, "
             f"{list(SELECTION_FAMILIES)} for the selection suite)"
         )
     check_scale(budget_scale)
