@@ -64,11 +64,11 @@ class RangeTestCosine(Driver):
         self.first = None
         self.best = math.inf
         self.best_lr = lo
-        self.snapshot = None
         self.searching = True
         self.start = None  # step from which the cosine runs
         self.peak = None
         self.lr = lo
+        self._save()  # the start, in case the loss is not finite before any minimum
 
     def _test_lr(self, step: int) -> float:
         return self.lo * (self.hi / self.lo) ** min(1.0, (step - 1) / (self.test_steps - 1))

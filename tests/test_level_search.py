@@ -1,0 +1,70 @@
+"""The two in-run level searches of `benchmarks/level_search.py` do what docs/experiments.md
+says they do (its figures stand on them)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+
+from lhopt.tasks import TaskConfig, build_task
+
+_PATH = Path(__file__).parent.parent / "benchmarks" / "level_search.py"
+_SPEC = importlib.util.spec_from_file_location("level_search", _PATH)
+level_search = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(level_search)
+
+QUADRATIC = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.1, batch=8, budget=400)
+
+
+def test_the_range_test_returns_to_its_minimum_then_runs_a_cosine_from_lr_star_over_k():
+    task = build_task(QUADRATIC, 0)
+    driver = level_search.RangeTestCosine(task.model.parameters(), 400, 10.0, 0.25, 1e-4, 10.0, 0.2)
+    step, lrs = 0, []
+    while driver.searching:
+        step += 1
+        driver.before_step(step)
+        lrs.append(driver.lr)
+        loss = task.train_loss()
+        driver.optimizer.zero_grad()
+        loss.backward()
+        driver.optimizer.step()
+        driver.after_step(step, loss.detach())
+    assert step <= 100  # within its quarter of T
+    assert lrs == sorted(lrs) and math.isclose(lrs[0], 1e-4)  # a geometric rise
+    assert 1e-4 < driver.best_lr < lrs[-1] and driver.peak == driver.best_lr / 10
+    # The weights are the snapshot's, taken at the minimum of the loss's average.
+    assert all(torch.equal(p, q) for p, q in zip(driver.params, driver.snapshot[0], strict=True))
+    driver.before_step(step + 1)
+    assert math.isclose(driver.lr, driver.peak, rel_tol=1e-3)
+    driver.before_step(400)
+    assert driver.lr < 1e-3 * driver.peak
+
+
+def test_the_stall_rule_halves_only_where_progress_stalls_and_confirm_reads_the_sign():
+    params = list(build_task(QUADRATIC, 0).model.parameters())
+    for confirm, cos, halved in ((False, -0.5, True), (True, -0.5, False), (True, 0.5, True)):
+        driver = level_search.StallDecayCosine(params, 400, 1e-2, eps=0.05, confirm=confirm)
+        driver.on_eval(0, 10.0)
+        driver.before_step(1)
+        driver.on_eval(20, 5.0)  # the first period gains 5: no halving
+        driver.before_step(21)
+        assert driver.level == 1e-2
+        driver.on_eval(40, 4.99)  # the second gains 0.01, under 5% of all the gain so far
+        driver._cos_sum, driver._cos_n = cos, 1
+        driver.before_step(41)
+        assert driver.level == (5e-3 if halved else 1e-2), (confirm, cos)
+
+
+def test_the_climb_moves_the_level_both_ways_by_the_sign():
+    params = list(build_task(QUADRATIC, 0).model.parameters())
+    driver = level_search.StallDecayCosine(params, 400, 1e-3, eps=0.05, climb=0.02)
+    driver.on_eval(0, 10.0)
+    driver.before_step(1)
+    for point, cos, level in ((21, -0.1, 2e-3), (41, 0.01, 2e-3), (61, 0.1, 1e-3)):
+        driver.on_eval(point - 1, 1.0)
+        driver._cos_sum, driver._cos_n = cos, 1
+        driver.before_step(point)
+        assert math.isclose(driver.level, level), (point, driver.level)
