@@ -11,6 +11,8 @@ by acting. Two searches, AdamW alone, no policy (`--method`):
   state return to the snapshot at the average's minimum, and the rest of the run is a cosine from
   lr* / k to 0 at T (lr* the lr at that minimum; k from `--ks`). The steps spent past the minimum
   count against the run, as they would for a user.
+- `policy-start`: the shipped policy (`LearnedOptimizer`, the benchmark's driver) started at
+  the lr k instead of CIAO's default 1e-3; its level is its base lr's geometric mean.
 - `stall-decay`: warm-up + cosine at a level that starts at lr0 (from `--ks`) and halves at each
   of the 19 points where the controller would decide (every 5% of T) if the period's gain in best
   validation loss was under `--eps` of all the gain so far (points past `--until` T halve
@@ -230,6 +232,13 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
     drivers = []
 
     def make(params, total, lr):
+        if method == "policy-start":  # the shipped policy (LearnedOptimizer) from lr k
+            from lhopt.bench.optimizers import LearnedDriver
+            from lhopt.control import LearnedOptimizer
+
+            d = LearnedDriver(LearnedOptimizer(params, total_steps=total, lr=k))
+            drivers.append(d)
+            return d
         if method == "range-test":
             d = RangeTestCosine(
                 params, total, k, args["frac"], args["lo"], args["hi"], args["rise"]
@@ -243,7 +252,11 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
 
     result = run_job_safe(job, make)
     d = drivers[0] if drivers else None
-    result["peak"] = None if d is None else d.peak
+    base = result.get("hparams", {}).get("base_lr")  # a policy's: its base lr's geometric mean
+    if base:
+        result["peak"] = math.exp(sum(math.log(v) for v in base) / len(base))
+    else:
+        result["peak"] = getattr(d, "peak", None)
     result["search_end"] = getattr(d, "start", None)
     return result
 
@@ -251,13 +264,15 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="+", default=["validation"])
-    parser.add_argument("--method", choices=["range-test", "stall-decay"], default="range-test")
+    parser.add_argument(
+        "--method", choices=["range-test", "stall-decay", "policy-start"], default="range-test"
+    )
     parser.add_argument(
         "--ks",
         type=float,
         nargs="+",
         default=[1.0, 3.0, 10.0],
-        help="range-test: lr* / k starts the cosine; stall-decay: the starting level lr0",
+        help="range-test: lr* / k starts the cosine; stall-decay and policy-start: the starting lr",
     )
     parser.add_argument("--eps", type=float, default=0.01, help="stall-decay: the stall")
     parser.add_argument(
