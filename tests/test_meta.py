@@ -23,7 +23,7 @@ from lhopt.meta.ppo import (
     polyak_update,
     ppo_step,
 )
-from lhopt.meta.train import MetaTrainer
+from lhopt.meta.train import MetaTrainer, new_policy
 from lhopt.tasks import TaskConfig
 
 QUAD = {
@@ -82,6 +82,8 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"ppo": {"clone_iterations": 5}}, ["clone_iterations = 5", "reward_reference", "'adamw'"]),
         ({"ppo": {"clone_steps": 8}}, ["clone_steps = 8", "clone_iterations = 0"]),
         ({"ppo": {"clone_steps": -1}}, ["clone_steps = -1", ">= 0"]),
+        ({"ppo": {"clone_oracle": "best"}}, ["clone_oracle = 'best'", "['tuned', 'stall']"]),
+        ({"ppo": {"clone_stall_eps": 0.0}}, ["clone_stall_eps", "in (0, 1)"]),
         (
             {
                 "ppo": {"clone_iterations": 5},
@@ -556,6 +558,32 @@ def test_the_oracle_takes_the_lr_choice_nearest_the_gap_in_log():
     assert oracle_choices(lr, gaps).tolist() == [3, 6, 0, 4, 2, 5, 1, 3]
     with pytest.raises(ValueError, match="clip_fraction"):
         oracle_choices(OFFICIAL_HEADS[-1], gaps)
+
+
+def test_the_stall_oracle_halves_where_the_best_validation_loss_stopped_gaining():
+    from lhopt.control.actions import OFFICIAL_HEADS
+    from lhopt.meta.clone import labels, stall_choices
+
+    lr = OFFICIAL_HEADS[0]  # factors 0.5, 0.707, 0.9, 1, 1.1, 1.414, 2: halve 0, keep 3
+    # Gains per period: 5, 2, 0.001 (a stall), 1, a rise (no new best: a stall), NaN (a stall).
+    vals = np.array([10.0, 5.0, 3.0, 2.999, 1.999, 2.5, np.nan])
+    assert stall_choices(lr, vals, 0.01).tolist() == [3, 3, 3, 0, 3, 0, 0]
+    # A scale-free rule: shifting and scaling the losses (negative ones too) changes nothing.
+    assert stall_choices(lr, 3 * vals - 20, 0.01).tolist() == [3, 3, 3, 0, 3, 0, 0]
+    assert labels({"val": vals}, lr, "stall", 0.01).tolist() == [3, 3, 3, 0, 3, 0, 0]
+    with pytest.raises(ValueError, match="clip_fraction"):
+        stall_choices(OFFICIAL_HEADS[-1], vals, 0.01)
+
+
+def test_episodes_record_the_validation_loss_each_decision_saw():
+    config = small_config()
+    cfg = config.episode
+    policy = new_policy(config)
+    e = run_episode(policy, TaskConfig.from_dict(QUAD), 0, cfg, np.random.default_rng(0))
+    val = e["val"]
+    assert len(val) == len(e["obs"]) and np.isfinite(val).all()
+    # The first is the loss before training; each later one ended the period before it.
+    assert val[0] > val[-1]
 
 
 def test_cloning_the_oracle_teaches_the_policy_to_find_the_tuned_lr(tmp_path):

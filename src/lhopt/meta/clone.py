@@ -1,13 +1,18 @@
 """A supervised start for the lr head: behaviour cloning of an lr oracle on the learner's own
 episodes (DAgger, with the oracle labelling every state the policy reaches).
 
-The oracle knows what the policy has to find out: the task's tuned lr (the lr of the reward's
-`tuned-cosine` reference). At each decision it moves the base lr toward it by the lr head's
-choice whose factor is nearest, in log, to tuned / current (`oracle_choices`); under the
-warm-up + cosine shape the policy steers, the oracle's run is the tuned schedule once the lr is
-there. The policy learns that choice from its features alone (cross-entropy on the lr head,
-unrolled over whole episodes as PPO unrolls them), while its critic learns the episodes' returns
-(the same value loss as PPO's), so that PPO can take over from a trained critic.
+Two oracles (`[ppo] clone_oracle`):
+- "tuned" knows what the policy has to find out: the task's tuned lr (the lr of the reward's
+  `tuned-cosine` reference). At each decision it moves the base lr toward it by the lr head's
+  choice whose factor is nearest, in log, to tuned / current (`oracle_choices`); under the
+  warm-up + cosine shape the policy steers, the oracle's run is the tuned schedule once the lr
+  is there.
+- "stall" decides from what the policy sees, the validation losses so far: it halves the lr
+  where progress stalled and keeps it elsewhere (`stall_choices`), a search from above for
+  episodes that start high (`[episode] fixed_initial`).
+The policy learns the choice from its features alone (cross-entropy on the lr head, unrolled
+over whole episodes as PPO unrolls them), while its critic learns the episodes' returns (the
+same value loss as PPO's), so that PPO can take over from a trained critic.
 `[ppo] clone_iterations = N` makes the first N iterations of `lhopt meta-train` such updates.
 """
 
@@ -32,9 +37,29 @@ def oracle_choices(head: Head, gaps: np.ndarray) -> np.ndarray:
     return np.abs(gaps[..., None] - logs).argmin(-1)
 
 
-def labels(episode: dict, head: Head) -> np.ndarray:
-    """The oracle's choice at each decision of `episode`: toward `info["tuned_lr"]` from the base
-    lr the decision started from (`episode["lr"]`)."""
+def stall_choices(head: Head, vals: np.ndarray, eps: float) -> np.ndarray:
+    """For each decision, seeing the validation losses `vals[:k + 1]` (before training, then
+    after each period): `head`'s halving where the period that just ended gained less than `eps`
+    of all the gain in best validation loss so far, "keep" elsewhere (and at the first two
+    decisions, which have no period to judge). A search from above: it only ever comes down."""
+    if head.kind != "scale" or 0.5 not in head.choices or 1.0 not in head.choices:
+        raise ValueError(f"head {head.hparam!r} has no halving and keeping choices to clone")
+    vals = np.where(np.isfinite(vals), vals, np.inf)
+    best = np.minimum.accumulate(vals)
+    out = np.full(len(vals), head.choices.index(1.0))
+    for k in range(2, len(vals)):
+        gained, total = best[k - 1] - best[k], vals[0] - best[k]
+        if np.isfinite(total) and gained <= eps * max(total, 1e-12):
+            out[k] = head.choices.index(0.5)
+    return out
+
+
+def labels(episode: dict, head: Head, oracle: str = "tuned", eps: float = 0.01) -> np.ndarray:
+    """The oracle's choice at each decision of `episode`: "tuned", toward `info["tuned_lr"]`
+    from the base lr the decision started from (`episode["lr"]`); "stall", `stall_choices` on
+    the validation losses the decisions saw (`episode["val"]`)."""
+    if oracle == "stall":
+        return stall_choices(head, np.asarray(episode["val"], dtype=np.float64), eps)
     target = episode["info"].get("tuned_lr")
     if target is None:
         raise ValueError(
@@ -61,7 +86,7 @@ def clone_step(
     gaps = []
     for i, e in enumerate(episodes):
         n = len(e["rewards"])
-        target[i, :n] = torch.from_numpy(labels(e, head))
+        target[i, :n] = torch.from_numpy(labels(e, head, cfg.clone_oracle, cfg.clone_stall_eps))
         returns[i, :n] = torch.from_numpy(np.cumsum(e["rewards"][::-1])[::-1].copy())
         gaps.append(abs(math.log(e["info"]["tuned_lr"] / e["info"]["final_hparams"]["lr"])))
     logits, values = policy.unroll(obs, priv)

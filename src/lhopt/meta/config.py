@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lhopt.control.policy import PolicyConfig
 from lhopt.meta.episode import PERTURBED, EpisodeConfig
-from lhopt.meta.ppo import ADVANTAGES, PPOConfig
+from lhopt.meta.ppo import ADVANTAGES, CLONE_ORACLES, PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES, REWARD_REFERENCES
 from lhopt.optim.hparams import check_value
 from lhopt.tasks import FAMILY_NAMES, TRAINING_FAMILIES
@@ -160,6 +160,11 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[ppo] clone_iterations = {ppo.clone_iterations} trains the lr head, which "
             f"[episode] heads = {ep.heads!r} holds: add 'lr' to it"
         )
+    if ppo.clone_oracle not in CLONE_ORACLES:
+        raise ValueError(
+            f"[ppo] clone_oracle = {ppo.clone_oracle!r}: expected one of {list(CLONE_ORACLES)}"
+        )
+    _require(cfg, "ppo", "clone_stall_eps", lambda v: 0 < v < 1, "in (0, 1)")
     _require(cfg, "ppo", "lr", lambda v: v > 0, "> 0")
     _require(cfg, "ppo", "beta2", lambda v: v < 1, "in [0, 1)")
     _require(cfg, "ppo", "max_grad_norm", lambda v: v > 0, "> 0")

@@ -324,6 +324,8 @@ def run_episodes(
 
     runs = [_Record() for _ in range(N)]
     vals = members.val_losses()
+    for r, val in zip(runs, vals, strict=True):
+        r.val_start = val
     for k, begin in enumerate(controllers[0].decision_steps):
         alive = [i for i in range(N) if not runs[i].diverged]
         for i in alive:  # the base lr each decision starts from (lhopt.meta.clone reads it)
@@ -409,6 +411,7 @@ class _Record:
     logps: list = field(default_factory=list)
     lrs: list = field(default_factory=list)
     vals_at: list = field(default_factory=list)
+    val_start: float = math.nan
     train_mean: float | None = None
     steps_done: int = 0
     diverged: bool = False
@@ -434,5 +437,7 @@ def _trajectory(r: _Record, law, boundaries: list[int], cfg: EpisodeConfig) -> t
         "actions": np.asarray(r.actions, dtype=np.int64),
         "logp": np.asarray(r.logps, dtype=np.float32),
         "lr": np.asarray(r.lrs, dtype=np.float64),
+        # The validation loss each decision saw (before training, then after each period).
+        "val": np.asarray([r.val_start, *r.vals_at][: len(r.obs)], dtype=np.float64),
         "rewards": np.asarray(rewards, dtype=np.float32),
     }, float(sum(rewards))

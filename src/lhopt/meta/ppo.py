@@ -26,6 +26,7 @@ import torch
 from lhopt.control.policy import Policy
 
 ADVANTAGES = ("gae", "group", "group-scaled")
+CLONE_ORACLES = ("tuned", "stall")  # `lhopt.meta.clone.labels`
 
 
 @dataclass
@@ -49,6 +50,11 @@ class PPOConfig:
     # Gradient steps per cloning iteration on every cloning episode so far (DAgger's aggregate);
     # 0: `batches_per_iteration` steps on PPO's recent buffer.
     clone_steps: int = 0
+    # The oracle cloned: "tuned" moves the lr toward the reward reference's tuned lr; "stall"
+    # halves it where the last period's gain in best validation loss was under
+    # `clone_stall_eps` of all the gain so far, and keeps it elsewhere (lhopt.meta.clone).
+    clone_oracle: str = "tuned"
+    clone_stall_eps: float = 0.01
 
 
 def make_polyak(policy: Policy) -> Policy:
