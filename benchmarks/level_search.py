@@ -11,8 +11,9 @@ by acting. Two searches, AdamW alone, no policy (`--method`):
   state return to the snapshot at the average's minimum, and the rest of the run is a cosine from
   lr* / k to 0 at T (lr* the lr at that minimum; k from `--ks`). The steps spent past the minimum
   count against the run, as they would for a user.
-- `policy-start`: the shipped policy (`LearnedOptimizer`, the benchmark's driver) started at
-  the lr k instead of CIAO's default 1e-3; its level is its base lr's geometric mean.
+- `policy-start`: the shipped policy (or `--policy`) through the benchmark's `LearnedOptimizer`
+  driver, started at the lr k instead of CIAO's default 1e-3; its level is its base lr's
+  geometric mean.
 - `stall-decay`: warm-up + cosine at a level that starts at lr0 (from `--ks`) and halves at each
   of the 19 points where the controller would decide (every 5% of T) if the period's gain in best
   validation loss was under `--eps` of all the gain so far (points past `--until` T halve
@@ -236,7 +237,9 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
             from lhopt.bench.optimizers import LearnedDriver
             from lhopt.control import LearnedOptimizer
 
-            d = LearnedDriver(LearnedOptimizer(params, total_steps=total, lr=k))
+            d = LearnedDriver(
+                LearnedOptimizer(params, total_steps=total, lr=k, policy=args["policy"])
+            )
             drivers.append(d)
             return d
         if method == "range-test":
@@ -274,6 +277,7 @@ def main() -> None:
         default=[1.0, 3.0, 10.0],
         help="range-test: lr* / k starts the cosine; stall-decay and policy-start: the starting lr",
     )
+    parser.add_argument("--policy", default="default", help="policy-start: the policy file")
     parser.add_argument("--eps", type=float, default=0.01, help="stall-decay: the stall")
     parser.add_argument(
         "--confirm",
