@@ -567,12 +567,37 @@ def test_the_stall_oracle_halves_where_the_best_validation_loss_stopped_gaining(
     lr = OFFICIAL_HEADS[0]  # factors 0.5, 0.707, 0.9, 1, 1.1, 1.414, 2: halve 0, keep 3
     # Gains per period: 5, 2, 0.001 (a stall), 1, a rise (no new best: a stall), NaN (a stall).
     vals = np.array([10.0, 5.0, 3.0, 2.999, 1.999, 2.5, np.nan])
-    assert stall_choices(lr, vals, 0.01).tolist() == [3, 3, 3, 0, 3, 0, 0]
+    assert stall_choices(lr, vals, 0.01, 20).tolist() == [3, 3, 3, 0, 3, 0, 0]
     # A scale-free rule: shifting and scaling the losses (negative ones too) changes nothing.
-    assert stall_choices(lr, 3 * vals - 20, 0.01).tolist() == [3, 3, 3, 0, 3, 0, 0]
-    assert labels({"val": vals}, lr, "stall", 0.01).tolist() == [3, 3, 3, 0, 3, 0, 0]
+    assert stall_choices(lr, 3 * vals - 20, 0.01, 20).tolist() == [3, 3, 3, 0, 3, 0, 0]
+    episode = {"val": vals, "info": {"outer_steps": 20}}
+    assert labels(episode, lr, "stall", 0.01).tolist() == [3, 3, 3, 0, 3, 0, 0]
+    # A first period that did not gain at all is a stall too (a start too high).
+    assert stall_choices(lr, np.array([1.0, 1.2, 0.5]), 0.01, 20).tolist() == [3, 0, 3]
     with pytest.raises(ValueError, match="clip_fraction"):
-        stall_choices(OFFICIAL_HEADS[-1], vals, 0.01)
+        stall_choices(OFFICIAL_HEADS[-1], vals, 0.01, 20)
+
+
+def test_the_stall_oracle_does_not_depend_much_on_how_finely_the_run_is_cut():
+    from lhopt.control.actions import OFFICIAL_HEADS
+    from lhopt.meta.clone import stall_choices
+
+    lr = OFFICIAL_HEADS[0]
+    logs = np.log(lr.choices)
+
+    def decay(curve, k):  # the log factor the oracle's cuts multiply the lr by over the run
+        return float(logs[stall_choices(lr, curve(np.linspace(0.0, 1000.0, k + 1)), 0.01, k)].sum())
+
+    def steady(t):  # the same gain every step: never a stall
+        return 10 - t / 100
+
+    def slowing(t):  # a power law whose late gains are small
+        return 1 + 3 / np.sqrt(1 + t / 10)
+
+    assert all(decay(steady, k) == 0 for k in (4, 20, 64, 128))
+    cuts = [decay(slowing, k) for k in (10, 20, 40, 80)]
+    assert all(c < 0 for c in cuts) and max(cuts) / min(cuts) > 0.5, cuts
+    assert stall_choices(lr, slowing(np.linspace(0.0, 1000.0, 41)), 0.01, 40).min() == 1  # 0.707
 
 
 def test_episodes_record_the_validation_loss_each_decision_saw():

@@ -37,20 +37,30 @@ def oracle_choices(head: Head, gaps: np.ndarray) -> np.ndarray:
     return np.abs(gaps[..., None] - logs).argmin(-1)
 
 
-def stall_choices(head: Head, vals: np.ndarray, eps: float) -> np.ndarray:
-    """For each decision, seeing the validation losses `vals[:k + 1]` (before training, then
-    after each period): `head`'s halving where the period that just ended gained less than `eps`
-    of all the gain in best validation loss so far, "keep" elsewhere (and at the first two
-    decisions, which have no period to judge). A search from above: it only ever comes down."""
+STALL_PERIODS = 20  # `clone_stall_eps` is the stall over a twentieth of the run
+
+
+def stall_choices(head: Head, vals: np.ndarray, eps: float, periods: int) -> np.ndarray:
+    """For each decision of an episode of `periods` evenly spaced ones, seeing the validation
+    losses `vals[:k + 1]` (before training, then after each period): a cut where the period
+    that just ended gained less than `eps` x (20 / `periods`) of all the gain in best
+    validation loss so far, "keep" elsewhere and at the first decision, which has no period to
+    judge. The cut is `head`'s choice nearest, in log, to 0.5 ^ (20 / `periods`): a halving per
+    twentieth of the run, however finely the run is cut into decisions (the threshold scales
+    the same way). A search from above: it only ever comes down."""
     if head.kind != "scale" or 0.5 not in head.choices or 1.0 not in head.choices:
         raise ValueError(f"head {head.hparam!r} has no halving and keeping choices to clone")
+    if periods < 1:
+        raise ValueError(f"periods={periods}: expected >= 1")
+    share = STALL_PERIODS / periods
+    cut = int(oracle_choices(head, np.array([share * math.log(0.5)]))[0])
     vals = np.where(np.isfinite(vals), vals, np.inf)
     best = np.minimum.accumulate(vals)
     out = np.full(len(vals), head.choices.index(1.0))
-    for k in range(2, len(vals)):
+    for k in range(1, len(vals)):
         gained, total = best[k - 1] - best[k], vals[0] - best[k]
-        if np.isfinite(total) and gained <= eps * max(total, 1e-12):
-            out[k] = head.choices.index(0.5)
+        if np.isfinite(total) and gained <= eps * share * max(total, 1e-12):
+            out[k] = cut
     return out
 
 
@@ -59,7 +69,8 @@ def labels(episode: dict, head: Head, oracle: str = "tuned", eps: float = 0.01) 
     from the base lr the decision started from (`episode["lr"]`); "stall", `stall_choices` on
     the validation losses the decisions saw (`episode["val"]`)."""
     if oracle == "stall":
-        return stall_choices(head, np.asarray(episode["val"], dtype=np.float64), eps)
+        vals = np.asarray(episode["val"], dtype=np.float64)
+        return stall_choices(head, vals, eps, episode["info"]["outer_steps"])
     target = episode["info"].get("tuned_lr")
     if target is None:
         raise ValueError(
@@ -88,7 +99,9 @@ def clone_step(
         n = len(e["rewards"])
         target[i, :n] = torch.from_numpy(labels(e, head, cfg.clone_oracle, cfg.clone_stall_eps))
         returns[i, :n] = torch.from_numpy(np.cumsum(e["rewards"][::-1])[::-1].copy())
-        gaps.append(abs(math.log(e["info"]["tuned_lr"] / e["info"]["final_hparams"]["lr"])))
+        tuned = e["info"].get("tuned_lr")
+        if tuned is not None:
+            gaps.append(abs(math.log(tuned / e["info"]["final_hparams"]["lr"])))
     logits, values = policy.unroll(obs, priv)
     m = mask.bool()
     lg = logits[head_index]
@@ -113,5 +126,5 @@ def clone_step(
         "transitions": int(m.sum()),
         "clone_accuracy": float(accuracy),
         # |log(tuned / final lr)| of the episodes: how far from the oracle's level they ended.
-        "final_lr_gap": float(np.mean(gaps)),
+        "final_lr_gap": float(np.mean(gaps)) if gaps else math.nan,
     }

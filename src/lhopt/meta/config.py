@@ -144,7 +144,8 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[ppo] advantage = {ppo.advantage!r} compares the members of a batch: set [run] "
             f"batch >= 2 (got {run.batch})"
         )
-    if ppo.clone_iterations and not ep.reward_reference.startswith("tuned-cosine"):
+    tuned_oracle = ppo.clone_oracle == "tuned"
+    if ppo.clone_iterations and tuned_oracle and not ep.reward_reference.startswith("tuned-cosine"):
         raise ValueError(
             f"[ppo] clone_iterations = {ppo.clone_iterations} clones an oracle that moves the lr "
             "toward the tuned reference's: set [episode] reward_reference = 'tuned-cosine' or "
