@@ -12,6 +12,7 @@ Usage: python benchmarks/fixed_lr_cosine.py --suites selection validation valida
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def main() -> None:
@@ -48,6 +49,9 @@ def main() -> None:
                     run = results[(name, seed, "adamw-cosine", lr, 1.0)]
                     T = run["budget"]
                     target = best_by(run["steps"], run["val"], T)
+                    if not math.isfinite(target):  # nothing finite by T: no speedup
+                        speedups.append(1e-3)
+                        continue
                     over = bench.baseline_speedup(
                         results, name, seed, "adamw-cosine-tuned", target, T
                     )

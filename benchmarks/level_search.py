@@ -1,8 +1,8 @@
-"""Can an in-run search find a task's lr level? Two hand-written searches (issue 19).
+"""Can an in-run search find a task's lr level? Hand-written searches, and a policy (issue 19).
 
 `benchmarks/lr_probe.py --fixed-start` finds that a run's features, from a fixed starting lr, do
 not tell the task's tuned lr (no better than one level for every task); a level has to be found
-by acting. Two searches, AdamW alone, no policy (`--method`):
+by acting. Two searches with AdamW alone, and a policy from another start (`--method`):
 - `range-test`, Smith's lr range test where the warm-up is: the lr rises geometrically from `--lo`
   to `--hi` over the first `--frac` of the budget T while an exponential average of the training
   loss is tracked; the test ends when the average is back above where it started, or, a decade
@@ -274,7 +274,7 @@ def main() -> None:
         "--ks",
         type=float,
         nargs="+",
-        default=[1.0, 3.0, 10.0],
+        required=True,
         help="range-test: lr* / k starts the cosine; stall-decay and policy-start: the starting lr",
     )
     parser.add_argument("--policy", default="default", help="policy-start: the policy file")
@@ -300,8 +300,9 @@ def main() -> None:
     parser.add_argument("--hi", type=float, default=1.0)
     parser.add_argument("--rise", type=float, default=0.2)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", default="out/range_test.json")
+    parser.add_argument("--out", default=None, help="results (JSON; out/level_search-METHOD.json)")
     args = parser.parse_args()
+    args.out = args.out or f"out/level_search-{args.method}.json"
     for name in ("frac", "rise"):
         if not 0 < getattr(args, name) <= 1:
             parser.error(f"--{name}={getattr(args, name)}: expected in (0, 1]")
@@ -328,7 +329,7 @@ def main() -> None:
             )
         )
         jobs = [
-            (bench._job(name, c, s, "range-test", None, 1.0), k)
+            (bench._job(name, c, s, args.method, None, 1.0), k)
             for name, c in tasks.items()
             for s in seeds
             for k in args.ks
