@@ -31,8 +31,13 @@ CACHED_OPTIMIZERS = ("adamw", "adamw-cosine", "schedulefree", "prodigy")
 
 
 SHARED_TASK_FILES = ("base.py", "data.py", "schema.py")  # what every family builds on
-# Families whose data another family's module makes (the autoencoder reads MNIST-1D).
-DATA_MODULES = {"autoencoder": (Path(lhopt.tasks.__file__).parent / "mnist1d.py",)}
+# Modules besides its own that a family's runs depend on: data another family's module makes
+# (the autoencoder reads MNIST-1D), the shared classification training.
+_TASKS = Path(lhopt.tasks.__file__).parent
+DATA_MODULES = {
+    "autoencoder": (_TASKS / "mnist1d.py",),
+    **{f: (_TASKS / "classification.py",) for f in ("shapes", "tokens", "linear")},
+}
 
 
 @cache

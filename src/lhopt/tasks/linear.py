@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lhopt.tasks.base import Task, TaskConfig
+from lhopt.tasks.base import TaskConfig
+from lhopt.tasks.classification import SplitClassificationTask
 from lhopt.tasks.schema import Param, Schema
 
 SCHEMA = Schema(
@@ -58,7 +59,7 @@ def make_data(p: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return {"val": (x[:a], y[:a]), "test": (x[a:b], y[a:b]), "train": (x[b:], y[b:])}
 
 
-class LinearTask(Task):
+class LinearTask(SplitClassificationTask):
     family = "linear"
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
@@ -67,21 +68,6 @@ class LinearTask(Task):
         torch.manual_seed(seed)
         self.model = nn.Linear(p["dim"], p["classes"])
         self.data = make_data(p)
-
-    def train_loss(self) -> torch.Tensor:
-        x, y = self.data["train"]
-        idx = torch.randint(0, len(x), (self.config.p["batch"],), generator=self.batch_generator)
-        return nn.functional.cross_entropy(self.model(x[idx]), y[idx])
-
-    def _eval_loss(self, split: str) -> float:
-        x, y = self.data[split]
-        return float(nn.functional.cross_entropy(self.model(x), y))
-
-    def _test_metrics(self) -> dict[str, float]:
-        x, y = self.data["test"]
-        out = self.model(x)
-        accuracy = float((out.argmax(1) == y).float().mean())
-        return {"accuracy": accuracy, "loss": float(nn.functional.cross_entropy(out, y))}
 
     def descriptor_extras(self) -> list[float]:
         p = self.config.p

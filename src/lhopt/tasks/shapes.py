@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lhopt.tasks.base import Task, TaskConfig
+from lhopt.tasks.base import TaskConfig
+from lhopt.tasks.classification import SplitClassificationTask
 from lhopt.tasks.schema import Param, Schema
 
 SCHEMA = Schema(
@@ -112,7 +113,7 @@ def build_model(blocks: int, width: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * size * size, len(CLASSES)))
 
 
-class ShapesTask(Task):
+class ShapesTask(SplitClassificationTask):
     family = "shapes"
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
@@ -121,21 +122,6 @@ class ShapesTask(Task):
         torch.manual_seed(seed)
         self.model = build_model(p["blocks"], p["width"])
         self.data = load_shapes(p["noise"], p["train_samples"])
-
-    def train_loss(self) -> torch.Tensor:
-        x, y = self.data["train"]
-        idx = torch.randint(0, len(x), (self.config.p["batch"],), generator=self.batch_generator)
-        return nn.functional.cross_entropy(self.model(x[idx]), y[idx])
-
-    def _eval_loss(self, split: str) -> float:
-        x, y = self.data[split]
-        return float(nn.functional.cross_entropy(self.model(x), y))
-
-    def _test_metrics(self) -> dict[str, float]:
-        x, y = self.data["test"]
-        logits = self.model(x)
-        acc = (logits.argmax(-1) == y).float().mean()
-        return {"accuracy": float(acc), "loss": float(nn.functional.cross_entropy(logits, y))}
 
     def descriptor_extras(self) -> list[float]:
         p = self.config.p

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lhopt.tasks.base import Task, TaskConfig
+from lhopt.tasks.base import TaskConfig
+from lhopt.tasks.classification import SplitClassificationTask
 from lhopt.tasks.schema import Param, Schema
 
 SCHEMA = Schema(
@@ -97,7 +98,7 @@ class ConvClassifier(nn.Module):
         return self.head(h.amax(-1))
 
 
-class TokensTask(Task):
+class TokensTask(SplitClassificationTask):
     family = "tokens"
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
@@ -106,21 +107,6 @@ class TokensTask(Task):
         torch.manual_seed(seed)
         self.model = (BagClassifier if p["arch"] == "bag" else ConvClassifier)(p["dim"])
         self.data = load_tokens(p["train_samples"])
-
-    def train_loss(self) -> torch.Tensor:
-        x, y = self.data["train"]
-        idx = torch.randint(0, len(x), (self.config.p["batch"],), generator=self.batch_generator)
-        return nn.functional.cross_entropy(self.model(x[idx]), y[idx])
-
-    def _eval_loss(self, split: str) -> float:
-        x, y = self.data[split]
-        return float(nn.functional.cross_entropy(self.model(x), y))
-
-    def _test_metrics(self) -> dict[str, float]:
-        x, y = self.data["test"]
-        logits = self.model(x)
-        acc = (logits.argmax(-1) == y).float().mean()
-        return {"accuracy": float(acc), "loss": float(nn.functional.cross_entropy(logits, y))}
 
     def descriptor_extras(self) -> list[float]:
         p = self.config.p
