@@ -19,7 +19,9 @@ from lhopt.meta.ppo import (
     ReplayBuffer,
     gae,
     group_advantages,
+    make_optimizer,
     make_polyak,
+    pad,
     polyak_update,
     ppo_step,
 )
@@ -84,6 +86,12 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"ppo": {"clone_steps": -1}}, ["clone_steps = -1", ">= 0"]),
         ({"ppo": {"clone_oracle": "best"}}, ["clone_oracle = 'best'", "['tuned', 'stall']"]),
         ({"ppo": {"clone_stall_eps": 0.0}}, ["clone_stall_eps", "in (0, 1)"]),
+        ({"ppo": {"clone_coef": -1.0}}, ["[ppo] clone_coef = -1.0", ">= 0"]),
+        ({"ppo": {"clone_coef": 0.5}}, ["clone_coef = 0.5", "reward_reference", "'stall'"]),
+        (
+            {"ppo": {"clone_coef": 0.5, "clone_oracle": "stall"}, "episode": {"heads": ["wd"]}},
+            ["clone_coef = 0.5", "['wd']", "'lr'"],
+        ),
         (
             {
                 "ppo": {"clone_iterations": 5},
@@ -648,6 +656,55 @@ def test_cloning_the_oracle_teaches_the_policy_to_find_the_tuned_lr(tmp_path):
     assert all("clone_accuracy" in r for r in rows)
     after = mean_gap(trainer.policy)
     assert after < 0.25 * before, (before, after)
+
+
+def test_the_clone_kept_as_a_prior_pulls_ppo_toward_the_oracle(tmp_path):
+    """`clone_coef` adds the cloning cross-entropy to PPO's loss: the same PPO steps on the same
+    episodes bring the lr head to the stall oracle's choices with it, and not without it; the
+    trainer logs the prior's loss and accuracy after the cloning iterations."""
+    from lhopt.control.actions import ActionSpace
+    from lhopt.meta.clone import clone_loss
+
+    config = small_config(episode={"fixed_initial": {"lr": 1e-1}}, iterations=2)
+    config.ppo.clone_oracle, config.ppo.clone_iterations = "stall", 1
+    meta_config._check_semantics(config)
+    heads = ActionSpace().heads
+    index = next(i for i, h in enumerate(heads) if h.hparam == "lr")
+    rng = np.random.default_rng(0)
+    policy = new_policy(config)
+    task = TaskConfig.from_dict(QUAD)
+    episodes = [run_episode(policy, task, s, config.episode, rng) for s in range(4)]
+    _, _, _, _, mask = pad(episodes)
+
+    def prior(logits, eps, m):
+        return clone_loss(logits[index], eps, m, config.ppo, heads[index])
+
+    def after(coef):
+        torch.manual_seed(0)
+        p = new_policy(config)
+        p.load_state_dict(policy.state_dict())
+        opt = make_optimizer(p, config.ppo)
+        config.ppo.clone_coef = coef
+        for _ in range(20):
+            stats = ppo_step(p, opt, episodes, config.ppo, prior=prior if coef else None)
+        obs, priv, *_ = pad(episodes)
+        with torch.no_grad():
+            return float(prior(p.unroll(obs, priv)[0], episodes, mask)[0]), stats
+
+    with torch.no_grad():
+        obs, priv, *_ = pad(episodes)
+        before = float(prior(policy.unroll(obs, priv)[0], episodes, mask)[0])
+    without, _ = after(0.0)
+    with_prior, stats = after(5.0)
+    assert "clone_accuracy" in stats and "clone_loss" in stats
+    assert with_prior < 0.5 * before and with_prior < 0.5 * without, (before, without, with_prior)
+
+    config.ppo.clone_coef = 1.0
+    trainer = MetaTrainer(config, tmp_path / "run")
+    trainer.train(log_progress=lambda s: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and "clone_loss" not in rows[0] and "clone_loss" in rows[1]
+    assert math.isnan(rows[0]["kl"]) and not math.isnan(rows[1]["kl"])  # cloning, then PPO
 
 
 def test_dagger_clones_on_the_aggregate_which_a_resume_keeps(tmp_path):

@@ -13,7 +13,10 @@ Two oracles (`[ppo] clone_oracle`):
 The policy learns the choice from its features alone (cross-entropy on the lr head, unrolled
 over whole episodes as PPO unrolls them), while its critic learns the episodes' returns (the
 same value loss as PPO's), so that PPO can take over from a trained critic.
-`[ppo] clone_iterations = N` makes the first N iterations of `lhopt meta-train` such updates.
+`[ppo] clone_iterations = N` makes the first N iterations of `lhopt meta-train` such updates;
+`[ppo] clone_coef = c` keeps the clone as a prior after them: PPO's loss adds c x the same
+cross-entropy (`clone_loss`) on its own batches, so PPO moves the policy off the oracle's choice
+only where its advantages outweigh that term.
 """
 
 from __future__ import annotations
@@ -81,6 +84,27 @@ def labels(episode: dict, head: Head, oracle: str = "tuned", eps: float = 0.01) 
     return oracle_choices(head, gaps)
 
 
+def clone_loss(
+    logits: torch.Tensor,
+    episodes: list[dict],
+    mask: torch.Tensor,
+    cfg: PPOConfig,
+    head: Head,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the lr head's `logits` (batch, time, choices; `episodes` padded as
+    `pad` pads them, `mask` their valid steps) toward the oracle's choices, and the share of
+    steps whose most likely choice is the oracle's."""
+    target = torch.zeros(mask.shape, dtype=torch.long)
+    for i, e in enumerate(episodes):
+        n = len(e["rewards"])
+        target[i, :n] = torch.from_numpy(labels(e, head, cfg.clone_oracle, cfg.clone_stall_eps))
+    m = mask.bool()
+    cross_entropy = torch.nn.functional.cross_entropy(logits[m], target[m])
+    with torch.no_grad():
+        accuracy = (logits[m].argmax(-1) == target[m]).float().mean()
+    return cross_entropy, accuracy
+
+
 def clone_step(
     policy,
     optimizer: torch.optim.Optimizer,
@@ -92,12 +116,10 @@ def clone_step(
     """One gradient step of cross-entropy toward the oracle's lr choices, plus PPO's value loss
     on the episodes' returns to go. Returns its statistics (the names `update` logs)."""
     obs, priv, _, _, mask = pad(episodes)
-    target = torch.zeros(mask.shape, dtype=torch.long)
     returns = torch.zeros(mask.shape)
     gaps = []
     for i, e in enumerate(episodes):
         n = len(e["rewards"])
-        target[i, :n] = torch.from_numpy(labels(e, head, cfg.clone_oracle, cfg.clone_stall_eps))
         returns[i, :n] = torch.from_numpy(np.cumsum(e["rewards"][::-1])[::-1].copy())
         tuned = e["info"].get("tuned_lr")
         if tuned is not None:
@@ -105,7 +127,7 @@ def clone_step(
     logits, values = policy.unroll(obs, priv)
     m = mask.bool()
     lg = logits[head_index]
-    cross_entropy = torch.nn.functional.cross_entropy(lg[m], target[m])
+    cross_entropy, accuracy = clone_loss(lg, episodes, mask, cfg, head)
     value_loss = ((values - returns) ** 2)[m].mean()
     loss = cross_entropy + cfg.value_coef * value_loss
 
@@ -115,7 +137,6 @@ def clone_step(
     optimizer.step()
     with torch.no_grad():
         entropy = torch.distributions.Categorical(logits=lg[m]).entropy().mean()
-        accuracy = (lg[m].argmax(-1) == target[m]).float().mean()
     return {
         "policy_loss": float(cross_entropy.detach()),
         "value_loss": float(value_loss.detach()),

@@ -161,6 +161,18 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[ppo] clone_iterations = {ppo.clone_iterations} trains the lr head, which "
             f"[episode] heads = {ep.heads!r} holds: add 'lr' to it"
         )
+    _require(cfg, "ppo", "clone_coef", lambda v: v >= 0, ">= 0")
+    if ppo.clone_coef and tuned_oracle and not ep.reward_reference.startswith("tuned-cosine"):
+        raise ValueError(
+            f"[ppo] clone_coef = {ppo.clone_coef} keeps an oracle that moves the lr toward the "
+            "tuned reference's: set [episode] reward_reference = 'tuned-cosine' or "
+            f"'tuned-cosine-bracketed' (got {ep.reward_reference!r}), or clone_oracle = 'stall'"
+        )
+    if ppo.clone_coef and ep.heads and "lr" not in ep.heads:
+        raise ValueError(
+            f"[ppo] clone_coef = {ppo.clone_coef} trains the lr head, which [episode] heads = "
+            f"{ep.heads!r} holds: add 'lr' to it"
+        )
     if ppo.clone_oracle not in CLONE_ORACLES:
         raise ValueError(
             f"[ppo] clone_oracle = {ppo.clone_oracle!r}: expected one of {list(CLONE_ORACLES)}"

@@ -55,6 +55,9 @@ class PPOConfig:
     # `clone_stall_eps` of all the gain so far, and keeps it elsewhere (lhopt.meta.clone).
     clone_oracle: str = "tuned"
     clone_stall_eps: float = 0.01
+    # After the cloning iterations, PPO's loss adds clone_coef x the cloning cross-entropy on
+    # its own batches: the clone kept as a prior (0: PPO alone, the clone only a start).
+    clone_coef: float = 0.0
 
 
 def make_polyak(policy: Policy) -> Policy:
@@ -170,10 +173,14 @@ def ppo_step(
     episodes: list[dict],
     cfg: PPOConfig,
     fixed: tuple[int | None, ...] | None = None,
+    prior: Callable[[list, list[dict], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    | None = None,
 ) -> dict:
     """One gradient step of PPO on `episodes`; returns its statistics. `fixed`
     (`ControlSpec.fixed_actions`) names the heads whose choices were held, not the policy's:
-    their log-probabilities and entropies are left out."""
+    their log-probabilities and entropies are left out. `prior(logits, episodes, mask)`, when
+    given, returns a loss on the heads' logits and an accuracy (e.g. `lhopt.meta.clone.clone_loss`
+    bound), added to PPO's loss times `clone_coef`."""
     obs, priv, actions, old_logp, mask = pad(episodes)
     logits, values = policy.unroll(obs, priv)
 
@@ -205,6 +212,9 @@ def ppo_step(
     value_loss = ((values - returns) ** 2)[m].mean()
     entropy_mean = entropy[m].mean()
     loss = policy_loss - cfg.entropy_coef * entropy_mean + cfg.value_coef * value_loss
+    if prior is not None:
+        prior_loss, prior_accuracy = prior(logits, episodes, mask)
+        loss = loss + cfg.clone_coef * prior_loss
 
     optimizer.zero_grad()
     loss.backward()
@@ -214,7 +224,7 @@ def ppo_step(
         log_ratio = (logp - old_logp)[m]
         kl = ((ratio[m] - 1) - log_ratio).mean()  # unbiased estimator of KL(old || new)
         clipped = ((ratio[m] - 1).abs() > cfg.clip).float().mean()
-    return {
+    stats = {
         "policy_loss": float(policy_loss.detach()),
         "value_loss": float(value_loss.detach()),
         "entropy": float(entropy_mean.detach()),
@@ -223,6 +233,10 @@ def ppo_step(
         "grad_norm": float(grad_norm),
         "transitions": int(m.sum()),
     }
+    if prior is not None:
+        stats["clone_loss"] = float(prior_loss.detach())
+        stats["clone_accuracy"] = float(prior_accuracy)
+    return stats
 
 
 def make_optimizer(policy: Policy, cfg: PPOConfig) -> torch.optim.Optimizer:
@@ -242,13 +256,14 @@ def update(
     step: Callable[[dict], dict] | None = None,
     steps: int | None = None,
     prune: bool = True,
+    prior: Callable | None = None,
 ) -> tuple[list[dict], int]:
     """One iteration: `steps` (default `batches_per_iteration`) steps from the buffer, PPO's
     unless `step` (a function of a sampled batch, e.g. `lhopt.meta.clone.clone_step` bound)
     replaces it; `prune=False` keeps stale and reused episodes (a supervised aggregate). Returns
-    the steps' statistics and the new policy version."""
+    the steps' statistics and the new policy version. `prior`: `ppo_step`'s."""
     if step is None:
-        step = partial(ppo_step, policy, optimizer, cfg=cfg, fixed=fixed)
+        step = partial(ppo_step, policy, optimizer, cfg=cfg, fixed=fixed, prior=prior)
     stats = []
     for _ in range(cfg.batches_per_iteration if steps is None else steps):
         if prune:

@@ -34,7 +34,7 @@ from lhopt.control.policy_file import (
     file_layout,
 )
 from lhopt.extras import require, start_ray
-from lhopt.meta.clone import clone_step
+from lhopt.meta.clone import clone_loss, clone_step
 from lhopt.meta.config import MetaConfig
 from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episodes
 from lhopt.meta.ppo import (
@@ -436,14 +436,15 @@ class MetaTrainer:
 
     def _update(self) -> tuple[list[dict], int]:
         """One iteration's learning: cloning the lr oracle for the first `clone_iterations`
-        (lhopt.meta.clone), PPO after them."""
+        (lhopt.meta.clone), PPO after them (with the cloning loss as a prior where
+        `clone_coef` > 0)."""
         ppo, space = self.cfg.ppo, ActionSpace()
         cloning = self.iteration < ppo.clone_iterations
         aggregate = cloning and ppo.clone_steps > 0  # DAgger: steps on every cloning episode
         buffer = self.clone_data if aggregate else self.buffer
         common = (self.policy, self.avg, self.optimizer, buffer, self.version, ppo, self.rng)
+        index = next((i for i, h in enumerate(space.heads) if h.hparam == "lr"), None)
         if cloning:
-            index = next(i for i, h in enumerate(space.heads) if h.hparam == "lr")
             step = partial(
                 clone_step,
                 self.policy,
@@ -456,7 +457,14 @@ class MetaTrainer:
             return update(
                 *common, self.cfg.policy.polyak, step=step, steps=steps, prune=not aggregate
             )
-        return update(*common, self.cfg.policy.polyak, self.cfg.episode.spec.fixed_actions(space))
+        prior = None
+        if ppo.clone_coef > 0:
+            head = space.heads[index]
+            prior = lambda logits, episodes, mask: clone_loss(  # noqa: E731
+                logits[index], episodes, mask, ppo, head
+            )
+        fixed = self.cfg.episode.spec.fixed_actions(space)
+        return update(*common, self.cfg.policy.polyak, fixed, prior=prior)
 
     def _process(self, episode: dict, version: int, new_episodes: list, log_progress) -> None:
         if "error" in episode:
@@ -503,11 +511,11 @@ class MetaTrainer:
             f"speedup {record['speedup_geomean']:.2f} entropy {record['entropy']:.2f} "
             f"kl {record['kl']:.4f} episodes/h {record['episodes_per_hour']:.0f}"
             + (
-                f" clone accuracy {record['clone_accuracy']:.2f} final lr gap "
-                f"{record['final_lr_gap']:.2f}"
+                f" clone accuracy {record['clone_accuracy']:.2f}"
                 if "clone_accuracy" in record
                 else ""
             )
+            + (f" final lr gap {record['final_lr_gap']:.2f}" if "final_lr_gap" in record else "")
         )
 
     def _record(self, stats: list[dict], episodes: list[dict]) -> dict:
@@ -542,7 +550,7 @@ class MetaTrainer:
             },
             **{
                 k: mean(k, stats)
-                for k in ("clone_accuracy", "final_lr_gap")
+                for k in ("clone_accuracy", "final_lr_gap", "clone_loss")
                 if stats and k in stats[0]
             },
             "buffer_transitions": self.buffer.transitions(),
