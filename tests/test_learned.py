@@ -221,6 +221,32 @@ def test_policy_files_are_checked(tmp_path, policy_file):
     assert data["layout_hash"] == layout_hash()
 
 
+def test_a_policy_starts_where_its_file_says_its_episodes_started(tmp_path, policy_file):
+    """A file recording `initial` (a policy trained from lr 1e-2) makes that the default start;
+    an lr given by the user wins; a bad record is a ValueError naming the file and the entry."""
+    net = load_policy(policy_file)
+    assert net.initial == {}  # the fixture's file records none: CIAO's defaults
+    high = tmp_path / "high.pt"
+    lhopt.control.save_policy_file(net, high, initial={"lr": 1e-2})
+    assert load_policy(high).initial == {"lr": 1e-2}
+    model, _ = setup()
+    assert LearnedOptimizer(model.parameters(), 10, policy=high).param_groups[0]["lr"] == 1e-2
+    given = LearnedOptimizer(model.parameters(), 10, policy=high, lr=3e-3)
+    assert given.param_groups[0]["lr"] == 3e-3
+    assert (
+        LearnedOptimizer(model.parameters(), 10, policy=policy_file).param_groups[0]["lr"] == 1e-3
+    )
+    data = torch.load(high, weights_only=True)
+    for bad, words in (({"lr": -1.0}, ["lr=-1.0", "out of range"]), ({"rate": 1.0}, ["'rate'"])):
+        torch.save({**data, "initial": bad}, tmp_path / "bad.pt")
+        with pytest.raises(ValueError) as info:
+            load_policy(tmp_path / "bad.pt")
+        for w in ("bad.pt", "records a bad start", *words):
+            assert w in str(info.value)
+    with pytest.raises(ValueError, match="'rate'"):
+        lhopt.control.save_policy_file(net, tmp_path / "x.pt", initial={"rate": 1.0})
+
+
 def test_greedy_by_default_and_deterministic(policy_file):
     runs = []
     for seed in (0, 1):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lhopt.control import Policy, PolicyConfig, layout_hash
+from lhopt.control import Policy, PolicyConfig, layout_hash, load_policy
 from lhopt.meta import config as meta_config
 from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, run_episode, run_episodes
 from lhopt.meta.ppo import (
@@ -705,6 +705,8 @@ def test_the_clone_kept_as_a_prior_pulls_ppo_toward_the_oracle(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and "clone_loss" not in rows[0] and "clone_loss" in rows[1]
     assert math.isnan(rows[0]["kl"]) and not math.isnan(rows[1]["kl"])  # cloning, then PPO
+    # Its policy file records the start its episodes had: LearnedOptimizer's default with it.
+    assert load_policy(tmp_path / "run" / "policy.pt").initial == {"lr": 1e-1}
 
 
 def test_dagger_clones_on_the_aggregate_which_a_resume_keeps(tmp_path):

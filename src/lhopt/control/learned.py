@@ -175,7 +175,9 @@ class LearnedOptimizer(CIAO):
         schedule: the schedule shape under the policy's base lr ("constant" or "cosine",
             `lhopt.optim.schedules`). The policy file records the shape it was trained with,
             which is the default; another one is refused.
-        **kwargs: CIAO's hyperparameters (their initial values; default the official ones).
+        **kwargs: CIAO's hyperparameters (their initial values). Default: the ones the policy
+            file records that its training episodes started from (`policy_net.initial`, e.g.
+            lr 1e-2 for a policy that searches from above), else CIAO's official ones.
     """
 
     def __init__(
@@ -208,7 +210,7 @@ class LearnedOptimizer(CIAO):
                 f"schedule={schedule!r} is not allowed with policy {str(policy)!r}: it was "
                 f"trained with schedule {policy_net.spec.schedule!r} (leave schedule unset)"
             )
-        super().__init__(params, **kwargs)
+        super().__init__(params, **{**policy_net.initial, **kwargs})
         self.model = model
         self._check_model()
         self.val_loss_fn = val_loss_fn

@@ -6,7 +6,10 @@ privileged inputs are not part of the layout: the actor never reads them, and th
 records their number, so adding a training family (which widens them) leaves every policy file
 loadable. The layout also records the `ControlSpec` the policy was trained with (the schedule
 shape under its base lr, the progress embedding of its features); a file without one was
-trained with the defaults (a constant schedule, no embedding).
+trained with the defaults (a constant schedule, no embedding). A file may record `initial`:
+the hyperparameters every training episode started from (`[episode] fixed_initial`), which
+`LearnedOptimizer` then starts from unless told otherwise; a policy trained from lr 1e-2 acts
+on what it sees from there, not from CIAO's default 1e-3.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from lhopt.control.actions import ActionSpace
 from lhopt.control.features import FeatureEngine
 from lhopt.control.policy import Policy
 from lhopt.optim import schedules
+from lhopt.optim.hparams import HPARAMS, check_value
 
 POLICY_FORMAT = 1
 
@@ -125,10 +129,16 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def save_policy_file(
-    policy: Policy, path: str | Path, extra: dict | None = None, spec: ControlSpec | None = None
+    policy: Policy,
+    path: str | Path,
+    extra: dict | None = None,
+    spec: ControlSpec | None = None,
+    initial: dict | None = None,
 ) -> None:
-    """Write `policy` as a shippable file (atomically); `spec` defaults to `policy.spec`."""
+    """Write `policy` as a shippable file (atomically); `spec` defaults to `policy.spec`,
+    `initial` (the hyperparameters its episodes started from) to `policy.initial` if set."""
     spec = spec or getattr(policy, "spec", ControlSpec())
+    initial = check_initial(getattr(policy, "initial", {}) if initial is None else initial)
     layout = actor_layout(spec)
     atomic_save(
         {
@@ -137,10 +147,27 @@ def save_policy_file(
             "layout_hash": layout_hash(layout),
             "architecture": policy.architecture(),
             "state_dict": policy.state_dict(),
+            **({"initial": initial} if initial else {}),
             **(extra or {}),
         },
         Path(path),
     )
+
+
+def check_initial(initial: object) -> dict[str, float]:
+    """`initial` as {hyperparameter: value}, each a CIAO hyperparameter with an allowed value
+    (a ValueError naming the entry otherwise)."""
+    if not isinstance(initial, dict):
+        raise ValueError(f"initial={initial!r}: expected a dict of CIAO hyperparameters")
+    out = {}
+    for name, value in initial.items():
+        if name not in HPARAMS:
+            raise ValueError(
+                f"initial[{name!r}]: not a CIAO hyperparameter; known: {sorted(HPARAMS)}"
+            )
+        check_value(name, value)
+        out[name] = value if isinstance(value, bool) else float(value)
+    return out
 
 
 def file_layout(data: dict) -> dict | None:
@@ -176,7 +203,8 @@ def file_spec(data: dict) -> ControlSpec | None:
 
 def load_policy(policy: str | Path) -> Policy:
     """Load a policy file ("default": the shipped one), checking that it was made for this
-    feature and action layout; the network's `spec` is the `ControlSpec` it was trained with.
+    feature and action layout; the network's `spec` is the `ControlSpec` it was trained with,
+    its `initial` the hyperparameters its episodes started from ({} if the file does not say).
     Errors are ValueErrors naming the file. The global torch RNG is left as it was."""
     path = default_policy_path() if policy == "default" else Path(policy)
     if not path.is_file():
@@ -208,6 +236,11 @@ def load_policy(policy: str | Path) -> Policy:
         net.load_state_dict(data["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise ValueError(f"policy file {str(path)!r} does not describe a policy ({e})") from e
+    try:
+        initial = check_initial(data.get("initial", {}))
+    except ValueError as e:
+        raise ValueError(f"policy file {str(path)!r} records a bad start: {e}") from e
     net.eval()
     net.spec = spec
+    net.initial = initial
     return net

@@ -83,12 +83,14 @@ def _fit_inputs(weights: dict, policy: Policy) -> dict:
 
 
 def new_policy(cfg: MetaConfig) -> Policy:
-    """A fresh policy for `cfg`; its `spec` (schedule, features) goes into its policy files."""
+    """A fresh policy for `cfg`; its `spec` (schedule, features) and its episodes' fixed start
+    (`[episode] fixed_initial`, `LearnedOptimizer`'s default then) go into its policy files."""
     layout, space = actor_layout(cfg.episode.spec), ActionSpace()
     policy = Policy(
         len(layout["features"]), len(PRIVILEGED_NAMES), layout["nvec"], cfg.policy, keep=space.keep
     )
     policy.spec = cfg.episode.spec
+    policy.initial = dict(cfg.episode.fixed_initial)
     return policy
 
 
