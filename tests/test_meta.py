@@ -677,7 +677,7 @@ def test_the_clone_kept_as_a_prior_pulls_ppo_toward_the_oracle(tmp_path):
     _, _, _, _, mask = pad(episodes)
 
     def prior(logits, eps, m):
-        return clone_loss(logits[index], eps, m, config.ppo, heads[index])
+        return clone_loss(logits, eps, m, config.ppo, index, heads[index])
 
     def after(coef):
         torch.manual_seed(0)

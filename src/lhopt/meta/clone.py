@@ -85,15 +85,18 @@ def labels(episode: dict, head: Head, oracle: str = "tuned", eps: float = 0.01) 
 
 
 def clone_loss(
-    logits: torch.Tensor,
+    logits: list[torch.Tensor],
     episodes: list[dict],
     mask: torch.Tensor,
     cfg: PPOConfig,
+    head_index: int,
     head: Head,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of the lr head's `logits` (batch, time, choices; `episodes` padded as
-    `pad` pads them, `mask` their valid steps) toward the oracle's choices, and the share of
-    steps whose most likely choice is the oracle's."""
+    """Cross-entropy of the lr head's logits (`logits[head_index]`: batch, time, choices;
+    `episodes` padded as `pad` pads them, `mask` their valid steps) toward the oracle's choices,
+    and the share of steps whose most likely choice is the oracle's. Bound by `partial`, it is
+    `ppo_step`'s `prior`."""
+    logits = logits[head_index]
     target = torch.zeros(mask.shape, dtype=torch.long)
     for i, e in enumerate(episodes):
         n = len(e["rewards"])
@@ -127,7 +130,7 @@ def clone_step(
     logits, values = policy.unroll(obs, priv)
     m = mask.bool()
     lg = logits[head_index]
-    cross_entropy, accuracy = clone_loss(lg, episodes, mask, cfg, head)
+    cross_entropy, accuracy = clone_loss(logits, episodes, mask, cfg, head_index, head)
     value_loss = ((values - returns) ** 2)[m].mean()
     loss = cross_entropy + cfg.value_coef * value_loss
 

@@ -445,7 +445,7 @@ class MetaTrainer:
         aggregate = cloning and ppo.clone_steps > 0  # DAgger: steps on every cloning episode
         buffer = self.clone_data if aggregate else self.buffer
         common = (self.policy, self.avg, self.optimizer, buffer, self.version, ppo, self.rng)
-        index = next((i for i, h in enumerate(space.heads) if h.hparam == "lr"), None)
+        index = next(i for i, h in enumerate(space.heads) if h.hparam == "lr")
         if cloning:
             step = partial(
                 clone_step,
@@ -461,10 +461,7 @@ class MetaTrainer:
             )
         prior = None
         if ppo.clone_coef > 0:
-            head = space.heads[index]
-            prior = lambda logits, episodes, mask: clone_loss(  # noqa: E731
-                logits[index], episodes, mask, ppo, head
-            )
+            prior = partial(clone_loss, cfg=ppo, head_index=index, head=space.heads[index])
         fixed = self.cfg.episode.spec.fixed_actions(space)
         return update(*common, self.cfg.policy.polyak, fixed, prior=prior)
 
