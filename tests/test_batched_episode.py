@@ -228,3 +228,43 @@ def test_a_failing_member_run_alone_fails_alone(policy_file, monkeypatch):
     spec["config"] = QUAD.to_dict()
     out = train_mod._episodes_safe(load_policy(policy_file), spec, cfg)
     assert len(out) == 3 and all("ZeroDivisionError" in e["error"] for e in out)
+
+
+@pytest.mark.parametrize("config", [QUAD, GRU], ids=["batched", "serial"])
+def test_branched_pairs_are_one_run_until_their_branch_and_label_it(config, policy_file, tmp_cache):
+    """Members 2j and 2j + 1 take 2j's sampled actions until one decision, where 2j keeps the
+    lr and 2j + 1 halves it; both keep every hyperparameter after. The label at 2j's state
+    there says which ended lower; no other decision carries one."""
+    policy = load_policy(policy_file)
+    cfg = EpisodeConfig(noise_floor=1e-5, branch=True, lr_perturbation=30.0)
+    rngs = [np.random.default_rng(s) for s in (7, 8, 9, 10, 11, 12)]
+    batch = run_episodes(policy, config, [0] * 6, cfg, rngs, outer_steps=6)
+    space = Controller(policy, CIAO([torch.zeros(1, requires_grad=True)]), 60, 6).space
+    lr_head = space.heads[0]
+    for kept, cut in zip(batch[::2], batch[1::2], strict=True):
+        assert kept["info"]["initial"] == cut["info"]["initial"]
+        assert (cut["branch"] == -1).all()
+        (at,) = np.flatnonzero(kept["branch"] >= 0)
+        np.testing.assert_array_equal(kept["actions"][:at], cut["actions"][:at])
+        a, b = kept["info"]["lr_trace"], cut["info"]["lr_trace"]
+        assert a[:at] == pytest.approx(b[:at])
+        before = a[at - 1] if at else kept["info"]["initial"]["lr"]
+        assert a[at:] == pytest.approx([before] * (len(a) - at))
+        assert b[at:] == pytest.approx([before / 2] * (len(b) - at))
+        assert all(tuple(x) == space.keep for x in kept["actions"][at + 1 :])
+        np.testing.assert_array_equal(kept["actions"][at + 1 :], cut["actions"][at + 1 :])
+        gain = kept["val"][0] - kept["info"]["best_val"]
+        lower = kept["info"]["best_val"] - cut["info"]["best_val"] > cfg.branch_margin * gain
+        expected = lr_head.choices.index(0.5) if lower else lr_head.keep_index
+        assert kept["branch"][at] == expected
+    # The pairs drew their own branch points and sampled their own prefixes.
+    assert len({tuple(e["actions"].ravel()) for e in batch[::2]}) == 3
+
+
+def test_branched_episodes_need_pairs_of_one_seed(policy_file, tmp_cache):
+    policy = load_policy(policy_file)
+    cfg = EpisodeConfig(noise_floor=1e-5, branch=True)
+    for seeds in ([0, 0, 0], [0, 1]):
+        rngs = [np.random.default_rng(s) for s in seeds]
+        with pytest.raises(ValueError, match="pairs of one seed"):
+            run_episodes(policy, QUAD, seeds, cfg, rngs, outer_steps=4)

@@ -739,3 +739,75 @@ def test_dagger_clones_on_the_aggregate_which_a_resume_keeps(tmp_path):
     longer = MetaTrainer(config(3), tmp_path / "b")
     longer.train(log_progress=lambda s: None)
     assert longer.iteration == 3 and not longer.clone_data.episodes
+
+
+def _branch_config(iterations=2):
+    data = small_config(
+        iterations=iterations,
+        batch=4,
+        task_seeds=1,
+        episode={"fixed_initial": {"lr": 0.3}, "noise_floor": 1e-5},
+    ).to_dict()
+    data["episode"]["branch"] = True
+    data["ppo"] |= {"clone_oracle": "branch", "clone_iterations": iterations, "clone_steps": 3}
+    return meta_config.from_dict(data)
+
+
+def test_the_branch_oracle_learns_from_labelled_decisions_only(tmp_path):
+    """The cloning loss reads the branch labels alone: logits at unlabelled decisions do not
+    change it, and a batch without labels gives 0 (and no accuracy). The trainer's aggregate
+    keeps only the episodes that carry a label."""
+    from lhopt.control.actions import ActionSpace
+    from lhopt.meta.clone import clone_loss
+
+    config = _branch_config()
+    heads = ActionSpace().heads
+    policy = new_policy(config)
+    rngs = [np.random.default_rng(s) for s in range(4)]
+    episodes = run_episodes(policy, TaskConfig.from_dict(QUAD), [0] * 4, config.episode, rngs)
+    obs, priv, _, _, mask = pad(episodes)
+    with torch.no_grad():
+        logits = list(policy.unroll(obs, priv)[0])
+    loss, accuracy = clone_loss(logits, episodes, mask, config.ppo, 0, heads[0])
+    labelled = torch.zeros(mask.shape, dtype=torch.bool)
+    for i, e in enumerate(episodes):
+        labelled[i, : len(e["branch"])] = torch.from_numpy(e["branch"] >= 0)
+    assert int(labelled.sum()) == 2 and math.isfinite(float(accuracy))
+    noisy = [t.clone() for t in logits]
+    noisy[0][~labelled] += 5 * torch.randn_like(noisy[0][~labelled])
+    assert float(clone_loss(noisy, episodes, mask, config.ppo, 0, heads[0])[0]) == pytest.approx(
+        float(loss)
+    )
+    bare = [{**e, "branch": np.full_like(e["branch"], -1)} for e in episodes]
+    zero, none = clone_loss(logits, bare, mask, config.ppo, 0, heads[0])
+    assert float(zero) == 0.0 and math.isnan(float(none))
+
+    trainer = MetaTrainer(config, tmp_path / "run")
+    trainer.train(log_progress=lambda s: None)
+    kept = trainer.clone_data.episodes
+    # Kept up to their label, with their return.
+    assert kept and all((e["branch"] >= 0).sum() == 1 and e["branch"][-1] >= 0 for e in kept)
+    assert all(len(e["obs"]) == len(e["rewards"]) == len(e["branch"]) for e in kept)
+    assert all(
+        math.isclose(e["rewards"].sum(), e["info"]["return"], rel_tol=1e-5, abs_tol=1e-6)
+        for e in kept
+    )
+    assert trainer.counters["episodes"] == 2 * len(kept)  # the cut members carry none
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda c: setattr(c.ppo, "clone_oracle", "stall"), ["branch = true", "'stall'"]),
+        (lambda c: setattr(c.run, "batch", 3), ["batch to an even number", "batch = 3"]),
+        (lambda c: setattr(c.run, "task_seeds", 0), ["task_seeds = 1", "task_seeds = 0"]),
+        (lambda c: setattr(c.run, "iterations", 5), ["clone_iterations >= [run] iterations"]),
+        (lambda c: setattr(c.episode, "branch_margin", -0.1), ["branch_margin = -0.1", ">= 0"]),
+    ],
+)
+def test_branched_episodes_are_checked_against_the_rest_of_the_config(change, words):
+    config = _branch_config()
+    change(config)
+    with pytest.raises(ValueError) as e:
+        meta_config._check_semantics(config)
+    assert all(w in str(e.value) for w in words), str(e.value)

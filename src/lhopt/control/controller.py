@@ -16,6 +16,7 @@ trained wherever there is one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,9 +46,14 @@ def decide_together(
     modules: list,
     train_losses: list[float | None],
     val_losses: list[float | None],
+    forced: list | None = None,
 ) -> list[Decision]:
     """`Controller.decide` for several controllers of one policy at the same step, the policy
-    run once on the batch of their features (batched meta-training episodes)."""
+    run once on the batch of their features (batched meta-training episodes).
+
+    `forced[i]`, where given, replaces controller i's sampled action: an action tuple, or an
+    int j for controller j's action at this step (j's own, not forced); its log-probability is
+    NaN. The policy's recurrent state advances as for a sampled action."""
     features = [
         c.observe(step, train_loss=t, val_loss=v)
         for c, t, v in zip(controllers, train_losses, val_losses, strict=True)
@@ -60,6 +66,16 @@ def decide_together(
         greedy=controllers[0].greedy,
         **controllers[0].held(),
     )
+    if forced is not None:
+        if len(forced) != len(controllers):
+            raise ValueError(f"{len(forced)} forced actions for {len(controllers)} controllers")
+        own = [a for a, _, _ in acted]
+        acted = [
+            (a, logp, hidden)
+            if f is None
+            else ((own[f] if isinstance(f, int) else tuple(f)), math.nan, hidden)
+            for (a, logp, hidden), f in zip(acted, forced, strict=True)
+        ]
     return [
         c.carry_out(step, m, f, action, logp, hidden, train_loss=t, val_loss=v)
         for c, m, f, (action, logp, hidden), t, v in zip(

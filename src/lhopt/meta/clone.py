@@ -10,6 +10,10 @@ Two oracles (`[ppo] clone_oracle`):
 - "stall" decides from what the policy sees, the validation losses so far: it halves the lr
   where progress stalled and keeps it elsewhere (`stall_choices`), a search from above for
   episodes that start high (`[episode] fixed_initial`).
+- "branch" knows what a cut does: at one random decision of each pair of branched episodes
+  (`[episode] branch`, `lhopt.meta.episode._Branches`) it is the cut where halving the lr
+  there, and keeping it after, ended lower than keeping it, "keep" otherwise; the other
+  decisions carry no label.
 The policy learns the choice from its features alone (cross-entropy on the lr head, unrolled
 over whole episodes as PPO unrolls them), while its critic learns the episodes' returns (the
 same value loss as PPO's), so that PPO can take over from a trained critic.
@@ -70,7 +74,14 @@ def stall_choices(head: Head, vals: np.ndarray, eps: float, periods: int) -> np.
 def labels(episode: dict, head: Head, oracle: str = "tuned", eps: float = 0.01) -> np.ndarray:
     """The oracle's choice at each decision of `episode`: "tuned", toward `info["tuned_lr"]`
     from the base lr the decision started from (`episode["lr"]`); "stall", `stall_choices` on
-    the validation losses the decisions saw (`episode["val"]`)."""
+    the validation losses the decisions saw (`episode["val"]`); "branch", the counterfactual
+    labels the episode carries (`episode["branch"]`, -1 where a decision has none)."""
+    if oracle == "branch":
+        if "branch" not in episode:
+            raise ValueError(
+                "the branch oracle needs branched episodes: set [episode] branch = true"
+            )
+        return np.asarray(episode["branch"], dtype=np.int64)
     if oracle == "stall":
         vals = np.asarray(episode["val"], dtype=np.float64)
         return stall_choices(head, vals, eps, episode["info"]["outer_steps"])
@@ -94,14 +105,17 @@ def clone_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of the lr head's logits (`logits[head_index]`: batch, time, choices;
     `episodes` padded as `pad` pads them, `mask` their valid steps) toward the oracle's choices,
-    and the share of steps whose most likely choice is the oracle's. Bound by `partial`, it is
-    `ppo_step`'s `prior`."""
+    and the share of steps whose most likely choice is the oracle's: over the steps the oracle
+    labels (all but the branch oracle's unlabelled ones; none: 0 and NaN). Bound by `partial`,
+    it is `ppo_step`'s `prior`."""
     logits = logits[head_index]
-    target = torch.zeros(mask.shape, dtype=torch.long)
+    target = torch.full(mask.shape, -1, dtype=torch.long)
     for i, e in enumerate(episodes):
         n = len(e["rewards"])
         target[i, :n] = torch.from_numpy(labels(e, head, cfg.clone_oracle, cfg.clone_stall_eps))
-    m = mask.bool()
+    m = mask.bool() & (target >= 0)
+    if not m.any():
+        return logits.sum() * 0.0, torch.tensor(math.nan)
     cross_entropy = torch.nn.functional.cross_entropy(logits[m], target[m])
     with torch.no_grad():
         accuracy = (logits[m].argmax(-1) == target[m]).float().mean()

@@ -178,6 +178,27 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[ppo] clone_oracle = {ppo.clone_oracle!r}: expected one of {list(CLONE_ORACLES)}"
         )
     _require(cfg, "ppo", "clone_stall_eps", lambda v: 0 < v < 1, "in (0, 1)")
+    if (ppo.clone_oracle == "branch") != ep.branch:
+        raise ValueError(
+            f"[episode] branch = {str(ep.branch).lower()} with [ppo] clone_oracle = "
+            f"{ppo.clone_oracle!r}: branched episodes are the 'branch' oracle's labels, and "
+            "only it reads them; set both or neither"
+        )
+    if ep.branch:
+        if run.batch < 2 or run.batch % 2 or run.task_seeds != 1:
+            raise ValueError(
+                f"[episode] branch = true pairs the members of a batch on one seed: set [run] "
+                f"batch to an even number >= 2 and task_seeds = 1 (got batch = {run.batch}, "
+                f"task_seeds = {run.task_seeds})"
+            )
+        if ppo.clone_iterations < run.iterations or ppo.clone_coef:
+            raise ValueError(
+                "[episode] branch = true forces the actions of half the episodes, which PPO "
+                "cannot learn from: set [ppo] clone_iterations >= [run] iterations (got "
+                f"{ppo.clone_iterations} < {run.iterations}) and clone_coef = 0 (got "
+                f"{ppo.clone_coef})"
+            )
+    _require(cfg, "episode", "branch_margin", lambda v: v >= 0, ">= 0")
     _require(cfg, "ppo", "lr", lambda v: v > 0, "> 0")
     _require(cfg, "ppo", "beta2", lambda v: v < 1, "in [0, 1)")
     _require(cfg, "ppo", "max_grad_norm", lambda v: v > 0, "> 0")

@@ -71,6 +71,10 @@ class EpisodeConfig:
     # hyperparameters, so that with one seed they differ only in their sampled actions.
     shared_start: bool = False
     heads: list = field(default_factory=list)  # heads the policy controls (ControlSpec); [] all
+    # Counterfactual labels for the lr head (`branch_pairs`): members 2j and 2j + 1 of a batch
+    # are one run until a random decision, where one keeps the lr and the other halves it.
+    branch: bool = False
+    branch_margin: float = 0.01  # the cut must gain this share of the keeping run's gain
 
     @property
     def spec(self) -> ControlSpec:
@@ -80,8 +84,11 @@ class EpisodeConfig:
 
 
 def evaluation_config(cfg: EpisodeConfig) -> EpisodeConfig:
-    """`cfg` for evaluation episodes: the default initial hyperparameters, no perturbation."""
-    return EpisodeConfig(**{**vars(cfg), "lr_perturbation": 1.0, "other_perturbation": 1.0})
+    """`cfg` for evaluation episodes: the default initial hyperparameters, no perturbation, no
+    branches."""
+    return EpisodeConfig(
+        **{**vars(cfg), "lr_perturbation": 1.0, "other_perturbation": 1.0, "branch": False}
+    )
 
 
 def perturbed_hparams(rng: np.random.Generator, cfg: EpisodeConfig) -> tuple[dict, list[float]]:
@@ -212,6 +219,36 @@ class _Alone:
         return loss.detach().reshape(1)
 
 
+class _Serial:
+    """N tasks of one config, each with its CIAO, stepped one after another: the members of a
+    branched episode (`branch_pairs`) whose family has no batched form."""
+
+    def __init__(self, task_config: TaskConfig, seeds: list[int]) -> None:
+        self.tasks = [build_task(task_config, s) for s in seeds]
+        self.budget = self.tasks[0].budget
+        self.modules = [t.model for t in self.tasks]
+        self.descriptors = [t.descriptor().tolist() for t in self.tasks]
+
+    def start(self, inits: list[dict]) -> None:
+        self.optimizers = [
+            CIAO(t.model.parameters(), **init) for t, init in zip(self.tasks, inits, strict=True)
+        ]
+
+    def val_losses(self) -> list[float]:
+        return [t.val_loss() for t in self.tasks]
+
+    def step(self, t: int, controllers: list[Controller]) -> torch.Tensor:
+        losses = []
+        for task, opt, c in zip(self.tasks, self.optimizers, controllers, strict=True):
+            loss = task.train_loss()
+            opt.zero_grad()
+            loss.backward()
+            c.before_step(t)
+            opt.step()
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
+
 class _Batched:
     """N tasks of one config stacked (`BatchedTask`) and their `BatchedCIAO`."""
 
@@ -238,16 +275,16 @@ class _Batched:
         return losses.detach()
 
 
-def _decide(controllers, step, modules, train_losses, val_losses):
+def _decide(controllers, step, modules, train_losses, val_losses, forced=None):
     """The members' decisions: alone as `LearnedOptimizer` decides, together in one policy
-    pass for a batch."""
-    if len(controllers) == 1:
+    pass for a batch (`forced`: `decide_together`'s)."""
+    if len(controllers) == 1 and forced is None:
         return [
             controllers[0].decide(
                 step, modules[0], train_loss=train_losses[0], val_loss=val_losses[0]
             )
         ]
-    return decide_together(controllers, step, modules, train_losses, val_losses)
+    return decide_together(controllers, step, modules, train_losses, val_losses, forced)
 
 
 def reward_reference(task_config: TaskConfig, seed: int, cfg: EpisodeConfig):
@@ -300,14 +337,20 @@ def run_episodes(
     drawn from `rngs[0]` before them. With one seed this is the serial path, draw for draw."""
     if len(seeds) != len(rngs) or not seeds:
         raise ValueError(f"{len(seeds)} seeds and {len(rngs)} rngs: give one rng per seed")
-    if len(seeds) > 1 and not batchable(task_config):
+    if cfg.branch:
+        _check_pairs(seeds)
+    together = batchable(task_config)
+    if len(seeds) > 1 and not together and not cfg.branch:
         return [
             run_episode(policy, task_config, s, cfg, r, greedy, outer_steps)
             for s, r in zip(seeds, rngs, strict=True)
         ]
     start = time.perf_counter()
     laws = [reward_reference(task_config, s, cfg) for s in seeds]
-    members = _Alone(task_config, seeds) if len(seeds) == 1 else _Batched(task_config, seeds)
+    if len(seeds) == 1:
+        members = _Alone(task_config, seeds)
+    else:
+        members = (_Batched if together else _Serial)(task_config, seeds)
     T, N = members.budget, len(seeds)
     K = outer_steps if outer_steps is not None else draw_outer_steps(rngs[0], T, cfg)
 
@@ -315,12 +358,17 @@ def run_episodes(
         drawn = [perturbed_hparams(rngs[0], cfg)] * N
     else:
         drawn = [perturbed_hparams(r, cfg) for r in rngs]
+    if cfg.branch:  # a pair is one run until its branch
+        drawn = [drawn[i - i % 2] for i in range(N)]
     members.start([init for init, _ in drawn])
     controllers = [
         Controller(policy, opt, T, K, greedy=greedy, seed=int(r.integers(2**31)), spec=cfg.spec)
         for opt, r in zip(members.optimizers, rngs, strict=True)
     ]
     boundaries = [*controllers[0].decision_steps, T]
+    branches = (
+        _draw_branches(rngs, len(boundaries) - 1, controllers[0].space) if cfg.branch else None
+    )
 
     runs = [_Record() for _ in range(N)]
     vals = members.val_losses()
@@ -330,12 +378,17 @@ def run_episodes(
         alive = [i for i in range(N) if not runs[i].diverged]
         for i in alive:  # the base lr each decision starts from (lhopt.meta.clone reads it)
             runs[i].lrs.append(members.optimizers[i].param_groups[0]["lr"])
+        forced = None
+        if branches is not None:
+            every = branches.forced(k)
+            forced = [_remap(every[i], alive) for i in alive]
         decisions = _decide(
             [controllers[i] for i in alive],
             begin,
             [members.modules[i] for i in alive],
             [runs[i].train_mean for i in alive],
             [vals[i] for i in alive],
+            forced,
         )
         for i, decision in zip(alive, decisions, strict=True):
             r = runs[i]
@@ -372,9 +425,12 @@ def run_episodes(
         if all(r.diverged for r in runs):
             break
     wall = (time.perf_counter() - start) / N
+    labelled = branches.labels(runs, cfg.branch_margin) if branches is not None else None
     out = []
     for i, r in enumerate(runs):
         trajectory, total = _trajectory(r, laws[i], boundaries, cfg)
+        if labelled is not None:
+            trajectory["branch"] = labelled[i][: len(r.obs)]
         trajectory["info"] = {
             "family": task_config.family,
             "config": task_config.to_dict(),
@@ -399,6 +455,74 @@ def run_episodes(
         }
         out.append(trajectory)
     return out
+
+
+def _check_pairs(seeds: list[int]) -> None:
+    pairs = zip(seeds[::2], seeds[1::2], strict=False)
+    if len(seeds) < 2 or len(seeds) % 2 or any(a != b for a, b in pairs):
+        raise ValueError(
+            f"seeds={seeds}: branched episodes come in pairs of one seed (an even number of "
+            "members, 2j and 2j + 1 alike; [run] batch even and task_seeds = 1)"
+        )
+
+
+def _remap(f, alive: list[int]):
+    """A forced action naming member j's choice, as an index among the `alive` members (None,
+    the policy's own, where j is gone)."""
+    if not isinstance(f, int):
+        return f
+    return alive.index(f) if f in alive else None
+
+
+class _Branches:
+    """Counterfactual labels for the lr head, a pair of members at a time.
+
+    Members 2j and 2j + 1 start alike and take member 2j's sampled actions up to decision
+    `at[j]`, drawn uniformly; there member 2j keeps the lr and 2j + 1 halves it, and both keep
+    every hyperparameter from then on (under the schedule shape). The label of member 2j's
+    state at `at[j]` is the cut where the cut run's best validation loss is lower by more than
+    `margin` of what the keeping run gained from the start, "keep" otherwise: whether one cut
+    there pays by the end of the run, judged on two runs that differ in nothing else."""
+
+    def __init__(self, at: list[int], space) -> None:
+        self.at = at
+        lr = next(i for i, h in enumerate(space.heads) if h.hparam == "lr")
+        self.head = space.heads[lr]
+        self.keep = tuple(space.keep)
+        cut = list(self.keep)
+        cut[lr] = self.head.choices.index(0.5)
+        self.cut = tuple(cut)
+
+    def forced(self, k: int) -> list:
+        out = []
+        for j, at in enumerate(self.at):
+            if k < at:
+                out += [None, 2 * j]
+            elif k == at:
+                out += [self.keep, self.cut]
+            else:
+                out += [self.keep, self.keep]
+        return out
+
+    def labels(self, runs: list, margin: float) -> list[np.ndarray]:
+        out = []
+        for j, at in enumerate(self.at):
+            kept, cut = runs[2 * j], runs[2 * j + 1]
+            label = np.full(len(kept.obs), -1, dtype=np.int64)
+            if at < len(kept.obs) and at < len(cut.obs):
+                gain = max(kept.val_start - kept.best, 0.0)
+                better = (
+                    kept.best - cut.best > margin * gain
+                    if math.isfinite(kept.best)
+                    else (math.isfinite(cut.best))
+                )
+                label[at] = self.head.choices.index(0.5) if better else self.head.keep_index
+            out += [label, np.full(len(cut.obs), -1, dtype=np.int64)]
+        return out
+
+
+def _draw_branches(rngs: list[np.random.Generator], decisions: int, space) -> _Branches:
+    return _Branches([int(r.integers(decisions)) for r in rngs[::2]], space)
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 from lhopt.control.policy import Policy
 
 ADVANTAGES = ("gae", "group", "group-scaled")
-CLONE_ORACLES = ("tuned", "stall")  # `lhopt.meta.clone.labels`
+CLONE_ORACLES = ("tuned", "stall", "branch")  # `lhopt.meta.clone.labels`
 
 
 @dataclass
@@ -52,7 +52,9 @@ class PPOConfig:
     clone_steps: int = 0
     # The oracle cloned: "tuned" moves the lr toward the reward reference's tuned lr; "stall"
     # halves it where the last period's gain in best validation loss was under
-    # `clone_stall_eps` of all the gain so far, and keeps it elsewhere (lhopt.meta.clone).
+    # `clone_stall_eps` of all the gain so far, and keeps it elsewhere; "branch" labels one
+    # decision per pair of branched episodes by which of keep and cut ended lower ([episode]
+    # branch; lhopt.meta.clone).
     clone_oracle: str = "tuned"
     clone_stall_eps: float = 0.01
     # After the cloning iterations, PPO's loss adds clone_coef x the cloning cross-entropy on

@@ -177,6 +177,23 @@ def _episodes_from_state(episodes: list[dict]) -> list[dict]:
     return [{k: (v.numpy() if torch.is_tensor(v) else v) for k, v in e.items()} for e in episodes]
 
 
+def _labelled_prefix(episode: dict) -> dict | None:
+    """A branched episode up to its last labelled decision (what cloning reads: the recurrent
+    state runs over the prefix, the label ends it), its return to go kept by moving the later
+    rewards onto its last step; None without a label (nothing to learn)."""
+    labelled = np.flatnonzero(episode["branch"] >= 0)
+    if not len(labelled):
+        return None
+    end = int(labelled[-1]) + 1
+    n = len(episode["rewards"])
+    out = {
+        k: (v[:end] if isinstance(v, np.ndarray) and len(v) == n else v) for k, v in episode.items()
+    }
+    out["rewards"] = out["rewards"].copy()
+    out["rewards"][-1] += episode["rewards"][end:].sum()
+    return out
+
+
 class MetaTrainer:
     def __init__(self, cfg: MetaConfig, out: str | Path, address: str | None = None) -> None:
         self.cfg, self.out, self.address = cfg, Path(out), address
@@ -472,7 +489,9 @@ class MetaTrainer:
             return
         self.buffer.add(episode, version)
         if self.cfg.ppo.clone_steps and self.iteration < self.cfg.ppo.clone_iterations:
-            self.clone_data.add(episode, version)
+            kept = _labelled_prefix(episode) if "branch" in episode else episode
+            if kept is not None:
+                self.clone_data.add(kept, version)
         elif self.clone_data.episodes:
             self.clone_data.episodes = []  # cloning is over: PPO needs none of it
         self.policy.obs_norm.update(torch.tensor(episode["obs"]))  # a copy: Ray's are read-only
