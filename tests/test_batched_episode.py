@@ -230,10 +230,17 @@ def test_a_failing_member_run_alone_fails_alone(policy_file, monkeypatch):
     assert len(out) == 3 and all("ZeroDivisionError" in e["error"] for e in out)
 
 
-@pytest.mark.parametrize("config", [QUAD, GRU], ids=["batched", "serial"])
+GRU_DROP = TaskConfig.make(**{**GRU.to_dict(), "dropout": 0.3})
+MLP_DROP = TaskConfig.make(**{**MLP.to_dict(), "dropout": 0.3})
+
+
+@pytest.mark.parametrize(
+    "config", [QUAD, GRU_DROP, MLP_DROP], ids=["batched", "serial", "batchable-dropout"]
+)
 def test_branched_pairs_are_one_run_until_their_branch_and_label_it(config, policy_file, tmp_cache):
     """Members 2j and 2j + 1 take 2j's sampled actions until one decision, where 2j keeps the
-    lr and 2j + 1 halves it; both keep every hyperparameter after. The label at 2j's state
+    lr and 2j + 1 halves it; both keep every hyperparameter after. Until then they see the
+    same features and validation losses (dropout masks included). The label at 2j's state
     there says which ended lower; no other decision carries one."""
     policy = load_policy(policy_file)
     cfg = EpisodeConfig(noise_floor=1e-5, branch=True, lr_perturbation=30.0)
@@ -246,6 +253,8 @@ def test_branched_pairs_are_one_run_until_their_branch_and_label_it(config, poli
         assert (cut["branch"] == -1).all()
         (at,) = np.flatnonzero(kept["branch"] >= 0)
         np.testing.assert_array_equal(kept["actions"][:at], cut["actions"][:at])
+        np.testing.assert_allclose(kept["obs"][: at + 1], cut["obs"][: at + 1], rtol=1e-6)
+        np.testing.assert_allclose(kept["val"][: at + 1], cut["val"][: at + 1], rtol=1e-6)
         a, b = kept["info"]["lr_trace"], cut["info"]["lr_trace"]
         assert a[:at] == pytest.approx(b[:at])
         before = a[at - 1] if at else kept["info"]["initial"]["lr"]
@@ -268,3 +277,37 @@ def test_branched_episodes_need_pairs_of_one_seed(policy_file, tmp_cache):
         rngs = [np.random.default_rng(s) for s in seeds]
         with pytest.raises(ValueError, match="pairs of one seed"):
             run_episodes(policy, QUAD, seeds, cfg, rngs, outer_steps=4)
+
+
+def test_branched_pairs_of_an_unbatchable_family_run_through_the_trainer(policy_file):
+    """The rollout path keeps a branched batch together where it would otherwise run members
+    one by one (pairs are one computation's)."""
+    from lhopt.meta import train as train_mod
+
+    spec = {"config": GRU.to_dict(), "seeds": [0] * 4, "rng_seeds": [1, 2, 3, 4], "seed": 0}
+    spec["rng_seed"] = 1
+    cfg = EpisodeConfig(noise_floor=1e-5, branch=True, min_outer_steps=4, max_outer_steps=4)
+    out = train_mod._episodes_safe(load_policy(policy_file), spec, cfg)
+    assert not any("error" in e for e in out), [e.get("error") for e in out]
+    assert [int((e["branch"] >= 0).sum()) for e in out] == [1, 0, 1, 0]
+
+
+def test_a_branch_whose_keeping_run_diverged_is_labelled_a_cut():
+    """A diverged run scores worst, whatever its best loss before it diverged (as the reward
+    scores it); a gain within the margin is none."""
+    from lhopt.control.actions import ActionSpace
+    from lhopt.meta.episode import _Branches, _Record
+
+    space = ActionSpace()
+    head = space.heads[0]
+    branches = _Branches([1], space)
+
+    def label(kept, cut):
+        runs = [_Record(obs=[0, 0, 0], val_start=2.0, best=b, diverged=d) for b, d in (kept, cut)]
+        return list(branches.labels(runs, 0.01)[0])
+
+    cut, keep = head.choices.index(0.5), head.keep_index
+    assert label((0.5, True), (0.9, False)) == [-1, cut, -1]
+    assert label((0.9, False), (0.5, True)) == [-1, keep, -1]
+    assert label((0.9, False), (0.8, False)) == [-1, cut, -1]
+    assert label((0.9, False), (0.895, False)) == [-1, keep, -1]  # under 1% of the 1.1 gained

@@ -803,6 +803,7 @@ def test_the_branch_oracle_learns_from_labelled_decisions_only(tmp_path):
         (lambda c: setattr(c.run, "task_seeds", 0), ["task_seeds = 1", "task_seeds = 0"]),
         (lambda c: setattr(c.run, "iterations", 5), ["clone_iterations >= [run] iterations"]),
         (lambda c: setattr(c.episode, "branch_margin", -0.1), ["branch_margin = -0.1", ">= 0"]),
+        (lambda c: setattr(c.ppo, "clone_steps", 0), ["clone_steps > 0"]),
     ],
 )
 def test_branched_episodes_are_checked_against_the_rest_of_the_config(change, words):

@@ -191,6 +191,11 @@ def _check_semantics(cfg: MetaConfig) -> None:
                 f"batch to an even number >= 2 and task_seeds = 1 (got batch = {run.batch}, "
                 f"task_seeds = {run.task_seeds})"
             )
+        if not ppo.clone_steps:
+            raise ValueError(
+                "[episode] branch = true labels one decision in an episode pair: set [ppo] "
+                "clone_steps > 0 so that cloning learns from every labelled episode so far"
+            )
         if ppo.clone_iterations < run.iterations or ppo.clone_coef:
             raise ValueError(
                 "[episode] branch = true forces the actions of half the episodes, which PPO "

@@ -221,7 +221,9 @@ class _Alone:
 
 class _Serial:
     """N tasks of one config, each with its CIAO, stepped one after another: the members of a
-    branched episode (`branch_pairs`) whose family has no batched form."""
+    branched episode (`_Branches`) that cannot run batched. Members 2j and 2j + 1 draw the
+    same global random numbers (dropout masks) at each step, so a pair stays one run until its
+    branch and differs in nothing else after."""
 
     def __init__(self, task_config: TaskConfig, seeds: list[int]) -> None:
         self.tasks = [build_task(task_config, s) for s in seeds]
@@ -239,7 +241,14 @@ class _Serial:
 
     def step(self, t: int, controllers: list[Controller]) -> torch.Tensor:
         losses = []
-        for task, opt, c in zip(self.tasks, self.optimizers, controllers, strict=True):
+        state = None
+        for i, (task, opt, c) in enumerate(
+            zip(self.tasks, self.optimizers, controllers, strict=True)
+        ):
+            if i % 2 == 0:
+                state = torch.get_rng_state()
+            else:
+                torch.set_rng_state(state)
             loss = task.train_loss()
             opt.zero_grad()
             loss.backward()
@@ -349,8 +358,10 @@ def run_episodes(
     laws = [reward_reference(task_config, s, cfg) for s in seeds]
     if len(seeds) == 1:
         members = _Alone(task_config, seeds)
-    else:
-        members = (_Batched if together else _Serial)(task_config, seeds)
+    elif together and not (cfg.branch and task_config.p.get("dropout", 0.0) > 0):
+        members = _Batched(task_config, seeds)
+    else:  # a branched batch whose members would draw different dropout masks stacked
+        members = _Serial(task_config, seeds)
     T, N = members.budget, len(seeds)
     K = outer_steps if outer_steps is not None else draw_outer_steps(rngs[0], T, cfg)
 
@@ -510,12 +521,12 @@ class _Branches:
             kept, cut = runs[2 * j], runs[2 * j + 1]
             label = np.full(len(kept.obs), -1, dtype=np.int64)
             if at < len(kept.obs) and at < len(cut.obs):
-                gain = max(kept.val_start - kept.best, 0.0)
-                better = (
-                    kept.best - cut.best > margin * gain
-                    if math.isfinite(kept.best)
-                    else (math.isfinite(cut.best))
-                )
+                # A run that diverged scores worst, as the reward scores it.
+                a, b = (math.inf if r.diverged else r.best for r in (kept, cut))
+                if math.isfinite(a):
+                    better = a - b > margin * max(kept.val_start - a, 0.0)
+                else:
+                    better = math.isfinite(b)
                 label[at] = self.head.choices.index(0.5) if better else self.head.keep_index
             out += [label, np.full(len(cut.obs), -1, dtype=np.int64)]
         return out
