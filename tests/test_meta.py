@@ -84,7 +84,7 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"ppo": {"clone_iterations": 5}}, ["clone_iterations = 5", "reward_reference", "'adamw'"]),
         ({"ppo": {"clone_steps": 8}}, ["clone_steps = 8", "clone_iterations = 0"]),
         ({"ppo": {"clone_steps": -1}}, ["clone_steps = -1", ">= 0"]),
-        ({"ppo": {"clone_oracle": "best"}}, ["clone_oracle = 'best'", "['tuned', 'stall']"]),
+        ({"ppo": {"clone_oracle": "best"}}, ["clone_oracle = 'best'", "['tuned', 'stall', 'branch']"]),
         ({"ppo": {"clone_stall_eps": 0.0}}, ["clone_stall_eps", "in (0, 1)"]),
         ({"ppo": {"clone_coef": -1.0}}, ["[ppo] clone_coef = -1.0", ">= 0"]),
         ({"ppo": {"clone_coef": 0.5}}, ["clone_coef = 0.5", "reward_reference", "'stall'"]),

@@ -81,7 +81,7 @@ def labels(episode: dict, head: Head, oracle: str = "tuned", eps: float = 0.01) 
             raise ValueError(
                 "the branch oracle needs branched episodes: set [episode] branch = true"
             )
-        return np.asarray(episode["branch"], dtype=np.int64)
+        return np.array(episode["branch"], dtype=np.int64)  # a copy: Ray's are read-only
     if oracle == "stall":
         vals = np.asarray(episode["val"], dtype=np.float64)
         return stall_choices(head, vals, eps, episode["info"]["outer_steps"])
