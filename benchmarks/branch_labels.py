@@ -1,19 +1,22 @@
 """What do the counterfactual labels of a branched run say? (issue 19, stage 20)
 
 A run with `[episode] branch = true` keeps, in its checkpoint, every episode that carries a
-label (DAgger's aggregate): at one decision, whether halving the lr there (and keeping it
-after) ended lower than keeping it (`lhopt.meta.episode._Branches`). This reads them and
-reports, per family and overall: how many, the share that say "cut", how often the stall
-rule (`lhopt.meta.clone.stall_choices`, eps 0.01, on the same validation losses) agrees, and
-how often "cut" coincides with a base lr above the task's tuned one (the reward reference's):
-whether the labels say something the stall rule does not, and whether it is the level.
+label (DAgger's aggregate): at one decision, which of keeping the lr and scaling it by each of
+`[episode] branch_factors` (and keeping it after) paid most by the end of the run
+(`lhopt.meta.episode._Branches`). This reads them and reports, per family and per half of the
+run: how many, the share of each choice, how often the stall rule
+(`lhopt.meta.clone.stall_choices`, eps 0.01, on the same validation losses) makes the same
+choice, and how often the label moves the lr toward the task's tuned lr (the reward
+reference's; "keep" counts as toward when the lr is within a factor 2 of it): whether the
+labels say something the stall rule does not, and whether it is the level.
 
-Usage: python benchmarks/branch_labels.py runs/default-stage20
+Usage: python benchmarks/branch_labels.py runs/default-stage20b
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,36 +33,36 @@ def rows(run: Path) -> list[dict]:
     out = []
     for e in state.get("clone_data", []):
         branch = np.asarray(e["branch"])
+        info = e["info"]
         for at in np.flatnonzero(branch >= 0):
             val = np.asarray(e["val"], dtype=np.float64)
-            stall = stall_choices(head, val, 0.01, len(val))
-            info = e["info"]
-            lr = float(np.asarray(e["lr"])[at])
+            stall = stall_choices(head, val, 0.01, info["outer_steps"])
+            factor = head.choices[int(branch[at])]
+            gap = math.log(info["tuned_lr"] / float(np.asarray(e["lr"])[at]))
+            toward = abs(gap) <= math.log(2) if factor == 1.0 else gap * math.log(factor) > 0
             out.append(
                 {
                     "family": info["family"],
-                    "progress": at / len(val),
-                    "cut": head.choices[int(branch[at])] < 1.0,
-                    "stall_cut": head.choices[int(stall[at])] < 1.0,
-                    "above_tuned": info["tuned_lr"] is not None and lr > info["tuned_lr"],
+                    "progress": at / info["outer_steps"],
+                    "factor": factor,
+                    "stall": head.choices[int(stall[at])] == factor,
+                    "toward": toward,
                 }
             )
     return out
 
 
-def summary(label: str, rs: list[dict]) -> str:
+def summary(label: str, rs: list[dict], factors: list[float]) -> str:
     n = len(rs)
     if not n:
-        return f"| {label} | 0 | | | |"
+        return f"| {label} | 0 |" + " |" * (len(factors) + 2)
 
     def share(f) -> str:
         return f"{sum(f(r) for r in rs) / n:.2f}"
 
-    return (
-        f"| {label} | {n} | {share(lambda r: r['cut'])} "
-        f"| {share(lambda r: r['cut'] == r['stall_cut'])} "
-        f"| {share(lambda r: r['cut'] == r['above_tuned'])} |"
-    )
+    cells = [share(lambda r, x=x: r["factor"] == x) for x in factors]
+    cells += [share(lambda r: r["stall"]), share(lambda r: r["toward"])]
+    return f"| {label} | {n} | " + " | ".join(cells) + " |"
 
 
 def main() -> None:
@@ -69,16 +72,18 @@ def main() -> None:
     rs = rows(args.run)
     if not rs:
         raise SystemExit(f"{args.run}/checkpoint.pt holds no branch labels (not a branched run?)")
+    factors = sorted({r["factor"] for r in rs})
     by = defaultdict(list)
     for r in rs:
         by[r["family"]].append(r)
-    print("| family | labels | cut | agrees with stall | cut = lr above tuned |")
-    print("|---|---|---|---|---|")
+    head = " | ".join(f"x{x:g}" for x in factors)
+    print(f"| labels of | n | {head} | = stall rule | toward tuned lr |")
+    print("|---|---" + "|---" * (len(factors) + 2) + "|")
     for family in sorted(by):
-        print(summary(family, by[family]))
-    print(summary("first half", [r for r in rs if r["progress"] < 0.5]))
-    print(summary("second half", [r for r in rs if r["progress"] >= 0.5]))
-    print(summary("all", rs))
+        print(summary(family, by[family], factors))
+    print(summary("first half", [r for r in rs if r["progress"] < 0.5], factors))
+    print(summary("second half", [r for r in rs if r["progress"] >= 0.5], factors))
+    print(summary("all", rs, factors))
 
 
 if __name__ == "__main__":

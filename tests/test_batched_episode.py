@@ -237,77 +237,90 @@ MLP_DROP = TaskConfig.make(**{**MLP.to_dict(), "dropout": 0.3})
 @pytest.mark.parametrize(
     "config", [QUAD, GRU_DROP, MLP_DROP], ids=["batched", "serial", "batchable-dropout"]
 )
-def test_branched_pairs_are_one_run_until_their_branch_and_label_it(config, policy_file, tmp_cache):
-    """Members 2j and 2j + 1 take 2j's sampled actions until one decision, where 2j keeps the
-    lr and 2j + 1 halves it; both keep every hyperparameter after. Until then they see the
-    same features and validation losses (dropout masks included). The label at 2j's state
-    there says which ended lower; no other decision carries one."""
+def test_branched_groups_are_one_run_until_their_branch_and_label_it(
+    config, policy_file, tmp_cache
+):
+    """The members of a group take its first's sampled actions until one decision, where the
+    first keeps the lr and the others halve and double it; all keep every hyperparameter
+    after. Until then they see the same features and validation losses (dropout masks
+    included). The first's state there is labelled with the choice that ended lowest by the
+    margin, or none; no other decision carries one."""
     policy = load_policy(policy_file)
     cfg = EpisodeConfig(noise_floor=1e-5, branch=True, lr_perturbation=30.0)
-    rngs = [np.random.default_rng(s) for s in (7, 8, 9, 10, 11, 12)]
-    batch = run_episodes(policy, config, [0] * 6, cfg, rngs, outer_steps=6)
+    rngs = [np.random.default_rng(s) for s in range(20, 29)]
+    batch = run_episodes(policy, config, [0] * 9, cfg, rngs, outer_steps=6)
     space = Controller(policy, CIAO([torch.zeros(1, requires_grad=True)]), 60, 6).space
     lr_head = space.heads[0]
-    for kept, cut in zip(batch[::2], batch[1::2], strict=True):
-        assert kept["info"]["initial"] == cut["info"]["initial"]
-        assert (cut["branch"] == -1).all()
-        (at,) = np.flatnonzero(kept["branch"] >= 0)
-        np.testing.assert_array_equal(kept["actions"][:at], cut["actions"][:at])
-        np.testing.assert_allclose(kept["obs"][: at + 1], cut["obs"][: at + 1], rtol=1e-6)
-        np.testing.assert_allclose(kept["val"][: at + 1], cut["val"][: at + 1], rtol=1e-6)
-        a, b = kept["info"]["lr_trace"], cut["info"]["lr_trace"]
-        assert a[:at] == pytest.approx(b[:at])
-        before = a[at - 1] if at else kept["info"]["initial"]["lr"]
-        assert a[at:] == pytest.approx([before] * (len(a) - at))
-        assert b[at:] == pytest.approx([before / 2] * (len(b) - at))
-        assert all(tuple(x) == space.keep for x in kept["actions"][at + 1 :])
-        np.testing.assert_array_equal(kept["actions"][at + 1 :], cut["actions"][at + 1 :])
-        gain = kept["val"][0] - kept["info"]["best_val"]
-        lower = kept["info"]["best_val"] - cut["info"]["best_val"] > cfg.branch_margin * gain
-        expected = lr_head.choices.index(0.5) if lower else lr_head.keep_index
-        assert kept["branch"][at] == expected
-    # The pairs drew their own branch points and sampled their own prefixes.
-    assert len({tuple(e["actions"].ravel()) for e in batch[::2]}) == 3
+    choices = [lr_head.keep_index, lr_head.choices.index(0.5), lr_head.choices.index(2.0)]
+    for j in range(3):
+        group = batch[3 * j : 3 * j + 3]
+        at = group[0]["info"]["branch_at"]
+        assert all(e["info"]["branch_at"] == at for e in group)
+        assert all(e["info"]["initial"] == group[0]["info"]["initial"] for e in group)
+        assert all((e["branch"] == -1).all() for e in group[1:])
+        assert all(i == at or x == -1 for i, x in enumerate(group[0]["branch"]))
+        trace = group[0]["info"]["lr_trace"]
+        before = trace[at - 1] if at else group[0]["info"]["initial"]["lr"]
+        for e, factor in zip(group, (1.0, 0.5, 2.0), strict=True):
+            np.testing.assert_array_equal(e["actions"][:at], group[0]["actions"][:at])
+            np.testing.assert_allclose(
+                e["obs"][: at + 1], group[0]["obs"][: at + 1], rtol=1e-4, atol=1e-5
+            )
+            np.testing.assert_allclose(e["val"][: at + 1], group[0]["val"][: at + 1], rtol=1e-5)
+            assert e["info"]["lr_trace"][:at] == pytest.approx(trace[:at])
+            after = e["info"]["lr_trace"][at:]
+            assert after == pytest.approx([before * factor] * len(after))
+            assert all(tuple(x) == space.keep for x in e["actions"][at + 1 :])
+        scores = [e["info"]["return"] for e in group]
+        best = int(np.argmax(scores))
+        wins = all(scores[best] - s > cfg.branch_margin for i, s in enumerate(scores) if i != best)
+        assert group[0]["branch"][at] == (choices[best] if wins else -1)
+    # The groups sampled their own prefixes.
+    assert len({tuple(e["actions"].ravel()) for e in batch[::3]}) == 3
 
 
-def test_branched_episodes_need_pairs_of_one_seed(policy_file, tmp_cache):
+def test_branched_episodes_need_groups_of_one_seed(policy_file, tmp_cache):
     policy = load_policy(policy_file)
     cfg = EpisodeConfig(noise_floor=1e-5, branch=True)
-    for seeds in ([0, 0, 0], [0, 1]):
+    for seeds in ([0, 0], [0, 0, 0, 0], [0, 0, 1]):
         rngs = [np.random.default_rng(s) for s in seeds]
-        with pytest.raises(ValueError, match="pairs of one seed"):
+        with pytest.raises(ValueError, match="groups of 3 members of one seed"):
             run_episodes(policy, QUAD, seeds, cfg, rngs, outer_steps=4)
 
 
-def test_branched_pairs_of_an_unbatchable_family_run_through_the_trainer(policy_file):
+def test_branched_groups_of_an_unbatchable_family_run_through_the_trainer(policy_file):
     """The rollout path keeps a branched batch together where it would otherwise run members
-    one by one (pairs are one computation's)."""
+    one by one (a group is one computation's)."""
     from lhopt.meta import train as train_mod
 
-    spec = {"config": GRU.to_dict(), "seeds": [0] * 4, "rng_seeds": [1, 2, 3, 4], "seed": 0}
-    spec["rng_seed"] = 1
+    spec = {"config": GRU.to_dict(), "seeds": [0] * 6, "rng_seeds": list(range(6)), "seed": 0}
+    spec["rng_seed"] = 0
     cfg = EpisodeConfig(noise_floor=1e-5, branch=True, min_outer_steps=4, max_outer_steps=4)
     out = train_mod._episodes_safe(load_policy(policy_file), spec, cfg)
     assert not any("error" in e for e in out), [e.get("error") for e in out]
-    assert [int((e["branch"] >= 0).sum()) for e in out] == [1, 0, 1, 0]
+    assert [e["info"]["branch_at"] is not None for e in out] == [True] * 6
+    assert all((e["branch"] == -1).all() for i, e in enumerate(out) if i % 3)
 
 
-def test_a_branch_whose_keeping_run_diverged_is_labelled_a_cut():
-    """A diverged run scores worst, whatever its best loss before it diverged (as the reward
-    scores it); a gain within the margin is none."""
+def test_a_branch_label_is_the_choice_that_beat_every_other_by_the_margin():
+    """The label is the choice of the highest return where it beats every other by the margin
+    (returns score a diverged run as worst); otherwise there is none."""
     from lhopt.control.actions import ActionSpace
-    from lhopt.meta.episode import _Branches, _Record
+    from lhopt.meta.episode import _Branches
 
     space = ActionSpace()
     head = space.heads[0]
-    branches = _Branches([1], space)
+    branches = _Branches([1], space, [0.5, 2.0])
 
-    def label(kept, cut):
-        runs = [_Record(obs=[0, 0, 0], val_start=2.0, best=b, diverged=d) for b, d in (kept, cut)]
-        return list(branches.labels(runs, 0.01)[0])
+    def label(*returns):
+        out = branches.labels(list(returns), [3, 3, 3], 0.02)
+        assert all((x == -1).all() for x in out[1:])
+        return list(out[0])
 
-    cut, keep = head.choices.index(0.5), head.keep_index
-    assert label((0.5, True), (0.9, False)) == [-1, cut, -1]
-    assert label((0.9, False), (0.5, True)) == [-1, keep, -1]
-    assert label((0.9, False), (0.8, False)) == [-1, cut, -1]
-    assert label((0.9, False), (0.895, False)) == [-1, keep, -1]  # under 1% of the 1.1 gained
+    keep, cut, up = head.keep_index, head.choices.index(0.5), head.choices.index(2.0)
+    assert label(-3.0, 0.1, -0.2) == [-1, cut, -1]
+    assert label(0.3, 0.1, -3.0) == [-1, keep, -1]
+    assert label(-0.5, -0.4, 0.2) == [-1, up, -1]
+    assert label(-0.5, 0.2, 0.19) == [-1, -1, -1]  # within the margin
+    assert label(-3.0, -3.0, -3.0) == [-1, -1, -1]
+    assert branches.labels([0.0, 1.0, 0.0], [1, 1, 1], 0.02)[0].tolist() == [-1]  # ended early

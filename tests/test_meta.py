@@ -84,7 +84,10 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"ppo": {"clone_iterations": 5}}, ["clone_iterations = 5", "reward_reference", "'adamw'"]),
         ({"ppo": {"clone_steps": 8}}, ["clone_steps = 8", "clone_iterations = 0"]),
         ({"ppo": {"clone_steps": -1}}, ["clone_steps = -1", ">= 0"]),
-        ({"ppo": {"clone_oracle": "best"}}, ["clone_oracle = 'best'", "['tuned', 'stall', 'branch']"]),
+        (
+            {"ppo": {"clone_oracle": "best"}},
+            ["clone_oracle = 'best'", "['tuned', 'stall', 'branch']"],
+        ),
         ({"ppo": {"clone_stall_eps": 0.0}}, ["clone_stall_eps", "in (0, 1)"]),
         ({"ppo": {"clone_coef": -1.0}}, ["[ppo] clone_coef = -1.0", ">= 0"]),
         ({"ppo": {"clone_coef": 0.5}}, ["clone_coef = 0.5", "reward_reference", "'stall'"]),
@@ -744,9 +747,9 @@ def test_dagger_clones_on_the_aggregate_which_a_resume_keeps(tmp_path):
 def _branch_config(iterations=2):
     data = small_config(
         iterations=iterations,
-        batch=4,
+        batch=6,
         task_seeds=1,
-        episode={"fixed_initial": {"lr": 0.3}, "noise_floor": 1e-5},
+        episode={"fixed_initial": {"lr": 1e-3}, "noise_floor": 1e-5},
     ).to_dict()
     data["episode"]["branch"] = True
     data["ppo"] |= {"clone_oracle": "branch", "clone_iterations": iterations, "clone_steps": 3}
@@ -763,8 +766,8 @@ def test_the_branch_oracle_learns_from_labelled_decisions_only(tmp_path):
     config = _branch_config()
     heads = ActionSpace().heads
     policy = new_policy(config)
-    rngs = [np.random.default_rng(s) for s in range(4)]
-    episodes = run_episodes(policy, TaskConfig.from_dict(QUAD), [0] * 4, config.episode, rngs)
+    rngs = [np.random.default_rng(s) for s in range(6)]
+    episodes = run_episodes(policy, TaskConfig.from_dict(QUAD), [0] * 6, config.episode, rngs)
     obs, priv, _, _, mask = pad(episodes)
     with torch.no_grad():
         logits = list(policy.unroll(obs, priv)[0])
@@ -772,7 +775,8 @@ def test_the_branch_oracle_learns_from_labelled_decisions_only(tmp_path):
     labelled = torch.zeros(mask.shape, dtype=torch.bool)
     for i, e in enumerate(episodes):
         labelled[i, : len(e["branch"])] = torch.from_numpy(e["branch"] >= 0)
-    assert int(labelled.sum()) == 2 and math.isfinite(float(accuracy))
+    # At most one label per group of 3 (ties carry none); from lr 1e-3 some choice wins.
+    assert 1 <= int(labelled.sum()) <= 2 and math.isfinite(float(accuracy))
     noisy = [t.clone() for t in logits]
     noisy[0][~labelled] += 5 * torch.randn_like(noisy[0][~labelled])
     assert float(clone_loss(noisy, episodes, mask, config.ppo, 0, heads[0])[0]) == pytest.approx(
@@ -792,14 +796,17 @@ def test_the_branch_oracle_learns_from_labelled_decisions_only(tmp_path):
         math.isclose(e["rewards"].sum(), e["info"]["return"], rel_tol=1e-5, abs_tol=1e-6)
         for e in kept
     )
-    assert trainer.counters["episodes"] == 2 * len(kept)  # the cut members carry none
+    assert trainer.counters["episodes"] >= 3 * len(kept)  # only a group's first can carry one
 
 
 @pytest.mark.parametrize(
     "change, words",
     [
         (lambda c: setattr(c.ppo, "clone_oracle", "stall"), ["branch = true", "'stall'"]),
-        (lambda c: setattr(c.run, "batch", 3), ["batch to an even number", "batch = 3"]),
+        (lambda c: setattr(c.run, "batch", 4), ["batch to a multiple of 3", "batch = 4"]),
+        (lambda c: setattr(c.episode, "branch_factors", [1.0]), ["branch_factors = [1.0]"]),
+        (lambda c: setattr(c.episode, "branch_factors", [0.3]), ["allowed [0.5, 0.707"]),
+        (lambda c: setattr(c.episode, "branch_factors", []), ["at least one"]),
         (lambda c: setattr(c.run, "task_seeds", 0), ["task_seeds = 1", "task_seeds = 0"]),
         (lambda c: setattr(c.run, "iterations", 5), ["clone_iterations >= [run] iterations"]),
         (lambda c: setattr(c.episode, "branch_margin", -0.1), ["branch_margin = -0.1", ">= 0"]),

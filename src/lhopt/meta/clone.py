@@ -10,10 +10,10 @@ Two oracles (`[ppo] clone_oracle`):
 - "stall" decides from what the policy sees, the validation losses so far: it halves the lr
   where progress stalled and keeps it elsewhere (`stall_choices`), a search from above for
   episodes that start high (`[episode] fixed_initial`).
-- "branch" knows what a cut does: at one random decision of each pair of branched episodes
-  (`[episode] branch`, `lhopt.meta.episode._Branches`) it is the cut where halving the lr
-  there, and keeping it after, ended lower than keeping it, "keep" otherwise; the other
-  decisions carry no label.
+- "branch" knows what a choice does: at one random decision of each group of branched
+  episodes (`[episode] branch`, `lhopt.meta.episode._Branches`) it is the choice among keep
+  and `[episode] branch_factors` whose run (that choice, then keep) paid most by the end, where
+  it paid clearly more; the other decisions, and ties, carry no label.
 The policy learns the choice from its features alone (cross-entropy on the lr head, unrolled
 over whole episodes as PPO unrolls them), while its critic learns the episodes' returns (the
 same value loss as PPO's), so that PPO can take over from a trained critic.

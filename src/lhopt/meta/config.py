@@ -185,15 +185,28 @@ def _check_semantics(cfg: MetaConfig) -> None:
             "only it reads them; set both or neither"
         )
     if ep.branch:
-        if run.batch < 2 or run.batch % 2 or run.task_seeds != 1:
+        from lhopt.control.actions import ActionSpace
+
+        lr = next(h for h in ActionSpace().heads if h.hparam == "lr")
+        factors = ep.branch_factors
+        if (
+            not factors
+            or len(set(factors)) < len(factors)
+            or not set(factors) <= (set(lr.choices) - {1.0})
+        ):
             raise ValueError(
-                f"[episode] branch = true pairs the members of a batch on one seed: set [run] "
-                f"batch to an even number >= 2 and task_seeds = 1 (got batch = {run.batch}, "
-                f"task_seeds = {run.task_seeds})"
+                f"[episode] branch_factors = {factors!r}: distinct choices of the lr head other "
+                f"than keep, at least one; allowed {sorted(set(lr.choices) - {1.0})}"
+            )
+        if run.batch % ep.group or run.task_seeds != 1:
+            raise ValueError(
+                f"[episode] branch = true groups the members of a batch {ep.group} at a time "
+                f"on one seed: set [run] batch to a multiple of {ep.group} and task_seeds = 1 "
+                f"(got batch = {run.batch}, task_seeds = {run.task_seeds})"
             )
         if not ppo.clone_steps:
             raise ValueError(
-                "[episode] branch = true labels one decision in an episode pair: set [ppo] "
+                "[episode] branch = true labels one decision in a group of episodes: set [ppo] "
                 "clone_steps > 0 so that cloning learns from every labelled episode so far"
             )
         if ppo.clone_iterations < run.iterations or ppo.clone_coef:

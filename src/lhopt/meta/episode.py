@@ -71,10 +71,17 @@ class EpisodeConfig:
     # hyperparameters, so that with one seed they differ only in their sampled actions.
     shared_start: bool = False
     heads: list = field(default_factory=list)  # heads the policy controls (ControlSpec); [] all
-    # Counterfactual labels for the lr head (`branch_pairs`): members 2j and 2j + 1 of a batch
-    # are one run until a random decision, where one keeps the lr and the other halves it.
+    # Counterfactual labels for the lr head (`_Branches`): the members of a batch form groups
+    # of 1 + len(branch_factors), one run until a random decision, where one keeps the lr and
+    # each other scales it by its factor (lr head choices).
     branch: bool = False
-    branch_margin: float = 0.01  # the cut must gain this share of the keeping run's gain
+    branch_factors: list = field(default_factory=lambda: [0.5, 2.0])
+    branch_margin: float = 0.02  # a choice wins by this much log speedup over every other
+
+    @property
+    def group(self) -> int:
+        """Members per branched group."""
+        return 1 + len(self.branch_factors)
 
     @property
     def spec(self) -> ControlSpec:
@@ -221,12 +228,13 @@ class _Alone:
 
 class _Serial:
     """N tasks of one config, each with its CIAO, stepped one after another: the members of a
-    branched episode (`_Branches`) that cannot run batched. Members 2j and 2j + 1 draw the
-    same global random numbers (dropout masks) at each step, so a pair stays one run until its
-    branch and differs in nothing else after."""
+    branched episode (`_Branches`) that cannot run batched. The members of a group draw the
+    same global random numbers (dropout masks) at each step, so a group stays one run until
+    its branch and differs in nothing else after."""
 
-    def __init__(self, task_config: TaskConfig, seeds: list[int]) -> None:
+    def __init__(self, task_config: TaskConfig, seeds: list[int], group: int) -> None:
         self.tasks = [build_task(task_config, s) for s in seeds]
+        self.group = group
         self.budget = self.tasks[0].budget
         self.modules = [t.model for t in self.tasks]
         self.descriptors = [t.descriptor().tolist() for t in self.tasks]
@@ -245,7 +253,7 @@ class _Serial:
         for i, (task, opt, c) in enumerate(
             zip(self.tasks, self.optimizers, controllers, strict=True)
         ):
-            if i % 2 == 0:
+            if i % self.group == 0:
                 state = torch.get_rng_state()
             else:
                 torch.set_rng_state(state)
@@ -347,7 +355,7 @@ def run_episodes(
     if len(seeds) != len(rngs) or not seeds:
         raise ValueError(f"{len(seeds)} seeds and {len(rngs)} rngs: give one rng per seed")
     if cfg.branch:
-        _check_pairs(seeds)
+        _check_groups(seeds, cfg.group)
     together = batchable(task_config)
     if len(seeds) > 1 and not together and not cfg.branch:
         return [
@@ -361,7 +369,7 @@ def run_episodes(
     elif together and not (cfg.branch and task_config.p.get("dropout", 0.0) > 0):
         members = _Batched(task_config, seeds)
     else:  # a branched batch whose members would draw different dropout masks stacked
-        members = _Serial(task_config, seeds)
+        members = _Serial(task_config, seeds, cfg.group)
     T, N = members.budget, len(seeds)
     K = outer_steps if outer_steps is not None else draw_outer_steps(rngs[0], T, cfg)
 
@@ -369,17 +377,19 @@ def run_episodes(
         drawn = [perturbed_hparams(rngs[0], cfg)] * N
     else:
         drawn = [perturbed_hparams(r, cfg) for r in rngs]
-    if cfg.branch:  # a pair is one run until its branch
-        drawn = [drawn[i - i % 2] for i in range(N)]
+    if cfg.branch:  # a group is one run until its branch
+        drawn = [drawn[i - i % cfg.group] for i in range(N)]
     members.start([init for init, _ in drawn])
     controllers = [
         Controller(policy, opt, T, K, greedy=greedy, seed=int(r.integers(2**31)), spec=cfg.spec)
         for opt, r in zip(members.optimizers, rngs, strict=True)
     ]
     boundaries = [*controllers[0].decision_steps, T]
-    branches = (
-        _draw_branches(rngs, len(boundaries) - 1, controllers[0].space) if cfg.branch else None
-    )
+    branches = None
+    if cfg.branch:
+        decisions = len(boundaries) - 1
+        at = [int(r.integers(decisions)) for r in rngs[:: cfg.group]]
+        branches = _Branches(at, controllers[0].space, cfg.branch_factors)
 
     runs = [_Record() for _ in range(N)]
     vals = members.val_losses()
@@ -436,12 +446,15 @@ def run_episodes(
         if all(r.diverged for r in runs):
             break
     wall = (time.perf_counter() - start) / N
-    labelled = branches.labels(runs, cfg.branch_margin) if branches is not None else None
+    scored = [_trajectory(r, laws[i], boundaries, cfg) for i, r in enumerate(runs)]
+    if branches is not None:
+        lengths = [len(r.obs) for r in runs]
+        labelled = branches.labels([total for _, total in scored], lengths, cfg.branch_margin)
+        for (trajectory, _), label in zip(scored, labelled, strict=True):
+            trajectory["branch"] = label
     out = []
     for i, r in enumerate(runs):
-        trajectory, total = _trajectory(r, laws[i], boundaries, cfg)
-        if labelled is not None:
-            trajectory["branch"] = labelled[i][: len(r.obs)]
+        trajectory, total = scored[i]
         trajectory["info"] = {
             "family": task_config.family,
             "config": task_config.to_dict(),
@@ -463,17 +476,19 @@ def run_episodes(
             "tuned_lr": laws[i].lr if isinstance(laws[i], TunedCosine) else None,
             "lr_trace": [d["hparams"]["lr"] for d in controllers[i].history],
             "wall_time": wall,  # the batch's, divided among its members
+            # Where a branched group parted (`_Branches`): its members' decision, else None.
+            "branch_at": None if branches is None else branches.at[i // cfg.group],
         }
         out.append(trajectory)
     return out
 
 
-def _check_pairs(seeds: list[int]) -> None:
-    pairs = zip(seeds[::2], seeds[1::2], strict=False)
-    if len(seeds) < 2 or len(seeds) % 2 or any(a != b for a, b in pairs):
+def _check_groups(seeds: list[int], group: int) -> None:
+    groups = [seeds[i : i + group] for i in range(0, len(seeds), group)]
+    if len(seeds) < group or len(seeds) % group or any(len(set(g)) > 1 for g in groups):
         raise ValueError(
-            f"seeds={seeds}: branched episodes come in pairs of one seed (an even number of "
-            "members, 2j and 2j + 1 alike; [run] batch even and task_seeds = 1)"
+            f"seeds={seeds}: branched episodes come in groups of {group} members of one seed "
+            "([run] batch a multiple of it and task_seeds = 1)"
         )
 
 
@@ -486,54 +501,56 @@ def _remap(f, alive: list[int]):
 
 
 class _Branches:
-    """Counterfactual labels for the lr head, a pair of members at a time.
+    """Counterfactual labels for the lr head, a group of members at a time.
 
-    Members 2j and 2j + 1 start alike and take member 2j's sampled actions up to decision
-    `at[j]`, drawn uniformly; there member 2j keeps the lr and 2j + 1 halves it, and both keep
-    every hyperparameter from then on (under the schedule shape). The label of member 2j's
-    state at `at[j]` is the cut where the cut run's best validation loss is lower by more than
-    `margin` of what the keeping run gained from the start, "keep" otherwise: whether one cut
-    there pays by the end of the run, judged on two runs that differ in nothing else."""
+    The members of group j (G of them, G = 1 + len(`factors`)) start alike and take its first
+    member's sampled actions up to decision `at[j]`, drawn uniformly; there the first keeps
+    the lr and member i scales it by `factors[i - 1]`, and all keep every hyperparameter from
+    then on (under the schedule shape). The first member's state at `at[j]` is labelled with
+    the choice whose run has the highest return (the reward's log speedup: a run that
+    diverged scores worst), where it beat every other by more than `margin`; where none did
+    (the runs tie: the best loss came before the branch, or all are clipped), it carries no
+    label. So each label says which choice there pays by the end of the run, judged on runs
+    that differ in nothing else."""
 
-    def __init__(self, at: list[int], space) -> None:
+    def __init__(self, at: list[int], space, factors) -> None:
         self.at = at
         lr = next(i for i, h in enumerate(space.heads) if h.hparam == "lr")
         self.head = space.heads[lr]
-        self.keep = tuple(space.keep)
-        cut = list(self.keep)
-        cut[lr] = self.head.choices.index(0.5)
-        self.cut = tuple(cut)
+        self.choices = [self.head.keep_index] + [self.head.choices.index(f) for f in factors]
+        self.actions = []
+        for c in self.choices:
+            action = list(space.keep)
+            action[lr] = c
+            self.actions.append(tuple(action))
+        self.keep = self.actions[0]
 
     def forced(self, k: int) -> list:
-        out = []
+        G, out = len(self.choices), []
         for j, at in enumerate(self.at):
             if k < at:
-                out += [None, 2 * j]
+                out += [None] + [G * j] * (G - 1)
             elif k == at:
-                out += [self.keep, self.cut]
+                out += self.actions
             else:
-                out += [self.keep, self.keep]
+                out += [self.keep] * G
         return out
 
-    def labels(self, runs: list, margin: float) -> list[np.ndarray]:
-        out = []
+    def labels(self, returns: list[float], lengths: list[int], margin: float) -> list[np.ndarray]:
+        """Per member, its label at each of its `lengths` decisions (-1: none), from the
+        members' `returns`."""
+        G, out = len(self.choices), []
         for j, at in enumerate(self.at):
-            kept, cut = runs[2 * j], runs[2 * j + 1]
-            label = np.full(len(kept.obs), -1, dtype=np.int64)
-            if at < len(kept.obs) and at < len(cut.obs):
-                # A run that diverged scores worst, as the reward scores it.
-                a, b = (math.inf if r.diverged else r.best for r in (kept, cut))
-                if math.isfinite(a):
-                    better = a - b > margin * max(kept.val_start - a, 0.0)
-                else:
-                    better = math.isfinite(b)
-                label[at] = self.head.choices.index(0.5) if better else self.head.keep_index
-            out += [label, np.full(len(cut.obs), -1, dtype=np.int64)]
+            scores = np.asarray(returns[G * j : G * (j + 1)], dtype=np.float64)
+            labels = [np.full(n, -1, dtype=np.int64) for n in lengths[G * j : G * (j + 1)]]
+            best = int(np.argmax(scores))
+            if (
+                all(at < len(x) for x in labels)
+                and (scores[best] - np.delete(scores, best) > margin).all()
+            ):
+                labels[0][at] = self.choices[best]
+            out += labels
         return out
-
-
-def _draw_branches(rngs: list[np.random.Generator], decisions: int, space) -> _Branches:
-    return _Branches([int(r.integers(decisions)) for r in rngs[::2]], space)
 
 
 @dataclass

@@ -53,7 +53,7 @@ class PPOConfig:
     # The oracle cloned: "tuned" moves the lr toward the reward reference's tuned lr; "stall"
     # halves it where the last period's gain in best validation loss was under
     # `clone_stall_eps` of all the gain so far, and keeps it elsewhere; "branch" labels one
-    # decision per pair of branched episodes by which of keep and cut ended lower ([episode]
+    # decision per group of branched episodes by the choice whose run paid most ([episode]
     # branch; lhopt.meta.clone).
     clone_oracle: str = "tuned"
     clone_stall_eps: float = 0.01

@@ -126,7 +126,7 @@ def _episodes_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> list[dict]
         together = batchable(TaskConfig.from_dict(spec["config"]))
     except ValueError:
         together = True  # the attempt reports the bad config
-    if len(every) > 1 and not together and not episode_cfg.branch:  # branched pairs run as one
+    if len(every) > 1 and not together and not episode_cfg.branch:  # a branched group runs as one
         return [episode for i in every for episode in attempt([i])]
     return attempt(every)
 
