@@ -37,7 +37,7 @@ from lhopt.meta.reward import (
 )
 from lhopt.optim import CIAO, DEFAULTS
 from lhopt.optim.batched import BatchedCIAO
-from lhopt.tasks import FAMILY_NAMES, Task, TaskConfig, build_task
+from lhopt.tasks import FAMILY_NAMES, TaskConfig, build_task
 from lhopt.tasks.batched import BatchedTask, batchable
 
 PERTURBED = ("lr", "ombeta1", "ombeta2", "epsilon", "weight_decay")
@@ -200,39 +200,13 @@ def _finite_log(x: float | None) -> float:
     return math.log(x) if x is not None and math.isfinite(x) and x > 0 else 0.0
 
 
-class _Alone:
-    """One task and its CIAO: the members of an episode run one at a time."""
-
-    def __init__(self, task_config: TaskConfig, seeds: list[int]) -> None:
-        (seed,) = seeds
-        self.task: Task = build_task(task_config, seed)
-        self.budget = self.task.budget
-        self.modules = [self.task.model]
-        self.descriptors = [self.task.descriptor().tolist()]
-
-    def start(self, inits: list[dict]) -> None:
-        self.optimizers = [CIAO(self.task.model.parameters(), **inits[0])]
-
-    def val_losses(self) -> list[float]:
-        return [self.task.val_loss()]
-
-    def step(self, t: int, controllers: list[Controller]) -> torch.Tensor:
-        (opt,) = self.optimizers
-        loss = self.task.train_loss()
-        opt.zero_grad()
-        loss.backward()
-        controllers[0].before_step(t)
-        opt.step()
-        return loss.detach().reshape(1)
-
-
 class _Serial:
-    """N tasks of one config, each with its CIAO, stepped one after another: the members of a
-    branched episode (`_Branches`) that cannot run batched. The members of a group draw the
-    same global random numbers (dropout masks) at each step, so a group stays one run until
-    its branch and differs in nothing else after."""
+    """N tasks of one config, each with its CIAO, stepped one after another: an episode alone,
+    or the members of a branched episode (`_Branches`) that cannot run batched. With `group`
+    > 1 the members of a group draw the same global random numbers (dropout masks) at each
+    step, so a group stays one run until its branch and differs in nothing else after."""
 
-    def __init__(self, task_config: TaskConfig, seeds: list[int], group: int) -> None:
+    def __init__(self, task_config: TaskConfig, seeds: list[int], group: int = 1) -> None:
         self.tasks = [build_task(task_config, s) for s in seeds]
         self.group = group
         self.budget = self.tasks[0].budget
@@ -253,10 +227,11 @@ class _Serial:
         for i, (task, opt, c) in enumerate(
             zip(self.tasks, self.optimizers, controllers, strict=True)
         ):
-            if i % self.group == 0:
-                state = torch.get_rng_state()
-            else:
-                torch.set_rng_state(state)
+            if self.group > 1:  # alone, the random stream is left as it runs
+                if i % self.group == 0:
+                    state = torch.get_rng_state()
+                else:
+                    torch.set_rng_state(state)
             loss = task.train_loss()
             opt.zero_grad()
             loss.backward()
@@ -364,12 +339,10 @@ def run_episodes(
         ]
     start = time.perf_counter()
     laws = [reward_reference(task_config, s, cfg) for s in seeds]
-    if len(seeds) == 1:
-        members = _Alone(task_config, seeds)
-    elif together and not (cfg.branch and task_config.p.get("dropout", 0.0) > 0):
+    if len(seeds) > 1 and together and not (cfg.branch and task_config.p.get("dropout", 0.0)):
         members = _Batched(task_config, seeds)
-    else:  # a branched batch whose members would draw different dropout masks stacked
-        members = _Serial(task_config, seeds, cfg.group)
+    else:  # alone, or a branched batch whose members would draw different dropout masks stacked
+        members = _Serial(task_config, seeds, cfg.group if cfg.branch else 1)
     T, N = members.budget, len(seeds)
     K = outer_steps if outer_steps is not None else draw_outer_steps(rngs[0], T, cfg)
 
