@@ -324,3 +324,56 @@ def test_a_branch_label_is_the_choice_that_beat_every_other_by_the_margin():
     assert label(-0.5, 0.2, 0.19) == [-1, -1, -1]  # within the margin
     assert label(-3.0, -3.0, -3.0) == [-1, -1, -1]
     assert branches.labels([0.0, 1.0, 0.0], [1, 1, 1], 0.02)[0].tolist() == [-1]  # ended early
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 3]], ids=["alone", "batched"])
+def test_lr_units_are_the_task_at_a_scaled_lr(seeds, policy_file, tmp_cache):
+    """An episode in lr units c (`EpisodeConfig.lr_scale`) from lr x is the episode from lr c x
+    in the task's own units, decision for decision: the features see the applied step, not c;
+    the reward is the same; the tuned lr reads c times smaller in the policy's units."""
+    policy = load_policy(policy_file)
+    c, x = 4.0, 1e-3
+    base = dict(
+        min_outer_steps=6,
+        max_outer_steps=6,
+        noise_floor=1e-5,
+        reward_reference="tuned-cosine",
+        schedule="cosine",
+    )
+    scaled_cfg = EpisodeConfig(**base, fixed_initial={"lr": x}, lr_scale=[c, c])
+    own_cfg = EpisodeConfig(**base, fixed_initial={"lr": c * x})
+
+    def run(cfg):
+        rngs = [np.random.default_rng(7 + s) for s in seeds]
+        return run_episodes(policy, QUAD, seeds, cfg, rngs, greedy=True, outer_steps=6)
+
+    for scaled, own in zip(run(scaled_cfg), run(own_cfg), strict=True):
+        np.testing.assert_array_equal(scaled["actions"], own["actions"])
+        np.testing.assert_allclose(scaled["obs"], own["obs"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(scaled["rewards"], own["rewards"], rtol=1e-4, atol=1e-6)
+        a, b = scaled["info"], own["info"]
+        assert a["best_val"] == pytest.approx(b["best_val"], rel=1e-5)
+        assert a["lr_scale"] == c and b["lr_scale"] == 1.0
+        assert a["tuned_lr"] == pytest.approx(b["tuned_lr"] / c)
+        assert [c * lr for lr in a["lr_trace"]] == pytest.approx(b["lr_trace"])
+
+
+def test_lr_units_are_drawn_per_group_and_shared_by_its_members(policy_file, tmp_cache):
+    policy = load_policy(policy_file)
+    cfg = EpisodeConfig(
+        min_outer_steps=4,
+        max_outer_steps=4,
+        noise_floor=1e-5,
+        branch=True,
+        reward_reference="tuned-cosine",
+        lr_scale=[1.0, 30.0],
+    )
+    seeds = [0, 0, 0, 1, 1, 1]
+    out = run_episodes(policy, QUAD, seeds, cfg, [np.random.default_rng(s) for s in range(6)])
+    scales = [e["info"]["lr_scale"] for e in out]
+    assert scales[0] == scales[1] == scales[2] and scales[3] == scales[4] == scales[5]
+    assert scales[0] != scales[3] and all(1.0 <= s <= 30.0 for s in scales)
+    # Evaluation runs the tasks in their own units.
+    from lhopt.meta.episode import evaluation_config
+
+    assert evaluation_config(cfg).lr_scale == [1.0, 1.0]

@@ -89,6 +89,10 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
             ["clone_oracle = 'best'", "['tuned', 'stall', 'branch']"],
         ),
         ({"ppo": {"clone_stall_eps": 0.0}}, ["clone_stall_eps", "in (0, 1)"]),
+        ({"episode": {"lr_scale": [3.0, 1.0]}}, ["lr_scale = [3.0, 1.0]", "0 < lo <= hi <= 100"]),
+        ({"episode": {"lr_scale": [0.0, 1.0]}}, ["lr_scale = [0.0, 1.0]", "[lo, hi]"]),
+        ({"episode": {"lr_scale": [1.0, 300.0]}}, ["lr_scale = [1.0, 300.0]", "<= 100"]),
+        ({"episode": {"lr_scale": 2.0}}, ["lr_scale = 2.0", "list"]),
         ({"ppo": {"clone_coef": -1.0}}, ["[ppo] clone_coef = -1.0", ">= 0"]),
         ({"ppo": {"clone_coef": 0.5}}, ["clone_coef = 0.5", "reward_reference", "'stall'"]),
         (

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lhopt.control.policy import PolicyConfig
-from lhopt.meta.episode import PERTURBED, EpisodeConfig
+from lhopt.meta.episode import LR_SCALE_MAX, PERTURBED, EpisodeConfig
 from lhopt.meta.ppo import ADVANTAGES, CLONE_ORACLES, PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES, REWARD_REFERENCES
 from lhopt.optim.hparams import check_value
@@ -217,6 +217,17 @@ def _check_semantics(cfg: MetaConfig) -> None:
                 f"{ppo.clone_coef})"
             )
     _require(cfg, "episode", "branch_margin", lambda v: v >= 0, ">= 0")
+    scale = ep.lr_scale
+    if not (
+        isinstance(scale, list | tuple)
+        and len(scale) == 2
+        and all(isinstance(x, int | float) and math.isfinite(x) for x in scale)
+        and 0 < scale[0] <= scale[1] <= LR_SCALE_MAX
+    ):
+        raise ValueError(
+            f"[episode] lr_scale = {scale!r}: expected [lo, hi] with 0 < lo <= hi <= "
+            f"{LR_SCALE_MAX:g} (the factor of the applied lr, drawn per episode)"
+        )
     _require(cfg, "ppo", "lr", lambda v: v > 0, "> 0")
     _require(cfg, "ppo", "beta2", lambda v: v < 1, "in [0, 1)")
     _require(cfg, "ppo", "max_grad_norm", lambda v: v > 0, "> 0")

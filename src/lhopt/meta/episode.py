@@ -35,12 +35,14 @@ from lhopt.meta.reward import (
     scored_loss,
     terminal_rewards,
 )
-from lhopt.optim import CIAO, DEFAULTS
+from lhopt.optim import CIAO, DEFAULTS, HPARAMS
 from lhopt.optim.batched import BatchedCIAO
 from lhopt.tasks import FAMILY_NAMES, TaskConfig, build_task
 from lhopt.tasks.batched import BatchedTask, batchable
 
 PERTURBED = ("lr", "ombeta1", "ombeta2", "epsilon", "weight_decay")
+# The largest lr units (`EpisodeConfig.lr_scale`): lr_factor's bound, as schedules stay <= 1.
+LR_SCALE_MAX = HPARAMS["lr_factor"].high
 PRIVILEGED_NAMES = (
     tuple(f"descriptor/{i}" for i in range(len(FAMILY_NAMES) + 6))
     + tuple(f"perturbation/{h}" for h in PERTURBED)
@@ -77,6 +79,12 @@ class EpisodeConfig:
     branch: bool = False
     branch_factors: list = field(default_factory=lambda: [0.5, 2.0])
     branch_margin: float = 0.02  # a choice wins by this much log speedup over every other
+    # The task's lr units: the lr CIAO applies is the policy's times a factor drawn per episode,
+    # log-uniform in [lo, hi] (`draw_lr_scale`), so that a task's level varies apart from its
+    # kind. A factor c makes the task one whose tuned lr is its own divided by c, its reference
+    # runs unchanged (the same runs at the grid's lrs divided by c); the policy's features see
+    # the applied step (as they would see smaller parameters), never c.
+    lr_scale: list = field(default_factory=lambda: [1.0, 1.0])
 
     @property
     def group(self) -> int:
@@ -92,9 +100,15 @@ class EpisodeConfig:
 
 def evaluation_config(cfg: EpisodeConfig) -> EpisodeConfig:
     """`cfg` for evaluation episodes: the default initial hyperparameters, no perturbation, no
-    branches."""
+    branches, the tasks' own lr units."""
     return EpisodeConfig(
-        **{**vars(cfg), "lr_perturbation": 1.0, "other_perturbation": 1.0, "branch": False}
+        **{
+            **vars(cfg),
+            "lr_perturbation": 1.0,
+            "other_perturbation": 1.0,
+            "branch": False,
+            "lr_scale": [1.0, 1.0],
+        }
     )
 
 
@@ -113,6 +127,24 @@ def perturbed_hparams(rng: np.random.Generator, cfg: EpisodeConfig) -> tuple[dic
         init[name] = value
         logs.append(math.log(value / DEFAULTS[name]))
     return init, logs
+
+
+def draw_lr_scale(rng: np.random.Generator, cfg: EpisodeConfig) -> float:
+    """The episode's lr units (`EpisodeConfig.lr_scale`): log-uniform in [lo, hi]; lo, drawing
+    nothing, where the range is one value."""
+    lo, hi = (float(x) for x in cfg.lr_scale)
+    if hi <= lo:
+        return lo
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
+def _before_step(controllers: list[Controller], t: int, scales: list[float]) -> None:
+    """The controllers' schedule factors for step t, times each member's lr units."""
+    for c, scale in zip(controllers, scales, strict=True):
+        c.before_step(t)
+        if scale != 1.0:
+            for group in c.optimizer.param_groups:
+                group["lr_factor"] *= scale
 
 
 def _cached_run(task_config: TaskConfig, seed: int, name: str, lr: float, multiple: float, make):
@@ -213,10 +245,11 @@ class _Serial:
         self.modules = [t.model for t in self.tasks]
         self.descriptors = [t.descriptor().tolist() for t in self.tasks]
 
-    def start(self, inits: list[dict]) -> None:
+    def start(self, inits: list[dict], scales: list[float]) -> None:
         self.optimizers = [
             CIAO(t.model.parameters(), **init) for t, init in zip(self.tasks, inits, strict=True)
         ]
+        self.scales = scales
 
     def val_losses(self) -> list[float]:
         return [t.val_loss() for t in self.tasks]
@@ -224,8 +257,8 @@ class _Serial:
     def step(self, t: int, controllers: list[Controller]) -> torch.Tensor:
         losses = []
         state = None
-        for i, (task, opt, c) in enumerate(
-            zip(self.tasks, self.optimizers, controllers, strict=True)
+        for i, (task, opt, c, scale) in enumerate(
+            zip(self.tasks, self.optimizers, controllers, self.scales, strict=True)
         ):
             if self.group > 1:  # alone, the random stream is left as it runs
                 if i % self.group == 0:
@@ -235,7 +268,7 @@ class _Serial:
             loss = task.train_loss()
             opt.zero_grad()
             loss.backward()
-            c.before_step(t)
+            _before_step([c], t, [scale])
             opt.step()
             losses.append(loss.detach())
         return torch.stack(losses)
@@ -250,9 +283,10 @@ class _Batched:
         self.modules = [self.task.member(i) for i in range(len(seeds))]
         self.descriptors = [t.descriptor().tolist() for t in self.task.tasks]
 
-    def start(self, inits: list[dict]) -> None:
+    def start(self, inits: list[dict], scales: list[float]) -> None:
         self.optimizer = BatchedCIAO(self.task.parameters(), inits)
         self.optimizers = self.optimizer.members
+        self.scales = scales
 
     def val_losses(self) -> list[float]:
         return self.task.val_losses()
@@ -261,8 +295,7 @@ class _Batched:
         losses = self.task.train_loss()
         self.optimizer.zero_grad()
         losses.sum().backward()
-        for c in controllers:
-            c.before_step(t)
+        _before_step(controllers, t, self.scales)
         self.optimizer.step()
         return losses.detach()
 
@@ -348,11 +381,14 @@ def run_episodes(
 
     if cfg.shared_start:
         drawn = [perturbed_hparams(rngs[0], cfg)] * N
+        scales = [draw_lr_scale(rngs[0], cfg)] * N
     else:
         drawn = [perturbed_hparams(r, cfg) for r in rngs]
+        scales = [draw_lr_scale(r, cfg) for r in rngs]
     if cfg.branch:  # a group is one run until its branch
         drawn = [drawn[i - i % cfg.group] for i in range(N)]
-    members.start([init for init, _ in drawn])
+        scales = [scales[i - i % cfg.group] for i in range(N)]
+    members.start([init for init, _ in drawn], scales)
     controllers = [
         Controller(policy, opt, T, K, greedy=greedy, seed=int(r.integers(2**31)), spec=cfg.spec)
         for opt, r in zip(members.optimizers, rngs, strict=True)
@@ -444,9 +480,10 @@ def run_episodes(
             "final_hparams": {
                 k: v for k, v in members.optimizers[i].hparams[0].items() if k in PERTURBED
             },
-            # The tuned reference's lr (None for another reference), and the lr chosen at each
-            # decision.
-            "tuned_lr": laws[i].lr if isinstance(laws[i], TunedCosine) else None,
+            # The tuned reference's lr in the policy's units (None for another reference), and
+            # the lr chosen at each decision; the applied lr is `lr_scale` times the policy's.
+            "tuned_lr": laws[i].lr / scales[i] if isinstance(laws[i], TunedCosine) else None,
+            "lr_scale": scales[i],
             "lr_trace": [d["hparams"]["lr"] for d in controllers[i].history],
             "wall_time": wall,  # the batch's, divided among its members
             # Where a branched group parted (`_Branches`): its members' decision, else None.
