@@ -350,6 +350,7 @@ def test_lr_units_are_the_task_at_a_scaled_lr(seeds, policy_file, tmp_cache):
     for scaled, own in zip(run(scaled_cfg), run(own_cfg), strict=True):
         np.testing.assert_array_equal(scaled["actions"], own["actions"])
         np.testing.assert_allclose(scaled["obs"], own["obs"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(scaled["priv"], own["priv"], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(scaled["rewards"], own["rewards"], rtol=1e-4, atol=1e-6)
         a, b = scaled["info"], own["info"]
         assert a["best_val"] == pytest.approx(b["best_val"], rel=1e-5)

@@ -389,6 +389,10 @@ def run_episodes(
         drawn = [drawn[i - i % cfg.group] for i in range(N)]
         scales = [scales[i - i % cfg.group] for i in range(N)]
     members.start([init for init, _ in drawn], scales)
+    # The critic's perturbation of the lr is the start against the task's own units.
+    starts = [
+        [logs[0] + math.log(c), *logs[1:]] for (_, logs), c in zip(drawn, scales, strict=True)
+    ]
     controllers = [
         Controller(policy, opt, T, K, greedy=greedy, seed=int(r.integers(2**31)), spec=cfg.spec)
         for opt, r in zip(members.optimizers, rngs, strict=True)
@@ -424,7 +428,7 @@ def run_episodes(
             r = runs[i]
             privileged = (
                 members.descriptors[i]
-                + drawn[i][1]
+                + starts[i]
                 + [r.return_so_far, _finite_log(r.train_mean), _finite_log(vals[i]), begin / T]
             )
             r.obs.append(decision.features)
