@@ -325,6 +325,16 @@ def test_a_branch_label_is_the_choice_that_beat_every_other_by_the_margin():
     assert label(-3.0, -3.0, -3.0) == [-1, -1, -1]
     assert branches.labels([0.0, 1.0, 0.0], [1, 1, 1], 0.02)[0].tolist() == [-1]  # ended early
 
+    # branch_ties = "keep": keep where no move beats it by the margin.
+    def tie(*returns):
+        return branches.labels(list(returns), [3, 3, 3], 0.02, "keep")[0].tolist()
+
+    assert tie(-0.5, 0.2, 0.19) == [-1, -1, -1]  # two moves tie, both well above keep
+    assert tie(0.19, 0.2, -1.0) == [-1, keep, -1]  # a move gains less than the margin
+    assert tie(-3.0, -3.0, -3.0) == [-1, keep, -1]
+    assert tie(-3.0, 0.1, -0.2) == [-1, cut, -1]  # a win is a win
+    assert branches.labels([0.0, 0.0, 0.0], [1, 1, 1], 0.02, "keep")[0].tolist() == [-1]
+
 
 @pytest.mark.parametrize("seeds", [[0], [0, 3]], ids=["alone", "batched"])
 def test_lr_units_are_the_task_at_a_scaled_lr(seeds, policy_file, tmp_cache):

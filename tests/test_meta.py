@@ -93,6 +93,7 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"episode": {"lr_scale": [0.0, 1.0]}}, ["lr_scale = [0.0, 1.0]", "[lo, hi]"]),
         ({"episode": {"lr_scale": [1.0, 300.0]}}, ["lr_scale = [1.0, 300.0]", "<= 100"]),
         ({"episode": {"lr_scale": 2.0}}, ["lr_scale = 2.0", "list"]),
+        ({"episode": {"branch_ties": "best"}}, ["branch_ties = 'best'", "['none', 'keep']"]),
         ({"ppo": {"clone_coef": -1.0}}, ["[ppo] clone_coef = -1.0", ">= 0"]),
         ({"ppo": {"clone_coef": 0.5}}, ["clone_coef = 0.5", "reward_reference", "'stall'"]),
         (

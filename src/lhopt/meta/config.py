@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lhopt.control.policy import PolicyConfig
-from lhopt.meta.episode import LR_SCALE_MAX, PERTURBED, EpisodeConfig
+from lhopt.meta.episode import BRANCH_TIES, LR_SCALE_MAX, PERTURBED, EpisodeConfig
 from lhopt.meta.ppo import ADVANTAGES, CLONE_ORACLES, PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES, REWARD_REFERENCES
 from lhopt.optim.hparams import check_value
@@ -217,6 +217,10 @@ def _check_semantics(cfg: MetaConfig) -> None:
                 f"{ppo.clone_coef})"
             )
     _require(cfg, "episode", "branch_margin", lambda v: v >= 0, ">= 0")
+    if ep.branch_ties not in BRANCH_TIES:
+        raise ValueError(
+            f"[episode] branch_ties = {ep.branch_ties!r}: expected one of {list(BRANCH_TIES)}"
+        )
     scale = ep.lr_scale
     if not (
         isinstance(scale, list | tuple)

@@ -43,6 +43,7 @@ from lhopt.tasks.batched import BatchedTask, batchable
 PERTURBED = ("lr", "ombeta1", "ombeta2", "epsilon", "weight_decay")
 # The largest lr units (`EpisodeConfig.lr_scale`): lr_factor's bound, as schedules stay <= 1.
 LR_SCALE_MAX = HPARAMS["lr_factor"].high
+BRANCH_TIES = ("none", "keep")  # `EpisodeConfig.branch_ties`
 PRIVILEGED_NAMES = (
     tuple(f"descriptor/{i}" for i in range(len(FAMILY_NAMES) + 6))
     + tuple(f"perturbation/{h}" for h in PERTURBED)
@@ -79,6 +80,9 @@ class EpisodeConfig:
     branch: bool = False
     branch_factors: list = field(default_factory=lambda: [0.5, 2.0])
     branch_margin: float = 0.02  # a choice wins by this much log speedup over every other
+    # Where no choice wins: "none", no label; "keep", keep where it is within the margin of the
+    # best (a move must pay by the margin to be taught; at a flat optimum they tie).
+    branch_ties: str = "none"
     # The task's lr units: the lr CIAO applies is the policy's times a factor drawn per episode,
     # log-uniform in [lo, hi] (`draw_lr_scale`), so that a task's level varies apart from its
     # kind. A factor c makes the task one whose tuned lr is its own divided by c, its reference
@@ -462,7 +466,9 @@ def run_episodes(
     scored = [_trajectory(r, laws[i], boundaries, cfg) for i, r in enumerate(runs)]
     if branches is not None:
         lengths = [len(r.obs) for r in runs]
-        labelled = branches.labels([total for _, total in scored], lengths, cfg.branch_margin)
+        labelled = branches.labels(
+            [total for _, total in scored], lengths, cfg.branch_margin, cfg.branch_ties
+        )
         for (trajectory, _), label in zip(scored, labelled, strict=True):
             trajectory["branch"] = label
     out = []
@@ -550,19 +556,21 @@ class _Branches:
                 out += [self.keep] * G
         return out
 
-    def labels(self, returns: list[float], lengths: list[int], margin: float) -> list[np.ndarray]:
+    def labels(
+        self, returns: list[float], lengths: list[int], margin: float, ties: str = "none"
+    ) -> list[np.ndarray]:
         """Per member, its label at each of its `lengths` decisions (-1: none), from the
-        members' `returns`."""
+        members' `returns`; `ties` as `EpisodeConfig.branch_ties`."""
         G, out = len(self.choices), []
         for j, at in enumerate(self.at):
             scores = np.asarray(returns[G * j : G * (j + 1)], dtype=np.float64)
             labels = [np.full(n, -1, dtype=np.int64) for n in lengths[G * j : G * (j + 1)]]
             best = int(np.argmax(scores))
-            if (
-                all(at < len(x) for x in labels)
-                and (scores[best] - np.delete(scores, best) > margin).all()
-            ):
-                labels[0][at] = self.choices[best]
+            if all(at < len(x) for x in labels):
+                if (scores[best] - np.delete(scores, best) > margin).all():
+                    labels[0][at] = self.choices[best]
+                elif ties == "keep" and scores[best] - scores[0] <= margin:
+                    labels[0][at] = self.choices[0]  # the first member keeps
             out += labels
         return out
 
