@@ -82,6 +82,22 @@ def test_a_controller_refuses_a_spec_whose_features_its_policy_cannot_read():
     assert Controller(net, opt, 100).spec == net.spec
 
 
+def test_lr_units_multiply_the_schedules_factor_and_are_checked():
+    from lhopt.control.controller import Controller
+    from lhopt.optim import CIAO
+
+    net = load_policy("default")
+    opt = CIAO(nn.Linear(3, 1).parameters())
+    for bad in (0.0, -2.0, float("nan")):
+        with pytest.raises(ValueError, match=f"lr_units={bad!r}.*> 0"):
+            Controller(net, opt, 100, lr_units=bad)
+    plain, scaled = Controller(net, opt, 100), Controller(net, opt, 100, lr_units=4.0)
+    plain.before_step(50)
+    factor = opt.param_groups[0]["lr_factor"]
+    scaled.before_step(50)
+    assert 0 < factor < 1 and opt.param_groups[0]["lr_factor"] == 4.0 * factor
+
+
 def test_the_shipped_policy_decides_as_recorded():
     """Decisions of the shipped policy on small fixed runs, recorded when it was shipped:
     refactors must not change them (a new shipped policy records them again)."""

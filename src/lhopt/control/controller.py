@@ -114,6 +114,9 @@ class Controller:
             `optimizer`; `LearnedOptimizer` passes its CIAO state without the controller's).
         spec: the schedule shape and feature options the policy was trained with (default
             `policy.spec`, which `load_policy` sets from the file).
+        lr_units: multiplies the schedule's factor (default 1): the lr CIAO applies is this
+            times the base lr the policy steers (meta-training draws it per episode,
+            `lhopt.meta.episode.EpisodeConfig.lr_scale`).
     """
 
     def __init__(
@@ -128,7 +131,11 @@ class Controller:
         num_registers: int = 3,
         register_target=None,
         spec: ControlSpec | None = None,
+        lr_units: float = 1.0,
     ) -> None:
+        if not (math.isfinite(lr_units) and lr_units > 0):
+            raise ValueError(f"lr_units={lr_units!r} is out of range: allowed > 0, finite")
+        self.lr_units = float(lr_units)
         self.policy = policy
         self.optimizer = optimizer
         self.register_target = optimizer if register_target is None else register_target
@@ -159,7 +166,7 @@ class Controller:
     def before_step(self, step: int) -> None:
         """Set the schedule's factor for optimizer step `step` (0-based): the lr CIAO uses is
         each group's `lr` (the base the policy steers) times `lr_factor`."""
-        factor = self.shape(step + 1, self.total_steps)
+        factor = self.shape(step + 1, self.total_steps) * self.lr_units
         for group in self.optimizer.param_groups:
             group["lr_factor"] = factor
 

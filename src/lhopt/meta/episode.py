@@ -142,15 +142,6 @@ def draw_lr_scale(rng: np.random.Generator, cfg: EpisodeConfig) -> float:
     return math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
-def _before_step(controllers: list[Controller], t: int, scales: list[float]) -> None:
-    """The controllers' schedule factors for step t, times each member's lr units."""
-    for c, scale in zip(controllers, scales, strict=True):
-        c.before_step(t)
-        if scale != 1.0:
-            for group in c.optimizer.param_groups:
-                group["lr_factor"] *= scale
-
-
 def _cached_run(task_config: TaskConfig, seed: int, name: str, lr: float, multiple: float, make):
     """A baseline's run of this task and seed from the curve cache (run and stored if missing)."""
     job = {
@@ -249,11 +240,10 @@ class _Serial:
         self.modules = [t.model for t in self.tasks]
         self.descriptors = [t.descriptor().tolist() for t in self.tasks]
 
-    def start(self, inits: list[dict], scales: list[float]) -> None:
+    def start(self, inits: list[dict]) -> None:
         self.optimizers = [
             CIAO(t.model.parameters(), **init) for t, init in zip(self.tasks, inits, strict=True)
         ]
-        self.scales = scales
 
     def val_losses(self) -> list[float]:
         return [t.val_loss() for t in self.tasks]
@@ -261,8 +251,8 @@ class _Serial:
     def step(self, t: int, controllers: list[Controller]) -> torch.Tensor:
         losses = []
         state = None
-        for i, (task, opt, c, scale) in enumerate(
-            zip(self.tasks, self.optimizers, controllers, self.scales, strict=True)
+        for i, (task, opt, c) in enumerate(
+            zip(self.tasks, self.optimizers, controllers, strict=True)
         ):
             if self.group > 1:  # alone, the random stream is left as it runs
                 if i % self.group == 0:
@@ -272,7 +262,7 @@ class _Serial:
             loss = task.train_loss()
             opt.zero_grad()
             loss.backward()
-            _before_step([c], t, [scale])
+            c.before_step(t)
             opt.step()
             losses.append(loss.detach())
         return torch.stack(losses)
@@ -287,10 +277,9 @@ class _Batched:
         self.modules = [self.task.member(i) for i in range(len(seeds))]
         self.descriptors = [t.descriptor().tolist() for t in self.task.tasks]
 
-    def start(self, inits: list[dict], scales: list[float]) -> None:
+    def start(self, inits: list[dict]) -> None:
         self.optimizer = BatchedCIAO(self.task.parameters(), inits)
         self.optimizers = self.optimizer.members
-        self.scales = scales
 
     def val_losses(self) -> list[float]:
         return self.task.val_losses()
@@ -299,7 +288,8 @@ class _Batched:
         losses = self.task.train_loss()
         self.optimizer.zero_grad()
         losses.sum().backward()
-        _before_step(controllers, t, self.scales)
+        for c in controllers:
+            c.before_step(t)
         self.optimizer.step()
         return losses.detach()
 
@@ -392,14 +382,23 @@ def run_episodes(
     if cfg.branch:  # a group is one run until its branch
         drawn = [drawn[i - i % cfg.group] for i in range(N)]
         scales = [scales[i - i % cfg.group] for i in range(N)]
-    members.start([init for init, _ in drawn], scales)
+    members.start([init for init, _ in drawn])
     # The critic's perturbation of the lr is the start against the task's own units.
     starts = [
         [logs[0] + math.log(c), *logs[1:]] for (_, logs), c in zip(drawn, scales, strict=True)
     ]
     controllers = [
-        Controller(policy, opt, T, K, greedy=greedy, seed=int(r.integers(2**31)), spec=cfg.spec)
-        for opt, r in zip(members.optimizers, rngs, strict=True)
+        Controller(
+            policy,
+            opt,
+            T,
+            K,
+            greedy=greedy,
+            seed=int(r.integers(2**31)),
+            spec=cfg.spec,
+            lr_units=scale,
+        )
+        for opt, r, scale in zip(members.optimizers, rngs, scales, strict=True)
     ]
     boundaries = [*controllers[0].decision_steps, T]
     branches = None
