@@ -22,6 +22,9 @@ by acting. Two searches with AdamW alone, and a policy from another start (`--me
   level halves where that mean is above c and doubles where it is below -c); its level is
   reported as its geometric mean over the run.
 
+With `--relative`, a value of `--ks` for `policy-start` and `stall-decay` is a multiple of the
+task's tuned lr (per seed) rather than an lr: from the tuned lr itself (1), what the moves cost.
+
 For each task of the suites, seed and value of `--ks`, the speedup over `adamw-cosine-tuned` (its
 runs from the benchmark's cache, run when missing) and over `adamw`, as `lhopt bench` measures
 them, and the level found beside the tuned lr.
@@ -278,6 +281,11 @@ def main() -> None:
         help="range-test: lr* / k starts the cosine; stall-decay and policy-start: the starting lr",
     )
     parser.add_argument("--policy", default="default", help="policy-start: the policy file")
+    parser.add_argument(
+        "--relative",
+        action="store_true",
+        help="policy-start and stall-decay: --ks are multiples of each task's tuned lr",
+    )
     parser.add_argument("--eps", type=float, default=0.01, help="stall-decay: the stall")
     parser.add_argument(
         "--confirm",
@@ -308,6 +316,13 @@ def main() -> None:
             parser.error(f"--{name}={getattr(args, name)}: expected in (0, 1]")
     if not 0 < args.lo < args.hi:
         parser.error(f"--lo={args.lo}, --hi={args.hi}: expected 0 < lo < hi")
+    if args.relative and args.method == "range-test":
+        parser.error(
+            "--relative: expected --method policy-start or stall-decay (range-test's "
+            "k divides the lr it finds)"
+        )
+    if not all(k > 0 and math.isfinite(k) for k in args.ks):
+        parser.error(f"--ks={args.ks}: expected positive finite values")
 
     from scipy.stats import spearmanr
 
@@ -328,14 +343,23 @@ def main() -> None:
                 bench.plan_phase2(tasks, bases, seeds, results), progress=False, desc="tuned"
             )
         )
+
+        def start(results: dict, job: dict, k: float) -> float:
+            tuned = bench.chosen_lr(results, job["task"], job["seed"]) if args.relative else 1.0
+            return k * tuned
+
         jobs = [
             (bench._job(name, c, s, args.method, None, 1.0), k)
             for name, c in tasks.items()
             for s in seeds
             for k in args.ks
         ]
+
         with ProcessPoolExecutor(args.workers) as pool:
-            futures = [pool.submit(_run, job, args.method, k, vars(args)) for job, k in jobs]
+            futures = [
+                pool.submit(_run, job, args.method, start(results, job, k), vars(args))
+                for job, k in jobs
+            ]
             runs = [f.result() for f in futures]
         rows = {}
         for (job, k), run in zip(jobs, runs, strict=True):
