@@ -12,8 +12,8 @@ by acting. Two searches with AdamW alone, and a policy from another start (`--me
   lr* / k to 0 at T (lr* the lr at that minimum; k from `--ks`). The steps spent past the minimum
   count against the run, as they would for a user.
 - `policy-start`: the shipped policy (or `--policy`) through the benchmark's `LearnedOptimizer`
-  driver, started at the lr k instead of CIAO's default 1e-3; its level is its base lr's
-  geometric mean.
+  driver, started at the lr k instead of CIAO's default 1e-3 (and at `--ciao`'s other initial
+  hyperparameters); its level is its base lr's geometric mean.
 - `stall-decay`: warm-up + cosine at a level that starts at lr0 (from `--ks`) and halves at each
   of the 19 points where the controller would decide (every 5% of T) if the period's gain in best
   validation loss was under `--eps` of all the gain so far (points past `--until` T halve
@@ -241,7 +241,9 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
             from lhopt.control import LearnedOptimizer
 
             d = LearnedDriver(
-                LearnedOptimizer(params, total_steps=total, lr=k, policy=args["policy"])
+                LearnedOptimizer(
+                    params, total_steps=total, lr=k, policy=args["policy"], **args["ciao"]
+                )
             )
             drivers.append(d)
             return d
@@ -282,6 +284,13 @@ def main() -> None:
     )
     parser.add_argument("--policy", default="default", help="policy-start: the policy file")
     parser.add_argument(
+        "--ciao",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="policy-start: CIAO hyperparameters' initial values (a number, or none)",
+    )
+    parser.add_argument(
         "--relative",
         action="store_true",
         help="policy-start and stall-decay: --ks are multiples of each task's tuned lr",
@@ -321,6 +330,13 @@ def main() -> None:
             "--relative: expected --method policy-start or stall-decay (range-test's "
             "k divides the lr it finds)"
         )
+    ciao = {}
+    for item in args.ciao:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--ciao {item!r}: expected NAME=VALUE")
+        ciao[name] = None if value.lower() == "none" else float(value)
+    args.ciao = ciao
     if not all(k > 0 and math.isfinite(k) for k in args.ks):
         parser.error(f"--ks={args.ks}: expected positive finite values")
 

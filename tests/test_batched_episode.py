@@ -279,6 +279,20 @@ def test_branched_groups_are_one_run_until_their_branch_and_label_it(
     assert len({tuple(e["actions"].ravel()) for e in batch[::3]}) == 3
 
 
+@pytest.mark.parametrize("until, last", [(0.25, 1), (0.5, 3), (1.0, 7)])
+def test_the_branch_is_drawn_among_the_first_share_of_decisions(
+    until, last, policy_file, tmp_cache
+):
+    """With 8 decisions, `branch_until` 0.25 branches at decision 0 or 1, 0.5 at 0 to 3, and 1
+    anywhere; over 12 groups each draw reaches its share's last decision or near it."""
+    policy = load_policy(policy_file)
+    cfg = EpisodeConfig(noise_floor=1e-5, branch=True, branch_until=until)
+    rngs = [np.random.default_rng(s) for s in range(36)]
+    batch = run_episodes(policy, QUAD, [0] * 36, cfg, rngs, outer_steps=8)
+    ats = [e["info"]["branch_at"] for e in batch[::3]]
+    assert max(ats) <= last and max(ats) >= last - 1, ats
+
+
 def test_branched_episodes_need_groups_of_one_seed(policy_file, tmp_cache):
     policy = load_policy(policy_file)
     cfg = EpisodeConfig(noise_floor=1e-5, branch=True)

@@ -815,6 +815,8 @@ def test_the_branch_oracle_learns_from_labelled_decisions_only(tmp_path):
         (lambda c: setattr(c.run, "task_seeds", 0), ["task_seeds = 1", "task_seeds = 0"]),
         (lambda c: setattr(c.run, "iterations", 5), ["clone_iterations >= [run] iterations"]),
         (lambda c: setattr(c.episode, "branch_margin", -0.1), ["branch_margin = -0.1", ">= 0"]),
+        (lambda c: setattr(c.episode, "branch_until", 0.0), ["branch_until = 0.0", "(0, 1]"]),
+        (lambda c: setattr(c.episode, "branch_until", 1.5), ["branch_until = 1.5", "(0, 1]"]),
         (lambda c: setattr(c.ppo, "clone_steps", 0), ["clone_steps > 0"]),
     ],
 )

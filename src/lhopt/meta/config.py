@@ -217,6 +217,7 @@ def _check_semantics(cfg: MetaConfig) -> None:
                 f"{ppo.clone_coef})"
             )
     _require(cfg, "episode", "branch_margin", lambda v: v >= 0, ">= 0")
+    _require(cfg, "episode", "branch_until", lambda v: 0 < v <= 1, "in (0, 1]")
     if ep.branch_ties not in BRANCH_TIES:
         raise ValueError(
             f"[episode] branch_ties = {ep.branch_ties!r}: expected one of {list(BRANCH_TIES)}"

@@ -83,6 +83,9 @@ class EpisodeConfig:
     # Where no choice wins: "none", no label; "keep", keep where it is within the margin of the
     # best (a move must pay by the margin to be taught; at a flat optimum they tie).
     branch_ties: str = "none"
+    # The branch's decision is drawn among the run's first `branch_until` share of decisions
+    # (at least one): where the level is set, before the schedule has decayed what a move does.
+    branch_until: float = 1.0
     # The task's lr units: the lr CIAO applies is the policy's times a factor drawn per episode,
     # log-uniform in [lo, hi] (`draw_lr_scale`), so that a task's level varies apart from its
     # kind. A factor c makes the task one whose tuned lr is its own divided by c, its reference
@@ -403,7 +406,7 @@ def run_episodes(
     boundaries = [*controllers[0].decision_steps, T]
     branches = None
     if cfg.branch:
-        decisions = len(boundaries) - 1
+        decisions = max(1, math.ceil(cfg.branch_until * (len(boundaries) - 1)))
         at = [int(r.integers(decisions)) for r in rngs[:: cfg.group]]
         branches = _Branches(at, controllers[0].space, cfg.branch_factors)
 
