@@ -749,6 +749,68 @@ def test_dagger_clones_on_the_aggregate_which_a_resume_keeps(tmp_path):
     assert longer.iteration == 3 and not longer.clone_data.episodes
 
 
+def test_the_level_read_learns_log_lr_over_tuned_and_a_resume_keeps_it(tmp_path):
+    """With `level_coef`, cloning also fits a linear read of the recurrent state to log(lr /
+    tuned lr) before each decision; the read's error falls as it trains, it is logged, and it
+    is checkpointed with the learner (never in the policy file)."""
+    from lhopt.meta.clone import LEVEL_CLIP, level_targets
+
+    def config(level_coef, iterations=2):
+        c = small_config(
+            iterations=iterations,
+            episode={"reward_reference": "tuned-cosine", "schedule": "cosine", "heads": ["lr"]},
+            task_seeds=1,
+        )
+        c.ppo.clone_iterations, c.ppo.clone_steps, c.ppo.level_coef = iterations, 20, level_coef
+        meta_config._check_semantics(c)
+        return c
+
+    trainer = MetaTrainer(config(1.0), tmp_path / "a")
+    trainer.train(log_progress=lambda s: None)
+    rows = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert all("level_loss" in r and "level_r2" in r for r in rows)
+    episodes = trainer.clone_data.episodes
+    obs, priv, _, _, mask = pad(episodes)
+    target = level_targets(episodes, mask.shape)
+    e = episodes[0]
+    n, tuned = len(e["rewards"]), e["info"]["tuned_lr"]
+    expected = [math.log(x / tuned) for x in [e["info"]["initial"]["lr"], *e["info"]["lr_trace"]]]
+    np.testing.assert_allclose(
+        target[0, :n].numpy(), np.clip(expected[:n], -LEVEL_CLIP, LEVEL_CLIP), rtol=1e-5
+    )
+    assert torch.isnan(target[0, n:]).all()
+    with torch.no_grad():
+        read = trainer.level(trainer.policy.unroll(obs, priv, hidden=True)[2]).squeeze(-1)
+    known = mask.bool() & target.isfinite()
+    fitted = float(((read - target)[known] ** 2).mean())
+    untrained = float(((torch.zeros_like(read) - target)[known] ** 2).mean())
+    assert fitted < untrained, (fitted, untrained)  # a read, not the zero it starts near
+
+    again = MetaTrainer(config(1.0), tmp_path / "a")
+    again.resume()
+    for a, b in zip(again.level.parameters(), trainer.level.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert "level" not in torch.load(tmp_path / "a" / "policy.pt", weights_only=False)
+    plain = MetaTrainer(config(0.0), tmp_path / "b")
+    assert plain.level is None and "level" not in plain.state_dict()
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"ppo": {"level_coef": -1.0}}, ["level_coef = -1.0", ">= 0"]),
+        ({"ppo": {"level_coef": 1.0}}, ["level_coef = 1.0", "clone_iterations > 0"]),
+    ],
+)
+def test_the_level_read_is_checked_against_the_rest_of_the_config(change, words):
+    data = small_config(iterations=2).to_dict()
+    for section, values in change.items():
+        data[section] |= values
+    with pytest.raises(ValueError) as e:
+        meta_config.from_dict(data)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
 def _branch_config(iterations=2):
     data = small_config(
         iterations=iterations,

@@ -120,9 +120,10 @@ class Policy(nn.Module):
         z = h + self.post(h)  # residual into the heads
         return list(self.heads(z).split(self.nvec, -1)), (h, c)
 
-    def unroll(self, obs: torch.Tensor, priv: torch.Tensor):
+    def unroll(self, obs: torch.Tensor, priv: torch.Tensor, hidden: bool = False):
         """Whole episodes (batch, time, dim) from the initial state: logits per head
-        (batch, time, n) and values (batch, time)."""
+        (batch, time, n) and values (batch, time); with `hidden`, the recurrent states
+        (batch, time, hidden) too, for an auxiliary read of them."""
         state = self.initial_state(obs.shape[0])
         logits, hs = [], []
         for t in range(obs.shape[1]):
@@ -132,7 +133,7 @@ class Policy(nn.Module):
         h = torch.stack(hs, 1)
         values = self.value(torch.cat([h, self.priv_norm(priv)], -1)).squeeze(-1)
         per_head = [torch.stack([lg[k] for lg in logits], 1) for k in range(len(self.nvec))]
-        return per_head, values
+        return (per_head, values, h) if hidden else (per_head, values)
 
     @torch.no_grad()
     def act(

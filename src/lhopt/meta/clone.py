@@ -122,6 +122,36 @@ def clone_loss(
     return cross_entropy, accuracy
 
 
+# The level target's bound (natural log): a start 100x off and beyond reads as 100x.
+LEVEL_CLIP = math.log(100.0)
+
+
+class LevelReadout(torch.nn.Linear):
+    """A linear read of the policy's recurrent state: the log of the lr over the task's tuned
+    lr (`level_targets`). The learner's, trained beside the cloning loss so that the state
+    the lr head reads encodes the level; not part of a policy file."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__(hidden, 1)
+
+
+def level_targets(episodes: list[dict], shape: torch.Size) -> torch.Tensor:
+    """log(lr / tuned lr) before each decision of each episode (clipped to +-`LEVEL_CLIP`; NaN
+    where the episode has no tuned lr or past its end), padded to `shape` (batch, time)."""
+    out = torch.full(shape, math.nan)
+    for i, e in enumerate(episodes):
+        info = e["info"]
+        tuned = info.get("tuned_lr")
+        if not tuned:
+            continue
+        n = len(e["rewards"])
+        lrs = [info["initial"]["lr"], *info["lr_trace"]][:n]
+        out[i, : len(lrs)] = torch.tensor(
+            [max(-LEVEL_CLIP, min(LEVEL_CLIP, math.log(lr / tuned))) for lr in lrs]
+        )
+    return out
+
+
 def clone_step(
     policy,
     optimizer: torch.optim.Optimizer,
@@ -129,9 +159,11 @@ def clone_step(
     cfg: PPOConfig,
     head_index: int,
     head: Head,
+    level: LevelReadout | None = None,
 ) -> dict:
     """One gradient step of cross-entropy toward the oracle's lr choices, plus PPO's value loss
-    on the episodes' returns to go. Returns its statistics (the names `update` logs)."""
+    on the episodes' returns to go (and, with `level` and `cfg.level_coef` > 0, the level
+    read's squared error). Returns its statistics (the names `update` logs)."""
     obs, priv, _, _, mask = pad(episodes)
     returns = torch.zeros(mask.shape)
     gaps = []
@@ -141,12 +173,25 @@ def clone_step(
         tuned = e["info"].get("tuned_lr")
         if tuned is not None:
             gaps.append(abs(math.log(tuned / e["info"]["final_hparams"]["lr"])))
-    logits, values = policy.unroll(obs, priv)
+    logits, values, hidden = policy.unroll(obs, priv, hidden=True)
     m = mask.bool()
     lg = logits[head_index]
     cross_entropy, accuracy = clone_loss(logits, episodes, mask, cfg, head_index, head)
     value_loss = ((values - returns) ** 2)[m].mean()
     loss = cross_entropy + cfg.value_coef * value_loss
+    level_stats = {}
+    if level is not None and cfg.level_coef > 0:
+        target = level_targets(episodes, mask.shape)
+        known = m & target.isfinite()
+        if known.any():
+            error = level(hidden).squeeze(-1)[known] - target[known]
+            level_loss = (error**2).mean()
+            loss = loss + cfg.level_coef * level_loss
+            level_stats = {
+                "level_loss": float(level_loss.detach()),
+                # R^2 of the read: 1 - its squared error over the targets' variance.
+                "level_r2": float(1 - level_loss.detach() / target[known].var().clamp_min(1e-12)),
+            }
 
     optimizer.zero_grad()
     loss.backward()
@@ -165,4 +210,5 @@ def clone_step(
         "clone_accuracy": float(accuracy),
         # |log(tuned / final lr)| of the episodes: how far from the oracle's level they ended.
         "final_lr_gap": float(np.mean(gaps)) if gaps else math.nan,
+        **level_stats,
     }

@@ -162,6 +162,16 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[episode] heads = {ep.heads!r} holds: add 'lr' to it"
         )
     _require(cfg, "ppo", "clone_coef", lambda v: v >= 0, ">= 0")
+    _require(cfg, "ppo", "level_coef", lambda v: v >= 0, ">= 0")
+    if ppo.level_coef and not (
+        ppo.clone_iterations and ep.reward_reference.startswith("tuned-cosine")
+    ):
+        raise ValueError(
+            f"[ppo] level_coef = {ppo.level_coef} reads the level during cloning against the "
+            "reward reference's tuned lr: it needs [ppo] clone_iterations > 0 (got "
+            f"{ppo.clone_iterations}) and a 'tuned-cosine' [episode] reward_reference (got "
+            f"{ep.reward_reference!r})"
+        )
     if ppo.clone_coef and tuned_oracle and not ep.reward_reference.startswith("tuned-cosine"):
         raise ValueError(
             f"[ppo] clone_coef = {ppo.clone_coef} keeps an oracle that moves the lr toward the "

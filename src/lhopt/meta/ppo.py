@@ -60,6 +60,11 @@ class PPOConfig:
     # After the cloning iterations, PPO's loss adds clone_coef x the cloning cross-entropy on
     # its own batches: the clone kept as a prior (0: PPO alone, the clone only a start).
     clone_coef: float = 0.0
+    # Cloning adds level_coef x the squared error of a linear read of the policy's recurrent
+    # state (`lhopt.meta.clone.LevelReadout`, the learner's, never shipped) against the log of
+    # the lr over the task's tuned lr, at every step of every episode that knows its tuned lr:
+    # a target at each step, where the labels give one per group.
+    level_coef: float = 0.0
 
 
 def make_polyak(policy: Policy) -> Policy:

@@ -34,7 +34,7 @@ from lhopt.control.policy_file import (
     file_layout,
 )
 from lhopt.extras import require, start_ray
-from lhopt.meta.clone import clone_loss, clone_step
+from lhopt.meta.clone import LevelReadout, clone_loss, clone_step
 from lhopt.meta.config import MetaConfig
 from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episodes
 from lhopt.meta.ppo import (
@@ -203,6 +203,10 @@ class MetaTrainer:
         self.policy = new_policy(cfg)
         self.avg = make_polyak(self.policy)
         self.optimizer = make_optimizer(self.policy, cfg.ppo)
+        self.level = None
+        if cfg.ppo.level_coef > 0:
+            self.level = LevelReadout(cfg.policy.hidden)
+            self.optimizer.add_param_group({"params": list(self.level.parameters())})
         self.buffer = ReplayBuffer(cfg.ppo)
         # DAgger's aggregate: every episode of the cloning iterations, when `clone_steps` > 0.
         self.clone_data = ReplayBuffer(replace(cfg.ppo, buffer=sys.maxsize))
@@ -236,7 +240,7 @@ class MetaTrainer:
             "pool": list(self.pool),
             "clone_data": _episodes_to_state(self.clone_data.episodes),
             "layout_hash": checkpoint_layout_hash(self.cfg.episode.spec),
-        }
+        } | ({"level": self.level.state_dict()} if self.level is not None else {})
 
     def load_state_dict(self, state: dict) -> None:
         if state["layout_hash"] != checkpoint_layout_hash(self.cfg.episode.spec):
@@ -253,6 +257,8 @@ class MetaTrainer:
         self.counters = dict(state["counters"])
         self.policy.load_state_dict(state["policy"])
         self.avg.load_state_dict(state["avg"])
+        if self.level is not None:
+            self.level.load_state_dict(state["level"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
@@ -471,6 +477,7 @@ class MetaTrainer:
                 cfg=ppo,
                 head_index=index,
                 head=space.heads[index],
+                level=self.level,
             )
             steps = ppo.clone_steps if aggregate else None
             return update(
@@ -538,7 +545,7 @@ class MetaTrainer:
 
     def _record(self, stats: list[dict], episodes: list[dict]) -> dict:
         def mean(key, rows):
-            vals = [r[key] for r in rows]
+            vals = [r[key] for r in rows if key in r]  # the level's: steps with a target
             return float(np.mean(vals)) if vals else math.nan
 
         c = self.counters
@@ -568,8 +575,8 @@ class MetaTrainer:
             },
             **{
                 k: mean(k, stats)
-                for k in ("clone_accuracy", "final_lr_gap", "clone_loss")
-                if stats and k in stats[0]
+                for k in ("clone_accuracy", "final_lr_gap", "clone_loss", "level_loss", "level_r2")
+                if any(k in r for r in stats)
             },
             "buffer_transitions": self.buffer.transitions(),
             "episodes_total": c["episodes"],
