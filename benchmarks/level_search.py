@@ -359,23 +359,17 @@ def main() -> None:
                 bench.plan_phase2(tasks, bases, seeds, results), progress=False, desc="tuned"
             )
         )
-
-        def start(results: dict, job: dict, k: float) -> float:
-            tuned = bench.chosen_lr(results, job["task"], job["seed"]) if args.relative else 1.0
-            return k * tuned
-
         jobs = [
             (bench._job(name, c, s, args.method, None, 1.0), k)
             for name, c in tasks.items()
             for s in seeds
             for k in args.ks
         ]
-
         with ProcessPoolExecutor(args.workers) as pool:
-            futures = [
-                pool.submit(_run, job, args.method, start(results, job, k), vars(args))
-                for job, k in jobs
-            ]
+            futures = []
+            for job, k in jobs:
+                unit = bench.chosen_lr(results, job["task"], job["seed"]) if args.relative else 1
+                futures.append(pool.submit(_run, job, args.method, k * unit, vars(args)))
             runs = [f.result() for f in futures]
         rows = {}
         for (job, k), run in zip(jobs, runs, strict=True):
