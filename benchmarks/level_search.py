@@ -18,9 +18,11 @@ by acting. Two searches with AdamW alone, and a policy from another start (`--me
   of the 19 points where the controller would decide (every 5% of T) if the period's gain in best
   validation loss was under `--eps` of all the gain so far (points past `--until` T halve
   nothing; with `--confirm`, only where the period's mean cosine between each gradient and the
-  step before it is above 0: the steps overshoot; with `--climb c`, stalls are ignored and the
-  level halves where that mean is above c and doubles where it is below -c); its level is
-  reported as its geometric mean over the run.
+  step before it is above 0: the steps overshoot; with `--overfit`, only where the period's mean
+  training loss still fell by more than `--eps` of all its fall so far: the run fits its data
+  and stopped generalising (with both flags, where either holds); with `--climb c`, stalls are
+  ignored and the level halves where that mean is above c and doubles where it is below -c);
+  its level is reported as its geometric mean over the run.
 
 With `--relative`, a value of `--ks` for `policy-start` and `stall-decay` is a multiple of the
 task's tuned lr (per seed) rather than an lr: from the tuned lr itself (1), what the moves cost.
@@ -158,6 +160,7 @@ class StallDecayCosine(Driver):
         until: float = 1.0,
         confirm: bool = False,
         climb: float | None = None,
+        overfit: bool = False,
         factor: float = 0.5,
         decisions: int = 20,
     ) -> None:
@@ -166,6 +169,9 @@ class StallDecayCosine(Driver):
         self.budget, self.level, self.eps, self.factor = budget, lr0, eps, factor
         self.confirm = confirm or climb is not None
         self.climb = climb
+        self.overfit = overfit
+        self._train_sum, self._train_n = 0.0, 0
+        self._train_first = self._train_last = None  # the first step's loss, the last period's mean
         self._prev = self._step = None
         self._cos_sum, self._cos_n = 0.0, 0
         self.points = {
@@ -181,6 +187,11 @@ class StallDecayCosine(Driver):
     def after_step(self, step: int, loss: torch.Tensor) -> None:
         """cos(g_t, d_{t-1}), the gradient against the step before it: above 0 the steps
         overshoot (the loss's hypergradient in the lr is positive), below 0 they fall short."""
+        value = float(loss)
+        if math.isfinite(value):
+            self._train_first = value if self._train_first is None else self._train_first
+            self._train_sum += value
+            self._train_n += 1
         if not self.confirm:
             return
         with torch.no_grad():
@@ -209,12 +220,23 @@ class StallDecayCosine(Driver):
             gained = self.best_at_last - self.best
             stalled = gained <= self.eps * max(self.first - self.best, 1e-12)
             cos = self._cos_sum / max(self._cos_n, 1)
+            fits = False  # the training loss still falls while the validation loss stalls
+            if self._train_n and self._train_first is not None:
+                mean = self._train_sum / self._train_n
+                last = self._train_first if self._train_last is None else self._train_last
+                fits = last - mean > self.eps * max(self._train_first - mean, 1e-12)
+                self._train_last = mean
+            self._train_sum, self._train_n = 0.0, 0
             if self.climb is not None:  # the hypergradient's sign alone, both ways
                 if cos > self.climb:
                     self.level *= self.factor
                 elif cos < -self.climb:
                     self.level /= self.factor
-            elif stalled and (cos > 0 or not self.confirm):
+            elif stalled and (
+                (self.confirm and cos > 0)
+                or (self.overfit and fits)
+                or not (self.confirm or self.overfit)
+            ):
                 self.level *= self.factor
             self._cos_sum, self._cos_n = 0.0, 0
         if step - 1 in self.points or self.best_at_last is None:
@@ -253,7 +275,14 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
             )
         else:
             d = StallDecayCosine(
-                params, total, k, args["eps"], args["until"], args["confirm"], args["climb"]
+                params,
+                total,
+                k,
+                args["eps"],
+                args["until"],
+                args["confirm"],
+                args["climb"],
+                args["overfit"],
             )
         drivers.append(d)
         return d
@@ -300,6 +329,12 @@ def main() -> None:
         "--confirm",
         action="store_true",
         help="stall-decay: halve only where the period's mean cos(g_t, d_t-1) is above 0",
+    )
+    parser.add_argument(
+        "--overfit",
+        action="store_true",
+        help="stall-decay: halve only where the period's mean training loss still fell by more "
+        "than --eps of all its fall so far (with --confirm: where either holds)",
     )
     parser.add_argument(
         "--climb",

@@ -68,3 +68,21 @@ def test_the_climb_moves_the_level_both_ways_by_the_sign():
         driver._cos_sum, driver._cos_n = cos, 1
         driver.before_step(point)
         assert math.isclose(driver.level, level), (point, driver.level)
+
+
+def test_overfit_halves_a_stall_only_while_the_training_loss_still_falls():
+    params = list(build_task(QUADRATIC, 0).model.parameters())
+    for train_after, halved in ((3.0, True), (7.5, False)):  # period means 7.375, then this
+        driver = level_search.StallDecayCosine(params, 400, 1e-2, eps=0.05, overfit=True)
+        driver.on_eval(0, 10.0)
+        driver.before_step(1)
+        for step in range(1, 21):  # the first period's training loss: 10 falling to 5
+            driver.after_step(step, torch.tensor(10.0 - 5.0 * step / 20))
+        driver.on_eval(20, 5.0)
+        driver.before_step(21)
+        assert driver.level == 1e-2  # the validation loss gained: no halving
+        for step in range(21, 41):
+            driver.after_step(step, torch.tensor(train_after))
+        driver.on_eval(40, 4.99)  # a stall of the validation loss
+        driver.before_step(41)
+        assert driver.level == (5e-3 if halved else 1e-2), train_after
