@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decisions", type=int, default=15, help="decisions (lines printed)")
     p.add_argument("--seed", type=int, default=0)
     b = sub.add_parser("bench", help="run a suite with several optimizers, measure speedups")
-    b.add_argument("--suite", default="quick", help="quick, validation or ood")
+    from lhopt.tasks.suites import SUITES
+
+    b.add_argument("--suite", default="quick", help=f"one of {', '.join(SUITES)}")
     b.add_argument(
         "--optimizers",
         default=",".join(DEFAULT_OPTIMIZERS),
