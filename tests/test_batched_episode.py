@@ -402,3 +402,25 @@ def test_lr_units_are_drawn_per_group_and_shared_by_its_members(policy_file, tmp
     from lhopt.meta.episode import evaluation_config
 
     assert evaluation_config(cfg).lr_scale == [1.0, 1.0]
+
+
+def test_a_start_on_lamb_runs_the_members_serially_with_the_trust_ratio(policy_file, tmp_cache):
+    """`fixed_initial` may set a hyperparameter the episodes never perturb; one that takes
+    CIAO off the AdamW path (LAMB's trust ratio) runs the batch's members one at a time, each as
+    it runs alone, where BatchedCIAO would refuse it."""
+    policy = load_policy(policy_file)
+    base = dict(min_outer_steps=4, max_outer_steps=4)
+    lamb = EpisodeConfig(**base, fixed_initial={"lr": 1e-2, "lamb_power": 1.0})
+    adam = EpisodeConfig(**base, fixed_initial={"lr": 1e-2})
+
+    def run(cfg, seeds):
+        rngs = [np.random.default_rng(7 + s) for s in seeds]
+        return run_episodes(policy, MLP, seeds, cfg, rngs, greedy=True, outer_steps=4)
+
+    together = run(lamb, [0, 3])
+    alone = [run(lamb, [s])[0] for s in (0, 3)]
+    for a, b, c in zip(together, alone, run(adam, [0, 3]), strict=True):
+        assert a["info"]["initial"]["lamb_power"] == 1.0
+        assert a["info"]["best_val"] == b["info"]["best_val"]
+        np.testing.assert_array_equal(a["actions"], b["actions"])
+        assert a["info"]["best_val"] != c["info"]["best_val"]  # the trust ratio acted

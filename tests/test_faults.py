@@ -335,6 +335,8 @@ def test_meta_training_never_appends_to_a_dead_runs_log(tmp_path, tmp_cache, cap
         ("[episode]\nreward_clip = 0", "[episode] reward_clip = 0.0 is not allowed: > 0"),
         ("[episode]\nfixed_initial = { lr = -1e-3 }", "[episode] fixed_initial: lr=-0.001"),
         ("[episode]\nfixed_initial = { momentum = 0.9 }", "unknown hyperparameter 'momentum'"),
+        ("[episode]\nfixed_initial = { lr_factor = 0.5 }", "unknown hyperparameter 'lr_factor'"),
+        ("[episode]\nfixed_initial = { lamb_power = 9.0 }", "fixed_initial: lamb_power=9.0"),
     ],
 )
 def test_config_values_that_cannot_train_are_refused_naming_key_and_value(tmp_path, toml, shown):

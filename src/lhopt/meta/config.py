@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lhopt.control.policy import PolicyConfig
-from lhopt.meta.episode import BRANCH_TIES, LR_SCALE_MAX, PERTURBED, EpisodeConfig
+from lhopt.meta.episode import BRANCH_TIES, LR_SCALE_MAX, EpisodeConfig
 from lhopt.meta.ppo import ADVANTAGES, CLONE_ORACLES, PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES, REWARD_REFERENCES
-from lhopt.optim.hparams import check_value
+from lhopt.optim.hparams import HPARAMS, check_value
 from lhopt.tasks import FAMILY_NAMES, TRAINING_FAMILIES
 from lhopt.tasks.registry import check_scale
 
@@ -250,11 +250,11 @@ def _check_semantics(cfg: MetaConfig) -> None:
     _require(cfg, "policy", "input_clip", lambda v: v > 0, "> 0")
     _require(cfg, "policy", "norm_beta", lambda v: v < 1, "in [0, 1)")
     _require(cfg, "episode", "reward_clip", lambda v: v > 0, "> 0")
+    startable = [n for n in HPARAMS if n != "lr_factor"]  # the schedule sets lr_factor
     for name, value in ep.fixed_initial.items():
-        if name not in PERTURBED:
+        if name not in startable:
             raise ValueError(
-                f"[episode] fixed_initial: unknown hyperparameter {name!r}; valid: "
-                f"{list(PERTURBED)}"
+                f"[episode] fixed_initial: unknown hyperparameter {name!r}; valid: {startable}"
             )
         try:
             check_value(name, value)

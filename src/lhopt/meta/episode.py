@@ -36,7 +36,7 @@ from lhopt.meta.reward import (
     terminal_rewards,
 )
 from lhopt.optim import CIAO, DEFAULTS, HPARAMS
-from lhopt.optim.batched import BatchedCIAO
+from lhopt.optim.batched import UNBATCHED_HPARAMS, BatchedCIAO
 from lhopt.tasks import FAMILY_NAMES, TaskConfig, build_task
 from lhopt.tasks.batched import BatchedTask, batchable
 
@@ -133,6 +133,8 @@ def perturbed_hparams(rng: np.random.Generator, cfg: EpisodeConfig) -> tuple[dic
             value = float(cfg.fixed_initial[name])
         init[name] = value
         logs.append(math.log(value / DEFAULTS[name]))
+    for name, value in cfg.fixed_initial.items():  # the rest are set, never perturbed
+        init.setdefault(name, value)
     return init, logs
 
 
@@ -361,7 +363,10 @@ def run_episodes(
         raise ValueError(f"{len(seeds)} seeds and {len(rngs)} rngs: give one rng per seed")
     if cfg.branch:
         _check_groups(seeds, cfg.group)
-    together = batchable(task_config)
+    # BatchedCIAO runs the AdamW path only: a start on CIAO's other paths runs serially.
+    together = batchable(task_config) and not any(
+        cfg.fixed_initial.get(k) for k in UNBATCHED_HPARAMS
+    )
     if len(seeds) > 1 and not together and not cfg.branch:
         return [
             run_episode(policy, task_config, s, cfg, r, greedy, outer_steps)

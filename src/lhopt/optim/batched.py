@@ -68,6 +68,8 @@ from lhopt.optim.stats import (
 __all__ = ["BatchedCIAO", "MemberOptimizer", "STEP_STAT_NAMES"]
 
 UNSUPPORTED = "batched CIAO supports the AdamW path with clipping only; use CIAO"
+# Hyperparameters whose non-default values take CIAO's other paths, which BatchedCIAO refuses.
+UNBATCHED_HPARAMS = ("lamb_power", "adamax", "decay_in_update")
 _DTYPES = (torch.float32, torch.float64)
 # The first moment's scale is folded back into it below this, as in `ciao.update_moments`.
 _FOLD_BELOW = 1e-3
@@ -99,7 +101,7 @@ def _check_member(
             check_value(key, group[key])
     except ValueError as e:
         raise ValueError(f"member {i}: {e}") from None
-    extras = {k: group[k] for k in ("lamb_power", "adamax", "decay_in_update") if group[k]}
+    extras = {k: group[k] for k in UNBATCHED_HPARAMS if group[k]}
     if extras:
         given = ", ".join(f"{k}={v!r}" for k, v in extras.items())
         raise ValueError(f"member {i}: {given}: {UNSUPPORTED}")
