@@ -187,11 +187,12 @@ class StallDecayCosine(Driver):
     def after_step(self, step: int, loss: torch.Tensor) -> None:
         """cos(g_t, d_{t-1}), the gradient against the step before it: above 0 the steps
         overshoot (the loss's hypergradient in the lr is positive), below 0 they fall short."""
-        value = float(loss)
-        if math.isfinite(value):
-            self._train_first = value if self._train_first is None else self._train_first
-            self._train_sum += value
-            self._train_n += 1
+        if self.overfit:  # the period's mean training loss, which only `overfit` reads
+            value = float(loss)
+            if math.isfinite(value):
+                self._train_first = value if self._train_first is None else self._train_first
+                self._train_sum += value
+                self._train_n += 1
         if not self.confirm:
             return
         with torch.no_grad():
