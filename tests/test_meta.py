@@ -95,6 +95,8 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"episode": {"lr_scale": 2.0}}, ["lr_scale = 2.0", "list"]),
         ({"episode": {"branch_ties": "best"}}, ["branch_ties = 'best'", "['none', 'keep']"]),
         ({"ppo": {"clone_coef": -1.0}}, ["[ppo] clone_coef = -1.0", ">= 0"]),
+        ({"ppo": {"keep_prior": -0.1}}, ["[ppo] keep_prior = -0.1", ">= 0"]),
+        ({"ppo": {"keep_prior": 0.3}}, ["keep_prior = 0.3", "'tuned'", "'branch'"]),
         ({"ppo": {"clone_coef": 0.5}}, ["clone_coef = 0.5", "reward_reference", "'stall'"]),
         (
             {"ppo": {"clone_coef": 0.5, "clone_oracle": "stall"}, "episode": {"heads": ["wd"]}},
@@ -864,6 +866,47 @@ def test_the_branch_oracle_learns_from_labelled_decisions_only(tmp_path):
         for e in kept
     )
     assert trainer.counters["episodes"] >= 3 * len(kept)  # only a group's first can carry one
+
+
+def test_the_keep_prior_adds_keep_on_unlabelled_decisions_only():
+    """With `[ppo] keep_prior = w` the branch oracle's loss is its labels' cross-entropy plus w
+    x the cross-entropy toward "keep" over the unlabelled decisions; a batch without labels is
+    the prior alone, and a step on it makes "keep" more likely there."""
+    from dataclasses import replace
+
+    from lhopt.control.actions import ActionSpace
+    from lhopt.meta.clone import clone_loss
+
+    config = _branch_config()
+    heads = ActionSpace().heads
+    keep = heads[0].choices.index(1.0)
+    policy = new_policy(config)
+    rngs = [np.random.default_rng(s) for s in range(6)]
+    episodes = run_episodes(policy, TaskConfig.from_dict(QUAD), [0] * 6, config.episode, rngs)
+    obs, priv, _, _, mask = pad(episodes)
+    logits = list(policy.unroll(obs, priv)[0])
+    prior = replace(config.ppo, keep_prior=0.5)
+    plain = float(clone_loss(logits, episodes, mask, config.ppo, 0, heads[0])[0].detach())
+    both = float(clone_loss(logits, episodes, mask, prior, 0, heads[0])[0].detach())
+    unlabelled = mask.bool().clone()
+    for i, e in enumerate(episodes):
+        unlabelled[i, : len(e["branch"])] &= torch.from_numpy(e["branch"] < 0)
+    lg = logits[0][unlabelled]
+    to_keep = torch.nn.functional.cross_entropy(lg, torch.full((len(lg),), keep))
+    assert both == pytest.approx(plain + 0.5 * float(to_keep.detach()), rel=1e-5)
+
+    bare = [{**e, "branch": np.full_like(e["branch"], -1)} for e in episodes]
+    loss, accuracy = clone_loss(logits, bare, mask, prior, 0, heads[0])
+    assert math.isnan(float(accuracy)) and float(loss) > 0
+    m = mask.bool()
+    before = torch.softmax(logits[0][m], -1)[:, keep].mean()
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = torch.softmax(policy.unroll(obs, priv)[0][0][m], -1)[:, keep].mean()
+    assert after > before
 
 
 @pytest.mark.parametrize(

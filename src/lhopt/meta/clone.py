@@ -106,19 +106,26 @@ def clone_loss(
     """Cross-entropy of the lr head's logits (`logits[head_index]`: batch, time, choices;
     `episodes` padded as `pad` pads them, `mask` their valid steps) toward the oracle's choices,
     and the share of steps whose most likely choice is the oracle's: over the steps the oracle
-    labels (all but the branch oracle's unlabelled ones; none: 0 and NaN). Bound by `partial`,
-    it is `ppo_step`'s `prior`."""
+    labels (all but the branch oracle's unlabelled ones; none: 0 and NaN), plus
+    `cfg.keep_prior` x the cross-entropy toward "keep" on the unlabelled ones. Bound by
+    `partial`, it is `ppo_step`'s `prior`."""
     logits = logits[head_index]
     target = torch.full(mask.shape, -1, dtype=torch.long)
     for i, e in enumerate(episodes):
         n = len(e["rewards"])
         target[i, :n] = torch.from_numpy(labels(e, head, cfg.clone_oracle, cfg.clone_stall_eps))
     m = mask.bool() & (target >= 0)
-    if not m.any():
-        return logits.sum() * 0.0, torch.tensor(math.nan)
-    cross_entropy = torch.nn.functional.cross_entropy(logits[m], target[m])
-    with torch.no_grad():
-        accuracy = (logits[m].argmax(-1) == target[m]).float().mean()
+    cross_entropy = logits.sum() * 0.0
+    accuracy = torch.tensor(math.nan)
+    if m.any():
+        cross_entropy = torch.nn.functional.cross_entropy(logits[m], target[m])
+        with torch.no_grad():
+            accuracy = (logits[m].argmax(-1) == target[m]).float().mean()
+    unlabelled = mask.bool() & (target < 0)
+    if cfg.keep_prior and unlabelled.any():
+        keep = torch.full((int(unlabelled.sum()),), head.choices.index(1.0), dtype=torch.long)
+        prior = torch.nn.functional.cross_entropy(logits[unlabelled], keep)
+        cross_entropy = cross_entropy + cfg.keep_prior * prior
     return cross_entropy, accuracy
 
 

@@ -188,6 +188,13 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[ppo] clone_oracle = {ppo.clone_oracle!r}: expected one of {list(CLONE_ORACLES)}"
         )
     _require(cfg, "ppo", "clone_stall_eps", lambda v: 0 < v < 1, "in (0, 1)")
+    _require(cfg, "ppo", "keep_prior", lambda v: v >= 0, ">= 0")
+    if ppo.keep_prior and ppo.clone_oracle != "branch":
+        raise ValueError(
+            f"[ppo] keep_prior = {ppo.keep_prior} weighs 'keep' on the decisions the branch "
+            f"oracle leaves unlabelled; every decision of the {ppo.clone_oracle!r} oracle has a "
+            "label: set clone_oracle = 'branch' or keep_prior = 0"
+        )
     if (ppo.clone_oracle == "branch") != ep.branch:
         raise ValueError(
             f"[episode] branch = {str(ep.branch).lower()} with [ppo] clone_oracle = "

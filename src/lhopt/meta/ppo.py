@@ -65,6 +65,10 @@ class PPOConfig:
     # the lr over the task's tuned lr, at every step of every episode that knows its tuned lr:
     # a target at each step, where the labels give one per group.
     level_coef: float = 0.0
+    # The branch oracle's cloning adds keep_prior x the cross-entropy toward "keep" on the lr
+    # head's unlabelled decisions: the do-nothing schedule as a prior, so that the few labels
+    # move the lr only where a move paid (0: unlabelled decisions carry no loss).
+    keep_prior: float = 0.0
 
 
 def make_polyak(policy: Policy) -> Policy:
