@@ -13,8 +13,10 @@ quadratic (one tensor of 300 per member). The two sides run in interleaved block
 process and thread; each figure is the best block's mean, so that a shared, noisy machine
 shows as little as it can. The ratio is N x CIAO's time over BatchedCIAO's.
 
+`--lamb-power P` (default 0) puts every member under LAMB's trust ratio of that power.
+
 Usage: python benchmarks/batched_ciao_step.py [--n 16,32] [--blocks 10] [--block-steps 20]
-    [--dtype float32] [--threads 1]
+    [--dtype float32] [--threads 1] [--lamb-power 0]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ MODELS = {
 }
 
 
-def member_hparams(n: int, gen: torch.Generator) -> list[dict]:
+def member_hparams(n: int, gen: torch.Generator, lamb_power: float = 0.0) -> list[dict]:
     """Hyperparameters that differ by member, clipping on for most of them."""
 
     def draw(low: float, high: float) -> float:
@@ -49,6 +51,7 @@ def member_hparams(n: int, gen: torch.Generator) -> list[dict]:
             epsilon=draw(1e-10, 1e-6),
             weight_decay=draw(1e-4, 1e-1),
             clip_fraction=None if i % 4 == 3 else draw(0.3, 1.0),
+            lamb_power=lamb_power,
         )
         for i in range(n)
     ]
@@ -57,12 +60,14 @@ def member_hparams(n: int, gen: torch.Generator) -> list[dict]:
 class Side:
     """One side of the comparison: its parameters, optimizer(s) and a timed step."""
 
-    def __init__(self, batched: bool, shapes, n: int, dtype: torch.dtype, seed: int) -> None:
+    def __init__(
+        self, batched: bool, shapes, n: int, dtype: torch.dtype, seed: int, lamb_power: float
+    ) -> None:
         gen = torch.Generator().manual_seed(seed)
         self.n, self.batched, self.t = n, batched, 0
         stacked = [torch.randn((n, *s), generator=gen, dtype=dtype) for s in shapes]
         self.grads = [torch.randn((n, *s), generator=gen, dtype=dtype) for s in shapes]
-        hparams = member_hparams(n, gen)
+        hparams = member_hparams(n, gen, lamb_power)
         if batched:
             self.params = [p.requires_grad_() for p in stacked]
             self.opt = BatchedCIAO(self.params, hparams)
@@ -101,9 +106,11 @@ class Side:
         return time.perf_counter() - resume + mid - start
 
 
-def measure(shapes, n: int, dtype: torch.dtype, blocks: int, block_steps: int) -> list[float]:
+def measure(
+    shapes, n: int, dtype: torch.dtype, blocks: int, block_steps: int, lamb_power: float
+) -> list[float]:
     """Best block mean (ms per step) of the batched side and of the N CIAOs, interleaved."""
-    sides = [Side(True, shapes, n, dtype, seed=0), Side(False, shapes, n, dtype, seed=0)]
+    sides = [Side(b, shapes, n, dtype, seed=0, lamb_power=lamb_power) for b in (True, False)]
     for side in sides:  # warm up
         for _ in range(block_steps):
             side.step()
@@ -123,16 +130,22 @@ def main() -> None:
     parser.add_argument("--block-steps", type=int, default=20)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lamb-power", type=float, default=0.0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.dtype}")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {args.dtype}, "
+        f"lamb_power {args.lamb_power}"
+    )
     print()
     print("| N | model | BatchedCIAO ms/step | N x CIAO ms/step | ratio |")
     print("|---|---|---|---|---|")
     for n in (int(x) for x in args.n.split(",")):
         for name, shapes in MODELS.items():
-            batched, alone = measure(shapes, n, dtype, args.blocks, args.block_steps)
+            batched, alone = measure(
+                shapes, n, dtype, args.blocks, args.block_steps, args.lamb_power
+            )
             print(f"| {n} | {name} | {batched:.3f} | {alone:.3f} | {alone / batched:.1f} |")
 
 

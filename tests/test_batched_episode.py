@@ -404,23 +404,35 @@ def test_lr_units_are_drawn_per_group_and_shared_by_its_members(policy_file, tmp
     assert evaluation_config(cfg).lr_scale == [1.0, 1.0]
 
 
-def test_a_start_on_lamb_runs_the_members_serially_with_the_trust_ratio(policy_file, tmp_cache):
-    """`fixed_initial` may set a hyperparameter the episodes never perturb; one that takes
-    CIAO off the AdamW path (LAMB's trust ratio) runs the batch's members one at a time, each as
-    it runs alone, where BatchedCIAO would refuse it."""
+def test_a_start_on_lamb_runs_batched_as_each_member_alone(policy_file, tmp_cache, monkeypatch):
+    """`fixed_initial` may set a hyperparameter the episodes never perturb. LAMB's trust ratio
+    runs in the batch (BatchedCIAO has it), each member deciding and training as it does
+    alone; a start on a path BatchedCIAO lacks (AdaMax) runs the members one at a time."""
+    import lhopt.meta.episode as episode_mod
+
     policy = load_policy(policy_file)
-    base = dict(min_outer_steps=4, max_outer_steps=4)
+    base = dict(min_outer_steps=4, max_outer_steps=4, noise_floor=1e-5)
     lamb = EpisodeConfig(**base, fixed_initial={"lr": 1e-2, "lamb_power": 1.0})
     adam = EpisodeConfig(**base, fixed_initial={"lr": 1e-2})
+    adamax = EpisodeConfig(**base, fixed_initial={"lr": 1e-3, "adamax": True})
 
     def run(cfg, seeds):
         rngs = [np.random.default_rng(7 + s) for s in seeds]
         return run_episodes(policy, MLP, seeds, cfg, rngs, greedy=True, outer_steps=4)
 
+    batches = []
+    real = episode_mod._Batched
+    monkeypatch.setattr(episode_mod, "_Batched", lambda *a: batches.append(1) or real(*a))
     together = run(lamb, [0, 3])
+    assert batches == [1]
     alone = [run(lamb, [s])[0] for s in (0, 3)]
     for a, b, c in zip(together, alone, run(adam, [0, 3]), strict=True):
         assert a["info"]["initial"]["lamb_power"] == 1.0
-        assert a["info"]["best_val"] == b["info"]["best_val"]
         np.testing.assert_array_equal(a["actions"], b["actions"])
-        assert a["info"]["best_val"] != c["info"]["best_val"]  # the trust ratio acted
+        np.testing.assert_allclose(a["rewards"], b["rewards"], rtol=1e-4, atol=1e-5)
+        assert a["info"]["best_val"] == pytest.approx(b["info"]["best_val"], rel=1e-4)
+        assert a["info"]["best_val"] != pytest.approx(c["info"]["best_val"], rel=1e-3)
+    batches.clear()
+    serial = run(adamax, [0, 3])
+    assert batches == [] and all(e["info"]["initial"]["adamax"] for e in serial)
+    assert serial[1]["info"]["best_val"] == run(adamax, [3])[0]["info"]["best_val"]

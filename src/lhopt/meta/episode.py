@@ -363,7 +363,7 @@ def run_episodes(
         raise ValueError(f"{len(seeds)} seeds and {len(rngs)} rngs: give one rng per seed")
     if cfg.branch:
         _check_groups(seeds, cfg.group)
-    # BatchedCIAO runs the AdamW path only: a start on CIAO's other paths runs serially.
+    # BatchedCIAO runs the AdamW path and LAMB's: a start on CIAO's other paths runs serially.
     together = batchable(task_config) and not any(
         cfg.fixed_initial.get(k) for k in UNBATCHED_HPARAMS
     )

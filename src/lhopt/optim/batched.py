@@ -6,7 +6,8 @@ its own, which its controller moves. BatchedCIAO steps every member in one pass 
 over the stacked tensors, where N CIAO optimizers would each launch their own, and member i
 steps as `CIAO(member_i_params, **hparams_i)` with a single param group would: the same
 clipping, skipping, bias corrections, scaled first moment, decoupled weight decay and step
-statistics (the tests hold each member to a CIAO of its own, to rounding).
+statistics, and LAMB's trust ratio where a member's `lamb_power` > 0 (the tests hold each
+member to a CIAO of its own, to rounding).
 
 `members[i]` (a `MemberOptimizer`) is member i seen as a CIAO: its one param group, `hparams`,
 `pop_step_stats()`, `state_dict()` and `load_state_dict()`, which is what a `Controller` and
@@ -29,7 +30,7 @@ only the columns that lr_factor enters are rebuilt when a controller moves it, a
 before every step.
 
 Limits:
-- The AdamW path with clipping only: `lamb_power > 0`, `adamax` and `decay_in_update` are
+- The AdamW path with clipping and LAMB's trust ratio only: `adamax` and `decay_in_update` are
   refused, at construction and at the step after a group was set to them (use CIAO).
 - One dtype (float32 or float64) and one device for all parameters.
 - Members are popped together (`MemberOptimizer.pop_step_stats`): the first pop of a period pops
@@ -57,6 +58,7 @@ from torch import Tensor
 from lhopt.optim.hparams import DEFAULTS, HPARAMS, check_group, check_value
 from lhopt.optim.stats import (
     _FOLD_ROWS,
+    _TINY,
     LOG_FLOOR,
     STEP_STAT_NAMES,
     TENSOR_STAT_NAMES,
@@ -67,9 +69,11 @@ from lhopt.optim.stats import (
 
 __all__ = ["BatchedCIAO", "MemberOptimizer", "STEP_STAT_NAMES"]
 
-UNSUPPORTED = "batched CIAO supports the AdamW path with clipping only; use CIAO"
+UNSUPPORTED = (
+    "batched CIAO supports the AdamW path with clipping and LAMB's trust ratio only; use CIAO"
+)
 # Hyperparameters whose non-default values take CIAO's other paths, which BatchedCIAO refuses.
-UNBATCHED_HPARAMS = ("lamb_power", "adamax", "decay_in_update")
+UNBATCHED_HPARAMS = ("adamax", "decay_in_update")
 _DTYPES = (torch.float32, torch.float64)
 # The first moment's scale is folded back into it below this, as in `ciao.update_moments`.
 _FOLD_BELOW = 1e-3
@@ -179,6 +183,11 @@ class _HParams:
         "clip_fraction",  # 0 where clipping is off
         "clip_on",
         "norm_decay",  # 1 - grad_clip_ombeta
+        "lamb_power",
+        "lamb_min_trust",
+        "lamb_max_trust",  # 1 / lamb_min_trust, within the state dtype's range
+        "lamb_ombeta",  # lamb_update_norm_ombeta
+        "lamb_keep",  # 1 - lamb_update_norm_ombeta
     )
 
     def __init__(self, groups: list[dict], dtype: torch.dtype, device: torch.device) -> None:
@@ -197,6 +206,11 @@ class _HParams:
                     0.0 if fraction is None else fraction,
                     float(fraction is not None),
                     1.0 - g["grad_clip_ombeta"],
+                    g["lamb_power"],
+                    g["lamb_min_trust"],
+                    min(1.0 / g["lamb_min_trust"], torch.finfo(dtype).max),
+                    g["lamb_update_norm_ombeta"],
+                    1.0 - g["lamb_update_norm_ombeta"],
                 ]
             )
         table = torch.tensor(rows, dtype=torch.float64).T.contiguous().unsqueeze(-1)
@@ -205,6 +219,8 @@ class _HParams:
             setattr(self, name, column)
         self.betas = table[:2]  # (2, N, 1): beta1, beta2
         self.clip_on = self.clip_on.bool()
+        self.lamb_on = self.lamb_power > 0  # (N, 1)
+        self.any_lamb = any(g["lamb_power"] > 0 for g in groups)
         # In the state's dtype, as the update reads them.
         self.beta2_state = self.beta2.to(dtype)
         self.epsilon_state = self.epsilon.to(dtype)
@@ -325,13 +341,17 @@ def batched_raw_statistics(
     *,
     epsilon: Tensor,
     scratch: _Scratch,
+    trust: Tensor | None = None,
+    lamb: Tensor | None = None,
 ) -> Tensor:
     """`stats.raw_statistics` of CIAO's AdamW path for every member at once: (N, len(_RAW))
     float64 sums on the parameters' device.
 
     `grads`, `exp_avgs` and `denoms` are the flat (N, D) tensors of the layout's tensors,
     `params` those tensors themselves; the coefficients and `epsilon` are per member and
-    column, broadcastable against the sample (N, S). The same fixed sample of each member's
+    column, broadcastable against the sample (N, S); `trust` (N, Pa), where given, LAMB's
+    trust ratio of each tensor, which scales its update, and `lamb` where it applies (the
+    statistics' log-trust sums). The same fixed sample of each member's
     tensor is read as CIAO reads, with the same weights, so the estimates are CIAO's. The
     (N, S) intermediates are written into `scratch`'s buffers, none of which is read after."""
     n, w = grads.shape[0], layout.weights
@@ -351,6 +371,8 @@ def batched_raw_statistics(
     d = torch.mul(d, denom_coefs, out=scratch.take("d_hat", n, s))
     m_hat = torch.mul(m, m_hat_coefs, out=scratch.take("m_hat", n, s))
     u = torch.div(m_hat, d, out=scratch.take("u", n, s))
+    if trust is not None:
+        u.mul_(trust.index_select(1, layout.sample_owner))
     m = torch.mul(m, exp_avg_scales, out=scratch.take("m_scaled", n, s))
     v_hat = torch.sub(d, epsilon, out=scratch.take("v_hat", n, s)).square_()
     # The rows summed: n_above, log |u|, then the products g m, g p, g u, g g, m m, p p, u u, u p.
@@ -364,9 +386,12 @@ def batched_raw_statistics(
     sums = (rows @ w).to(torch.float64)  # (10, N)
     noise_sums = torch.stack([v_hat @ w, m_hat.mul_(m_hat) @ w]).to(torch.float64)
     numel = layout.numel.expand(1, n)
-    trust = torch.zeros(2, n, dtype=torch.float64, device=w.device)
+    trusts = torch.zeros(2, n, dtype=torch.float64, device=w.device)
+    if trust is not None:
+        trusts[0] = torch.where(lamb, trust.to(torch.float64).log(), 0.0).sum(1)
+        trusts[1] = lamb.sum(1)
     # _RAW's order: n_above, sum_log_u, numel, gm .. up, sum_vhat, mhat_sq, log_trust, n_trust
-    return torch.cat([sums[:2], numel, sums[2:], noise_sums, trust]).T
+    return torch.cat([sums[:2], numel, sums[2:], noise_sums, trusts]).T
 
 
 class _Statistics:
@@ -441,13 +466,14 @@ class _Statistics:
 
 
 class BatchedCIAO:
-    """CIAO's AdamW path with clipping for N members whose parameters are stacked.
+    """CIAO's AdamW path with clipping and LAMB's trust ratio for N members whose parameters
+    are stacked.
 
     Args:
         params: leaf tensors, each of shape (N, *member_shape), row i member i's; one dtype
             (float32 or float64) and one device.
         hparams: each member's initial hyperparameters (keys of `HPARAMS`; missing ones take
-            `DEFAULTS`). `lamb_update_norm_ombeta` and `lamb_min_trust` are kept, unused.
+            `DEFAULTS`).
         feature_every, stat_samples: as CIAO's, for every member.
 
     `step()` reads each parameter's `grad` (of the parameter's shape) and steps every member;
@@ -492,6 +518,13 @@ class BatchedCIAO:
         self._products = torch.ones(2, n, len(params), **f64)  # prod(beta1), prod(beta2)
         self._scale = torch.ones(n, len(params), **f64)  # first moment = scale * exp_avg
         self._norm_max = torch.zeros(n, 1, **f64)  # rolling max of each member's gradient norm
+        # LAMB's EMA of each matrix's update norm and the running product of its betas, as
+        # CIAO's `update_norm_ema` and `update_norm_product` (moved only while lamb_power > 0).
+        self._unorm_ema = torch.zeros(n, len(params), **state)
+        self._unorm_product = torch.ones(n, len(params), **f64)
+        # The member tensors that LAMB scales (two or more dimensions, as in CIAO).
+        self._matrices = [len(s) > 1 for s in self._shapes]
+        self._matrix = _to_device(torch.tensor(self._matrices), self._device)
         self._steps = [0] * n  # steps attempted (taken or skipped), per member
         self._skipped = torch.zeros(n, 1, dtype=torch.long, device=self._device)
         # Whether every tensor of member i has stepped alike (same per-tensor scalars).
@@ -698,6 +731,9 @@ class BatchedCIAO:
         m_coef = scale / bc1
         u_coef = m_coef / d_coef
         step_coef = pick(h.neg_lr * u_coef, 0.0)
+        trust = lamb = None
+        if h.any_lamb and any(self._matrices[k] for k in active):
+            trust, lamb = self._trust_ratios(h, layout, params, m, d, u_coef, ok, all_ok)
 
         measures = [self._measures(s) for s in self._steps]
         if any(measures):
@@ -715,6 +751,8 @@ class BatchedCIAO:
                 columns(d_coef, layout.sample_owner),
                 epsilon=h.epsilon_state,
                 scratch=scratch,
+                trust=trust,
+                lamb=lamb,
             )
             self._stats.add(raw, h.lr, h.weight_decay, measured)
 
@@ -724,11 +762,57 @@ class BatchedCIAO:
             factors = pick(h.decay_factor, 1.0).to(self._dtype)
             torch._foreach_mul_(params, [factors.view(-1, *[1] * (p.dim() - 1)) for p in params])
         scaled = torch.mul(m, columns(step_coef, layout.owner), out=work)
+        if trust is not None:
+            scaled.mul_(trust.index_select(1, layout.owner))
         views = [self._views(x, params, layout.sizes) for x in (scaled, d)]
         torch._foreach_addcdiv_(params, *views)
         if layout.tensors is not None:
             self._exp_avg.index_copy_(1, layout.columns, m)
             self._exp_avg_sq.index_copy_(1, layout.columns, v)
+
+    def _trust_ratios(
+        self,
+        h: _HParams,
+        layout: _Layout,
+        params: list[Tensor],
+        m: Tensor,
+        d: Tensor,
+        u_coef: Tensor,
+        ok: Tensor,
+        all_ok: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """LAMB's trust ratio of each member's active tensor, (N, Pa) in the state's dtype (1
+        where it does not apply), and where it applies: `ciao.lamb_trust_ratios` of the update
+        u_coef * m_tilde / d, whose EMA of norms and product move on the members that step with
+        lamb_power > 0, at their matrices."""
+        n = self.N
+        q = torch.div(m, d, out=self._scratch.take("lamb_u", n, m.shape[1]))
+        u_norm = torch.stack(
+            [torch.linalg.vector_norm(x, dim=1) for x in q.split(layout.sizes, dim=1)], dim=1
+        ).mul_(u_coef.to(self._dtype))
+        p_norm = torch.stack([torch.linalg.vector_norm(p.reshape(n, -1), dim=1) for p in params], 1)
+        matrix = self._matrix if layout.tensors is None else self._matrix[layout.tensors]
+        on = h.lamb_on & matrix & (True if all_ok else ok)
+        if layout.tensors is None:
+            ema, product = self._unorm_ema, self._unorm_product
+        else:
+            ema = self._unorm_ema[:, layout.tensors]
+            product = self._unorm_product[:, layout.tensors]
+        product = torch.where(on, product * h.lamb_keep, product)
+        ema = torch.where(on, ema.lerp(u_norm, h.lamb_ombeta.to(self._dtype)), ema)
+        if layout.tensors is None:
+            self._unorm_ema, self._unorm_product = ema, product
+        else:
+            self._unorm_ema[:, layout.tensors] = ema
+            self._unorm_product[:, layout.tensors] = product
+        ema_hat = ema / (1.0 - product).to(self._dtype)
+        ratio = torch.where((p_norm > 0) & (ema_hat > 0), p_norm / ema_hat.clamp_min(_TINY), 1.0)
+        trust = ratio.pow(h.lamb_power.to(self._dtype))
+        trust = torch.minimum(
+            torch.maximum(trust, h.lamb_min_trust.to(self._dtype)),
+            h.lamb_max_trust.to(self._dtype),
+        )
+        return torch.where(on, trust, 1.0), on
 
     def _clip_scales(self, h: _HParams, norm: Tensor, ok: Tensor, all_ok: bool) -> Tensor:
         """Each member's coefficient for its gradient: clip_fraction * rolling max / norm, at
@@ -781,6 +865,8 @@ class BatchedCIAO:
             "beta2_product": self._products[1, i].clone(),
             "uniform": self._uniform[i],
             "group_norm_max": self._norm_max[i, 0].clone(),
+            "update_norm_ema": self._unorm_ema[i].clone(),
+            "update_norm_product": self._unorm_product[i].clone(),
             "steps": self._steps[i],
             "skipped_steps": self._skipped[i, 0].clone(),
             "hparams": self.members[i].hparams[0],
@@ -801,6 +887,8 @@ class BatchedCIAO:
             "beta2_product",
             "uniform",
             "group_norm_max",
+            "update_norm_ema",
+            "update_norm_product",
             "steps",
             "skipped_steps",
             "hparams",
@@ -818,7 +906,13 @@ class BatchedCIAO:
                     f"a member of shapes {self._shapes}"
                 )
         per_tensor = (len(self.params),)
-        for key in ("exp_avg_scale", "beta1_product", "beta2_product"):
+        for key in (
+            "exp_avg_scale",
+            "beta1_product",
+            "beta2_product",
+            "update_norm_ema",
+            "update_norm_product",
+        ):
             if tuple(state[key].shape) != per_tensor:
                 raise ValueError(
                     f"member {i}: a state whose {key} has shape {tuple(state[key].shape)} can't "
@@ -844,6 +938,8 @@ class BatchedCIAO:
         self._products[1, i] = state["beta2_product"].to(self._products)
         self._uniform[i] = bool(state["uniform"])
         self._norm_max[i, 0] = torch.as_tensor(state["group_norm_max"]).to(self._norm_max)
+        self._unorm_ema[i] = state["update_norm_ema"].to(self._unorm_ema)
+        self._unorm_product[i] = state["update_norm_product"].to(self._unorm_product)
         self._steps[i] = int(state["steps"])
         self._skipped[i, 0] = torch.as_tensor(state["skipped_steps"]).to(self._skipped)
         self._stats.load_state_dict(i, state["stats"])
