@@ -557,12 +557,14 @@ def test_heavy_clipping_folds_the_scale_as_ciao_does(host_reads):
     assert folded == {1, 2, 3}  # each clipped member's scale fell below 1e-3 and was folded
 
 
+@pytest.mark.parametrize("lamb", [False, True], ids=["adamw", "lamb"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_steps_without_host_reads_match_ciao(dtype):
+def test_steps_without_host_reads_match_ciao(dtype, lamb):
     """The accelerator's form of the step, run on the CPU, with skips and changes."""
-    pair = without_host_reads(Pair(dtype=dtype))
+    hparams = lamb_hparams(HPARAMS) if lamb else HPARAMS
+    pair = without_host_reads(Pair(hparams, dtype=dtype))
     run(pair, 20, torch.Generator().manual_seed(12), on_step=change_hparams(pair))
-    skipping = without_host_reads(Pair(dtype=dtype))
+    skipping = without_host_reads(Pair(hparams, dtype=dtype))
     gen = torch.Generator().manual_seed(13)
     for t in range(6):
         grads = random_grads(gen, dtype=dtype)
