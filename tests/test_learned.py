@@ -209,7 +209,7 @@ def test_policy_files_are_checked(tmp_path, policy_file):
         load_policy(other)
     torch.save({**data, "layout": {**data["layout"], "schedule": "cosine"}}, other)
     assert load_policy(other).spec.schedule == "cosine"  # a known shape: the file's own
-    torch.save({**data, "layout": {**data["layout"], "schedule": "linear"}}, other)
+    torch.save({**data, "layout": {**data["layout"], "schedule": "step"}}, other)
     with pytest.raises(ValueError, match="another feature/action layout"):
         load_policy(other)
     torch.save({k: v for k, v in data.items() if k != "architecture"}, other)

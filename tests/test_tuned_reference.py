@@ -184,11 +184,11 @@ def test_policy_files_record_their_schedule_and_features(tmp_path):
     assert load_policy(CONSTANT).spec == ControlSpec()  # files without one: the defaults
     assert layout_hash(actor_layout(loaded.spec)) != layout_hash()
     data = torch.load(path, weights_only=True)
-    torch.save({**data, "layout": {**data["layout"], "schedule": "linear"}}, tmp_path / "q.pt")
+    torch.save({**data, "layout": {**data["layout"], "schedule": "step"}}, tmp_path / "q.pt")
     with pytest.raises(ValueError, match="another feature/action layout"):
         load_policy(tmp_path / "q.pt")
-    with pytest.raises(ValueError, match=r"\[episode\] schedule 'linear' is not allowed"):
-        from_dict({"episode": {"schedule": "linear"}})
+    with pytest.raises(ValueError, match=r"\[episode\] schedule 'step' is not allowed"):
+        from_dict({"episode": {"schedule": "step"}})
     with pytest.raises(ValueError, match="reward_reference"):
         from_dict({"episode": {"reward_reference": "prodigy"}})
     assert MetaConfig().episode.spec == ControlSpec()
@@ -200,8 +200,13 @@ def test_schedule_shapes():
     assert cos(1, 100) == pytest.approx(0.2) and cos(5, 100) == 1.0
     assert cos(100, 100) == pytest.approx(0.0, abs=1e-12) and cos(150, 100) == 0.0
     assert cos(52, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 47 / 95)))
-    with pytest.raises(ValueError, match="schedule 'linear' is not allowed"):
-        schedules.get("linear")
+    lin = schedules.get("linear")
+    assert lin(1, 100) == pytest.approx(0.2) and lin(5, 100) == 1.0
+    assert lin(100, 100) == 0.0 and lin(150, 100) == 0.0
+    assert lin(52, 100) == pytest.approx(1 - 47 / 95)
+    assert lin(30, 100) < cos(30, 100) and lin(80, 100) > cos(80, 100)
+    with pytest.raises(ValueError, match="schedule 'step' is not allowed"):
+        schedules.get("step")
 
 
 def test_the_learned_optimizer_runs_the_policys_schedule_under_its_base_lr(tmp_path):
@@ -226,8 +231,8 @@ def test_the_learned_optimizer_runs_the_policys_schedule_under_its_base_lr(tmp_p
         lhopt.LearnedOptimizer(
             model.parameters(), total_steps=40, policy=CONSTANT, schedule="cosine"
         )
-    with pytest.raises(ValueError, match="schedule 'linear' is not allowed"):
-        lhopt.LearnedOptimizer(model.parameters(), total_steps=40, schedule="linear")
+    with pytest.raises(ValueError, match="schedule 'step' is not allowed"):
+        lhopt.LearnedOptimizer(model.parameters(), total_steps=40, schedule="step")
     plain = lhopt.LearnedOptimizer(
         model.parameters(), total_steps=40, policy=CONSTANT, schedule="constant"
     )

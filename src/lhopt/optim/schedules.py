@@ -27,9 +27,19 @@ def warmup_cosine(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def warmup_linear(step: int, total: int) -> float:
+    """Linear warm-up over the first 5% of `total`, then linear decay to 0 at step `total`:
+    below the cosine in the first half of the decay, above it in the second."""
+    warm = max(1, round(WARMUP_FRACTION * total))
+    if step <= warm:
+        return step / warm
+    return max(0.0, 1.0 - (step - warm) / max(1, total - warm))
+
+
 SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "constant": constant,
     "cosine": warmup_cosine,
+    "linear": warmup_linear,
 }
 
 
