@@ -224,6 +224,10 @@ class _HParams:
         # In the state's dtype, as the update reads them.
         self.beta2_state = self.beta2.to(dtype)
         self.epsilon_state = self.epsilon.to(dtype)
+        self.lamb_state = [
+            x.to(dtype)
+            for x in (self.lamb_power, self.lamb_min_trust, self.lamb_max_trust, self.lamb_ombeta)
+        ]
         self.base_lrs = [g["lr"] for g in groups]
         self.weight_decays = [g["weight_decay"] for g in groups]
         self.any_decay = any(wd != 0.0 for wd in self.weight_decays)
@@ -799,7 +803,8 @@ class BatchedCIAO:
             ema = self._unorm_ema[:, layout.tensors]
             product = self._unorm_product[:, layout.tensors]
         product = torch.where(on, product * h.lamb_keep, product)
-        ema = torch.where(on, ema.lerp(u_norm, h.lamb_ombeta.to(self._dtype)), ema)
+        power, min_trust, max_trust, ombeta = h.lamb_state
+        ema = torch.where(on, ema.lerp(u_norm, ombeta), ema)
         if layout.tensors is None:
             self._unorm_ema, self._unorm_product = ema, product
         else:
@@ -807,11 +812,7 @@ class BatchedCIAO:
             self._unorm_product[:, layout.tensors] = product
         ema_hat = ema / (1.0 - product).to(self._dtype)
         ratio = torch.where((p_norm > 0) & (ema_hat > 0), p_norm / ema_hat.clamp_min(_TINY), 1.0)
-        trust = ratio.pow(h.lamb_power.to(self._dtype))
-        trust = torch.minimum(
-            torch.maximum(trust, h.lamb_min_trust.to(self._dtype)),
-            h.lamb_max_trust.to(self._dtype),
-        )
+        trust = ratio.pow(power).clamp(min_trust, max_trust)
         return torch.where(on, trust, 1.0), on
 
     def _clip_scales(self, h: _HParams, norm: Tensor, ok: Tensor, all_ok: bool) -> Tensor:
