@@ -12,6 +12,10 @@
   regressions of small synthetic data sets (squared error; Gaussian likelihood), an autoencoder of
   MNIST-1D signals, and embedding classifiers of synthetic token sequences. All their data is made
   by the code (MNIST-1D by its package), none of it from `ood`'s sources.
+- `confirm`: six further configurations of the selection families (other depths, widths, data
+  sizes, noise and budgets), run for the first time to decide between two candidates after
+  both had been read on the suites above (`docs/experiments.md`, "Confirmation: stage 29
+  against the shipped policy"); a suite for that one head-to-head, not for choosing snapshots.
 - `ood`: kinds never used in meta-training or checkpoint selection: byte-level language modelling
   on Shakespeare works that no training task reads (the poems, four held-out plays), a transformer
   LM trained 10x longer than the default distribution's longest LM task (600 steps; stages 5
@@ -226,6 +230,45 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
         "sel-tokens-cnn": Q(
             "tokens", arch="cnn", dim=32, train_samples=2000, batch=32, budget=1500
+        ),
+    },
+    "confirm": {
+        "conf-shapes-cnn": Q(
+            "shapes", blocks=2, width=32, noise=0.4, train_samples=1000, batch=64, budget=1000
+        ),
+        "conf-friedman-deep": Q(
+            "regression",
+            problem="friedman",
+            depth=4,
+            width=64,
+            train_samples=1000,
+            batch=16,
+            budget=1500,
+        ),
+        "conf-heteroscedastic-wide": Q(
+            "regression",
+            problem="heteroscedastic",
+            depth=3,
+            width=256,
+            train_samples=100,
+            batch=16,
+            budget=1000,
+        ),
+        "conf-autoencoder-denoise": Q(
+            "autoencoder",
+            depth=1,
+            width=64,
+            code=4,
+            noise=0.3,
+            train_samples=500,
+            batch=32,
+            budget=1500,
+        ),
+        "conf-tokens-bag": Q(
+            "tokens", arch="bag", dim=96, train_samples=500, batch=16, budget=1000
+        ),
+        "conf-tokens-cnn": Q(
+            "tokens", arch="cnn", dim=16, train_samples=8000, batch=128, budget=800
         ),
     },
     "ood": {
