@@ -45,10 +45,20 @@ GRU = TaskConfig.make(
 )
 
 
+# above the gate width that runs batched (lhopt.tasks.algorithmic.MAX_BATCHED_GATE_WIDTH)
+LSTM = TaskConfig.make(**{**GRU.to_dict(), "cell": "lstm", "hidden": 32})
 BN_MLP = TaskConfig.make(**{**MLP.to_dict(), "norm": "batch", "loss": "huber"})
 
 
-@pytest.mark.parametrize("config", [QUAD, MLP, BN_MLP], ids=["quadratic", "mlp", "mlp-batchnorm"])
+LSTM2 = TaskConfig.make(**{**GRU.to_dict(), "problem": "addition", "cell": "lstm", "layers": 2})
+RNN2 = TaskConfig.make(**{**GRU.to_dict(), "cell": "rnn", "layers": 2, "hidden": 24})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [QUAD, MLP, BN_MLP, GRU, LSTM2, RNN2],
+    ids=["quadratic", "mlp", "mlp-batchnorm", "gru", "lstm-2-layers", "rnn-2-layers"],
+)
 def test_a_batched_task_gives_each_member_its_own_losses_and_gradients(config, tmp_cache):
     seeds = [4, 1, 9]
     batched = BatchedTask(config, seeds)
@@ -87,9 +97,19 @@ def test_a_member_module_saves_and_restores_its_slice_only(tmp_cache):
 
 
 def test_configs_without_a_stacked_form_are_refused_by_name():
-    assert batchable(QUAD) and batchable(MLP) and not batchable(GRU) and not batchable(CNN)
+    assert batchable(QUAD) and batchable(MLP) and batchable(GRU)
+    assert not batchable(LSTM) and not batchable(CNN)
     with pytest.raises(ValueError, match="'algorithmic' family has no stacked form"):
-        BatchedTask(GRU, [0, 1])
+        BatchedTask(LSTM, [0, 1])
+
+
+def test_a_recurrent_layer_without_a_stacked_form_is_an_error():
+    from lhopt.tasks.stacked import stacked_recurrent
+
+    rnn = torch.nn.GRU(2, 4, batch_first=True, bidirectional=True)
+    state = {f"rnn.{k}": torch.stack([v, v]) for k, v in rnn.state_dict().items()}
+    with pytest.raises(TypeError, match="GRU has a stacked form only with batch_first=True, one"):
+        stacked_recurrent(rnn, state, "rnn.", torch.zeros(2, 3, 5, 2))
 
 
 def test_a_layer_without_a_stacked_form_is_an_error():
@@ -101,7 +121,7 @@ def test_a_layer_without_a_stacked_form_is_an_error():
         stacked_forward(model, state, torch.zeros(2, 3, 4))
 
 
-@pytest.mark.parametrize("config", [QUAD, MLP], ids=["quadratic", "mlp"])
+@pytest.mark.parametrize("config", [QUAD, MLP, GRU], ids=["quadratic", "mlp", "gru"])
 def test_a_member_of_a_batch_decides_and_trains_as_the_episode_alone(
     config, policy_file, tmp_cache
 ):
@@ -142,8 +162,8 @@ def test_a_batch_of_an_unbatchable_family_runs_its_episodes_one_by_one(policy_fi
     policy = load_policy(policy_file)
     cfg = EpisodeConfig(min_outer_steps=4, max_outer_steps=4)
     rngs = [np.random.default_rng(s) for s in (0, 1)]
-    batch = run_episodes(policy, GRU, [0, 1], cfg, rngs, greedy=True, outer_steps=4)
-    alone = run_episode(policy, GRU, 1, cfg, np.random.default_rng(1), True, outer_steps=4)
+    batch = run_episodes(policy, LSTM, [0, 1], cfg, rngs, greedy=True, outer_steps=4)
+    alone = run_episode(policy, LSTM, 1, cfg, np.random.default_rng(1), True, outer_steps=4)
     np.testing.assert_array_equal(batch[1]["obs"], alone["obs"])
     np.testing.assert_array_equal(batch[1]["rewards"], alone["rewards"])
 
@@ -219,7 +239,7 @@ def test_a_failing_member_run_alone_fails_alone(policy_file, monkeypatch):
         return real(policy, config, seeds, *args, **kwargs)
 
     monkeypatch.setattr(train_mod, "run_episodes", flaky)
-    spec = {"config": GRU.to_dict(), "seed": 0, "rng_seed": 0, "seeds": [0, 1, 2]}
+    spec = {"config": LSTM.to_dict(), "seed": 0, "rng_seed": 0, "seeds": [0, 1, 2]}
     spec["rng_seeds"] = [0, 1, 2]
     cfg = EpisodeConfig(min_outer_steps=4, max_outer_steps=4)
     out = train_mod._episodes_safe(load_policy(policy_file), spec, cfg)
@@ -230,12 +250,12 @@ def test_a_failing_member_run_alone_fails_alone(policy_file, monkeypatch):
     assert len(out) == 3 and all("ZeroDivisionError" in e["error"] for e in out)
 
 
-GRU_DROP = TaskConfig.make(**{**GRU.to_dict(), "dropout": 0.3})
+LSTM_DROP = TaskConfig.make(**{**LSTM.to_dict(), "dropout": 0.3})
 MLP_DROP = TaskConfig.make(**{**MLP.to_dict(), "dropout": 0.3})
 
 
 @pytest.mark.parametrize(
-    "config", [QUAD, GRU_DROP, MLP_DROP], ids=["batched", "serial", "batchable-dropout"]
+    "config", [QUAD, LSTM_DROP, MLP_DROP], ids=["batched", "serial", "batchable-dropout"]
 )
 def test_branched_groups_are_one_run_until_their_branch_and_label_it(
     config, policy_file, tmp_cache
@@ -307,7 +327,7 @@ def test_branched_groups_of_an_unbatchable_family_run_through_the_trainer(policy
     one by one (a group is one computation's)."""
     from lhopt.meta import train as train_mod
 
-    spec = {"config": GRU.to_dict(), "seeds": [0] * 6, "rng_seeds": list(range(6)), "seed": 0}
+    spec = {"config": LSTM.to_dict(), "seeds": [0] * 6, "rng_seeds": list(range(6)), "seed": 0}
     spec["rng_seed"] = 0
     cfg = EpisodeConfig(noise_floor=1e-5, branch=True, min_outer_steps=4, max_outer_steps=4)
     out = train_mod._episodes_safe(load_policy(policy_file), spec, cfg)

@@ -931,3 +931,55 @@ def test_branched_episodes_are_checked_against_the_rest_of_the_config(change, wo
     with pytest.raises(ValueError) as e:
         meta_config._check_semantics(config)
     assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_a_policy_reads_only_the_features_of_policy_read(tmp_path):
+    from lhopt.control import save_policy_file
+    from lhopt.control.policy_file import actor_layout
+
+    read = ["progress*", "stat/cos_grad_*", "val/*"]
+    cfg = meta_config.from_dict(
+        {**small_config().to_dict(), "policy": {"hidden": 32, "read": read}}
+    )
+    features = actor_layout(cfg.episode.spec)["features"]
+    policy = new_policy(cfg)
+    masked = [i for i, f in enumerate(features) if policy.input_mask[i] == 0]
+    kept = [i for i, f in enumerate(features) if policy.input_mask[i] == 1]
+    assert features.index("stat/cos_grad_update") in kept and features.index("progress") in kept
+    assert (
+        features.index("stat/log_grad_noise_scale") in masked
+        and features.index("hparam/lr") in masked
+    )
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.normal_(0, 0.3)
+    obs = torch.randn(1, len(features))
+
+    def logits(x):
+        return torch.cat(policy.step(x, policy.initial_state(1))[0], -1)
+
+    moved = obs.clone()
+    moved[0, masked] += 3.0
+    torch.testing.assert_close(logits(moved), logits(obs))  # what it does not read moves nothing
+    moved = obs.clone()
+    moved[0, kept[0]] += 3.0
+    assert not torch.allclose(logits(moved), logits(obs))
+
+    # The policy file carries the mask; a file from before the mask reads every feature.
+    policy.spec = cfg.episode.spec
+    save_policy_file(policy, tmp_path / "p.pt")
+    assert torch.equal(load_policy(tmp_path / "p.pt").input_mask, policy.input_mask)
+    old = {k: v for k, v in policy.state_dict().items() if k != "input_mask"}
+    fresh = Policy.from_architecture(policy.architecture())
+    fresh.load_state_dict(old)
+    assert bool((fresh.input_mask == 1).all())
+
+    # A run started from it reads what its own config says.
+    trainer = MetaTrainer(small_config(iterations=1), tmp_path / "run")
+    trainer.warm_start(tmp_path / "p.pt")
+    assert bool((trainer.policy.input_mask == 1).all()) and bool(
+        (trainer.avg.input_mask == 1).all()
+    )
+
+    with pytest.raises(ValueError, match=r"\[policy\] read = \['stat/nothing\*'\]"):
+        meta_config.from_dict({"policy": {"read": ["progress", "stat/nothing*"]}})

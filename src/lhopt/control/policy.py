@@ -13,9 +13,10 @@ whatever critic inputs meta-training used (its architecture records their number
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -79,6 +80,9 @@ class PolicyConfig:
     # untrained policy then mostly keeps its hyperparameters and leaves the registers alone,
     # i.e. starts near plain CIAO, and explores from there. The bias is learned like any other.
     keep_bias: float = 0.0
+    # Feature names (fnmatch patterns over the layout's) the actor reads; the others enter as 0
+    # after normalisation (the `input_mask` buffer, which policy files carry). Empty: all.
+    read: list = field(default_factory=list)
 
 
 class Policy(nn.Module):
@@ -96,6 +100,7 @@ class Policy(nn.Module):
         self.config = config
         self.obs_norm = RunningNorm(obs_dim, config.norm_beta, config.input_clip)
         self.priv_norm = RunningNorm(priv_dim, config.norm_beta, config.input_clip)
+        self.register_buffer("input_mask", torch.ones(obs_dim))
         self.pre = mlp([obs_dim, h, h])
         self.lstm = LayerNormLSTMCell(h, h)
         self.post = mlp([h, h])
@@ -109,13 +114,35 @@ class Policy(nn.Module):
                 for offset, k in zip(offsets, keep, strict=True):
                     self.heads.bias[offset + k] = config.keep_bias
 
+    def read_only(self, features: Sequence[str], patterns: Sequence[str]) -> None:
+        """Let the actor read only the `features` (the layout's names, in order) that match one
+        of `patterns` (fnmatch); empty `patterns`: every feature. A pattern matching none is an
+        error naming the features."""
+        if len(features) != self.obs_dim:
+            raise ValueError(f"{len(features)} feature names for {self.obs_dim} inputs")
+        if not patterns:
+            self.input_mask.fill_(1.0)
+            return
+        unmatched = [p for p in patterns if not fnmatch.filter(features, p)]
+        if unmatched:
+            raise ValueError(
+                f"read = {unmatched!r}: these patterns match no feature; features: {list(features)}"
+            )
+        mask = [any(fnmatch.fnmatchcase(f, p) for p in patterns) for f in features]
+        self.input_mask.copy_(torch.tensor(mask, dtype=self.input_mask.dtype))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if "input_mask" not in state_dict:  # a file from before the mask: it read everything
+            state_dict = {**state_dict, "input_mask": torch.ones(self.obs_dim)}
+        return super().load_state_dict(state_dict, strict, assign)
+
     def initial_state(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.config.hidden
         return torch.zeros(batch, h), torch.zeros(batch, h)
 
     def step(self, obs: torch.Tensor, state):
         """One outer step for a batch: (logits per head, new state). obs: (batch, obs_dim)."""
-        x = self.pre(self.obs_norm(obs))
+        x = self.pre(self.obs_norm(obs) * self.input_mask)
         h, c = self.lstm(x, state)
         z = h + self.post(h)  # residual into the heads
         return list(self.heads(z).split(self.nvec, -1)), (h, c)

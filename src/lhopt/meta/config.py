@@ -13,6 +13,7 @@ missing base is an error naming the files. So a stage of meta-training is its fe
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
 import tomllib
@@ -303,6 +304,17 @@ def _check_semantics(cfg: MetaConfig) -> None:
         raise ValueError("[ppo] need batch >= 1, batches_per_iteration >= 1, buffer >= batch")
     if cfg.policy.hidden < 1 or not 0 <= cfg.policy.polyak < 1:
         raise ValueError("[policy] need hidden >= 1 and 0 <= polyak < 1")
+    if cfg.policy.read:
+        from lhopt.control.policy_file import actor_layout
+
+        features = actor_layout(ep.spec)["features"]
+        read = cfg.policy.read
+        bad = [p for p in read if not isinstance(p, str) or not fnmatch.filter(features, p)]
+        if bad:
+            raise ValueError(
+                f"[policy] read = {bad!r}: each must be a pattern matching a feature name; "
+                f"features: {features}"
+            )
 
 
 def _require(cfg: MetaConfig, section: str, key: str, ok, allowed: str) -> None:

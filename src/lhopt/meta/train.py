@@ -75,7 +75,7 @@ def _fit_inputs(weights: dict, policy: Policy) -> dict:
             continue
         if value.shape[-1] > want[-1]:
             continue  # a narrower target: load_state_dict reports it
-        fill = 1.0 if key == "obs_norm.sq" else 0.0
+        fill = 1.0 if key in ("obs_norm.sq", "input_mask") else 0.0
         wide = torch.full(want, fill, dtype=value.dtype)
         wide[..., : value.shape[-1]] = value
         out[key] = wide
@@ -89,6 +89,7 @@ def new_policy(cfg: MetaConfig) -> Policy:
     policy = Policy(
         len(layout["features"]), len(PRIVILEGED_NAMES), layout["nvec"], cfg.policy, keep=space.keep
     )
+    policy.read_only(layout["features"], cfg.policy.read)
     policy.spec = cfg.episode.spec
     policy.initial = dict(cfg.episode.fixed_initial)
     return policy
@@ -306,6 +307,9 @@ class MetaTrainer:
             raise ValueError(
                 f"[run] init_from = {str(path)!r}: another policy architecture ({e})"
             ) from e
+        features = actor_layout(self.cfg.episode.spec)["features"]
+        for net in (self.policy, self.avg):  # this run's [policy] read, not the start's
+            net.read_only(features, self.cfg.policy.read)
 
     @property
     def checkpoint_path(self) -> Path:

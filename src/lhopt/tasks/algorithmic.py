@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lhopt.tasks import stacked
 from lhopt.tasks.base import Task, TaskConfig
 from lhopt.tasks.schema import Param, Schema
 
@@ -29,6 +30,8 @@ SCHEMA = Schema(
     },
 )
 EVAL_SIZE = 512
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+MAX_BATCHED_GATE_WIDTH = 96
 
 
 def make_batch(problem: str, n: int, length: int, g: torch.Generator):
@@ -81,8 +84,40 @@ class AlgorithmicTask(Task):
         return nn.functional.cross_entropy(self.model(x).flatten(0, 1), y.flatten())
 
     def train_loss(self) -> torch.Tensor:
+        return self._loss(*self.next_batch())
+
+    def next_batch(self) -> tuple[torch.Tensor, ...]:
         p = self.config.p
-        return self._loss(*make_batch(p["problem"], p["batch"], p["length"], self.batch_generator))
+        return make_batch(p["problem"], p["batch"], p["length"], self.batch_generator)
+
+    def eval_inputs(self, split: str) -> tuple[torch.Tensor, ...]:
+        return self.splits[split]
+
+    @classmethod
+    def batchable(cls, config: TaskConfig) -> bool:
+        # Every cell has a stacked form (`lhopt.tasks.stacked.stacked_recurrent`), but above a
+        # gate width of 96 a CPU step is arithmetic, which PyTorch's fused recurrent kernels do
+        # faster than the stacked loop (docs/benchmarks.md, "Batched episodes").
+        p = config.p
+        return GATES[p["cell"]] * p["hidden"] <= MAX_BATCHED_GATE_WIDTH
+
+    def stacked_loss(self, state: dict, batch: tuple) -> torch.Tensor:
+        x, y = batch
+        n = next(iter(state.values())).shape[0]
+        if x.dim() == 3:
+            x, y = x.expand(n, *x.shape), y.expand(n, *y.shape)
+        h = stacked.stacked_recurrent(self.model.rnn, state, "rnn.", x)
+        h = nn.functional.dropout(h, self.model.drop.p, self.model.training)
+        _, b, t, width = h.shape
+        logits = torch.baddbmm(
+            state["head.bias"][:, None], h.reshape(n, b * t, width), state["head.weight"].mT
+        )
+        per_step = nn.functional.cross_entropy(
+            logits.reshape(n * b * t, -1), y.reshape(-1), reduction="none"
+        )
+        return per_step.view(n, -1).mean(1)
+
+    stacked_eval = stacked_loss
 
     def _eval_loss(self, split: str) -> float:
         return float(self._loss(*self.splits[split]))

@@ -8,10 +8,13 @@ one forward and backward for N members. Each member draws its batches from its o
 the task alone does, so member i sees the data the task of seed i sees alone; dropout masks come
 from the global generator and so differ from a run alone.
 
-Which configs batch (`batchable`): the quadratics and the MNIST-1D MLPs. The others run one task
-at a time: `torch.func.vmap` over `functional_call` would batch any module, but measured on this
-project's tasks it was slower than one task at a time for the MNIST-1D CNNs, and PyTorch's fused
-RNN kernels have no batching rule (`docs/benchmarks.md`, "Batched episodes").
+Which configs batch (`batchable`): the quadratics, the MNIST-1D MLPs and the algorithmic
+family's recurrent networks of gate width (gates x hidden units) up to 96 (through
+`lhopt.tasks.stacked.stacked_recurrent`). The others run one task at a time: `torch.func.vmap`
+over `functional_call` would batch any module, but measured on this project's tasks it was
+slower than one task at a time for the MNIST-1D CNNs, PyTorch's fused RNN kernels have no
+batching rule, and the wider recurrent networks are arithmetic on a CPU, where those fused
+kernels beat the stacked loop (`docs/benchmarks.md`, "Batched episodes").
 """
 
 from __future__ import annotations
