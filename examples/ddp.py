@@ -1,6 +1,7 @@
 # examples/ddp.py: DistributedDataParallel; run with `torchrun --nproc-per-node 2 examples/ddp.py`
 # (or plainly with python: it then starts 2 processes on this machine itself)
 import os
+import socket
 
 import torch
 import torch.distributed as dist
@@ -9,6 +10,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import lhopt
+
+
+def free_port() -> int:
+    """A port no other process holds now (a fixed one may be taken on a shared machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def train(rank: int, world: int) -> None:
@@ -42,5 +50,5 @@ if __name__ == "__main__":
         train(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
     else:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29517")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
         mp.spawn(train, args=(2,), nprocs=2)
