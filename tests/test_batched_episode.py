@@ -79,6 +79,17 @@ def test_a_batched_task_gives_each_member_its_own_losses_and_gradients(config, t
     np.testing.assert_allclose(batched.val_losses(), [t.val_loss() for t in alone], rtol=1e-5)
 
 
+def test_a_batched_recurrent_task_applies_dropout_between_layers_only_in_training(tmp_cache):
+    config = TaskConfig.make(**{**RNN2.to_dict(), "dropout": 0.3})
+    batched = BatchedTask(config, [2, 5])
+    alone = [build_task(config, s) for s in (2, 5)]
+    np.testing.assert_allclose(batched.val_losses(), [t.val_loss() for t in alone], rtol=1e-5)
+    task, inputs = batched.tasks[0], batched.tasks[0].eval_inputs("val")
+    first = task.stacked_loss(batched._stacked, inputs)
+    again = task.stacked_loss(batched._stacked, inputs)
+    assert not torch.allclose(first, again)  # masks drawn in training mode
+
+
 def test_a_member_module_saves_and_restores_its_slice_only(tmp_cache):
     batched = BatchedTask(MLP, [0, 1])
     member = batched.member(1)

@@ -974,12 +974,15 @@ def test_a_policy_reads_only_the_features_of_policy_read(tmp_path):
     fresh.load_state_dict(old)
     assert bool((fresh.input_mask == 1).all())
 
-    # A run started from it reads what its own config says.
+    # A run started from it reads what its own config says, and acts as the file did: the
+    # inputs the file did not read start with no weight.
     trainer = MetaTrainer(small_config(iterations=1), tmp_path / "run")
     trainer.warm_start(tmp_path / "p.pt")
-    assert bool((trainer.policy.input_mask == 1).all()) and bool(
-        (trainer.avg.input_mask == 1).all()
-    )
+    for net in (trainer.policy, trainer.avg):
+        assert bool((net.input_mask == 1).all())
+    warm = trainer.policy
+    torch.testing.assert_close(torch.cat(warm.step(obs, warm.initial_state(1))[0], -1), logits(obs))
+    assert hash(cfg.policy) == hash(meta_config.from_dict(cfg.to_dict()).policy)
 
     with pytest.raises(ValueError, match=r"\[policy\] read = \['stat/nothing\*'\]"):
         meta_config.from_dict({"policy": {"read": ["progress", "stat/nothing*"]}})

@@ -82,7 +82,7 @@ class PolicyConfig:
     keep_bias: float = 0.0
     # Feature names (fnmatch patterns over the layout's) the actor reads; the others enter as 0
     # after normalisation (the `input_mask` buffer, which policy files carry). Empty: all.
-    read: list = field(default_factory=list)
+    read: list = field(default_factory=list, hash=False)
 
 
 class Policy(nn.Module):
@@ -123,7 +123,7 @@ class Policy(nn.Module):
         if not patterns:
             self.input_mask.fill_(1.0)
             return
-        unmatched = [p for p in patterns if not fnmatch.filter(features, p)]
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(f, p) for f in features)]
         if unmatched:
             raise ValueError(
                 f"read = {unmatched!r}: these patterns match no feature; features: {list(features)}"

@@ -309,7 +309,11 @@ def _check_semantics(cfg: MetaConfig) -> None:
 
         features = actor_layout(ep.spec)["features"]
         read = cfg.policy.read
-        bad = [p for p in read if not isinstance(p, str) or not fnmatch.filter(features, p)]
+        bad = [
+            p
+            for p in read
+            if not isinstance(p, str) or not any(fnmatch.fnmatchcase(f, p) for f in features)
+        ]
         if bad:
             raise ValueError(
                 f"[policy] read = {bad!r}: each must be a pattern matching a feature name; "

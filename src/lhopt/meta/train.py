@@ -309,7 +309,13 @@ class MetaTrainer:
             ) from e
         features = actor_layout(self.cfg.episode.spec)["features"]
         for net in (self.policy, self.avg):  # this run's [policy] read, not the start's
+            before = net.input_mask.clone()
             net.read_only(features, self.cfg.policy.read)
+            # Inputs the start did not read never trained their weights: they start at zero,
+            # so the policy starts acting as the file's (as `_fit_inputs` does for new ones).
+            opened = (before == 0) & (net.input_mask == 1)
+            with torch.no_grad():
+                net.pre[0].weight[:, opened] = 0.0
 
     @property
     def checkpoint_path(self) -> Path:

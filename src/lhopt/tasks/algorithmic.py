@@ -104,8 +104,10 @@ class AlgorithmicTask(Task):
     def stacked_loss(self, state: dict, batch: tuple) -> torch.Tensor:
         x, y = batch
         n = next(iter(state.values())).shape[0]
-        if x.dim() == 3:
-            x, y = x.expand(n, *x.shape), y.expand(n, *y.shape)
+        if x.dim() == 3:  # shared by every member
+            x = x.expand(n, *x.shape)
+        if y.dim() == 2:
+            y = y.expand(n, *y.shape)
         h = stacked.stacked_recurrent(self.model.rnn, state, "rnn.", x)
         h = nn.functional.dropout(h, self.model.drop.p, self.model.training)
         _, b, t, width = h.shape
