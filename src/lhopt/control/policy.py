@@ -85,6 +85,16 @@ class PolicyConfig:
     read: list = field(default_factory=list, hash=False)
 
 
+def unmatched_patterns(features: Sequence[str], patterns: Sequence) -> list:
+    """The entries of `patterns` that are not strings or match none of `features` (fnmatch,
+    case-exact)."""
+    return [
+        p
+        for p in patterns
+        if not isinstance(p, str) or not any(fnmatch.fnmatchcase(f, p) for f in features)
+    ]
+
+
 class Policy(nn.Module):
     def __init__(
         self,
@@ -123,7 +133,7 @@ class Policy(nn.Module):
         if not patterns:
             self.input_mask.fill_(1.0)
             return
-        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(f, p) for f in features)]
+        unmatched = unmatched_patterns(features, patterns)
         if unmatched:
             raise ValueError(
                 f"read = {unmatched!r}: these patterns match no feature; features: {list(features)}"

@@ -13,14 +13,13 @@ missing base is an error naming the files. So a stage of meta-training is its fe
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lhopt.control.policy import PolicyConfig
+from lhopt.control.policy import PolicyConfig, unmatched_patterns
 from lhopt.meta.episode import BRANCH_TIES, LR_SCALE_MAX, EpisodeConfig
 from lhopt.meta.ppo import ADVANTAGES, CLONE_ORACLES, PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES, REWARD_REFERENCES
@@ -308,12 +307,7 @@ def _check_semantics(cfg: MetaConfig) -> None:
         from lhopt.control.policy_file import actor_layout
 
         features = actor_layout(ep.spec)["features"]
-        read = cfg.policy.read
-        bad = [
-            p
-            for p in read
-            if not isinstance(p, str) or not any(fnmatch.fnmatchcase(f, p) for f in features)
-        ]
+        bad = unmatched_patterns(features, cfg.policy.read)
         if bad:
             raise ValueError(
                 f"[policy] read = {bad!r}: each must be a pattern matching a feature name; "
