@@ -378,6 +378,12 @@ def test_a_branch_label_is_the_choice_that_beat_every_other_by_the_margin():
     assert tie(0.19, 0.2, -1.0) == [-1, keep, -1]  # a move gains less than the margin
     assert tie(-3.0, -3.0, -3.0) == [-1, keep, -1]
     assert tie(-3.0, 0.1, -0.2) == [-1, cut, -1]  # a win is a win
+
+    # What the branched decision was worth: the spread of the group's returns, NaN elsewhere.
+    stakes = branches.stakes([-0.5, 0.2, 0.19], [3, 3, 3])
+    assert stakes[0][1] == pytest.approx(0.7) and np.isnan(stakes[0][[0, 2]]).all()
+    assert all(np.isnan(x).all() for x in stakes[1:])
+    assert np.isnan(branches.stakes([0.0, 1.0, 0.0], [1, 1, 1])[0]).all()  # ended early
     assert branches.labels([0.0, 0.0, 0.0], [1, 1, 1], 0.02, "keep")[0].tolist() == [-1]
 
 

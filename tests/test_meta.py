@@ -97,6 +97,8 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"ppo": {"clone_coef": -1.0}}, ["[ppo] clone_coef = -1.0", ">= 0"]),
         ({"ppo": {"keep_prior": -0.1}}, ["[ppo] keep_prior = -0.1", ">= 0"]),
         ({"ppo": {"keep_prior": 0.3}}, ["keep_prior = 0.3", "'tuned'", "'branch'"]),
+        ({"ppo": {"clone_weight": "margin"}}, ["clone_weight = 'margin'", "['none', 'stakes']"]),
+        ({"ppo": {"clone_weight": "stakes"}}, ["clone_weight = 'stakes'", "'tuned'", "'branch'"]),
         ({"ppo": {"clone_coef": 0.5}}, ["clone_coef = 0.5", "reward_reference", "'stall'"]),
         (
             {"ppo": {"clone_coef": 0.5, "clone_oracle": "stall"}, "episode": {"heads": ["wd"]}},
@@ -907,6 +909,53 @@ def test_the_keep_prior_adds_keep_on_unlabelled_decisions_only():
     with torch.no_grad():
         after = torch.softmax(policy.unroll(obs, priv)[0][0][m], -1)[:, keep].mean()
     assert after > before
+
+
+def test_stakes_weigh_each_label_by_the_spread_of_its_branched_runs():
+    """With `[ppo] clone_weight = "stakes"` the branch oracle's cross-entropy is each labelled
+    decision's weighted by its `branch_stakes` (the spread of its group's returns, recorded at
+    the branched decision only): equal stakes give the plain mean, and a label whose runs tied
+    (stakes 0) drops out."""
+    from dataclasses import replace
+
+    from lhopt.control.actions import ActionSpace
+    from lhopt.meta.clone import clone_loss
+
+    config = _branch_config()
+    heads = ActionSpace().heads
+    policy = new_policy(config)
+    rngs = [np.random.default_rng(s) for s in range(6)]
+    config.episode.branch_margin = 0.0
+    episodes = run_episodes(policy, TaskConfig.from_dict(QUAD), [0] * 6, config.episode, rngs)
+    for e in episodes:  # stakes where, and only where, the first member of a group branched
+        finite = np.isfinite(e["branch_stakes"])
+        assert (e["branch"][finite] >= 0).all() or (e["branch_stakes"][finite] == 0).all()
+        assert finite.sum() <= 1 and (e["branch_stakes"][finite] >= 0).all()
+    labelled = [
+        (i, int(np.flatnonzero(e["branch"] >= 0)[0]))
+        for i, e in enumerate(episodes)
+        if (e["branch"] >= 0).any()
+    ]
+    assert len(labelled) >= 2, "the test needs two labelled groups"
+    obs, priv, _, _, mask = pad(episodes)
+    logits = list(policy.unroll(obs, priv)[0])
+    stakes = replace(config.ppo, clone_weight="stakes")
+    plain = float(clone_loss(logits, episodes, mask, config.ppo, 0, heads[0])[0].detach())
+
+    def with_stakes(values):
+        out = [{**e, "branch_stakes": np.full(len(e["branch"]), np.nan)} for e in episodes]
+        for (i, k), v in zip(labelled, values, strict=True):
+            out[i]["branch_stakes"][k] = v
+        return float(clone_loss(logits, out, mask, stakes, 0, heads[0])[0].detach())
+
+    assert with_stakes([0.7] * len(labelled)) == pytest.approx(plain, rel=1e-5)
+    (i, k), rest = labelled[0], labelled[1:]
+    target = torch.tensor([int(episodes[i]["branch"][k])])
+    alone = torch.nn.functional.cross_entropy(logits[0][i, k][None], target)
+    assert with_stakes([1.0] + [0.0] * len(rest)) == pytest.approx(float(alone.detach()), rel=1e-5)
+    with pytest.raises(ValueError, match="branch_stakes|spread"):
+        bare = [{k: v for k, v in e.items() if k != "branch_stakes"} for e in episodes]
+        clone_loss(logits, bare, mask, stakes, 0, heads[0])
 
 
 @pytest.mark.parametrize(

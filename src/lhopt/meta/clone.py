@@ -118,7 +118,12 @@ def clone_loss(
     cross_entropy = logits.sum() * 0.0
     accuracy = torch.tensor(math.nan)
     if m.any():
-        cross_entropy = torch.nn.functional.cross_entropy(logits[m], target[m])
+        per_step = torch.nn.functional.cross_entropy(logits[m], target[m], reduction="none")
+        if cfg.clone_weight == "stakes":
+            weight = branch_stakes(episodes, mask.shape)[m]
+            cross_entropy = (per_step * weight).sum() / weight.sum().clamp_min(1e-12)
+        else:
+            cross_entropy = per_step.mean()
         with torch.no_grad():
             accuracy = (logits[m].argmax(-1) == target[m]).float().mean()
     unlabelled = mask.bool() & (target < 0)
@@ -127,6 +132,22 @@ def clone_loss(
         prior = torch.nn.functional.cross_entropy(logits[unlabelled], keep)
         cross_entropy = cross_entropy + cfg.keep_prior * prior
     return cross_entropy, accuracy
+
+
+def branch_stakes(episodes: list[dict], shape: torch.Size) -> torch.Tensor:
+    """What each labelled decision was worth (`episode["branch_stakes"]`, the spread of its
+    branched runs' returns), padded to `shape` (batch, time); 0 where a decision has none, so
+    a label without a measured spread weighs nothing."""
+    out = torch.zeros(shape)
+    for i, e in enumerate(episodes):
+        if "branch_stakes" not in e:
+            raise ValueError(
+                "[ppo] clone_weight = 'stakes' needs the branched runs' spread, which episodes "
+                "recorded before it was kept do not carry: start a new run"
+            )
+        stakes = torch.from_numpy(np.nan_to_num(np.asarray(e["branch_stakes"], np.float32)))
+        out[i, : len(stakes)] = stakes
+    return out
 
 
 # The level target's bound (natural log): a start 100x off and beyond reads as 100x.

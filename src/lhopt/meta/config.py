@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lhopt.control.policy import PolicyConfig, unmatched_patterns
 from lhopt.meta.episode import BRANCH_TIES, LR_SCALE_MAX, EpisodeConfig
-from lhopt.meta.ppo import ADVANTAGES, CLONE_ORACLES, PPOConfig
+from lhopt.meta.ppo import ADVANTAGES, CLONE_ORACLES, CLONE_WEIGHTS, PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES, REWARD_REFERENCES
 from lhopt.optim.hparams import HPARAMS, check_value
 from lhopt.tasks import FAMILY_NAMES, TRAINING_FAMILIES
@@ -194,6 +194,16 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[ppo] keep_prior = {ppo.keep_prior} weighs 'keep' on the decisions the branch "
             f"oracle leaves unlabelled; every decision of the {ppo.clone_oracle!r} oracle has a "
             "label: set clone_oracle = 'branch' or keep_prior = 0"
+        )
+    if ppo.clone_weight not in CLONE_WEIGHTS:
+        raise ValueError(
+            f"[ppo] clone_weight = {ppo.clone_weight!r}: expected one of {list(CLONE_WEIGHTS)}"
+        )
+    if ppo.clone_weight != "none" and ppo.clone_oracle != "branch":
+        raise ValueError(
+            f"[ppo] clone_weight = {ppo.clone_weight!r} weighs the branch oracle's labels by "
+            f"their branched runs; the {ppo.clone_oracle!r} oracle has none: set clone_oracle = "
+            "'branch' or clone_weight = 'none'"
         )
     if (ppo.clone_oracle == "branch") != ep.branch:
         raise ValueError(

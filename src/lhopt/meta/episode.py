@@ -476,8 +476,10 @@ def run_episodes(
         labelled = branches.labels(
             [total for _, total in scored], lengths, cfg.branch_margin, cfg.branch_ties
         )
-        for (trajectory, _), label in zip(scored, labelled, strict=True):
+        stakes = branches.stakes([total for _, total in scored], lengths)
+        for (trajectory, _), label, stake in zip(scored, labelled, stakes, strict=True):
             trajectory["branch"] = label
+            trajectory["branch_stakes"] = stake
     out = []
     for i, r in enumerate(runs):
         trajectory, total = scored[i]
@@ -579,6 +581,19 @@ class _Branches:
                 elif ties == "keep" and scores[best] - scores[0] <= margin:
                     labels[0][at] = self.choices[0]  # the first member keeps
             out += labels
+        return out
+
+    def stakes(self, returns: list[float], lengths: list[int]) -> list[np.ndarray]:
+        """Per member, at each of its `lengths` decisions, what the branched choice was worth:
+        at the first member's decision `at[j]`, the spread (highest minus lowest) of its
+        group's returns, where every member reached it; NaN elsewhere."""
+        G, out = len(self.choices), []
+        for j, at in enumerate(self.at):
+            scores = np.asarray(returns[G * j : G * (j + 1)], dtype=np.float64)
+            stakes = [np.full(n, np.nan) for n in lengths[G * j : G * (j + 1)]]
+            if all(at < len(x) for x in stakes):
+                stakes[0][at] = scores.max() - scores.min()
+            out += stakes
         return out
 
 

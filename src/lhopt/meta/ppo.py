@@ -27,6 +27,7 @@ from lhopt.control.policy import Policy
 
 ADVANTAGES = ("gae", "group", "group-scaled")
 CLONE_ORACLES = ("tuned", "stall", "branch")  # `lhopt.meta.clone.labels`
+CLONE_WEIGHTS = ("none", "stakes")  # `PPOConfig.clone_weight`
 
 
 @dataclass
@@ -69,6 +70,10 @@ class PPOConfig:
     # head's unlabelled decisions: the do-nothing schedule as a prior, so that the few labels
     # move the lr only where a move paid (0: unlabelled decisions carry no loss).
     keep_prior: float = 0.0
+    # How the branch oracle's labels weigh in its cross-entropy: "none", alike; "stakes", each by
+    # what its decision was worth (the spread of the branched runs' returns, over the batch's
+    # mean spread), so that a choice that decided a run outweighs one that tied within noise.
+    clone_weight: str = "none"
 
 
 def make_polyak(policy: Policy) -> Policy:
