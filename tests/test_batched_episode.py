@@ -473,3 +473,120 @@ def test_a_start_on_lamb_runs_batched_as_each_member_alone(policy_file, tmp_cach
     serial = run(adamax, [0, 3])
     assert batches == [] and all(e["info"]["initial"]["adamax"] for e in serial)
     assert serial[1]["info"]["best_val"] == run(adamax, [3])[0]["info"]["best_val"]
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def exact_cuda(monkeypatch):
+    """float32 matrix products and cuDNN kernels in full precision (no TF32), as on the CPU."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+@cuda
+@pytest.mark.parametrize("seeds", [[0, 3, 5], [3]], ids=["batched", "alone"])
+@pytest.mark.parametrize(
+    "config", [QUAD, MLP, BN_MLP, GRU], ids=["quadratic", "mlp", "mlp-batchnorm", "gru"]
+)
+def test_an_episode_on_cuda_decides_and_trains_as_on_the_cpu(
+    config, seeds, policy_file, tmp_cache, exact_cuda
+):
+    """The tasks on the GPU draw the batches they draw on the CPU: fixed policy, seeds and
+    greedy actions give the same decisions and validation curves, to float32 rounding (the
+    kernels sum in another order; the noise floor as in the batched test above)."""
+    policy = load_policy(policy_file)
+    cfg = EpisodeConfig(min_outer_steps=8, max_outer_steps=8, noise_floor=1e-5)
+
+    def run(device):
+        rngs = [np.random.default_rng(100 + s) for s in seeds]
+        return run_episodes(
+            policy, config, seeds, cfg, rngs, greedy=True, outer_steps=8, device=device
+        )
+
+    torch.cuda.reset_accumulated_memory_stats()
+    on_gpu = run("cuda")
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] > 0  # the tasks were there
+    for gpu, cpu in zip(on_gpu, run("cpu"), strict=True):
+        np.testing.assert_array_equal(gpu["actions"], cpu["actions"])
+        np.testing.assert_allclose(gpu["val"], cpu["val"], rtol=1e-4)
+        # Under batch norm the layers before it are scale-free, their updates near 0, and the
+        # mean log |update| reads their rounding: up to 0.023 apart on an H200.
+        loose = np.zeros(gpu["obs"].shape[1], dtype=bool)
+        if config.p.get("norm") == "batch":
+            loose[actor_layout(cfg.spec)["features"].index("stat/mean_log_abs_update")] = True
+        np.testing.assert_allclose(
+            gpu["obs"][:, ~loose], cpu["obs"][:, ~loose], rtol=1e-3, atol=1e-4
+        )
+        np.testing.assert_allclose(gpu["obs"][:, loose], cpu["obs"][:, loose], rtol=1e-3, atol=5e-2)
+        np.testing.assert_allclose(gpu["rewards"], cpu["rewards"], rtol=1e-4, atol=1e-5)
+        assert gpu["info"]["final_val"] == pytest.approx(cpu["info"]["final_val"], rel=1e-4)
+        assert gpu["info"]["lr_trace"] == pytest.approx(cpu["info"]["lr_trace"])
+
+
+@cuda
+def test_branched_groups_with_dropout_on_cuda_share_their_masks_until_the_branch(
+    policy_file, tmp_cache
+):
+    """Dropout on the GPU draws from its own generator: a group's members (run one after
+    another, `_Serial`) replay its state, so they stay one run until their branch."""
+    policy = load_policy(policy_file)
+    cfg = EpisodeConfig(noise_floor=1e-5, branch=True, lr_perturbation=30.0)
+    rngs = [np.random.default_rng(s) for s in range(27, 30)]
+    torch.cuda.reset_accumulated_memory_stats()
+    group = run_episodes(policy, MLP_DROP, [0] * 3, cfg, rngs, outer_steps=6, device="cuda")
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] > 0  # the tasks were there
+    at = group[0]["info"]["branch_at"]
+    assert at == 4  # drawn as on the CPU: four periods of training to compare
+    for e in group[1:]:
+        np.testing.assert_array_equal(e["actions"][:at], group[0]["actions"][:at])
+        np.testing.assert_allclose(e["val"][: at + 1], group[0]["val"][: at + 1], rtol=1e-5)
+
+
+def test_a_device_is_checked_by_name():
+    from lhopt.tasks.base import check_device
+
+    assert check_device(None) == torch.device("cpu") == check_device("cpu")
+    with pytest.raises(ValueError, match="device 'gpu' is not a torch device"):
+        check_device("gpu")
+    with pytest.raises(ValueError, match="device 'meta': tasks run on cpu or cuda only"):
+        check_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda': CUDA is not available here"):
+            check_device("cuda")
+    with pytest.raises(ValueError, match="device 'gpu'"):
+        run_episodes(None, QUAD, [0], EpisodeConfig(), [np.random.default_rng(0)], device="gpu")
+
+
+def test_a_family_that_cannot_move_runs_on_the_cpu_with_a_warning(monkeypatch):
+    import lhopt.tasks.base as base
+    import lhopt.tasks.registry as registry
+    from lhopt.tasks import FAMILIES, task_device
+    from lhopt.tasks.quadratic import QuadraticTask
+
+    gpu = torch.device("cuda", 0)  # as check_device gives it on a machine with one
+    monkeypatch.setattr(registry, "check_device", lambda device: gpu)
+    assert task_device(QUAD, "cuda") == gpu
+    shapes = TaskConfig.make("shapes", **FAMILIES["shapes"][0].sample(np.random.default_rng(0)))
+    with pytest.warns(UserWarning, match="'shapes' family cannot leave the CPU"):
+        assert task_device(shapes, "cuda") == torch.device("cpu")
+    monkeypatch.setattr(base, "check_device", lambda device: gpu)
+    monkeypatch.setattr(QuadraticTask, "movable", False)
+    with pytest.raises(ValueError, match="'quadratic' family run on the CPU only, not cuda:0"):
+        build_task(QUAD, 0).to("cuda")
+
+
+def test_the_throughput_benchmark_names_a_bad_device(capsys, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "meta_throughput.py"
+    spec = importlib.util.spec_from_file_location("meta_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr("sys.argv", ["meta_throughput.py", "--device", "nonsense"])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main()
+    assert exit_info.value.code == 2
+    assert "argument --device: device 'nonsense' is not a torch device" in capsys.readouterr().err

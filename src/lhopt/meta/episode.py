@@ -37,7 +37,7 @@ from lhopt.meta.reward import (
 )
 from lhopt.optim import CIAO, DEFAULTS, HPARAMS
 from lhopt.optim.batched import UNBATCHED_HPARAMS, BatchedCIAO
-from lhopt.tasks import FAMILY_NAMES, TaskConfig, build_task
+from lhopt.tasks import FAMILY_NAMES, TaskConfig, build_task, task_device
 from lhopt.tasks.batched import BatchedTask, batchable
 
 PERTURBED = ("lr", "ombeta1", "ombeta2", "epsilon", "weight_decay")
@@ -238,8 +238,11 @@ class _Serial:
     > 1 the members of a group draw the same global random numbers (dropout masks) at each
     step, so a group stays one run until its branch and differs in nothing else after."""
 
-    def __init__(self, task_config: TaskConfig, seeds: list[int], group: int = 1) -> None:
-        self.tasks = [build_task(task_config, s) for s in seeds]
+    def __init__(
+        self, task_config: TaskConfig, seeds: list[int], group: int = 1, device=None
+    ) -> None:
+        self.tasks = [build_task(task_config, s).to(device) for s in seeds]
+        self.device = self.tasks[0].device
         self.group = group
         self.budget = self.tasks[0].budget
         self.modules = [t.model for t in self.tasks]
@@ -261,9 +264,9 @@ class _Serial:
         ):
             if self.group > 1:  # alone, the random stream is left as it runs
                 if i % self.group == 0:
-                    state = torch.get_rng_state()
+                    state = _rng_state(self.device)
                 else:
-                    torch.set_rng_state(state)
+                    _set_rng_state(self.device, state)
             loss = task.train_loss()
             opt.zero_grad()
             loss.backward()
@@ -273,11 +276,24 @@ class _Serial:
         return torch.stack(losses)
 
 
+def _rng_state(device: torch.device) -> tuple:
+    """The global random states dropout draws from on `device`: the CPU's, and a GPU's own."""
+    gpu = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), gpu
+
+
+def _set_rng_state(device: torch.device, state: tuple) -> None:
+    cpu, gpu = state
+    torch.set_rng_state(cpu)
+    if gpu is not None:
+        torch.cuda.set_rng_state(gpu, device)
+
+
 class _Batched:
     """N tasks of one config stacked (`BatchedTask`) and their `BatchedCIAO`."""
 
-    def __init__(self, task_config: TaskConfig, seeds: list[int]) -> None:
-        self.task = BatchedTask(task_config, seeds)
+    def __init__(self, task_config: TaskConfig, seeds: list[int], device=None) -> None:
+        self.task = BatchedTask(task_config, seeds, device)
         self.budget = self.task.budget
         self.modules = [self.task.member(i) for i in range(len(seeds))]
         self.descriptors = [t.descriptor().tolist() for t in self.task.tasks]
@@ -337,9 +353,10 @@ def run_episode(
     rng: np.random.Generator,
     greedy: bool = False,
     outer_steps: int | None = None,
+    device: torch.device | str | None = None,
 ) -> dict:
     """Run one episode with `policy` (a `lhopt.control.Policy`) and return its trajectory."""
-    return run_episodes(policy, task_config, [seed], cfg, [rng], greedy, outer_steps)[0]
+    return run_episodes(policy, task_config, [seed], cfg, [rng], greedy, outer_steps, device)[0]
 
 
 def run_episodes(
@@ -350,6 +367,7 @@ def run_episodes(
     rngs: list[np.random.Generator],
     greedy: bool = False,
     outer_steps: int | None = None,
+    device: torch.device | str | None = None,
 ) -> list[dict]:
     """One episode per seed of `task_config`, as one batched computation when there are several
     and the family is batchable (`lhopt.tasks.batched`), one at a time otherwise; their
@@ -358,9 +376,13 @@ def run_episodes(
     Episode i draws its initial hyperparameters (all from `rngs[0]` with `cfg.shared_start`)
     and its action-sampling seed from `rngs[i]`;
     the number of decisions K (one for all: they decide at the same steps) is `outer_steps`, or
-    drawn from `rngs[0]` before them. With one seed this is the serial path, draw for draw."""
+    drawn from `rngs[0]` before them. With one seed this is the serial path, draw for draw.
+
+    The tasks train on `device` (default the CPU; `lhopt.tasks.task_device`: the CPU for a
+    family that cannot move), their batches drawn as on the CPU; the policy runs on the CPU."""
     if len(seeds) != len(rngs) or not seeds:
         raise ValueError(f"{len(seeds)} seeds and {len(rngs)} rngs: give one rng per seed")
+    device = task_device(task_config, device)
     if cfg.branch:
         _check_groups(seeds, cfg.group)
     # BatchedCIAO runs the AdamW path and LAMB's: a start on CIAO's other paths runs serially.
@@ -369,15 +391,15 @@ def run_episodes(
     )
     if len(seeds) > 1 and not together and not cfg.branch:
         return [
-            run_episode(policy, task_config, s, cfg, r, greedy, outer_steps)
+            run_episode(policy, task_config, s, cfg, r, greedy, outer_steps, device)
             for s, r in zip(seeds, rngs, strict=True)
         ]
     start = time.perf_counter()
     laws = [reward_reference(task_config, s, cfg) for s in seeds]
     if len(seeds) > 1 and together and not (cfg.branch and task_config.p.get("dropout", 0.0)):
-        members = _Batched(task_config, seeds)
+        members = _Batched(task_config, seeds, device)
     else:  # alone, or a branched batch whose members would draw different dropout masks stacked
-        members = _Serial(task_config, seeds, cfg.group if cfg.branch else 1)
+        members = _Serial(task_config, seeds, cfg.group if cfg.branch else 1, device)
     T, N = members.budget, len(seeds)
     K = outer_steps if outer_steps is not None else draw_outer_steps(rngs[0], T, cfg)
 
@@ -447,7 +469,7 @@ def run_episodes(
             r.actions.append(decision.action)
             r.logps.append(decision.logp)
 
-        loss_sum, n = torch.zeros(N), 0
+        loss_sum, n = torch.zeros(N, device=device), 0  # read once per period (a host sync)
         for t in range(begin, boundaries[k + 1]):
             loss_sum += members.step(t, controllers)
             n += 1

@@ -12,6 +12,7 @@ from lhopt.tasks.registry import (
     sample_training_config,
     sample_training_set,
     task_budget,
+    task_device,
 )
 from lhopt.tasks.suites import SUITES, held_out_keys, suite
 
@@ -32,4 +33,5 @@ __all__ = [
     "sample_training_set",
     "suite",
     "task_budget",
+    "task_device",
 ]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lhopt.tasks import stacked
-from lhopt.tasks.base import Task, TaskConfig
+from lhopt.tasks.base import Task, TaskConfig, splits_to
 from lhopt.tasks.schema import Param, Schema
 
 SCHEMA = Schema(
@@ -69,6 +69,7 @@ class RecurrentClassifier(nn.Module):
 
 class AlgorithmicTask(Task):
     family = "algorithmic"
+    movable = True
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
         super().__init__(config, seed)
@@ -88,7 +89,12 @@ class AlgorithmicTask(Task):
 
     def next_batch(self) -> tuple[torch.Tensor, ...]:
         p = self.config.p
-        return make_batch(p["problem"], p["batch"], p["length"], self.batch_generator)
+        return self.on_device(
+            *make_batch(p["problem"], p["batch"], p["length"], self.batch_generator)
+        )
+
+    def _data_to(self, device: torch.device) -> None:
+        self.splits = splits_to(self.splits, device)
 
     def eval_inputs(self, split: str) -> tuple[torch.Tensor, ...]:
         return self.splits[split]

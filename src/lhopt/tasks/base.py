@@ -23,7 +23,54 @@ import numpy as np
 import torch
 from torch import nn
 
+from lhopt.optim.batched import to_device
+
 NUM_EVALS = 20  # evaluations of the validation loss per budget T, evenly spaced
+DEVICE_TYPES = ("cpu", "cuda")  # where tasks run (`check_device`)
+
+
+def check_device(device: torch.device | str | None) -> torch.device:
+    """`device` (default the CPU) as a `torch.device` tasks can run on; ValueError naming it
+    where it is not a device, is neither the CPU nor a CUDA device, or is not on this machine."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        out = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')"
+        ) from None
+    if out.type not in DEVICE_TYPES:
+        raise ValueError(f"device {device!r}: tasks run on {' or '.join(DEVICE_TYPES)} only")
+    if out.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+            raise ValueError(
+                f"device {device!r}: CUDA is not available here (torch {torch.__version__}, "
+                f"built with {build})"
+            )
+        if out.index is not None and out.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+        if out.index is None:  # one name per device: tensors report theirs with its index
+            out = torch.device("cuda", torch.cuda.current_device())
+    return out
+
+
+def on_device(tensors: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Host `tensors` on `device`, copied to a GPU without a host sync per batch."""
+    if device.type == "cpu":
+        return tensors
+    return tuple(to_device(t, device) for t in tensors)
+
+
+def splits_to(splits: dict, device: torch.device) -> dict:
+    """A task's data splits (name -> tensor or tuple of tensors) with every tensor on `device`."""
+    return {
+        k: v.to(device) if isinstance(v, torch.Tensor) else tuple(t.to(device) for t in v)
+        for k, v in splits.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -68,9 +115,17 @@ class TaskConfig:
 
 
 class Task(ABC):
-    """One training problem; subclasses build `self.model` and implement the three losses."""
+    """One training problem; subclasses build `self.model` and implement the three losses.
+
+    A task is built on the CPU; `to(device)` moves it where its family allows (`movable`)."""
 
     family: str = ""
+    # Whether `to` may move the family's tasks off the CPU: the family moves every tensor its
+    # losses read (`_data_to`) and puts each batch drawn on the task's device (`on_device`).
+    # Set on the meta-training families, the ones episodes on a GPU run; the others (the
+    # suites' held-out kinds) have only ever run on the CPU.
+    movable: bool = False
+    device = torch.device("cpu")
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
         self.config = config
@@ -80,6 +135,32 @@ class Task(ABC):
             raise ValueError(f"budget={self.budget} is too small: at least {NUM_EVALS} steps")
         self.batch_generator = torch.Generator().manual_seed(seed * 7919 + 1)
         self.model: nn.Module
+
+    # -- the device ------------------------------------------------------------------------
+
+    def to(self, device: torch.device | str) -> Task:
+        """The task with its model and the data its losses read on `device`; returns it.
+        Batches are still drawn on the CPU, from the task's generator, and moved as drawn, so
+        a seed trains on the same data on every device."""
+        device = check_device(device)
+        if device == self.device:
+            return self
+        if not self.movable:
+            raise ValueError(
+                f"tasks of the {self.family!r} family run on the CPU only, not {device}"
+            )
+        self.model.to(device)
+        self._data_to(device)
+        self.device = device
+        return self
+
+    def _data_to(self, device: torch.device) -> None:
+        """Move the tensors the losses read to `device` (the families that are `movable`)."""
+        raise NotImplementedError(f"the {self.family!r} family does not move its data")
+
+    def on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`tensors` (drawn on the CPU) on the task's device."""
+        return on_device(tensors, self.device)
 
     # -- the schedule ---------------------------------------------------------------------
 

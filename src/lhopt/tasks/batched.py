@@ -8,6 +8,10 @@ one forward and backward for N members. Each member draws its batches from its o
 the task alone does, so member i sees the data the task of seed i sees alone; dropout masks come
 from the global generator and so differ from a run alone.
 
+On another device (`BatchedTask(..., device="cuda")`) the stacked parameters, buffers and inputs
+live there; the member tasks stay on the CPU, where their batches are drawn as alone, stacked,
+and moved once per step.
+
 Which configs batch (`batchable`): the quadratics, the MNIST-1D MLPs and the algorithmic
 family's recurrent networks of gate width (gates x hidden units) up to 96 (through
 `lhopt.tasks.stacked.stacked_recurrent`). The others run one task at a time: `torch.func.vmap`
@@ -22,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lhopt.tasks.base import TaskConfig
+from lhopt.tasks.base import TaskConfig, check_device, on_device
 from lhopt.tasks.registry import FAMILIES, build_task, check_config
 
 
@@ -73,9 +77,13 @@ class BatchedTask:
     `params` and `buffers` map the model's names to stacked tensors (members along dim 0; the
     parameters are leaves that train). `train_loss()` returns the N members' losses (a tensor
     of shape (N,), whose sum backpropagates into every member's gradient), `val_losses()` their
-    validation losses, `member(i)` member i's slice for registers."""
+    validation losses, `member(i)` member i's slice for registers. The stacked tensors and the
+    inputs are on `device` (default the CPU; `lhopt.tasks.base.check_device`)."""
 
-    def __init__(self, config: TaskConfig | dict, seeds: list[int]) -> None:
+    def __init__(
+        self, config: TaskConfig | dict, seeds: list[int], device: torch.device | str | None = None
+    ) -> None:
+        self.device = check_device(device)
         if isinstance(config, dict):
             config = TaskConfig.from_dict(config)
         if not batchable(config):
@@ -90,10 +98,13 @@ class BatchedTask:
         self.budget = self.tasks[0].budget
         models = [t.model for t in self.tasks]
         params, buffers = torch.func.stack_module_state(models)
-        self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        self.buffers = buffers
-        self._template = self.tasks[0].model
+        self.params = {
+            k: v.detach().to(self.device).requires_grad_(True) for k, v in params.items()
+        }
+        self.buffers = {k: v.to(self.device) for k, v in buffers.items()}
+        self._template = self.tasks[0].model  # its layers' kinds and modes; its tensors unread
         self._stacked = {**self.params, **self.buffers}
+        self._eval_inputs: dict[str, tuple[Tensor, ...]] = {}
 
     def member(self, i: int) -> MemberModule:
         return MemberModule(self._stacked, i)
@@ -106,12 +117,16 @@ class BatchedTask:
         batch = type(self.tasks[0]).next_batches(self.tasks)
         if batch is None:
             batch = _stack([t.next_batch() for t in self.tasks])
+        batch = on_device(batch, self.device)
         self._mode(True)
         return self.tasks[0].stacked_loss(self._stacked, batch)
 
     def val_losses(self) -> list[float]:
         """Each member's loss over the validation split (model in eval mode, no grad)."""
-        inputs = _stack([t.eval_inputs("val") for t in self.tasks])
+        if "val" not in self._eval_inputs:  # the same tensors every call: stacked once
+            inputs = _stack([t.eval_inputs("val") for t in self.tasks])
+            self._eval_inputs["val"] = on_device(inputs, self.device)
+        inputs = self._eval_inputs["val"]
         self._mode(False)
         try:
             with torch.no_grad():

@@ -18,7 +18,7 @@ import re
 import torch
 from torch import nn
 
-from lhopt.tasks.base import Task, TaskConfig
+from lhopt.tasks.base import Task, TaskConfig, splits_to
 from lhopt.tasks.data import DataSource, fetch, read_members
 from lhopt.tasks.schema import Param, Schema
 
@@ -174,6 +174,7 @@ class ByteTransformer(nn.Module):
 
 class CharLMTask(Task):
     family = "charlm"
+    movable = True
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
         super().__init__(config, seed)
@@ -200,8 +201,12 @@ class CharLMTask(Task):
         starts = torch.randint(
             0, len(text) - p["context"] - 1, (p["batch"],), generator=self.batch_generator
         )
-        offsets = torch.arange(p["context"] + 1)
-        return self._loss(text[starts[:, None] + offsets])
+        (windows,) = self.on_device(starts[:, None] + torch.arange(p["context"] + 1))
+        return self._loss(text[windows])
+
+    def _data_to(self, device: torch.device) -> None:
+        self.text = splits_to(self.text, device)
+        self.windows = splits_to(self.windows, device)
 
     def _eval_loss(self, split: str) -> float:
         return float(self._loss(self.windows[split]))

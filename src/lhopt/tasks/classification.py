@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lhopt.tasks.base import Task
+from lhopt.tasks.base import Task, splits_to
 
 
 class SplitClassificationTask(Task):
@@ -18,7 +18,11 @@ class SplitClassificationTask(Task):
     def train_loss(self) -> torch.Tensor:
         x, y = self.data["train"]
         idx = torch.randint(0, len(x), (self.config.p["batch"],), generator=self.batch_generator)
+        (idx,) = self.on_device(idx)
         return nn.functional.cross_entropy(self.model(x[idx]), y[idx])
+
+    def _data_to(self, device: torch.device) -> None:
+        self.data = splits_to(self.data, device)
 
     def _eval_loss(self, split: str) -> float:
         x, y = self.data[split]

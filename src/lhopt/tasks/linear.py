@@ -61,6 +61,7 @@ def make_data(p: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
 class LinearTask(SplitClassificationTask):
     family = "linear"
+    movable = True
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
         super().__init__(config, seed)

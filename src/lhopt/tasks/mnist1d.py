@@ -18,7 +18,7 @@ from torch import nn
 
 from lhopt.extras import require
 from lhopt.tasks import stacked
-from lhopt.tasks.base import Task, TaskConfig
+from lhopt.tasks.base import Task, TaskConfig, check_device, splits_to
 from lhopt.tasks.data import cache_dir
 from lhopt.tasks.schema import Param, Schema
 
@@ -62,11 +62,20 @@ def budget_for(config: dict) -> int:
 
 
 _DATA: dict | None = None
+_ON_DEVICE: dict[torch.device, dict] = {}  # copies of _DATA off the CPU, one per device
 
 
-def load_mnist1d() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The fixed MNIST-1D splits, generated once (about 3 s) and cached."""
+def load_mnist1d(
+    device: torch.device | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed MNIST-1D splits, generated once (about 3 s) and cached; on `device` (default
+    the CPU), one copy per device, which every task there shares."""
     global _DATA
+    if device is not None and device.type != "cpu":
+        device = check_device(device)  # one key per device: "cuda" is "cuda:0"
+        if device not in _ON_DEVICE:
+            _ON_DEVICE[device] = splits_to(load_mnist1d(), device)
+        return _ON_DEVICE[device]
     if _DATA is None:
         path = cache_dir() / "mnist1d-10000-seed42.npz"
         if not path.exists():
@@ -147,14 +156,18 @@ def classification_loss(
 
 class MNIST1DTask(Task):
     family = "mnist1d"
+    movable = True
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
         config = TaskConfig.make(config.family, **{**config.p, "budget": budget_for(config.p)})
         super().__init__(config, seed)
         torch.manual_seed(seed)
         self.model = build_model(config.p)
-        self.data = load_mnist1d()
-        n = config.p.get("train_samples", N_TRAIN)
+        self._data_to(self.device)
+
+    def _data_to(self, device: torch.device) -> None:
+        self.data = load_mnist1d(device)
+        n = self.config.p.get("train_samples", N_TRAIN)
         x, y = self.data["train"]
         self.train_set = (x[:n], y[:n])
 
@@ -169,6 +182,7 @@ class MNIST1DTask(Task):
     def next_batch(self) -> tuple[torch.Tensor, ...]:
         x, y = self.train_set
         idx = torch.randint(0, len(x), (self.config.p["batch"],), generator=self.batch_generator)
+        (idx,) = self.on_device(idx)
         return x[idx], y[idx]
 
     @staticmethod
@@ -183,6 +197,7 @@ class MNIST1DTask(Task):
         idx = torch.stack(
             [torch.randint(0, len(x), (batch,), generator=t.batch_generator) for t in tasks]
         )
+        (idx,) = tasks[0].on_device(idx)
         return x[idx], y[idx]  # one gather for every member
 
     def eval_inputs(self, split: str) -> tuple[torch.Tensor, ...]:

@@ -30,6 +30,7 @@ SCHEMA = Schema(
 
 class QuadraticTask(Task):
     family = "quadratic"
+    movable = True
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
         super().__init__(config, seed)
@@ -55,7 +56,11 @@ class QuadraticTask(Task):
 
     def next_batch(self) -> tuple[torch.Tensor, ...]:
         xi = self.noise * torch.randn(self.h.shape, generator=self.batch_generator)
+        (xi,) = self.on_device(xi)
         return xi, self.h
+
+    def _data_to(self, device: torch.device) -> None:
+        self.h = self.h.to(device)
 
     def eval_inputs(self, split: str) -> tuple[torch.Tensor, ...]:
         return (self.h,)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+import torch
 
 from lhopt.tasks import (
     algorithmic,
@@ -20,7 +22,7 @@ from lhopt.tasks import (
     speech,
     tokens,
 )
-from lhopt.tasks.base import Task, TaskConfig
+from lhopt.tasks.base import Task, TaskConfig, check_device
 from lhopt.tasks.schema import Schema
 
 FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
@@ -71,6 +73,21 @@ def build_task(config: TaskConfig | dict, seed: int) -> Task:
         config = TaskConfig.from_dict(config)
     check_config(config)
     return FAMILIES[config.family][1](config, seed)
+
+
+def task_device(config: TaskConfig, device: torch.device | str | None = None) -> torch.device:
+    """Where tasks of `config` run when asked for `device` (default the CPU; `check_device`):
+    there, or on the CPU, with a warning, for a family whose tasks cannot move (`Task.movable`)."""
+    device = check_device(device)
+    check_config(config)
+    if device.type != "cpu" and not FAMILIES[config.family][1].movable:
+        warnings.warn(
+            f"tasks of the {config.family!r} family cannot leave the CPU: they run there, "
+            f"not on {device}",
+            stacklevel=2,
+        )
+        return torch.device("cpu")
+    return device
 
 
 MAX_BUDGET_SCALE = 100  # `budget_scale` at most: a task at most 100x its sampled budget

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from lhopt.tasks.base import Task, TaskConfig
+from lhopt.tasks.base import Task, TaskConfig, splits_to
 from lhopt.tasks.schema import Param, Schema
 
 SCHEMA = Schema(
@@ -63,6 +63,7 @@ class Encoder(nn.Module):
 
 class SeqAttnTask(Task):
     family = "seqattn"
+    movable = True
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
         super().__init__(config, seed)
@@ -81,7 +82,12 @@ class SeqAttnTask(Task):
         return nn.functional.cross_entropy(self.model(x).flatten(0, 1), y.flatten())
 
     def train_loss(self) -> torch.Tensor:
-        return self._loss(*self._batch(self.config.p["batch"], self.batch_generator))
+        return self._loss(
+            *self.on_device(*self._batch(self.config.p["batch"], self.batch_generator))
+        )
+
+    def _data_to(self, device: torch.device) -> None:
+        self.splits = splits_to(self.splits, device)
 
     def _eval_loss(self, split: str) -> float:
         return float(self._loss(*self.splits[split]))
