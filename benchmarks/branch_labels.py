@@ -8,7 +8,10 @@ run: how many, the share of each choice, how often the stall rule
 (`lhopt.meta.clone.stall_choices`, eps 0.01, on the same validation losses) makes the same
 choice, and how often the label moves the lr toward the task's tuned lr (the reward
 reference's; "keep" counts as toward when the lr is within a factor 2 of it): whether the
-labels say something the stall rule does not, and whether it is the level.
+labels say something the stall rule does not, and whether it is the level. Where the episodes
+carry `branch_stakes` (stage 32 on), a second table gives, per share of the run, the labels'
+mean stakes (the spread of their branched runs' returns) and each choice's share weighed by
+them, as `[ppo] clone_weight = "stakes"` weighs them.
 
 Usage: python benchmarks/branch_labels.py runs/default-stage20b
 """
@@ -47,6 +50,9 @@ def rows(run: Path) -> list[dict]:
                     "factor": factor,
                     "stall": head.choices[int(stall[at])] == factor,
                     "toward": toward,
+                    "stakes": float(
+                        np.asarray(e.get("branch_stakes", [math.nan] * len(branch)))[at]
+                    ),
                 }
             )
     return out
@@ -84,6 +90,20 @@ def main() -> None:
     print(summary("first half", [r for r in rs if r["progress"] < 0.5], factors))
     print(summary("second half", [r for r in rs if r["progress"] >= 0.5], factors))
     print(summary("all", rs, factors))
+    if all(math.isfinite(r["stakes"]) for r in rs):
+        print()
+        print(f"| share of the run | n | mean stakes | {head} (weighed by stakes) |")
+        print("|---|---|---" + "|---" * len(factors) + "|")
+        for lo, hi in ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 1.01)):
+            part = [r for r in rs if lo <= r["progress"] < hi]
+            if part:
+                total = max(sum(r["stakes"] for r in part), 1e-12)
+                weighed = [
+                    sum(r["stakes"] for r in part if r["factor"] == x) / total for x in factors
+                ]
+                cells = " | ".join(f"{w:.2f}" for w in weighed)
+                mean = np.mean([r["stakes"] for r in part])
+                print(f"| [{lo:g}, {min(hi, 1):g}) | {len(part)} | {mean:.3f} | {cells} |")
 
 
 if __name__ == "__main__":
