@@ -82,7 +82,7 @@ _get_factor = operator.itemgetter("lr_factor")
 _get_rest = operator.itemgetter(*[k for k in HPARAMS if k != "lr_factor"])
 
 
-def to_device(t: Tensor, device: torch.device) -> Tensor:
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
     """A host tensor moved to `device` without waiting for it: a plain copy to a GPU waits for
     the stream, which would cost a host sync per step."""
     if device.type == "cuda":
@@ -214,7 +214,7 @@ class _HParams:
                 ]
             )
         table = torch.tensor(rows, dtype=torch.float64).T.contiguous().unsqueeze(-1)
-        table = to_device(table, device)
+        table = _to_device(table, device)
         for name, column in zip(self.ROWS, table, strict=True):
             setattr(self, name, column)
         self.betas = table[:2]  # (2, N, 1): beta1, beta2
@@ -246,7 +246,7 @@ class _HParams:
             ],
             dtype=torch.float64,
         ).unsqueeze(-1)
-        self.lr, self.neg_lr, self.decay_factor = to_device(table, self.beta1.device)
+        self.lr, self.neg_lr, self.decay_factor = _to_device(table, self.beta1.device)
 
 
 class _Scratch:
@@ -528,7 +528,7 @@ class BatchedCIAO:
         self._unorm_product = torch.ones(n, len(params), **f64)
         # The member tensors that LAMB scales (two or more dimensions, as in CIAO).
         self._matrices = [len(s) > 1 for s in self._shapes]
-        self._matrix = to_device(torch.tensor(self._matrices), self._device)
+        self._matrix = _to_device(torch.tensor(self._matrices), self._device)
         self._steps = [0] * n  # steps attempted (taken or skipped), per member
         self._skipped = torch.zeros(n, 1, dtype=torch.long, device=self._device)
         # Whether every tensor of member i has stepped alike (same per-tensor scalars).
@@ -743,7 +743,7 @@ class BatchedCIAO:
         if any(measures):
             measured = ok
             if not all(measures):
-                measured = ok & to_device(torch.tensor(measures).view(-1, 1), self._device)
+                measured = ok & _to_device(torch.tensor(measures).view(-1, 1), self._device)
             raw = batched_raw_statistics(
                 layout,
                 params,

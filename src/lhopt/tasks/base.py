@@ -23,8 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from lhopt.optim.batched import to_device
-
 NUM_EVALS = 20  # evaluations of the validation loss per budget T, evenly spaced
 DEVICE_TYPES = ("cpu", "cuda")  # where tasks run (`check_device`)
 
@@ -56,6 +54,15 @@ def check_device(device: torch.device | str | None) -> torch.device:
         if out.index is None:  # one name per device: tensors report theirs with its index
             out = torch.device("cuda", torch.cuda.current_device())
     return out
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`, copied to a GPU without waiting: a plain copy from pageable
+    memory waits for the stream, a host sync per batch (tasks sit below `lhopt.optim`, whose
+    batched optimizer copies its tables the same way)."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def on_device(tensors: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
