@@ -98,6 +98,7 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"ppo": {"keep_prior": -0.1}}, ["[ppo] keep_prior = -0.1", ">= 0"]),
         ({"ppo": {"keep_prior": 0.3}}, ["keep_prior = 0.3", "'tuned'", "'branch'"]),
         ({"ppo": {"clone_weight": "margin"}}, ["clone_weight = 'margin'", "['none', 'stakes']"]),
+        ({"run": {"device": "gpu"}}, ["[run] device = 'gpu'", "['cpu', 'cuda']", "'cuda:i'"]),
         ({"ppo": {"clone_weight": "stakes"}}, ["clone_weight = 'stakes'", "'tuned'", "'branch'"]),
         ({"ppo": {"clone_coef": 0.5}}, ["clone_coef = 0.5", "reward_reference", "'stall'"]),
         (
@@ -1035,3 +1036,21 @@ def test_a_policy_reads_only_the_features_of_policy_read(tmp_path):
 
     with pytest.raises(ValueError, match=r"\[policy\] read = \['stat/nothing\*'\]"):
         meta_config.from_dict({"policy": {"read": ["progress", "stat/nothing*"]}})
+
+
+def test_the_run_device_reaches_every_rollout(tmp_path):
+    """`[run] device` travels in each rollout's spec to `run_episodes`: on a machine without a
+    GPU, a rollout asked for one fails with the reason, as an episode error the learner logs."""
+    from lhopt.meta.train import _episodes_safe
+
+    config = meta_config.from_dict(
+        {"run": {"device": "cuda:0", "task": QUAD, "batch": 2}, "episode": {"noise_floor": 1e-5}}
+    )
+    trainer = MetaTrainer(config, tmp_path)
+    spec = trainer.next_spec()
+    assert spec["device"] == "cuda:0"
+    assert "device" not in MetaTrainer(meta_config.from_dict({}), tmp_path / "b").next_spec()
+    if not torch.cuda.is_available():
+        episodes = _episodes_safe(trainer.policy, spec, config.episode)
+        assert len(episodes) == 2
+        assert all("CUDA is not available" in e["error"] for e in episodes)

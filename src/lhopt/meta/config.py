@@ -19,12 +19,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from lhopt.control.policy import PolicyConfig, unmatched_patterns
 from lhopt.meta.episode import BRANCH_TIES, LR_SCALE_MAX, EpisodeConfig
 from lhopt.meta.ppo import ADVANTAGES, CLONE_ORACLES, CLONE_WEIGHTS, PPOConfig
 from lhopt.meta.reward import REWARD_LOSSES, REWARD_REFERENCES
 from lhopt.optim.hparams import HPARAMS, check_value
 from lhopt.tasks import FAMILY_NAMES, TRAINING_FAMILIES
+from lhopt.tasks.base import DEVICE_TYPES
 from lhopt.tasks.registry import check_scale
 
 
@@ -54,6 +57,10 @@ class RunConfig:
     # Episodes per rollout: N seeds of one sampled task, run as one batched computation where
     # the family allows it (lhopt.tasks.batched), one after another otherwise. 1: one episode.
     batch: int = 1
+    # Where the rollouts' inner tasks train: "cpu", or "cuda" / "cuda:i" on a worker with a GPU
+    # (`lhopt.tasks.base.check_device`; families that cannot move stay on the CPU, with a
+    # warning). The policy, the learner and the evaluation episodes stay on the CPU.
+    device: str = "cpu"
 
 
 @dataclass
@@ -104,6 +111,14 @@ def _check_semantics(cfg: MetaConfig) -> None:
     from lhopt.tasks import TaskConfig, check_config, suite
 
     run, ep, ppo = cfg.run, cfg.episode, cfg.ppo
+    try:  # the name only: the GPU may be on the rollout workers, not on this machine
+        device = torch.device(run.device)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ValueError(
+            f"[run] device = {run.device!r}: expected one of {list(DEVICE_TYPES)}, or 'cuda:i'"
+        )
     bad = [f for f in run.families if f not in TRAINING_FAMILIES]
     if bad or not run.families:
         raise ValueError(

@@ -117,6 +117,7 @@ def _episodes_safe(policy, spec: dict, episode_cfg: EpisodeConfig) -> list[dict]
                 episode_cfg,
                 [np.random.default_rng(rng_seeds[i]) for i in members],
                 greedy=spec.get("greedy", False),
+                device=spec.get("device"),
             )
         except Exception as e:  # noqa: BLE001 - the learner logs it and goes on
             error = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
@@ -397,6 +398,8 @@ class MetaTrainer:
             seeds.append(int(self.rng.integers(run.task_seeds or 1_000_000)))
             rng_seeds.append(int(self.rng.integers(2**62)))
         spec = {"config": config.to_dict(), "seed": seeds[0], "rng_seed": rng_seeds[0]}
+        if run.device != "cpu":
+            spec["device"] = run.device
         if run.batch > 1:
             spec |= {"seeds": seeds, "rng_seeds": rng_seeds}
         return spec | {"greedy": greedy}
