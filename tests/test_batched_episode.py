@@ -590,3 +590,38 @@ def test_the_throughput_benchmark_names_a_bad_device(capsys, monkeypatch):
         module.main()
     assert exit_info.value.code == 2
     assert "argument --device: device 'nonsense' is not a torch device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["quadratic", "mnist1d", "algorithmic", "linear", "seqattn"])
+def test_a_movable_task_moves_every_tensor_its_losses_read(family, monkeypatch, tmp_cache):
+    """On the 'meta' device (shapes, no data; allowed here for the test) a moved task holds no
+    CPU tensor, and the batches it draws land there too: what a GPU needs, checked without one.
+    (The language-model family moves the same way; its corpus is a download, so not here.)"""
+    import lhopt.tasks.base as base
+    import lhopt.tasks.mnist1d as mnist1d
+    from lhopt.tasks import FAMILIES
+
+    meta = torch.device("meta")
+    monkeypatch.setattr(base, "check_device", lambda device: meta)
+    monkeypatch.setattr(mnist1d, "check_device", lambda device: meta)
+    monkeypatch.setattr(mnist1d, "_ON_DEVICE", {})
+    schema, cls = FAMILIES[family]
+    assert cls.movable
+    config = TaskConfig.make(family, **schema.sample(np.random.default_rng(3)))
+    task = build_task(config, 0).to("meta")
+
+    def tensors(value):
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from tensors(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                yield from tensors(v)
+
+    held = list(tensors(vars(task))) + list(task.model.parameters()) + list(task.model.buffers())
+    assert held and all(t.device == meta for t in held)
+    if cls.batchable(config):  # a stacked form: its batches are drawn apart from the loss
+        assert all(t.device == meta for t in task.next_batch())
+    assert task.train_loss().device == meta
