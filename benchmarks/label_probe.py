@@ -75,6 +75,32 @@ def accuracy(train: np.ndarray, test: np.ndarray, x, y, l2: float) -> tuple[floa
     return float((pred == y[test]).mean()), float((majority == y[test]).mean())
 
 
+def matching(names: list[str], patterns: list[str]) -> list[int]:
+    """The indices of the input `names` that match any of the fnmatch `patterns`."""
+    return [i for i, n in enumerate(names) if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
+def by_family(x: np.ndarray, y: np.ndarray, fams: np.ndarray, l2: float) -> list[dict]:
+    """Per held-out family (leave-one-family-out): its size, its "halve" share, the read's
+    accuracy there, the training folds' majority's, and its own best constant's."""
+    out = []
+    for fam in sorted(set(fams)):
+        test = fams == fam
+        acc, base = accuracy(~test, test, x, y, l2)
+        share = float(y[test].mean())
+        out.append(
+            {
+                "family": fam,
+                "n": int(test.sum()),
+                "halve": share,
+                "read": acc,
+                "majority": base,
+                "own": max(share, 1 - share),
+            }
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders with a checkpoint.pt")
@@ -88,7 +114,7 @@ def main() -> None:
     x, y, fams = gather(args.runs, args.lags)
     if args.read:
         names = torch.load(args.runs[0] / "policy.pt", weights_only=False)["layout"]["features"]
-        keep = [i for i, n in enumerate(names) if any(fnmatch.fnmatchcase(n, p) for p in args.read)]
+        keep = matching(names, args.read)
         if not keep:
             raise SystemExit(f"--read {args.read}: no input matches")
         x = x[:, [j * len(names) + i for j in range(args.lags + 1) for i in keep]]
@@ -96,15 +122,12 @@ def main() -> None:
     print("| held-out family | n | halve | read | majority | own constant | read - own |")
     print("|---|---|---|---|---|---|---|")
     gains, owns = [], []
-    for fam in sorted(set(fams)):
-        test = fams == fam
-        acc, base = accuracy(~test, test, x, y, args.l2)
-        own = max(y[test].mean(), 1 - y[test].mean())
-        gains.append(acc - base)
-        owns.append(acc - own)
+    for r in by_family(x, y, fams, args.l2):
+        gains.append(r["read"] - r["majority"])
+        owns.append(r["read"] - r["own"])
         print(
-            f"| {fam} | {test.sum()} | {y[test].mean():.2f} | {acc:.2f} | {base:.2f} | "
-            f"{own:.2f} | {acc - own:+.2f} |"
+            f"| {r['family']} | {r['n']} | {r['halve']:.2f} | {r['read']:.2f} | "
+            f"{r['majority']:.2f} | {r['own']:.2f} | {r['read'] - r['own']:+.2f} |"
         )
     print(
         f"leave-one-family-out, mean over families: read - majority {np.mean(gains):+.3f}, "

@@ -19,7 +19,6 @@ Usage: python benchmarks/response_probe.py configs/default-stage32.toml
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import math
 import multiprocessing
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from label_probe import accuracy
+from label_probe import by_family, matching
 from lhopt.control.actions import ActionSpace
 from lhopt.meta import config as meta_config
 from lhopt.meta.train import MetaTrainer, _episodes_safe
@@ -87,7 +86,7 @@ def score(rows: list[dict], names: list[str], l2: float) -> dict[str, float]:
     answer = np.asarray([r["answers"] for r in rows])
     y = np.asarray([r["halve"] for r in rows], dtype=np.float64)
     fams = np.asarray([r["family"] for r in rows])
-    sched = [i for i, n in enumerate(names) if any(fnmatch.fnmatchcase(n, p) for p in SCHEDULE)]
+    sched = matching(names, SCHEDULE)
     reads = {
         "schedule": x_all[:, sched],
         "schedule + answer": np.hstack([x_all[:, sched], answer]),
@@ -95,15 +94,10 @@ def score(rows: list[dict], names: list[str], l2: float) -> dict[str, float]:
         "all inputs + answer": np.hstack([x_all, answer]),
         "answer alone": answer,
     }
-    out = {}
-    for name, x in reads.items():
-        gains = []
-        for fam in sorted(set(fams)):
-            test = fams == fam
-            acc, _ = accuracy(~test, test, x, y, l2)
-            gains.append(acc - max(y[test].mean(), 1 - y[test].mean()))
-        out[name] = float(np.mean(gains))
-    return out
+    return {
+        name: float(np.mean([r["read"] - r["own"] for r in by_family(x, y, fams, l2)]))
+        for name, x in reads.items()
+    }
 
 
 def main() -> None:
