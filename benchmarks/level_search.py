@@ -24,6 +24,10 @@ by acting. Two searches with AdamW alone, and a policy from another start (`--me
   ignored and the level halves where that mean is above c and doubles where it is below -c);
   its level is reported as its geometric mean over the run.
 
+- `prodigy-cosine`: Prodigy (package `prodigyopt`) at lr k times the warm-up + cosine shape,
+  betas (0.9, 0.99), decoupled weight decay 1e-2, `safeguard_warmup`; its level is d k at the
+  end (d, Prodigy's distance estimate, only grows).
+
 With `--relative`, a value of `--ks` for `policy-start` and `stall-decay` is a multiple of the
 task's tuned lr (per seed) rather than an lr: from the tuned lr itself (1), what the moves cost.
 
@@ -252,6 +256,33 @@ class StallDecayCosine(Driver):
         return {"lr": self.lr}
 
 
+class ProdigyCosine(Driver):
+    """Prodigy (package prodigyopt) at lr k under the warm-up + cosine shape, the baselines'
+    betas and decoupled weight decay; its level is d k, Prodigy's distance estimate times k."""
+
+    def __init__(self, params, budget: int, k: float) -> None:
+        from lhopt.extras import require
+
+        Prodigy = require("prodigyopt", "bench").Prodigy
+        opt = Prodigy(
+            params,
+            lr=k,
+            betas=ADAMW_KW["betas"],
+            weight_decay=ADAMW_KW["weight_decay"],
+            safeguard_warmup=True,
+        )
+        super().__init__(opt, lambda step: k * schedules.warmup_cosine(step, budget))
+        self.k = k
+
+    @property
+    def peak(self) -> float:
+        return float(self.optimizer.param_groups[0]["d"]) * self.k
+
+    def hparams(self) -> dict[str, float]:
+        group = self.optimizer.param_groups[0]
+        return {"lr": float(group["d"] * group["lr"])}
+
+
 def _run(job: dict, method: str, k: float, args: dict) -> dict:
     from lhopt.curves.run import run_job_safe
 
@@ -270,7 +301,9 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
             )
             drivers.append(d)
             return d
-        if method == "range-test":
+        if method == "prodigy-cosine":
+            d = ProdigyCosine(params, total, k)
+        elif method == "range-test":
             d = RangeTestCosine(
                 params, total, k, args["frac"], args["lo"], args["hi"], args["rise"]
             )
@@ -303,7 +336,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="+", default=["validation"])
     parser.add_argument(
-        "--method", choices=["range-test", "stall-decay", "policy-start"], default="range-test"
+        "--method",
+        choices=["range-test", "stall-decay", "policy-start", "prodigy-cosine"],
+        default="range-test",
     )
     parser.add_argument(
         "--ks",
