@@ -151,7 +151,9 @@ def ray_scaling(batch: int, iterations: int, families: list) -> list[dict]:
                     # rollout per update a batch of N episodes alone would end each iteration.
                     "min_new_transitions": 32 * batch,
                     "checkpoint_every": 1000,
-                    "task_pool": 4,
+                    # One task config, so that both worker counts run the same work per step
+                    # (with several, the mix each happens to sample sets its steps per second).
+                    "task_pool": 1,
                     "families": families,
                 },
                 "policy": {"hidden": 256},
@@ -168,7 +170,7 @@ def ray_scaling(batch: int, iterations: int, families: list) -> list[dict]:
             start = time.perf_counter()
             trainer.train(log_progress=lambda s: None)
             wall = time.perf_counter() - start
-        ray.shutdown()
+            ray.shutdown()  # before the cache dir goes: a worker may still be writing to it
         steps = trainer.counters["inner_steps"] - before["inner_steps"]
         episodes = trainer.counters["episodes"] - before["episodes"]
         out.append({"workers": workers, "episodes": episodes, "steps": steps, "wall": wall})
