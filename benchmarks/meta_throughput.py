@@ -19,7 +19,8 @@ each task's timing its episodes run once at a budget of 20 steps, untimed: a pro
 calls on a GPU load kernels and create handles, which neither column should pay.
 
 Part 2 (`--ray-iterations` > 0): `lhopt meta-train` with the same config and seed on 1 and
-then 2 Ray rollout workers, each rollout a batch of `--batch` episodes.
+then 2 Ray rollout workers, each rollout a batch of `--batch` episodes of one sampled task
+config.
 
 The last line reads `throughput ratio (batched / serial, inner steps per CPU-second): R`, or
 on a GPU `throughput ratio (batched / serial, inner steps per second on cuda): R` (wall clock).
