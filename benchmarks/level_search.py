@@ -332,6 +332,34 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
     return result
 
 
+# Test metrics where higher is better; every other metric (loss, mse, perplexity, error
+# rates) is better lower.
+HIGHER_IS_BETTER = ("accuracy", "r2", "explained_variance")
+
+
+def test_comparison(per_task: dict) -> str:
+    """Per task, the primary test metric at T (the first that is not `loss`, else `loss`),
+    mean over seeds, against the tuned schedule's run at its chosen lr; and on how many tasks
+    the run is no worse (issue 19, item 7's third target)."""
+    lines, no_worse, counted = [], 0, 0
+    for name, seeds_out in per_task.items():
+        pairs = [(r["test"], r["tuned_test"]) for r in seeds_out if r["test"] and r["tuned_test"]]
+        if not pairs:
+            lines.append(f"  {name}: no test metrics")
+            continue
+        metric = next((m for m in pairs[0][0] if m != "loss"), "loss")
+        x = sum(a[metric] for a, _ in pairs) / len(pairs)
+        t = sum(b[metric] for _, b in pairs) / len(pairs)
+        ok = x >= t if metric in HIGHER_IS_BETTER else x <= t
+        counted += 1
+        no_worse += ok
+        lines.append(f"  {name}: test {metric} {x:.4g} (tuned {t:.4g}){'' if ok else ' worse'}")
+    return "\n".join(
+        lines
+        + [f"  test metric at T no worse than the tuned schedule's on {no_worse}/{counted} tasks"]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", nargs="+", default=["validation"])
@@ -461,6 +489,13 @@ def main() -> None:
                     "peak": run.get("peak"),
                     "search_end": run.get("search_end"),
                     "tuned_lr": bench.chosen_lr(results, name, seed),
+                    "test": run.get("test_at_T"),
+                    "tuned_test": (
+                        results.get(
+                            (name, seed, "adamw-cosine", bench.chosen_lr(results, name, seed), 1.0)
+                        )
+                        or {}
+                    ).get("test_at_T"),
                     "error": run.get("error"),
                     **{b: over[b].get("speedup", 0.0) for b in bases},
                 }
@@ -496,6 +531,7 @@ def main() -> None:
                 else float("nan")
             )
             print(f"{suite} k={k:g}: {summary} ; Spearman (level, tuned lr) {rho:.2f}")
+            print(test_comparison(per_task))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(doc, f)
