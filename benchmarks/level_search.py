@@ -283,6 +283,29 @@ class ProdigyCosine(Driver):
         return {"lr": float(group["d"] * group["lr"])}
 
 
+def OverfitWeightDecay(optimizer, factor: float, most: float, eps: float):
+    """The benchmark's `LearnedDriver`, and at each validation loss above the best before it by
+    more than `eps` of all the gain so far (the run has begun to overfit) every group's weight
+    decay times `factor`, up to `most`. The policy's moves leave the weight decay alone (its
+    heads are the lr's)."""
+    from lhopt.bench.optimizers import LearnedDriver
+
+    class Driver_(LearnedDriver):
+        first = best = None
+
+        def on_eval(self, step: int, val_loss: float) -> None:
+            if math.isfinite(val_loss):
+                if self.first is None:
+                    self.first = self.best = val_loss
+                elif val_loss - self.best > eps * max(self.first - self.best, 1e-12):
+                    for group in self.optimizer.param_groups:
+                        group["weight_decay"] = min(group["weight_decay"] * factor, most)
+                self.best = min(self.best, val_loss)
+            super().on_eval(step, val_loss)
+
+    return Driver_(optimizer)
+
+
 def _run(job: dict, method: str, k: float, args: dict) -> dict:
     from lhopt.curves.run import run_job_safe
 
@@ -294,11 +317,13 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
             from lhopt.bench.optimizers import LearnedDriver
             from lhopt.control import LearnedOptimizer
 
-            d = LearnedDriver(
-                LearnedOptimizer(
-                    params, total_steps=total, lr=k, policy=args["policy"], **args["ciao"]
-                )
+            opt = LearnedOptimizer(
+                params, total_steps=total, lr=k, policy=args["policy"], **args["ciao"]
             )
+            if args.get("wd_rule"):
+                d = OverfitWeightDecay(opt, args["wd_rule"], args["wd_max"], args["wd_eps"])
+            else:
+                d = LearnedDriver(opt)
             drivers.append(d)
             return d
         if method == "prodigy-cosine":
@@ -410,6 +435,16 @@ def main() -> None:
     parser.add_argument(
         "--until", type=float, default=1.0, help="stall-decay: no halving past this share of T"
     )
+    parser.add_argument(
+        "--wd-rule",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="policy-start: at each validation loss above the best before it by more than "
+        "--wd-eps of the gain so far, the weight decay times FACTOR (up to --wd-max)",
+    )
+    parser.add_argument("--wd-max", type=float, default=0.1)
+    parser.add_argument("--wd-eps", type=float, default=0.05)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--frac", type=float, default=0.1, help="range test's share of T")
     parser.add_argument("--lo", type=float, default=1e-4)

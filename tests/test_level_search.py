@@ -57,3 +57,22 @@ def test_prodigy_cosine_follows_the_shape_and_its_level_grows_from_d0():
     assert d.peak > 10 * start  # d only grows, and here it does
     group = d.optimizer.param_groups[0]
     assert d.hparams()["lr"] == pytest.approx(group["d"] * group["lr"])
+
+
+def test_the_overfit_rule_raises_the_weight_decay_where_the_validation_loss_turns_up():
+    from lhopt.control import LearnedOptimizer
+
+    w = torch.nn.Parameter(torch.randn(4))
+    opt = LearnedOptimizer([w], total_steps=100, weight_decay=1e-2)
+    d = level_search.OverfitWeightDecay(opt, factor=3.0, most=0.1, eps=0.05)
+    wd = lambda: opt.param_groups[0]["weight_decay"]  # noqa: E731
+    for loss in (2.0, 1.0, 0.9, 0.93):  # gain 1.1: 0.93 is within 5% of it above the best
+        d.on_eval(0, loss)
+    assert wd() == pytest.approx(1e-2)
+    d.on_eval(0, 1.0)  # 0.1 above the best: 9% of the gain
+    assert wd() == pytest.approx(3e-2)
+    for _ in range(3):
+        d.on_eval(0, 1.2)
+    assert wd() == pytest.approx(0.1)  # capped
+    d.on_eval(0, float("nan"))  # a non-finite loss changes nothing here
+    assert wd() == pytest.approx(0.1)
