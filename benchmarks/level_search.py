@@ -283,6 +283,39 @@ class ProdigyCosine(Driver):
         return {"lr": float(group["d"] * group["lr"])}
 
 
+def GapLog(optimizer):
+    """The benchmark's `LearnedDriver`, recording at each validation loss the generalisation
+    gap: (val - the mean training loss since the evaluation before) over all the validation
+    loss's gain so far (first - best), a scale-free number that any kind of task shows."""
+    from lhopt.bench.optimizers import LearnedDriver
+
+    class Driver_(LearnedDriver):
+        def __init__(self, opt) -> None:
+            super().__init__(opt)
+            self.first = self.best = None
+            self._sum, self._n = 0.0, 0
+            self.gaps: list[tuple[int, float]] = []
+
+        def after_step(self, step: int, loss: torch.Tensor) -> None:
+            value = float(loss)
+            if math.isfinite(value):
+                self._sum, self._n = self._sum + value, self._n + 1
+            super().after_step(step, loss)
+
+        def on_eval(self, step: int, val_loss: float) -> None:
+            if math.isfinite(val_loss):
+                if self.first is None:
+                    self.first = self.best = val_loss
+                self.best = min(self.best, val_loss)
+                if self._n and self.first > self.best:
+                    gap = (val_loss - self._sum / self._n) / (self.first - self.best)
+                    self.gaps.append((step, gap))
+            self._sum, self._n = 0.0, 0
+            super().on_eval(step, val_loss)
+
+    return Driver_(optimizer)
+
+
 def OverfitWeightDecay(optimizer, factor: float, most: float, eps: float):
     """The benchmark's `LearnedDriver`, and at each validation loss above the best before it by
     more than `eps` of all the gain so far (the run has begun to overfit) every group's weight
@@ -314,7 +347,6 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
 
     def make(params, total, lr):
         if method == "policy-start":  # the shipped policy (LearnedOptimizer) from lr k
-            from lhopt.bench.optimizers import LearnedDriver
             from lhopt.control import LearnedOptimizer
 
             opt = LearnedOptimizer(
@@ -323,7 +355,7 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
             if args.get("wd_rule"):
                 d = OverfitWeightDecay(opt, args["wd_rule"], args["wd_max"], args["wd_eps"])
             else:
-                d = LearnedDriver(opt)
+                d = GapLog(opt)
             drivers.append(d)
             return d
         if method == "prodigy-cosine":
@@ -354,6 +386,7 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
     else:
         result["peak"] = getattr(d, "peak", None)
     result["search_end"] = getattr(d, "start", None)
+    result["gaps"] = getattr(d, "gaps", None)
     return result
 
 
@@ -525,6 +558,8 @@ def main() -> None:
                     "search_end": run.get("search_end"),
                     "tuned_lr": bench.chosen_lr(results, name, seed),
                     "test": run.get("test_at_T"),
+                    "gaps": run.get("gaps"),
+                    "budget": T,
                     "tuned_test": (
                         results.get(
                             (name, seed, "adamw-cosine", bench.chosen_lr(results, name, seed), 1.0)
