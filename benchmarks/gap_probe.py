@@ -40,7 +40,11 @@ def main() -> None:
     parser.add_argument("other")
     parser.add_argument("--share", type=float, default=0.1)
     args = parser.parse_args()
-    start, other = (json.load(open(p))["suites"] for p in (args.start, args.other))
+    docs = []
+    for path in (args.start, args.other):
+        with open(path) as f:
+            docs.append(json.load(f)["suites"])
+    start, other = docs
     gaps, gains = [], []
     print("| suite | task | gap | log(other / start) |")
     print("|---|---|---|---|")
