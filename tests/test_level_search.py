@@ -1,20 +1,94 @@
-"""`benchmarks/level_search.py`'s pieces that its figures in docs/experiments.md rest on: the test
-metric comparison's directions, and the Prodigy driver's schedule and level."""
+"""The in-run level searches of `benchmarks/level_search.py` do what docs/experiments.md says
+they do (its figures stand on them), and so do its test-metric comparison, its Prodigy driver
+and its weight-decay rule."""
 
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from lhopt.optim import schedules
+from lhopt.tasks import TaskConfig, build_task
 
 _PATH = Path(__file__).parent.parent / "benchmarks" / "level_search.py"
 _SPEC = importlib.util.spec_from_file_location("level_search", _PATH)
 level_search = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(level_search)
+
+QUADRATIC = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.1, batch=8, budget=400)
+
+
+def test_the_range_test_returns_to_its_minimum_then_runs_a_cosine_from_lr_star_over_k():
+    task = build_task(QUADRATIC, 0)
+    driver = level_search.RangeTestCosine(task.model.parameters(), 400, 10.0, 0.25, 1e-4, 10.0, 0.2)
+    step, lrs = 0, []
+    while driver.searching:
+        step += 1
+        driver.before_step(step)
+        lrs.append(driver.lr)
+        loss = task.train_loss()
+        driver.optimizer.zero_grad()
+        loss.backward()
+        driver.optimizer.step()
+        driver.after_step(step, loss.detach())
+    assert step <= 100  # within its quarter of T
+    assert lrs == sorted(lrs) and math.isclose(lrs[0], 1e-4)  # a geometric rise
+    assert 1e-4 < driver.best_lr < lrs[-1] and driver.peak == driver.best_lr / 10
+    # The weights are the snapshot's, taken at the minimum of the loss's average.
+    assert all(torch.equal(p, q) for p, q in zip(driver.params, driver.snapshot[0], strict=True))
+    driver.before_step(step + 1)
+    assert math.isclose(driver.lr, driver.peak, rel_tol=1e-3)
+    driver.before_step(400)
+    assert driver.lr < 1e-3 * driver.peak
+
+
+def test_the_stall_rule_halves_only_where_progress_stalls_and_confirm_reads_the_sign():
+    params = list(build_task(QUADRATIC, 0).model.parameters())
+    for confirm, cos, halved in ((False, -0.5, True), (True, -0.5, False), (True, 0.5, True)):
+        driver = level_search.StallDecayCosine(params, 400, 1e-2, eps=0.05, confirm=confirm)
+        driver.on_eval(0, 10.0)
+        driver.before_step(1)
+        driver.on_eval(20, 5.0)  # the first period gains 5: no halving
+        driver.before_step(21)
+        assert driver.level == 1e-2
+        driver.on_eval(40, 4.99)  # the second gains 0.01, under 5% of all the gain so far
+        driver._cos_sum, driver._cos_n = cos, 1
+        driver.before_step(41)
+        assert driver.level == (5e-3 if halved else 1e-2), (confirm, cos)
+
+
+def test_the_climb_moves_the_level_both_ways_by_the_sign():
+    params = list(build_task(QUADRATIC, 0).model.parameters())
+    driver = level_search.StallDecayCosine(params, 400, 1e-3, eps=0.05, climb=0.02)
+    driver.on_eval(0, 10.0)
+    driver.before_step(1)
+    for point, cos, level in ((21, -0.1, 2e-3), (41, 0.01, 2e-3), (61, 0.1, 1e-3)):
+        driver.on_eval(point - 1, 1.0)
+        driver._cos_sum, driver._cos_n = cos, 1
+        driver.before_step(point)
+        assert math.isclose(driver.level, level), (point, driver.level)
+
+
+def test_overfit_halves_a_stall_only_while_the_training_loss_still_falls():
+    params = list(build_task(QUADRATIC, 0).model.parameters())
+    for train_after, halved in ((3.0, True), (7.5, False)):  # period means 7.375, then this
+        driver = level_search.StallDecayCosine(params, 400, 1e-2, eps=0.05, overfit=True)
+        driver.on_eval(0, 10.0)
+        driver.before_step(1)
+        for step in range(1, 21):  # the first period's training loss: 10 falling to 5
+            driver.after_step(step, torch.tensor(10.0 - 5.0 * step / 20))
+        driver.on_eval(20, 5.0)
+        driver.before_step(21)
+        assert driver.level == 1e-2  # the validation loss gained: no halving
+        for step in range(21, 41):
+            driver.after_step(step, torch.tensor(train_after))
+        driver.on_eval(40, 4.99)  # a stall of the validation loss
+        driver.before_step(41)
+        assert driver.level == (5e-3 if halved else 1e-2), train_after
 
 
 def _seed(test, tuned):
@@ -76,3 +150,18 @@ def test_the_overfit_rule_raises_the_weight_decay_where_the_validation_loss_turn
     assert wd() == pytest.approx(0.1)  # capped
     d.on_eval(0, float("nan"))  # a non-finite loss changes nothing here
     assert wd() == pytest.approx(0.1)
+
+
+def test_the_gap_log_reads_the_validation_loss_over_the_training_losses_before_it():
+    from lhopt.control import LearnedOptimizer
+
+    w = torch.nn.Parameter(torch.randn(4))
+    d = level_search.GapLog(LearnedOptimizer([w], total_steps=100))
+    d.on_eval(0, 4.0)  # before training: nothing to compare
+    for loss in (3.0, 1.0):
+        d.after_step(1, torch.tensor(loss))
+    d.on_eval(2, 3.0)  # val 3 over the mean training loss 2, all the gain so far 1
+    d.after_step(3, torch.tensor(float("nan")))  # a non-finite loss is not averaged
+    d.after_step(4, torch.tensor(2.5))
+    d.on_eval(4, 2.0)  # val 2 under the training loss 2.5, the gain 2
+    assert d.gaps == [(2, pytest.approx(1.0)), (4, pytest.approx(-0.25))]
