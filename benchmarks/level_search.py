@@ -49,6 +49,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
+from lhopt.bench.optimizers import LearnedDriver
 from lhopt.curves.drivers import ADAMW_KW, Driver
 from lhopt.optim import schedules
 
@@ -283,60 +284,54 @@ class ProdigyCosine(Driver):
         return {"lr": float(group["d"] * group["lr"])}
 
 
-def GapLog(optimizer):
+class GapLog(LearnedDriver):
     """The benchmark's `LearnedDriver`, recording at each validation loss the generalisation
     gap: (val - the mean training loss since the evaluation before) over all the validation
     loss's gain so far (first - best), a scale-free number that any kind of task shows."""
-    from lhopt.bench.optimizers import LearnedDriver
 
-    class Driver_(LearnedDriver):
-        def __init__(self, opt) -> None:
-            super().__init__(opt)
-            self.first = self.best = None
-            self._sum, self._n = 0.0, 0
-            self.gaps: list[tuple[int, float]] = []
+    def __init__(self, optimizer) -> None:
+        super().__init__(optimizer)
+        self.first = self.best = None
+        self._sum, self._n = 0.0, 0
+        self.gaps: list[tuple[int, float]] = []
 
-        def after_step(self, step: int, loss: torch.Tensor) -> None:
-            value = float(loss)
-            if math.isfinite(value):
-                self._sum, self._n = self._sum + value, self._n + 1
-            super().after_step(step, loss)
+    def after_step(self, step: int, loss: torch.Tensor) -> None:
+        value = float(loss)
+        if math.isfinite(value):
+            self._sum, self._n = self._sum + value, self._n + 1
+        super().after_step(step, loss)
 
-        def on_eval(self, step: int, val_loss: float) -> None:
-            if math.isfinite(val_loss):
-                if self.first is None:
-                    self.first = self.best = val_loss
-                self.best = min(self.best, val_loss)
-                if self._n and self.first > self.best:
-                    gap = (val_loss - self._sum / self._n) / (self.first - self.best)
-                    self.gaps.append((step, gap))
-            self._sum, self._n = 0.0, 0
-            super().on_eval(step, val_loss)
-
-    return Driver_(optimizer)
+    def on_eval(self, step: int, val_loss: float) -> None:
+        if math.isfinite(val_loss):
+            if self.first is None:
+                self.first = self.best = val_loss
+            self.best = min(self.best, val_loss)
+            if self._n and self.first > self.best:
+                gap = (val_loss - self._sum / self._n) / (self.first - self.best)
+                self.gaps.append((step, gap))
+        self._sum, self._n = 0.0, 0
+        super().on_eval(step, val_loss)
 
 
-def OverfitWeightDecay(optimizer, factor: float, most: float, eps: float):
-    """The benchmark's `LearnedDriver`, and at each validation loss above the best before it by
-    more than `eps` of all the gain so far (the run has begun to overfit) every group's weight
-    decay times `factor`, up to `most`. The policy's moves leave the weight decay alone (its
-    heads are the lr's)."""
-    from lhopt.bench.optimizers import LearnedDriver
+class OverfitWeightDecay(GapLog):
+    """At each validation loss above the best before it by more than `eps` of all the gain so
+    far (the run has begun to overfit), every group's weight decay times `factor`, up to
+    `most`. The policy's moves leave the weight decay alone (its heads are the lr's)."""
 
-    class Driver_(LearnedDriver):
-        first = best = None
+    def __init__(self, optimizer, factor: float, most: float, eps: float) -> None:
+        super().__init__(optimizer)
+        self.factor, self.most, self.eps = factor, most, eps
 
-        def on_eval(self, step: int, val_loss: float) -> None:
-            if math.isfinite(val_loss):
-                if self.first is None:
-                    self.first = self.best = val_loss
-                elif val_loss - self.best > eps * max(self.first - self.best, 1e-12):
-                    for group in self.optimizer.param_groups:
-                        group["weight_decay"] = min(group["weight_decay"] * factor, most)
-                self.best = min(self.best, val_loss)
-            super().on_eval(step, val_loss)
-
-    return Driver_(optimizer)
+    def on_eval(self, step: int, val_loss: float) -> None:
+        turned = (
+            math.isfinite(val_loss)
+            and self.first is not None
+            and val_loss - self.best > self.eps * max(self.first - self.best, 1e-12)
+        )
+        if turned:
+            for group in self.optimizer.param_groups:
+                group["weight_decay"] = min(group["weight_decay"] * self.factor, self.most)
+        super().on_eval(step, val_loss)
 
 
 def _run(job: dict, method: str, k: float, args: dict) -> dict:
