@@ -19,9 +19,7 @@ import math
 
 from scipy.stats import spearmanr
 
-
-def _gmean(values: list[float]) -> float:
-    return math.exp(sum(math.log(max(v, 1e-3)) for v in values) / len(values))
+from lhopt.curves.speedup import geometric_mean
 
 
 def gap_at(seeds_out: list[dict], share: float) -> float:
@@ -55,8 +53,8 @@ def main() -> None:
         for task, seeds_out in a.items():
             g = gap_at(seeds_out, args.share)
             gain = math.log(
-                _gmean([r["adamw-cosine-tuned"] for r in b[task]])
-                / _gmean([r["adamw-cosine-tuned"] for r in seeds_out])
+                geometric_mean([max(r["adamw-cosine-tuned"], 1e-3) for r in b[task]])
+                / geometric_mean([max(r["adamw-cosine-tuned"], 1e-3) for r in seeds_out])
             )
             print(f"| {suite} | {task} | {g:.3f} | {gain:+.2f} |")
             if math.isfinite(g):

@@ -23,7 +23,6 @@ by acting. Two searches with AdamW alone, and a policy from another start (`--me
   and stopped generalising (with both flags, where either holds); with `--climb c`, stalls are
   ignored and the level halves where that mean is above c and doubles where it is below -c);
   its level is reported as its geometric mean over the run.
-
 - `prodigy-cosine`: Prodigy (package `prodigyopt`) at lr k times the warm-up + cosine shape,
   betas (0.9, 0.99), decoupled weight decay 1e-2, `safeguard_warmup`; its level is d k at the
   end (d, Prodigy's distance estimate, only grows).
@@ -546,20 +545,18 @@ def main() -> None:
                     over = {
                         b: bench.baseline_speedup(results, name, seed, b, target, T) for b in bases
                     }
+            tuned_lr = bench.chosen_lr(results, name, seed)
             rows.setdefault(k, {}).setdefault(name, []).append(
                 {
                     "seed": seed,
                     "peak": run.get("peak"),
                     "search_end": run.get("search_end"),
-                    "tuned_lr": bench.chosen_lr(results, name, seed),
+                    "tuned_lr": tuned_lr,
                     "test": run.get("test_at_T"),
                     "gaps": run.get("gaps"),
                     "budget": T,
                     "tuned_test": (
-                        results.get(
-                            (name, seed, "adamw-cosine", bench.chosen_lr(results, name, seed), 1.0)
-                        )
-                        or {}
+                        results.get((name, seed, "adamw-cosine", tuned_lr, 1.0)) or {}
                     ).get("test_at_T"),
                     "error": run.get("error"),
                     **{b: over[b].get("speedup", 0.0) for b in bases},
