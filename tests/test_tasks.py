@@ -90,8 +90,11 @@ SMALL = {
 }
 
 
-# The selection suite's families are tested in tests/test_selection.py.
-NON_SELECTION = [f for f in FAMILIES if f not in registry.SELECTION_FAMILIES]
+# The selection suite's families are tested in tests/test_selection.py, the unseen suite's in
+# tests/test_unseen.py.
+NON_SELECTION = [
+    f for f in FAMILIES if f not in registry.SELECTION_FAMILIES + registry.UNSEEN_FAMILIES
+]
 
 
 def train(task, steps):
@@ -204,6 +207,7 @@ def test_mnist1d_train_samples_is_a_prefix_of_the_training_set():
 
 def test_out_of_distribution_families_are_never_sampled():
     ood = set(FAMILIES) - set(registry.TRAINING_FAMILIES) - set(registry.SELECTION_FAMILIES)
+    ood -= set(registry.UNSEEN_FAMILIES)
     assert ood == set(registry.OOD_FAMILIES) == {"ncf", "speech"}
     with pytest.raises(ValueError, match=r"\['speech'\] cannot be sampled.*ood suite"):
         sample_training_config(np.random.default_rng(0), ("quadratic", "speech"))

@@ -131,6 +131,7 @@ def describe_tasks() -> str:
         SELECTION_FAMILIES,
         SUITES,
         TRAINING_FAMILIES,
+        UNSEEN_FAMILIES,
         task_budget,
     )
 
@@ -144,6 +145,11 @@ def describe_tasks() -> str:
             )
         if name in SELECTION_FAMILIES:
             module_doc += "\n\nSelection: only in the `selection` suite, never sampled."
+        elif name in UNSEEN_FAMILIES:
+            module_doc += (
+                "\n\nUnseen: only in the `unseen` suite (head-to-heads of candidates chosen "
+                "elsewhere), never sampled nor used to choose snapshots."
+            )
         elif not training:
             module_doc += "\n\nOut of distribution: only in the `ood` suite, never sampled."
         column = "sampled for meta-training" if training else "range a config may use"

