@@ -310,6 +310,34 @@ def test_branched_groups_are_one_run_until_their_branch_and_label_it(
     assert len({tuple(e["actions"].ravel()) for e in batch[::3]}) == 3
 
 
+def test_a_group_branches_the_head_drawn_for_it(policy_file, tmp_cache):
+    """With `branch_heads = ["lr", "weight_decay"]` each group moves one head, drawn for it:
+    at its branch the others scale that head's hyperparameter by 0.5 and 2 and leave the other
+    one as the first member has it; the label is a choice of that head."""
+    policy = load_policy(policy_file)
+    cfg = EpisodeConfig(noise_floor=1e-5, branch=True, branch_heads=["lr", "weight_decay"])
+    rngs = [np.random.default_rng(s) for s in range(40, 58)]
+    batch = run_episodes(policy, QUAD, [0] * 18, cfg, rngs, outer_steps=4)
+    space = Controller(policy, CIAO([torch.zeros(1, requires_grad=True)]), 60, 6).space
+    seen = set()
+    for j in range(6):
+        group = batch[3 * j : 3 * j + 3]
+        name = group[0]["info"]["branch_head"]
+        seen.add(name)
+        assert all(e["info"]["branch_head"] == name for e in group)
+        other = "weight_decay" if name == "lr" else "lr"
+        ends = [e["info"]["final_hparams"] for e in group]
+        assert ends[1][name] == pytest.approx(0.5 * ends[0][name])
+        assert ends[2][name] == pytest.approx(2.0 * ends[0][name])
+        assert ends[1][other] == pytest.approx(ends[0][other])
+        assert ends[2][other] == pytest.approx(ends[0][other])
+        head = next(h for h in space.heads if h.hparam == name)
+        at = group[0]["info"]["branch_at"]
+        label = group[0]["branch"][at]
+        assert label == -1 or head.choices[label] in (0.5, 1.0, 2.0)
+    assert seen == {"lr", "weight_decay"}
+
+
 @pytest.mark.parametrize("until, last", [(0.25, 1), (0.5, 3), (1.0, 7)])
 def test_the_branch_is_drawn_among_the_first_share_of_decisions(
     until, last, policy_file, tmp_cache

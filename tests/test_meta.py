@@ -983,6 +983,93 @@ def test_branched_episodes_are_checked_against_the_rest_of_the_config(change, wo
     assert all(w in str(e.value) for w in words), str(e.value)
 
 
+def test_labels_of_each_branched_head_train_that_head(tmp_path):
+    """With `branch_heads`, an episode's labels are choices of the head it branched
+    (`info["branch_head"]`): the loss is the cross-entropy of each head's logits at its own
+    labels, and the keep prior reaches each head at every decision but its own labels."""
+    from dataclasses import replace
+
+    from lhopt.control.actions import ActionSpace
+    from lhopt.meta.clone import clone_loss
+
+    config = _branch_config()
+    config.episode.branch_margin = 0.0
+    heads = ActionSpace().heads
+    named = {"lr": (0, heads[0]), "weight_decay": (1, heads[1])}
+    policy = new_policy(config)
+    rngs = [np.random.default_rng(s) for s in range(6)]
+    episodes = run_episodes(policy, TaskConfig.from_dict(QUAD), [0] * 6, config.episode, rngs)
+    assert all(e["info"]["branch_head"] == "lr" for e in episodes)
+    # the second group's labels, read as choices of the weight-decay head (0.5, 1, 2)
+    episodes = [
+        {**e, "info": {**e["info"], "branch_head": "weight_decay"}} if i >= 3 else e
+        for i, e in enumerate(episodes)
+    ]
+    for e in episodes[3:]:
+        e["branch"] = np.where(e["branch"] >= 0, 0, -1)  # "halve the weight decay"
+    labelled = [(i, k) for i, e in enumerate(episodes) for k in np.flatnonzero(e["branch"] >= 0)]
+    assert {i >= 3 for i, _ in labelled} == {False, True}, "the test needs both heads labelled"
+    obs, priv, _, _, mask = pad(episodes)
+    logits = list(policy.unroll(obs, priv)[0])
+    loss = float(clone_loss(logits, episodes, mask, config.ppo, 0, heads[0], named)[0].detach())
+    terms = []
+    for i, k in labelled:
+        head = 1 if i >= 3 else 0
+        target = torch.tensor([int(episodes[i]["branch"][k])])
+        ce = torch.nn.functional.cross_entropy(logits[head][i, k][None], target)
+        terms.append(float(ce.detach()))
+    assert loss == pytest.approx(np.mean(terms), rel=1e-5)
+    # without the map, the weight-decay episodes are the lr head's, as before branch_heads
+    lr_only = [{**e, "info": {**e["info"], "branch_head": None}} for e in episodes]
+    alone = float(clone_loss(logits, lr_only, mask, config.ppo, 0, heads[0])[0].detach())
+    assert alone == pytest.approx(
+        float(clone_loss(logits, lr_only, mask, config.ppo, 0, heads[0], named)[0].detach())
+    )
+    # the keep prior: each head at every valid decision but its own labels
+    prior = replace(config.ppo, keep_prior=0.5)
+    both = float(clone_loss(logits, episodes, mask, prior, 0, heads[0], named)[0].detach())
+    extra = 0.0
+    for name, (index, head) in named.items():
+        unlabelled = mask.bool().clone()
+        for i, e in enumerate(episodes):
+            if e["info"]["branch_head"] == name:
+                unlabelled[i, : len(e["branch"])] &= torch.from_numpy(e["branch"] < 0)
+        keep = torch.full((int(unlabelled.sum()),), head.keep_index)
+        extra += 0.5 * float(torch.nn.functional.cross_entropy(logits[index][unlabelled], keep))
+    assert both == pytest.approx(loss + extra, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (["lr", "beta"], ["branch_heads = ['lr', 'beta']", "allowed ['lr', 'weight_decay'"]),
+        (["clip_fraction"], ["scale heads"]),
+        (["lr", "lr"], ["distinct"]),
+        ([], ["at least one"]),
+    ],
+)
+def test_branch_heads_are_distinct_scale_heads(change, words):
+    config = _branch_config()
+    config.episode.branch_heads = change
+    with pytest.raises(ValueError) as e:
+        meta_config._check_semantics(config)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_branch_heads_must_be_controlled_and_share_the_factors():
+    config = _branch_config()
+    config.episode.branch_heads = ["lr", "weight_decay"]
+    config.episode.branch_factors = [0.5]
+    meta_config._check_semantics(config)  # 0.5 is a choice of both
+    config.episode.heads = ["lr"]
+    with pytest.raises(ValueError, match=r"leaves fixed: add \['weight_decay'\]"):
+        meta_config._check_semantics(config)
+    config.episode.heads = ["lr", "weight_decay"]
+    config.episode.branch_factors = [0.707]
+    with pytest.raises(ValueError, match=r"branch_factors = \[0.707\].*allowed \[0.5, 2.0\]"):
+        meta_config._check_semantics(config)
+
+
 def test_a_policy_reads_only_the_features_of_policy_read(tmp_path):
     from lhopt.control import save_policy_file
     from lhopt.control.policy_file import actor_layout

@@ -102,35 +102,50 @@ def clone_loss(
     cfg: PPOConfig,
     head_index: int,
     head: Head,
+    branch_heads: dict[str, tuple[int, Head]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of the lr head's logits (`logits[head_index]`: batch, time, choices;
     `episodes` padded as `pad` pads them, `mask` their valid steps) toward the oracle's choices,
     and the share of steps whose most likely choice is the oracle's: over the steps the oracle
     labels (all but the branch oracle's unlabelled ones; none: 0 and NaN), plus
-    `cfg.keep_prior` x the cross-entropy toward "keep" on the unlabelled ones. Bound by
-    `partial`, it is `ppo_step`'s `prior`."""
-    logits = logits[head_index]
-    target = torch.full(mask.shape, -1, dtype=torch.long)
-    for i, e in enumerate(episodes):
-        n = len(e["rewards"])
-        target[i, :n] = torch.from_numpy(labels(e, head, cfg.clone_oracle, cfg.clone_stall_eps))
-    m = mask.bool() & (target >= 0)
-    cross_entropy = logits.sum() * 0.0
+    `cfg.keep_prior` x the cross-entropy toward "keep" on the unlabelled ones. The branch
+    oracle's labels are choices of the head each episode branched (`info["branch_head"]`, "lr"
+    where absent); `branch_heads` maps those names to (index, head) (default: the lr head
+    alone): each head's labels train its logits, and each head's unlabelled decisions (every
+    decision but its own labels) carry the keep prior. Bound by `partial`, it is `ppo_step`'s
+    `prior`."""
+    if cfg.clone_oracle != "branch" or branch_heads is None:
+        branch_heads = {"lr": (head_index, head)}
+    per_head = {}
+    for name, (index, h) in branch_heads.items():
+        target = torch.full(mask.shape, -1, dtype=torch.long)
+        for i, e in enumerate(episodes):
+            if cfg.clone_oracle == "branch" and (e["info"].get("branch_head") or "lr") != name:
+                continue
+            n = len(e["rewards"])
+            target[i, :n] = torch.from_numpy(labels(e, h, cfg.clone_oracle, cfg.clone_stall_eps))
+        per_head[name] = (logits[index], h, target)
+    stakes = branch_stakes(episodes, mask.shape) if cfg.clone_weight == "stakes" else None
+    first = per_head[next(iter(per_head))][0]
+    cross_entropy = first.sum() * 0.0
+    losses, weights, hits = [], [], []
+    for lg, h, target in per_head.values():
+        m = mask.bool() & (target >= 0)
+        if m.any():
+            losses.append(torch.nn.functional.cross_entropy(lg[m], target[m], reduction="none"))
+            weights.append(stakes[m] if stakes is not None else torch.ones(int(m.sum())))
+            with torch.no_grad():
+                hits.append((lg[m].argmax(-1) == target[m]).float())
+        unlabelled = mask.bool() & (target < 0)
+        if cfg.keep_prior and unlabelled.any():
+            keep = torch.full((int(unlabelled.sum()),), h.choices.index(1.0), dtype=torch.long)
+            prior = torch.nn.functional.cross_entropy(lg[unlabelled], keep)
+            cross_entropy = cross_entropy + cfg.keep_prior * prior
     accuracy = torch.tensor(math.nan)
-    if m.any():
-        per_step = torch.nn.functional.cross_entropy(logits[m], target[m], reduction="none")
-        if cfg.clone_weight == "stakes":
-            weight = branch_stakes(episodes, mask.shape)[m]
-            cross_entropy = (per_step * weight).sum() / weight.sum().clamp_min(1e-12)
-        else:
-            cross_entropy = per_step.mean()
-        with torch.no_grad():
-            accuracy = (logits[m].argmax(-1) == target[m]).float().mean()
-    unlabelled = mask.bool() & (target < 0)
-    if cfg.keep_prior and unlabelled.any():
-        keep = torch.full((int(unlabelled.sum()),), head.choices.index(1.0), dtype=torch.long)
-        prior = torch.nn.functional.cross_entropy(logits[unlabelled], keep)
-        cross_entropy = cross_entropy + cfg.keep_prior * prior
+    if losses:
+        per_step, weight = torch.cat(losses), torch.cat(weights)
+        cross_entropy = cross_entropy + (per_step * weight).sum() / weight.sum().clamp_min(1e-12)
+        accuracy = torch.cat(hits).mean()
     return cross_entropy, accuracy
 
 
@@ -188,6 +203,7 @@ def clone_step(
     head_index: int,
     head: Head,
     level: LevelReadout | None = None,
+    branch_heads: dict[str, tuple[int, Head]] | None = None,
 ) -> dict:
     """One gradient step of cross-entropy toward the oracle's lr choices, plus PPO's value loss
     on the episodes' returns to go (and, with `level` and `cfg.level_coef` > 0, the level
@@ -204,7 +220,9 @@ def clone_step(
     logits, values, hidden = policy.unroll(obs, priv, hidden=True)
     m = mask.bool()
     lg = logits[head_index]
-    cross_entropy, accuracy = clone_loss(logits, episodes, mask, cfg, head_index, head)
+    cross_entropy, accuracy = clone_loss(
+        logits, episodes, mask, cfg, head_index, head, branch_heads
+    )
     value_loss = ((values - returns) ** 2)[m].mean()
     loss = cross_entropy + cfg.value_coef * value_loss
     level_stats = {}

@@ -229,16 +229,25 @@ def _check_semantics(cfg: MetaConfig) -> None:
     if ep.branch:
         from lhopt.control.actions import ActionSpace
 
-        lr = next(h for h in ActionSpace().heads if h.hparam == "lr")
-        factors = ep.branch_factors
-        if (
-            not factors
-            or len(set(factors)) < len(factors)
-            or not set(factors) <= (set(lr.choices) - {1.0})
-        ):
+        space = {h.hparam: h for h in ActionSpace().heads if h.kind == "scale"}
+        names = ep.branch_heads
+        if not names or len(set(names)) < len(names) or not set(names) <= set(space):
             raise ValueError(
-                f"[episode] branch_factors = {factors!r}: distinct choices of the lr head other "
-                f"than keep, at least one; allowed {sorted(set(lr.choices) - {1.0})}"
+                f"[episode] branch_heads = {names!r}: distinct names of scale heads, at least "
+                f"one; allowed {list(space)}"
+            )
+        if ep.heads and not set(names) <= set(ep.heads):
+            raise ValueError(
+                f"[episode] branch_heads = {names!r} moves heads that [episode] heads = "
+                f"{ep.heads!r} leaves fixed: add {sorted(set(names) - set(ep.heads))} to it"
+            )
+        factors = ep.branch_factors
+        allowed = set.intersection(*(set(space[n].choices) - {1.0} for n in names))
+        if not factors or len(set(factors)) < len(factors) or not set(factors) <= allowed:
+            raise ValueError(
+                f"[episode] branch_factors = {factors!r}: distinct choices other than keep of "
+                f"every head of branch_heads = {names!r}, at least one; allowed "
+                f"{sorted(allowed)}"
             )
         if run.batch % ep.group or run.task_seeds != 1:
             raise ValueError(

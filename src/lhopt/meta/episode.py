@@ -74,11 +74,13 @@ class EpisodeConfig:
     # hyperparameters, so that with one seed they differ only in their sampled actions.
     shared_start: bool = False
     heads: list = field(default_factory=list)  # heads the policy controls (ControlSpec); [] all
-    # Counterfactual labels for the lr head (`_Branches`): the members of a batch form groups
-    # of 1 + len(branch_factors), one run until a random decision, where one keeps the lr and
-    # each other scales it by its factor (lr head choices).
+    # Counterfactual labels (`_Branches`): the members of a batch form groups of 1 +
+    # len(branch_factors), one run until a random decision, where one keeps the hyperparameter
+    # of a head drawn for the group from `branch_heads` and each other scales it by its factor
+    # (a choice of every head named).
     branch: bool = False
     branch_factors: list = field(default_factory=lambda: [0.5, 2.0])
+    branch_heads: list = field(default_factory=lambda: ["lr"])
     branch_margin: float = 0.02  # a choice wins by this much log speedup over every other
     # Where no choice wins: "none", no label; "keep", keep where it is within the margin of the
     # best (a move must pay by the margin to be taught; at a flat optimum they tie).
@@ -435,7 +437,13 @@ def run_episodes(
     if cfg.branch:
         decisions = max(1, math.ceil(cfg.branch_until * (len(boundaries) - 1)))
         at = [int(r.integers(decisions)) for r in rngs[:: cfg.group]]
-        branches = _Branches(at, controllers[0].space, cfg.branch_factors)
+        heads = cfg.branch_heads
+        # the head is drawn after the decision, so that with one head the draws are as before
+        named = [
+            heads[int(r.integers(len(heads)))] if len(heads) > 1 else heads[0]
+            for r in rngs[:: cfg.group]
+        ]
+        branches = _Branches(at, controllers[0].space, cfg.branch_factors, named)
 
     runs = [_Record() for _ in range(N)]
     vals = members.val_losses()
@@ -529,6 +537,8 @@ def run_episodes(
             "wall_time": wall,  # the batch's, divided among its members
             # Where a branched group parted (`_Branches`): its members' decision, else None.
             "branch_at": None if branches is None else branches.at[i // cfg.group],
+            # and the head whose hyperparameter it moved (its labels are that head's choices)
+            "branch_head": None if branches is None else branches.heads[i // cfg.group],
         }
         out.append(trajectory)
     return out
@@ -552,37 +562,43 @@ def _remap(f, alive: list[int]):
 
 
 class _Branches:
-    """Counterfactual labels for the lr head, a group of members at a time.
+    """Counterfactual labels, a group of members at a time.
 
     The members of group j (G of them, G = 1 + len(`factors`)) start alike and take its first
     member's sampled actions up to decision `at[j]`, drawn uniformly; there the first keeps
-    the lr and member i scales it by `factors[i - 1]`, and all keep every hyperparameter from
-    then on (under the schedule shape). The first member's state at `at[j]` is labelled with
-    the choice whose run has the highest return (the reward's log speedup: a run that
+    every hyperparameter and member i scales that of the group's head (`heads[j]`, a name:
+    "lr" by default) by `factors[i - 1]`, and all keep every hyperparameter from then on (under
+    the schedule shape). The first member's state at `at[j]` is labelled with the choice (of
+    that head) whose run has the highest return (the reward's log speedup: a run that
     diverged scores worst), where it beat every other by more than `margin`; where none did
     (the runs tie: the best loss came before the branch, or all are clipped), it carries no
     label. So each label says which choice there pays by the end of the run, judged on runs
     that differ in nothing else."""
 
-    def __init__(self, at: list[int], space, factors) -> None:
+    def __init__(self, at: list[int], space, factors, heads: list[str] | None = None) -> None:
         self.at = at
-        lr = next(i for i, h in enumerate(space.heads) if h.hparam == "lr")
-        self.head = space.heads[lr]
-        self.choices = [self.head.keep_index] + [self.head.choices.index(f) for f in factors]
-        self.actions = []
-        for c in self.choices:
-            action = list(space.keep)
-            action[lr] = c
-            self.actions.append(tuple(action))
-        self.keep = self.actions[0]
+        self.heads = heads or ["lr"] * len(at)
+        self.choices, self.actions = [], []
+        for name in self.heads:
+            index = next(i for i, h in enumerate(space.heads) if h.hparam == name)
+            head = space.heads[index]
+            choices = [head.keep_index] + [head.choices.index(f) for f in factors]
+            actions = []
+            for c in choices:
+                action = list(space.keep)
+                action[index] = c
+                actions.append(tuple(action))
+            self.choices.append(choices)
+            self.actions.append(actions)
+        self.keep = tuple(space.keep)
 
     def forced(self, k: int) -> list:
-        G, out = len(self.choices), []
+        G, out = len(self.choices[0]), []
         for j, at in enumerate(self.at):
             if k < at:
                 out += [None] + [G * j] * (G - 1)
             elif k == at:
-                out += self.actions
+                out += self.actions[j]
             else:
                 out += [self.keep] * G
         return out
@@ -592,16 +608,16 @@ class _Branches:
     ) -> list[np.ndarray]:
         """Per member, its label at each of its `lengths` decisions (-1: none), from the
         members' `returns`; `ties` as `EpisodeConfig.branch_ties`."""
-        G, out = len(self.choices), []
+        G, out = len(self.choices[0]), []
         for j, at in enumerate(self.at):
             scores = np.asarray(returns[G * j : G * (j + 1)], dtype=np.float64)
             labels = [np.full(n, -1, dtype=np.int64) for n in lengths[G * j : G * (j + 1)]]
             best = int(np.argmax(scores))
             if all(at < len(x) for x in labels):
                 if (scores[best] - np.delete(scores, best) > margin).all():
-                    labels[0][at] = self.choices[best]
+                    labels[0][at] = self.choices[j][best]
                 elif ties == "keep" and scores[best] - scores[0] <= margin:
-                    labels[0][at] = self.choices[0]  # the first member keeps
+                    labels[0][at] = self.choices[j][0]  # the first member keeps
             out += labels
         return out
 
@@ -609,7 +625,7 @@ class _Branches:
         """Per member, at each of its `lengths` decisions, what the branched choice was worth:
         at the first member's decision `at[j]`, the spread (highest minus lowest) of its
         group's returns, where every member reached it; NaN elsewhere."""
-        G, out = len(self.choices), []
+        G, out = len(self.choices[0]), []
         for j, at in enumerate(self.at):
             scores = np.asarray(returns[G * j : G * (j + 1)], dtype=np.float64)
             stakes = [np.full(n, np.nan) for n in lengths[G * j : G * (j + 1)]]

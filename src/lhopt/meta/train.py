@@ -482,6 +482,10 @@ class MetaTrainer:
         buffer = self.clone_data if aggregate else self.buffer
         common = (self.policy, self.avg, self.optimizer, buffer, self.version, ppo, self.rng)
         index = next(i for i, h in enumerate(space.heads) if h.hparam == "lr")
+        branch_heads = {
+            name: next((i, h) for i, h in enumerate(space.heads) if h.hparam == name)
+            for name in self.cfg.episode.branch_heads
+        }
         if cloning:
             step = partial(
                 clone_step,
@@ -491,6 +495,7 @@ class MetaTrainer:
                 head_index=index,
                 head=space.heads[index],
                 level=self.level,
+                branch_heads=branch_heads,
             )
             steps = ppo.clone_steps if aggregate else None
             return update(
@@ -498,7 +503,13 @@ class MetaTrainer:
             )
         prior = None
         if ppo.clone_coef > 0:
-            prior = partial(clone_loss, cfg=ppo, head_index=index, head=space.heads[index])
+            prior = partial(
+                clone_loss,
+                cfg=ppo,
+                head_index=index,
+                head=space.heads[index],
+                branch_heads=branch_heads,
+            )
         fixed = self.cfg.episode.spec.fixed_actions(space)
         return update(*common, self.cfg.policy.polyak, fixed, prior=prior)
 
