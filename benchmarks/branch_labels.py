@@ -37,6 +37,8 @@ def rows(run: Path) -> list[dict]:
     for e in state.get("clone_data", []):
         branch = np.asarray(e["branch"])
         info = e["info"]
+        if (info.get("branch_head") or "lr") != "lr":
+            continue  # a weight-decay label: a choice of another head
         for at in np.flatnonzero(branch >= 0):
             val = np.asarray(e["val"], dtype=np.float64)
             stall = stall_choices(head, val, 0.01, info["outer_steps"])

@@ -36,7 +36,7 @@ def _group(args: tuple) -> dict:
 
     torch.set_num_threads(1)
     cfg = meta_config.load(config_path)
-    ep = replace(cfg.episode, branch=True, branch_factors=FACTORS)
+    ep = replace(cfg.episode, branch=True, branch_factors=FACTORS, branch_heads=["lr"])
     policy = load_policy(policy_path)
     G = ep.group
     episodes = run_episodes(

@@ -36,6 +36,8 @@ def gather(runs: list[Path], lags: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     for run in runs:
         state = torch.load(run / "checkpoint.pt", weights_only=False)
         for e in state.get("clone_data", []):
+            if (e["info"].get("branch_head") or "lr") != "lr":
+                continue  # the lr head's labels only
             branch = np.asarray(e["branch"])
             obs = np.asarray(e["obs"], dtype=np.float64)
             for at in np.flatnonzero(branch >= 0):

@@ -41,6 +41,7 @@ HALVE = next(h for h in ActionSpace().heads if h.hparam == "lr").choices.index(0
 def _trainer(config: str, policy: str, seed: int) -> MetaTrainer:
     cfg = meta_config.load(config)
     cfg.run.seed = seed
+    cfg.episode.branch_heads = ["lr"]  # the probe reads what halving the lr answers
     trainer = MetaTrainer(cfg, tempfile.mkdtemp(prefix="response-probe-"))
     trainer.warm_start(policy)
     return trainer

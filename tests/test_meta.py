@@ -1035,7 +1035,8 @@ def test_labels_of_each_branched_head_train_that_head(tmp_path):
             if e["info"]["branch_head"] == name:
                 unlabelled[i, : len(e["branch"])] &= torch.from_numpy(e["branch"] < 0)
         keep = torch.full((int(unlabelled.sum()),), head.keep_index)
-        extra += 0.5 * float(torch.nn.functional.cross_entropy(logits[index][unlabelled], keep))
+        ce = torch.nn.functional.cross_entropy(logits[index][unlabelled], keep)
+        extra += 0.5 * float(ce.detach())
     assert both == pytest.approx(loss + extra, rel=1e-5)
 
 
@@ -1054,6 +1055,29 @@ def test_branch_heads_are_distinct_scale_heads(change, words):
     with pytest.raises(ValueError) as e:
         meta_config._check_semantics(config)
     assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_a_branch_of_an_unknown_head_or_factor_and_a_stray_label_are_errors():
+    from lhopt.control.actions import ActionSpace
+    from lhopt.meta.clone import clone_loss
+    from lhopt.meta.episode import _Branches
+
+    space = ActionSpace()
+    with pytest.raises(
+        ValueError, match=r"factors \[0.707\] are not choices of the 'weight_decay'"
+    ):
+        _Branches([0], space, [0.707], ["weight_decay"])
+    with pytest.raises(ValueError, match="branch head 'wd': not a head of"):
+        _Branches([0], space, [0.5], ["wd"])
+    config = _branch_config()
+    policy = new_policy(config)
+    rngs = [np.random.default_rng(s) for s in range(3)]
+    episodes = run_episodes(policy, TaskConfig.from_dict(QUAD), [0] * 3, config.episode, rngs)
+    episodes = [{**e, "info": {**e["info"], "branch_head": "weight_decay"}} for e in episodes]
+    obs, priv, _, _, mask = pad(episodes)
+    logits = list(policy.unroll(obs, priv)[0])
+    with pytest.raises(ValueError, match=r"labelled for heads \['weight_decay'\]"):
+        clone_loss(logits, episodes, mask, config.ppo, 0, space.heads[0])
 
 
 def test_branch_heads_must_be_controlled_and_share_the_factors():

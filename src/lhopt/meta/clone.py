@@ -116,6 +116,13 @@ def clone_loss(
     `prior`."""
     if cfg.clone_oracle != "branch" or branch_heads is None:
         branch_heads = {"lr": (head_index, head)}
+    if cfg.clone_oracle == "branch":
+        stray = {e["info"].get("branch_head") or "lr" for e in episodes} - set(branch_heads)
+        if stray:
+            raise ValueError(
+                f"episodes labelled for heads {sorted(stray)}, which cloning trains none of "
+                f"(branch_heads: {list(branch_heads)})"
+            )
     per_head = {}
     for name, (index, h) in branch_heads.items():
         target = torch.full(mask.shape, -1, dtype=torch.long)

@@ -226,16 +226,16 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"{ppo.clone_oracle!r}: branched episodes are the 'branch' oracle's labels, and "
             "only it reads them; set both or neither"
         )
-    if ep.branch:
-        from lhopt.control.actions import ActionSpace
+    from lhopt.control.actions import ActionSpace
 
-        space = {h.hparam: h for h in ActionSpace().heads if h.kind == "scale"}
-        names = ep.branch_heads
-        if not names or len(set(names)) < len(names) or not set(names) <= set(space):
-            raise ValueError(
-                f"[episode] branch_heads = {names!r}: distinct names of scale heads, at least "
-                f"one; allowed {list(space)}"
-            )
+    space = {h.hparam: h for h in ActionSpace().heads if h.kind == "scale"}
+    names = ep.branch_heads
+    if not names or len(set(names)) < len(names) or not set(names) <= set(space):
+        raise ValueError(
+            f"[episode] branch_heads = {names!r}: distinct names of scale heads, at least "
+            f"one; allowed {list(space)}"
+        )
+    if ep.branch:
         if ep.heads and not set(names) <= set(ep.heads):
             raise ValueError(
                 f"[episode] branch_heads = {names!r} moves heads that [episode] heads = "

@@ -580,8 +580,17 @@ class _Branches:
         self.heads = heads or ["lr"] * len(at)
         self.choices, self.actions = [], []
         for name in self.heads:
-            index = next(i for i, h in enumerate(space.heads) if h.hparam == name)
+            index = next((i for i, h in enumerate(space.heads) if h.hparam == name), None)
+            if index is None:
+                names = [h.hparam for h in space.heads]
+                raise ValueError(f"branch head {name!r}: not a head of {names}")
             head = space.heads[index]
+            missing = [f for f in factors if f not in head.choices]
+            if missing:
+                raise ValueError(
+                    f"branch factors {missing} are not choices of the {name!r} head "
+                    f"{list(head.choices)}"
+                )
             choices = [head.keep_index] + [head.choices.index(f) for f in factors]
             actions = []
             for c in choices:

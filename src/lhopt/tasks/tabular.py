@@ -207,7 +207,7 @@ class TabularTask(SplitClassificationTask):
             return super()._test_metrics()
         x, y = self.data["test"]
         mse = float(self._loss(self.model(x), y))
-        return {"loss": mse, "r2": 1.0 - mse / float(y.var())}
+        return {"loss": mse, "r2": 1.0 - mse / float(y.var(unbiased=False))}
 
     def descriptor_extras(self) -> list[float]:
         p = self.config.p
