@@ -36,6 +36,7 @@ def test_meta_training_and_learned_optimizer_take_the_same_decisions(
             progress_taus=list(spec.progress_taus),
             noise_floor=spec.noise_floor,
             heads=list(spec.heads),
+            fixed_initial=dict(net.initial),  # the start LearnedOptimizer takes from the file
         )
     )
     ep = run_episode(net, config, 0, cfg, np.random.default_rng(0), greedy=True)
@@ -57,7 +58,11 @@ def test_meta_training_and_learned_optimizer_take_the_same_decisions(
         opt.step()
         opt.report(train_loss=loss)
     assert ep["info"]["lr_trace"] == [h["hparams"]["lr"] for h in opt.history]
-    assert ep["info"]["final_hparams"] == {k: opt.hparams[0][k] for k in ep["info"]["initial"]}
+    assert ep["info"]["final_hparams"] == {
+        k: opt.hparams[0][k] for k in ep["info"]["final_hparams"]
+    }
+    unmoved = {k: v for k, v in net.initial.items() if k not in ep["info"]["final_hparams"]}
+    assert all(opt.hparams[0][k] == v for k, v in unmoved.items())  # the file's start
     chosen = [tuple(h["action"].values()) for h in opt.history]
     heads = opt.controller.space.heads
     assert chosen == [
