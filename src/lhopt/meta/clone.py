@@ -133,8 +133,7 @@ def clone_loss(
             target[i, :n] = torch.from_numpy(labels(e, h, cfg.clone_oracle, cfg.clone_stall_eps))
         per_head[name] = (logits[index], h, target)
     stakes = branch_stakes(episodes, mask.shape) if cfg.clone_weight == "stakes" else None
-    first = per_head[next(iter(per_head))][0]
-    cross_entropy = first.sum() * 0.0
+    cross_entropy = logits[head_index].sum() * 0.0  # in the graph even with nothing labelled
     losses, weights, hits = [], [], []
     for lg, h, target in per_head.values():
         m = mask.bool() & (target >= 0)

@@ -577,32 +577,37 @@ class _Branches:
 
     def __init__(self, at: list[int], space, factors, heads: list[str] | None = None) -> None:
         self.at = at
+        self.factors = list(factors)
         self.heads = heads or ["lr"] * len(at)
-        self.choices, self.actions = [], []
-        for name in self.heads:
-            index = next((i for i, h in enumerate(space.heads) if h.hparam == name), None)
-            if index is None:
-                names = [h.hparam for h in space.heads]
-                raise ValueError(f"branch head {name!r}: not a head of {names}")
-            head = space.heads[index]
-            missing = [f for f in factors if f not in head.choices]
-            if missing:
-                raise ValueError(
-                    f"branch factors {missing} are not choices of the {name!r} head "
-                    f"{list(head.choices)}"
-                )
-            choices = [head.keep_index] + [head.choices.index(f) for f in factors]
-            actions = []
-            for c in choices:
-                action = list(space.keep)
-                action[index] = c
-                actions.append(tuple(action))
-            self.choices.append(choices)
-            self.actions.append(actions)
+        per_head = {name: self._moves(space, name, factors) for name in set(self.heads)}
+        # per group: its head's choice indices (keep first) and the members' actions there
+        self.choices = [per_head[name][0] for name in self.heads]
+        self.actions = [per_head[name][1] for name in self.heads]
         self.keep = tuple(space.keep)
 
+    @staticmethod
+    def _moves(space, name: str, factors) -> tuple[list[int], list[tuple]]:
+        index = next((i for i, h in enumerate(space.heads) if h.hparam == name), None)
+        if index is None:
+            names = [h.hparam for h in space.heads]
+            raise ValueError(f"branch head {name!r}: not a head of {names}")
+        head = space.heads[index]
+        missing = [f for f in factors if f not in head.choices]
+        if missing:
+            raise ValueError(
+                f"branch factors {missing} are not choices of the {name!r} head "
+                f"{list(head.choices)}"
+            )
+        choices = [head.keep_index] + [head.choices.index(f) for f in factors]
+        actions = []
+        for c in choices:
+            action = list(space.keep)
+            action[index] = c
+            actions.append(tuple(action))
+        return choices, actions
+
     def forced(self, k: int) -> list:
-        G, out = len(self.choices[0]), []
+        G, out = 1 + len(self.factors), []
         for j, at in enumerate(self.at):
             if k < at:
                 out += [None] + [G * j] * (G - 1)
@@ -617,7 +622,7 @@ class _Branches:
     ) -> list[np.ndarray]:
         """Per member, its label at each of its `lengths` decisions (-1: none), from the
         members' `returns`; `ties` as `EpisodeConfig.branch_ties`."""
-        G, out = len(self.choices[0]), []
+        G, out = 1 + len(self.factors), []
         for j, at in enumerate(self.at):
             scores = np.asarray(returns[G * j : G * (j + 1)], dtype=np.float64)
             labels = [np.full(n, -1, dtype=np.int64) for n in lengths[G * j : G * (j + 1)]]
@@ -634,7 +639,7 @@ class _Branches:
         """Per member, at each of its `lengths` decisions, what the branched choice was worth:
         at the first member's decision `at[j]`, the spread (highest minus lowest) of its
         group's returns, where every member reached it; NaN elsewhere."""
-        G, out = len(self.choices[0]), []
+        G, out = 1 + len(self.factors), []
         for j, at in enumerate(self.at):
             scores = np.asarray(returns[G * j : G * (j + 1)], dtype=np.float64)
             stakes = [np.full(n, np.nan) for n in lengths[G * j : G * (j + 1)]]
