@@ -51,6 +51,8 @@ import torch
 from lhopt.bench.optimizers import LearnedDriver
 from lhopt.curves.drivers import ADAMW_KW, Driver
 from lhopt.optim import schedules
+from lhopt.tasks import build_task
+from lhopt.tasks.registry import steps_per_epoch
 
 
 class RangeTestCosine(Driver):
@@ -338,13 +340,19 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
 
     torch.set_num_threads(1)
     drivers = []
+    task_spe = steps_per_epoch(build_task(job["config"], job["seed"]))
 
     def make(params, total, lr):
         if method == "policy-start":  # the shipped policy (LearnedOptimizer) from lr k
             from lhopt.control import LearnedOptimizer
 
             opt = LearnedOptimizer(
-                params, total_steps=total, lr=k, policy=args["policy"], **args["ciao"]
+                params,
+                total_steps=total,
+                lr=k,
+                policy=args["policy"],
+                steps_per_epoch=None if args.get("no_epochs") else task_spe,
+                **args["ciao"],
             )
             if args.get("wd_rule"):
                 d = OverfitWeightDecay(opt, args["wd_rule"], args["wd_max"], args["wd_eps"])
@@ -428,6 +436,11 @@ def main() -> None:
         help="range-test: lr* / k starts the cosine; stall-decay and policy-start: the starting lr",
     )
     parser.add_argument("--policy", default="default", help="policy-start: the policy file")
+    parser.add_argument(
+        "--no-epochs",
+        action="store_true",
+        help="policy-start: do not tell the policy the task's steps per epoch",
+    )
     parser.add_argument(
         "--ciao",
         nargs="+",

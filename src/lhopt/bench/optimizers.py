@@ -71,8 +71,18 @@ class TrainLossDriver(LearnedDriver):
 
 
 def _learned(driver: type[LearnedDriver]):
-    def make(params: Iterable, budget: int, lr: float | None, policy: str = "default"):
-        return driver(LearnedOptimizer(params, total_steps=budget, policy=policy))
+    def make(
+        params: Iterable,
+        budget: int,
+        lr: float | None,
+        policy: str = "default",
+        steps_per_epoch: float | None = None,
+    ):
+        return driver(
+            LearnedOptimizer(
+                params, total_steps=budget, policy=policy, steps_per_epoch=steps_per_epoch
+            )
+        )
 
     return make
 

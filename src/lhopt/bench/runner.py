@@ -7,6 +7,8 @@ dies too, it is returned with `error` set.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Sequence
 
 import torch
@@ -14,6 +16,8 @@ import torch
 from lhopt.bench import optimizers
 from lhopt.curves import run
 from lhopt.extras import require
+from lhopt.tasks import build_task
+from lhopt.tasks.registry import steps_per_epoch
 
 WORKER_DEATH_RETRIES = 1  # runs of a job again after its worker process died
 
@@ -22,14 +26,32 @@ def job_key(job: dict) -> tuple:
     return (job["task"], job["seed"], job["optimizer"], job["lr"], job["multiple"])
 
 
+def _make(job: dict):
+    """The driver factory of `job`'s optimizer; a learned one is told the task's steps per
+    epoch, as a user who knows their data loader's length tells `LearnedOptimizer`."""
+    make = optimizers.get(job["optimizer"]).make
+    if job["optimizer"] in optimizers.LEARNED:
+        return functools.partial(make, steps_per_epoch=_steps_per_epoch(job["config"]))
+    return make
+
+
+@functools.cache
+def _config_steps_per_epoch(key: str) -> float:
+    return steps_per_epoch(build_task(json.loads(key), 0))
+
+
+def _steps_per_epoch(config: dict) -> float:
+    return _config_steps_per_epoch(json.dumps(config, sort_keys=True))
+
+
 def run_job(job: dict) -> dict:
     """Run `job` with the optimizer its name gives; raises on a crash."""
-    return run.run_job(job, optimizers.get(job["optimizer"]).make)
+    return run.run_job(job, _make(job))
 
 
 def run_job_safe(job: dict) -> dict:
     """`run_job`, with a crash turned into a result that says so."""
-    return run.run_job_safe(job, optimizers.get(job["optimizer"]).make)
+    return run.run_job_safe(job, _make(job))
 
 
 def _ray_job(job: dict) -> dict:

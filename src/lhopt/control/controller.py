@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from lhopt.control.actions import ActionSpace
+from lhopt.control.features import check_steps_per_epoch, run_features
 from lhopt.control.policy import Policy
 from lhopt.control.policy_file import ControlSpec
 from lhopt.control.registers import RestartRegisters
@@ -117,6 +118,9 @@ class Controller:
         lr_units: multiplies the schedule's factor (default 1): the lr CIAO applies is this
             times the base lr the policy steers (meta-training draws it per episode,
             `lhopt.meta.episode.EpisodeConfig.lr_scale`).
+        steps_per_epoch: optimizer steps per pass over the training data (inf: data drawn
+            fresh at every step; None: not known), read by a policy whose spec has `epochs`
+            (`lhopt.control.features.run_features`) and ignored by the others.
     """
 
     def __init__(
@@ -132,9 +136,11 @@ class Controller:
         register_target=None,
         spec: ControlSpec | None = None,
         lr_units: float = 1.0,
+        steps_per_epoch: float | None = None,
     ) -> None:
         if not (math.isfinite(lr_units) and lr_units > 0):
             raise ValueError(f"lr_units={lr_units!r} is out of range: allowed > 0, finite")
+        self.steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
         self.lr_units = float(lr_units)
         self.policy = policy
         self.optimizer = optimizer
@@ -224,6 +230,7 @@ class Controller:
             hparams=self.optimizer.hparams[0],
             prev_action=self.space.encode(self.prev_action),
             registers=self.registers.info(),
+            run=run_features(self.total_steps, self.steps_per_epoch),
         )
 
     def carry_out(

@@ -23,6 +23,31 @@ CDF_STATS = ("log_update_to_param_norm", "log_grad_noise_scale", "cos_grad_momen
 _CLIP = 10.0  # bound of every raw (unsquashed) value
 PROGRESS_TAUS = (0.03, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
 _LOSS_FLOOR = 1e-12
+RUN_FEATURES = ("run/epochs_known", "run/log1p_epochs")
+
+
+def run_features(total_steps: int, steps_per_epoch: float | None) -> tuple[float, float]:
+    """What a run is before it starts: (known, log(1 + epochs)), epochs = total_steps /
+    steps_per_epoch, the passes over the training data (0 for data drawn fresh at every step,
+    `steps_per_epoch` = inf); (0, 0) when `steps_per_epoch` is None (not known). A ratio of
+    the run's own counts: the same for any scale of the task."""
+    if steps_per_epoch is None:
+        return (0.0, 0.0)
+    return (1.0, math.log1p(total_steps / steps_per_epoch))
+
+
+def check_steps_per_epoch(value: object) -> float | None:
+    """`value` as a float (inf allowed: fresh data at every step) or None; a ValueError naming
+    it otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(
+            f"steps_per_epoch={value!r} is not allowed: a number > 0 (the optimizer steps of "
+            "one pass over the training data; math.inf for data drawn fresh at every step) "
+            "or None (not known)"
+        )
+    return float(value)
 
 
 def _finite(x: float | None) -> bool:
@@ -100,6 +125,9 @@ class FeatureEngine:
         progress_taus: a multi-timescale embedding of progress p, tanh(10 (p - tau)) for each
             tau (as VeLO and Celo embed it), so that a policy can place a change at a point of
             the run; empty (the default) for none. `PROGRESS_TAUS` is the usual set.
+        epochs: add what the run is before it starts: its passes over the training data
+            (`run_features`), so that a policy can tell a run long for its data (which overfits
+            and wants regularising) from a short one (which underfits) at the first decision.
     """
 
     def __init__(
@@ -109,6 +137,7 @@ class FeatureEngine:
         num_registers: int = 3,
         cdf_scales: Sequence[float] = DEFAULT_CDF_SCALES,
         progress_taus: Sequence[float] = (),
+        epochs: bool = False,
     ) -> None:
         bad = {k: v for k, v in hparam_kinds.items() if v not in ("log", "logit")}
         if bad:
@@ -122,6 +151,7 @@ class FeatureEngine:
         self.progress_taus = tuple(float(t) for t in progress_taus)
         if any(not math.isfinite(t) for t in self.progress_taus):
             raise ValueError(f"progress_taus={tuple(progress_taus)!r}: expected finite numbers")
+        self.epochs = bool(epochs)
         self.names = self._layout()
         self.reset({})
 
@@ -151,6 +181,8 @@ class FeatureEngine:
                 f"register{r}/progress_since",
             ]
         names += [f"progress/tanh@{t:g}" for t in self.progress_taus]
+        if self.epochs:
+            names += list(RUN_FEATURES)
         return tuple(names)
 
     @property
@@ -181,10 +213,12 @@ class FeatureEngine:
         hparams: Mapping[str, float | None],
         prev_action: Sequence[float] = (),
         registers: Sequence[tuple[bool, float | None, float | None]] = (),
+        run: Sequence[float] = (0.0, 0.0),
     ) -> np.ndarray:
         """The feature vector (float32, finite, layout `names`) for one outer step.
 
-        `registers` holds, per restart register, (filled, loss when saved, progress when saved).
+        `registers` holds, per restart register, (filled, loss when saved, progress when saved);
+        `run` the run's `run_features` (read when the layout has them).
         """
         if len(prev_action) != len(self.action_names):
             raise ValueError(
@@ -212,6 +246,8 @@ class FeatureEngine:
                 progress - saved_progress if filled and _finite(saved_progress) else 0.0,
             ]
         f += [math.tanh(10.0 * (progress - t)) for t in self.progress_taus]
+        if self.epochs:
+            f += [float(v) for v in run]
         vec = np.asarray(f, dtype=np.float64)
         vec = np.clip(np.nan_to_num(vec, nan=0.0, posinf=_CLIP, neginf=-_CLIP), -_CLIP, _CLIP)
         return vec.astype(np.float32)

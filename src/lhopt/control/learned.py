@@ -32,6 +32,7 @@ from torch import nn
 
 from lhopt.control import distributed
 from lhopt.control.controller import DEFAULT_DECISIONS, Controller
+from lhopt.control.features import check_steps_per_epoch
 from lhopt.control.policy_file import load_policy
 from lhopt.optim import schedules
 from lhopt.optim.ciao import CIAO
@@ -175,6 +176,12 @@ class LearnedOptimizer(CIAO):
         schedule: the schedule shape under the policy's base lr ("constant" or "cosine",
             `lhopt.optim.schedules`). The policy file records the shape it was trained with,
             which is the default; another one is refused.
+        steps_per_epoch: optimizer steps per pass over the training data (e.g.
+            ``len(train_loader)``; ``math.inf`` when every batch is fresh data), or None (not
+            known, the default). A policy trained to read it (its file's spec has `epochs`)
+            tells from it, at the first decision, a run long for its data (that will overfit)
+            from a short one (that underfits); the others ignore it. Also settable as an
+            attribute (framework integrations set it).
         **kwargs: CIAO's hyperparameters (their initial values). Default: the ones the policy
             file records that its training episodes started from (`policy_net.initial`, e.g.
             lr 1e-2 for a policy that searches from above), else CIAO's official ones.
@@ -194,9 +201,11 @@ class LearnedOptimizer(CIAO):
         verbose: bool = False,
         train_loss_fn: Callable | None = None,
         schedule: str | None = None,
+        steps_per_epoch: float | None = None,
         **kwargs,
     ) -> None:
         total_steps = _positive_int("total_steps", total_steps)
+        steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
         decisions = _positive_int("decisions", decisions)
         if val_loss_fn is not None and not callable(val_loss_fn):
             raise ValueError(f"val_loss_fn={val_loss_fn!r} must be callable or None")
@@ -227,6 +236,7 @@ class LearnedOptimizer(CIAO):
             greedy=not sample,
             seed=seed,
             register_target=_CIAOState(self),
+            steps_per_epoch=steps_per_epoch,
         )
         self._decide_at = set(self.controller.decision_steps)  # checked every step
         self._loss_sum: torch.Tensor | None = None
@@ -248,6 +258,15 @@ class LearnedOptimizer(CIAO):
     def total_steps(self) -> int:
         """The training budget T the decisions are spread over."""
         return self.controller.total_steps
+
+    @property
+    def steps_per_epoch(self) -> float | None:
+        """Optimizer steps per pass over the training data (None: not known); see the class."""
+        return self.controller.steps_per_epoch
+
+    @steps_per_epoch.setter
+    def steps_per_epoch(self, value: float | None) -> None:
+        self.controller.steps_per_epoch = check_steps_per_epoch(value)
 
     @property
     def decision_steps(self) -> list[int]:

@@ -47,12 +47,15 @@ class ControlSpec:
         fraction in `log_grad_noise_scale` (`lhopt.optim.stats.statistics_from_raw`); 0 (the
         shipped policy's setting) leaves the rounding error of a run's first step, whose sign
         and size another order of summation changes, as it is.
+    epochs: the features read the run's passes over its training data (`FeatureEngine`'s
+        `epochs`), which users give as `steps_per_epoch`.
     """
 
     schedule: str = "constant"
     progress_taus: tuple[float, ...] = ()
     noise_floor: float = 0.0
     heads: tuple[str, ...] = ()
+    epochs: bool = False
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -71,6 +74,8 @@ class ControlSpec:
                 f"heads={heads!r}: expected distinct names from {list(allowed)} (empty: all)"
             )
         object.__setattr__(self, "heads", heads)
+        if not isinstance(self.epochs, bool):
+            raise ValueError(f"epochs={self.epochs!r}: expected True or False")
 
     def fixed_actions(self, space: ActionSpace) -> tuple[int | None, ...] | None:
         """Per head of `space`, the choice it is held at ("keep") when `heads` leaves it out,
@@ -86,6 +91,7 @@ class ControlSpec:
             space.encoding_names,
             num_registers=space.num_registers,
             progress_taus=self.progress_taus,
+            epochs=self.epochs,
         )
 
 
@@ -105,6 +111,7 @@ def actor_layout(spec: ControlSpec = ControlSpec(), num_registers: int = 3) -> d
         # Only when set: the layouts (and hashes) of files made without it stay as they were.
         **({"noise_floor": spec.noise_floor} if spec.noise_floor else {}),
         **({"heads": list(spec.heads)} if spec.heads else {}),
+        **({"epochs": True} if spec.epochs else {}),
     }
 
 
@@ -182,6 +189,7 @@ def file_layout(data: dict) -> dict | None:
         "progress_taus": list(layout.get("progress_taus", ())),
         **({"noise_floor": layout["noise_floor"]} if layout.get("noise_floor") else {}),
         **({"heads": list(layout["heads"])} if layout.get("heads") else {}),
+        **({"epochs": True} if layout.get("epochs") else {}),
     }
 
 
@@ -196,6 +204,7 @@ def file_spec(data: dict) -> ControlSpec | None:
             tuple(layout["progress_taus"]),
             layout.get("noise_floor", 0.0),
             tuple(layout.get("heads", ())),
+            bool(layout.get("epochs", False)),
         )
     except (ValueError, TypeError):
         return None

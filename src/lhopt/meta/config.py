@@ -269,6 +269,12 @@ def _check_semantics(cfg: MetaConfig) -> None:
             )
     _require(cfg, "episode", "branch_margin", lambda v: v >= 0, ">= 0")
     _require(cfg, "episode", "branch_until", lambda v: 0 < v <= 1, "in (0, 1]")
+    _require(cfg, "episode", "epochs_known", lambda v: 0 <= v <= 1, "in [0, 1]")
+    if ep.epochs_known < 1 and not ep.epochs:
+        raise ValueError(
+            f"[episode] epochs_known = {ep.epochs_known!r} is read only with epochs = true "
+            "(the features then hold the run's passes over its data)"
+        )
     if ep.branch_ties not in BRANCH_TIES:
         raise ValueError(
             f"[episode] branch_ties = {ep.branch_ties!r}: expected one of {list(BRANCH_TIES)}"

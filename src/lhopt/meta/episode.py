@@ -39,6 +39,7 @@ from lhopt.optim import CIAO, DEFAULTS, HPARAMS
 from lhopt.optim.batched import UNBATCHED_HPARAMS, BatchedCIAO
 from lhopt.tasks import FAMILY_NAMES, TaskConfig, build_task, task_device
 from lhopt.tasks.batched import BatchedTask, batchable
+from lhopt.tasks.registry import steps_per_epoch
 
 PERTURBED = ("lr", "ombeta1", "ombeta2", "epsilon", "weight_decay")
 # The largest lr units (`EpisodeConfig.lr_scale`): lr_factor's bound, as schedules stay <= 1.
@@ -94,6 +95,11 @@ class EpisodeConfig:
     # runs unchanged (the same runs at the grid's lrs divided by c); the policy's features see
     # the applied step (as they would see smaller parameters), never c.
     lr_scale: list = field(default_factory=lambda: [1.0, 1.0])
+    # The features read the run's passes over its training data (ControlSpec `epochs`); each
+    # episode (each branched group) is told them with probability `epochs_known`, so that a
+    # policy also learns to act where a user does not give `steps_per_epoch`.
+    epochs: bool = False
+    epochs_known: float = 1.0
 
     @property
     def group(self) -> int:
@@ -103,7 +109,11 @@ class EpisodeConfig:
     @property
     def spec(self) -> ControlSpec:
         return ControlSpec(
-            self.schedule, tuple(self.progress_taus), self.noise_floor, tuple(self.heads)
+            self.schedule,
+            tuple(self.progress_taus),
+            self.noise_floor,
+            tuple(self.heads),
+            self.epochs,
         )
 
 
@@ -117,6 +127,7 @@ def evaluation_config(cfg: EpisodeConfig) -> EpisodeConfig:
             "other_perturbation": 1.0,
             "branch": False,
             "lr_scale": [1.0, 1.0],
+            "epochs_known": 1.0,
         }
     )
 
@@ -247,6 +258,7 @@ class _Serial:
         self.device = self.tasks[0].device
         self.group = group
         self.budget = self.tasks[0].budget
+        self.steps_per_epoch = steps_per_epoch(self.tasks[0])
         self.modules = [t.model for t in self.tasks]
         self.descriptors = [t.descriptor().tolist() for t in self.tasks]
 
@@ -297,6 +309,7 @@ class _Batched:
     def __init__(self, task_config: TaskConfig, seeds: list[int], device=None) -> None:
         self.task = BatchedTask(task_config, seeds, device)
         self.budget = self.task.budget
+        self.steps_per_epoch = steps_per_epoch(self.task.tasks[0])
         self.modules = [self.task.member(i) for i in range(len(seeds))]
         self.descriptors = [t.descriptor().tolist() for t in self.task.tasks]
 
@@ -414,6 +427,11 @@ def run_episodes(
     if cfg.branch:  # a group is one run until its branch
         drawn = [drawn[i - i % cfg.group] for i in range(N)]
         scales = [scales[i - i % cfg.group] for i in range(N)]
+    told = [True] * N  # whether a member's controller is told its steps per epoch
+    if cfg.epochs and cfg.epochs_known < 1:
+        told = [bool(r.random() < cfg.epochs_known) for r in rngs]
+        if cfg.branch:
+            told = [told[i - i % cfg.group] for i in range(N)]
     members.start([init for init, _ in drawn])
     # The critic's perturbation of the lr is the start against the task's own units.
     starts = [
@@ -429,8 +447,9 @@ def run_episodes(
             seed=int(r.integers(2**31)),
             spec=cfg.spec,
             lr_units=scale,
+            steps_per_epoch=members.steps_per_epoch if known else None,
         )
-        for opt, r, scale in zip(members.optimizers, rngs, scales, strict=True)
+        for opt, r, scale, known in zip(members.optimizers, rngs, scales, told, strict=True)
     ]
     boundaries = [*controllers[0].decision_steps, T]
     branches = None

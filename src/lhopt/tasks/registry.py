@@ -82,6 +82,31 @@ def build_task(config: TaskConfig | dict, seed: int) -> Task:
     return FAMILIES[config.family][1](config, seed)
 
 
+# What one pass over a family's training data is, read from its built task: the number of
+# training examples (a batch draws `batch` of them), or None where every batch is drawn fresh.
+# Kept here rather than on the task classes, whose source keys the cached baseline curves.
+_TRAIN_EXAMPLES = {
+    "quadratic": lambda t: None,
+    "algorithmic": lambda t: None,
+    "seqattn": lambda t: None,
+    "mnist1d": lambda t: len(t.train_set[0]),
+    "charlm": lambda t: len(t.text["train"]) / t.config.p["context"],  # windows of context
+    "ncf": lambda t: len(t.train_pairs),
+    "autoencoder": lambda t: len(t.data["train"]),
+    **{
+        f: (lambda t: len(t.data["train"][0]))
+        for f in ("linear", "speech", "shapes", "regression", "tokens", "tabular")
+    },
+}
+
+
+def steps_per_epoch(task: Task) -> float:
+    """Optimizer steps of one pass over `task`'s training data (inf where every batch is
+    drawn fresh): what a user gives `LearnedOptimizer` as `steps_per_epoch`."""
+    examples = _TRAIN_EXAMPLES[task.family](task)
+    return math.inf if examples is None else examples / task.config.p["batch"]
+
+
 def task_device(config: TaskConfig, device: torch.device | str | None = None) -> torch.device:
     """Where tasks of `config` run when asked for `device` (default the CPU; `check_device`):
     there, or on the CPU, with a warning, for a family whose tasks cannot move (`Task.movable`)."""
