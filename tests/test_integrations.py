@@ -80,6 +80,7 @@ def test_hf_trainer_runs_the_policy(tmp_path, policy_file):
     opt = trainer.lhopt_optimizer
     history = opt.history
     assert opt.total_steps == trainer.state.max_steps == 32
+    assert opt.steps_per_epoch == 32  # 256 sequences, 4 a batch, 2 batches an optimizer step
     assert [h["step"] for h in history] == list(range(0, 32, 4))
     # The lr the optimizer held at every step is the one the policy set; the Trainer logs it.
     assert [s for s, _ in seen] == list(range(32))
@@ -178,6 +179,7 @@ def test_lightning_callback_reports_each_step_and_each_validation(policy_file):
     opt = trainer.optimizers[0]
     history = opt.history
     assert opt.total_steps == trainer.estimated_stepping_batches == trainer.global_step == 32
+    assert opt.steps_per_epoch == 16  # the policy is told the run's epochs (2)
     assert [h["step"] for h in history] == list(range(0, 32, 4))
     # After each optimizer step the optimizer holds the lr the policy set for it.
     stepped = [(s - 1, lrs) for s, lrs in model.lrs if s > 0]

@@ -12,7 +12,8 @@
     trainer = lightning.Trainer(..., callbacks=[LHOPTCallback()])
 
 `learned_optimizer` builds the optimizer for the Trainer's number of optimizer steps (gradient
-accumulation included), with the restart registers holding the module. `LHOPTCallback` gives the
+accumulation included) and its optimizer steps per epoch (`steps_per_epoch`, where the data
+loader has a length), with the restart registers holding the module. `LHOPTCallback` gives the
 policy the train loss of every optimizer step (the mean of its micro-batches' `training_step`
 losses, unscaled from Lightning's division by `accumulate_grad_batches`) and the logged validation
 loss each time validation ends (the sanity check excluded). Return no LR scheduler from
@@ -34,8 +35,10 @@ pl = require("lightning.pytorch", "integrations")
 
 def learned_optimizer(module, params=None, **kwargs) -> LearnedOptimizer:
     """A `LearnedOptimizer` for `module`'s run, to return from `configure_optimizers`:
-    `total_steps` is `module.trainer.estimated_stepping_batches`, `model` the module. `params`
-    defaults to the module's parameters; `kwargs` go to `LearnedOptimizer`."""
+    `total_steps` is `module.trainer.estimated_stepping_batches`, `steps_per_epoch` its
+    optimizer steps per epoch (None where the data loader has no length), `model` the module.
+    `params` defaults to the module's parameters; `kwargs` go to `LearnedOptimizer` (a
+    `steps_per_epoch` there wins)."""
     total = module.trainer.estimated_stepping_batches
     if not math.isfinite(total) or total < 1:
         raise ValueError(
@@ -43,7 +46,18 @@ def learned_optimizer(module, params=None, **kwargs) -> LearnedOptimizer:
             "needs a finite budget: set max_steps or max_epochs"
         )
     params = module.parameters() if params is None else params
+    if "steps_per_epoch" not in kwargs:
+        kwargs["steps_per_epoch"] = _steps_per_epoch(module.trainer)
     return LearnedOptimizer(params, total_steps=int(total), model=module, **kwargs)
+
+
+def _steps_per_epoch(trainer) -> float | None:
+    """Optimizer steps per epoch of the Trainer's run (its training batches per epoch over
+    the gradient accumulation), None where its data loader has no length."""
+    batches = trainer.num_training_batches
+    if trainer.train_dataloader is None or not math.isfinite(batches) or batches < 1:
+        return None
+    return float(math.ceil(batches / trainer.accumulate_grad_batches))
 
 
 class LHOPTCallback(pl.Callback):

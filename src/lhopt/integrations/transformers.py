@@ -9,7 +9,8 @@
 `LHOPTTrainer` is a `transformers.Trainer` that
 
 - builds a `LearnedOptimizer` with `total_steps` = the Trainer's max steps (optimizer steps,
-  gradient accumulation included), over the Trainer's usual param groups (no weight decay on
+  gradient accumulation included) and `steps_per_epoch` = its optimizer steps per epoch (where
+  the data loader has a length), over the Trainer's usual param groups (no weight decay on
   biases and norms), with the restart registers holding the model;
 - attaches a scheduler that never changes the lr (`lr_scheduler_type`, `warmup_*` and
   `learning_rate` of the `TrainingArguments` are not used: the policy sets the learning rate);
@@ -92,6 +93,7 @@ class LHOPTTrainer(transformers.Trainer):
         self.lhopt_val_metric = val_metric
         self.lhopt_optimizer: LearnedOptimizer | None = None
         self._lhopt_step_loss: torch.Tensor | None = None
+        self._lhopt_steps_per_epoch: float | None = None
         super().__init__(*args, **kwargs)
         self.add_callback(_Report(self))
 
@@ -110,14 +112,23 @@ class LHOPTTrainer(transformers.Trainer):
                     "LHOPTTrainer: the Trainer's max steps are not known yet; it creates the "
                     "optimizer from train()"
                 )
+            options = {"steps_per_epoch": self._lhopt_steps_per_epoch, **self.lhopt_options}
             self.lhopt_optimizer = LearnedOptimizer(
                 [g for g in groups if g["params"]],
                 total_steps=total,
                 model=opt_model,
-                **self.lhopt_options,
+                **options,
             )
             self.optimizer = self.lhopt_optimizer
         return self.optimizer
+
+    def set_initial_training_values(self, args, dataloader, *rest, **kwargs):
+        """The Trainer's counts for `train()`; records its optimizer steps per epoch for the
+        policy (`steps_per_epoch`), where its data loader has a length."""
+        values = super().set_initial_training_values(args, dataloader, *rest, **kwargs)
+        if transformers.trainer_utils.has_length(dataloader):
+            self._lhopt_steps_per_epoch = float(values[1])  # num_update_steps_per_epoch
+        return values
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:

@@ -1,0 +1,160 @@
+"""What a run is before it starts: its passes over the training data, as a policy reads them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lhopt import LearnedOptimizer
+from lhopt.control import load_policy, save_policy_file
+from lhopt.control.features import RUN_FEATURES, check_steps_per_epoch, run_features
+from lhopt.control.policy import PolicyConfig
+from lhopt.control.policy_file import ControlSpec, actor_layout
+from lhopt.meta import config as meta_config
+from lhopt.meta.config import MetaConfig
+from lhopt.meta.episode import EpisodeConfig, evaluation_config, run_episode
+from lhopt.meta.train import new_policy
+from lhopt.tasks import FAMILIES, TaskConfig, build_task
+from lhopt.tasks.registry import _TRAIN_EXAMPLES, steps_per_epoch
+
+# 500 training points in batches of 25: 20 steps per epoch, 3 epochs in its budget of 60
+LINEAR = TaskConfig.make(
+    "linear",
+    dim=10,
+    classes=3,
+    condition=10.0,
+    label_noise=0.1,
+    train_samples=500,
+    batch=25,
+    budget=60,
+)
+QUAD = TaskConfig.make("quadratic", dim=10, condition=100.0, noise=0.1, batch=8, budget=60)
+
+
+@pytest.fixture(scope="module")
+def epochs_policy(tmp_path_factory):
+    """A small policy file that reads the run features, its heads and inputs random."""
+    path = tmp_path_factory.mktemp("epochs") / "p.pt"
+    cfg = MetaConfig()
+    cfg.policy = PolicyConfig(hidden=16)
+    cfg.episode.epochs = True
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = new_policy(cfg)
+        with torch.no_grad():
+            net.heads.weight.normal_(0, 1.0)
+    save_policy_file(net, path)
+    return path
+
+
+def test_run_features_are_the_log_of_one_plus_the_epochs_and_say_when_unknown():
+    assert run_features(60, 20.0) == (1.0, math.log(4.0))
+    assert run_features(60, math.inf) == (1.0, 0.0)  # fresh data: nothing is passed over twice
+    assert run_features(60, None) == (0.0, 0.0)
+    assert run_features(600, 200.0) == run_features(60, 20.0)  # a ratio of the run's counts
+
+
+@pytest.mark.parametrize("bad", [0, -3.0, math.nan, "20", True, [20]])
+def test_a_bad_steps_per_epoch_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match=r"steps_per_epoch=.*a number > 0"):
+        check_steps_per_epoch(bad)
+    model = torch.nn.Linear(3, 1)
+    with pytest.raises(ValueError, match="steps_per_epoch="):
+        LearnedOptimizer(model.parameters(), 10, steps_per_epoch=bad)
+    opt = LearnedOptimizer(model.parameters(), 10, steps_per_epoch=5)
+    with pytest.raises(ValueError, match="steps_per_epoch="):
+        opt.steps_per_epoch = bad
+    assert opt.steps_per_epoch == 5.0  # the bad assignment left it as it was
+    opt.steps_per_epoch = None
+    assert opt.steps_per_epoch is None
+
+
+def test_every_family_says_what_an_epoch_is():
+    assert set(_TRAIN_EXAMPLES) == set(FAMILIES)
+    assert steps_per_epoch(build_task(LINEAR, 0)) == 20.0
+    assert steps_per_epoch(build_task(QUAD, 0)) == math.inf
+
+
+def test_the_layout_ends_with_the_run_features_only_when_asked(epochs_policy):
+    plain, read = actor_layout(ControlSpec()), actor_layout(ControlSpec(epochs=True))
+    assert read["features"] == plain["features"] + list(RUN_FEATURES)
+    assert "epochs" not in plain  # files made before the option keep their layout and hash
+    net = load_policy(epochs_policy)
+    assert net.spec.epochs and net.obs_dim == len(read["features"])
+    with pytest.raises(ValueError, match="epochs="):
+        ControlSpec(epochs="yes")
+
+
+def _train(opt, task):
+    for _ in range(task.budget):
+        loss = task.train_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        opt.report(train_loss=loss)
+
+
+def test_meta_training_and_learned_optimizer_read_the_same_epochs(epochs_policy, tmp_cache):
+    """An episode tells the controller its task's steps per epoch; a user passing the same to
+    `LearnedOptimizer` gets the same decisions, and the features carry them."""
+    net = load_policy(epochs_policy)
+    cfg = evaluation_config(EpisodeConfig(min_outer_steps=6, max_outer_steps=6, epochs=True))
+    ep = run_episode(net, LINEAR, 0, cfg, np.random.default_rng(0), greedy=True)
+    assert ep["obs"][:, -2:].tolist() == [[1.0, pytest.approx(math.log(4.0))]] * 6
+
+    task = build_task(LINEAR, 0)
+    opt = LearnedOptimizer(
+        task.model.parameters(),
+        total_steps=task.budget,
+        val_loss_fn=task.val_loss,
+        policy=epochs_policy,
+        decisions=6,
+        model=task.model,
+        steps_per_epoch=steps_per_epoch(task),
+    )
+    _train(opt, task)
+    assert ep["info"]["lr_trace"] == [h["hparams"]["lr"] for h in opt.history]
+
+
+def test_an_episode_is_told_the_epochs_with_the_configured_probability(epochs_policy, tmp_cache):
+    net = load_policy(epochs_policy)
+    told = []
+    for seed in range(12):
+        cfg = EpisodeConfig(min_outer_steps=3, max_outer_steps=3, epochs=True, epochs_known=0.5)
+        ep = run_episode(net, LINEAR, seed, cfg, np.random.default_rng(seed))
+        flags = set(ep["obs"][:, -2].tolist())
+        assert len(flags) == 1  # told for the whole run or not at all
+        told.append(flags.pop())
+    assert 0 < sum(told) < len(told)
+    cfg = EpisodeConfig(min_outer_steps=3, max_outer_steps=3, epochs=True, epochs_known=0.0)
+    ep = run_episode(net, LINEAR, 0, cfg, np.random.default_rng(0))
+    assert not ep["obs"][:, -2:].any()
+
+
+def test_a_policy_without_the_run_features_ignores_steps_per_epoch(policy_file):
+    """Any policy runs with `steps_per_epoch` given: one that does not read it decides as
+    without it."""
+    histories = []
+    for spe in (None, 20):
+        task = build_task(LINEAR, 0)
+        opt = LearnedOptimizer(
+            task.model.parameters(), task.budget, policy=policy_file, steps_per_epoch=spe
+        )
+        _train(opt, task)
+        histories.append([h["hparams"] for h in opt.history])
+    assert histories[0] == histories[1]
+
+
+@pytest.mark.parametrize(
+    "episode, words",
+    [
+        ({"epochs_known": 0.5}, "epochs_known = 0.5 is read only with epochs = true"),
+        ({"epochs": True, "epochs_known": 1.5}, "epochs_known = 1.5 is not allowed"),
+    ],
+)
+def test_the_config_checks_the_epochs_options(episode, words):
+    with pytest.raises(ValueError, match=words):
+        meta_config.from_dict({"episode": episode})
