@@ -24,12 +24,13 @@ def parts():
     return space, FeatureEngine(space.hparam_kinds, space.encoding_names)
 
 
-@pytest.fixture(scope="session")
-def policy_file(tmp_path_factory):
-    """A small policy file whose heads prefer something, so actions vary and matter."""
-    path = tmp_path_factory.mktemp("policy") / "p.pt"
+def small_policy_file(path, **episode):
+    """Write a small policy file whose heads prefer something, so actions vary and matter;
+    `episode` sets `[episode]` keys of its spec (e.g. epochs=True). Returns `path`."""
     cfg = MetaConfig()
     cfg.policy = PolicyConfig(hidden=16)
+    for key, value in episode.items():
+        setattr(cfg.episode, key, value)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = new_policy(cfg)
@@ -37,3 +38,15 @@ def policy_file(tmp_path_factory):
             net.heads.weight.normal_(0, 1.0)
     save_policy_file(net, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def make_policy_file():
+    """`small_policy_file`, for a test that needs a policy file of another spec."""
+    return small_policy_file
+
+
+@pytest.fixture(scope="session")
+def policy_file(tmp_path_factory):
+    """A small policy file (`small_policy_file`)."""
+    return small_policy_file(tmp_path_factory.mktemp("policy") / "p.pt")

@@ -9,14 +9,11 @@ import pytest
 import torch
 
 from lhopt import LearnedOptimizer
-from lhopt.control import load_policy, save_policy_file
+from lhopt.control import load_policy
 from lhopt.control.features import RUN_FEATURES, check_steps_per_epoch, run_features
-from lhopt.control.policy import PolicyConfig
 from lhopt.control.policy_file import ControlSpec, actor_layout
 from lhopt.meta import config as meta_config
-from lhopt.meta.config import MetaConfig
 from lhopt.meta.episode import EpisodeConfig, evaluation_config, run_episode
-from lhopt.meta.train import new_policy
 from lhopt.tasks import FAMILIES, TaskConfig, build_task
 from lhopt.tasks.registry import _TRAIN_EXAMPLES, steps_per_epoch
 
@@ -35,19 +32,9 @@ QUAD = TaskConfig.make("quadratic", dim=10, condition=100.0, noise=0.1, batch=8,
 
 
 @pytest.fixture(scope="module")
-def epochs_policy(tmp_path_factory):
-    """A small policy file that reads the run features, its heads and inputs random."""
-    path = tmp_path_factory.mktemp("epochs") / "p.pt"
-    cfg = MetaConfig()
-    cfg.policy = PolicyConfig(hidden=16)
-    cfg.episode.epochs = True
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = new_policy(cfg)
-        with torch.no_grad():
-            net.heads.weight.normal_(0, 1.0)
-    save_policy_file(net, path)
-    return path
+def epochs_policy(tmp_path_factory, make_policy_file):
+    """A small policy file that reads the run features."""
+    return make_policy_file(tmp_path_factory.mktemp("epochs") / "p.pt", epochs=True)
 
 
 def test_run_features_are_the_log_of_one_plus_the_epochs_and_say_when_unknown():
