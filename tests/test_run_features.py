@@ -10,7 +10,12 @@ import torch
 
 from lhopt import LearnedOptimizer
 from lhopt.control import load_policy
-from lhopt.control.features import RUN_FEATURES, check_steps_per_epoch, run_features
+from lhopt.control.features import (
+    EPOCHS_FEATURES,
+    LENGTH_FEATURE,
+    check_steps_per_epoch,
+    run_features,
+)
 from lhopt.control.policy_file import ControlSpec, actor_layout
 from lhopt.meta import config as meta_config
 from lhopt.meta.episode import EpisodeConfig, evaluation_config, run_episode
@@ -37,11 +42,16 @@ def epochs_policy(tmp_path_factory, make_policy_file):
     return make_policy_file(tmp_path_factory.mktemp("epochs") / "p.pt", epochs=True)
 
 
-def test_run_features_are_the_log_of_one_plus_the_epochs_and_say_when_unknown():
-    assert run_features(60, 20.0) == (1.0, math.log(4.0))
-    assert run_features(60, math.inf) == (1.0, 0.0)  # fresh data: nothing is passed over twice
-    assert run_features(60, None) == (0.0, 0.0)
-    assert run_features(600, 200.0) == run_features(60, 20.0)  # a ratio of the run's counts
+def test_run_features_are_the_runs_length_and_epochs_and_say_when_unknown():
+    def epochs(t, spe):
+        f = run_features(t, spe)
+        return f["run/epochs_known"], f["run/log1p_epochs"]
+
+    assert epochs(60, 20.0) == (1.0, math.log(4.0))
+    assert epochs(60, math.inf) == (1.0, 0.0)  # fresh data: nothing is passed over twice
+    assert epochs(60, None) == (0.0, 0.0)
+    assert epochs(600, 200.0) == epochs(60, 20.0)  # a ratio of the run's counts
+    assert run_features(600, None)[LENGTH_FEATURE] == math.log(600)
 
 
 @pytest.mark.parametrize("bad", [0, -3.0, math.nan, "20", True, [20]])
@@ -67,12 +77,18 @@ def test_every_family_says_what_an_epoch_is():
 
 def test_the_layout_ends_with_the_run_features_only_when_asked(epochs_policy):
     plain, read = actor_layout(ControlSpec()), actor_layout(ControlSpec(epochs=True))
-    assert read["features"] == plain["features"] + list(RUN_FEATURES)
+    assert read["features"] == plain["features"] + list(EPOCHS_FEATURES)
+    both = actor_layout(ControlSpec(epochs=True, run_length=True))
+    assert both["features"] == read["features"] + [LENGTH_FEATURE]
+    assert actor_layout(ControlSpec(run_length=True))["features"][-1] == LENGTH_FEATURE
     assert "epochs" not in plain  # files made before the option keep their layout and hash
+    assert "run_length" not in plain
     net = load_policy(epochs_policy)
     assert net.spec.epochs and net.obs_dim == len(read["features"])
     with pytest.raises(ValueError, match="epochs="):
         ControlSpec(epochs="yes")
+    with pytest.raises(ValueError, match="run_length="):
+        ControlSpec(run_length=1)
 
 
 def _train(opt, task):
@@ -84,20 +100,26 @@ def _train(opt, task):
         opt.report(train_loss=loss)
 
 
-def test_meta_training_and_learned_optimizer_read_the_same_epochs(epochs_policy, tmp_cache):
-    """An episode tells the controller its task's steps per epoch; a user passing the same to
-    `LearnedOptimizer` gets the same decisions, and the features carry them."""
-    net = load_policy(epochs_policy)
-    cfg = evaluation_config(EpisodeConfig(min_outer_steps=6, max_outer_steps=6, epochs=True))
+def test_meta_training_and_learned_optimizer_read_the_same_run(
+    tmp_path, make_policy_file, tmp_cache
+):
+    """An episode tells the controller its task's steps per epoch and length; a user passing
+    the same to `LearnedOptimizer` gets the same decisions, and the features carry them."""
+    path = make_policy_file(tmp_path / "p.pt", epochs=True, run_length=True)
+    net = load_policy(path)
+    cfg = evaluation_config(
+        EpisodeConfig(min_outer_steps=6, max_outer_steps=6, epochs=True, run_length=True)
+    )
     ep = run_episode(net, LINEAR, 0, cfg, np.random.default_rng(0), greedy=True)
-    assert ep["obs"][:, -2:].tolist() == [[1.0, pytest.approx(math.log(4.0))]] * 6
+    run = [1.0, pytest.approx(math.log(4.0)), pytest.approx(math.log(60))]
+    assert ep["obs"][:, -3:].tolist() == [run] * 6
 
     task = build_task(LINEAR, 0)
     opt = LearnedOptimizer(
         task.model.parameters(),
         total_steps=task.budget,
         val_loss_fn=task.val_loss,
-        policy=epochs_policy,
+        policy=path,
         decisions=6,
         model=task.model,
         steps_per_epoch=steps_per_epoch(task),

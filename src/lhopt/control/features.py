@@ -23,17 +23,22 @@ CDF_STATS = ("log_update_to_param_norm", "log_grad_noise_scale", "cos_grad_momen
 _CLIP = 10.0  # bound of every raw (unsquashed) value
 PROGRESS_TAUS = (0.03, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
 _LOSS_FLOOR = 1e-12
-RUN_FEATURES = ("run/epochs_known", "run/log1p_epochs")
+EPOCHS_FEATURES = ("run/epochs_known", "run/log1p_epochs")
+LENGTH_FEATURE = "run/log_total_steps"
 
 
-def run_features(total_steps: int, steps_per_epoch: float | None) -> tuple[float, float]:
-    """What a run is before it starts: (known, log(1 + epochs)), epochs = total_steps /
-    steps_per_epoch, the passes over the training data (0 for data drawn fresh at every step,
-    `steps_per_epoch` = inf); (0, 0) when `steps_per_epoch` is None (not known). A ratio of
-    the run's own counts: the same for any scale of the task."""
-    if steps_per_epoch is None:
-        return (0.0, 0.0)
-    return (1.0, math.log1p(total_steps / steps_per_epoch))
+def run_features(total_steps: int, steps_per_epoch: float | None) -> dict[str, float]:
+    """What a run is before it starts, by feature name: its length, log T (optimal lrs fall
+    with the horizon), and whether its passes over the training data are known and
+    log(1 + epochs), epochs = T / `steps_per_epoch` (0 for data drawn fresh at every step,
+    `steps_per_epoch` = inf; known 0 and epochs 0 when `steps_per_epoch` is None)."""
+    known = steps_per_epoch is not None
+    epochs = total_steps / steps_per_epoch if known else 0.0
+    return {
+        EPOCHS_FEATURES[0]: float(known),
+        EPOCHS_FEATURES[1]: math.log1p(epochs),
+        LENGTH_FEATURE: math.log(total_steps),
+    }
 
 
 def check_steps_per_epoch(value: object) -> float | None:
@@ -128,6 +133,8 @@ class FeatureEngine:
         epochs: add what the run is before it starts: its passes over the training data
             (`run_features`), so that a policy can tell a run long for its data (which overfits
             and wants regularising) from a short one (which underfits) at the first decision.
+        run_length: add the run's length, log T (`run_features`): the lr a run wants falls
+            with its horizon.
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class FeatureEngine:
         cdf_scales: Sequence[float] = DEFAULT_CDF_SCALES,
         progress_taus: Sequence[float] = (),
         epochs: bool = False,
+        run_length: bool = False,
     ) -> None:
         bad = {k: v for k, v in hparam_kinds.items() if v not in ("log", "logit")}
         if bad:
@@ -152,6 +160,7 @@ class FeatureEngine:
         if any(not math.isfinite(t) for t in self.progress_taus):
             raise ValueError(f"progress_taus={tuple(progress_taus)!r}: expected finite numbers")
         self.epochs = bool(epochs)
+        self.run_length = bool(run_length)
         self.names = self._layout()
         self.reset({})
 
@@ -181,9 +190,10 @@ class FeatureEngine:
                 f"register{r}/progress_since",
             ]
         names += [f"progress/tanh@{t:g}" for t in self.progress_taus]
-        if self.epochs:
-            names += list(RUN_FEATURES)
-        return tuple(names)
+        self.run_names = (*(EPOCHS_FEATURES if self.epochs else ()),) + (
+            (LENGTH_FEATURE,) if self.run_length else ()
+        )
+        return tuple(names + list(self.run_names))
 
     @property
     def size(self) -> int:
@@ -213,12 +223,12 @@ class FeatureEngine:
         hparams: Mapping[str, float | None],
         prev_action: Sequence[float] = (),
         registers: Sequence[tuple[bool, float | None, float | None]] = (),
-        run: Sequence[float] = (0.0, 0.0),
+        run: Mapping[str, float] | None = None,
     ) -> np.ndarray:
         """The feature vector (float32, finite, layout `names`) for one outer step.
 
         `registers` holds, per restart register, (filled, loss when saved, progress when saved);
-        `run` the run's `run_features` (read when the layout has them).
+        `run` the run's `run_features` (those the layout has are read; 0 where missing).
         """
         if len(prev_action) != len(self.action_names):
             raise ValueError(
@@ -246,8 +256,7 @@ class FeatureEngine:
                 progress - saved_progress if filled and _finite(saved_progress) else 0.0,
             ]
         f += [math.tanh(10.0 * (progress - t)) for t in self.progress_taus]
-        if self.epochs:
-            f += [float(v) for v in run]
+        f += [float((run or {}).get(n, 0.0)) for n in self.run_names]
         vec = np.asarray(f, dtype=np.float64)
         vec = np.clip(np.nan_to_num(vec, nan=0.0, posinf=_CLIP, neginf=-_CLIP), -_CLIP, _CLIP)
         return vec.astype(np.float32)

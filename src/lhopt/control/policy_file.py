@@ -49,6 +49,7 @@ class ControlSpec:
         and size another order of summation changes, as it is.
     epochs: the features read the run's passes over its training data (`FeatureEngine`'s
         `epochs`), which users give as `steps_per_epoch`.
+    run_length: the features read the run's length, log T (`FeatureEngine`'s `run_length`).
     """
 
     schedule: str = "constant"
@@ -56,6 +57,7 @@ class ControlSpec:
     noise_floor: float = 0.0
     heads: tuple[str, ...] = ()
     epochs: bool = False
+    run_length: bool = False
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -74,8 +76,9 @@ class ControlSpec:
                 f"heads={heads!r}: expected distinct names from {list(allowed)} (empty: all)"
             )
         object.__setattr__(self, "heads", heads)
-        if not isinstance(self.epochs, bool):
-            raise ValueError(f"epochs={self.epochs!r}: expected True or False")
+        for name in ("epochs", "run_length"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
 
     def fixed_actions(self, space: ActionSpace) -> tuple[int | None, ...] | None:
         """Per head of `space`, the choice it is held at ("keep") when `heads` leaves it out,
@@ -92,6 +95,7 @@ class ControlSpec:
             num_registers=space.num_registers,
             progress_taus=self.progress_taus,
             epochs=self.epochs,
+            run_length=self.run_length,
         )
 
 
@@ -112,6 +116,7 @@ def actor_layout(spec: ControlSpec = ControlSpec(), num_registers: int = 3) -> d
         **({"noise_floor": spec.noise_floor} if spec.noise_floor else {}),
         **({"heads": list(spec.heads)} if spec.heads else {}),
         **({"epochs": True} if spec.epochs else {}),
+        **({"run_length": True} if spec.run_length else {}),
     }
 
 
@@ -190,6 +195,7 @@ def file_layout(data: dict) -> dict | None:
         **({"noise_floor": layout["noise_floor"]} if layout.get("noise_floor") else {}),
         **({"heads": list(layout["heads"])} if layout.get("heads") else {}),
         **({"epochs": True} if layout.get("epochs") else {}),
+        **({"run_length": True} if layout.get("run_length") else {}),
     }
 
 
@@ -205,6 +211,7 @@ def file_spec(data: dict) -> ControlSpec | None:
             layout.get("noise_floor", 0.0),
             tuple(layout.get("heads", ())),
             bool(layout.get("epochs", False)),
+            bool(layout.get("run_length", False)),
         )
     except (ValueError, TypeError):
         return None

@@ -100,6 +100,7 @@ class EpisodeConfig:
     # policy also learns to act where a user does not give `steps_per_epoch`.
     epochs: bool = False
     epochs_known: float = 1.0
+    run_length: bool = False  # the features read log T (ControlSpec `run_length`)
 
     @property
     def group(self) -> int:
@@ -114,6 +115,7 @@ class EpisodeConfig:
             self.noise_floor,
             tuple(self.heads),
             self.epochs,
+            self.run_length,
         )
 
 
