@@ -21,6 +21,10 @@
   generates. Fixed before any optimizer ran them, for the head-to-head of two candidates chosen
   on the suites above (`docs/experiments.md`, "Head-to-head on real data neither policy has
   seen"); not for choosing snapshots.
+- `unseen2`: six more `tabular` tasks (two data sets `unseen` lacks, UCI wine and iris, and new
+  configurations of its others), fixed before any optimizer ran them, for a second
+  head-to-head once `unseen` had decided one (`docs/experiments.md`, "Stage 36"); not for
+  choosing snapshots.
 - `ood`: kinds never used in meta-training or checkpoint selection: byte-level language modelling
   on Shakespeare works that no training task reads (the poems, four held-out plays), a transformer
   LM trained 10x longer than the default distribution's longest LM task (600 steps; stages 5
@@ -342,6 +346,74 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             train_samples=200,
             batch=64,
             budget=2000,
+        ),
+    },
+    "unseen2": {
+        "unseen2-wine-mlp": Q(
+            "tabular",
+            data="wine",
+            arch="mlp",
+            depth=1,
+            width=32,
+            norm="none",
+            train_samples=100,
+            batch=16,
+            budget=600,
+        ),
+        "unseen2-iris-mlp": Q(
+            "tabular",
+            data="iris",
+            arch="mlp",
+            depth=2,
+            width=64,
+            norm="layer",
+            train_samples=80,
+            batch=8,
+            budget=400,
+        ),
+        "unseen2-digits-ln": Q(
+            "tabular",
+            data="digits",
+            arch="mlp",
+            depth=3,
+            width=64,
+            norm="layer",
+            train_samples=500,
+            batch=64,
+            budget=800,
+        ),
+        "unseen2-digits-cnn-wide": Q(
+            "tabular",
+            data="digits",
+            arch="cnn",
+            depth=1,
+            width=32,
+            norm="none",
+            train_samples=997,
+            batch=64,
+            budget=600,
+        ),
+        "unseen2-diabetes-ln": Q(
+            "tabular",
+            data="diabetes",
+            arch="mlp",
+            depth=3,
+            width=32,
+            norm="layer",
+            train_samples=200,
+            batch=16,
+            budget=1200,
+        ),
+        "unseen2-cancer-small": Q(
+            "tabular",
+            data="cancer",
+            arch="mlp",
+            depth=1,
+            width=16,
+            norm="none",
+            train_samples=300,
+            batch=64,
+            budget=300,
         ),
     },
     "ood": {

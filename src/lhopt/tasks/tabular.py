@@ -6,6 +6,9 @@
   Wisconsin (Diagnostic)"); malignant or benign.
 - `diabetes`: 442 patients, 10 baseline measurements and a disease progression one year later
   (Efron et al. 2004); regression of the standardised progression, squared error.
+- `wine`: 178 wines of three cultivars, 13 chemical measurements (UCI "Wine"); 3 classes.
+- `iris`: 150 irises of three species, 4 measurements of their flowers (Fisher 1936); 3
+  classes.
 The files are the ones scikit-learn ships in its wheel (docs/data.md: fetched with `pip
 download`, read out of the archive, never installed). Each set is split once by a fixed
 permutation (`DATA_SEED`) into training, validation and test parts, the same for every task
@@ -45,11 +48,18 @@ SKLEARN_WHEEL = DataSource(
     # its checksum, to be put in the cache by hand
     url=None,
     package="scikit-learn==1.9.1",
-    description="UCI digits, breast cancer and diabetes as shipped in the scikit-learn 1.9.1 wheel",
+    description="UCI digits, breast cancer, diabetes, wine and iris as shipped in the "
+    "scikit-learn 1.9.1 wheel",
 )
 MEMBER = "sklearn/datasets/data/"
 # (validation, test) sizes; the rest is the training part
-SPLITS = {"digits": (300, 500), "cancer": (100, 169), "diabetes": (80, 162)}
+SPLITS = {
+    "digits": (300, 500),
+    "cancer": (100, 169),
+    "diabetes": (80, 162),
+    "wine": (30, 48),
+    "iris": (25, 45),
+}
 DATA_SEED = 1936  # Fisher (1936), the iris data: UCI's first data set
 # sha256 of the parsed arrays (inputs then targets, float64 little-endian): every source must give
 # exactly these values
@@ -57,12 +67,14 @@ ARRAYS_SHA256 = {
     "digits": "f19a7d92591ca0a1ffc65ec172e8149afdff995e0d2c4cb0afd151f38471ff90",
     "cancer": "cdd5f37c36cbdfc2e5ee074cec7540fac54340874afb25917a673e446270d0d0",
     "diabetes": "e9c1f7559552854a24dc45b41c446ce5f79f96e5da081bcce24b57492720b3f7",
+    "wine": "c7e84e8e03b2b5a354287416d84d08945318450658a22a63c39973d8306c2ca4",
+    "iris": "18565d0da72dafd52595fe48b03ca9b06dfc2c05d0c4c155576631d0aae8eb7e",
 }
 
 SCHEMA = Schema(
     "tabular",
     {
-        "data": Param("choice", choices=("digits", "cancer", "diabetes")),
+        "data": Param("choice", choices=tuple(SPLITS)),
         "arch": Param("choice", choices=("mlp", "cnn"), doc="cnn: digits only"),
         "depth": Param("int", 1, 4, doc="hidden layers (MLP) or conv layers (CNN)"),
         "width": Param("int", 16, 256, log=True, doc="hidden units or channels"),
@@ -84,8 +96,9 @@ def _parse(name: str, files: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
     if name == "digits":
         a = np.loadtxt(io.StringIO(text("digits.csv.gz")), delimiter=",")
         return a[:, :-1], a[:, -1]
-    if name == "cancer":
-        a = np.loadtxt(io.StringIO(text("breast_cancer.csv")), delimiter=",", skiprows=1)
+    if name in ("cancer", "wine", "iris"):
+        member = {"cancer": "breast_cancer.csv", "wine": "wine_data.csv", "iris": "iris.csv"}
+        a = np.loadtxt(io.StringIO(text(member[name])), delimiter=",", skiprows=1)
         return a[:, :-1], a[:, -1]
     x = np.loadtxt(io.StringIO(text("diabetes_data_raw.csv.gz")))
     return x, np.loadtxt(io.StringIO(text("diabetes_target.csv.gz")))
