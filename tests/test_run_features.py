@@ -105,11 +105,10 @@ def test_meta_training_and_learned_optimizer_read_the_same_run(
 ):
     """An episode tells the controller its task's steps per epoch and length; a user passing
     the same to `LearnedOptimizer` gets the same decisions, and the features carry them."""
-    path = make_policy_file(tmp_path / "p.pt", epochs=True, run_length=True)
+    run = {"epochs": True, "run_length": True, "horizon_power": 0.5}
+    path = make_policy_file(tmp_path / "p.pt", **run)
     net = load_policy(path)
-    cfg = evaluation_config(
-        EpisodeConfig(min_outer_steps=6, max_outer_steps=6, epochs=True, run_length=True)
-    )
+    cfg = evaluation_config(EpisodeConfig(min_outer_steps=6, max_outer_steps=6, **run))
     ep = run_episode(net, LINEAR, 0, cfg, np.random.default_rng(0), greedy=True)
     run = [1.0, pytest.approx(math.log(4.0)), pytest.approx(math.log(60))]
     assert ep["obs"][:, -3:].tolist() == [run] * 6
@@ -167,3 +166,30 @@ def test_a_policy_without_the_run_features_ignores_steps_per_epoch(policy_file):
 def test_the_config_checks_the_epochs_options(episode, words):
     with pytest.raises(ValueError, match=words):
         meta_config.from_dict({"episode": episode})
+
+
+def test_the_horizon_scales_the_applied_lr_by_the_runs_length(tmp_path, make_policy_file):
+    """`horizon_power` p: the lr CIAO applies is the base lr times the schedule's factor times
+    (T / 1000)^-p, in every controller; the base lr the policy steers is left alone."""
+    assert ControlSpec(horizon_power=0.5).horizon_factor(4000) == 0.5
+    assert ControlSpec(horizon_power=0.5).horizon_factor(1000) == 1.0
+    assert ControlSpec().horizon_factor(4000) == 1.0
+    for bad in (-0.1, 3.0, "0.5", True, math.nan):
+        with pytest.raises(ValueError, match="horizon_power="):
+            ControlSpec(horizon_power=bad)
+    assert "horizon_power" not in actor_layout(ControlSpec())
+    path = make_policy_file(tmp_path / "h.pt", horizon_power=0.5)
+    plain = make_policy_file(tmp_path / "plain.pt")
+    assert load_policy(path).spec.horizon_power == 0.5
+    factors = []
+    for policy in (plain, path):
+        opt = LearnedOptimizer(torch.nn.Linear(3, 1).parameters(), 4000, policy=policy)
+        opt.controller.before_step(1999)
+        factors.append(opt.param_groups[0]["lr_factor"])
+        assert opt.param_groups[0]["lr"] == 1e-3  # the base lr: the start, unscaled
+        state = opt.state_dict()
+    assert factors[1] == pytest.approx(0.5 * factors[0])
+    resumed = LearnedOptimizer(torch.nn.Linear(3, 1).parameters(), 4000, policy=path)
+    resumed.load_state_dict(state)
+    resumed.controller.before_step(1999)
+    assert resumed.param_groups[0]["lr_factor"] == factors[1]

@@ -162,6 +162,7 @@ class Controller:
         self.engine.reset(optimizer.hparams[0])
         optimizer.noise_floor = self.spec.noise_floor  # the statistic as the policy read it
         self.shape = schedules.get(self.spec.schedule)
+        self.horizon = self.spec.horizon_factor(total_steps)
         self.fixed = self.spec.fixed_actions(self.space)  # heads the policy does not control
         self.registers = RestartRegisters(num_registers)
         self.generator = torch.Generator().manual_seed(seed)
@@ -171,8 +172,9 @@ class Controller:
 
     def before_step(self, step: int) -> None:
         """Set the schedule's factor for optimizer step `step` (0-based): the lr CIAO uses is
-        each group's `lr` (the base the policy steers) times `lr_factor`."""
-        factor = self.shape(step + 1, self.total_steps) * self.lr_units
+        each group's `lr` (the base the policy steers) times `lr_factor` (the shape's factor,
+        times `lr_units` and the spec's `horizon_factor`)."""
+        factor = self.shape(step + 1, self.total_steps) * self.lr_units * self.horizon
         for group in self.optimizer.param_groups:
             group["lr_factor"] = factor
 
@@ -318,6 +320,7 @@ class Controller:
 
     def load_state_dict(self, state: dict) -> None:
         self.total_steps = state["total_steps"]
+        self.horizon = self.spec.horizon_factor(self.total_steps)
         self.decision_steps = list(state["decision_steps"])
         self.hidden = tuple(t.clone() for t in state["hidden"])
         self.prev_action = tuple(state["prev_action"])

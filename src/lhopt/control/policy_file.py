@@ -31,6 +31,7 @@ from lhopt.optim import schedules
 from lhopt.optim.hparams import HPARAMS, check_value
 
 POLICY_FORMAT = 1
+HORIZON_STEPS = 1000  # the run length at which `ControlSpec.horizon_power` leaves the lr as is
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ControlSpec:
     epochs: the features read the run's passes over its training data (`FeatureEngine`'s
         `epochs`), which users give as `steps_per_epoch`.
     run_length: the features read the run's length, log T (`FeatureEngine`'s `run_length`).
+    horizon_power: p >= 0: the lr CIAO applies is also scaled by (T / `HORIZON_STEPS`)^-p
+        (`horizon_factor`), since the best lr falls with the run's horizon; 0 (the default):
+        not scaled.
     """
 
     schedule: str = "constant"
@@ -58,6 +62,7 @@ class ControlSpec:
     heads: tuple[str, ...] = ()
     epochs: bool = False
     run_length: bool = False
+    horizon_power: float = 0.0
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -76,6 +81,10 @@ class ControlSpec:
                 f"heads={heads!r}: expected distinct names from {list(allowed)} (empty: all)"
             )
         object.__setattr__(self, "heads", heads)
+        power = self.horizon_power
+        if isinstance(power, bool) or not isinstance(power, int | float) or not 0 <= power <= 2:
+            raise ValueError(f"horizon_power={power!r}: expected a number in [0, 2]")
+        object.__setattr__(self, "horizon_power", float(power))
         for name in ("epochs", "run_length"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
@@ -87,6 +96,10 @@ class ControlSpec:
             return None
         names = head_names(space)
         return tuple(None if n in self.heads else k for n, k in zip(names, space.keep, strict=True))
+
+    def horizon_factor(self, total_steps: int) -> float:
+        """The factor of the applied lr for a run of `total_steps` steps: (T / 1000)^-p."""
+        return (total_steps / HORIZON_STEPS) ** -self.horizon_power
 
     def engine(self, space: ActionSpace) -> FeatureEngine:
         return FeatureEngine(
@@ -117,6 +130,7 @@ def actor_layout(spec: ControlSpec = ControlSpec(), num_registers: int = 3) -> d
         **({"heads": list(spec.heads)} if spec.heads else {}),
         **({"epochs": True} if spec.epochs else {}),
         **({"run_length": True} if spec.run_length else {}),
+        **({"horizon_power": spec.horizon_power} if spec.horizon_power else {}),
     }
 
 
@@ -196,6 +210,7 @@ def file_layout(data: dict) -> dict | None:
         **({"heads": list(layout["heads"])} if layout.get("heads") else {}),
         **({"epochs": True} if layout.get("epochs") else {}),
         **({"run_length": True} if layout.get("run_length") else {}),
+        **({"horizon_power": layout["horizon_power"]} if layout.get("horizon_power") else {}),
     }
 
 
@@ -212,6 +227,7 @@ def file_spec(data: dict) -> ControlSpec | None:
             tuple(layout.get("heads", ())),
             bool(layout.get("epochs", False)),
             bool(layout.get("run_length", False)),
+            layout.get("horizon_power", 0.0),
         )
     except (ValueError, TypeError):
         return None

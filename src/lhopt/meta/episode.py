@@ -101,6 +101,7 @@ class EpisodeConfig:
     epochs: bool = False
     epochs_known: float = 1.0
     run_length: bool = False  # the features read log T (ControlSpec `run_length`)
+    horizon_power: float = 0.0  # the applied lr times (T / 1000)^-p (ControlSpec)
 
     @property
     def group(self) -> int:
@@ -116,6 +117,7 @@ class EpisodeConfig:
             tuple(self.heads),
             self.epochs,
             self.run_length,
+            self.horizon_power,
         )
 
 
