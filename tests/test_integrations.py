@@ -80,7 +80,8 @@ def test_hf_trainer_runs_the_policy(tmp_path, policy_file):
     opt = trainer.lhopt_optimizer
     history = opt.history
     assert opt.total_steps == trainer.state.max_steps == 32
-    assert opt.steps_per_epoch == 32  # 256 sequences, 4 a batch, 2 batches an optimizer step
+    if hasattr(transformers.Trainer, "set_initial_training_values"):  # transformers >= 4.49
+        assert opt.steps_per_epoch == 32  # 256 sequences, 4 a batch, 2 batches an optimizer step
     assert [h["step"] for h in history] == list(range(0, 32, 4))
     # The lr the optimizer held at every step is the one the policy set; the Trainer logs it.
     assert [s for s, _ in seen] == list(range(32))
@@ -367,6 +368,42 @@ def test_amp_with_a_grad_scaler_on_cuda(policy_file):
         scaler.update()
         opt.report(train_loss=loss)
     assert len(opt.history) >= 9 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("run", [{"max_steps": 20}, {"max_epochs": 2}])
+def test_lightning_tells_the_optimizer_its_steps_per_epoch(run, policy_file):
+    """Optimizer steps per epoch from the Trainer's data loader, whether the run is set by
+    epochs or by steps alone (the loader is then loaded for the count)."""
+    pl = pytest.importorskip("lightning.pytorch")
+    from lhopt.integrations.lightning import learned_optimizer
+
+    data = [(torch.randn(6), torch.randn(1)) for _ in range(64)]
+    seen = []
+
+    class Model(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(6, 1)
+
+        def training_step(self, batch, i):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            opt = learned_optimizer(self, policy=policy_file)
+            seen.append(opt.steps_per_epoch)
+            return opt
+
+    trainer = pl.Trainer(
+        **run,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Model(), torch.utils.data.DataLoader(data, batch_size=4))
+    assert seen == [16.0]
 
 
 def test_lightning_callback_refuses_a_wrong_budget(policy_file):

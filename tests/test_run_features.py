@@ -19,7 +19,7 @@ from lhopt.control.features import (
 from lhopt.control.policy_file import ControlSpec, actor_layout
 from lhopt.meta import config as meta_config
 from lhopt.meta.episode import EpisodeConfig, evaluation_config, run_episode
-from lhopt.tasks import FAMILIES, TaskConfig, build_task
+from lhopt.tasks import FAMILIES, SUITES, TaskConfig, build_task
 from lhopt.tasks.registry import _TRAIN_EXAMPLES, steps_per_epoch
 
 # 500 training points in batches of 25: 20 steps per epoch, 3 epochs in its budget of 60
@@ -33,7 +33,18 @@ LINEAR = TaskConfig.make(
     batch=25,
     budget=60,
 )
-QUAD = TaskConfig.make("quadratic", dim=10, condition=100.0, noise=0.1, batch=8, budget=60)
+SEQATTN = TaskConfig.make(
+    "seqattn",
+    problem="sort",
+    vocab=6,
+    length=6,
+    heads=2,
+    head_width=8,
+    layers=1,
+    dropout=0.0,
+    batch=16,
+    budget=40,
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +81,24 @@ def test_a_bad_steps_per_epoch_is_refused_by_name(bad):
 
 
 def test_every_family_says_what_an_epoch_is():
+    """One config of each family: a stream of fresh data (inf) or its training examples over
+    the batch."""
     assert set(_TRAIN_EXAMPLES) == set(FAMILIES)
+    configs = {"linear": LINEAR, "seqattn": SEQATTN}
+    for tasks in SUITES.values():
+        for config in tasks.values():
+            configs.setdefault(config.family, config)
+    assert set(configs) == set(FAMILIES)
+    streams = {"quadratic", "algorithmic", "seqattn"}
+    for family, config in configs.items():
+        task = build_task(config, 0)
+        spe = steps_per_epoch(task)
+        if family in streams:
+            assert spe == math.inf, family
+        else:
+            assert 1 <= spe < 10_000, (family, spe)
+            assert (spe * config.p["batch"]).is_integer() or family == "charlm", family
     assert steps_per_epoch(build_task(LINEAR, 0)) == 20.0
-    assert steps_per_epoch(build_task(QUAD, 0)) == math.inf
 
 
 def test_the_layout_ends_with_the_run_features_only_when_asked(epochs_policy):
@@ -189,7 +215,38 @@ def test_the_horizon_scales_the_applied_lr_by_the_runs_length(tmp_path, make_pol
         assert opt.param_groups[0]["lr"] == 1e-3  # the base lr: the start, unscaled
         state = opt.state_dict()
     assert factors[1] == pytest.approx(0.5 * factors[0])
-    resumed = LearnedOptimizer(torch.nn.Linear(3, 1).parameters(), 4000, policy=path)
-    resumed.load_state_dict(state)
+    resumed = LearnedOptimizer(torch.nn.Linear(3, 1).parameters(), 1000, policy=path)
+    resumed.load_state_dict(state)  # the state's T (4000) and its horizon factor come back
     resumed.controller.before_step(1999)
     assert resumed.param_groups[0]["lr_factor"] == factors[1]
+
+
+def test_a_horizon_that_scales_the_lr_past_its_bound_is_refused_by_name(tmp_path, make_policy_file):
+    path = make_policy_file(tmp_path / "h2.pt", horizon_power=2.0)
+    model = torch.nn.Linear(3, 1)
+    with pytest.raises(ValueError, match=r"total_steps=40 with horizon_power=2.*lr_factor allows"):
+        LearnedOptimizer(model.parameters(), 40, policy=path)
+    opt = LearnedOptimizer(model.parameters(), 1000, policy=path)
+    state = opt.controller.state_dict()
+    with pytest.raises(ValueError, match="total_steps=40"):
+        opt.controller.load_state_dict({**state, "total_steps": 40})
+    assert opt.total_steps == 1000 and opt.controller.horizon == 1.0  # left as it was
+
+
+def test_a_resumed_run_keeps_the_steps_per_epoch_it_was_told(epochs_policy):
+    model = torch.nn.Linear(3, 1)
+    opt = LearnedOptimizer(model.parameters(), 100, policy=epochs_policy, steps_per_epoch=10)
+    resumed = LearnedOptimizer(model.parameters(), 100, policy=epochs_policy)
+    resumed.load_state_dict(opt.state_dict())
+    assert resumed.steps_per_epoch == 10.0
+    assert check_steps_per_epoch(np.int64(7)) == 7.0  # numpy counts are numbers too
+
+
+def test_the_benchmark_tells_a_learned_optimizer_its_tasks_steps_per_epoch():
+    from lhopt.bench import runner
+
+    job = {"optimizer": "lhopt", "config": LINEAR.to_dict()}
+    driver = runner._make(job)(torch.nn.Linear(3, 1).parameters(), 60, None)
+    assert driver.optimizer.steps_per_epoch == 20.0
+    plain = runner._make({"optimizer": "adamw", "config": LINEAR.to_dict()})
+    assert plain is runner.optimizers.get("adamw").make  # baselines are not told

@@ -28,11 +28,16 @@ def job_key(job: dict) -> tuple:
 
 def _make(job: dict):
     """The driver factory of `job`'s optimizer; a learned one is told the task's steps per
-    epoch, as a user who knows their data loader's length tells `LearnedOptimizer`."""
+    epoch, as a user who knows their data loader's length tells `LearnedOptimizer` (counted
+    when the run starts, so that a failure is the job's error result)."""
     make = optimizers.get(job["optimizer"]).make
-    if job["optimizer"] in optimizers.LEARNED:
-        return functools.partial(make, steps_per_epoch=_steps_per_epoch(job["config"]))
-    return make
+    if job["optimizer"] not in optimizers.LEARNED:
+        return make
+
+    def told(*args, **kwargs):
+        return make(*args, steps_per_epoch=_steps_per_epoch(job["config"]), **kwargs)
+
+    return told
 
 
 @functools.cache

@@ -29,6 +29,7 @@ from lhopt.control.policy import Policy
 from lhopt.control.policy_file import ControlSpec
 from lhopt.control.registers import RestartRegisters
 from lhopt.optim import schedules
+from lhopt.optim.hparams import HPARAMS
 
 DEFAULT_DECISIONS = 20
 # Features recorded in `history` (the whole vector is in `Decision.features`).
@@ -162,13 +163,26 @@ class Controller:
         self.engine.reset(optimizer.hparams[0])
         optimizer.noise_floor = self.spec.noise_floor  # the statistic as the policy read it
         self.shape = schedules.get(self.spec.schedule)
-        self.horizon = self.spec.horizon_factor(total_steps)
+        self.horizon = self._horizon(total_steps)
         self.fixed = self.spec.fixed_actions(self.space)  # heads the policy does not control
         self.registers = RestartRegisters(num_registers)
         self.generator = torch.Generator().manual_seed(seed)
         self.hidden = policy.initial_state()
         self.prev_action = self.space.keep
         self.history: list[dict] = []
+
+    def _horizon(self, total_steps: int) -> float:
+        """The spec's `horizon_factor` for `total_steps`; a ValueError naming the values where
+        it times `lr_units` exceeds what `lr_factor` allows (a short run under a large power)."""
+        horizon = self.spec.horizon_factor(total_steps)
+        most = HPARAMS["lr_factor"].high
+        if self.lr_units * horizon > most:
+            raise ValueError(
+                f"total_steps={total_steps} with horizon_power={self.spec.horizon_power:g} and "
+                f"lr_units={self.lr_units:g} scales the lr by {self.lr_units * horizon:.3g}, "
+                f"more than lr_factor allows ({most:g}): use a longer run or a smaller power"
+            )
+        return horizon
 
     def before_step(self, step: int) -> None:
         """Set the schedule's factor for optimizer step `step` (0-based): the lr CIAO uses is
@@ -309,6 +323,7 @@ class Controller:
     def state_dict(self) -> dict:
         return {
             "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
             "decision_steps": list(self.decision_steps),
             "hidden": [t.clone() for t in self.hidden],
             "prev_action": list(self.prev_action),
@@ -319,8 +334,10 @@ class Controller:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        horizon = self._horizon(state["total_steps"])  # checked before anything changes
         self.total_steps = state["total_steps"]
-        self.horizon = self.spec.horizon_factor(self.total_steps)
+        self.horizon = horizon
+        self.steps_per_epoch = state.get("steps_per_epoch", self.steps_per_epoch)
         self.decision_steps = list(state["decision_steps"])
         self.hidden = tuple(t.clone() for t in state["hidden"])
         self.prev_action = tuple(state["prev_action"])

@@ -9,6 +9,7 @@ The vector is always finite: a NaN or Inf input becomes 0 and raises its flag.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -46,7 +47,7 @@ def check_steps_per_epoch(value: object) -> float | None:
     it otherwise."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise ValueError(
             f"steps_per_epoch={value!r} is not allowed: a number > 0 (the optimizer steps of "
             "one pass over the training data; math.inf for data drawn fresh at every step) "

@@ -181,7 +181,7 @@ class LearnedOptimizer(CIAO):
             known, the default). A policy trained to read it (its file's spec has `epochs`)
             tells from it, at the first decision, a run long for its data (that will overfit)
             from a short one (that underfits); the others ignore it. Also settable as an
-            attribute (framework integrations set it).
+            attribute; the framework integrations pass it.
         **kwargs: CIAO's hyperparameters (their initial values). Default: the ones the policy
             file records that its training episodes started from (`policy_net.initial`, e.g.
             lr 1e-2 for a policy that searches from above), else CIAO's official ones.

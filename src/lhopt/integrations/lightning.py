@@ -54,6 +54,8 @@ def learned_optimizer(module, params=None, **kwargs) -> LearnedOptimizer:
 def _steps_per_epoch(trainer) -> float | None:
     """Optimizer steps per epoch of the Trainer's run (its training batches per epoch over
     the gradient accumulation), None where its data loader has no length."""
+    if trainer.train_dataloader is None:  # a run set by max_steps alone has not loaded it
+        trainer.fit_loop.setup_data()
     batches = trainer.num_training_batches
     if trainer.train_dataloader is None or not math.isfinite(batches) or batches < 1:
         return None

@@ -10,8 +10,8 @@
 
 - builds a `LearnedOptimizer` with `total_steps` = the Trainer's max steps (optimizer steps,
   gradient accumulation included) and `steps_per_epoch` = its optimizer steps per epoch (where
-  the data loader has a length), over the Trainer's usual param groups (no weight decay on
-  biases and norms), with the restart registers holding the model;
+  the data loader has a length; transformers >= 4.49), over the Trainer's usual param groups
+  (no weight decay on biases and norms), with the restart registers holding the model;
 - attaches a scheduler that never changes the lr (`lr_scheduler_type`, `warmup_*` and
   `learning_rate` of the `TrainingArguments` are not used: the policy sets the learning rate);
 - reports the train loss of every optimizer step: the sum of its micro-batches' losses as the
@@ -124,7 +124,10 @@ class LHOPTTrainer(transformers.Trainer):
 
     def set_initial_training_values(self, args, dataloader, *rest, **kwargs):
         """The Trainer's counts for `train()`; records its optimizer steps per epoch for the
-        policy (`steps_per_epoch`), where its data loader has a length."""
+        policy (`steps_per_epoch`), where its data loader has a length. The Trainer has this
+        method from transformers 4.49 on; before, `steps_per_epoch` is passed only when given
+        in `lhopt={...}`."""
+        self._lhopt_steps_per_epoch = None
         values = super().set_initial_training_values(args, dataloader, *rest, **kwargs)
         if transformers.trainer_utils.has_length(dataloader):
             self._lhopt_steps_per_epoch = float(values[1])  # num_update_steps_per_epoch

@@ -434,7 +434,9 @@ def run_episodes(
     told = [True] * N  # whether a member's controller is told its steps per epoch
     if cfg.epochs and cfg.epochs_known < 1:
         told = [bool(r.random() < cfg.epochs_known) for r in rngs]
-        if cfg.branch:
+        if cfg.shared_start:
+            told = [told[0]] * N
+        elif cfg.branch:
             told = [told[i - i % cfg.group] for i in range(N)]
     members.start([init for init, _ in drawn])
     # The critic's perturbation of the lr is the start against the task's own units.
