@@ -199,6 +199,7 @@ def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path, policy_f
         check_policy(str(tmp_path / "missing.pt"), ["lhopt", "adamw"])
     path = policy_file
     assert check_policy(str(path), ["lhopt"]) == str(path.resolve())
+    assert check_policy("default", ["lhopt"]) == "default"  # the shipped one, not a path
     quad = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.3, batch=4, budget=80)
     job = {
         "task": "t",

@@ -90,8 +90,8 @@ def check_out(out: str | Path) -> Path:
 
 
 def check_policy(policy: str, optimizers: Sequence[str]) -> str:
-    """The absolute path of a loadable policy file for `lhopt` and `lhopt-trainloss` (errors say
-    what is wrong)."""
+    """The absolute path of a loadable policy file for `lhopt` and `lhopt-trainloss`, or
+    "default" (the shipped one) as it is (errors say what is wrong)."""
     from lhopt.bench.optimizers import LEARNED
     from lhopt.control import load_policy
 
@@ -101,7 +101,7 @@ def check_policy(policy: str, optimizers: Sequence[str]) -> str:
             f"which is among {list(optimizers)}"
         )
     load_policy(policy)  # missing, corrupt, another layout: a ValueError naming the file
-    return str(Path(policy).resolve())
+    return policy if policy == "default" else str(Path(policy).resolve())
 
 
 def _lr(optimizer: str, lr: float | None) -> float | None:
