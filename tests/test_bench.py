@@ -212,10 +212,14 @@ def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path, policy_f
     shipped = run_job(job)
     other = run_job({**job, "policy": str(path)})
     assert other["hparams"]["lr"] != shipped["hparams"]["lr"]  # another policy, other choices
-    # "lr" is what the update used: the shipped policy's base lr under its cosine shape.
+    # "lr" is what the update used: the shipped policy's base lr under its cosine shape and its
+    # horizon factor for T = 80.
+    from lhopt.control import load_policy
+
+    horizon = load_policy("default").spec.horizon_factor(80)
     lr, base = np.array(shipped["hparams"]["lr"]), np.array(shipped["hparams"]["base_lr"])
     assert lr[-1] == pytest.approx(0.0, abs=1e-12) and base[-1] > 0
-    assert np.all(lr <= base * (1 + 1e-12))
+    assert np.all(lr <= base * horizon * (1 + 1e-12)) and np.any(lr > base)
 
 
 def test_lhopt_trainloss_never_sees_a_validation_loss():
