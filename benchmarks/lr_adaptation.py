@@ -3,8 +3,10 @@ settles on and the lr that `adamw-cosine-tuned` picks, per task (issue 19, item 
 
 Reads `results.json` files of `lhopt bench` runs that include `lhopt` and `adamw-cosine-tuned`
 (e.g. the `validation` and `selection` suites). Per task and seed: the policy's level is the
-geometric mean of the base lr it held at the run's evaluations (for a policy with a schedule
-under it, the level under the shape, comparable with the tuned schedule's peak lr); the tuned lr
+geometric mean of the base lr it held at the run's evaluations times the policy's horizon factor
+for the run's length (for a policy with a schedule under it, the level under the shape,
+comparable with the tuned schedule's peak lr; the factor read from the results' policy file as
+it is now, "default" the shipped one); the tuned lr
 is the grid value whose T run ended lowest (`lhopt.curves.speedup.pick_lr`, as the benchmark
 picks it). Per task, both are geometric means over seeds. Prints a table and, last,
 `spearman (policy lr level vs tuned lr, N tasks): R`.
@@ -31,13 +33,17 @@ def _gmean(values: list[float]) -> float:
 
 def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]]:
     """task -> (policy lr level, tuned lr), each a geometric mean over seeds."""
+    from lhopt.control import load_policy
+
+    spec = load_policy(doc.get("policy") or "default").spec
     policy, finals = defaultdict(list), defaultdict(dict)
     for run in doc["runs"]:
         job = run["job"]
         hp = run.get("hparams") or {}
         base = hp.get("base_lr") or hp.get("lr")  # results written before "base_lr": lr is base
         if job["optimizer"] == optimizer and base:
-            policy[job["task"]].append(_gmean([x for x in base if x > 0]))
+            horizon = spec.horizon_factor(run.get("total_steps") or run["budget"])
+            policy[job["task"]].append(horizon * _gmean([x for x in base if x > 0]))
         if job["optimizer"] == "adamw-cosine" and job["multiple"] == 1.0 and job["lr"]:
             finals[(job["task"], job["seed"])][job["lr"]] = run.get("val")
     tuned = defaultdict(list)
