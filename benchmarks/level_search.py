@@ -340,7 +340,6 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
 
     torch.set_num_threads(1)
     drivers = []
-    task_spe = steps_per_epoch(build_task(job["config"], job["seed"]))
 
     def make(params, total, lr):
         if method == "policy-start":  # the shipped policy (LearnedOptimizer) from lr k
@@ -351,7 +350,9 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
                 total_steps=total,
                 lr=k,
                 policy=args["policy"],
-                steps_per_epoch=None if args.get("no_epochs") else task_spe,
+                steps_per_epoch=None
+                if args.get("no_epochs")
+                else steps_per_epoch(build_task(job["config"], job["seed"])),
                 **args["ciao"],
             )
             if args.get("wd_rule"):

@@ -8,7 +8,6 @@ dies too, it is returned with `error` set.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 
 import torch
@@ -16,7 +15,7 @@ import torch
 from lhopt.bench import optimizers
 from lhopt.curves import run
 from lhopt.extras import require
-from lhopt.tasks import build_task
+from lhopt.tasks import TaskConfig, build_task
 from lhopt.tasks.registry import steps_per_epoch
 
 WORKER_DEATH_RETRIES = 1  # runs of a job again after its worker process died
@@ -35,18 +34,15 @@ def _make(job: dict):
         return make
 
     def told(*args, **kwargs):
-        return make(*args, steps_per_epoch=_steps_per_epoch(job["config"]), **kwargs)
+        spe = _steps_per_epoch(TaskConfig.from_dict(job["config"]))
+        return make(*args, steps_per_epoch=spe, **kwargs)
 
     return told
 
 
 @functools.cache
-def _config_steps_per_epoch(key: str) -> float:
-    return steps_per_epoch(build_task(json.loads(key), 0))
-
-
-def _steps_per_epoch(config: dict) -> float:
-    return _config_steps_per_epoch(json.dumps(config, sort_keys=True))
+def _steps_per_epoch(config: TaskConfig) -> float:
+    return steps_per_epoch(build_task(config, 0))
 
 
 def run_job(job: dict) -> dict:

@@ -160,8 +160,10 @@ class FeatureEngine:
         self.progress_taus = tuple(float(t) for t in progress_taus)
         if any(not math.isfinite(t) for t in self.progress_taus):
             raise ValueError(f"progress_taus={tuple(progress_taus)!r}: expected finite numbers")
-        self.epochs = bool(epochs)
-        self.run_length = bool(run_length)
+        # the run's features the layout ends with (`run_features` gives each by name)
+        self.run_names = (EPOCHS_FEATURES if epochs else ()) + (
+            (LENGTH_FEATURE,) if run_length else ()
+        )
         self.names = self._layout()
         self.reset({})
 
@@ -191,9 +193,6 @@ class FeatureEngine:
                 f"register{r}/progress_since",
             ]
         names += [f"progress/tanh@{t:g}" for t in self.progress_taus]
-        self.run_names = (*(EPOCHS_FEATURES if self.epochs else ()),) + (
-            (LENGTH_FEATURE,) if self.run_length else ()
-        )
         return tuple(names + list(self.run_names))
 
     @property
