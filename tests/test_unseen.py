@@ -1,4 +1,5 @@
-"""The `tabular` family (real UCI data out of the scikit-learn wheel) and the `unseen` suites."""
+"""The `tabular` family (real data out of the scikit-learn and statsmodels wheels) and the `unseen`
+suites."""
 
 import numpy as np
 import pytest
@@ -16,7 +17,13 @@ SMALL = {
     "diabetes": Q("tabular", data="diabetes", train_samples=100, **BASE),
     "wine": Q("tabular", data="wine", train_samples=100, **BASE),
     "iris": Q("tabular", data="iris", train_samples=50, **(BASE | {"norm": "layer"})),
+    "anes96": Q("tabular", data="anes96", train_samples=200, **BASE),
+    "fair": Q("tabular", data="fair", train_samples=300, **(BASE | {"norm": "layer"})),
+    "star98": Q("tabular", data="star98", train_samples=100, **BASE),
+    "randhie": Q("tabular", data="randhie", train_samples=300, **BASE),
+    "modechoice": Q("tabular", data="modechoice", train_samples=100, **BASE),
 }
+UNSEEN_SUITES = ("unseen", "unseen2", "unseen3")
 
 
 def train(task, steps, lr=1e-2):
@@ -38,6 +45,11 @@ def test_the_data_sets_are_the_uci_ones_with_their_sizes_and_fixed_splits():
         "diabetes": (442, 10, None),
         "wine": (178, 13, 3),
         "iris": (150, 4, 3),
+        "anes96": (944, 8, 7),
+        "fair": (6366, 8, None),
+        "star98": (303, 20, None),
+        "randhie": (20190, 9, None),
+        "modechoice": (210, 18, 4),
     }
     for name, (n, features, classes) in sizes.items():
         x, y = tabular.load_raw(name)
@@ -48,13 +60,19 @@ def test_the_data_sets_are_the_uci_ones_with_their_sizes_and_fixed_splits():
         n_val, n_test = tabular.SPLITS[name]
         assert [len(splits[s][0]) for s in ("val", "test")] == [n_val, n_test]
         assert len(splits["train"][0]) == tabular.train_size(name) == n - n_val - n_test
-        if name != "digits":  # standardised by the training part
+        if name != "digits":  # standardised by the training part (a constant input stays)
             train_x = splits["train"][0]
-            assert torch.allclose(train_x.mean(0), torch.zeros(features), atol=1e-4)
-            assert torch.allclose(train_x.std(0, unbiased=False), torch.ones(features), atol=1e-3)
-        # the parts are disjoint (iris holds one record twice, as UCI's file does)
+            varies = train_x.std(0) > 0
+            assert torch.allclose(train_x.mean(0)[varies], torch.zeros(features)[varies], atol=1e-4)
+            std = train_x.std(0, unbiased=False)[varies]
+            assert torch.allclose(std, torch.ones_like(std), atol=1e-3)
+            assert varies.sum() >= features - (name == "modechoice")  # a car's terminal time
+        if not classes:
+            train_y = splits["train"][1]
+            assert abs(float(train_y.mean())) < 1e-4 and abs(float(train_y.std()) - 1) < 1e-2
+        # the parts hold every distinct record (some files hold one twice: iris, the surveys)
         rows = {s: {tuple(r) for r in splits[s][0].tolist()} for s in ("train", "val", "test")}
-        assert len(rows["train"] | rows["val"] | rows["test"]) >= n - (name == "iris")
+        assert len(rows["train"] | rows["val"] | rows["test"]) == len(np.unique(x, axis=0))
 
 
 def test_a_corrupt_data_set_is_refused(monkeypatch):
@@ -72,7 +90,8 @@ def test_each_kind_trains_finitely_and_reports(name):
     after = task.val_loss()
     assert np.isfinite(losses).all() and after < before
     metrics = task.test_metrics()
-    assert set(metrics) == ({"loss", "r2"} if name == "diabetes" else {"accuracy", "loss"})
+    regression = name in tabular.REGRESSION
+    assert set(metrics) == ({"loss", "r2"} if regression else {"accuracy", "loss"})
     assert all(np.isfinite(list(metrics.values())))
     d = task.descriptor()
     assert np.isfinite(d).all() and not d[: len(registry.FAMILY_NAMES)].any()
@@ -101,12 +120,16 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
     assert "tabular" not in registry.OOD_FAMILIES + registry.SELECTION_FAMILIES
     with pytest.raises(ValueError, match=r"\['tabular'\] cannot be sampled.*unseen suite"):
         sample_training_config(np.random.default_rng(0), ("quadratic", "tabular"))
-    for suite in ("unseen", "unseen2"):
+    for suite in UNSEEN_SUITES:
         assert {c.family for c in SUITES[suite].values()} == {"tabular"}
         for config in SUITES[suite].values():
             task = build_task(config, seed=0)
             assert 300 <= task.budget <= 3000 and task.num_params() > 0
-    assert not set(SUITES["unseen"].values()) & set(SUITES["unseen2"].values())
+    configs = [set(SUITES[suite].values()) for suite in UNSEEN_SUITES]
+    assert len(set.union(*configs)) == sum(map(len, configs))  # no task in two of them
+    # unseen3's data sets are its own
+    data = {suite: {c.p["data"] for c in SUITES[suite].values()} for suite in UNSEEN_SUITES}
+    assert not data["unseen3"] & (data["unseen"] | data["unseen2"])
     for name, tasks in SUITES.items():
-        if name not in ("unseen", "unseen2"):
+        if name not in UNSEEN_SUITES:
             assert "tabular" not in {c.family for c in tasks.values()}

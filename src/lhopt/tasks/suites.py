@@ -25,6 +25,10 @@
   configurations of its others), fixed before any optimizer ran them, for a second
   head-to-head once `unseen` had decided one (`docs/experiments.md`, "Stage 36"); not for
   choosing snapshots.
+- `unseen3`: six `tabular` tasks on survey and econometric data no other task uses (ANES 1996,
+  Fair's affairs, STAR98, RAND HIE, mode choice, out of the statsmodels wheel), fixed before any
+  optimizer ran them, for a third head-to-head (`docs/experiments.md`, "Stage 39"); not for
+  choosing snapshots.
 - `ood`: kinds never used in meta-training or checkpoint selection: byte-level language modelling
   on Shakespeare works that no training task reads (the poems, four held-out plays), a transformer
   LM trained 10x longer than the default distribution's longest LM task (600 steps; stages 5
@@ -414,6 +418,74 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             train_samples=300,
             batch=64,
             budget=300,
+        ),
+    },
+    "unseen3": {
+        "unseen3-anes96-mlp": Q(
+            "tabular",
+            data="anes96",
+            arch="mlp",
+            depth=2,
+            width=64,
+            norm="none",
+            train_samples=594,
+            batch=32,
+            budget=1000,
+        ),
+        "unseen3-anes96-ln": Q(
+            "tabular",
+            data="anes96",
+            arch="mlp",
+            depth=3,
+            width=128,
+            norm="layer",
+            train_samples=300,
+            batch=16,
+            budget=800,
+        ),
+        "unseen3-fair-mlp": Q(
+            "tabular",
+            data="fair",
+            arch="mlp",
+            depth=2,
+            width=128,
+            norm="none",
+            train_samples=997,
+            batch=64,
+            budget=1500,
+        ),
+        "unseen3-star98-mlp": Q(
+            "tabular",
+            data="star98",
+            arch="mlp",
+            depth=1,
+            width=64,
+            norm="none",
+            train_samples=193,
+            batch=16,
+            budget=600,
+        ),
+        "unseen3-randhie-ln": Q(
+            "tabular",
+            data="randhie",
+            arch="mlp",
+            depth=3,
+            width=64,
+            norm="layer",
+            train_samples=997,
+            batch=128,
+            budget=2000,
+        ),
+        "unseen3-modechoice-mlp": Q(
+            "tabular",
+            data="modechoice",
+            arch="mlp",
+            depth=2,
+            width=32,
+            norm="none",
+            train_samples=130,
+            batch=16,
+            budget=400,
         ),
     },
     "ood": {

@@ -1,4 +1,4 @@
-"""Small real data sets from the UCI repository, by MLPs and (digits) a small 2-D CNN.
+"""Small real data sets (UCI, survey and econometric data), by MLPs and (digits) a small 2-D CNN.
 
 - `digits`: 1,797 handwritten digits as 8x8 images of pixel counts 0-16 (UCI "Optical
   Recognition of Handwritten Digits", its test part); 10 classes.
@@ -9,11 +9,23 @@
 - `wine`: 178 wines of three cultivars, 13 chemical measurements (UCI "Wine"); 3 classes.
 - `iris`: 150 irises of three species, 4 measurements of their flowers (Fisher 1936); 3
   classes.
-The files are the ones scikit-learn ships in its wheel (docs/data.md: fetched with `pip
-download`, read out of the archive, never installed). Each set is split once by a fixed
-permutation (`DATA_SEED`) into training, validation and test parts, the same for every task
-seed; `train_samples` trains on the first N of the training part. Inputs are standardised by the
-training part's mean and std (digits: pixels / 16).
+- `anes96`: 944 voters of the 1996 American National Election Study, 8 answers (population of
+  their place, log1p; TV news days; their own and the candidates' left-right placements; age,
+  education, income); party identification in 7 classes.
+- `fair`: 6,366 women of Fair's (1978) affairs survey, 8 answers; regression of log1p of the
+  time spent in affairs (standardised), squared error.
+- `star98`: 303 California school districts (1998), 20 measurements; regression of the share
+  of students above the national median in maths (standardised).
+- `randhie`: 20,190 person-years of the RAND Health Insurance Experiment, 9 measurements;
+  regression of log1p of outpatient visits (standardised).
+- `modechoice`: 210 travellers between Sydney and Canberra, cost and times of 4 modes and their
+  household's income and size (18 inputs); the mode chosen, 4 classes.
+The files are the ones scikit-learn (the first five) and statsmodels (the rest) ship in their
+wheels (docs/data.md: fetched with `pip download`, read out of the archive, never installed).
+Each set is split once by a fixed permutation (`DATA_SEED`) into training, validation and test
+parts, the same for every task seed; `train_samples` trains on the first N of the training
+part. Inputs are standardised by the training part's mean and std (digits: pixels / 16; a
+constant input left as it is); regression targets likewise.
 
 The model: `depth` hidden layers of `width` units, ReLU, optional layer norm; for digits, `arch =
 "cnn"`: `depth` blocks of [3x3 convolution, ReLU] with `width` channels on the 8x8 image, a 2x2
@@ -52,6 +64,17 @@ SKLEARN_WHEEL = DataSource(
     "scikit-learn 1.9.1 wheel",
 )
 MEMBER = "sklearn/datasets/data/"
+STATSMODELS_WHEEL = DataSource(
+    filename="statsmodels-0.14.4-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+    sha256="e332c2d9b806083d1797231280602340c5c913f90d4caa0213a6a54679ce9331",
+    url=None,  # as for SKLEARN_WHEEL: the wheel is the one pinned source
+    package="statsmodels==0.14.4",
+    description="ANES 1996, Fair's affairs, STAR98, RAND HIE and mode choice as shipped in the "
+    "statsmodels 0.14.4 wheel",
+)
+SM_MEMBER = "statsmodels/datasets/"
+STATSMODELS_SETS = ("anes96", "fair", "star98", "randhie", "modechoice")
+REGRESSION = ("diabetes", "fair", "star98", "randhie")
 # (validation, test) sizes; the rest is the training part
 SPLITS = {
     "digits": (300, 500),
@@ -59,6 +82,11 @@ SPLITS = {
     "diabetes": (80, 162),
     "wine": (30, 48),
     "iris": (25, 45),
+    "anes96": (150, 200),
+    "fair": (1000, 2000),
+    "star98": (50, 60),
+    "randhie": (1000, 2000),
+    "modechoice": (35, 45),
 }
 DATA_SEED = 1936  # Fisher (1936), the iris data: UCI's first data set
 # sha256 of the parsed arrays (inputs then targets, float64 little-endian): every source must give
@@ -69,6 +97,11 @@ ARRAYS_SHA256 = {
     "diabetes": "e9c1f7559552854a24dc45b41c446ce5f79f96e5da081bcce24b57492720b3f7",
     "wine": "c7e84e8e03b2b5a354287416d84d08945318450658a22a63c39973d8306c2ca4",
     "iris": "18565d0da72dafd52595fe48b03ca9b06dfc2c05d0c4c155576631d0aae8eb7e",
+    "anes96": "f67eef697075bfd55d261be8b331f013f238b1b2438e81f8cc8251ed5d3e0cc3",
+    "fair": "150c6acfb119a97a3652e1864cfd61d825c0a954b18501ee0cb23a55798cbfae",
+    "star98": "b7d455677b74ceadbacefa8e93814a51d4df7341bc40d98266443b4f6e7f5e37",
+    "randhie": "95d733d0912efbe0d92bb10e851a7b395309b3ac4eda128e652fb6afb55feec8",
+    "modechoice": "24cee61c8214d2042825af9050fd4d14d7e6fde764e8ef15b82c71e0d8eac1fd",
 }
 
 SCHEMA = Schema(
@@ -88,7 +121,39 @@ SCHEMA = Schema(
 )
 
 
+def _table(raw: bytes, delimiter: str) -> tuple[list[str], np.ndarray]:
+    lines = raw.decode().splitlines()
+    names = [c.strip().strip("'\"") for c in lines[0].split(delimiter)]
+    return names, np.loadtxt(io.StringIO("\n".join(lines[1:])), delimiter=delimiter, ndmin=2)
+
+
+def _parse_statsmodels(name: str, files: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
+    member = {"anes96": "anes96/anes96.csv", "fair": "fair/fair.csv"}
+    member |= {"star98": "star98/star98.csv", "randhie": "randhie/randhie.csv"}
+    member |= {"modechoice": "modechoice/modechoice.csv"}
+    delimiter = {"anes96": "\t", "modechoice": ";"}.get(name, ",")
+    names, a = _table(files[SM_MEMBER + member[name]], delimiter)
+    col = {c: a[:, i] for i, c in enumerate(names)}
+    if name == "modechoice":  # four rows per traveller, one per mode; `choice` marks the chosen
+        n = len(a) // 4
+        per_mode = [col[c].reshape(n, 4) for c in ("ttme", "invc", "invt", "gc")]
+        x = np.concatenate(per_mode + [col["hinc"][::4, None], col["psize"][::4, None]], 1)
+        return x, col["choice"].reshape(n, 4).argmax(1).astype(np.float64)
+    target = {"anes96": "PID", "fair": "affairs", "star98": "PR50M", "randhie": "mdvis"}[name]
+    kept = [c for c in names if c not in {target, "vote", "MATHTOT"}]
+    x = np.stack([col[c] for c in kept], 1)
+    if name == "anes96":
+        x[:, kept.index("popul")] = np.log1p(x[:, kept.index("popul")])
+        return x, col["PID"]
+    if name == "star98":
+        return x, col["PR50M"] / col["MATHTOT"]
+    return x, np.log1p(col[target])
+
+
 def _parse(name: str, files: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
+    if name in STATSMODELS_SETS:
+        return _parse_statsmodels(name, files)
+
     def text(member: str) -> str:
         raw = files[MEMBER + member]
         return (gzip.decompress(raw) if member.endswith(".gz") else raw).decode()
@@ -117,7 +182,10 @@ _SPLIT: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
 def load_raw(name: str) -> tuple[np.ndarray, np.ndarray]:
     """The data set's inputs and targets as its source has them, checked against its digest."""
     if name not in _RAW:
-        files = read_members(fetch(SKLEARN_WHEEL), "", contains=MEMBER)
+        if name in STATSMODELS_SETS:
+            files = read_members(fetch(STATSMODELS_WHEEL), ".csv", contains=SM_MEMBER)
+        else:
+            files = read_members(fetch(SKLEARN_WHEEL), "", contains=MEMBER)
         x, y = _parse(name, files)
         got = arrays_digest(x, y)
         if got != ARRAYS_SHA256[name]:
@@ -142,13 +210,13 @@ def load_splits(name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
             x = x / 16.0
         else:
             mean, std = x[train].mean(0), x[train].std(0)
-            x = (x - mean) / std
-        if name == "diabetes":
+            x = (x - mean) / np.where(std > 0, std, 1.0)  # modechoice: a car has no terminal
+        if name in REGRESSION:
             y = (y - y[train].mean()) / y[train].std()
         xt = torch.tensor(x, dtype=torch.float32)
         yt = (
             torch.tensor(y, dtype=torch.float32)[:, None]
-            if name == "diabetes"
+            if name in REGRESSION
             else torch.tensor(y, dtype=torch.int64)
         )
         _SPLIT[name] = {
@@ -192,7 +260,7 @@ class TabularTask(SplitClassificationTask):
                 f"({train_size(p['data'])} points)"
             )
         super().__init__(config, seed)
-        self.regression = p["data"] == "diabetes"
+        self.regression = p["data"] in REGRESSION
         splits = load_splits(p["data"])
         x, y = splits["train"]
         self.data = {**splits, "train": (x[: p["train_samples"]], y[: p["train_samples"]])}
