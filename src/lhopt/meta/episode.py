@@ -164,7 +164,7 @@ def draw_lr_scale(rng: np.random.Generator, cfg: EpisodeConfig) -> float:
     return math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
-def _cached_run(task_config: TaskConfig, seed: int, name: str, lr: float, multiple: float, make):
+def cached_run(task_config: TaskConfig, seed: int, name: str, lr: float, multiple: float, make):
     """A baseline's run of this task and seed from the curve cache (run and stored if missing)."""
     job = {
         "task": "meta",
@@ -192,7 +192,7 @@ def baseline_law(
 ):
     """The reference for the reward from the cached `adamw` curve of this task and seed (computed
     if missing): a power law fitted to it, or with a horizon the anchored curve."""
-    result = _cached_run(task_config, seed, "adamw", drivers.DEFAULT_LR, 1.0, drivers.adamw)
+    result = cached_run(task_config, seed, "adamw", drivers.DEFAULT_LR, 1.0, drivers.adamw)
     if horizon:
         curve = anchored_curve(result["steps"], result["val"], fit_points, horizon, asymptote)
         return curve, result
@@ -227,7 +227,7 @@ def tuned_cosine(task_config: TaskConfig, seed: int, bracketed: bool = False) ->
     (`bracketed_lr`), so that the reference is tuned on tasks that want an lr beyond it."""
 
     def run(lr: float, multiple: float) -> dict:
-        return _cached_run(task_config, seed, "adamw-cosine", lr, multiple, drivers.adamw_cosine)
+        return cached_run(task_config, seed, "adamw-cosine", lr, multiple, drivers.adamw_cosine)
 
     def longer(multiple: float) -> tuple:
         result = run(lr, multiple)
