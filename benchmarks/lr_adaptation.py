@@ -4,9 +4,9 @@ settles on and the lr that `adamw-cosine-tuned` picks, per task (issue 19, item 
 Reads `results.json` files of `lhopt bench` runs that include `lhopt` and `adamw-cosine-tuned`
 (e.g. the `validation` and `selection` suites). Per task and seed: the policy's level is the
 geometric mean of the base lr it held at the run's evaluations times the policy's horizon factor
-for the run's length (for a policy with a schedule under it, the level under the shape,
-comparable with the tuned schedule's peak lr; the factor read from the results' policy file as
-it is now, "default" the shipped one); the tuned lr
+for the run's length and passes over its data (for a policy with a schedule under it, the
+level under the shape, comparable with the tuned schedule's peak lr; the factor read from the
+results' policy file as it is now, "default" the shipped one); the tuned lr
 is the grid value whose T run ended lowest (`lhopt.curves.speedup.pick_lr`, as the benchmark
 picks it). Per task, both are geometric means over seeds. Prints a table and, last,
 `spearman (policy lr level vs tuned lr, N tasks): R`.
@@ -25,6 +25,8 @@ from scipy.stats import spearmanr
 
 from lhopt.curves.drivers import TUNED_LR_GRID
 from lhopt.curves.speedup import pick_lr
+from lhopt.tasks import TaskConfig, build_task
+from lhopt.tasks.registry import steps_per_epoch
 
 
 def _gmean(values: list[float]) -> float:
@@ -42,7 +44,10 @@ def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]
         hp = run.get("hparams") or {}
         base = hp.get("base_lr") or hp.get("lr")  # results written before "base_lr": lr is base
         if job["optimizer"] == optimizer and base:
-            horizon = spec.horizon_factor(run.get("total_steps") or run["budget"])
+            spe = None  # the bench tells learned optimizers their steps per epoch
+            if spec.epochs_power:
+                spe = steps_per_epoch(build_task(TaskConfig.from_dict(job["config"]), 0))
+            horizon = spec.horizon_factor(run.get("total_steps") or run["budget"], spe)
             policy[job["task"]].append(horizon * _gmean([x for x in base if x > 0]))
         if job["optimizer"] == "adamw-cosine" and job["multiple"] == 1.0 and job["lr"]:
             finals[(job["task"], job["seed"])][job["lr"]] = run.get("val")

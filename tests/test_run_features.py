@@ -221,6 +221,43 @@ def test_the_horizon_scales_the_applied_lr_by_the_runs_length(tmp_path, make_pol
     assert resumed.param_groups[0]["lr_factor"] == factors[1]
 
 
+def test_the_epochs_power_scales_the_applied_lr_by_the_runs_passes_over_its_data(
+    tmp_path, make_policy_file
+):
+    """`epochs_power` q: the applied lr is also scaled by (1 + E / 10)^-q, E = T /
+    `steps_per_epoch`; nothing where that is not given or infinite; setting it between steps
+    takes effect at the next step and is kept in the state."""
+    spec = ControlSpec(horizon_power=0.5, epochs_power=0.5)
+    assert spec.horizon_factor(4000, 40) == pytest.approx(0.5 * 11**-0.5)  # 100 epochs
+    assert spec.horizon_factor(4000) == spec.horizon_factor(4000, math.inf) == 0.5
+    assert ControlSpec(epochs_power=1.0).horizon_factor(1000, 100) == 0.5  # 10 epochs
+    for bad in (-0.1, 3.0, "0.5", True, math.nan):
+        with pytest.raises(ValueError, match="epochs_power="):
+            ControlSpec(epochs_power=bad)
+    assert "epochs_power" not in actor_layout(ControlSpec(horizon_power=0.5))
+    path = make_policy_file(tmp_path / "e.pt", epochs_power=1.0)
+    assert load_policy(path).spec.epochs_power == 1.0
+    model = torch.nn.Linear(3, 1)
+    opt = LearnedOptimizer(model.parameters(), 1000, policy=path)
+
+    def factor():
+        opt.controller.before_step(499)
+        return opt.param_groups[0]["lr_factor"]
+
+    untold = factor()
+    opt.steps_per_epoch = 100  # 10 epochs: halved
+    assert factor() == pytest.approx(0.5 * untold)
+    resumed = LearnedOptimizer(model.parameters(), 1000, policy=path)
+    resumed.load_state_dict(opt.state_dict())
+    resumed.controller.before_step(499)
+    assert resumed.param_groups[0]["lr_factor"] == factor()
+    with pytest.raises(ValueError, match="steps_per_epoch=-1"):
+        opt.steps_per_epoch = -1
+    assert opt.steps_per_epoch == 100 and factor() == pytest.approx(0.5 * untold)  # as it was
+    opt.steps_per_epoch = math.inf  # fresh data: no passes over it
+    assert factor() == untold
+
+
 def test_a_horizon_that_scales_the_lr_past_its_bound_is_refused_by_name(tmp_path, make_policy_file):
     path = make_policy_file(tmp_path / "h2.pt", horizon_power=2.0)
     model = torch.nn.Linear(3, 1)

@@ -121,7 +121,8 @@ class Controller:
             `lhopt.meta.episode.EpisodeConfig.lr_scale`).
         steps_per_epoch: optimizer steps per pass over the training data (inf: data drawn
             fresh at every step; None: not known), read by a policy whose spec has `epochs`
-            (`lhopt.control.features.run_features`) and ignored by the others.
+            (`lhopt.control.features.run_features`) or `epochs_power` (the lr's factor) and
+            ignored by the others; settable between steps.
     """
 
     def __init__(
@@ -141,7 +142,7 @@ class Controller:
     ) -> None:
         if not (math.isfinite(lr_units) and lr_units > 0):
             raise ValueError(f"lr_units={lr_units!r} is out of range: allowed > 0, finite")
-        self.steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
+        self._steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
         self.lr_units = float(lr_units)
         self.policy = policy
         self.optimizer = optimizer
@@ -163,7 +164,7 @@ class Controller:
         self.engine.reset(optimizer.hparams[0])
         optimizer.noise_floor = self.spec.noise_floor  # the statistic as the policy read it
         self.shape = schedules.get(self.spec.schedule)
-        self.horizon = self._horizon(total_steps)
+        self.horizon = self._horizon(total_steps, self._steps_per_epoch)
         self.fixed = self.spec.fixed_actions(self.space)  # heads the policy does not control
         self.registers = RestartRegisters(num_registers)
         self.generator = torch.Generator().manual_seed(seed)
@@ -171,10 +172,20 @@ class Controller:
         self.prev_action = self.space.keep
         self.history: list[dict] = []
 
-    def _horizon(self, total_steps: int) -> float:
-        """The spec's `horizon_factor` for `total_steps`; a ValueError naming the values where
-        it times `lr_units` exceeds what `lr_factor` allows (a short run under a large power)."""
-        horizon = self.spec.horizon_factor(total_steps)
+    @property
+    def steps_per_epoch(self) -> float | None:
+        return self._steps_per_epoch
+
+    @steps_per_epoch.setter
+    def steps_per_epoch(self, value: float | None) -> None:
+        value = check_steps_per_epoch(value)
+        self.horizon = self._horizon(self.total_steps, value)
+        self._steps_per_epoch = value
+
+    def _horizon(self, total_steps: int, steps_per_epoch: float | None) -> float:
+        """The spec's `horizon_factor` for the run; a ValueError naming the values where it
+        times `lr_units` exceeds what `lr_factor` allows (a short run under a large power)."""
+        horizon = self.spec.horizon_factor(total_steps, steps_per_epoch)
         most = HPARAMS["lr_factor"].high
         if self.lr_units * horizon > most:
             raise ValueError(
@@ -334,10 +345,12 @@ class Controller:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        horizon = self._horizon(state["total_steps"])  # checked before anything changes
+        steps_per_epoch = state.get("steps_per_epoch", self.steps_per_epoch)
+        # checked before anything changes
+        horizon = self._horizon(state["total_steps"], steps_per_epoch)
         self.total_steps = state["total_steps"]
         self.horizon = horizon
-        self.steps_per_epoch = state.get("steps_per_epoch", self.steps_per_epoch)
+        self._steps_per_epoch = steps_per_epoch
         self.decision_steps = list(state["decision_steps"])
         self.hidden = tuple(t.clone() for t in state["hidden"])
         self.prev_action = tuple(state["prev_action"])

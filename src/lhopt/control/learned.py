@@ -180,7 +180,8 @@ class LearnedOptimizer(CIAO):
             ``len(train_loader)``; ``math.inf`` when every batch is fresh data), or None (not
             known, the default). A policy trained to read it (its file's spec has `epochs`)
             tells from it, at the first decision, a run long for its data (that will overfit)
-            from a short one (that underfits); the others ignore it. Also settable as an
+            from a short one (that underfits); a policy with an `epochs_power` scales its lr
+            by the run's passes over the data; the others ignore it. Also settable as an
             attribute; the framework integrations pass it.
         **kwargs: CIAO's hyperparameters (their initial values). Default: the ones the policy
             file records that its training episodes started from (`policy_net.initial`, e.g.
@@ -266,7 +267,7 @@ class LearnedOptimizer(CIAO):
 
     @steps_per_epoch.setter
     def steps_per_epoch(self, value: float | None) -> None:
-        self.controller.steps_per_epoch = check_steps_per_epoch(value)
+        self.controller.steps_per_epoch = value  # checked there
 
     @property
     def decision_steps(self) -> list[int]:

@@ -32,6 +32,7 @@ from lhopt.optim.hparams import HPARAMS, check_value
 
 POLICY_FORMAT = 1
 HORIZON_STEPS = 1000  # the run length at which `ControlSpec.horizon_power` leaves the lr as is
+EPOCHS_REF = 10.0  # the passes over the data at which `ControlSpec.epochs_power` halves it (q=1)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class ControlSpec:
     horizon_power: p >= 0: the lr CIAO applies is also scaled by (T / `HORIZON_STEPS`)^-p
         (`horizon_factor`), since the best lr falls with the run's horizon; 0 (the default):
         not scaled.
+    epochs_power: q >= 0: the lr is also scaled by (1 + E / `EPOCHS_REF`)^-q, E = T /
+        `steps_per_epoch` the run's passes over its training data (0 where that is not given
+        or infinite), since many passes over little data want a smaller lr; 0 (the default):
+        not scaled.
     """
 
     schedule: str = "constant"
@@ -63,6 +68,7 @@ class ControlSpec:
     epochs: bool = False
     run_length: bool = False
     horizon_power: float = 0.0
+    epochs_power: float = 0.0
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -81,10 +87,11 @@ class ControlSpec:
                 f"heads={heads!r}: expected distinct names from {list(allowed)} (empty: all)"
             )
         object.__setattr__(self, "heads", heads)
-        power = self.horizon_power
-        if isinstance(power, bool) or not isinstance(power, int | float) or not 0 <= power <= 2:
-            raise ValueError(f"horizon_power={power!r}: expected a number in [0, 2]")
-        object.__setattr__(self, "horizon_power", float(power))
+        for name in ("horizon_power", "epochs_power"):
+            power = getattr(self, name)
+            if isinstance(power, bool) or not isinstance(power, int | float) or not 0 <= power <= 2:
+                raise ValueError(f"{name}={power!r}: expected a number in [0, 2]")
+            object.__setattr__(self, name, float(power))
         for name in ("epochs", "run_length"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
@@ -97,9 +104,15 @@ class ControlSpec:
         names = head_names(space)
         return tuple(None if n in self.heads else k for n, k in zip(names, space.keep, strict=True))
 
-    def horizon_factor(self, total_steps: int) -> float:
-        """The factor of the applied lr for a run of `total_steps` steps: (T / 1000)^-p."""
-        return (total_steps / HORIZON_STEPS) ** -self.horizon_power
+    def horizon_factor(self, total_steps: int, steps_per_epoch: float | None = None) -> float:
+        """The factor of the applied lr for a run of `total_steps` steps of `steps_per_epoch`
+        each pass over the data: (T / 1000)^-p (1 + E / 10)^-q."""
+        epochs = 0.0
+        if steps_per_epoch is not None and math.isfinite(steps_per_epoch):
+            epochs = total_steps / steps_per_epoch
+        return (total_steps / HORIZON_STEPS) ** -self.horizon_power * (
+            1.0 + epochs / EPOCHS_REF
+        ) ** -self.epochs_power
 
     def engine(self, space: ActionSpace) -> FeatureEngine:
         return FeatureEngine(
@@ -131,6 +144,7 @@ def actor_layout(spec: ControlSpec = ControlSpec(), num_registers: int = 3) -> d
         **({"epochs": True} if spec.epochs else {}),
         **({"run_length": True} if spec.run_length else {}),
         **({"horizon_power": spec.horizon_power} if spec.horizon_power else {}),
+        **({"epochs_power": spec.epochs_power} if spec.epochs_power else {}),
     }
 
 
@@ -211,6 +225,7 @@ def file_layout(data: dict) -> dict | None:
         **({"epochs": True} if layout.get("epochs") else {}),
         **({"run_length": True} if layout.get("run_length") else {}),
         **({"horizon_power": layout["horizon_power"]} if layout.get("horizon_power") else {}),
+        **({"epochs_power": layout["epochs_power"]} if layout.get("epochs_power") else {}),
     }
 
 
@@ -228,6 +243,7 @@ def file_spec(data: dict) -> ControlSpec | None:
             bool(layout.get("epochs", False)),
             bool(layout.get("run_length", False)),
             layout.get("horizon_power", 0.0),
+            layout.get("epochs_power", 0.0),
         )
     except (ValueError, TypeError):
         return None

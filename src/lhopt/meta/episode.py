@@ -102,6 +102,8 @@ class EpisodeConfig:
     epochs_known: float = 1.0
     run_length: bool = False  # the features read log T (ControlSpec `run_length`)
     horizon_power: float = 0.0  # the applied lr times (T / 1000)^-p (ControlSpec)
+    # ... and times (1 + E / 10)^-q, E the run's epochs where the episode is told them
+    epochs_power: float = 0.0
 
     @property
     def group(self) -> int:
@@ -118,6 +120,7 @@ class EpisodeConfig:
             self.epochs,
             self.run_length,
             self.horizon_power,
+            self.epochs_power,
         )
 
 
