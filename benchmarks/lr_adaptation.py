@@ -23,10 +23,10 @@ from collections import defaultdict
 
 from scipy.stats import spearmanr
 
+from lhopt.bench.runner import config_steps_per_epoch
 from lhopt.curves.drivers import TUNED_LR_GRID
 from lhopt.curves.speedup import pick_lr
-from lhopt.tasks import TaskConfig, build_task
-from lhopt.tasks.registry import steps_per_epoch
+from lhopt.tasks import TaskConfig
 
 
 def _gmean(values: list[float]) -> float:
@@ -44,9 +44,12 @@ def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]
         hp = run.get("hparams") or {}
         base = hp.get("base_lr") or hp.get("lr")  # results written before "base_lr": lr is base
         if job["optimizer"] == optimizer and base:
-            spe = None  # the bench tells learned optimizers their steps per epoch
-            if spec.epochs_power:
-                spe = steps_per_epoch(build_task(TaskConfig.from_dict(job["config"]), 0))
+            # the bench tells learned optimizers their steps per epoch
+            spe = (
+                config_steps_per_epoch(TaskConfig.from_dict(job["config"]))
+                if spec.epochs_power
+                else None
+            )
             horizon = spec.horizon_factor(run.get("total_steps") or run["budget"], spe)
             policy[job["task"]].append(horizon * _gmean([x for x in base if x > 0]))
         if job["optimizer"] == "adamw-cosine" and job["multiple"] == 1.0 and job["lr"]:

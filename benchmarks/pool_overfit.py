@@ -7,8 +7,9 @@ A pool: the 40 (`--n`) configurations meta-training draws for `[run] pool_seed` 
 `--data-scale`; seed 0 per task, as `[run] task_seeds = 1`. Each task's reference is
 `lhopt.meta.episode.tuned_cosine(config, 0, bracketed=True)`, the one meta-training computes for
 `reward_reference = "tuned-cosine-bracketed"` (so the curve cache then holds the pool's
-references), plus the grid's run at 1e-2. Or a suite's tasks (`--suite`), seed 0. Runs on
-`--workers` processes. The last line reads `overfit at lr 1e-2: K / N; tuned lr <= 3e-4: M`.
+references), plus the grid's run at 1e-2 (one that diverged counts as overfit). Or a suite's
+tasks (`--suite`), seed 0. Runs on `--workers` processes. The last line reads `overfit at lr
+1e-2: K / N; tuned lr <= 3e-4: M`.
 
 Usage: python benchmarks/pool_overfit.py --seed 44 --data-scale 100 \
            --families quadratic,mnist1d,algorithmic,linear,linear,linear,seqattn
@@ -35,8 +36,8 @@ def measure(config: TaskConfig) -> tuple[float, float]:
     torch.set_num_threads(1)
     tuned = tuned_cosine(config, 0, bracketed=True)
     run = cached_run(config, 0, "adamw-cosine", 1e-2, 1.0, drivers.adamw_cosine)
-    val = [v for v in run["val"] if v is not None and math.isfinite(v)]
-    return tuned.lr, val[-1] / min(val)
+    val = [v if v is not None and math.isfinite(v) else math.inf for v in run["val"]]
+    return tuned.lr, val[-1] / min(val)  # a diverged run: inf (counted as overfit)
 
 
 def main() -> None:

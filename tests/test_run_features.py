@@ -239,6 +239,9 @@ def test_the_epochs_power_scales_the_applied_lr_by_the_runs_passes_over_its_data
     assert load_policy(path).spec.epochs_power == 1.0
     model = torch.nn.Linear(3, 1)
     opt = LearnedOptimizer(model.parameters(), 1000, policy=path)
+    model(torch.ones(1, 3)).sum().backward()
+    with pytest.warns(UserWarning, match="steps_per_epoch is not set"):
+        opt.step()
 
     def factor():
         opt.controller.before_step(499)
@@ -256,6 +259,15 @@ def test_the_epochs_power_scales_the_applied_lr_by_the_runs_passes_over_its_data
     assert opt.steps_per_epoch == 100 and factor() == pytest.approx(0.5 * untold)  # as it was
     opt.steps_per_epoch = math.inf  # fresh data: no passes over it
     assert factor() == untold
+    with pytest.raises(ValueError, match="steps_per_epoch=0"):
+        resumed.load_state_dict(
+            {
+                **opt.state_dict(),
+                "controller": {**opt.state_dict()["controller"], "steps_per_epoch": 0},
+            }
+        )
+    with pytest.raises(ValueError, match="steps_per_epoch=0"):
+        spec.horizon_factor(1000, 0)
 
 
 def test_a_horizon_that_scales_the_lr_past_its_bound_is_refused_by_name(tmp_path, make_policy_file):

@@ -34,14 +34,14 @@ def _make(job: dict):
         return make
 
     def told(*args, **kwargs):
-        spe = _steps_per_epoch(TaskConfig.from_dict(job["config"]))
+        spe = config_steps_per_epoch(TaskConfig.from_dict(job["config"]))
         return make(*args, steps_per_epoch=spe, **kwargs)
 
     return told
 
 
 @functools.cache
-def _steps_per_epoch(config: TaskConfig) -> float:
+def config_steps_per_epoch(config: TaskConfig) -> float:
     return steps_per_epoch(build_task(config, 0))
 
 

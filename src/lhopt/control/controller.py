@@ -189,9 +189,11 @@ class Controller:
         most = HPARAMS["lr_factor"].high
         if self.lr_units * horizon > most:
             raise ValueError(
-                f"total_steps={total_steps} with horizon_power={self.spec.horizon_power:g} and "
-                f"lr_units={self.lr_units:g} scales the lr by {self.lr_units * horizon:.3g}, "
-                f"more than lr_factor allows ({most:g}): use a longer run or a smaller power"
+                f"total_steps={total_steps} with horizon_power={self.spec.horizon_power:g}, "
+                f"steps_per_epoch={steps_per_epoch!r} with epochs_power="
+                f"{self.spec.epochs_power:g} and lr_units={self.lr_units:g} scales the lr by "
+                f"{self.lr_units * horizon:.3g}, more than lr_factor allows ({most:g}): use a "
+                f"longer run or a smaller power"
             )
         return horizon
 
@@ -345,7 +347,7 @@ class Controller:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        steps_per_epoch = state.get("steps_per_epoch", self.steps_per_epoch)
+        steps_per_epoch = check_steps_per_epoch(state.get("steps_per_epoch", self.steps_per_epoch))
         # checked before anything changes
         horizon = self._horizon(state["total_steps"], steps_per_epoch)
         self.total_steps = state["total_steps"]

