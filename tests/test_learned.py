@@ -231,8 +231,12 @@ def test_a_policy_starts_where_its_file_says_its_episodes_started(tmp_path, poli
     assert load_policy(high).initial == {"lr": 1e-2}
     model, _ = setup()
     assert LearnedOptimizer(model.parameters(), 10, policy=high).param_groups[0]["lr"] == 1e-2
-    given = LearnedOptimizer(model.parameters(), 10, policy=high, lr=3e-3)
+    with pytest.warns(UserWarning, match=r"lr=0.003 overrides the start .*\(lr=0.01\)"):
+        given = LearnedOptimizer(model.parameters(), 10, policy=high, lr=3e-3)
     assert given.param_groups[0]["lr"] == 3e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its own start, or a hyperparameter it does not record
+        LearnedOptimizer(model.parameters(), 10, policy=high, lr=1e-2, weight_decay=0.3)
     assert (
         LearnedOptimizer(model.parameters(), 10, policy=policy_file).param_groups[0]["lr"] == 1e-3
     )

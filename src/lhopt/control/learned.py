@@ -221,6 +221,17 @@ class LearnedOptimizer(CIAO):
                 f"trained with schedule {policy_net.spec.schedule!r} (leave schedule unset)"
             )
         super().__init__(params, **{**policy_net.initial, **kwargs})
+        moved = {k: v for k, v in kwargs.items() if k in policy_net.initial}
+        moved = {k: v for k, v in moved.items() if v != policy_net.initial[k]}
+        if moved:  # e.g. an AdamW lr carried over: the policy never started there
+            given = ", ".join(f"{k}={v!r}" for k, v in moved.items())
+            trained = ", ".join(f"{k}={policy_net.initial[k]!r}" for k in moved)
+            warnings.warn(
+                f"LearnedOptimizer: {given} overrides the start this policy was trained from "
+                f"({trained}); it then acts outside what it saw. Leave them unset to start "
+                "where it was trained",
+                stacklevel=_user_stacklevel(),
+            )
         self.model = model
         self._check_model()
         self.val_loss_fn = val_loss_fn
