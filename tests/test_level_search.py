@@ -137,7 +137,8 @@ def test_the_overfit_rule_raises_the_weight_decay_where_the_validation_loss_turn
     from lhopt.control import LearnedOptimizer
 
     w = torch.nn.Parameter(torch.randn(4))
-    opt = LearnedOptimizer([w], total_steps=100, weight_decay=1e-2)
+    with pytest.warns(UserWarning, match="weight_decay=0.01 overrides the start"):
+        opt = LearnedOptimizer([w], total_steps=100, weight_decay=1e-2)
     d = level_search.OverfitWeightDecay(opt, factor=3.0, most=0.1, eps=0.05)
     wd = lambda: opt.param_groups[0]["weight_decay"]  # noqa: E731
     for loss in (2.0, 1.0, 0.9, 0.93):  # gain 1.1: 0.93 is within 5% of it above the best
