@@ -51,8 +51,8 @@ import torch
 from lhopt.bench.optimizers import LearnedDriver
 from lhopt.curves.drivers import ADAMW_KW, Driver
 from lhopt.optim import schedules
-from lhopt.tasks import build_task
-from lhopt.tasks.registry import steps_per_epoch
+from lhopt.tasks import TaskConfig
+from lhopt.tasks.registry import config_steps_per_epoch
 
 
 class RangeTestCosine(Driver):
@@ -352,7 +352,7 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
                 policy=args["policy"],
                 steps_per_epoch=None
                 if args.get("no_epochs")
-                else steps_per_epoch(build_task(job["config"], job["seed"])),
+                else config_steps_per_epoch(TaskConfig.from_dict(job["config"])),
                 **args["ciao"],
             )
             if args.get("wd_rule"):

@@ -23,10 +23,10 @@ from collections import defaultdict
 
 from scipy.stats import spearmanr
 
-from lhopt.bench.runner import config_steps_per_epoch
 from lhopt.curves.drivers import TUNED_LR_GRID
 from lhopt.curves.speedup import pick_lr
 from lhopt.tasks import TaskConfig
+from lhopt.tasks.registry import config_steps_per_epoch
 
 
 def _gmean(values: list[float]) -> float:

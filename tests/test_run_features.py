@@ -291,6 +291,18 @@ def test_a_resumed_run_keeps_the_steps_per_epoch_it_was_told(epochs_policy):
     assert check_steps_per_epoch(np.int64(7)) == 7.0  # numpy counts are numbers too
 
 
+def test_counting_a_tasks_steps_per_epoch_leaves_the_global_rng_alone():
+    """The bench counts them while a run is set up (its model built, its dropout masks still to
+    draw): a run must not depend on whether the count was cached."""
+    from lhopt.tasks.registry import config_steps_per_epoch
+
+    config = TaskConfig.make("linear", **{**LINEAR.p, "train_samples": 121})  # not cached yet
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    assert config_steps_per_epoch(config) == 121 / LINEAR.p["batch"]
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_the_benchmark_tells_a_learned_optimizer_its_tasks_steps_per_epoch():
     from lhopt.bench import runner
 

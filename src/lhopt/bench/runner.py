@@ -7,7 +7,6 @@ dies too, it is returned with `error` set.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,8 +14,8 @@ import torch
 from lhopt.bench import optimizers
 from lhopt.curves import run
 from lhopt.extras import require
-from lhopt.tasks import TaskConfig, build_task
-from lhopt.tasks.registry import steps_per_epoch
+from lhopt.tasks import TaskConfig
+from lhopt.tasks.registry import config_steps_per_epoch
 
 WORKER_DEATH_RETRIES = 1  # runs of a job again after its worker process died
 
@@ -38,11 +37,6 @@ def _make(job: dict):
         return make(*args, steps_per_epoch=spe, **kwargs)
 
     return told
-
-
-@functools.cache
-def config_steps_per_epoch(config: TaskConfig) -> float:
-    return steps_per_epoch(build_task(config, 0))
 
 
 def run_job(job: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -105,6 +106,15 @@ def steps_per_epoch(task: Task) -> float:
     drawn fresh): what a user gives `LearnedOptimizer` as `steps_per_epoch`."""
     examples = _TRAIN_EXAMPLES[task.family](task)
     return math.inf if examples is None else examples / task.config.p["batch"]
+
+
+@functools.cache
+def config_steps_per_epoch(config: TaskConfig) -> float:
+    """`steps_per_epoch` of `config`'s task (built with seed 0, which does not change it),
+    without touching the global RNG: counting it where a run is being set up must not change
+    the run (its dropout masks draw from that RNG)."""
+    with torch.random.fork_rng(devices=[]):
+        return steps_per_epoch(build_task(config, 0))
 
 
 def task_device(config: TaskConfig, device: torch.device | str | None = None) -> torch.device:
