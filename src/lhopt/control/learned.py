@@ -221,8 +221,7 @@ class LearnedOptimizer(CIAO):
                 f"trained with schedule {policy_net.spec.schedule!r} (leave schedule unset)"
             )
         super().__init__(params, **{**policy_net.initial, **kwargs})
-        moved = {k: v for k, v in kwargs.items() if k in policy_net.initial}
-        moved = {k: v for k, v in moved.items() if v != policy_net.initial[k]}
+        moved = {k: v for k, v in kwargs.items() if policy_net.initial.get(k, v) != v}
         if moved:  # e.g. an AdamW lr carried over: the policy never started there
             given = ", ".join(f"{k}={v!r}" for k, v in moved.items())
             trained = ", ".join(f"{k}={policy_net.initial[k]!r}" for k in moved)
@@ -337,13 +336,6 @@ class LearnedOptimizer(CIAO):
                 stacklevel=_user_stacklevel(),
             )
             self._warned = True
-        if self._taken == 0 and self.steps_per_epoch is None and self.controller.spec.epochs_power:
-            warnings.warn(
-                f"LearnedOptimizer: this policy scales its lr by the run's passes over its data "
-                f"(epochs_power={self.controller.spec.epochs_power:g}), but steps_per_epoch is "
-                "not set: its lr is left unscaled; pass steps_per_epoch (math.inf for fresh data)",
-                stacklevel=_user_stacklevel(),
-            )
         if self._taken in self._decide_at and self._decided != self._taken:
             self._decide_or_restore()
         self.controller.before_step(self._taken)
@@ -432,6 +424,13 @@ class LearnedOptimizer(CIAO):
 
     def _decide(self) -> None:
         self._check_lr_untouched()
+        if self._taken == 0 and self.steps_per_epoch is None and self.controller.spec.epochs_power:
+            warnings.warn(
+                f"LearnedOptimizer: this policy scales its lr by the run's passes over its data "
+                f"(epochs_power={self.controller.spec.epochs_power:g}), but steps_per_epoch is "
+                "not set: its lr is left unscaled; pass steps_per_epoch (math.inf for fresh data)",
+                stacklevel=_user_stacklevel(),
+            )
         train, total, count = None, 0.0, self._loss_count
         if self.train_loss_fn is not None:  # an integration's own account of the period
             t = self.train_loss_fn()

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from lhopt.control.actions import ActionSpace
-from lhopt.control.features import FeatureEngine
+from lhopt.control.features import FeatureEngine, check_steps_per_epoch
 from lhopt.control.policy import Policy
 from lhopt.optim import schedules
 from lhopt.optim.hparams import HPARAMS, check_value
@@ -107,12 +107,8 @@ class ControlSpec:
     def horizon_factor(self, total_steps: int, steps_per_epoch: float | None = None) -> float:
         """The factor of the applied lr for a run of `total_steps` steps of `steps_per_epoch`
         each pass over the data: (T / 1000)^-p (1 + E / 10)^-q."""
-        epochs = 0.0
-        if steps_per_epoch is not None:
-            if not steps_per_epoch > 0:  # NaN included
-                raise ValueError(f"steps_per_epoch={steps_per_epoch!r}: expected a number > 0")
-            if math.isfinite(steps_per_epoch):
-                epochs = total_steps / steps_per_epoch
+        steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
+        epochs = 0.0 if steps_per_epoch is None else total_steps / steps_per_epoch  # inf: 0
         return (total_steps / HORIZON_STEPS) ** -self.horizon_power * (
             1.0 + epochs / EPOCHS_REF
         ) ** -self.epochs_power
