@@ -191,3 +191,99 @@ def test_decision_steps_spread_k_decisions_over_the_run_at_most_one_per_four_ste
     assert decision_steps(3, 20) == [0]
     assert decision_steps(7, 3) == [0]
     assert decision_steps(120, 20) == list(range(0, 120, 6))
+
+
+def _overfit_controller(total_steps=100, gap=0.2, model=None, opt=None):
+    import dataclasses
+
+    from lhopt.control.controller import Controller
+    from lhopt.optim import CIAO
+
+    net = load_policy("default")
+    model = model or nn.Linear(3, 1)
+    opt = opt or CIAO(model.parameters(), lr=0.03)
+    spec = dataclasses.replace(net.spec, overfit_gap=gap)
+    return Controller(net, opt, total_steps, spec=spec), model, opt
+
+
+def _train_a_little(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+
+
+def test_a_growing_generalisation_gap_starts_the_run_over_at_a_tenth_of_the_lr():
+    from lhopt.control.controller import OVERFIT_CUT
+
+    c, model, opt = _overfit_controller()
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    c.before_step(10)
+    plain = opt.param_groups[0]["lr_factor"]
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    _train_a_little(model)
+    c.decide(5, model, train_loss=0.5, val_loss=0.6)  # gap 0.25: one is not enough
+    assert c.restarts == 0 and c.history[-1]["register"] != "start over"
+    c.registers.save(0, model, opt)
+    _train_a_little(model)
+    c.decide(10, model, train_loss=0.3, val_loss=0.55)  # gap 0.56, grown: start over
+    assert c.restarts == 1 and c.history[-1]["register"] == "start over"
+    assert all(torch.equal(v, first[k]) for k, v in model.state_dict().items())
+    assert not any(filled for filled, _, _ in c.registers.info())
+    assert c.history[-1]["hparams"]["lr"] == pytest.approx(0.03)  # the action not carried out
+    c.before_step(10)
+    assert opt.param_groups[0]["lr_factor"] == pytest.approx(OVERFIT_CUT * plain)
+
+
+def test_starting_over_needs_a_gap_that_grows_early_with_a_validation_loss():
+    cases = {  # (train, val) at decisions 0, 5, 10
+        "shrinking": [(None, 1.0), (0.5, 0.75), (0.3, 0.55)],  # 1.0 then 0.56
+        "no validation loss": [(1.0, None), (0.5, None), (0.3, None)],
+        "small": [(None, 1.0), (0.5, 0.55), (0.3, 0.35)],  # 0.11 then 0.08
+    }
+    for name, losses in cases.items():
+        c, model, _ = _overfit_controller()
+        for step, (t, v) in zip((0, 5, 10), losses, strict=True):
+            c.decide(step, model, train_loss=t, val_loss=v)
+        assert c.restarts == 0, name
+    c, model, _ = _overfit_controller(total_steps=20)  # decisions 0, 5, 10 pass 30% of T
+    for step, (t, v) in zip((0, 5, 10), [(None, 1.0), (0.5, 0.6), (0.3, 0.55)], strict=True):
+        c.decide(step, model, train_loss=t, val_loss=v)
+    assert c.restarts == 0 and c._start is None  # the copy of the first state is freed
+    c, model, _ = _overfit_controller(gap=0.0)  # off
+    for step, (t, v) in zip((0, 5, 10), [(None, 1.0), (0.5, 0.6), (0.3, 0.55)], strict=True):
+        c.decide(step, model, train_loss=t, val_loss=v)
+    assert c.restarts == 0 and c._start is None
+
+
+def test_starting_over_happens_at_most_twice_and_survives_a_resume():
+    from lhopt.control.controller import OVERFIT_RESTARTS
+
+    c, model, opt = _overfit_controller(total_steps=1000)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    step = 0
+    for _ in range(OVERFIT_RESTARTS + 1):
+        for t, v in [(0.5, 0.6), (0.3, 0.55)]:
+            _train_a_little(model)
+            step += 50
+            c.decide(step, model, train_loss=t, val_loss=v)
+        if step == 100:  # resume mid-way into a fresh controller
+            state = c.state_dict()
+            c, _, _ = _overfit_controller(total_steps=1000, model=model, opt=opt)
+            c.load_state_dict(state)
+            assert c.restarts == 1
+    assert c.restarts == OVERFIT_RESTARTS  # the third growing gap is left alone
+    _train_a_little(model)
+    assert all(torch.allclose(v, first[k] + 3) for k, v in model.state_dict().items())
+
+
+def test_overfit_gap_is_checked_and_recorded_only_when_set():
+    from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
+
+    for bad in (-0.1, float("inf"), float("nan"), True, "0.2"):
+        with pytest.raises(ValueError, match="overfit_gap="):
+            ControlSpec(overfit_gap=bad)
+    assert "overfit_gap" not in actor_layout(ControlSpec())
+    layout = actor_layout(ControlSpec(overfit_gap=0.2))
+    assert layout["overfit_gap"] == 0.2
+    assert file_spec({"layout": layout}).overfit_gap == 0.2

@@ -12,6 +12,16 @@ under that shape.
 Restart registers save and restore `module.state_dict()` (parameters and buffers, e.g.
 batch-norm statistics) and the optimizer's state, so give the controller the model being
 trained wherever there is one.
+
+Starting over (`ControlSpec.overfit_gap` g > 0): a run whose lr is far too high for its data
+fits noise within its first tenth, and a lower lr from there cannot undo it. At each decision
+up to `OVERFIT_UNTIL` of T the controller reads the generalisation gap, (validation loss - the
+period's mean training loss) / (first validation loss - best so far); where it is above g at
+this decision and the one before and has not shrunk (a gap that shrinks as the gain grows is
+a validation set unlike the training data, which a lower lr does not help), the model and
+optimizer state of the first decision come back, the registers are emptied, the policy's
+recurrent state and features start afresh and the applied lr is multiplied by `OVERFIT_CUT`,
+at most `OVERFIT_RESTARTS` times. The copy of the first state is kept until `OVERFIT_UNTIL`.
 """
 
 from __future__ import annotations
@@ -27,11 +37,16 @@ from lhopt.control.actions import ActionSpace
 from lhopt.control.features import check_steps_per_epoch, run_features
 from lhopt.control.policy import Policy
 from lhopt.control.policy_file import ControlSpec
-from lhopt.control.registers import RestartRegisters
+from lhopt.control.registers import RestartRegisters, Snapshot, restore, snapshot
 from lhopt.optim import schedules
 from lhopt.optim.hparams import HPARAMS
 
 DEFAULT_DECISIONS = 20
+# Starting over (module doc): until this share of T, the applied lr's factor at each start, how
+# many starts at most.
+OVERFIT_UNTIL = 0.3
+OVERFIT_CUT = 0.1
+OVERFIT_RESTARTS = 2
 # Features recorded in `history` (the whole vector is in `Decision.features`).
 HISTORY_FEATURES = (
     "train/tanh_log_ratio_prev",
@@ -84,6 +99,10 @@ def decide_together(
             controllers, modules, features, acted, train_losses, val_losses, strict=True
         )
     ]
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
 
 
 def decision_steps(total_steps: int, decisions: int) -> list[int]:
@@ -171,6 +190,9 @@ class Controller:
         self.hidden = policy.initial_state()
         self.prev_action = self.space.keep
         self.history: list[dict] = []
+        self.restarts = 0  # starts over so far (module doc)
+        self._start: Snapshot | None = None
+        self._gap: dict = {"first": None, "best": None, "prev": None}
 
     @property
     def steps_per_epoch(self) -> float | None:
@@ -202,6 +224,7 @@ class Controller:
         each group's `lr` (the base the policy steers) times `lr_factor` (the shape's factor,
         times `lr_units` and the spec's `horizon_factor`)."""
         factor = self.shape(step + 1, self.total_steps) * self.lr_units * self.horizon
+        factor *= OVERFIT_CUT**self.restarts
         for group in self.optimizer.param_groups:
             group["lr_factor"] = factor
 
@@ -279,14 +302,18 @@ class Controller:
         record of the policy's `action` (with its log-probability and new recurrent state)."""
         self.hidden = hidden
         progress = step / self.total_steps
-        op, k = self.space.register_op(action)
-        self.registers.apply(
-            op, k, module, self.register_target, loss=train_loss, progress=progress
-        )
-        self.space.apply_hparams(self.optimizer.param_groups, action)
+        if self._start_over(step, module, train_loss, val_loss):
+            # the policy's action was read off the run given up: not carried out
+            action, logp, (op, k) = self.space.keep, math.nan, ("start over", None)
+        else:
+            op, k = self.space.register_op(action)
+            self.registers.apply(
+                op, k, module, self.register_target, loss=train_loss, progress=progress
+            )
+            self.space.apply_hparams(self.optimizer.param_groups, action)
+            self.prev_action = action
         if sync is not None:
             sync.hparams(self.optimizer.param_groups, [h.hparam for h in self.space.heads])
-        self.prev_action = action
         names = self.engine.names
         groups = [
             {h.hparam: g[h.hparam] for h in self.space.heads if h.hparam in g}
@@ -307,6 +334,46 @@ class Controller:
             }
         )
         return Decision(step, features, action, logp, (op, k))
+
+    def _start_over(self, step: int, module: nn.Module, train_loss, val_loss) -> bool:
+        """Starting over (module doc): keep the first state, update the gap, and start over
+        where the rule says so; True if it did."""
+        g = self.spec.overfit_gap
+        if not g:
+            return False
+        if step / self.total_steps > OVERFIT_UNTIL:
+            self._start = None  # frees the copy
+            return False
+        if not self.history and self.restarts == 0:
+            self._start = snapshot(module, self.register_target, None, 0.0)
+        gap = self._gap
+        if not _finite(val_loss):
+            return False
+        if gap["first"] is None:  # the first decision's (before any step: no train loss)
+            gap["first"] = gap["best"] = val_loss
+            return False
+        gap["best"] = min(gap["best"], val_loss)
+        if not _finite(train_loss):
+            return False
+        gain = gap["first"] - gap["best"]
+        now = (val_loss - train_loss) / gain if gain > 0 else None
+        prev, gap["prev"] = gap["prev"], now
+        if (
+            now is None
+            or prev is None
+            or not (now > g and prev > g and now >= prev)
+            or self._start is None
+            or self.restarts >= OVERFIT_RESTARTS
+        ):
+            return False
+        restore(self._start, module, self.register_target)
+        self.registers = RestartRegisters(len(self.registers))
+        self.hidden = self.policy.initial_state()
+        self.engine.reset(self.optimizer.hparams[0])
+        self.prev_action = self.space.keep
+        self.restarts += 1
+        gap["best"], gap["prev"] = gap["first"], None
+        return True
 
     def describe(self, record: dict | None = None) -> str:
         """One line about a decision (default the last): step, losses, the hyperparameters it
@@ -344,6 +411,9 @@ class Controller:
             "registers": self.registers.state_dict(),
             "generator": self.generator.get_state(),
             "history": list(self.history),
+            "restarts": self.restarts,
+            "start": None if self._start is None else vars(self._start),
+            "gap": dict(self._gap),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -360,3 +430,7 @@ class Controller:
         self.registers.load_state_dict(state["registers"])
         self.generator.set_state(state["generator"])
         self.history = list(state["history"])
+        self.restarts = state.get("restarts", 0)
+        start = state.get("start")
+        self._start = None if start is None else Snapshot(**start)
+        self._gap = dict(state.get("gap", {"first": None, "best": None, "prev": None}))

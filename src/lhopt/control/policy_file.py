@@ -59,6 +59,9 @@ class ControlSpec:
         `steps_per_epoch` the run's passes over its training data (0 where that is not given
         or infinite), since many passes over little data want a smaller lr; 0 (the default):
         not scaled.
+    overfit_gap: g > 0: the controller starts the run over at a tenth of the lr where the
+        validation loss parts from the training loss early (`Controller`, "Starting over");
+        0 (the default): never.
     """
 
     schedule: str = "constant"
@@ -69,6 +72,7 @@ class ControlSpec:
     run_length: bool = False
     horizon_power: float = 0.0
     epochs_power: float = 0.0
+    overfit_gap: float = 0.0
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -92,6 +96,10 @@ class ControlSpec:
             if isinstance(power, bool) or not isinstance(power, int | float) or not 0 <= power <= 2:
                 raise ValueError(f"{name}={power!r}: expected a number in [0, 2]")
             object.__setattr__(self, name, float(power))
+        gap = self.overfit_gap
+        if isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 <= gap < math.inf:
+            raise ValueError(f"overfit_gap={gap!r}: expected a finite number >= 0 (0: off)")
+        object.__setattr__(self, "overfit_gap", float(gap))
         for name in ("epochs", "run_length"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
@@ -138,6 +146,7 @@ OPTIONAL_LAYOUT_KEYS = (
     "run_length",
     "horizon_power",
     "epochs_power",
+    "overfit_gap",
 )
 
 
@@ -252,6 +261,7 @@ def file_spec(data: dict) -> ControlSpec | None:
             run_length=bool(layout.get("run_length", False)),
             horizon_power=layout.get("horizon_power", 0.0),
             epochs_power=layout.get("epochs_power", 0.0),
+            overfit_gap=layout.get("overfit_gap", 0.0),
         )
     except (ValueError, TypeError):
         return None

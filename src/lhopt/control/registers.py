@@ -22,7 +22,7 @@ class Snapshot:
     progress: float | None
 
 
-def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss, progress) -> Snapshot:
+def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss, progress) -> Snapshot:
     model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     # deepcopy: a torch optimizer's state_dict holds references to its live tensors. An
     # optimizer whose `state_dict()` returns copies and whose `load_state_dict` copies in says
@@ -33,7 +33,7 @@ def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss, pr
     return Snapshot(model_state, state, loss, progress)
 
 
-def _restore(snap: Snapshot, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+def restore(snap: Snapshot, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     model.load_state_dict(snap.model)  # copies into the live parameters
     # load_state_dict may keep the given tensors as they are: give it copies, so that training
     # does not write through into the register.
@@ -60,14 +60,14 @@ class RestartRegisters:
         return k
 
     def save(self, k, model, optimizer, *, loss: float | None = None, progress=None) -> None:
-        self.slots[self._index(k)] = _snapshot(model, optimizer, loss, progress)
+        self.slots[self._index(k)] = snapshot(model, optimizer, loss, progress)
 
     def load(self, k: int, model, optimizer) -> bool:
         """Restore register k; False (and nothing changes) if it is empty."""
         snap = self.slots[self._index(k)]
         if snap is None:
             return False
-        _restore(snap, model, optimizer)
+        restore(snap, model, optimizer)
         return True
 
     def swap(self, k, model, optimizer, *, loss: float | None = None, progress=None) -> bool:
@@ -75,8 +75,8 @@ class RestartRegisters:
         snap = self.slots[self._index(k)]
         if snap is None:
             return False
-        current = _snapshot(model, optimizer, loss, progress)
-        _restore(snap, model, optimizer)
+        current = snapshot(model, optimizer, loss, progress)
+        restore(snap, model, optimizer)
         self.slots[k] = current
         return True
 
