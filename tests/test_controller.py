@@ -225,7 +225,7 @@ def test_a_growing_generalisation_gap_starts_the_run_over_at_a_tenth_of_the_lr()
     assert c.restarts == 0 and c.history[-1]["register"] != "start over"
     c.registers.save(0, model, opt)
     _train_a_little(model)
-    c.decide(10, model, train_loss=0.3, val_loss=0.55)  # gap 0.56, grown: start over
+    c.decide(10, model, train_loss=0.3, val_loss=0.65)  # 0.88, grown, val up: start over
     assert c.restarts == 1 and c.history[-1]["register"] == "start over"
     assert all(torch.equal(v, first[k]) for k, v in model.state_dict().items())
     assert not any(filled for filled, _, _ in c.registers.info())
@@ -236,9 +236,10 @@ def test_a_growing_generalisation_gap_starts_the_run_over_at_a_tenth_of_the_lr()
 
 def test_starting_over_needs_a_gap_that_grows_early_with_a_validation_loss():
     cases = {  # (train, val) at decisions 0, 5, 10
-        "shrinking": [(None, 1.0), (0.5, 0.75), (0.3, 0.55)],  # 1.0 then 0.56
+        "shrinking": [(None, 1.0), (0.2, 0.8), (0.5, 0.85)],  # 3.0 then 1.75
         "no validation loss": [(1.0, None), (0.5, None), (0.3, None)],
         "small": [(None, 1.0), (0.5, 0.55), (0.3, 0.35)],  # 0.11 then 0.08
+        "validation loss still falling": [(None, 1.0), (0.5, 0.6), (0.3, 0.55)],  # 0.25, 0.56
     }
     for name, losses in cases.items():
         c, model, _ = _overfit_controller()
@@ -246,11 +247,11 @@ def test_starting_over_needs_a_gap_that_grows_early_with_a_validation_loss():
             c.decide(step, model, train_loss=t, val_loss=v)
         assert c.restarts == 0, name
     c, model, _ = _overfit_controller(total_steps=20)  # decisions 0, 5, 10 pass 30% of T
-    for step, (t, v) in zip((0, 5, 10), [(None, 1.0), (0.5, 0.6), (0.3, 0.55)], strict=True):
+    for step, (t, v) in zip((0, 5, 10), [(None, 1.0), (0.5, 0.6), (0.3, 0.65)], strict=True):
         c.decide(step, model, train_loss=t, val_loss=v)
     assert c.restarts == 0 and c._start is None  # the copy of the first state is freed
     c, model, _ = _overfit_controller(gap=0.0)  # off
-    for step, (t, v) in zip((0, 5, 10), [(None, 1.0), (0.5, 0.6), (0.3, 0.55)], strict=True):
+    for step, (t, v) in zip((0, 5, 10), [(None, 1.0), (0.5, 0.6), (0.3, 0.65)], strict=True):
         c.decide(step, model, train_loss=t, val_loss=v)
     assert c.restarts == 0 and c._start is None
 
@@ -263,7 +264,7 @@ def test_starting_over_happens_at_most_twice_and_survives_a_resume():
     c.decide(0, model, train_loss=None, val_loss=1.0)
     step = 0
     for _ in range(OVERFIT_RESTARTS + 1):
-        for t, v in [(0.5, 0.6), (0.3, 0.55)]:
+        for t, v in [(0.5, 0.6), (0.3, 0.65)]:
             _train_a_little(model)
             step += 50
             c.decide(step, model, train_loss=t, val_loss=v)

@@ -287,3 +287,68 @@ def test_the_shipped_policy_records_the_meta_training_run_it_came_from():
             if same == (meta["iteration"], meta["episodes"], meta["inner_steps"]):
                 matches.append(log)
     assert matches, "no committed runs/*/log.jsonl has the shipped policy's iteration"
+
+
+def test_a_policy_with_overfit_gap_starts_over_where_a_small_noisy_set_is_memorised(tmp_path):
+    """24 noisy points, a wide MLP at the shipped policy's start of 3e-2: the training loss
+    goes to 0 while the validation loss turns up; the run starts over at a tenth of the lr
+    and then reaches a lower validation loss than before (what the rule is for). A run saved
+    before the restart and resumed decides as the uninterrupted one."""
+    import dataclasses
+
+    from lhopt.control.policy_file import save_policy_file
+
+    net = load_policy("default")
+    path = tmp_path / "og.pt"
+    save_policy_file(net, path, spec=dataclasses.replace(net.spec, overfit_gap=0.2))
+    torch.manual_seed(0)
+    w = torch.randn(8, 1)
+
+    def data(n):
+        x = torch.randn(n, 8)
+        return x, x @ w + 2.0 * torch.randn(n, 1)
+
+    (xt, yt), (xv, yv) = data(24), data(500)
+    init = nn.Sequential(
+        nn.Linear(8, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1)
+    )
+
+    def make(state=None):
+        model = copy.deepcopy(init)
+        opt = LearnedOptimizer(
+            model.parameters(),
+            total_steps=400,
+            policy=str(path),
+            model=model,
+            val_loss_fn=lambda: float(nn.functional.mse_loss(model(xv), yv)),
+            steps_per_epoch=1,
+        )
+        if state is not None:
+            model.load_state_dict(state[0])
+            opt.load_state_dict(state[1])
+        return model, opt
+
+    def train(model, opt, steps):
+        for _ in range(steps):
+            loss = nn.functional.mse_loss(model(xt), yt)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            opt.report(train_loss=loss)
+
+    model, opt = make()
+    train(model, opt, 400)
+    marks = [i for i, h in enumerate(opt.history) if h["register"] == "start over"]
+    assert len(marks) == 1 and opt.controller.restarts == 1
+    assert opt.history[marks[0]]["step"] > 50
+    before = min(h["val_loss"] for h in opt.history[: marks[0] + 1])
+    after = min(h["val_loss"] for h in opt.history[marks[0] + 1 :])
+    assert after < before
+    model2, opt2 = make()
+    train(model2, opt2, 50)
+    buf = io.BytesIO()
+    torch.save((model2.state_dict(), opt2.state_dict()), buf)
+    buf.seek(0)
+    model3, opt3 = make(torch.load(buf, weights_only=False))
+    train(model3, opt3, 350)
+    assert [h["val_loss"] for h in opt3.history] == [h["val_loss"] for h in opt.history]

@@ -16,9 +16,11 @@ trained wherever there is one.
 Starting over (`ControlSpec.overfit_gap` g > 0): a run whose lr is far too high for its data
 fits noise within its first tenth, and a lower lr from there cannot undo it. At each decision
 up to `OVERFIT_UNTIL` of T the controller reads the generalisation gap, (validation loss - the
-period's mean training loss) / (first validation loss - best so far); where it is above g at
-this decision and the one before and has not shrunk (a gap that shrinks as the gain grows is
-a validation set unlike the training data, which a lower lr does not help), the model and
+period's mean training loss) / (first validation loss - best so far). Where it is above g at
+this decision and the one before, has not shrunk (a gap that shrinks as the gain grows is a
+validation set unlike the training data, which a lower lr does not help), and the validation
+loss is above its best (a gap that grows while it still falls is a run that generalises more
+slowly than it fits, which a high lr may still serve), the run starts over: the model and
 optimizer state of the first decision come back, the registers are emptied, the policy's
 recurrent state and features start afresh and the applied lr is multiplied by `OVERFIT_CUT`,
 at most `OVERFIT_RESTARTS` times. The copy of the first state is kept until `OVERFIT_UNTIL`.
@@ -362,6 +364,7 @@ class Controller:
             now is None
             or prev is None
             or not (now > g and prev > g and now >= prev)
+            or not val_loss > gap["best"]  # still falling: the run generalises, more slowly
             or self._start is None
             or self.restarts >= OVERFIT_RESTARTS
         ):
