@@ -225,7 +225,7 @@ def test_a_growing_generalisation_gap_starts_the_run_over_at_a_tenth_of_the_lr()
     assert c.restarts == 0 and c.history[-1]["register"] != "start over"
     c.registers.save(0, model, opt)
     _train_a_little(model)
-    c.decide(10, model, train_loss=0.3, val_loss=0.65)  # 0.88, grown, val up: start over
+    c.decide(10, model, train_loss=0.3, val_loss=0.65)  # 0.88, val up, train down: start over
     assert c.restarts == 1 and c.history[-1]["register"] == "start over"
     assert all(torch.equal(v, first[k]) for k, v in model.state_dict().items())
     assert not any(filled for filled, _, _ in c.registers.info())
@@ -236,7 +236,7 @@ def test_a_growing_generalisation_gap_starts_the_run_over_at_a_tenth_of_the_lr()
 
 def test_starting_over_needs_a_gap_that_grows_early_with_a_validation_loss():
     cases = {  # (train, val) at decisions 0, 5, 10
-        "shrinking": [(None, 1.0), (0.2, 0.8), (0.5, 0.85)],  # 3.0 then 1.75
+        "a spike": [(None, 1.0), (0.5, 0.6), (0.6, 0.9)],  # 0.25, 0.75; both rose
         "no validation loss": [(1.0, None), (0.5, None), (0.3, None)],
         "small": [(None, 1.0), (0.5, 0.55), (0.3, 0.35)],  # 0.11 then 0.08
         "validation loss still falling": [(None, 1.0), (0.5, 0.6), (0.3, 0.55)],  # 0.25, 0.56

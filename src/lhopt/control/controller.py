@@ -17,13 +17,15 @@ Starting over (`ControlSpec.overfit_gap` g > 0): a run whose lr is far too high 
 fits noise within its first tenth, and a lower lr from there cannot undo it. At each decision
 up to `OVERFIT_UNTIL` of T the controller reads the generalisation gap, (validation loss - the
 period's mean training loss) / (first validation loss - best so far). Where it is above g at
-this decision and the one before, has not shrunk (a gap that shrinks as the gain grows is a
-validation set unlike the training data, which a lower lr does not help), and the validation
-loss is above its best (a gap that grows while it still falls is a run that generalises more
-slowly than it fits, which a high lr may still serve), the run starts over: the model and
-optimizer state of the first decision come back, the registers are emptied, the policy's
-recurrent state and features start afresh and the applied lr is multiplied by `OVERFIT_CUT`,
-at most `OVERFIT_RESTARTS` times. The copy of the first state is kept until `OVERFIT_UNTIL`.
+this decision and the one before, the validation loss is above its best and the period's
+training loss fell below the period's before (the gap then grows), the run starts over: the
+model and optimizer state of the first decision come back, the registers are emptied, the
+policy's recurrent state and features start afresh and the applied lr is multiplied by
+`OVERFIT_CUT`, at most `OVERFIT_RESTARTS` times. A gap that grows while the validation loss
+still falls is a run that generalises more slowly than it fits, which a high lr may still
+serve; one whose training loss rises with it is a spike of an unstable step; a validation set
+unlike the training data keeps a gap while both fall. The copy of the first state is kept
+until `OVERFIT_UNTIL`.
 """
 
 from __future__ import annotations
@@ -194,7 +196,7 @@ class Controller:
         self.history: list[dict] = []
         self.restarts = 0  # starts over so far (module doc)
         self._start: Snapshot | None = None
-        self._gap: dict = {"first": None, "best": None, "prev": None}
+        self._gap: dict = {"first": None, "best": None, "prev": None, "train": None}
 
     @property
     def steps_per_epoch(self) -> float | None:
@@ -360,11 +362,13 @@ class Controller:
         gain = gap["first"] - gap["best"]
         now = (val_loss - train_loss) / gain if gain > 0 else None
         prev, gap["prev"] = gap["prev"], now
+        fell, gap["train"] = gap.get("train") is not None and train_loss < gap["train"], train_loss
         if (
             now is None
             or prev is None
-            or not (now > g and prev > g and now >= prev)
+            or not (now > g and prev > g)
             or not val_loss > gap["best"]  # still falling: the run generalises, more slowly
+            or not fell  # both rose: a spike of an unstable step, not overfitting
             or self._start is None
             or self.restarts >= OVERFIT_RESTARTS
         ):
@@ -375,7 +379,7 @@ class Controller:
         self.engine.reset(self.optimizer.hparams[0])
         self.prev_action = self.space.keep
         self.restarts += 1
-        gap["best"], gap["prev"] = gap["first"], None
+        gap.update(best=gap["first"], prev=None, train=None)
         return True
 
     def describe(self, record: dict | None = None) -> str:
@@ -436,4 +440,6 @@ class Controller:
         self.restarts = state.get("restarts", 0)
         start = state.get("start")
         self._start = None if start is None else Snapshot(**start)
-        self._gap = dict(state.get("gap", {"first": None, "best": None, "prev": None}))
+        self._gap = dict(
+            state.get("gap", {"first": None, "best": None, "prev": None, "train": None})
+        )
