@@ -238,13 +238,14 @@ def test_starting_over_needs_a_gap_that_grows_early_with_a_validation_loss():
     cases = {  # (train, val) at decisions 0, 5, 10
         "a spike": [(None, 1.0), (0.5, 0.6), (0.6, 0.9)],  # 0.25, 0.75; both rose
         "no validation loss": [(1.0, None), (0.5, None), (0.3, None)],
+        "none at the first decision": [(None, None), (0.9, 1.0), (0.5, 0.6), (0.3, 0.65)],
         "small": [(None, 1.0), (0.5, 0.55), (0.3, 0.35)],  # 0.11 then 0.08
         "validation loss still falling": [(None, 1.0), (0.5, 0.6), (0.3, 0.55)],  # 0.25, 0.56
     }
     for name, losses in cases.items():
         c, model, _ = _overfit_controller()
-        for step, (t, v) in zip((0, 5, 10), losses, strict=True):
-            c.decide(step, model, train_loss=t, val_loss=v)
+        for i, (t, v) in enumerate(losses):
+            c.decide(5 * i, model, train_loss=t, val_loss=v)
         assert c.restarts == 0, name
     c, model, _ = _overfit_controller(total_steps=20)  # decisions 0, 5, 10 pass 30% of T
     for step, (t, v) in zip((0, 5, 10), [(None, 1.0), (0.5, 0.6), (0.3, 0.65)], strict=True):

@@ -24,8 +24,9 @@ policy's recurrent state and features start afresh and the applied lr is multipl
 `OVERFIT_CUT`, at most `OVERFIT_RESTARTS` times. A gap that grows while the validation loss
 still falls is a run that generalises more slowly than it fits, which a high lr may still
 serve; one whose training loss rises with it is a spike of an unstable step; a validation set
-unlike the training data keeps a gap while both fall. The copy of the first state is kept
-until `OVERFIT_UNTIL`.
+unlike the training data keeps a gap while both fall. The rule needs a validation loss at the
+first decision (before any step), from which the gain is measured; without one it stays off.
+The copy of the first state is kept until `OVERFIT_UNTIL`.
 """
 
 from __future__ import annotations
@@ -348,13 +349,14 @@ class Controller:
         if step / self.total_steps > OVERFIT_UNTIL:
             self._start = None  # frees the copy
             return False
-        if not self.history and self.restarts == 0:
-            self._start = snapshot(module, self.register_target, None, 0.0)
         gap = self._gap
-        if not _finite(val_loss):
-            return False
-        if gap["first"] is None:  # the first decision's (before any step: no train loss)
+        if not self.history and self.restarts == 0:
+            if not _finite(val_loss):  # the gain cannot be measured from its start: off
+                return False
+            self._start = snapshot(module, self.register_target, None, 0.0)
             gap["first"] = gap["best"] = val_loss
+            return False
+        if gap["first"] is None or not _finite(val_loss):
             return False
         gap["best"] = min(gap["best"], val_loss)
         if not _finite(train_loss):
