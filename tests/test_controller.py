@@ -225,8 +225,9 @@ def test_a_growing_generalisation_gap_starts_the_run_over_at_a_tenth_of_the_lr()
     assert c.restarts == 0 and c.history[-1]["register"] != "start over"
     c.registers.save(0, model, opt)
     _train_a_little(model)
-    c.decide(10, model, train_loss=0.3, val_loss=0.65)  # 0.88, val up, train down: start over
+    d = c.decide(10, model, train_loss=0.3, val_loss=0.65)  # 0.88, val up, train down: start
     assert c.restarts == 1 and c.history[-1]["register"] == "start over"
+    assert d.register == ("start over", None) and np.isfinite(d.logp)  # PPO can read it
     assert all(torch.equal(v, first[k]) for k, v in model.state_dict().items())
     assert not any(filled for filled, _, _ in c.registers.info())
     assert c.history[-1]["hparams"]["lr"] == pytest.approx(0.03)  # the action not carried out
@@ -281,6 +282,8 @@ def test_starting_over_happens_at_most_twice_and_survives_a_resume():
 
 def test_overfit_gap_is_checked_and_recorded_only_when_set():
     from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
+
+    assert EpisodeConfig(overfit_gap=0.2).spec.overfit_gap == 0.2  # episodes steer under it
 
     for bad in (-0.1, float("inf"), float("nan"), True, "0.2"):
         with pytest.raises(ValueError, match="overfit_gap="):

@@ -307,9 +307,11 @@ class Controller:
         record of the policy's `action` (with its log-probability and new recurrent state)."""
         self.hidden = hidden
         progress = step / self.total_steps
+        applied = action
         if self._start_over(step, module, train_loss, val_loss):
-            # the policy's action was read off the run given up: not carried out
-            action, logp, (op, k) = self.space.keep, math.nan, ("start over", None)
+            # the policy's action, read off the run given up, is recorded (its log-probability
+            # keeps a PPO ratio finite) but not carried out
+            applied, (op, k) = self.space.keep, ("start over", None)
         else:
             op, k = self.space.register_op(action)
             self.registers.apply(
@@ -331,7 +333,7 @@ class Controller:
                 "val_loss": val_loss,
                 "features": {n: float(features[names.index(n)]) for n in HISTORY_FEATURES},
                 "action": {
-                    h.hparam: h.choices[a] for h, a in zip(self.space.heads, action, strict=False)
+                    h.hparam: h.choices[a] for h, a in zip(self.space.heads, applied, strict=False)
                 },
                 "register": op if k is None else f"{op} {k}",
                 "hparams": groups[0],
