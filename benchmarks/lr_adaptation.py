@@ -3,8 +3,9 @@ settles on and the lr that `adamw-cosine-tuned` picks, per task (issue 19, item 
 
 Reads `results.json` files of `lhopt bench` runs that include `lhopt` and `adamw-cosine-tuned`
 (e.g. the `validation` and `selection` suites). Per task and seed: the policy's level is the
-geometric mean of the base lr it held at the run's evaluations times the policy's horizon factor
-for the run's length and passes over its data (for a policy with a schedule under it, the
+geometric mean of the base lr it held at the run's evaluations (times the cut where a run
+started over, `ControlSpec.overfit_gap`) times the policy's horizon factor for the run's length
+and passes over its data (for a policy with a schedule under it, the
 level under the shape, comparable with the tuned schedule's peak lr; the factor read from the
 results' policy file as it is now, "default" the shipped one); the tuned lr
 is the grid value whose T run ended lowest (`lhopt.curves.speedup.pick_lr`, as the benchmark
@@ -33,6 +34,25 @@ def _gmean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def _cuts(run: dict, spec, total: int, horizon: float) -> list[float]:
+    """Per evaluation, the factor a run that started over applies below its base lr (a power of
+    `OVERFIT_CUT`): the applied lr over the base times the shape and the horizon factor, read
+    where the shape is not near 0 (carried over where it is), rounded to a power of the cut."""
+    from lhopt.control.controller import OVERFIT_CUT
+    from lhopt.optim import schedules
+
+    shape = schedules.get(spec.schedule)
+    out, cut = [], 1.0
+    for step, lr, base in zip(
+        run["steps"], run["hparams"]["lr"], run["hparams"]["base_lr"], strict=True
+    ):
+        factor = shape(max(step, 1), total) * horizon
+        if factor > 0.05 * horizon and base > 0 and lr > 0:
+            cut = OVERFIT_CUT ** round(math.log(lr / (base * factor)) / math.log(OVERFIT_CUT))
+        out.append(cut)
+    return out
+
+
 def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]]:
     """task -> (policy lr level, tuned lr), each a geometric mean over seeds."""
     from lhopt.control import load_policy
@@ -50,8 +70,12 @@ def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]
                 if spec.epochs_power
                 else None
             )
-            horizon = spec.horizon_factor(run.get("total_steps") or run["budget"], spe)
-            policy[job["task"]].append(horizon * _gmean([x for x in base if x > 0]))
+            total = run.get("total_steps") or run["budget"]
+            horizon = spec.horizon_factor(total, spe)
+            cuts = _cuts(run, spec, total, horizon) if spec.overfit_gap else [1.0] * len(base)
+            policy[job["task"]].append(
+                horizon * _gmean([x * c for x, c in zip(base, cuts, strict=True) if x > 0])
+            )
         if job["optimizer"] == "adamw-cosine" and job["multiple"] == 1.0 and job["lr"]:
             finals[(job["task"], job["seed"])][job["lr"]] = run.get("val")
     tuned = defaultdict(list)

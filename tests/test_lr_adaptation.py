@@ -1,0 +1,32 @@
+"""`benchmarks/lr_adaptation.py` reads a policy's level with the cut of a run that started over
+(item 6's figure stands on it)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from lhopt.control.policy_file import ControlSpec
+from lhopt.optim import schedules
+
+_PATH = Path(__file__).parent.parent / "benchmarks" / "lr_adaptation.py"
+_SPEC = importlib.util.spec_from_file_location("lr_adaptation", _PATH)
+lr_adaptation = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(lr_adaptation)
+
+
+def test_the_level_carries_the_cut_of_a_run_that_started_over():
+    spec = ControlSpec(schedule="cosine", horizon_power=0.5, overfit_gap=0.2)
+    total, horizon = 1000, spec.horizon_factor(1000)
+    shape = schedules.get("cosine")
+    steps = list(range(0, total + 1, 50))
+    cut_at = [1.0 if s <= 200 else 0.1 for s in steps]  # started over at 20% of the run
+    base = [0.03] * len(steps)
+    lr = [
+        b * shape(max(s, 1), total) * horizon * c
+        for s, b, c in zip(steps, base, cut_at, strict=True)
+    ]
+    run = {"steps": steps, "hparams": {"lr": lr, "base_lr": base}}
+    assert lr_adaptation._cuts(run, spec, total, horizon) == pytest.approx(cut_at)
