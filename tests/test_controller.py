@@ -252,6 +252,10 @@ def test_starting_over_needs_a_gap_that_grows_early_with_a_validation_loss():
     for step, (t, v) in zip((0, 5, 10), [(None, 1.0), (0.5, 0.6), (0.3, 0.65)], strict=True):
         c.decide(step, model, train_loss=t, val_loss=v)
     assert c.restarts == 0 and c._start is None  # the copy of the first state is freed
+    c, model, _ = _overfit_controller(total_steps=100)
+    c.decision_steps = [0, 25, 50, 75]  # one decision before 30% of T: the rule cannot fire
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    assert c._start is None  # so no copy is taken
     c, model, _ = _overfit_controller(gap=0.0)  # off
     for step, (t, v) in zip((0, 5, 10), [(None, 1.0), (0.5, 0.6), (0.3, 0.65)], strict=True):
         c.decide(step, model, train_loss=t, val_loss=v)
@@ -276,6 +280,7 @@ def test_starting_over_happens_at_most_twice_and_survives_a_resume():
             c.load_state_dict(state)
             assert c.restarts == 1
     assert c.restarts == OVERFIT_RESTARTS  # the third growing gap is left alone
+    assert c._start is None and c.history[-1]["restarts"] == OVERFIT_RESTARTS  # copy freed
     _train_a_little(model)
     assert all(torch.allclose(v, first[k] + 3) for k, v in model.state_dict().items())
 
@@ -283,7 +288,7 @@ def test_starting_over_happens_at_most_twice_and_survives_a_resume():
 def test_overfit_gap_is_checked_and_recorded_only_when_set():
     from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
 
-    assert EpisodeConfig(overfit_gap=0.2).spec.overfit_gap == 0.2  # episodes steer under it
+    assert not hasattr(EpisodeConfig(), "overfit_gap")  # episodes never run the rule
 
     for bad in (-0.1, float("inf"), float("nan"), True, "0.2"):
         with pytest.raises(ValueError, match="overfit_gap="):

@@ -352,3 +352,38 @@ def test_a_policy_with_overfit_gap_starts_over_where_a_small_noisy_set_is_memori
     model3, opt3 = make(torch.load(buf, weights_only=False))
     train(model3, opt3, 350)
     assert [h["val_loss"] for h in opt3.history] == [h["val_loss"] for h in opt.history]
+
+
+def test_adding_a_param_group_turns_starting_over_off(tmp_path):
+    """The state a run would start over from lacks the new group: the rule is off after it
+    (a restore would fail halfway)."""
+    import dataclasses
+
+    from lhopt.control.policy_file import save_policy_file
+
+    net = load_policy("default")
+    path = tmp_path / "og.pt"
+    save_policy_file(net, path, spec=dataclasses.replace(net.spec, overfit_gap=0.2))
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 1))
+    opt = LearnedOptimizer(
+        model[0].parameters(),
+        total_steps=100,
+        policy=str(path),
+        model=model,
+        val_loss_fn=lambda: 1.0,
+    )
+    x = torch.randn(8, 4)
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    opt.step()
+    assert opt.controller._start is not None
+    opt.add_param_group({"params": list(model[1].parameters())})
+    assert opt.controller._start is None
+    for t, v in [(0.5, 0.6), (0.3, 0.65)]:  # what would start a run over
+        opt._val_loss, opt.val_loss_fn = None, (lambda v=v: v)
+        for _ in range(5):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+            opt.report(train_loss=t)
+    assert opt.controller.restarts == 0

@@ -19,14 +19,19 @@ up to `OVERFIT_UNTIL` of T the controller reads the generalisation gap, (validat
 period's mean training loss) / (first validation loss - best so far). Where it is above g at
 this decision and the one before, the validation loss is above its best and the period's
 training loss fell below the period's before (the gap then grows), the run starts over: the
-model and optimizer state of the first decision come back, the registers are emptied, the
-policy's recurrent state and features start afresh and the applied lr is multiplied by
-`OVERFIT_CUT`, at most `OVERFIT_RESTARTS` times. A gap that grows while the validation loss
-still falls is a run that generalises more slowly than it fits, which a high lr may still
-serve; one whose training loss rises with it is a spike of an unstable step; a validation set
-unlike the training data keeps a gap while both fall. The rule needs a validation loss at the
-first decision (before any step), from which the gain is measured; without one it stays off.
-The copy of the first state is kept until `OVERFIT_UNTIL`.
+model and optimizer state from before the first decision come back (the hyperparameters the
+run started with, before the policy's first action), the registers are emptied, the policy's
+recurrent state and features start afresh, and the lr CIAO applies is multiplied by
+`OVERFIT_CUT` (history's `restarts` counts the starts), at most `OVERFIT_RESTARTS` times.
+A gap that grows while the validation loss still falls is a run that generalises more slowly
+than it fits, which a high lr may still serve; one whose training loss rises with it is a spike
+of an unstable step; a validation set unlike the training data keeps a gap while both fall.
+The rule needs a validation loss at the first decision (before any step), from which the gain
+is measured; without one it stays off.
+The copy of the first state is kept until `OVERFIT_UNTIL` or the last start, and not taken
+where fewer than two decisions fall before `OVERFIT_UNTIL`; adding a param group drops it (the
+rule is then off). Meta-training episodes do not run the rule: the policy is trained without
+it, and its file's spec adds it.
 """
 
 from __future__ import annotations
@@ -309,8 +314,7 @@ class Controller:
         progress = step / self.total_steps
         applied = action
         if self._start_over(step, module, train_loss, val_loss):
-            # the policy's action, read off the run given up, is recorded (its log-probability
-            # keeps a PPO ratio finite) but not carried out
+            # the policy's action, read off the run given up, is recorded but not carried out
             applied, (op, k) = self.space.keep, ("start over", None)
         else:
             op, k = self.space.register_op(action)
@@ -336,6 +340,7 @@ class Controller:
                     h.hparam: h.choices[a] for h, a in zip(self.space.heads, applied, strict=False)
                 },
                 "register": op if k is None else f"{op} {k}",
+                "restarts": self.restarts,
                 "hparams": groups[0],
                 "groups": groups,
             }
@@ -353,12 +358,14 @@ class Controller:
             return False
         gap = self._gap
         if not self.history and self.restarts == 0:
-            if not _finite(val_loss):  # the gain cannot be measured from its start: off
-                return False
-            self._start = snapshot(module, self.register_target, None, 0.0)
-            gap["first"] = gap["best"] = val_loss
+            checks = [s for s in self.decision_steps if 0 < s <= OVERFIT_UNTIL * self.total_steps]
+            # off without a validation loss to measure the gain from, or fewer than the two
+            # decisions the rule reads before OVERFIT_UNTIL
+            if _finite(val_loss) and len(checks) >= 2:
+                self._start = snapshot(module, self.register_target, None, 0.0)
+                gap["first"] = gap["best"] = val_loss
             return False
-        if gap["first"] is None or not _finite(val_loss):
+        if self._start is None or not _finite(val_loss):
             return False
         gap["best"] = min(gap["best"], val_loss)
         if not _finite(train_loss):
@@ -373,8 +380,6 @@ class Controller:
             or not (now > g and prev > g)
             or not val_loss > gap["best"]  # still falling: the run generalises, more slowly
             or not fell  # both rose: a spike of an unstable step, not overfitting
-            or self._start is None
-            or self.restarts >= OVERFIT_RESTARTS
         ):
             return False
         restore(self._start, module, self.register_target)
@@ -384,6 +389,8 @@ class Controller:
         self.prev_action = self.space.keep
         self.restarts += 1
         gap.update(best=gap["first"], prev=None, train=None)
+        if self.restarts >= OVERFIT_RESTARTS:
+            self._start = None  # frees the copy: no more starts
         return True
 
     def describe(self, record: dict | None = None) -> str:
@@ -408,8 +415,10 @@ class Controller:
 
     def empty_registers(self) -> None:
         """Forget every register (e.g. when parameters were added: a load could not restore
-        the whole model any more)."""
+        the whole model any more), and the state a run would start over from, for the same
+        reason: the rule is then off for the rest of the run."""
         self.registers = RestartRegisters(len(self.registers))
+        self._start = None
 
     def state_dict(self) -> dict:
         return {

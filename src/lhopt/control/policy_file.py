@@ -59,9 +59,10 @@ class ControlSpec:
         `steps_per_epoch` the run's passes over its training data (0 where that is not given
         or infinite), since many passes over little data want a smaller lr; 0 (the default):
         not scaled.
-    overfit_gap: g > 0: the controller starts the run over at a tenth of the lr where the
-        validation loss parts from the training loss early (`Controller`, "Starting over");
-        0 (the default): never.
+    overfit_gap: g > 0: the controller starts the run over, from its first state at a tenth of
+        the lr, where the validation loss parts from the training loss early
+        (`lhopt.control.controller`, "Starting over"); 0 (the default): never. Set on a
+        trained policy's file; meta-training episodes do not run it.
     """
 
     schedule: str = "constant"

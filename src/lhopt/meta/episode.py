@@ -104,8 +104,6 @@ class EpisodeConfig:
     horizon_power: float = 0.0  # the applied lr times (T / 1000)^-p (ControlSpec)
     # ... and times (1 + E / 10)^-q, E the run's epochs where the episode is told them
     epochs_power: float = 0.0
-    # The controller starts a run over at a tenth of the lr where it overfits early (ControlSpec)
-    overfit_gap: float = 0.0
 
     @property
     def group(self) -> int:
@@ -123,7 +121,6 @@ class EpisodeConfig:
             self.run_length,
             self.horizon_power,
             self.epochs_power,
-            self.overfit_gap,
         )
 
 
