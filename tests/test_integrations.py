@@ -107,6 +107,53 @@ def test_hf_trainer_runs_the_policy(tmp_path, policy_file):
     assert resumed.lhopt_optimizer.history == history
 
 
+def test_hf_trainer_evaluates_before_the_first_step_for_a_policy_that_starts_over(
+    tmp_path, policy_file
+):
+    """The rule that starts a run over measures the gain from a validation loss at the first
+    decision: the Trainer gives one by evaluating before its first step (logged at step 0)."""
+    import dataclasses
+
+    transformers = pytest.importorskip("transformers")
+    from lhopt.control.policy_file import load_policy, save_policy_file
+    from lhopt.integrations.transformers import LHOPTTrainer
+
+    net = load_policy(policy_file)
+    path = tmp_path / "og.pt"
+    save_policy_file(net, path, spec=dataclasses.replace(net.spec, overfit_gap=0.2))
+    config = transformers.GPT2Config(
+        vocab_size=32, n_positions=16, n_embd=32, n_layer=1, n_head=2, bos_token_id=0
+    )
+    for policy, first_eval in ((str(path), True), (policy_file, False)):
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path / str(first_eval)),
+            max_steps=16,
+            per_device_train_batch_size=4,
+            per_device_eval_batch_size=8,
+            eval_strategy="steps",
+            eval_steps=4,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            max_grad_norm=0.0,
+            disable_tqdm=True,
+            seed=0,
+        )
+        torch.manual_seed(0)
+        trainer = LHOPTTrainer(
+            model=transformers.GPT2LMHeadModel(config),
+            args=args,
+            train_dataset=_tokens(64, 16, 32, seed=1),
+            eval_dataset=_tokens(16, 16, 32, seed=2),
+            lhopt={"policy": policy, "decisions": 4},
+        )
+        trainer.train()
+        evals = {e["step"]: e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e}
+        first = trainer.lhopt_optimizer.history[0]
+        assert (0 in evals) == first_eval
+        assert first["val_loss"] == (pytest.approx(evals[0]) if first_eval else None)
+
+
 def test_hf_trainer_refuses_an_optimizer_of_its_own(tmp_path):
     transformers = pytest.importorskip("transformers")
     from lhopt.integrations.transformers import LHOPTTrainer

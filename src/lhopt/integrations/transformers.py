@@ -16,7 +16,9 @@
   `learning_rate` of the `TrainingArguments` are not used: the policy sets the learning rate);
 - reports the train loss of every optimizer step: the sum of its micro-batches' losses as the
   Trainer computes them (each scaled for gradient accumulation), i.e. the loss the Trainer logs;
-- reports the validation loss (`eval_loss`, or `val_metric`) whenever the Trainer evaluates.
+- reports the validation loss (`eval_loss`, or `val_metric`) whenever the Trainer evaluates,
+  and, for a policy that starts a run over where it overfits (`ControlSpec.overfit_gap`),
+  evaluates once before the first step, from which that rule measures the gain.
 
 The optimizer's options go in `lhopt={...}` (`policy`, `decisions`, `lr`, `val_loss_fn`, ...).
 """
@@ -57,6 +59,19 @@ class _Report(transformers.TrainerCallback):
         if t.lhopt_optimizer is not None and t._lhopt_step_loss is not None:
             t.lhopt_optimizer.report(train_loss=t._lhopt_step_loss)
         t._lhopt_step_loss = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        t = self.trainer
+        opt = t.lhopt_optimizer
+        if (
+            state.global_step == 0  # not on a resume: the controller's state has its start
+            and opt is not None
+            and opt.controller.spec.overfit_gap
+            and opt.val_loss_fn is None
+            and t.eval_dataset is not None
+            and args.eval_strategy != "no"
+        ):
+            t.evaluate()  # reported by on_evaluate before the first decision
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         t = self.trainer
