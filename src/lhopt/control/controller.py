@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from lhopt.control.actions import ActionSpace
-from lhopt.control.features import check_steps_per_epoch, run_features
+from lhopt.control.features import _finite, check_steps_per_epoch, run_features
 from lhopt.control.policy import Policy
 from lhopt.control.policy_file import ControlSpec
 from lhopt.control.registers import RestartRegisters, Snapshot, restore, snapshot
@@ -57,6 +57,9 @@ DEFAULT_DECISIONS = 20
 OVERFIT_UNTIL = 0.3
 OVERFIT_CUT = 0.1
 OVERFIT_RESTARTS = 2
+# What the rule tracks since the run's start: the first and best validation loss, the last gap
+# and the last period's training loss.
+_NO_GAP = {"first": None, "best": None, "prev": None, "train": None}
 # Features recorded in `history` (the whole vector is in `Decision.features`).
 HISTORY_FEATURES = (
     "train/tanh_log_ratio_prev",
@@ -109,10 +112,6 @@ def decide_together(
             controllers, modules, features, acted, train_losses, val_losses, strict=True
         )
     ]
-
-
-def _finite(x) -> bool:
-    return x is not None and math.isfinite(x)
 
 
 def decision_steps(total_steps: int, decisions: int) -> list[int]:
@@ -202,7 +201,7 @@ class Controller:
         self.history: list[dict] = []
         self.restarts = 0  # starts over so far (module doc)
         self._start: Snapshot | None = None
-        self._gap: dict = {"first": None, "best": None, "prev": None, "train": None}
+        self._gap = dict(_NO_GAP)
 
     @property
     def steps_per_epoch(self) -> float | None:
@@ -373,12 +372,13 @@ class Controller:
         gain = gap["first"] - gap["best"]
         now = (val_loss - train_loss) / gain if gain > 0 else None
         prev, gap["prev"] = gap["prev"], now
-        fell, gap["train"] = gap.get("train") is not None and train_loss < gap["train"], train_loss
+        fell = gap["train"] is not None and train_loss < gap["train"]
+        gap["train"] = train_loss
         if (
             now is None
             or prev is None
-            or not (now > g and prev > g)
-            or not val_loss > gap["best"]  # still falling: the run generalises, more slowly
+            or min(now, prev) <= g
+            or val_loss <= gap["best"]  # still falling: the run generalises, more slowly
             or not fell  # both rose: a spike of an unstable step, not overfitting
         ):
             return False
@@ -388,7 +388,7 @@ class Controller:
         self.engine.reset(self.optimizer.hparams[0])
         self.prev_action = self.space.keep
         self.restarts += 1
-        gap.update(best=gap["first"], prev=None, train=None)
+        gap.update(_NO_GAP, first=gap["first"], best=gap["first"])
         if self.restarts >= OVERFIT_RESTARTS:
             self._start = None  # frees the copy: no more starts
         return True
@@ -453,6 +453,4 @@ class Controller:
         self.restarts = state.get("restarts", 0)
         start = state.get("start")
         self._start = None if start is None else Snapshot(**start)
-        self._gap = dict(
-            state.get("gap", {"first": None, "best": None, "prev": None, "train": None})
-        )
+        self._gap = dict(state.get("gap", _NO_GAP))
