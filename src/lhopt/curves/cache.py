@@ -36,6 +36,7 @@ SHARED_TASK_FILES = ("base.py", "data.py", "schema.py")  # what every family bui
 _TASKS = Path(lhopt.tasks.__file__).parent
 DATA_MODULES = {
     "autoencoder": (_TASKS / "mnist1d.py",),
+    "recsys": (_TASKS / "ncf.py",),
     **{f: (_TASKS / "classification.py",) for f in ("shapes", "tokens", "linear", "tabular")},
 }
 

@@ -115,9 +115,9 @@ def leave_one_out(ratings: np.ndarray) -> dict[str, np.ndarray]:
     return {"train": pairs[train], "val": pairs[second], "test": pairs[last]}
 
 
-def rated_matrix(ratings: np.ndarray) -> torch.Tensor:
+def rated_matrix(ratings: np.ndarray, users: int = N_USERS, items: int = N_ITEMS) -> torch.Tensor:
     """Bool (users, items): True where the user rated the item (in any split)."""
-    rated = torch.zeros(N_USERS, N_ITEMS, dtype=torch.bool)
+    rated = torch.zeros(users, items, dtype=torch.bool)
     rated[torch.as_tensor(ratings[:, 0] - 1), torch.as_tensor(ratings[:, 1] - 1)] = True
     return rated
 
@@ -136,10 +136,10 @@ def sample_negatives(
 
 
 class GMF(nn.Module):
-    def __init__(self, factors: int) -> None:
+    def __init__(self, factors: int, users: int = N_USERS, items: int = N_ITEMS) -> None:
         super().__init__()
-        self.user = nn.Embedding(N_USERS, factors)
-        self.item = nn.Embedding(N_ITEMS, factors)
+        self.user = nn.Embedding(users, factors)
+        self.item = nn.Embedding(items, factors)
         self.out = nn.Linear(factors, 1)
         for emb in (self.user, self.item):
             nn.init.normal_(emb.weight, std=0.01)
@@ -154,12 +154,14 @@ class GMF(nn.Module):
 class NeuMF(nn.Module):
     """GMF and an MLP tower (4f, 2f, ... down to f units) side by side, joined linearly."""
 
-    def __init__(self, factors: int, layers: int) -> None:
+    def __init__(
+        self, factors: int, layers: int, users: int = N_USERS, items: int = N_ITEMS
+    ) -> None:
         super().__init__()
-        self.gmf = GMF(factors)
+        self.gmf = GMF(factors, users, items)
         top = factors * 2 ** (layers - 1)  # first hidden layer has 4f units for 3 layers
-        self.user = nn.Embedding(N_USERS, top)
-        self.item = nn.Embedding(N_ITEMS, top)
+        self.user = nn.Embedding(users, top)
+        self.item = nn.Embedding(items, top)
         for emb in (self.user, self.item):
             nn.init.normal_(emb.weight, std=0.01)
         tower: list[nn.Module] = []
@@ -180,15 +182,15 @@ class NCFTask(Task):
 
     def __init__(self, config: TaskConfig, seed: int) -> None:
         super().__init__(config, seed)
+        ratings, users, items = self._interactions()
         p = config.p
         torch.manual_seed(seed)
         if p["arch"] == "gmf":
-            self.model: nn.Module = GMF(p["factors"])
+            self.model: nn.Module = GMF(p["factors"], users, items)
         else:
-            self.model = NeuMF(p["factors"], p.get("mlp_layers", 3))
-        ratings = load_ratings()
+            self.model = NeuMF(p["factors"], p.get("mlp_layers", 3), users, items)
         split = leave_one_out(ratings)
-        self.rated = rated_matrix(ratings)
+        self.rated = rated_matrix(ratings, users, items)
         self.train_pairs = torch.as_tensor(split["train"])
         g = torch.Generator().manual_seed(EVAL_SEED)  # the same evaluation items for every run
         self.eval_sets = {}
@@ -196,6 +198,11 @@ class NCFTask(Task):
             pos = torch.as_tensor(split[name])
             negs = sample_negatives(self.rated, pos[:, 0], EVAL_NEGATIVES, g)
             self.eval_sets[name] = (pos[:, 0], torch.cat([pos[:, 1:], negs], 1))  # item 0 is +
+
+    def _interactions(self) -> tuple[np.ndarray, int, int]:
+        """The interactions (user, item, rating, time; ids from 1) and the numbers of users and
+        items."""
+        return load_ratings(), N_USERS, N_ITEMS
 
     def _bce(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of (users, 1 + n) items whose first column is the positive."""

@@ -17,6 +17,7 @@ from lhopt.tasks import (
     mnist1d,
     ncf,
     quadratic,
+    recsys,
     regression,
     seqattn,
     shapes,
@@ -44,6 +45,7 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     "regression": (regression.SCHEMA, regression.RegressionTask),
     "autoencoder": (autoencoder.SCHEMA, autoencoder.AutoencoderTask),
     "tokens": (tokens.SCHEMA, tokens.TokensTask),
+    "recsys": (recsys.SCHEMA, recsys.RecsysTask),
     # Unseen families: only in the `unseen` suite, for head-to-heads of candidates that were
     # chosen elsewhere; never sampled, never used to choose snapshots.
     "tabular": (tabular.SCHEMA, tabular.TabularTask),
@@ -54,7 +56,7 @@ FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
 # attention); they leave the defaults, and so every earlier run's distribution, as they were.
 EXTRA_FAMILIES = ("linear", "seqattn")
 TRAINING_FAMILIES = FAMILY_NAMES + EXTRA_FAMILIES
-SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens")
+SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens", "recsys")
 UNSEEN_FAMILIES = ("tabular",)
 OOD_FAMILIES = tuple(
     f for f in FAMILIES if f not in TRAINING_FAMILIES + SELECTION_FAMILIES + UNSEEN_FAMILIES

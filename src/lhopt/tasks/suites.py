@@ -29,6 +29,10 @@
   Fair's affairs, STAR98, RAND HIE, mode choice, out of the statsmodels wheel), fixed before any
   optimizer ran them, for a third head-to-head (`docs/experiments.md`, "Stage 39"); not for
   choosing snapshots.
+- `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
+  the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
+  feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
+  run many epochs, and a transformer LM on the training plays at 5,000 steps.
 - `ood`: kinds never used in meta-training or checkpoint selection: byte-level language modelling
   on Shakespeare works that no training task reads (the poems, four held-out plays), a transformer
   LM trained 10x longer than the default distribution's longest LM task (600 steps; stages 5
@@ -486,6 +490,64 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             train_samples=130,
             batch=16,
             budget=400,
+        ),
+    },
+    "selection-long": {
+        "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
+        "sl-recsys-neumf": Q(
+            "recsys",
+            arch="neumf",
+            factors=16,
+            mlp_layers=3,
+            batch=256,
+            budget=3000,
+            users=600,
+            items=1200,
+            interactions=40,
+            rank=16,
+            data_seed=1,
+        ),
+        "sl-recsys-gmf-dense": Q(
+            "recsys",
+            arch="gmf",
+            factors=16,
+            batch=1024,
+            budget=4000,
+            users=2000,
+            items=1000,
+            interactions=100,
+            rank=4,
+            affinity=3.0,
+            popularity=1.2,
+            data_seed=2,
+        ),
+        "sl-recsys-neumf-small": Q(
+            "recsys",
+            arch="neumf",
+            factors=8,
+            mlp_layers=2,
+            batch=128,
+            budget=2000,
+            users=300,
+            items=800,
+            interactions=30,
+            rank=8,
+            affinity=1.0,
+            data_seed=3,
+        ),
+        "sl-tokens-cnn-long": Q(
+            "tokens", arch="cnn", dim=64, train_samples=1000, batch=32, budget=3000
+        ),
+        "sl-charlm-transformer-long": Q(
+            "charlm",
+            arch="transformer",
+            layers=2,
+            d_model=64,
+            context=32,
+            dropout=0.0,
+            batch=16,
+            budget=5000,
+            corpus="plays",
         ),
     },
     "ood": {
