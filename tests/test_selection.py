@@ -51,6 +51,10 @@ SMALL = {
     ),
     "tokens/bag": Q("tokens", arch="bag", dim=16, train_samples=500, batch=32, budget=40),
     "tokens/cnn": Q("tokens", arch="cnn", dim=16, train_samples=500, batch=32, budget=40),
+    "recsys/gmf": Q("recsys", arch="gmf", factors=8, batch=128, budget=40, users=100, items=200),
+    "recsys/neumf": Q(
+        "recsys", arch="neumf", factors=8, mlp_layers=2, batch=128, budget=40, users=100, items=200
+    ),
 }
 
 
@@ -130,7 +134,10 @@ def test_selection_families_are_never_sampled_for_meta_training():
 def test_the_selection_suite_and_the_ood_suite():
     sel = SUITES["selection"]
     assert len(sel) >= 6
-    assert {c.family for c in sel.values()} == set(SELECTION_FAMILIES)
+    long = SUITES["selection-long"]
+    assert {c.family for c in (sel | long).values()} - {"charlm"} == set(SELECTION_FAMILIES)
+    assert {c.key() for c in long.values()} <= held_out_keys()
+    assert all(task_budget(c) >= 2000 for c in long.values())
     assert {c.key() for c in sel.values()} <= held_out_keys()
     for config in sel.values():
         registry.check_config(config)
@@ -140,5 +147,48 @@ def test_the_selection_suite_and_the_ood_suite():
     assert ood_families == {"charlm", "ncf", "speech"}
     assert set(OOD_FAMILIES) == {"ncf", "speech"}
     for name, tasks in SUITES.items():
-        if name not in ("selection", "confirm"):
+        if name not in ("selection", "selection-long", "confirm"):
             assert not {c.family for c in tasks.values()} & set(SELECTION_FAMILIES)
+
+
+def test_recsys_data_depend_on_the_config_alone():
+    from lhopt.tasks import recsys
+
+    kw = dict(users=50, items=300, interactions=20, rank=4, affinity=2.0, popularity=0.8)
+    a = recsys.draw_interactions(**kw, data_seed=0)
+    assert np.array_equal(a, recsys.draw_interactions(**kw, data_seed=0))
+    assert not np.array_equal(a, recsys.draw_interactions(**kw, data_seed=1))
+    counts = np.bincount(a[:, 0])[1:]
+    assert len(counts) == 50 and counts.min() >= recsys.MIN_INTERACTIONS
+    assert counts.max() <= 300 // 5
+    assert len(np.unique(a[:, :2], axis=0)) == len(a)  # an item at most once per user
+    assert a[:, 1].min() >= 1 and a[:, 1].max() <= 300
+    # every seed of a config trains on the same splits
+    config = SMALL["recsys/gmf"]
+    t0, t1 = build_task(config, seed=0), build_task(config, seed=1)
+    assert torch.equal(t0.train_pairs, t1.train_pairs)
+    assert all(
+        torch.equal(x, y) for x, y in zip(t0.eval_sets["val"], t1.eval_sets["val"], strict=True)
+    )
+
+
+def test_recsys_popular_items_are_picked_more_and_the_factors_matter():
+    from lhopt.tasks import recsys
+
+    kw = dict(users=400, items=500, interactions=30, rank=4, data_seed=0)
+    flat = recsys.draw_interactions(**kw, affinity=0.5, popularity=0.0)
+    skewed = recsys.draw_interactions(**kw, affinity=0.5, popularity=1.5)
+
+    def top_share(a):  # the share of all interactions on the 25 most picked items
+        return np.sort(np.bincount(a[:, 1], minlength=501))[-25:].sum() / len(a)
+
+    assert top_share(skewed) > 2 * top_share(flat)
+
+
+def test_recsys_rejects_too_few_items():
+    from lhopt.tasks import recsys
+
+    with pytest.raises(ValueError, match=r"items=120 is too few for interactions=30"):
+        recsys.draw_interactions(120, 120, 30, 4, 2.0, 0.8, 0)
+    with pytest.raises(ValueError, match="items"):
+        build_task(Q("recsys", arch="gmf", factors=8, batch=128, budget=40, items=100), 0)

@@ -144,7 +144,7 @@ def describe_tasks() -> str:
                 "\n\nSampled for meta-training only where a config names it (`[run] families`)."
             )
         if name in SELECTION_FAMILIES:
-            module_doc += "\n\nSelection: only in the `selection` suite, never sampled."
+            module_doc += "\n\nSelection: only in the selection suites, never sampled."
         elif name in UNSEEN_FAMILIES:
             module_doc += (
                 "\n\nUnseen: only in the `unseen` suite (head-to-heads of candidates chosen "

@@ -81,7 +81,9 @@ def draw_interactions(
         keys = scores[user] + rng.gumbel(size=items)  # Gumbel top-k: sampling without replacement
         chosen = np.argpartition(-keys, counts[user])[: counts[user]]
         times = rng.permutation(counts[user])
-        rows.append(np.stack([np.full_like(chosen, user + 1), chosen + 1, np.ones_like(chosen), times], 1))
+        rows.append(
+            np.stack([np.full_like(chosen, user + 1), chosen + 1, np.ones_like(chosen), times], 1)
+        )
     return np.concatenate(rows).astype(np.int64)
 
 

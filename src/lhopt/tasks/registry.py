@@ -94,7 +94,7 @@ _TRAIN_EXAMPLES = {
     "seqattn": lambda t: None,
     "mnist1d": lambda t: len(t.train_set[0]),
     "charlm": lambda t: len(t.text["train"]) / t.config.p["context"],  # windows of context
-    "ncf": lambda t: len(t.train_pairs),
+    **{f: (lambda t: len(t.train_pairs)) for f in ("ncf", "recsys")},
     "autoencoder": lambda t: len(t.data["train"]),
     **{
         f: (lambda t: len(t.data["train"][0]))
@@ -173,7 +173,7 @@ def sample_training_config(
         raise ValueError(
             f"task families {unknown} cannot be sampled for meta-training; valid: "
             f"{list(TRAINING_FAMILIES)} ({list(OOD_FAMILIES)} are kept for the ood suite, "
-            f"{list(SELECTION_FAMILIES)} for the selection suite, {list(UNSEEN_FAMILIES)} for "
+            f"{list(SELECTION_FAMILIES)} for the selection suites, {list(UNSEEN_FAMILIES)} for "
             "the unseen suite)"
         )
     check_scale(budget_scale)
