@@ -335,11 +335,41 @@ class OverfitWeightDecay(GapLog):
         super().on_eval(step, val_loss)
 
 
+def _row_sparse(grad: torch.Tensor | None) -> bool:
+    """Whether a gradient has a row (along the first dimension) that is all zeros, as an
+    embedding table's does for the rows a batch did not read."""
+    if grad is None or grad.dim() < 2:
+        return False
+    return bool((grad.flatten(1) == 0).all(1).any())
+
+
+def _trust_on_dense_rows_only() -> None:
+    """CIAO in this process: a tensor whose first gradient is row-sparse gets no trust ratio
+    (no update-norm average: it is stepped as a vector is). A probe's patch, not an option."""
+    from lhopt.optim.ciao import CIAO
+
+    if getattr(CIAO, "_dense_trust", False):
+        return
+    plain = CIAO._param_state
+
+    def param_state(self, p, lamb):
+        fresh = not self.state[p]
+        sparse = _row_sparse(p.grad) if fresh else self.state[p]["row_sparse"]
+        state = plain(self, p, lamb and not sparse)
+        state["row_sparse"] = sparse
+        return state
+
+    CIAO._param_state = param_state
+    CIAO._dense_trust = True
+
+
 def _run(job: dict, method: str, k: float, args: dict) -> dict:
     from lhopt.curves.run import run_job_safe
 
     torch.set_num_threads(1)
     drivers = []
+    if args.get("dense_trust"):
+        _trust_on_dense_rows_only()
 
     def make(params, total, lr):
         if method == "policy-start":  # the shipped policy (LearnedOptimizer) from lr k
@@ -441,6 +471,12 @@ def main() -> None:
         "--no-epochs",
         action="store_true",
         help="policy-start: do not tell the policy the task's steps per epoch",
+    )
+    parser.add_argument(
+        "--dense-trust",
+        action="store_true",
+        help="policy-start: LAMB's trust ratio only on tensors whose first gradient has no "
+        "all-zero row (not on embedding tables)",
     )
     parser.add_argument(
         "--ciao",
