@@ -166,3 +166,20 @@ def test_the_gap_log_reads_the_validation_loss_over_the_training_losses_before_i
     d.after_step(4, torch.tensor(2.5))
     d.on_eval(4, 2.0)  # val 2 under the training loss 2.5, the gain 2
     assert d.gaps == [(2, pytest.approx(1.0)), (4, pytest.approx(-0.25))]
+
+
+def test_dense_trust_frees_embedding_tables_from_the_trust_ratio(monkeypatch):
+    from lhopt.optim import CIAO
+
+    monkeypatch.setattr(CIAO, "_param_state", CIAO._param_state)  # undone after the test
+    monkeypatch.setattr(CIAO, "_dense_trust", False, raising=False)
+    level_search._trust_on_dense_rows_only()
+    emb, lin = torch.nn.Embedding(50, 8), torch.nn.Linear(8, 1)
+    opt = CIAO([*emb.parameters(), *lin.parameters()], lr=1e-2, lamb_power=1.0)
+    loss = lin(emb(torch.tensor([1, 2, 3]))).sum()  # 47 of the table's rows get no gradient
+    loss.backward()
+    opt.step()
+    assert opt.state[emb.weight]["row_sparse"] and "update_norm_ema" not in opt.state[emb.weight]
+    assert not opt.state[lin.weight]["row_sparse"] and "update_norm_ema" in opt.state[lin.weight]
+    assert level_search._row_sparse(torch.ones(3, 2)) is False
+    assert level_search._row_sparse(torch.tensor([[0.0, 0.0], [1.0, 0.0]])) is True
