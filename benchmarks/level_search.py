@@ -343,14 +343,25 @@ def _row_sparse(grad: torch.Tensor | None) -> bool:
     return bool((grad.flatten(1) == 0).all(1).any())
 
 
-def _trust_on_dense_rows_only() -> None:
+def _trust_on_dense_rows_only(sparse_step: float = 1.0) -> None:
     """CIAO in this process: a tensor whose first gradient is row-sparse gets no trust ratio
-    (no update-norm average: it is stepped as a vector is). A probe's patch, not an option."""
+    (no update-norm average: it is stepped as a vector is), and where the group has the trust
+    ratio on, its step times `sparse_step` instead. A probe's patch, not an option."""
     from lhopt.optim.ciao import CIAO
 
     if getattr(CIAO, "_dense_trust", False):
         return
     plain = CIAO._param_state
+    plain_trusts = CIAO._lamb_trust_ratios
+
+    def trust_ratios(group, states, params, updates):
+        trusts = plain_trusts(group, states, params, updates)
+        if sparse_step == 1.0:
+            return trusts
+        return [
+            torch.tensor(sparse_step, device=p.device) if s.get("row_sparse") else t
+            for s, p, t in zip(states, params, trusts, strict=True)
+        ]
 
     def param_state(self, p, lamb):
         fresh = not self.state[p]
@@ -360,6 +371,7 @@ def _trust_on_dense_rows_only() -> None:
         return state
 
     CIAO._param_state = param_state
+    CIAO._lamb_trust_ratios = staticmethod(trust_ratios)
     CIAO._dense_trust = True
 
 
@@ -369,7 +381,7 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
     torch.set_num_threads(1)
     drivers = []
     if args.get("dense_trust"):
-        _trust_on_dense_rows_only()
+        _trust_on_dense_rows_only(args.get("sparse_step", 1.0))
 
     def make(params, total, lr):
         if method == "policy-start":  # the shipped policy (LearnedOptimizer) from lr k
@@ -477,6 +489,12 @@ def main() -> None:
         action="store_true",
         help="policy-start: LAMB's trust ratio only on tensors whose first gradient has no "
         "all-zero row (not on embedding tables)",
+    )
+    parser.add_argument(
+        "--sparse-step",
+        type=float,
+        default=1.0,
+        help="policy-start, with --dense-trust: the factor on a row-sparse tensor's step",
     )
     parser.add_argument(
         "--ciao",

@@ -172,6 +172,7 @@ def test_dense_trust_frees_embedding_tables_from_the_trust_ratio(monkeypatch):
     from lhopt.optim import CIAO
 
     monkeypatch.setattr(CIAO, "_param_state", CIAO._param_state)  # undone after the test
+    monkeypatch.setattr(CIAO, "_lamb_trust_ratios", CIAO._lamb_trust_ratios)
     monkeypatch.setattr(CIAO, "_dense_trust", False, raising=False)
     level_search._trust_on_dense_rows_only()
     emb, lin = torch.nn.Embedding(50, 8), torch.nn.Linear(8, 1)
@@ -183,3 +184,26 @@ def test_dense_trust_frees_embedding_tables_from_the_trust_ratio(monkeypatch):
     assert not opt.state[lin.weight]["row_sparse"] and "update_norm_ema" in opt.state[lin.weight]
     assert level_search._row_sparse(torch.ones(3, 2)) is False
     assert level_search._row_sparse(torch.tensor([[0.0, 0.0], [1.0, 0.0]])) is True
+
+
+def test_sparse_step_scales_only_the_embedding_tables_step(monkeypatch):
+    from lhopt.optim import CIAO
+
+    def one_step(frac):
+        for name in ("_param_state", "_lamb_trust_ratios"):
+            monkeypatch.setattr(CIAO, name, CIAO.__dict__[name])
+        monkeypatch.setattr(CIAO, "_dense_trust", False, raising=False)
+        level_search._trust_on_dense_rows_only(frac)
+        torch.manual_seed(0)
+        emb, lin = torch.nn.Embedding(50, 8), torch.nn.Linear(8, 1)
+        before = [p.detach().clone() for p in (emb.weight, lin.weight)]
+        params = [*emb.parameters(), *lin.parameters()]
+        opt = CIAO(params, lr=1e-2, lamb_power=1.0, weight_decay=0.0)  # the step alone
+        lin(emb(torch.tensor([1, 2, 3]))).sum().backward()
+        opt.step()
+        monkeypatch.undo()
+        return [(p.detach() - b) for p, b in zip((emb.weight, lin.weight), before, strict=True)]
+
+    full, third = one_step(1.0), one_step(1 / 3)
+    torch.testing.assert_close(third[0], full[0] / 3)
+    torch.testing.assert_close(third[1], full[1])
