@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lhopt.tasks import ncf
 from lhopt.tasks.ncf import EVAL_NEGATIVES, NCFTask
 from lhopt.tasks.schema import Param, Schema
 
@@ -25,14 +26,9 @@ MIN_INTERACTIONS = 4  # a train item, the validation item and the test item, and
 
 SCHEMA = Schema(
     "recsys",
-    {
-        "arch": Param("choice", choices=("gmf", "neumf")),
-        "factors": Param("int", 8, 64, log=True, doc="predictive factors (GMF embedding size)"),
-        "batch": Param("int", 128, 1024, log=True, doc="positives per batch"),
-        "budget": Param("int", 500, 5000, log=True, limits=(20, 100_000)),
-    },
+    ncf.SCHEMA.params,  # the models and the batch are `ncf`'s
     fixed={
-        "mlp_layers": Param("int", 1, 3, doc="NeuMF tower depth"),
+        **ncf.SCHEMA.fixed,
         "users": Param("int", 100, 3000, log=True),
         "items": Param("int", 200, 3000, log=True),
         "interactions": Param("int", 10, 200, log=True, doc="median interactions per user"),
