@@ -335,53 +335,11 @@ class OverfitWeightDecay(GapLog):
         super().on_eval(step, val_loss)
 
 
-def _row_sparse(grad: torch.Tensor | None) -> bool:
-    """Whether a gradient has a row (along the first dimension) that is all zeros, as an
-    embedding table's does for the rows a batch did not read."""
-    if grad is None or grad.dim() < 2:
-        return False
-    return bool((grad.flatten(1) == 0).all(1).any())
-
-
-def _trust_on_dense_rows_only(sparse_step: float = 1.0) -> None:
-    """CIAO in this process: a tensor whose first gradient is row-sparse gets no trust ratio
-    (no update-norm average: it is stepped as a vector is), and where the group has the trust
-    ratio on, its step times `sparse_step` instead. A probe's patch, not an option."""
-    from lhopt.optim.ciao import CIAO
-
-    if getattr(CIAO, "_dense_trust", False):
-        return
-    plain = CIAO._param_state
-    plain_trusts = CIAO._lamb_trust_ratios
-
-    def trust_ratios(group, states, params, updates):
-        trusts = plain_trusts(group, states, params, updates)
-        if sparse_step == 1.0:
-            return trusts
-        return [
-            torch.tensor(sparse_step, device=p.device) if s.get("row_sparse") else t
-            for s, p, t in zip(states, params, trusts, strict=True)
-        ]
-
-    def param_state(self, p, lamb):
-        fresh = not self.state[p]
-        sparse = _row_sparse(p.grad) if fresh else self.state[p]["row_sparse"]
-        state = plain(self, p, lamb and not sparse)
-        state["row_sparse"] = sparse
-        return state
-
-    CIAO._param_state = param_state
-    CIAO._lamb_trust_ratios = staticmethod(trust_ratios)
-    CIAO._dense_trust = True
-
-
 def _run(job: dict, method: str, k: float, args: dict) -> dict:
     from lhopt.curves.run import run_job_safe
 
     torch.set_num_threads(1)
     drivers = []
-    if args.get("dense_trust"):
-        _trust_on_dense_rows_only(args.get("sparse_step", 1.0))
 
     def make(params, total, lr):
         if method == "policy-start":  # the shipped policy (LearnedOptimizer) from lr k
@@ -485,23 +443,11 @@ def main() -> None:
         help="policy-start: do not tell the policy the task's steps per epoch",
     )
     parser.add_argument(
-        "--dense-trust",
-        action="store_true",
-        help="policy-start: LAMB's trust ratio only on tensors whose first gradient has no "
-        "all-zero row (not on embedding tables)",
-    )
-    parser.add_argument(
-        "--sparse-step",
-        type=float,
-        default=1.0,
-        help="policy-start, with --dense-trust: the factor on a row-sparse tensor's step",
-    )
-    parser.add_argument(
         "--ciao",
         nargs="+",
         default=[],
         metavar="NAME=VALUE",
-        help="policy-start: CIAO hyperparameters' initial values (a number, or none)",
+        help="policy-start: CIAO hyperparameters' initial values (a number, true, false or none)",
     )
     parser.add_argument(
         "--relative",
@@ -564,7 +510,8 @@ def main() -> None:
         name, sep, value = item.partition("=")
         if not sep:
             parser.error(f"--ciao {item!r}: expected NAME=VALUE")
-        ciao[name] = None if value.lower() == "none" else float(value)
+        words = {"none": None, "true": True, "false": False}
+        ciao[name] = words[value.lower()] if value.lower() in words else float(value)
     args.ciao = ciao
     if not all(k > 0 and math.isfinite(k) for k in args.ks):
         parser.error(f"--ks={args.ks}: expected positive finite values")

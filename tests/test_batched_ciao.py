@@ -648,3 +648,31 @@ def test_gradients_from_backward_after_zero_grad_either_way(set_to_none):
             opt.step()
         pair.assert_params_close()
         pair.assert_state_close()
+
+
+def test_row_sparse_tensors_match_ciao_with_and_without_their_trust_ratio():
+    """The first weight matrix is row-sparse in members 0 and 2 (rows of zeros in its first
+    gradient, as an embedding table's); members 0 and 1 keep the trust ratio off such tensors
+    (lamb_sparse=False), and member 2 switches it off mid-run."""
+    hparams = [{**h, "lamb_sparse": i > 1} for i, h in enumerate(lamb_hparams(HPARAMS))]
+    hparams[0]["lamb_power"] = 1.0
+    pair = Pair(hparams)
+
+    def on_step(t, grads):
+        if t == 0:
+            grads[0][0, 2] = 0.0
+            grads[0][2, 4] = 0.0
+        if t == 7:
+            pair.set_hparam(2, "lamb_sparse", False)
+            pair.set_hparam(3, "lamb_sparse", False)  # no row-sparse tensor: changes nothing
+
+    run(pair, 14, torch.Generator().manual_seed(24), on_step=on_step, pop_every=4)
+    sparse = [m.state_dict()["row_sparse"].tolist() for m in pair.batched.members]
+    assert sparse == [[True, False, False, False], [False] * 4, [True, False, False, False],
+                      [False] * 4]  # fmt: skip
+    assert [pair.ciaos[i].state[pair.member_params[i][0]]["row_sparse"] for i in range(N)] == [
+        True,
+        False,
+        True,
+        False,
+    ]

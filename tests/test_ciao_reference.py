@@ -159,3 +159,53 @@ def test_low_precision_fast_path_matches_reference(setting, dtype):
         lambda m: one_group(m, **SETTINGS[setting], epsilon=1e-7), dtype=dtype, steps=10
     )
     assert_params_close(fast_model, ref_model, PARAM_RTOL[dtype])
+
+
+class TableModel(nn.Module):
+    """An embedding table (its rows of tokens a batch did not read get zero gradients) and a
+    dense read-out: a row-sparse tensor beside dense ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(40, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(self.table(x).mean(1))
+
+
+def run_tables(make_opt, steps=20):
+    torch.manual_seed(0)
+    model = TableModel().double()
+    opt = make_opt(model)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(steps):
+        x, y = torch.randint(0, 30, (16, 4), generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model, opt
+
+
+@pytest.mark.parametrize("lamb_sparse", [True, False])
+def test_row_sparse_table_matches_reference(lamb_sparse):
+    hp = dict(lamb_power=1.0, lamb_sparse=lamb_sparse, lr=3e-2)
+    fast, opt = run_tables(lambda m: CIAO(m.parameters(), **hp, stat_samples=10**6))
+    ref, _ = run_tables(lambda m: ReferenceCIAO(m.parameters(), **hp))
+    assert_params_close(fast, ref, PARAM_RTOL[torch.float64])
+    assert opt.state[fast.table.weight]["row_sparse"]  # rows 30-39 are never read
+    assert not opt.state[fast.out.weight]["row_sparse"]
+
+
+def test_lamb_sparse_false_steps_the_table_as_adamw_and_the_rest_under_the_trust_ratio():
+    def trained(**hp):  # one step from the same point: the same gradients
+        return run_tables(lambda m: CIAO(m.parameters(), lr=3e-2, **hp), steps=1)[0]
+
+    dense_only = trained(lamb_power=1.0, lamb_sparse=False)
+    adamw, lamb = trained(lamb_power=0.0), trained(lamb_power=1.0)
+    # The AdamW path forms the step in another order: equal to rounding.
+    same = lambda a, b: torch.allclose(a, b, rtol=1e-12, atol=0)  # noqa: E731
+    assert same(dense_only.table.weight, adamw.table.weight)
+    assert not same(dense_only.table.weight, lamb.table.weight)
+    assert same(dense_only.out.weight, lamb.out.weight)
+    assert not same(dense_only.out.weight, adamw.out.weight)

@@ -188,6 +188,7 @@ class _HParams:
         "lamb_max_trust",  # 1 / lamb_min_trust, within the state dtype's range
         "lamb_ombeta",  # lamb_update_norm_ombeta
         "lamb_keep",  # 1 - lamb_update_norm_ombeta
+        "lamb_sparse",  # 1 where the trust ratio scales row-sparse tensors too
     )
 
     def __init__(self, groups: list[dict], dtype: torch.dtype, device: torch.device) -> None:
@@ -211,6 +212,7 @@ class _HParams:
                     min(1.0 / g["lamb_min_trust"], torch.finfo(dtype).max),
                     g["lamb_update_norm_ombeta"],
                     1.0 - g["lamb_update_norm_ombeta"],
+                    float(g["lamb_sparse"]),
                 ]
             )
         table = torch.tensor(rows, dtype=torch.float64).T.contiguous().unsqueeze(-1)
@@ -220,6 +222,7 @@ class _HParams:
         self.betas = table[:2]  # (2, N, 1): beta1, beta2
         self.clip_on = self.clip_on.bool()
         self.lamb_on = self.lamb_power > 0  # (N, 1)
+        self.dense_only = self.lamb_sparse == 0  # (N, 1): no trust ratio on row-sparse tensors
         self.any_lamb = any(g["lamb_power"] > 0 for g in groups)
         # In the state's dtype, as the update reads them.
         self.beta2_state = self.beta2.to(dtype)
@@ -529,6 +532,10 @@ class BatchedCIAO:
         # The member tensors that LAMB scales (two or more dimensions, as in CIAO).
         self._matrices = [len(s) > 1 for s in self._shapes]
         self._matrix = _to_device(torch.tensor(self._matrices), self._device)
+        # Which member tensors are row-sparse (`ciao.is_row_sparse`), read from the gradient of
+        # a tensor's first step (`_sparse_known`), as CIAO reads it when it makes the state.
+        self._row_sparse = torch.zeros(n, len(params), dtype=torch.bool, device=self._device)
+        self._sparse_known = [False] * len(params)
         self._steps = [0] * n  # steps attempted (taken or skipped), per member
         self._skipped = torch.zeros(n, 1, dtype=torch.long, device=self._device)
         # Whether every tensor of member i has stepped alike (same per-tensor scalars).
@@ -735,6 +742,11 @@ class BatchedCIAO:
         m_coef = scale / bc1
         u_coef = m_coef / d_coef
         step_coef = pick(h.neg_lr * u_coef, 0.0)
+        for k, p in zip(active, params, strict=True):
+            if not self._sparse_known[k] and self._matrices[k]:
+                rows = p.grad.reshape(n, p.shape[1], -1)
+                self._row_sparse[:, k] = (rows == 0).all(2).any(1)
+            self._sparse_known[k] = True
         trust = lamb = None
         if h.any_lamb and any(self._matrices[k] for k in active):
             trust, lamb = self._trust_ratios(h, layout, params, m, d, u_coef, ok, all_ok)
@@ -797,6 +809,8 @@ class BatchedCIAO:
         p_norm = torch.stack([torch.linalg.vector_norm(p.reshape(n, -1), dim=1) for p in params], 1)
         matrix = self._matrix if layout.tensors is None else self._matrix[layout.tensors]
         on = h.lamb_on & matrix & (True if all_ok else ok)
+        sparse = self._row_sparse if layout.tensors is None else self._row_sparse[:, layout.tensors]
+        on = on & ~(h.dense_only & sparse)
         if layout.tensors is None:
             ema, product = self._unorm_ema, self._unorm_product
         else:
@@ -868,6 +882,7 @@ class BatchedCIAO:
             "group_norm_max": self._norm_max[i, 0].clone(),
             "update_norm_ema": self._unorm_ema[i].clone(),
             "update_norm_product": self._unorm_product[i].clone(),
+            "row_sparse": self._row_sparse[i].clone(),
             "steps": self._steps[i],
             "skipped_steps": self._skipped[i, 0].clone(),
             "hparams": self.members[i].hparams[0],
@@ -890,6 +905,7 @@ class BatchedCIAO:
             "group_norm_max",
             "update_norm_ema",
             "update_norm_product",
+            "row_sparse",
             "steps",
             "skipped_steps",
             "hparams",
@@ -913,6 +929,7 @@ class BatchedCIAO:
             "beta2_product",
             "update_norm_ema",
             "update_norm_product",
+            "row_sparse",
         ):
             if tuple(state[key].shape) != per_tensor:
                 raise ValueError(
@@ -941,6 +958,7 @@ class BatchedCIAO:
         self._norm_max[i, 0] = torch.as_tensor(state["group_norm_max"]).to(self._norm_max)
         self._unorm_ema[i] = state["update_norm_ema"].to(self._unorm_ema)
         self._unorm_product[i] = state["update_norm_product"].to(self._unorm_product)
+        self._row_sparse[i] = state["row_sparse"].to(self._row_sparse)
         self._steps[i] = int(state["steps"])
         self._skipped[i, 0] = torch.as_tensor(state["skipped_steps"]).to(self._skipped)
         self._stats.load_state_dict(i, state["stats"])

@@ -139,6 +139,14 @@ def adaptive_updates(
     return updates
 
 
+def is_row_sparse(grad: Tensor) -> bool:
+    """Whether a gradient has a row (along the first dimension) of zeros, as an embedding
+    table's has for the rows a batch did not read. One read of a flag: asked once per tensor."""
+    if grad.dim() < 2:
+        return False
+    return bool((grad.flatten(1) == 0).all(1).any())
+
+
 def lamb_trust_ratios(
     params: list[Tensor],
     updates: list[Tensor],
@@ -240,6 +248,9 @@ class CIAO(torch.optim.Optimizer):
         lamb_power, lamb_min_trust, lamb_update_norm_ombeta: LAMB trust ratio
             ``(||p|| / EMA||u||) ** lamb_power`` clamped to ``[min_trust, 1/min_trust]``, applied
             to tensors of two or more dimensions; ``lamb_power=0`` switches it off.
+        lamb_sparse: apply the trust ratio also to row-sparse tensors: those whose first
+            gradient has a row (along the first dimension) of zeros, as an embedding table's
+            has for the rows its first batch did not read. False steps them as AdamW does.
         adamax: use an infinity-norm denominator ``max(beta2 v, |g|)``.
         decay_in_update: add weight decay to the adaptive update (so LAMB scales it) instead of
             decoupling it as AdamW does.
@@ -269,6 +280,7 @@ class CIAO(torch.optim.Optimizer):
         lamb_power: float = DEFAULTS["lamb_power"],
         lamb_min_trust: float = DEFAULTS["lamb_min_trust"],
         lamb_update_norm_ombeta: float = DEFAULTS["lamb_update_norm_ombeta"],
+        lamb_sparse: bool = DEFAULTS["lamb_sparse"],
         adamax: bool = DEFAULTS["adamax"],
         decay_in_update: bool = DEFAULTS["decay_in_update"],
         feature_every: int = 4,
@@ -286,6 +298,7 @@ class CIAO(torch.optim.Optimizer):
             lamb_power=lamb_power,
             lamb_min_trust=lamb_min_trust,
             lamb_update_norm_ombeta=lamb_update_norm_ombeta,
+            lamb_sparse=lamb_sparse,
             adamax=adamax,
             decay_in_update=decay_in_update,
         )
@@ -440,7 +453,14 @@ class CIAO(torch.optim.Optimizer):
         lamb = group["lamb_power"] > 0
         raw_sum = None
         for bucket in buckets.values():
-            states = [self._param_state(p, lamb) for p in bucket]
+            states = [self._param_state(p) for p in bucket]
+            # The tensors the trust ratio scales this step (None: none of them).
+            trusted = None
+            if lamb:
+                trusted = [
+                    p.dim() > 1 and (group["lamb_sparse"] or not s.get("row_sparse", False))
+                    for p, s in zip(bucket, states, strict=True)
+                ]
             params, grads = _working_tensors(bucket)
             exp_avgs = [s["exp_avg"] for s in states]
             exp_avg_sqs = [s["exp_avg_sq"] for s in states]
@@ -466,8 +486,8 @@ class CIAO(torch.optim.Optimizer):
             updates, trusts = None, [None] * len(bucket)
             if lamb or in_update:
                 updates = adaptive_updates(params, exp_avgs, denoms, u_coefs, weight_decay=decay_in)
-            if lamb:
-                trusts = self._lamb_trust_ratios(group, states, params, updates)
+            if trusted is not None:
+                trusts = self._lamb_trust_ratios(group, states, params, updates, trusted)
                 for u, t in zip(updates, trusts, strict=True):
                     if t is not None:
                         u.mul_(t)
@@ -501,26 +521,36 @@ class CIAO(torch.optim.Optimizer):
 
     @staticmethod
     def _lamb_trust_ratios(
-        group: dict, states: list[dict], params: list[Tensor], updates: list[Tensor]
+        group: dict,
+        states: list[dict],
+        params: list[Tensor],
+        updates: list[Tensor],
+        trusted: list[bool],
     ) -> list[Tensor | None]:
+        """The trust ratios of the `trusted` tensors (None for the others), whose EMA of update
+        norms starts at their first trusted step and moves only on such steps."""
         ombeta = group["lamb_update_norm_ombeta"]
-        for s in states:
-            if "update_norm_ema" in s:
+        for s, p, on in zip(states, params, trusted, strict=True):
+            if on:
+                if "update_norm_ema" not in s:
+                    s["update_norm_ema"] = torch.zeros((), dtype=p.dtype, device=p.device)
+                    s["update_norm_product"] = 1.0
                 s["update_norm_product"] *= 1.0 - ombeta
         return lamb_trust_ratios(
             params,
             updates,
-            [s.get("update_norm_ema") for s in states],
+            [s["update_norm_ema"] if on else None for s, on in zip(states, trusted, strict=True)],
             [1.0 - s.get("update_norm_product", 0.0) for s in states],
             ombeta=ombeta,
             power=group["lamb_power"],
             min_trust=group["lamb_min_trust"],
         )
 
-    def _param_state(self, p: Tensor, lamb: bool) -> dict:
+    def _param_state(self, p: Tensor) -> dict:
         state = self.state[p]
         dtype = state_dtype(p.dtype)
         if not state:
+            state["row_sparse"] = is_row_sparse(p.grad)
             state["step"] = 0
             state["exp_avg"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(
@@ -529,9 +559,6 @@ class CIAO(torch.optim.Optimizer):
             state["exp_avg_scale"] = 1.0  # first moment = exp_avg_scale * exp_avg
             state["beta1_product"] = 1.0
             state["beta2_product"] = 1.0
-        if lamb and p.dim() > 1 and "update_norm_ema" not in state:
-            state["update_norm_ema"] = torch.zeros((), dtype=dtype, device=p.device)
-            state["update_norm_product"] = 1.0
         return state
 
     # -- statistics for the features ----------------------------------------------------------

@@ -67,6 +67,12 @@ HPARAMS: dict[str, HParamSpec] = {
     "lamb_update_norm_ombeta": HParamSpec(
         1e-2, 0.0, 1.0, low_open=True, doc="1 - decay of the EMA of each tensor's update norm"
     ),
+    "lamb_sparse": HParamSpec(
+        True,
+        boolean=True,
+        doc="apply the trust ratio also to row-sparse tensors (a first gradient with an all-zero "
+        "row, as an embedding table's); False steps them as AdamW does",
+    ),
     "adamax": HParamSpec(False, boolean=True, doc="infinity-norm (AdaMax) denominator"),
     "decay_in_update": HParamSpec(
         False,

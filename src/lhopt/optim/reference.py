@@ -88,6 +88,8 @@ class ReferenceCIAO(torch.optim.Optimizer):
             state["m"] = torch.zeros_like(p, dtype=dtype)  # the first moment itself
             state["v"] = torch.zeros_like(p, dtype=dtype)
             state["beta1_product"] = state["beta2_product"] = 1.0
+            # Row-sparse: the first gradient has a row of zeros (an embedding table's).
+            state["row_sparse"] = p.dim() > 1 and bool((p.grad.flatten(1) == 0).all(1).any())
         beta1, beta2 = 1 - group["ombeta1"], 1 - group["ombeta2"]
         lr, wd, eps = group["lr"] * group["lr_factor"], group["weight_decay"], group["epsilon"]
         x, g = p.detach().to(dtype), p.grad.to(dtype)
@@ -119,7 +121,8 @@ class ReferenceCIAO(torch.optim.Optimizer):
 
         # LAMB: trust ratio (||p|| / EMA of ||u||) ** power, for matrices and larger tensors.
         trust = None
-        if group["lamb_power"] > 0 and p.dim() > 1:
+        lamb = group["lamb_power"] > 0 and p.dim() > 1
+        if lamb and (group["lamb_sparse"] or not state["row_sparse"]):
             ombeta = group["lamb_update_norm_ombeta"]
             if "update_norm_ema" not in state:  # from the first step with LAMB on
                 state["update_norm_ema"] = torch.zeros((), dtype=dtype)
