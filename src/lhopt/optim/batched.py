@@ -223,6 +223,7 @@ class _HParams:
         self.clip_on = self.clip_on.bool()
         self.lamb_on = self.lamb_power > 0  # (N, 1)
         self.dense_only = self.lamb_sparse == 0  # (N, 1): no trust ratio on row-sparse tensors
+        self.any_dense_only = not all(g["lamb_sparse"] for g in groups)
         self.any_lamb = any(g["lamb_power"] > 0 for g in groups)
         # In the state's dtype, as the update reads them.
         self.beta2_state = self.beta2.to(dtype)
@@ -742,11 +743,8 @@ class BatchedCIAO:
         m_coef = scale / bc1
         u_coef = m_coef / d_coef
         step_coef = pick(h.neg_lr * u_coef, 0.0)
-        for k, p in zip(active, params, strict=True):
-            if not self._sparse_known[k] and self._matrices[k]:
-                rows = p.grad.reshape(n, p.shape[1], -1)
-                self._row_sparse[:, k] = (rows == 0).all(2).any(1)
-            self._sparse_known[k] = True
+        if not all(self._sparse_known):  # only until every tensor has had a gradient
+            self._read_row_sparse(active, params)
         trust = lamb = None
         if h.any_lamb and any(self._matrices[k] for k in active):
             trust, lamb = self._trust_ratios(h, layout, params, m, d, u_coef, ok, all_ok)
@@ -786,6 +784,14 @@ class BatchedCIAO:
             self._exp_avg.index_copy_(1, layout.columns, m)
             self._exp_avg_sq.index_copy_(1, layout.columns, v)
 
+    def _read_row_sparse(self, active: tuple[int, ...], params: list[Tensor]) -> None:
+        """Record which members' tensors are row-sparse at each tensor's first gradient."""
+        for k, p in zip(active, params, strict=True):
+            if not self._sparse_known[k] and self._matrices[k]:
+                rows = p.grad.reshape(self.N, p.shape[1], -1)
+                self._row_sparse[:, k] = (rows == 0).all(2).any(1)
+            self._sparse_known[k] = True
+
     def _trust_ratios(
         self,
         h: _HParams,
@@ -809,8 +815,11 @@ class BatchedCIAO:
         p_norm = torch.stack([torch.linalg.vector_norm(p.reshape(n, -1), dim=1) for p in params], 1)
         matrix = self._matrix if layout.tensors is None else self._matrix[layout.tensors]
         on = h.lamb_on & matrix & (True if all_ok else ok)
-        sparse = self._row_sparse if layout.tensors is None else self._row_sparse[:, layout.tensors]
-        on = on & ~(h.dense_only & sparse)
+        if h.any_dense_only:
+            sparse = self._row_sparse
+            if layout.tensors is not None:
+                sparse = sparse[:, layout.tensors]
+            on = on & ~(h.dense_only & sparse)
         if layout.tensors is None:
             ema, product = self._unorm_ema, self._unorm_product
         else:
