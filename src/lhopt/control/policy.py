@@ -39,6 +39,22 @@ class RunningNorm(nn.Module):
             self.sq.mul_(self.beta).add_((1 - self.beta) * row * row)
             self.weight.mul_(self.beta).add_(1 - self.beta)
 
+    @torch.no_grad()
+    def carry_over(self, beta: float) -> None:
+        """Re-express statistics gathered at decay `beta` for this normaliser's own decay,
+        keeping what they are worth: the min(rows seen, 1 / (1 - `beta`)) rows they average
+        enter as that many rows at their mean, so that a slower normaliser started from a
+        faster one's statistics weighs them as the few rows they summarise, not as a run's."""
+        if float(self.weight) == 0.0 or beta == self.beta:
+            return
+        seen = math.log1p(-float(self.weight)) / math.log(beta) if beta > 0 else 1.0
+        rows = min(seen, 1.0 / (1.0 - beta))
+        weight = -math.expm1(rows * math.log(self.beta)) if self.beta > 0 else 1.0
+        scale = weight / float(self.weight)
+        self.mean.mul_(scale)
+        self.sq.mul_(scale)
+        self.weight.fill_(weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if float(self.weight) == 0.0:
             return x.clamp(-self.clip, self.clip)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from lhopt.control import ActionSpace, Policy, save_policy_file
+from lhopt.control.policy import PolicyConfig
 from lhopt.control.policy_file import (
     ControlSpec,
     actor_layout,
@@ -289,9 +290,11 @@ class MetaTrainer:
                 n = len(layout["features"])
                 same = layout["features"] == expected["features"][:n]
             policy, avg = state["state_dict"], state["state_dict"]  # a policy file
+            beta = (state.get("architecture") or {}).get("config", {}).get("norm_beta")
         elif isinstance(state, dict) and "policy" in state and "avg" in state:
             policy, avg = state["policy"], state["avg"]
             same = state.get("layout_hash") == checkpoint_layout_hash(self.cfg.episode.spec)
+            beta = (state.get("config") or {}).get("policy", {}).get("norm_beta")
         else:
             raise ValueError(
                 f"[run] init_from = {str(path)!r}: not a meta-training checkpoint or policy file"
@@ -308,6 +311,10 @@ class MetaTrainer:
             raise ValueError(
                 f"[run] init_from = {str(path)!r}: another policy architecture ({e})"
             ) from e
+        beta = PolicyConfig.norm_beta if beta is None else float(beta)
+        for net in (self.policy, self.avg):  # this run's [policy] norm_beta, not the start's
+            net.obs_norm.carry_over(beta)
+            net.priv_norm.carry_over(beta)
         features = actor_layout(self.cfg.episode.spec)["features"]
         for net in (self.policy, self.avg):  # this run's [policy] read, not the start's
             before = net.input_mask.clone()
