@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lhopt.control import Policy, PolicyConfig, layout_hash, load_policy
+from lhopt.control.policy import RunningNorm
 from lhopt.meta import config as meta_config
 from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, run_episode, run_episodes
 from lhopt.meta.ppo import (
@@ -185,6 +186,56 @@ def test_warm_start_and_resume_of_a_checkpoint_without_newer_keys(tmp_path):
     again = MetaTrainer(small_config(iterations=1), tmp_path / "a")
     again.resume()
     assert again.iteration == first.iteration
+
+
+def test_a_slower_normaliser_weighs_a_faster_ones_statistics_as_the_rows_they_summarise():
+    torch.manual_seed(0)
+    fast = RunningNorm(3, beta=0.99)
+    fast.update(torch.randn(2000, 3) + 4.0)
+    x = torch.tensor([[4.0, 3.0, 5.0]])
+    slow = RunningNorm(3, beta=0.9999)
+    slow.load_state_dict(fast.state_dict())
+    slow.carry_over(0.99)
+    # The same normalisation at once: the statistics are re-expressed, not changed.
+    torch.testing.assert_close(slow(x), fast(x))
+    assert float(slow.weight) == pytest.approx(1 - 0.9999**100, rel=1e-4)
+    # Then they count as the ~100 rows they summarise: 10,000 rows near -4 outweigh them.
+    slow.update(torch.randn(10000, 3) - 4.0)
+    mean = slow.mean / slow.weight
+    assert torch.all((mean > -4.0) & (mean < -3.8))
+    # A normaliser that saw fewer rows than its window carries only those.
+    few = RunningNorm(3, beta=0.99)
+    few.update(torch.ones(10, 3))
+    slow = RunningNorm(3, beta=0.9999)
+    slow.load_state_dict(few.state_dict())
+    slow.carry_over(0.99)
+    assert float(slow.weight) == pytest.approx(1 - 0.9999**10, rel=1e-3)
+    # Same decay, or nothing seen: left as is.
+    same = RunningNorm(3, beta=0.99)
+    same.load_state_dict(fast.state_dict())
+    same.carry_over(0.99)
+    assert torch.equal(same.mean, fast.mean) and torch.equal(same.weight, fast.weight)
+    empty = RunningNorm(3, beta=0.9999)
+    empty.carry_over(0.99)
+    assert float(empty.weight) == 0.0
+
+
+def test_warm_start_carries_the_normaliser_over_to_the_runs_decay(tmp_path):
+    first = MetaTrainer(small_config(iterations=1), tmp_path / "a")
+    rows = torch.randn(3000, first.policy.obs_dim) * 3 + 1
+    for net in (first.policy, first.avg):
+        net.obs_norm.update(rows)
+    first.save_checkpoint()
+    cfg = small_config(iterations=1)
+    cfg = meta_config.from_dict({**cfg.to_dict(), "policy": {"hidden": 32, "norm_beta": 0.99999}})
+    for start in ("checkpoint.pt", "policy.pt"):
+        second = MetaTrainer(cfg, tmp_path / f"b-{start}")
+        second.warm_start(tmp_path / "a" / start)
+        for net in (second.policy, second.avg):
+            norm = net.obs_norm
+            assert norm.beta == 0.99999
+            assert float(norm.weight) == pytest.approx(1 - 0.99999**1000, rel=1e-3)
+            torch.testing.assert_close(norm(rows[:5]), first.avg.obs_norm(rows[:5]))
 
 
 def test_gae_with_gamma_one_and_lambda_one_is_return_minus_value():
