@@ -85,7 +85,7 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"ppo": {"clone_iterations": 5}}, ["clone_iterations = 5", "reward_reference", "'adamw'"]),
         ({"ppo": {"clone_steps": 8}}, ["clone_steps = 8", "clone_iterations = 0"]),
         ({"ppo": {"clone_steps": -1}}, ["clone_steps = -1", ">= 0"]),
-        ({"run": {"init_labels": True}}, ["init_labels = true", "init_from", "got ''"]),
+        ({"run": {"init_labels": "a.pt"}}, ["init_labels = 'a.pt'", "clone_iterations > 0"]),
         (
             {"ppo": {"clone_oracle": "best"}},
             ["clone_oracle = 'best'", "['tuned', 'stall', 'branch']"],
@@ -805,23 +805,23 @@ def test_dagger_clones_on_the_aggregate_which_a_resume_keeps(tmp_path):
     longer.train(log_progress=lambda s: None)
     assert longer.iteration == 3 and not longer.clone_data.episodes
 
-    # A later stage with `init_labels` starts its aggregate as the start's, uses counted
-    # afresh; without it, or from a policy file or a run that kept none, it starts empty.
+    # A later stage with `init_labels` starts its aggregate as that run's, uses counted
+    # afresh; a policy file, or a run that kept none, is an error naming the key.
     stage = config(2)
-    stage.run.init_from, stage.run.init_labels = str(tmp_path / "a" / "checkpoint.pt"), True
+    stage.run.init_labels = str(tmp_path / "a" / "checkpoint.pt")
     meta_config._check_semantics(stage)
     carried = MetaTrainer(stage, tmp_path / "c")
-    carried.warm_start(stage.run.init_from)
+    carried.start_labels(stage.run.init_labels)
     assert len(carried.clone_data.episodes) == len(kept)
     assert all(e["uses"] == 0 and e["version"] == 0 for e in carried.clone_data.episodes)
     np.testing.assert_array_equal(carried.clone_data.episodes[0]["obs"], kept[0]["obs"])
-    plain = MetaTrainer(config(2), tmp_path / "d")
-    plain.warm_start(stage.run.init_from)
-    assert not plain.clone_data.episodes
-    with pytest.raises(ValueError, match="policy file, which holds no labels"):
-        MetaTrainer(stage, tmp_path / "e").warm_start(tmp_path / "a" / "policy.pt")
-    with pytest.raises(ValueError, match="holds no labelled episodes"):
-        MetaTrainer(stage, tmp_path / "f").warm_start(tmp_path / "b" / "checkpoint.pt")
+    for path, words in [
+        (tmp_path / "a" / "policy.pt", "holds no labelled episodes"),
+        (tmp_path / "b" / "checkpoint.pt", "holds no labelled episodes"),
+        (tmp_path / "missing.pt", "not a readable checkpoint"),
+    ]:
+        with pytest.raises(ValueError, match=f"init_labels = .*{words}"):
+            MetaTrainer(stage, tmp_path / "e").start_labels(path)
 
 
 def test_the_level_read_learns_log_lr_over_tuned_and_a_resume_keeps_it(tmp_path):

@@ -117,6 +117,12 @@ def meta_train(args, parser) -> int:
         except ValueError as e:
             parser.error(str(e))
         print(f"policy initialised from {cfg.run.init_from}")
+    if cfg.run.init_labels and not args.resume:
+        try:
+            trainer.start_labels(cfg.run.init_labels)
+        except ValueError as e:
+            parser.error(str(e))
+        print(f"{len(trainer.clone_data.episodes)} labelled episodes from {cfg.run.init_labels}")
     (out / "config.toml").write_text(meta_config.dumps(cfg))  # resolved: `extends` applied
     trainer.train(log_progress=lambda line: print(line, flush=True))
     print(f"done: {trainer.iteration} iterations; policy at {out / 'policy.pt'}")

@@ -52,10 +52,10 @@ class RunConfig:
     # the reward's reference runs (per task and seed, cached) are reused across episodes.
     task_seeds: int = 0
     init_from: str = ""  # a checkpoint.pt or policy file whose weights start this run (a stage)
-    # With `init_from` a checkpoint.pt of a cloning run: its DAgger aggregate (every labelled
-    # episode it cloned on) starts this run's, so that the first updates fit its labels with
-    # the new ones instead of the first few new ones alone.
-    init_labels: bool = False
+    # A checkpoint.pt of a cloning run whose DAgger aggregate (every labelled episode it cloned
+    # on) starts this run's, so that the first updates fit its labels with the new ones
+    # instead of the first few new ones alone ("": none).
+    init_labels: str = ""
     budget_scale: float = 1.0  # sampled budgets times a log-uniform factor in [1, budget_scale]
     data_scale: float = 1.0  # MNIST-1D training sets divided by a log-uniform factor in [1, it]
     # Episodes per rollout: N seeds of one sampled task, run as one batched computation where
@@ -180,11 +180,11 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[ppo] clone_iterations = {ppo.clone_iterations} trains the lr head, which "
             f"[episode] heads = {ep.heads!r} holds: add 'lr' to it"
         )
-    if run.init_labels and not (run.init_from and ppo.clone_steps):
+    if run.init_labels and not (ppo.clone_iterations and ppo.clone_steps):
         raise ValueError(
-            "[run] init_labels = true starts this run's cloning aggregate from [run] "
-            f"init_from's: it needs init_from (got {run.init_from!r}) and [ppo] clone_steps > 0 "
-            f"(got {ppo.clone_steps})"
+            f"[run] init_labels = {run.init_labels!r} starts this run's cloning aggregate: it "
+            f"needs [ppo] clone_iterations > 0 and clone_steps > 0 (got {ppo.clone_iterations} "
+            f"and {ppo.clone_steps})"
         )
     _require(cfg, "ppo", "clone_coef", lambda v: v >= 0, ">= 0")
     _require(cfg, "ppo", "level_coef", lambda v: v >= 0, ">= 0")

@@ -270,10 +270,9 @@ class MetaTrainer:
         self.clone_data.episodes = _episodes_from_state(state.get("clone_data", []))
 
     def warm_start(self, path: str | Path) -> None:
-        """Start from another run's checkpoint (its policy and Polyak average; with `[run]
-        init_labels`, its cloning aggregate) or from a policy file (a snapshot or a shipped
-        policy: both networks start as it); the PPO state, buffer, counters and task pool start
-        fresh."""
+        """Start from another run's checkpoint (its policy and Polyak average) or from a policy
+        file (a snapshot or a shipped policy: both networks start as it); the PPO state,
+        buffer, counters and task pool start fresh."""
         path = Path(path)
         try:
             state = torch.load(path, weights_only=False)
@@ -290,23 +289,12 @@ class MetaTrainer:
                 # inputs start with no influence, so the policy starts acting as the file's.
                 n = len(layout["features"])
                 same = layout["features"] == expected["features"][:n]
-            if self.cfg.run.init_labels:
-                raise ValueError(
-                    f"[run] init_from = {str(path)!r} is a policy file, which holds no labels: "
-                    "init_labels = true needs a run's checkpoint.pt"
-                )
             policy, avg = state["state_dict"], state["state_dict"]  # a policy file
             beta = (state.get("architecture") or {}).get("config", {}).get("norm_beta")
         elif isinstance(state, dict) and "policy" in state and "avg" in state:
             policy, avg = state["policy"], state["avg"]
             same = state.get("layout_hash") == checkpoint_layout_hash(self.cfg.episode.spec)
             beta = (state.get("config") or {}).get("policy", {}).get("norm_beta")
-            labels = state.get("clone_data") or []
-            if self.cfg.run.init_labels and not labels:
-                raise ValueError(
-                    f"[run] init_from = {str(path)!r} holds no labelled episodes (a run "
-                    "without cloning iterations and clone_steps > 0): set init_labels = false"
-                )
         else:
             raise ValueError(
                 f"[run] init_from = {str(path)!r}: not a meta-training checkpoint or policy file"
@@ -323,10 +311,6 @@ class MetaTrainer:
             raise ValueError(
                 f"[run] init_from = {str(path)!r}: another policy architecture ({e})"
             ) from e
-        if self.cfg.run.init_labels:  # one dataset with the new labels: uses count afresh
-            self.clone_data.episodes = [
-                {**e, "version": 0, "uses": 0} for e in _episodes_from_state(labels)
-            ]
         beta = PolicyConfig.norm_beta if beta is None else float(beta)
         for net in (self.policy, self.avg):  # this run's [policy] norm_beta, not the start's
             net.obs_norm.carry_over(beta)
@@ -340,6 +324,30 @@ class MetaTrainer:
             opened = (before == 0) & (net.input_mask == 1)
             with torch.no_grad():
                 net.pre[0].weight[:, opened] = 0.0
+
+    def start_labels(self, path: str | Path) -> None:
+        """Start the cloning aggregate as another run's (`[run] init_labels`): its labelled
+        episodes, one dataset with the new ones (their uses counted afresh)."""
+        path = Path(path)
+        try:
+            state = torch.load(path, weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(
+                f"[run] init_labels = {str(path)!r}: not a readable checkpoint ({e})"
+            ) from e
+        labels = state.get("clone_data") if isinstance(state, dict) else None
+        if not labels:
+            raise ValueError(
+                f"[run] init_labels = {str(path)!r} holds no labelled episodes: it must be the "
+                "checkpoint.pt of a run in its cloning iterations with clone_steps > 0"
+            )
+        if state.get("layout_hash") != checkpoint_layout_hash(self.cfg.episode.spec):
+            raise ValueError(
+                f"[run] init_labels = {str(path)!r}: its episodes have another feature layout"
+            )
+        self.clone_data.episodes = [
+            {**e, "version": 0, "uses": 0} for e in _episodes_from_state(labels)
+        ]
 
     @property
     def checkpoint_path(self) -> Path:
