@@ -1,0 +1,40 @@
+"""`benchmarks/respec_policy.py` writes the same network under another spec or normaliser
+(docs/experiments.md's reads of stages under the shipped start-over rule stand on it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from lhopt.control import load_policy
+from lhopt.control.policy_file import default_policy_path
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "respec_policy.py"
+
+
+def test_the_network_is_kept_and_the_spec_or_normaliser_changed(tmp_path):
+    shipped = load_policy("default")
+    other = load_policy("default")
+    with torch.no_grad():
+        other.obs_norm.mean.add_(1.0)
+    torch.save(
+        {**torch.load(default_policy_path(), weights_only=True), "state_dict": other.state_dict()},
+        tmp_path / "other.pt",
+    )
+    out = tmp_path / "out.pt"
+    cmd = [sys.executable, str(SCRIPT), str(default_policy_path()), str(out)]
+    subprocess.run([*cmd, "--overfit-gap", "0.5"], check=True, capture_output=True)
+    written = load_policy(out)
+    assert written.spec.overfit_gap == 0.5 and written.initial == shipped.initial
+    pairs = zip(written.state_dict().items(), shipped.state_dict().values(), strict=True)
+    for (name, a), b in pairs:
+        assert torch.equal(a, b), name
+
+    subprocess.run([*cmd, "--norm-from", str(tmp_path / "other.pt")], check=True)
+    written = load_policy(out)
+    assert written.spec.overfit_gap == shipped.spec.overfit_gap
+    assert torch.equal(written.obs_norm.mean, shipped.obs_norm.mean + 1.0)
+    assert torch.equal(written.pre[0].weight, shipped.pre[0].weight)
