@@ -197,6 +197,14 @@ def _labelled_prefix(episode: dict) -> dict | None:
     return out
 
 
+def _load_start(path: Path, key: str, what: str):
+    """The file `[run] key` names, loaded; a ValueError naming the key where it cannot be."""
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"[run] {key} = {str(path)!r}: not a readable {what} ({e})") from e
+
+
 class MetaTrainer:
     def __init__(self, cfg: MetaConfig, out: str | Path, address: str | None = None) -> None:
         self.cfg, self.out, self.address = cfg, Path(out), address
@@ -274,12 +282,7 @@ class MetaTrainer:
         file (a snapshot or a shipped policy: both networks start as it); the PPO state,
         buffer, counters and task pool start fresh."""
         path = Path(path)
-        try:
-            state = torch.load(path, weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(
-                f"[run] init_from = {str(path)!r}: not a readable checkpoint or policy file ({e})"
-            ) from e
+        state = _load_start(path, "init_from", "checkpoint or policy file")
         if isinstance(state, dict) and "state_dict" in state and "format" in state:
             layout = file_layout(state)
             expected = actor_layout(self.cfg.episode.spec)
@@ -329,12 +332,7 @@ class MetaTrainer:
         """Start the cloning aggregate as another run's (`[run] init_labels`): its labelled
         episodes, one dataset with the new ones (their uses counted afresh)."""
         path = Path(path)
-        try:
-            state = torch.load(path, weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(
-                f"[run] init_labels = {str(path)!r}: not a readable checkpoint ({e})"
-            ) from e
+        state = _load_start(path, "init_labels", "checkpoint")
         labels = state.get("clone_data") if isinstance(state, dict) else None
         if not labels:
             raise ValueError(
