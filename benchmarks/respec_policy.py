@@ -1,9 +1,12 @@
-"""Write a policy file's network under another start-over threshold, or with another file's
-input normaliser (issue 19): what a stage's network reads as under the shipped spec's
-`overfit_gap`, and how much of a read is the normaliser's.
+"""Write a policy file's network under another start-over threshold, with another file's
+input normaliser, or from other initial hyperparameters (issue 19): what a stage's network
+reads as under the shipped spec's `overfit_gap`, how much of a read is the normaliser's, and a
+network run under a CIAO setting it was not trained with (`--initial lamb_power=0.5`).
 
 Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--norm-from FILE]
-(`--overfit-gap` defaults to the shipped policy's.)
+    [--initial NAME=VALUE ...]
+(`--overfit-gap` defaults to the shipped policy's; `--initial` replaces those entries of the
+file's `initial`.)
 """
 
 from __future__ import annotations
@@ -22,7 +25,24 @@ def main() -> None:
     parser.add_argument("dst", help="the policy file written")
     parser.add_argument("--overfit-gap", type=float, default=None)
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
+    parser.add_argument(
+        "--initial",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="CIAO hyperparameters the policy starts from (a number, true or false)",
+    )
     args = parser.parse_args()
+    changes = {}
+    for item in args.initial:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--initial {item!r}: expected NAME=VALUE")
+        words = {"true": True, "false": False}
+        try:
+            changes[name] = words[value.lower()] if value.lower() in words else float(value)
+        except ValueError:
+            parser.error(f"--initial {item!r}: expected a number, true or false")
     policy = load_policy(args.src)
     gap = load_policy("default").spec.overfit_gap if args.overfit_gap is None else args.overfit_gap
     if args.norm_from:
@@ -31,8 +51,17 @@ def main() -> None:
             getattr(policy, name).load_state_dict(getattr(other, name).state_dict())
     meta = torch.load(args.src, map_location="cpu", weights_only=True).get("meta")
     spec = replace(policy.spec, overfit_gap=gap)
-    save_policy_file(policy, args.dst, {"meta": meta} if meta else None, spec=spec)
-    print(f"wrote {args.dst}: overfit_gap {gap:g}, normaliser from {args.norm_from or args.src}")
+    initial = {**policy.initial, **changes}
+    try:
+        save_policy_file(
+            policy, args.dst, {"meta": meta} if meta else None, spec=spec, initial=initial
+        )
+    except ValueError as e:
+        parser.error(f"--initial: {e}")
+    print(
+        f"wrote {args.dst}: overfit_gap {gap:g}, normaliser from {args.norm_from or args.src}, "
+        f"initial {initial}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,3 +38,15 @@ def test_the_network_is_kept_and_the_spec_or_normaliser_changed(tmp_path):
     assert written.spec.overfit_gap == shipped.spec.overfit_gap
     assert torch.equal(written.obs_norm.mean, shipped.obs_norm.mean + 1.0)
     assert torch.equal(written.pre[0].weight, shipped.pre[0].weight)
+
+
+def test_initial_entries_are_replaced_and_bad_ones_named(tmp_path):
+    shipped = load_policy("default")
+    out = tmp_path / "out.pt"
+    cmd = [sys.executable, str(SCRIPT), str(default_policy_path()), str(out)]
+    subprocess.run([*cmd, "--initial", "lamb_power=0.5"], check=True, capture_output=True)
+    assert load_policy(out).initial == {**shipped.initial, "lamb_power": 0.5}
+    bad = subprocess.run([*cmd, "--initial", "lamb_pow=0.5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "lamb_pow" in bad.stderr
+    bad = subprocess.run([*cmd, "--initial", "lamb_power"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr
