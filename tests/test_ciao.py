@@ -395,25 +395,51 @@ def test_statistics_of_a_long_period_are_the_mean_of_its_steps():
         assert stats[name] == pytest.approx(mean, rel=1e-9, abs=1e-12), name
 
 
-def test_statistics_of_several_groups_are_their_mean():
-    # Two identical models in two groups, trained on the same data, measure what one does alone.
-    torch.manual_seed(6)
-    alone = make_mlp().double()
-    first, second = make_mlp().double(), make_mlp().double()
-    first.load_state_dict(alone.state_dict())
-    second.load_state_dict(alone.state_dict())
-    opt_alone = CIAO(alone.parameters(), feature_every=2)
-    opt_pair = CIAO(
-        [{"params": first.parameters()}, {"params": second.parameters()}], feature_every=2
-    )
-    for x, y in batches("mlp", 9):
-        for models, opt in (([alone], opt_alone), ([first, second], opt_pair)):
-            opt.zero_grad()
-            sum(nn.functional.cross_entropy(m(x), y) for m in models).backward()
-            opt.step()
-    pair, single = opt_pair.pop_step_stats(), opt_alone.pop_step_stats()
+def test_statistics_do_not_depend_on_how_the_tensors_are_grouped():
+    # One model in one group, and the same model with its biases in a second group at the same
+    # hyperparameters, measure the same; a group of a few biases weighs what its elements weigh.
+    runs = []
+    for split in (False, True):
+        torch.manual_seed(6)
+        model = make_mlp().double()
+        if split:
+            matrices = [p for p in model.parameters() if p.dim() > 1]
+            biases = [p for p in model.parameters() if p.dim() == 1]
+            groups = [{"params": matrices}, {"params": biases}]
+        else:
+            groups = model.parameters()
+        # no clipping, which is per group and so would part the two runs' steps
+        opt = CIAO(groups, feature_every=2, clip_fraction=None, lamb_power=1.0, weight_decay=0.1)
+        opt.noise_floor = 1e-5  # as a policy sets it: the first step's zero noise reads alike
+        train(model, opt, batches("mlp", 9))
+        runs.append(opt.pop_step_stats())
     for name in STEP_STAT_NAMES:
-        assert pair[name] == pytest.approx(single[name], rel=1e-9, abs=1e-12), name
+        assert runs[1][name] == pytest.approx(runs[0][name], rel=1e-9, abs=1e-12), name
+
+
+def test_pooled_statistics_see_each_groups_own_step():
+    # Two copies of a model, the second at twice the lr: the step-to-weight statistic pools
+    # the two applied steps, sqrt((1 + 4) / 2) times the first copy's alone.
+    torch.manual_seed(6)
+    alone, pair = make_mlp().double(), [make_mlp().double(), make_mlp().double()]
+    for m in pair:
+        m.load_state_dict(alone.state_dict())
+    opt_alone = CIAO(alone.parameters(), feature_every=1)
+    opt_pair = CIAO(
+        [{"params": pair[0].parameters()}, {"params": pair[1].parameters(), "lr": 2e-3}],
+        feature_every=1,
+        weight_decay=0.0,
+    )
+    opt_alone.param_groups[0]["weight_decay"] = 0.0
+    x, y = next(iter(batches("mlp", 1)))
+    for models, opt in (([alone], opt_alone), (pair, opt_pair)):
+        opt.zero_grad()
+        sum(nn.functional.cross_entropy(m(x), y) for m in models).backward()
+        opt.step()
+    single, pooled = opt_alone.pop_step_stats(), opt_pair.pop_step_stats()
+    ratio = pooled["log_update_to_param_norm"] - single["log_update_to_param_norm"]
+    assert ratio == pytest.approx(0.5 * math.log(2.5), rel=1e-9)
+    assert pooled["cos_grad_update"] == pytest.approx(single["cos_grad_update"], rel=1e-9)
 
 
 def test_lr_factor_multiplies_the_lr_in_the_update_and_the_statistics():

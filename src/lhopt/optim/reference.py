@@ -60,7 +60,10 @@ class ReferenceCIAO(torch.optim.Optimizer):
             return
 
         measure = self.feature_every > 0 and (self.steps - 1) % self.feature_every == 0
-        per_group_stats, clipped = [], False
+        # The step's sums pool every group's tensors: its statistics are those of one group
+        # holding them all, each step applied with its own group's lr and decay.
+        sums: dict[str, float] = defaultdict(float)
+        clipped = False
         for gi, (group, params) in enumerate(zip(self.param_groups, with_grads, strict=True)):
             if not params:
                 continue
@@ -70,15 +73,11 @@ class ReferenceCIAO(torch.optim.Optimizer):
             if group["clip_fraction"] is not None and norms[gi] > 0:
                 c = min(1.0, group["clip_fraction"] * self.norm_max[gi] / norms[gi])
             clipped |= c < 1.0
-            sums: dict[str, float] = defaultdict(float)
             for p in params:
                 self._step_tensor(p, group, c, sums if measure else None)
-            if measure:
-                per_group_stats.append(_statistics(sums))
         self._period["clipped"] += int(clipped)
-        if measure:  # the step's statistics: the mean over its groups
-            n = len(per_group_stats)
-            self._measured.append([sum(s[i] for s in per_group_stats) / n for i in range(8)])
+        if measure and sums:
+            self._measured.append(_statistics(sums))
 
     def _step_tensor(self, p: Tensor, group: dict, c: float, sums: dict | None) -> None:
         dtype = state_dtype(p.dtype)  # float32 for float16 and bfloat16 parameters
@@ -208,7 +207,7 @@ def _accumulate(
 
 
 def _statistics(s: dict) -> list[float]:
-    """The statistics of TENSOR_STAT_NAMES from one group's sums (docs/optimizer.md)."""
+    """The statistics of TENSOR_STAT_NAMES from one step's sums (docs/optimizer.md)."""
 
     def cos(dot: float, a_sq: float, b_sq: float) -> float:
         return dot / max(math.sqrt(a_sq * b_sq), _TINY)

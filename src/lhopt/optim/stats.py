@@ -168,22 +168,38 @@ def raw_statistics(
     return torch.cat([sums[:2], plan.numel, sums[2:], noise_sums.to(torch.float64), trust])
 
 
+def step_sq_from_raw(raw: Tensor, lr: Tensor | float, decoupled_decay: Tensor | float) -> Tensor:
+    """The sampled squared norm of the applied step lr * (u + wd * p), wd the decoupled decay,
+    from raw sums (last dimension `_RAW`): additive over tensors and groups, as the raw sums are."""
+    r = dict(zip(_RAW, raw.unbind(-1), strict=True))
+    wd = decoupled_decay
+    return lr**2 * (r["uu"] + 2 * wd * r["up"] + wd**2 * r["pp"])
+
+
 def statistics_from_raw(
-    raw: Tensor, *, lr: Tensor | float, decoupled_decay: Tensor | float, noise_floor: float = 0.0
+    raw: Tensor,
+    *,
+    lr: Tensor | float | None = None,
+    decoupled_decay: Tensor | float = 0.0,
+    noise_floor: float = 0.0,
+    step_sq: Tensor | None = None,
 ) -> Tensor:
     """The statistics of `TENSOR_STAT_NAMES` (last dimension) from raw sums (last dimension
     `_RAW`), for one row or a batch of rows. `decoupled_decay` is the weight decay applied
-    outside the update (0 when it is inside). The noise is a difference of two close sums: a
-    `noise_floor` > 0 reads any noise below that fraction of sum(v_hat) as that fraction (on a
-    run's first step it is 0 exactly, and its computed value rounding error). No sync."""
+    outside the update (0 when it is inside); `step_sq` (`step_sq_from_raw`, summed over the
+    groups whose raw sums `raw` pools) replaces `lr` and `decoupled_decay`. The noise is a
+    difference of two close sums: a `noise_floor` > 0 reads any noise below that fraction of
+    sum(v_hat) as that fraction (on a run's first step it is 0 exactly, and its computed value
+    rounding error). No sync."""
     r = dict(zip(_RAW, raw.unbind(-1), strict=True))
 
     def cos(dot: Tensor, a_sq: Tensor, b_sq: Tensor) -> Tensor:
         return dot / (a_sq * b_sq).sqrt().clamp_min(_TINY)
 
-    # Applied step = lr * (u + wd * p) with decoupled decay wd.
-    wd = decoupled_decay
-    step_sq = lr**2 * (r["uu"] + 2 * wd * r["up"] + wd**2 * r["pp"])
+    if step_sq is None:
+        if lr is None:
+            raise ValueError("statistics_from_raw: give lr (and decoupled_decay) or step_sq")
+        step_sq = step_sq_from_raw(raw, lr, decoupled_decay)
     noise = r["sum_vhat"] - r["mhat_sq"]
     if noise_floor > 0:
         noise = torch.maximum(noise, noise_floor * r["sum_vhat"])
@@ -255,9 +271,9 @@ class StepStatistics:
         self.period = {"steps": 0, "clipped": 0, "skipped": 0}
         self.count = 0  # measured steps
         self._sum: Tensor | None = None  # weighted sum of the statistics already formed
-        # Raw sums of measured groups not formed yet, with (lr, decoupled decay, weight) each.
+        # Raw sums of measured groups not formed yet, with (lr, decoupled decay, step) each.
         self._rows: list[Tensor] = []
-        self._coefs: list[tuple[float, float, float]] = []
+        self._coefs: list[tuple[float, float, int]] = []
 
     # -- during a step ----------------------------------------------------------------------
 
@@ -286,11 +302,15 @@ class StepStatistics:
 
     def add(self, measured: list[tuple[Tensor, float, float]]) -> None:
         """Record one measured step from the raw sums of its groups, each with the group's
-        (lr, decoupled weight decay): the step's statistics are the mean over its groups."""
+        (lr, decoupled weight decay). The groups' sums are pooled, as one group holding all
+        their tensors would sum them (the applied step with each group's own lr and decay), so
+        how a model's tensors are split into groups does not change what a policy reads: a
+        group of a few biases weighs what its elements weigh, not what the rest of the model
+        does."""
         if not measured:
             return
         self._rows += [raw for raw, _, _ in measured]
-        self._coefs += [(lr, decay, 1.0 / len(measured)) for _, lr, decay in measured]
+        self._coefs += [(lr, decay, self.count) for _, lr, decay in measured]
         self.count += 1
         if len(self._rows) >= _FOLD_ROWS:
             self._fold()
@@ -300,13 +320,17 @@ class StepStatistics:
         if not self._rows:
             return
         device = self._rows[0].device
-        coefs = torch.tensor(self._coefs, dtype=torch.float64, device=device)
-        lr, decay, weight = coefs.unbind(1)
+        steps = [c[2] for c in self._coefs]
+        ids = torch.tensor([s - steps[0] for s in steps], device=device)
+        coefs = torch.tensor([c[:2] for c in self._coefs], dtype=torch.float64, device=device)
+        lr, decay = coefs.unbind(1)
         rows = torch.stack([r.to(device) for r in self._rows])
-        stats = statistics_from_raw(
-            rows, lr=lr, decoupled_decay=decay, noise_floor=self.noise_floor
-        )
-        total = (stats * weight[:, None]).sum(0)
+        sq = step_sq_from_raw(rows, lr, decay)
+        n = steps[-1] - steps[0] + 1  # a step's rows are added together, never split by a fold
+        pooled = rows.new_zeros(n, rows.shape[1]).index_add_(0, ids, rows)
+        pooled_sq = sq.new_zeros(n).index_add_(0, ids, sq)
+        stats = statistics_from_raw(pooled, step_sq=pooled_sq, noise_floor=self.noise_floor)
+        total = stats.sum(0)
         self._sum = total if self._sum is None else self._sum + total.to(self._sum.device)
         self._rows, self._coefs = [], []
 
