@@ -22,8 +22,14 @@ SMALL = {
     "star98": Q("tabular", data="star98", train_samples=100, **BASE),
     "randhie": Q("tabular", data="randhie", train_samples=300, **BASE),
     "modechoice": Q("tabular", data="modechoice", train_samples=100, **BASE),
+    "sunspots": Q("tabular", data="sunspots", train_samples=100, **BASE),
+    "elnino": Q("tabular", data="elnino", train_samples=200, **(BASE | {"norm": "layer"})),
+    "co2": Q("tabular", data="co2", train_samples=300, **BASE),
+    "macrodata": Q("tabular", data="macrodata", train_samples=100, **BASE),
+    "engel": Q("tabular", data="engel", train_samples=100, **BASE),
+    "grunfeld": Q("tabular", data="grunfeld", train_samples=100, **BASE),
 }
-UNSEEN_SUITES = ("unseen", "unseen2", "unseen3")
+UNSEEN_SUITES = ("unseen", "unseen2", "unseen3", "unseen4")
 
 
 def train(task, steps, lr=1e-2):
@@ -50,6 +56,12 @@ def test_the_data_sets_are_the_uci_ones_with_their_sizes_and_fixed_splits():
         "star98": (303, 20, None),
         "randhie": (20190, 9, None),
         "modechoice": (210, 18, 4),
+        "sunspots": (298, 11, None),
+        "elnino": (708, 24, None),
+        "co2": (2229, 52, None),
+        "macrodata": (200, 24, None),
+        "engel": (235, 1, None),
+        "grunfeld": (220, 14, None),
     }
     for name, (n, features, classes) in sizes.items():
         x, y = tabular.load_raw(name)
@@ -127,9 +139,10 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
             assert 300 <= task.budget <= 3000 and task.num_params() > 0
     configs = [set(SUITES[suite].values()) for suite in UNSEEN_SUITES]
     assert len(set.union(*configs)) == sum(map(len, configs))  # no task in two of them
-    # unseen3's data sets are its own
+    # unseen3's and unseen4's data sets are their own
     data = {suite: {c.p["data"] for c in SUITES[suite].values()} for suite in UNSEEN_SUITES}
     assert not data["unseen3"] & (data["unseen"] | data["unseen2"])
+    assert not data["unseen4"] & (data["unseen"] | data["unseen2"] | data["unseen3"])
     for name, tasks in SUITES.items():
         if name not in UNSEEN_SUITES:
             assert "tabular" not in {c.family for c in tasks.values()}

@@ -29,6 +29,10 @@
   Fair's affairs, STAR98, RAND HIE, mode choice, out of the statsmodels wheel), fixed before any
   optimizer ran them, for a third head-to-head (`docs/experiments.md`, "Stage 39"); not for
   choosing snapshots.
+- `unseen4`: six `tabular` tasks on measured series and tables no other task uses (sunspots, El
+  Nino sea temperatures, Mauna Loa CO2, US macroeconomic quarters, Engel's food budgets,
+  Grunfeld's investments, out of the statsmodels wheel), fixed before any optimizer ran them,
+  for the next head-to-head; not for choosing snapshots.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -490,6 +494,74 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             train_samples=130,
             batch=16,
             budget=400,
+        ),
+    },
+    "unseen4": {
+        "unseen4-sunspots-mlp": Q(
+            "tabular",
+            data="sunspots",
+            arch="mlp",
+            depth=2,
+            width=64,
+            norm="none",
+            train_samples=198,
+            batch=16,
+            budget=800,
+        ),
+        "unseen4-elnino-mlp": Q(
+            "tabular",
+            data="elnino",
+            arch="mlp",
+            depth=3,
+            width=128,
+            norm="none",
+            train_samples=458,
+            batch=32,
+            budget=1500,
+        ),
+        "unseen4-co2-ln": Q(
+            "tabular",
+            data="co2",
+            arch="mlp",
+            depth=2,
+            width=64,
+            norm="layer",
+            train_samples=997,
+            batch=64,
+            budget=1200,
+        ),
+        "unseen4-macro-mlp": Q(
+            "tabular",
+            data="macrodata",
+            arch="mlp",
+            depth=2,
+            width=32,
+            norm="none",
+            train_samples=130,
+            batch=16,
+            budget=500,
+        ),
+        "unseen4-engel-mlp": Q(
+            "tabular",
+            data="engel",
+            arch="mlp",
+            depth=3,
+            width=64,
+            norm="none",
+            train_samples=150,
+            batch=16,
+            budget=600,
+        ),
+        "unseen4-grunfeld-ln": Q(
+            "tabular",
+            data="grunfeld",
+            arch="mlp",
+            depth=2,
+            width=128,
+            norm="layer",
+            train_samples=150,
+            batch=32,
+            budget=1000,
         ),
     },
     "selection-long": {

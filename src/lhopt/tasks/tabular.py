@@ -20,6 +20,21 @@
   regression of log1p of outpatient visits (standardised).
 - `modechoice`: 210 travellers between Sydney and Canberra, cost and times of 4 modes and their
   household's income and size (18 inputs); the mode chosen, 4 classes.
+- `sunspots`: yearly sunspot numbers 1700-2008; the next year's from the 11 before it (one
+  solar cycle); 298 windows.
+- `elnino`: monthly sea surface temperatures off South America 1950-2010; the next month's from
+  the 24 before it; 708 windows.
+- `co2`: weekly CO2 at Mauna Loa 1958-2001 (59 missing weeks filled linearly); the reading 4
+  weeks ahead from the 52 weeks before; 2,229 windows.
+- `macrodata`: US macroeconomic quarters 1959-2009; the next quarter's real GDP growth from
+  this quarter's and the last one's growth of 8 series (log differences) and 4 rates; 200
+  quarters.
+- `engel`: 235 Belgian working-class households (1857), food expenditure from income, both
+  logged; one input.
+- `grunfeld`: 220 firm-years (11 US firms, 1935-1954), log1p of gross investment from log1p of
+  firm value and of capital stock, the year and the firm (one-hot).
+Windows overlap, and the permutation split mixes their times: these are regression tasks on
+measured series, not forecasts judged on a later period.
 The files are the ones scikit-learn (the first five) and statsmodels (the rest) ship in their
 wheels (docs/data.md: fetched with `pip download`, read out of the archive, never installed).
 Each set is split once by a fixed permutation (`DATA_SEED`) into training, validation and test
@@ -69,12 +84,14 @@ STATSMODELS_WHEEL = DataSource(
     sha256="e332c2d9b806083d1797231280602340c5c913f90d4caa0213a6a54679ce9331",
     url=None,  # as for SKLEARN_WHEEL: the wheel is the one pinned source
     package="statsmodels==0.14.4",
-    description="ANES 1996, Fair's affairs, STAR98, RAND HIE and mode choice as shipped in the "
+    description="ANES 1996, Fair's affairs, STAR98, RAND HIE, mode choice and six series and "
+    "tables (sunspots, El Nino, CO2, US macro data, Engel, Grunfeld) as shipped in the "
     "statsmodels 0.14.4 wheel",
 )
 SM_MEMBER = "statsmodels/datasets/"
 STATSMODELS_SETS = ("anes96", "fair", "star98", "randhie", "modechoice")
-REGRESSION = ("diabetes", "fair", "star98", "randhie")
+MORE_SETS = ("sunspots", "elnino", "co2", "macrodata", "engel", "grunfeld")  # statsmodels too
+REGRESSION = ("diabetes", "fair", "star98", "randhie") + MORE_SETS
 # (validation, test) sizes; the rest is the training part
 SPLITS = {
     "digits": (300, 500),
@@ -87,6 +104,12 @@ SPLITS = {
     "star98": (50, 60),
     "randhie": (1000, 2000),
     "modechoice": (35, 45),
+    "sunspots": (40, 60),
+    "elnino": (100, 150),
+    "co2": (300, 500),
+    "macrodata": (30, 40),
+    "engel": (35, 50),
+    "grunfeld": (30, 40),
 }
 DATA_SEED = 1936  # Fisher (1936), the iris data: UCI's first data set
 # sha256 of the parsed arrays (inputs then targets, float64 little-endian): every source must give
@@ -102,6 +125,12 @@ ARRAYS_SHA256 = {
     "star98": "b7d455677b74ceadbacefa8e93814a51d4df7341bc40d98266443b4f6e7f5e37",
     "randhie": "95d733d0912efbe0d92bb10e851a7b395309b3ac4eda128e652fb6afb55feec8",
     "modechoice": "24cee61c8214d2042825af9050fd4d14d7e6fde764e8ef15b82c71e0d8eac1fd",
+    "sunspots": "a8980f97275deabffe64caf60a0e1c49bf0ae5da0247a5bd10da5b4d9247943e",
+    "elnino": "445e3aef46b425510f74aad270935d79a276da6505841a178b79072ed35d645c",
+    "co2": "aee2a5def9c325d353d6dd628fc9d38af96673a325e617051380170956f03d15",
+    "macrodata": "86aff4fb2496623ba9fa5a82af566544877d6796c2d0ba3fe829595e6afa24ea",
+    "engel": "a7a93125fd3d0ebdc52f06c20ccf57638ca1f61dbb769ff9d8c9054287733c16",
+    "grunfeld": "08d338e0cf4fa3822732d3fcd7b2c585ae9148b7d959aa1c6c0fe95bbdef06b2",
 }
 
 SCHEMA = Schema(
@@ -150,9 +179,60 @@ def _parse_statsmodels(name: str, files: dict[str, bytes]) -> tuple[np.ndarray, 
     return x, np.log1p(col[target])
 
 
+def _windows(series: np.ndarray, length: int, ahead: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs: each run of `length` consecutive values; target: the value `ahead` steps after."""
+    n = len(series) - length - ahead + 1
+    x = np.stack([series[i : i + length] for i in range(n)])
+    return x, series[length + ahead - 1 :][:n]
+
+
+def _parse_more(name: str, files: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
+    raw = files[
+        SM_MEMBER + {"macrodata": "macrodata/macrodata.csv"}.get(name, f"{name}/{name}.csv")
+    ]
+    if name == "co2":  # weekly; 59 weeks have no reading, filled linearly from their neighbours
+        rows = [line.split(",") for line in raw.decode().splitlines()[1:]]
+        v = np.array([float(r[1]) if r[1].strip() else np.nan for r in rows])
+        known = ~np.isnan(v)
+        v = np.interp(np.arange(len(v)), np.flatnonzero(known), v[known])
+        return _windows(v, 52, ahead=4)
+    if name == "grunfeld":  # the firm is a name: one-hot
+        rows = [line.split(",") for line in raw.decode().splitlines()[1:]]
+        firms = sorted({r[3] for r in rows})
+        x = [
+            [math.log1p(float(r[1])), math.log1p(float(r[2])), float(r[4])]
+            + [float(r[3] == f) for f in firms]
+            for r in rows
+        ]
+        return np.array(x), np.log1p(np.array([float(r[0]) for r in rows]))
+    names, a = _table(raw, ",")
+    col = {c: a[:, i] for i, c in enumerate(names)}
+    if name == "sunspots":
+        return _windows(col["SUNACTIVITY"], 11)
+    if name == "elnino":
+        return _windows(a[:, 1:].reshape(-1), 24)
+    if name == "engel":
+        return np.log(col["income"])[:, None], np.log(col["foodexp"])
+    # macrodata: each quarter's growth (log differences) and rates, with the quarter before's;
+    # the target is the next quarter's real GDP growth
+    growth = np.stack(
+        [
+            np.diff(np.log(col[c]))
+            for c in ("realgdp", "realcons", "realinv", "realgovt", "realdpi", "cpi", "m1", "pop")
+        ],
+        1,
+    )
+    rates = np.stack([col[c][1:] for c in ("tbilrate", "unemp", "infl", "realint")], 1)
+    q = np.concatenate([growth, rates], 1)  # quarters 1..202
+    x = np.concatenate([q[1:-1], q[:-2]], 1)
+    return x, growth[2:, 0]
+
+
 def _parse(name: str, files: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
     if name in STATSMODELS_SETS:
         return _parse_statsmodels(name, files)
+    if name in MORE_SETS:
+        return _parse_more(name, files)
 
     def text(member: str) -> str:
         raw = files[MEMBER + member]
@@ -182,7 +262,7 @@ _SPLIT: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
 def load_raw(name: str) -> tuple[np.ndarray, np.ndarray]:
     """The data set's inputs and targets as its source has them, checked against its digest."""
     if name not in _RAW:
-        if name in STATSMODELS_SETS:
+        if name in STATSMODELS_SETS + MORE_SETS:
             files = read_members(fetch(STATSMODELS_WHEEL), ".csv", contains=SM_MEMBER)
         else:
             files = read_members(fetch(SKLEARN_WHEEL), "", contains=MEMBER)
