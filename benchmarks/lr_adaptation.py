@@ -10,7 +10,10 @@ level under the shape, comparable with the tuned schedule's peak lr; the factor 
 results' policy file as it is now, "default" the shipped one); the tuned lr
 is the grid value whose T run ended lowest (`lhopt.curves.speedup.pick_lr`, as the benchmark
 picks it). Per task, both are geometric means over seeds. Prints a table and, last,
-`spearman (policy lr level vs tuned lr, N tasks): R`.
+`spearman (policy lr level vs tuned lr, N tasks): R`; where the runs record "adamw_lr" (the lr in
+AdamW's units, `CIAO.adamw_lrs`), the level times the run's mean trust-ratio factor is a second
+column and a second Spearman line: under LAMB's trust ratio the base lr is a step relative to the
+weights' norms, not an lr in the tuned schedule's units.
 
 Usage: python benchmarks/lr_adaptation.py out/validation/results.json out/selection/results.json
 """
@@ -58,7 +61,7 @@ def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]
     from lhopt.control import load_policy
 
     spec = load_policy(doc.get("policy") or "default").spec
-    policy, finals = defaultdict(list), defaultdict(dict)
+    policy, finals, in_adamw_units = defaultdict(list), defaultdict(dict), defaultdict(list)
     for run in doc["runs"]:
         job = run["job"]
         hp = run.get("hparams") or {}
@@ -73,16 +76,28 @@ def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]
             total = run.get("total_steps") or run["budget"]
             horizon = spec.horizon_factor(total, spe)
             cuts = _cuts(run, spec, total, horizon) if spec.overfit_gap else [1.0] * len(base)
-            policy[job["task"]].append(
-                horizon * _gmean([x * c for x, c in zip(base, cuts, strict=True) if x > 0])
-            )
+            level = horizon * _gmean([x * c for x, c in zip(base, cuts, strict=True) if x > 0])
+            policy[job["task"]].append(level)
+            # the trust ratio's factor over the run: "adamw_lr" over the lr the update used
+            pairs = zip(hp.get("adamw_lr") or [], hp.get("lr") or [], strict=False)
+            trust = [a / b for a, b in pairs if a > 0 and b > 0]
+            if trust:
+                in_adamw_units[job["task"]].append(level * _gmean(trust))
         if job["optimizer"] == "adamw-cosine" and job["multiple"] == 1.0 and job["lr"]:
             finals[(job["task"], job["seed"])][job["lr"]] = run.get("val")
     tuned = defaultdict(list)
     for (task, _seed), curves in finals.items():
         if set(curves) >= set(TUNED_LR_GRID):
             tuned[task].append(pick_lr(TUNED_LR_GRID, curves))
-    return {t: (_gmean(policy[t]), _gmean(tuned[t])) for t in policy if t in tuned}
+    return {
+        t: (
+            _gmean(policy[t]),
+            _gmean(tuned[t]),
+            _gmean(in_adamw_units[t]) if len(in_adamw_units[t]) == len(policy[t]) else None,
+        )
+        for t in policy
+        if t in tuned
+    }
 
 
 def main() -> None:
@@ -94,11 +109,16 @@ def main() -> None:
     for path in args.results:
         with open(path) as f:
             rows.update(levels(json.load(f), args.optimizer))
-    print("| task | policy lr level | tuned lr |\n|---|---|---|")
-    for task, (mine, tuned) in sorted(rows.items()):
-        print(f"| {task} | {mine:.2e} | {tuned:.0e} |")
+    print("| task | policy lr level | in AdamW's units | tuned lr |\n|---|---|---|---|")
+    for task, (mine, tuned, adamw) in sorted(rows.items()):
+        print(f"| {task} | {mine:.2e} | {'-' if adamw is None else f'{adamw:.2e}'} | {tuned:.0e} |")
     rho = spearmanr([v[0] for v in rows.values()], [v[1] for v in rows.values()]).statistic
     print(f"spearman (policy lr level vs tuned lr, {len(rows)} tasks): {rho:.2f}")
+    known = [v for v in rows.values() if v[2] is not None]
+    if len(known) > 2:  # results written before "adamw_lr" have none
+        rho = spearmanr([v[2] for v in known], [v[1] for v in known]).statistic
+        what = "policy lr level in AdamW's units vs tuned lr"
+        print(f"spearman ({what}, {len(known)} tasks): {rho:.2f}")
 
 
 if __name__ == "__main__":

@@ -220,6 +220,9 @@ def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path, policy_f
     lr, base = np.array(shipped["hparams"]["lr"]), np.array(shipped["hparams"]["base_lr"])
     assert lr[-1] == pytest.approx(0.0, abs=1e-12) and base[-1] > 0
     assert np.all(lr <= base * horizon * (1 + 1e-12)) and np.any(lr > base)
+    # in AdamW's units the same: the quadratic's one parameter is a vector, which the trust
+    # ratio leaves alone (`CIAO.adamw_lrs` on matrices: tests/test_ciao.py)
+    assert np.allclose(shipped["hparams"]["adamw_lr"], lr, rtol=1e-12, atol=0)
 
 
 def test_lhopt_trainloss_never_sees_a_validation_loss():

@@ -330,6 +330,25 @@ def test_lamb_scales_matrices_and_leaves_biases_alone():
     )
 
 
+def test_adamw_lrs_weigh_each_tensors_trust_ratio_by_its_size():
+    torch.manual_seed(6)
+    lin = nn.Linear(6, 4).double()
+    ref = copy.deepcopy(lin)
+    plain = {**ADAMW_EQUIVALENT, "weight_decay": 0.0, "lr_factor": 0.5}
+    opt = CIAO(lin.parameters(), **{**plain, "lamb_power": 1.0})
+    ropt = CIAO(ref.parameters(), **plain)
+    assert opt.adamw_lrs() == [pytest.approx(5e-4)]  # no step yet: nothing scaled
+    w_init = lin.weight.detach().clone()
+    x = torch.randn(8, 6, dtype=torch.float64)
+    for o, m in ((opt, lin), (ropt, ref)):
+        m(x).pow(2).sum().backward()
+        o.step()
+    u_norm = (w_init - ref.weight.detach()).norm() / 5e-4  # AdamW's direction, unscaled
+    trust = lin.weight.detach().norm() / u_norm  # the bias (4 of 28 entries) has none
+    assert opt.adamw_lrs() == [pytest.approx(5e-4 * math.exp(24 / 28 * math.log(trust)))]
+    assert ropt.adamw_lrs() == [pytest.approx(5e-4)]  # lamb_power 0: the lr itself
+
+
 def test_statistics_have_known_values_on_a_known_problem():
     # Loss 0.5 ||p||^2 + p . c with c orthogonal to p: the gradient is p + c.
     p = nn.Parameter(torch.tensor([3.0, 0.0, 0.0, 0.0], dtype=torch.float64))

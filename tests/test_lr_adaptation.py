@@ -30,3 +30,28 @@ def test_the_level_carries_the_cut_of_a_run_that_started_over():
     ]
     run = {"steps": steps, "hparams": {"lr": lr, "base_lr": base}}
     assert lr_adaptation._cuts(run, spec, total, horizon) == pytest.approx(cut_at)
+
+
+def test_the_level_in_adamw_units_carries_the_runs_trust_factor():
+    from lhopt.control import load_policy
+    from lhopt.curves.drivers import TUNED_LR_GRID
+
+    spec = load_policy("default").spec
+    total, horizon = 1000, spec.horizon_factor(1000)
+    shape = schedules.get(spec.schedule)
+    steps = list(range(0, total + 1, 100))
+    base = [0.02] * len(steps)
+    lr = [b * shape(max(s, 1), total) * horizon for s, b in zip(steps, base, strict=True)]
+    job = {"task": "t", "seed": 0, "multiple": 1.0}
+    learned = {"lr": lr, "base_lr": base, "adamw_lr": [x * 0.1 for x in lr]}
+    lhopt = {"optimizer": "lhopt", "lr": None}
+    runs = [{"job": {**job, **lhopt}, "hparams": learned, "steps": steps, "budget": total}]
+    for g in TUNED_LR_GRID:  # the grid's lowest final validation loss at 3e-3
+        val = [1.0, 0.5 + abs(g - 3e-3)]
+        runs.append({"job": {**job, "optimizer": "adamw-cosine", "lr": g}, "val": val})
+    level, tuned, in_adamw_units = lr_adaptation.levels({"runs": runs})["t"]
+    assert tuned == pytest.approx(3e-3)
+    assert level == pytest.approx(0.02 * horizon)
+    assert in_adamw_units == pytest.approx(0.002 * horizon)
+    del learned["adamw_lr"]  # results written before it: no level in AdamW's units
+    assert lr_adaptation.levels({"runs": runs})["t"][2] is None

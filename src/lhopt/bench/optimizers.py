@@ -40,12 +40,14 @@ class LearnedDriver(Driver):
         self.optimizer.report(val_loss=val_loss)
 
     def hparams(self) -> dict[str, float]:
-        """The hyperparameters of the first group, "lr" as the update uses it (the policy's base
-        lr times the schedule's factor, comparable with every baseline's) and "base_lr" as the
-        policy steers it."""
+        """The hyperparameters of the first group: "lr" as the update uses it (the policy's base
+        lr times the schedule's factor; under LAMB's trust ratio a step relative to each
+        tensor's norm), "adamw_lr" that lr in AdamW's units (`CIAO.adamw_lrs`: what compares
+        with a baseline's lr) and "base_lr" as the policy steers it."""
         group = self.optimizer.param_groups[0]
         return {
             "lr": float(group["lr"] * group["lr_factor"]),
+            "adamw_lr": float(self.optimizer.adamw_lrs()[0]),
             "base_lr": float(group["lr"]),
         } | {
             h: float(group[h])

@@ -110,6 +110,8 @@ def moved_hparams(doc: dict) -> list[str]:
     names = ["lr"]
     for r in doc["runs"]:
         for k, v in (r.get("hparams") or {}).items():
+            if k == "adamw_lr":  # drawn in the lr column
+                continue
             finite = [x for x in v if x is not None and math.isfinite(x)]
             if k not in names and finite and min(finite) != max(finite):
                 names.append(k)
@@ -157,12 +159,21 @@ def figures(doc: dict, out: Path) -> list[Path]:
     for row, name in zip(axes, names, strict=True):
         for ax, h in zip(row, hparams, strict=True):
             for i, x in enumerate(doc["optimizers"]):
-                values = runs[name].get(x, {}).get("hparams", {}).get(h)
+                recorded = runs[name].get(x, {}).get("hparams", {})
+                values = recorded.get(h)
+                # A learned run's lr under the trust ratio is relative (dashed); its lr in
+                # AdamW's units is the one that compares with the baselines' (solid).
+                relative = h == "lr" and "adamw_lr" in recorded
+                if relative:
+                    v = [math.nan if y is None else y for y in recorded["adamw_lr"]]
+                    ax.plot(runs[name][x]["steps"], v, label=x, lw=1.2, color=f"C{i}")
                 if values:
                     v = [math.nan if y is None else y for y in values]
-                    ax.plot(runs[name][x]["steps"], v, label=x, lw=1.2, color=f"C{i}")
+                    style = {"lw": 0.8, "ls": "--"} if relative else {"lw": 1.2, "label": x}
+                    ax.plot(runs[name][x]["steps"], v, color=f"C{i}", **style)
             _mark_budget(ax, doc["tasks"][name]["budget"])
-            ax.set_title(f"{name}: {h}", fontsize=8)
+            title = "lr (dashed: relative to the weights)" if h == "lr" else h
+            ax.set_title(f"{name}: {title}", fontsize=8)
             ax.set_xlabel("step", fontsize=8)
             finite = [y for line in ax.get_lines()[:-1] for y in line.get_ydata() if y > 0]
             if h != "clip_fraction" and finite:

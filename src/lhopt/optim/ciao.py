@@ -571,6 +571,42 @@ class CIAO(torch.optim.Optimizer):
         """
         return self._stats.pop()
 
+    def adamw_lrs(self) -> list[float]:
+        """Each group's step size in AdamW's units: the lr its update uses (lr x lr_factor)
+        times the geometric mean, over the group's tensors weighted by their sizes, of the
+        trust ratio the tensor's last step used (1 where none scales it). Under LAMB's trust
+        ratio the lr is a step relative to each tensor's norm; this is the lr AdamW would
+        need for steps of the same sizes, what a tuned AdamW lr compares with. One host read."""
+        logs, sizes = [], []
+        for group in self.param_groups:
+            power, lo = group["lamb_power"], group["lamb_min_trust"]
+            for p in group["params"]:
+                s = self.state.get(p, {})
+                sizes.append(p.numel())
+                ema = s.get("update_norm_ema") if power > 0 else None
+                if ema is None or (not group["lamb_sparse"] and s.get("row_sparse", False)):
+                    logs.append(torch.zeros((), device=p.device))
+                    continue
+                # the ratio the next step would use before its own update norm moves the EMA
+                ema_hat = ema / (1.0 - s["update_norm_product"])
+                p_norm = torch.linalg.vector_norm(p.detach().float())
+                ratio = torch.where(
+                    (p_norm > 0) & (ema_hat > 0),
+                    p_norm / ema_hat.clamp_min(_TINY),
+                    torch.ones_like(p_norm),
+                )
+                hi = min(1.0 / lo, torch.finfo(ratio.dtype).max)
+                logs.append(torch.log((ratio**power).clamp(lo, hi)).float())
+        per_param = torch.stack([x.to(logs[0].device) for x in logs]).tolist() if logs else []
+        out, i = [], 0
+        for group in self.param_groups:
+            n = len(group["params"])
+            w, v = sizes[i : i + n], per_param[i : i + n]
+            i += n
+            mean_log = sum(a * b for a, b in zip(w, v, strict=True)) / sum(w) if w else 0.0
+            out.append(group["lr"] * group["lr_factor"] * math.exp(mean_log))
+        return out
+
     @property
     def hparams(self) -> list[dict[str, float | bool | None]]:
         """Current hyperparameters of each param group (a copy)."""
