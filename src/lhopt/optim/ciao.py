@@ -574,16 +574,21 @@ class CIAO(torch.optim.Optimizer):
     def adamw_lrs(self) -> list[float]:
         """Each group's step size in AdamW's units: the lr its update uses (lr x lr_factor)
         times the geometric mean, over the group's tensors weighted by their sizes, of the
-        trust ratio the tensor's last step used (1 where none scales it). Under LAMB's trust
-        ratio the lr is a step relative to each tensor's norm; this is the lr AdamW would
-        need for steps of the same sizes, what a tuned AdamW lr compares with. One host read."""
+        trust ratio the tensor's last step used (1 where none scales it; NaN while a tensor it
+        will scale has taken no step). Under LAMB's trust ratio the lr is a step relative to
+        each tensor's norm; this is the lr AdamW would need for steps of the same sizes, what
+        a tuned AdamW lr compares with. One host read."""
         logs, sizes = [], []
         for group in self.param_groups:
             power, lo = group["lamb_power"], group["lamb_min_trust"]
             for p in group["params"]:
                 s = self.state.get(p, {})
                 sizes.append(p.numel())
-                ema = s.get("update_norm_ema") if power > 0 else None
+                scaled = power > 0 and p.dim() > 1
+                if scaled and "step" not in s:  # its ratio is not known before its first step
+                    logs.append(torch.full((), math.nan, device=p.device))
+                    continue
+                ema = s.get("update_norm_ema") if scaled else None
                 if ema is None or (not group["lamb_sparse"] and s.get("row_sparse", False)):
                     logs.append(torch.zeros((), device=p.device))
                     continue
