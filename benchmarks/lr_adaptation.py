@@ -78,9 +78,10 @@ def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]
             cuts = _cuts(run, spec, total, horizon) if spec.overfit_gap else [1.0] * len(base)
             level = horizon * _gmean([x * c for x, c in zip(base, cuts, strict=True) if x > 0])
             policy[job["task"]].append(level)
-            # the trust ratio's factor over the run: "adamw_lr" over the lr the update used
-            pairs = zip(hp.get("adamw_lr") or [], hp.get("lr") or [], strict=False)
-            trust = [a / b for a, b in pairs if a > 0 and b > 0]
+            # the trust ratio's factor over the run: "adamw_lr" over the lr the update used,
+            # from the first evaluation after a step (before one the ratio is not known)
+            pairs = zip(run["steps"], hp.get("adamw_lr") or [], hp.get("lr") or [], strict=False)
+            trust = [a / b for step, a, b in pairs if step > 0 and a > 0 and b > 0]
             if trust:
                 in_adamw_units[job["task"]].append(level * _gmean(trust))
         if job["optimizer"] == "adamw-cosine" and job["multiple"] == 1.0 and job["lr"]:
