@@ -184,8 +184,11 @@ def figures(doc: dict, out: Path) -> list[Path]:
 
 def _save(plt, fig, first_ax, path: Path) -> Path:
     handles, labels = first_ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    # as many entries per row as the figure's width holds (about 1.6 inches each)
+    ncol = max(1, min(len(labels), int(fig.get_figwidth() / 1.6)))
+    rows = math.ceil(len(labels) / ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8)
+    fig.tight_layout(rect=(0, min(0.3, 0.3 * rows / fig.get_figheight() + 0.01), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
