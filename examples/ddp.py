@@ -1,5 +1,6 @@
 # examples/ddp.py: DistributedDataParallel; run with `torchrun --nproc-per-node 2 examples/ddp.py`
 # (or plainly with python: it then starts 2 processes on this machine itself)
+import math
 import os
 import socket
 
@@ -27,7 +28,10 @@ def train(rank: int, world: int) -> None:
     T = 60
     # torch.distributed is initialised: every rank takes rank 0's decisions, from the losses
     # averaged over the ranks, and holds rank 0's hyperparameters.
-    opt = lhopt.LearnedOptimizer(ddp.parameters(), total_steps=T, model=model)
+    # steps_per_epoch=math.inf: every batch is fresh data (no validation loss needed)
+    opt = lhopt.LearnedOptimizer(
+        ddp.parameters(), total_steps=T, model=model, steps_per_epoch=math.inf
+    )
     g = torch.Generator().manual_seed(rank)  # each rank its own data
     for _ in range(T):
         x, y = torch.randn(32, 8, generator=g), torch.randn(32, 1, generator=g)

@@ -1,4 +1,6 @@
 # examples/gpu.py: parameters, gradients and optimizer state on the GPU; the policy on the CPU
+import math
+
 import torch
 from torch import nn
 
@@ -8,7 +10,10 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(8, 256), nn.GELU(), nn.Linear(256, 1)).to(device)
 T = 100
-opt = lhopt.LearnedOptimizer(model.parameters(), total_steps=T, model=model)
+# steps_per_epoch=math.inf: every batch is fresh data (nothing to overfit, no validation loss)
+opt = lhopt.LearnedOptimizer(
+    model.parameters(), total_steps=T, model=model, steps_per_epoch=math.inf
+)
 for _ in range(T):
     x, y = torch.randn(64, 8, device=device), torch.randn(64, 1, device=device)
     loss = nn.functional.mse_loss(model(x), y)

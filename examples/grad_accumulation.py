@@ -1,4 +1,6 @@
 # examples/grad_accumulation.py: several micro-batches per optimizer step
+import math
+
 import torch
 from torch import nn
 
@@ -7,7 +9,10 @@ import lhopt
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 1))
 steps, accumulate = 100, 4  # total_steps counts optimizer steps, not micro-batches
-opt = lhopt.LearnedOptimizer(model.parameters(), total_steps=steps, model=model)
+# steps_per_epoch=math.inf: every batch is fresh data (nothing to overfit, no validation loss)
+opt = lhopt.LearnedOptimizer(
+    model.parameters(), total_steps=steps, model=model, steps_per_epoch=math.inf
+)
 for _ in range(steps):
     opt.zero_grad()
     step_loss = 0.0

@@ -140,6 +140,34 @@ def test_a_loop_that_never_reports_the_loss_is_warned_once(policy_file):
     assert not [w for w in caught if "no train loss" in str(w.message)]
 
 
+def test_a_run_without_a_validation_loss_is_warned_once_past_the_start_over_window(policy_file):
+    from lhopt.control.controller import OVERFIT_UNTIL
+
+    model, data = setup(6)
+    opt = LearnedOptimizer(model.parameters(), total_steps=80, policy=policy_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(model, opt, data[:20])  # still inside the window: no warning yet
+        early = [w for w in caught if "no validation loss" in str(w.message)]
+        train(model, opt, data[20:80])
+    missing = [w for w in caught if "no validation loss" in str(w.message)]
+    assert not early and len(missing) == 1 and missing[0].filename == __file__
+    assert "of 80" in str(missing[0].message) and 20 <= OVERFIT_UNTIL * 80 < 80
+    # a validation loss reported late (an integration's first evaluation) is enough, as is one
+    # from val_loss_fn; fresh data (steps_per_epoch=math.inf) needs none
+    fresh = {"steps_per_epoch": float("inf")}
+    for kwargs, late in (({}, True), ({"val_loss_fn": lambda: 1.0}, False), (fresh, False)):
+        model, data = setup(6)
+        opt = LearnedOptimizer(model.parameters(), total_steps=80, policy=policy_file, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(model, opt, data[:20])
+            if late:
+                opt.report(val_loss=1.0)
+            train(model, opt, data[20:80])
+        assert not [w for w in caught if "no validation loss" in str(w.message)]
+
+
 def test_an_lr_scheduler_fighting_the_policy_is_warned_once(policy_file):
     model, data = setup(5)
     opt = LearnedOptimizer(model.parameters(), total_steps=80, policy=policy_file)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import numbers
 import operator
 import os
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from lhopt.control import distributed
-from lhopt.control.controller import DEFAULT_DECISIONS, Controller
+from lhopt.control.controller import DEFAULT_DECISIONS, OVERFIT_UNTIL, Controller
 from lhopt.control.features import check_steps_per_epoch
 from lhopt.control.policy_file import load_policy
 from lhopt.optim import schedules
@@ -256,6 +257,7 @@ class LearnedOptimizer(CIAO):
         self._taken = 0  # optimizer steps taken through this controller
         self._warned = False
         self._warned_no_loss = False
+        self._warned_no_val = False
         self._warned_lr = False
         self._lrs_set: list[float] | None = None  # each group's lr as the last decision left it
         self._decided: int | None = None  # the step before which the last decision was taken
@@ -422,6 +424,32 @@ class LearnedOptimizer(CIAO):
         )
         self._warned_lr = True
 
+    def _warn_if_no_val_loss(self) -> None:
+        """Warn once when the part of the run in which the controller may start it over has
+        passed and no validation loss has come: it ran on train losses alone (measured in
+        docs/learned.md). Not earlier: integrations evaluate on their own schedule; not on
+        fresh data (`steps_per_epoch=math.inf`), which cannot be overfitted."""
+        if self._warned_no_val or self._val_loss is not None:
+            return
+        if self.steps_per_epoch == math.inf:  # fresh data: nothing to overfit
+            return
+        if self._taken <= OVERFIT_UNTIL * self.controller.total_steps:
+            return
+        rule = (
+            " and cannot start a run that overfits over, which on small data costs most of its gain"
+            if self.controller.spec.overfit_gap
+            else ""
+        )
+        warnings.warn(
+            f"LearnedOptimizer: no validation loss by step {self._taken} of "
+            f"{self.controller.total_steps}; the policy decides on train losses alone{rule} (see "
+            "'Without val_loss_fn' in docs/learned.md). Pass val_loss_fn, or call "
+            "opt.report(val_loss=...) before decisions; where every batch is fresh data, pass "
+            "steps_per_epoch=math.inf",
+            stacklevel=_user_stacklevel(),
+        )
+        self._warned_no_val = True
+
     def _decide(self) -> None:
         self._check_lr_untouched()
         if self._taken == 0 and self.steps_per_epoch is None and self.controller.spec.epochs_power:
@@ -449,6 +477,7 @@ class LearnedOptimizer(CIAO):
             self._warned_no_loss = True
         if self.val_loss_fn is not None:
             self._val_loss = float(self.val_loss_fn())
+        self._warn_if_no_val_loss()
         val, sync = self._val_loss, None
         if self.sync_ranks and distributed.active():  # every rank takes rank 0's decision
             sync = distributed.RankSync()
