@@ -53,6 +53,22 @@ from lhopt.tasks.base import TaskConfig
 
 Q = TaskConfig.make
 
+
+def _mlp(data: str, depth: int, width: int, norm: str, train_samples: int, batch: int, budget: int):
+    """A `tabular` MLP task."""
+    return Q(
+        "tabular",
+        data=data,
+        arch="mlp",
+        depth=depth,
+        width=width,
+        norm=norm,
+        train_samples=train_samples,
+        batch=batch,
+        budget=budget,
+    )
+
+
 SUITES: dict[str, dict[str, TaskConfig]] = {
     "quick": {
         "quick-quadratic": Q(
@@ -497,72 +513,12 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
     },
     "unseen4": {
-        "unseen4-sunspots-mlp": Q(
-            "tabular",
-            data="sunspots",
-            arch="mlp",
-            depth=2,
-            width=64,
-            norm="none",
-            train_samples=198,
-            batch=16,
-            budget=800,
-        ),
-        "unseen4-elnino-mlp": Q(
-            "tabular",
-            data="elnino",
-            arch="mlp",
-            depth=3,
-            width=128,
-            norm="none",
-            train_samples=458,
-            batch=32,
-            budget=1500,
-        ),
-        "unseen4-co2-ln": Q(
-            "tabular",
-            data="co2",
-            arch="mlp",
-            depth=2,
-            width=64,
-            norm="layer",
-            train_samples=997,
-            batch=64,
-            budget=1200,
-        ),
-        "unseen4-macro-mlp": Q(
-            "tabular",
-            data="macrodata",
-            arch="mlp",
-            depth=2,
-            width=32,
-            norm="none",
-            train_samples=130,
-            batch=16,
-            budget=500,
-        ),
-        "unseen4-engel-mlp": Q(
-            "tabular",
-            data="engel",
-            arch="mlp",
-            depth=3,
-            width=64,
-            norm="none",
-            train_samples=150,
-            batch=16,
-            budget=600,
-        ),
-        "unseen4-grunfeld-ln": Q(
-            "tabular",
-            data="grunfeld",
-            arch="mlp",
-            depth=2,
-            width=128,
-            norm="layer",
-            train_samples=150,
-            batch=32,
-            budget=1000,
-        ),
+        "unseen4-sunspots-mlp": _mlp("sunspots", 2, 64, "none", 198, 16, 800),
+        "unseen4-elnino-mlp": _mlp("elnino", 3, 128, "none", 458, 32, 1500),
+        "unseen4-co2-ln": _mlp("co2", 2, 64, "layer", 997, 64, 1200),
+        "unseen4-macro-mlp": _mlp("macrodata", 2, 32, "none", 130, 16, 500),
+        "unseen4-engel-mlp": _mlp("engel", 3, 64, "none", 150, 16, 600),
+        "unseen4-grunfeld-ln": _mlp("grunfeld", 2, 128, "layer", 150, 32, 1000),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
