@@ -265,6 +265,21 @@ def test_a_policy_starts_where_its_file_says_its_episodes_started(tmp_path, poli
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # its own start, or a hyperparameter it does not record
         LearnedOptimizer(model.parameters(), 10, policy=high, lr=1e-2, weight_decay=0.3)
+        # a group's own setting of another hyperparameter (a table without the trust ratio, a
+        # no-decay group) is not a start the policy learned from, and is left alone
+        LearnedOptimizer(
+            [
+                {"params": model[0].parameters(), "weight_decay": 0.0},
+                {"params": model[2].parameters()},
+            ],
+            10,
+            policy=high,
+        )
+    # a per-group lr (an AdamW fine-tuning recipe's) is warned as the keyword is
+    groups = [{"params": model[0].parameters(), "lr": 1e-4}, {"params": model[2].parameters()}]
+    with pytest.warns(UserWarning, match=r"group 0 lr=0.0001 differs from the lr .*\(0.01\)"):
+        given = LearnedOptimizer(groups, 10, policy=high)
+    assert [g["lr"] for g in given.param_groups] == [1e-4, 1e-2]
     assert (
         LearnedOptimizer(model.parameters(), 10, policy=policy_file).param_groups[0]["lr"] == 1e-3
     )

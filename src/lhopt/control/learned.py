@@ -232,6 +232,22 @@ class LearnedOptimizer(CIAO):
                 "where it was trained",
                 stacklevel=_user_stacklevel(),
             )
+        own = [
+            (i, g["lr"]) for i, g in enumerate(self.param_groups) if g["lr"] != self.defaults["lr"]
+        ]
+        if own:  # e.g. a per-group lr of an AdamW fine-tuning recipe
+            given = ", ".join(f"group {i} lr={lr!r}" for i, lr in own)
+            relative = (
+                " (under LAMB's trust ratio its lr is a step relative to the weights, not AdamW's)"
+                if self.defaults["lamb_power"] > 0
+                else ""
+            )
+            warnings.warn(
+                f"LearnedOptimizer: {given} differs from the lr this policy starts every group "
+                f"at ({self.defaults['lr']!r}); it then acts outside what it saw{relative}. "
+                "Leave 'lr' out of the param groups to start them where it was trained",
+                stacklevel=_user_stacklevel(),
+            )
         self.model = model
         self._check_model()
         self.val_loss_fn = val_loss_fn
