@@ -75,6 +75,34 @@ def test_param_groups_match_adamw_groups():
         assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
 
 
+def test_adamws_argument_names_carry_over():
+    """`betas` and `eps`, as AdamW names them, in the constructor and in a param group: the same
+    run as AdamW's with the same arguments; a clash or a bad pair is a ValueError naming it."""
+    torch.manual_seed(2)
+    model = make_mlp().double()
+    ref = copy.deepcopy(model)
+    kw = dict(lr=2e-3, betas=(0.8, 0.95), eps=1e-7, weight_decay=0.05)
+    groups = lambda m: [  # noqa: E731
+        {"params": m[0].parameters(), "betas": (0.85, 0.9)},
+        {"params": list(m[2].parameters()) + list(m[4].parameters())},
+    ]
+    train(model, CIAO(groups(model), **ADAMW_EQUIVALENT, **kw), batches("mlp", 50))
+    train(ref, torch.optim.AdamW(groups(ref), **kw), batches("mlp", 50))
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=1e-9, atol=1e-12)
+    params = list(make_mlp().parameters())
+    for bad, words in (
+        ({"betas": (0.9,)}, r"betas=\(0\.9,\) is not allowed: a pair"),
+        ({"betas": (0.9, 1.0)}, r"each in \[0, 1\)"),
+        ({"betas": (0.9, 0.99), "ombeta1": 0.2}, "betas=.* and ombeta1=0.2 set the same"),
+        ({"eps": 1e-8, "epsilon": 1e-7}, "eps=1e-08 and epsilon=1e-07 set the same"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            CIAO(params, **bad)
+    with pytest.raises(ValueError, match="eps=1e-08 and epsilon=0.001 set the same"):
+        CIAO([{"params": params, "eps": 1e-8, "epsilon": 1e-3}])
+
+
 def reference_adam_changing_betas(p0, grads, schedule, lr=1e-2, eps=1e-6):
     """Adam written out for one tensor, with betas that change every step."""
     p, m, v = p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0)

@@ -275,6 +275,12 @@ def test_a_policy_starts_where_its_file_says_its_episodes_started(tmp_path, poli
             10,
             policy=high,
         )
+    # AdamW's names replace the file's start of the same hyperparameters
+    eps_start = tmp_path / "eps.pt"
+    lhopt.control.save_policy_file(net, eps_start, initial={"lr": 1e-2, "epsilon": 1e-6})
+    with pytest.warns(UserWarning, match=r"epsilon=1e-08 overrides the start .*\(epsilon=1e-06\)"):
+        opt = LearnedOptimizer(model.parameters(), 10, policy=eps_start, eps=1e-8)
+    assert opt.param_groups[0]["epsilon"] == 1e-8
     # a per-group lr (an AdamW fine-tuning recipe's) is warned as the keyword is
     groups = [{"params": model[0].parameters(), "lr": 1e-4}, {"params": model[2].parameters()}]
     with pytest.warns(UserWarning, match=r"group 0 lr=0.0001 differs from the lr .*\(0.01\)"):

@@ -114,6 +114,13 @@ _INTERNAL = (
 )
 
 
+def _same(a, b) -> bool:
+    """Equal, or equal floats up to rounding (1 - 0.9 against 0.1)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return a == b
+
+
 def _user_stacklevel() -> int:
     """The `stacklevel` that points a warning at the first caller outside lhopt, torch (the
     optimizer's step hooks, GradScaler) and contextlib (`torch.no_grad`'s wrapper)."""
@@ -221,8 +228,18 @@ class LearnedOptimizer(CIAO):
                 f"schedule={schedule!r} is not allowed with policy {str(policy)!r}: it was "
                 f"trained with schedule {policy_net.spec.schedule!r} (leave schedule unset)"
             )
-        super().__init__(params, **{**policy_net.initial, **kwargs})
-        moved = {k: v for k, v in kwargs.items() if policy_net.initial.get(k, v) != v}
+        start = dict(policy_net.initial)
+        for alias, names in (("betas", ("ombeta1", "ombeta2")), ("eps", ("epsilon",))):
+            if alias in kwargs:  # AdamW's name for them, given: it replaces the file's start
+                for name in names:
+                    start.pop(name, None)
+        super().__init__(params, **{**start, **kwargs})
+        # what the call moved off the file's start (under AdamW's names too)
+        moved = {
+            k: self.defaults[k]
+            for k, v in policy_net.initial.items()
+            if not _same(self.defaults[k], v)
+        }
         if moved:  # e.g. an AdamW lr carried over: the policy never started there
             given = ", ".join(f"{k}={v!r}" for k, v in moved.items())
             trained = ", ".join(f"{k}={policy_net.initial[k]!r}" for k in moved)

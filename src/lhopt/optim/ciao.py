@@ -147,6 +147,37 @@ def is_row_sparse(grad: Tensor) -> bool:
     return bool((grad.flatten(1) == 0).all(1).any())
 
 
+def _from_adamw_names(aliases: dict, own: dict) -> dict:
+    """CIAO's hyperparameters from AdamW's names for them, `betas` (b1, b2) -> ombeta1 = 1 - b1,
+    ombeta2 = 1 - b2 and `eps` -> epsilon (None: not given), so that AdamW's arguments carry
+    over; an alias beside its own name in `own` is a ValueError naming both."""
+    out = {}
+    betas, eps = aliases.get("betas"), aliases.get("eps")
+    if betas is not None:
+        if not (
+            isinstance(betas, tuple | list)
+            and len(betas) == 2
+            and all(isinstance(b, int | float) and 0.0 <= b < 1.0 for b in betas)
+        ):
+            raise ValueError(
+                f"betas={betas!r} is not allowed: a pair (beta1, beta2), each in [0, 1), as AdamW's"
+            )
+        clash = sorted({"ombeta1", "ombeta2"} & set(own))
+        if clash:
+            raise ValueError(
+                f"betas={betas!r} and {clash[0]}={own[clash[0]]!r} set the same "
+                "hyperparameter: give one"
+            )
+        out["ombeta1"], out["ombeta2"] = 1.0 - float(betas[0]), 1.0 - float(betas[1])
+    if eps is not None:
+        if "epsilon" in own:
+            raise ValueError(
+                f"eps={eps!r} and epsilon={own['epsilon']!r} set the same hyperparameter: give one"
+            )
+        out["epsilon"] = eps
+    return out
+
+
 def lamb_trust_ratios(
     params: list[Tensor],
     updates: list[Tensor],
@@ -285,13 +316,21 @@ class CIAO(torch.optim.Optimizer):
         decay_in_update: bool = DEFAULTS["decay_in_update"],
         feature_every: int = 4,
         stat_samples: int = 2048,
+        *,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
     ) -> None:
+        given = {"ombeta1": ombeta1, "ombeta2": ombeta2, "epsilon": epsilon}
+        given |= _from_adamw_names(
+            {"betas": betas, "eps": eps},
+            {n: v for n, v in given.items() if v != DEFAULTS[n]},
+        )
         defaults = dict(
             lr=lr,
             lr_factor=lr_factor,
-            ombeta1=ombeta1,
-            ombeta2=ombeta2,
-            epsilon=epsilon,
+            ombeta1=given["ombeta1"],
+            ombeta2=given["ombeta2"],
+            epsilon=given["epsilon"],
             weight_decay=weight_decay,
             clip_fraction=clip_fraction,
             grad_clip_ombeta=grad_clip_ombeta,
@@ -342,6 +381,8 @@ class CIAO(torch.optim.Optimizer):
         self._stats.stat_samples = value
 
     def add_param_group(self, param_group: dict) -> None:
+        aliases = {k: param_group.pop(k) for k in ("betas", "eps") if k in param_group}
+        param_group |= _from_adamw_names(aliases, param_group)
         check_group(param_group)
         params = param_group["params"]
         params = [params] if isinstance(params, Tensor) else params
