@@ -376,6 +376,12 @@ def test_adamw_lrs_weigh_each_tensors_trust_ratio_by_its_size():
     trust = lin.weight.detach().norm() / u_norm  # the bias (4 of 28 entries) has none
     assert opt.adamw_lrs() == [pytest.approx(5e-4 * math.exp(24 / 28 * math.log(trust)))]
     assert ropt.adamw_lrs() == [pytest.approx(5e-4)]  # lamb_power 0: the lr itself
+    # a tensor that never gets a gradient (an unused layer) takes no step and weighs nothing
+    unused = nn.Linear(6, 4).double()
+    both = CIAO([*lin.parameters(), *unused.parameters()], **{**plain, "lamb_power": 1.0})
+    lin(x).pow(2).sum().backward()
+    both.step()
+    assert math.isfinite(both.adamw_lrs()[0])
 
 
 def test_statistics_have_known_values_on_a_known_problem():

@@ -154,9 +154,10 @@ def test_a_run_without_a_validation_loss_is_warned_once_past_the_start_over_wind
     assert not early and len(missing) == 1 and missing[0].filename == __file__
     assert "of 80" in str(missing[0].message) and 20 <= OVERFIT_UNTIL * 80 < 80
     # a validation loss reported late (an integration's first evaluation) is enough, as is one
-    # from val_loss_fn; fresh data (steps_per_epoch=math.inf) needs none
-    fresh = {"steps_per_epoch": float("inf")}
-    for kwargs, late in (({}, True), ({"val_loss_fn": lambda: 1.0}, False), (fresh, False)):
+    # from val_loss_fn; data passed over at most once (fresh, or one epoch) need none
+    fresh, one_pass = {"steps_per_epoch": float("inf")}, {"steps_per_epoch": 80}
+    cases = (({}, True), ({"val_loss_fn": lambda: 1.0}, False), (fresh, False), (one_pass, False))
+    for kwargs, late in cases:
         model, data = setup(6)
         opt = LearnedOptimizer(model.parameters(), total_steps=80, policy=policy_file, **kwargs)
         with warnings.catch_warnings(record=True) as caught:
@@ -283,7 +284,7 @@ def test_a_policy_starts_where_its_file_says_its_episodes_started(tmp_path, poli
     assert opt.param_groups[0]["epsilon"] == 1e-8
     # a per-group lr (an AdamW fine-tuning recipe's) is warned as the keyword is
     groups = [{"params": model[0].parameters(), "lr": 1e-4}, {"params": model[2].parameters()}]
-    with pytest.warns(UserWarning, match=r"group 0 lr=0.0001 differs from the lr .*\(0.01\)"):
+    with pytest.warns(UserWarning, match=r"group 0 lr=0.0001 differs from the lr .*from \(0.01\)"):
         given = LearnedOptimizer(groups, 10, policy=high)
     assert [g["lr"] for g in given.param_groups] == [1e-4, 1e-2]
     assert (

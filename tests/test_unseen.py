@@ -58,7 +58,7 @@ def test_the_data_sets_are_the_uci_ones_with_their_sizes_and_fixed_splits():
         "modechoice": (210, 18, 4),
         "sunspots": (298, 11, None),
         "elnino": (708, 24, None),
-        "co2": (2229, 52, None),
+        "co2": (2187, 52, None),
         "macrodata": (200, 24, None),
         "engel": (235, 1, None),
         "grunfeld": (220, 14, None),

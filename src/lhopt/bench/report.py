@@ -172,7 +172,10 @@ def figures(doc: dict, out: Path) -> list[Path]:
                     style = {"lw": 0.8, "ls": "--"} if relative else {"lw": 1.2, "label": x}
                     ax.plot(runs[name][x]["steps"], v, color=f"C{i}", **style)
             _mark_budget(ax, doc["tasks"][name]["budget"])
-            title = "lr (dashed: relative to the weights)" if h == "lr" else h
+            both = h == "lr" and any(
+                "adamw_lr" in r.get("hparams", {}) for r in runs[name].values()
+            )
+            title = "lr (dashed: relative to the weights)" if both else h
             ax.set_title(f"{name}: {title}", fontsize=8)
             ax.set_xlabel("step", fontsize=8)
             finite = [y for line in ax.get_lines()[:-1] for y in line.get_ydata() if y > 0]
@@ -188,7 +191,7 @@ def _save(plt, fig, first_ax, path: Path) -> Path:
     ncol = max(1, min(len(labels), int(fig.get_figwidth() / 1.6)))
     rows = math.ceil(len(labels) / ncol)
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8)
-    fig.tight_layout(rect=(0, min(0.3, 0.3 * rows / fig.get_figheight() + 0.01), 1, 1))
+    fig.tight_layout(rect=(0, min(0.6, 0.3 * rows / fig.get_figheight() + 0.01), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -37,6 +37,7 @@ from lhopt.control.features import check_steps_per_epoch
 from lhopt.control.policy_file import load_policy
 from lhopt.optim import schedules
 from lhopt.optim.ciao import CIAO
+from lhopt.optim.hparams import DEFAULTS
 
 _log = logging.getLogger("lhopt")
 
@@ -230,7 +231,7 @@ class LearnedOptimizer(CIAO):
             )
         start = dict(policy_net.initial)
         for alias, names in (("betas", ("ombeta1", "ombeta2")), ("eps", ("epsilon",))):
-            if alias in kwargs:  # AdamW's name for them, given: it replaces the file's start
+            if kwargs.get(alias) is not None:  # AdamW's name, given: it replaces the start
                 for name in names:
                     start.pop(name, None)
         super().__init__(params, **{**start, **kwargs})
@@ -249,8 +250,11 @@ class LearnedOptimizer(CIAO):
                 "where it was trained",
                 stacklevel=_user_stacklevel(),
             )
+        trained_lr = policy_net.initial.get("lr", DEFAULTS["lr"])
         own = [
-            (i, g["lr"]) for i, g in enumerate(self.param_groups) if g["lr"] != self.defaults["lr"]
+            (i, g["lr"])
+            for i, g in enumerate(self.param_groups)
+            if g["lr"] != self.defaults["lr"] and not _same(g["lr"], trained_lr)
         ]
         if own:  # e.g. a per-group lr of an AdamW fine-tuning recipe
             given = ", ".join(f"group {i} lr={lr!r}" for i, lr in own)
@@ -260,8 +264,8 @@ class LearnedOptimizer(CIAO):
                 else ""
             )
             warnings.warn(
-                f"LearnedOptimizer: {given} differs from the lr this policy starts every group "
-                f"at ({self.defaults['lr']!r}); it then acts outside what it saw{relative}. "
+                f"LearnedOptimizer: {given} differs from the lr this policy was trained to start "
+                f"from ({trained_lr!r}); it then acts outside what it saw{relative}. "
                 "Leave 'lr' out of the param groups to start them where it was trained",
                 stacklevel=_user_stacklevel(),
             )
@@ -291,6 +295,7 @@ class LearnedOptimizer(CIAO):
         self._warned = False
         self._warned_no_loss = False
         self._warned_no_val = False
+        self._seen_val = False  # some decision had a validation loss
         self._warned_lr = False
         self._lrs_set: list[float] | None = None  # each group's lr as the last decision left it
         self._decided: int | None = None  # the step before which the last decision was taken
@@ -457,28 +462,24 @@ class LearnedOptimizer(CIAO):
         )
         self._warned_lr = True
 
-    def _warn_if_no_val_loss(self) -> None:
+    def _warn_if_no_val_loss(self, val: float | None) -> None:
         """Warn once when the part of the run in which the controller may start it over has
-        passed and no validation loss has come: it ran on train losses alone (measured in
-        docs/learned.md). Not earlier: integrations evaluate on their own schedule; not on
-        fresh data (`steps_per_epoch=math.inf`), which cannot be overfitted."""
-        if self._warned_no_val or self._val_loss is not None:
+        passed with no validation loss (`val`, after the ranks' sync): the rule could not act
+        (what that costs: docs/learned.md). Not earlier: integrations evaluate on their own
+        schedule; not on data a run passes over at most once (`steps_per_epoch` at least T, or
+        `math.inf` for fresh data), which it cannot overfit."""
+        if self._warned_no_val or val is not None or self._seen_val:
             return
-        if self.steps_per_epoch == math.inf:  # fresh data: nothing to overfit
+        total = self.controller.total_steps
+        spe = self.steps_per_epoch
+        if self._taken <= OVERFIT_UNTIL * total or (spe is not None and spe >= total):
             return
-        if self._taken <= OVERFIT_UNTIL * self.controller.total_steps:
-            return
-        rule = (
-            " and cannot start a run that overfits over, which on small data costs most of its gain"
-            if self.controller.spec.overfit_gap
-            else ""
-        )
         warnings.warn(
-            f"LearnedOptimizer: no validation loss by step {self._taken} of "
-            f"{self.controller.total_steps}; the policy decides on train losses alone{rule} (see "
-            "'Without val_loss_fn' in docs/learned.md). Pass val_loss_fn, or call "
-            "opt.report(val_loss=...) before decisions; where every batch is fresh data, pass "
-            "steps_per_epoch=math.inf",
+            f"LearnedOptimizer: no validation loss by step {self._taken} of {total}, so the "
+            "policy could not start a run that overfits over, which on small data costs most of "
+            "its gain (see 'Without val_loss_fn' in docs/learned.md). Pass val_loss_fn, or call "
+            "opt.report(val_loss=...) (validate at least every 30% of the run); where every "
+            "batch is fresh data, pass steps_per_epoch=math.inf",
             stacklevel=_user_stacklevel(),
         )
         self._warned_no_val = True
@@ -510,11 +511,12 @@ class LearnedOptimizer(CIAO):
             self._warned_no_loss = True
         if self.val_loss_fn is not None:
             self._val_loss = float(self.val_loss_fn())
-        self._warn_if_no_val_loss()
         val, sync = self._val_loss, None
         if self.sync_ranks and distributed.active():  # every rank takes rank 0's decision
             sync = distributed.RankSync()
             train, val = sync.losses(total, count, val)
+        self._seen_val = self._seen_val or val is not None
+        self._warn_if_no_val_loss(val)
         self.controller.decide(self._taken, self._module, train_loss=train, val_loss=val, sync=sync)
         if sync is None or torch.distributed.get_rank() == 0:
             line = self.controller.describe()
@@ -536,6 +538,8 @@ class LearnedOptimizer(CIAO):
             "warned": self._warned,
             "warned_no_loss": self._warned_no_loss,
             "warned_lr": self._warned_lr,
+            "warned_no_val": self._warned_no_val,
+            "seen_val": self._seen_val,
             "lrs_set": None if self._lrs_set is None else list(self._lrs_set),
             "decided": self._decided,
             "policy": self._policy_fingerprint(),
@@ -565,6 +569,8 @@ class LearnedOptimizer(CIAO):
         self._warned = c["warned"]
         self._warned_no_loss = c.get("warned_no_loss", False)  # saved before the warning existed
         self._warned_lr = c.get("warned_lr", False)
+        self._warned_no_val = c.get("warned_no_val", False)  # absent before the warning existed
+        self._seen_val = c.get("seen_val", self._val_loss is not None)
         lrs = c.get("lrs_set")  # absent before the check existed: it starts at the next decision
         self._lrs_set = None if lrs is None else list(lrs)
         self._decided = c.get("decided")

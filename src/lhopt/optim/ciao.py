@@ -150,15 +150,16 @@ def is_row_sparse(grad: Tensor) -> bool:
 def _from_adamw_names(aliases: dict, own: dict) -> dict:
     """CIAO's hyperparameters from AdamW's names for them, `betas` (b1, b2) -> ombeta1 = 1 - b1,
     ombeta2 = 1 - b2 and `eps` -> epsilon (None: not given), so that AdamW's arguments carry
-    over; an alias beside its own name in `own` is a ValueError naming both."""
+    over; an alias beside its own name in `own` is a ValueError naming both (in the
+    constructor, `own` holds the CIAO names given other than at their defaults)."""
     out = {}
     betas, eps = aliases.get("betas"), aliases.get("eps")
     if betas is not None:
-        if not (
-            isinstance(betas, tuple | list)
-            and len(betas) == 2
-            and all(isinstance(b, int | float) and 0.0 <= b < 1.0 for b in betas)
-        ):
+        try:
+            b1, b2 = (float(b) for b in betas)  # numbers, numpy or 0-d tensors, as AdamW takes
+        except (TypeError, ValueError):
+            b1 = b2 = math.nan
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ValueError(
                 f"betas={betas!r} is not allowed: a pair (beta1, beta2), each in [0, 1), as AdamW's"
             )
@@ -168,7 +169,7 @@ def _from_adamw_names(aliases: dict, own: dict) -> dict:
                 f"betas={betas!r} and {clash[0]}={own[clash[0]]!r} set the same "
                 "hyperparameter: give one"
             )
-        out["ombeta1"], out["ombeta2"] = 1.0 - float(betas[0]), 1.0 - float(betas[1])
+        out["ombeta1"], out["ombeta2"] = 1.0 - b1, 1.0 - b2
     if eps is not None:
         if "epsilon" in own:
             raise ValueError(
@@ -381,8 +382,12 @@ class CIAO(torch.optim.Optimizer):
         self._stats.stat_samples = value
 
     def add_param_group(self, param_group: dict) -> None:
-        aliases = {k: param_group.pop(k) for k in ("betas", "eps") if k in param_group}
-        param_group |= _from_adamw_names(aliases, param_group)
+        aliases = {k: param_group[k] for k in ("betas", "eps") if k in param_group}
+        if aliases:  # validated before the caller's dict is changed
+            translated = _from_adamw_names(aliases, param_group)
+            for k in aliases:
+                del param_group[k]
+            param_group |= translated
         check_group(param_group)
         params = param_group["params"]
         params = [params] if isinstance(params, Tensor) else params
@@ -614,43 +619,46 @@ class CIAO(torch.optim.Optimizer):
 
     def adamw_lrs(self) -> list[float]:
         """Each group's step size in AdamW's units: the lr its update uses (lr x lr_factor)
-        times the geometric mean, over the group's tensors weighted by their sizes, of the
-        trust ratio the tensor's last step used (1 where none scales it; NaN while a tensor it
-        will scale has taken no step). Under LAMB's trust ratio the lr is a step relative to
-        each tensor's norm; this is the lr AdamW would need for steps of the same sizes, what
-        a tuned AdamW lr compares with. One host read."""
-        logs, sizes = [], []
+        times the geometric mean, over the group's tensors that have stepped weighted by their
+        sizes, of their trust ratios as the next step would start from (the tensor's norm over
+        its EMA of update norms; 1 where none scales it). NaN for a group in which the trust
+        ratio would scale a tensor but none has stepped yet. Under LAMB's trust ratio the lr is
+        a step relative to each tensor's norm; this is the lr AdamW would need for steps of the
+        same sizes, what a tuned AdamW lr compares with. One host read."""
+        logs: list[Tensor] = []
+        weights: list[list[int]] = []
         for group in self.param_groups:
             power, lo = group["lamb_power"], group["lamb_min_trust"]
+            sizes = []
             for p in group["params"]:
                 s = self.state.get(p, {})
-                sizes.append(p.numel())
-                scaled = power > 0 and p.dim() > 1
-                if scaled and "step" not in s:  # its ratio is not known before its first step
-                    logs.append(torch.full((), math.nan, device=p.device))
+                if "step" not in s:  # never stepped (no gradient yet): takes no step to size
                     continue
-                ema = s.get("update_norm_ema") if scaled else None
+                sizes.append(p.numel())
+                ema = s.get("update_norm_ema") if power > 0 and p.dim() > 1 else None
                 if ema is None or (not group["lamb_sparse"] and s.get("row_sparse", False)):
                     logs.append(torch.zeros((), device=p.device))
                     continue
-                # the ratio the next step would use before its own update norm moves the EMA
                 ema_hat = ema / (1.0 - s["update_norm_product"])
-                p_norm = torch.linalg.vector_norm(p.detach().float())
+                p_norm = torch.linalg.vector_norm(p.detach(), dtype=ema.dtype)
                 ratio = torch.where(
                     (p_norm > 0) & (ema_hat > 0),
                     p_norm / ema_hat.clamp_min(_TINY),
                     torch.ones_like(p_norm),
                 )
                 hi = min(1.0 / lo, torch.finfo(ratio.dtype).max)
-                logs.append(torch.log((ratio**power).clamp(lo, hi)).float())
-        per_param = torch.stack([x.to(logs[0].device) for x in logs]).tolist() if logs else []
-        out, i = [], 0
-        for group in self.param_groups:
-            n = len(group["params"])
-            w, v = sizes[i : i + n], per_param[i : i + n]
-            i += n
-            mean_log = sum(a * b for a, b in zip(w, v, strict=True)) / sum(w) if w else 0.0
-            out.append(group["lr"] * group["lr_factor"] * math.exp(mean_log))
+                logs.append(torch.log((ratio**power).clamp(lo, hi)))
+            weights.append(sizes)
+        values = iter(torch.stack([x.to(logs[0]) for x in logs]).tolist() if logs else [])
+        out = []
+        for group, sizes in zip(self.param_groups, weights, strict=True):
+            lr = group["lr"] * group["lr_factor"]
+            if not sizes:
+                scales = group["lamb_power"] > 0 and any(p.dim() > 1 for p in group["params"])
+                out.append(math.nan if scales else lr)
+                continue
+            mean_log = sum(n * next(values) for n in sizes) / sum(sizes)
+            out.append(lr * math.exp(mean_log))
         return out
 
     @property

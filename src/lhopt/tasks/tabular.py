@@ -24,8 +24,9 @@
   solar cycle); 298 windows.
 - `elnino`: monthly sea surface temperatures off South America 1950-2010; the next month's from
   the 24 before it; 708 windows.
-- `co2`: weekly CO2 at Mauna Loa 1958-2001 (59 missing weeks filled linearly); the reading 4
-  weeks ahead from the 52 weeks before; 2,229 windows.
+- `co2`: weekly CO2 at Mauna Loa 1958-2001; the reading 4 weeks ahead from the 52 weeks
+  before (a week without a reading, 59 of them, holds the last one; a window whose target week
+  had none is dropped); 2,187 windows.
 - `macrodata`: US macroeconomic quarters 1959-2009; the next quarter's real GDP growth from
   this quarter's and the last one's growth of 8 series (log differences) and 4 rates; 200
   quarters.
@@ -127,7 +128,7 @@ ARRAYS_SHA256 = {
     "modechoice": "24cee61c8214d2042825af9050fd4d14d7e6fde764e8ef15b82c71e0d8eac1fd",
     "sunspots": "a8980f97275deabffe64caf60a0e1c49bf0ae5da0247a5bd10da5b4d9247943e",
     "elnino": "445e3aef46b425510f74aad270935d79a276da6505841a178b79072ed35d645c",
-    "co2": "aee2a5def9c325d353d6dd628fc9d38af96673a325e617051380170956f03d15",
+    "co2": "eb5c579252de5e31b7d4d6d03fd6781392beff2e04746152b079ba8a108e7b9f",
     "macrodata": "86aff4fb2496623ba9fa5a82af566544877d6796c2d0ba3fe829595e6afa24ea",
     "engel": "a7a93125fd3d0ebdc52f06c20ccf57638ca1f61dbb769ff9d8c9054287733c16",
     "grunfeld": "08d338e0cf4fa3822732d3fcd7b2c585ae9148b7d959aa1c6c0fe95bbdef06b2",
@@ -190,12 +191,15 @@ def _parse_more(name: str, files: dict[str, bytes]) -> tuple[np.ndarray, np.ndar
     raw = files[
         SM_MEMBER + {"macrodata": "macrodata/macrodata.csv"}.get(name, f"{name}/{name}.csv")
     ]
-    if name == "co2":  # weekly; 59 weeks have no reading, filled linearly from their neighbours
+    if name == "co2":  # weekly; a week without a reading holds the last one (no future
+        # reading leaks into a window), and a window whose target week had none is dropped
         rows = [line.split(",") for line in raw.decode().splitlines()[1:]]
         v = np.array([float(r[1]) if r[1].strip() else np.nan for r in rows])
-        known = ~np.isnan(v)
-        v = np.interp(np.arange(len(v)), np.flatnonzero(known), v[known])
-        return _windows(v, 52, ahead=4)
+        missing = np.isnan(v)
+        last = np.maximum.accumulate(np.where(missing, 0, np.arange(len(v))))
+        x, y = _windows(v[last], 52, ahead=4)
+        keep = ~_windows(missing.astype(np.float64), 52, ahead=4)[1].astype(bool)
+        return x[keep], y[keep]
     if name == "grunfeld":  # the firm is a name: one-hot
         rows = [line.split(",") for line in raw.decode().splitlines()[1:]]
         firms = sorted({r[3] for r in rows})
