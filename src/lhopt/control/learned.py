@@ -295,7 +295,6 @@ class LearnedOptimizer(CIAO):
         self._warned = False
         self._warned_no_loss = False
         self._warned_no_val = False
-        self._seen_val = False  # some decision had a validation loss
         self._warned_lr = False
         self._lrs_set: list[float] | None = None  # each group's lr as the last decision left it
         self._decided: int | None = None  # the step before which the last decision was taken
@@ -468,7 +467,8 @@ class LearnedOptimizer(CIAO):
         (what that costs: docs/learned.md). Not earlier: integrations evaluate on their own
         schedule; not on data a run passes over at most once (`steps_per_epoch` at least T, or
         `math.inf` for fresh data), which it cannot overfit."""
-        if self._warned_no_val or val is not None or self._seen_val:
+        # a validation loss, once given, stays: `val` is None only while none has come
+        if self._warned_no_val or val is not None:
             return
         total = self.controller.total_steps
         spe = self.steps_per_epoch
@@ -515,7 +515,6 @@ class LearnedOptimizer(CIAO):
         if self.sync_ranks and distributed.active():  # every rank takes rank 0's decision
             sync = distributed.RankSync()
             train, val = sync.losses(total, count, val)
-        self._seen_val = self._seen_val or val is not None
         self._warn_if_no_val_loss(val)
         self.controller.decide(self._taken, self._module, train_loss=train, val_loss=val, sync=sync)
         if sync is None or torch.distributed.get_rank() == 0:
@@ -539,7 +538,6 @@ class LearnedOptimizer(CIAO):
             "warned_no_loss": self._warned_no_loss,
             "warned_lr": self._warned_lr,
             "warned_no_val": self._warned_no_val,
-            "seen_val": self._seen_val,
             "lrs_set": None if self._lrs_set is None else list(self._lrs_set),
             "decided": self._decided,
             "policy": self._policy_fingerprint(),
@@ -570,7 +568,6 @@ class LearnedOptimizer(CIAO):
         self._warned_no_loss = c.get("warned_no_loss", False)  # saved before the warning existed
         self._warned_lr = c.get("warned_lr", False)
         self._warned_no_val = c.get("warned_no_val", False)  # absent before the warning existed
-        self._seen_val = c.get("seen_val", self._val_loss is not None)
         lrs = c.get("lrs_set")  # absent before the check existed: it starts at the next decision
         self._lrs_set = None if lrs is None else list(lrs)
         self._decided = c.get("decided")

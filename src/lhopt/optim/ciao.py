@@ -200,15 +200,19 @@ def lamb_trust_ratios(
             trusts.append(None)
             continue
         ema.lerp_(torch.linalg.vector_norm(u), ombeta)
-        p_norm = torch.linalg.vector_norm(p)
-        ema_hat = ema / corr
-        ratio = torch.where(
-            (p_norm > 0) & (ema_hat > 0), p_norm / ema_hat.clamp_min(_TINY), torch.ones_like(p_norm)
-        )
-        # 1 / min_trust may lie beyond the dtype's range (min_trust may be as small as wished).
-        max_trust = min(1.0 / min_trust, torch.finfo(ratio.dtype).max)
-        trusts.append((ratio**power).clamp(min_trust, max_trust))
+        trusts.append(_trust(torch.linalg.vector_norm(p), ema / corr, power, min_trust))
     return trusts
+
+
+def _trust(p_norm: Tensor, ema_hat: Tensor, power: float, min_trust: float) -> Tensor:
+    """(||p|| / the bias-corrected EMA of ||u||)^power, clamped to [min_trust, 1/min_trust];
+    1 before the ratio means anything (a zero norm)."""
+    ratio = torch.where(
+        (p_norm > 0) & (ema_hat > 0), p_norm / ema_hat.clamp_min(_TINY), torch.ones_like(p_norm)
+    )
+    # 1 / min_trust may lie beyond the dtype's range (min_trust may be as small as wished).
+    max_trust = min(1.0 / min_trust, torch.finfo(ratio.dtype).max)
+    return (ratio**power).clamp(min_trust, max_trust)
 
 
 def apply_updates(
@@ -321,17 +325,12 @@ class CIAO(torch.optim.Optimizer):
         betas: tuple[float, float] | None = None,
         eps: float | None = None,
     ) -> None:
-        given = {"ombeta1": ombeta1, "ombeta2": ombeta2, "epsilon": epsilon}
-        given |= _from_adamw_names(
-            {"betas": betas, "eps": eps},
-            {n: v for n, v in given.items() if v != DEFAULTS[n]},
-        )
         defaults = dict(
             lr=lr,
             lr_factor=lr_factor,
-            ombeta1=given["ombeta1"],
-            ombeta2=given["ombeta2"],
-            epsilon=given["epsilon"],
+            ombeta1=ombeta1,
+            ombeta2=ombeta2,
+            epsilon=epsilon,
             weight_decay=weight_decay,
             clip_fraction=clip_fraction,
             grad_clip_ombeta=grad_clip_ombeta,
@@ -342,6 +341,10 @@ class CIAO(torch.optim.Optimizer):
             adamax=adamax,
             decay_in_update=decay_in_update,
         )
+        own = {
+            n: defaults[n] for n in ("ombeta1", "ombeta2", "epsilon") if defaults[n] != DEFAULTS[n]
+        }
+        defaults |= _from_adamw_names({"betas": betas, "eps": eps}, own)
         for name, value in defaults.items():
             check_value(name, value)
         self._stats = StepStatistics(feature_every, stat_samples)
@@ -639,15 +642,9 @@ class CIAO(torch.optim.Optimizer):
                 if ema is None or (not group["lamb_sparse"] and s.get("row_sparse", False)):
                     logs.append(torch.zeros((), device=p.device))
                     continue
-                ema_hat = ema / (1.0 - s["update_norm_product"])
                 p_norm = torch.linalg.vector_norm(p.detach(), dtype=ema.dtype)
-                ratio = torch.where(
-                    (p_norm > 0) & (ema_hat > 0),
-                    p_norm / ema_hat.clamp_min(_TINY),
-                    torch.ones_like(p_norm),
-                )
-                hi = min(1.0 / lo, torch.finfo(ratio.dtype).max)
-                logs.append(torch.log((ratio**power).clamp(lo, hi)))
+                ema_hat = ema / (1.0 - s["update_norm_product"])
+                logs.append(torch.log(_trust(p_norm, ema_hat, power, lo)))
             weights.append(sizes)
         values = iter(torch.stack([x.to(logs[0]) for x in logs]).tolist() if logs else [])
         out = []
