@@ -48,6 +48,11 @@ class RunConfig:
     # pool is the `task_pool` configs `lhopt.tasks.sample_training_set(S, ...)` draws, the
     # sample `benchmarks/schedule_incentive.py --seed S` measures.
     pool_seed: int = 0
+    # N > 0 (with `pool_seed`): the pool also holds the N configs `sample_training_set(S, N,
+    # pool_extra_families)` draws, so that a stage adds families to its parent's pool without
+    # redrawing (and re-running the references of) the tasks it had.
+    pool_extra: int = 0
+    pool_extra_families: list = field(default_factory=list)
     # Seeds an episode's task is drawn from: 0 any (a new one each time); N: 0..N-1, so that
     # the reward's reference runs (per task and seed, cached) are reused across episodes.
     task_seeds: int = 0
@@ -148,6 +153,17 @@ def _check_semantics(cfg: MetaConfig) -> None:
         raise ValueError(
             f"[run] pool_seed = {run.pool_seed} draws a task pool: set [run] task_pool to its "
             "size (> 0)"
+        )
+    if run.pool_extra < 0 or (run.pool_extra and not run.pool_seed):
+        raise ValueError(
+            f"[run] pool_extra = {run.pool_extra}: expected 0, or N > 0 with [run] pool_seed "
+            "set (the extra configs are drawn from it)"
+        )
+    bad = [f for f in run.pool_extra_families if f not in TRAINING_FAMILIES]
+    if bad or bool(run.pool_extra) != bool(run.pool_extra_families):
+        raise ValueError(
+            f"[run] pool_extra_families = {run.pool_extra_families!r}: with pool_extra > 0, "
+            f"a non-empty list of {list(TRAINING_FAMILIES)}; empty otherwise"
         )
     if run.batch > 1 and ep.noise_floor == 0:
         raise ValueError(

@@ -414,6 +414,14 @@ class MetaTrainer:
                     run.budget_scale,
                     run.data_scale,
                 )
+                if run.pool_extra:
+                    drawn += sample_training_set(
+                        run.pool_seed,
+                        run.pool_extra,
+                        tuple(run.pool_extra_families),
+                        run.budget_scale,
+                        run.data_scale,
+                    )
                 self.pool = [c.to_dict() for c in drawn]
             if len(self.pool) < run.task_pool:
                 self.pool.append(sample().to_dict())

@@ -23,6 +23,7 @@ from lhopt.tasks import (
     shapes,
     speech,
     tabular,
+    teacher,
     tokens,
 )
 from lhopt.tasks.base import Task, TaskConfig, check_device
@@ -36,6 +37,7 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     # Further training families: sampled only where a config names them (`[run] families`).
     "linear": (linear.SCHEMA, linear.LinearTask),
     "seqattn": (seqattn.SCHEMA, seqattn.SeqAttnTask),
+    "teacher": (teacher.SCHEMA, teacher.TeacherTask),
     # Out-of-distribution families: only in the `ood` suite, never sampled by meta-training.
     "ncf": (ncf.SCHEMA, ncf.NCFTask),
     "speech": (speech.SCHEMA, speech.SpeechTask),
@@ -53,8 +55,9 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
 # Meta-training's default families; the task descriptor's one-hot is over these four.
 FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
 # Training families a config may add to them (kinds the four lack: a convex model on data,
-# attention); they leave the defaults, and so every earlier run's distribution, as they were.
-EXTRA_FAMILIES = ("linear", "seqattn")
+# attention, an MLP fitted to a small table); they leave the defaults, and so every earlier
+# run's distribution, as they were.
+EXTRA_FAMILIES = ("linear", "seqattn", "teacher")
 TRAINING_FAMILIES = FAMILY_NAMES + EXTRA_FAMILIES
 SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens", "recsys")
 UNSEEN_FAMILIES = ("tabular",)
@@ -98,7 +101,7 @@ _TRAIN_EXAMPLES = {
     "autoencoder": lambda t: len(t.data["train"]),
     **{
         f: (lambda t: len(t.data["train"][0]))
-        for f in ("linear", "speech", "shapes", "regression", "tokens", "tabular")
+        for f in ("linear", "speech", "shapes", "regression", "tokens", "tabular", "teacher")
     },
 }
 
