@@ -46,6 +46,23 @@ GRU = TaskConfig.make(
 
 
 # above the gate width that runs batched (lhopt.tasks.algorithmic.MAX_BATCHED_GATE_WIDTH)
+TEACHER = TaskConfig.make(
+    "teacher",
+    problem="classification",
+    inputs=5,
+    skew=0.2,
+    teacher_width=8,
+    noise=0.3,
+    classes=3,
+    depth=2,
+    width=16,
+    activation="tanh",
+    norm="layer",
+    train_samples=120,
+    batch=16,
+    budget=200,
+)
+TEACHER_REG = TaskConfig.make(**{**TEACHER.to_dict(), "problem": "regression", "norm": "none"})
 LSTM = TaskConfig.make(**{**GRU.to_dict(), "cell": "lstm", "hidden": 32})
 BN_MLP = TaskConfig.make(**{**MLP.to_dict(), "norm": "batch", "loss": "huber"})
 
@@ -132,7 +149,11 @@ def test_a_layer_without_a_stacked_form_is_an_error():
         stacked_forward(model, state, torch.zeros(2, 3, 4))
 
 
-@pytest.mark.parametrize("config", [QUAD, MLP, GRU], ids=["quadratic", "mlp", "gru"])
+@pytest.mark.parametrize(
+    "config",
+    [QUAD, MLP, GRU, TEACHER, TEACHER_REG],
+    ids=["quadratic", "mlp", "gru", "teacher", "teacher-regression"],
+)
 def test_a_member_of_a_batch_decides_and_trains_as_the_episode_alone(
     config, policy_file, tmp_cache
 ):
@@ -620,7 +641,9 @@ def test_the_throughput_benchmark_names_a_bad_device(capsys, monkeypatch):
     assert "argument --device: device 'nonsense' is not a torch device" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("family", ["quadratic", "mnist1d", "algorithmic", "linear", "seqattn"])
+@pytest.mark.parametrize(
+    "family", ["quadratic", "mnist1d", "algorithmic", "linear", "seqattn", "teacher"]
+)
 def test_a_movable_task_moves_every_tensor_its_losses_read(family, monkeypatch, tmp_cache):
     """On the 'meta' device (shapes, no data; allowed here for the test) a moved task holds no
     CPU tensor, and the batches it draws land there too: what a GPU needs, checked without one.

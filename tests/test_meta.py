@@ -80,6 +80,26 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ({"run": {"budget_scale": 0.5}}, ["[run] budget_scale = 0.5", "[1, 100]"]),
         ({"run": {"data_scale": 200}}, ["[run] data_scale = 200", "[1, 100]"]),
         ({"run": {"pool_seed": 3}}, ["[run] pool_seed = 3", "task_pool"]),
+        ({"run": {"pool_extra": 4}}, ["[run] pool_extra = 4", "pool_seed"]),
+        (
+            {"run": {"task_pool": 4, "pool_seed": 3, "pool_extra": 2}},
+            ["pool_extra_families = []", "non-empty", "teacher"],
+        ),
+        (
+            {"run": {"pool_extra_families": ["teacher"]}},
+            ["pool_extra_families = ['teacher']", "empty otherwise"],
+        ),
+        (
+            {
+                "run": {
+                    "task_pool": 4,
+                    "pool_seed": 3,
+                    "pool_extra": 2,
+                    "pool_extra_families": ["x"],
+                }
+            },
+            ["pool_extra_families = ['x']", "teacher"],
+        ),
         ({"ppo": {"advantage": "grpo"}}, ["[ppo] advantage = 'grpo'", "gae", "group-scaled"]),
         ({"ppo": {"advantage": "group"}}, ["[ppo] advantage = 'group'", "batch >= 2", "got 1"]),
         ({"ppo": {"clone_iterations": 5}}, ["clone_iterations = 5", "reward_reference", "'adamw'"]),
@@ -136,6 +156,26 @@ def test_a_pool_seed_makes_the_measured_sample_the_task_pool(tmp_path):
     # The same list for the same arguments, another for another seed.
     assert drawn == [c.to_dict() for c in sample_training_set(7, 5, tuple(families), 3.0, 1.0)]
     assert drawn != [c.to_dict() for c in sample_training_set(8, 5, tuple(families), 3.0, 1.0)]
+
+
+def test_pool_extra_adds_configs_of_other_families_to_the_parents_pool(tmp_path):
+    from lhopt.tasks import sample_training_set
+
+    families = ["quadratic", "mnist1d"]
+    cfg = small_config(
+        task={},
+        task_pool=5,
+        pool_seed=7,
+        families=families,
+        pool_extra=3,
+        pool_extra_families=["teacher"],
+    )
+    trainer = MetaTrainer(cfg, tmp_path)
+    trainer.next_spec()
+    parent = [c.to_dict() for c in sample_training_set(7, 5, tuple(families), 1.0, 1.0)]
+    extra = [c.to_dict() for c in sample_training_set(7, 3, ("teacher",), 1.0, 1.0)]
+    assert trainer.pool == parent + extra
+    assert {c["family"] for c in extra} == {"teacher"}
 
 
 def test_config_files(tmp_path):

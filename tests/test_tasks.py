@@ -85,6 +85,22 @@ SMALL = {
         batch=32,
         budget=40,
     ),
+    "teacher": TaskConfig.make(
+        "teacher",
+        problem="regression",
+        inputs=6,
+        skew=0.3,
+        teacher_width=8,
+        noise=0.2,
+        classes=2,
+        depth=2,
+        width=32,
+        activation="silu",
+        norm="layer",
+        train_samples=200,
+        batch=16,
+        budget=40,
+    ),
     "ncf": TaskConfig.make("ncf", arch="neumf", factors=8, mlp_layers=2, batch=128, budget=40),
     "speech": TaskConfig.make("speech", channels=4, hidden=16, layers=1, batch=8, budget=40),
 }
@@ -234,6 +250,24 @@ def test_linear_data_are_fixed_by_the_config_and_have_its_condition_number():
     assert 300 < float(eig[-1] / eig[0]) < 530  # 400, up to sampling error
     other = make_data(dict(p, condition=10.0))
     assert not torch.equal(other["val"][0], a["val"][0])
+
+
+def test_teacher_data_are_fixed_by_the_config_and_standardised():
+    from lhopt.tasks.teacher import make_data
+
+    p = dict(SMALL["teacher"].p, train_samples=2000, noise=0.5)
+    a = make_data(dict(p))
+    b = make_data(dict(p, depth=4, width=200))  # the student's parameters do not draw the data
+    assert all(a[k][0] is b[k][0] and a[k][1] is b[k][1] for k in a)
+    x, y = a["train"]
+    assert x.shape == (2000, 6) and y.shape == (2000, 1)
+    assert x.mean(0).abs().max() < 1e-4 and (x.std(0, unbiased=False) - 1).abs().max() < 1e-3
+    # unit-variance signal plus noise of std 0.5: the best predictor's share of the variance
+    assert abs(float(y.var()) - 1) < 0.01
+    c = make_data(dict(p, problem="classification", classes=5))
+    labels = torch.cat([c[k][1] for k in c])
+    assert c["train"][1].dtype == torch.int64 and set(labels.unique().tolist()) == set(range(5))
+    assert not torch.equal(make_data(dict(p, noise=0.1))["val"][1], a["val"][1])
 
 
 def test_seqattn_targets():
