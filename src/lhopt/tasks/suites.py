@@ -32,7 +32,7 @@
 - `unseen4`: six `tabular` tasks on measured series and tables no other task uses (sunspots, El
   Nino sea temperatures, Mauna Loa CO2, US macroeconomic quarters, Engel's food budgets,
   Grunfeld's investments, out of the statsmodels wheel), fixed before any optimizer ran them,
-  for the next head-to-head; not for choosing snapshots.
+  for a fourth head-to-head (`docs/experiments.md`, "Stage 47"); not for choosing snapshots.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
