@@ -84,7 +84,11 @@ def test_every_family_says_what_an_epoch_is():
     """One config of each family: a stream of fresh data (inf) or its training examples over
     the batch."""
     assert set(_TRAIN_EXAMPLES) == set(FAMILIES)
-    configs = {"linear": LINEAR, "seqattn": SEQATTN}
+    teacher = TaskConfig.make(
+        "teacher",
+        **{**FAMILIES["teacher"][0].sample(np.random.default_rng(0)), "train_samples": 300},
+    )
+    configs = {"linear": LINEAR, "seqattn": SEQATTN, "teacher": teacher}
     for tasks in SUITES.values():
         for config in tasks.values():
             configs.setdefault(config.family, config)
@@ -99,6 +103,7 @@ def test_every_family_says_what_an_epoch_is():
             assert 1 <= spe < 10_000, (family, spe)
             assert (spe * config.p["batch"]).is_integer() or family == "charlm", family
     assert steps_per_epoch(build_task(LINEAR, 0)) == 20.0
+    assert steps_per_epoch(build_task(teacher, 0)) == 300 / teacher.p["batch"]
 
 
 def test_the_layout_ends_with_the_run_features_only_when_asked(epochs_policy):
