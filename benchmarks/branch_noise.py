@@ -66,14 +66,12 @@ def main() -> None:
         parser.error(f"--groups={args.groups}: expected at least 1")
 
     from lhopt.meta import config as meta_config
-    from lhopt.tasks import sample_training_set
+    from lhopt.meta.train import fixed_pool
 
     run = meta_config.load(args.config).run
     if not (run.task_pool and run.pool_seed):
         parser.error(f"{args.config}: expected a fixed task pool ([run] task_pool, pool_seed)")
-    pool = sample_training_set(
-        run.pool_seed, run.task_pool, tuple(run.families), run.budget_scale, run.data_scale
-    )
+    pool = fixed_pool(run)
     rng = np.random.default_rng(args.seed)
     jobs = [
         (

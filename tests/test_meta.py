@@ -86,6 +86,17 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
             ["pool_extra_families = []", "non-empty", "teacher"],
         ),
         (
+            {
+                "run": {
+                    "task_pool": 4,
+                    "pool_seed": 3,
+                    "pool_extra": 2,
+                    "pool_extra_families": ["quadratic", "algorithmic", "mnist1d", "charlm"],
+                }
+            },
+            ["is [run] families", "repeat the pool's first ones", "task_pool"],
+        ),
+        (
             {"run": {"pool_extra_families": ["teacher"]}},
             ["pool_extra_families = ['teacher']", "empty otherwise"],
         ),

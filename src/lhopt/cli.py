@@ -147,7 +147,8 @@ def describe_tasks() -> str:
         training = name in TRAINING_FAMILIES
         if name in EXTRA_FAMILIES:
             module_doc += (
-                "\n\nSampled for meta-training only where a config names it (`[run] families`)."
+                "\n\nSampled for meta-training only where a config names it (`[run] families`, "
+                "or `[run] pool_extra_families`)."
             )
         if name in SELECTION_FAMILIES:
             module_doc += "\n\nSelection: only in the selection suites, never sampled."

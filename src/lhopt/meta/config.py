@@ -165,6 +165,12 @@ def _check_semantics(cfg: MetaConfig) -> None:
             f"[run] pool_extra_families = {run.pool_extra_families!r}: with pool_extra > 0, "
             f"a non-empty list of {list(TRAINING_FAMILIES)}; empty otherwise"
         )
+    if run.pool_extra and set(run.pool_extra_families) == set(run.families):
+        raise ValueError(
+            f"[run] pool_extra_families = {run.pool_extra_families!r} is [run] families: drawn "
+            "from the same pool_seed, the extra configs would repeat the pool's first ones; "
+            "raise task_pool instead"
+        )
     if run.batch > 1 and ep.noise_floor == 0:
         raise ValueError(
             f"[run] batch = {run.batch} needs [episode] noise_floor > 0 (e.g. 1e-5): without "

@@ -36,7 +36,7 @@ from lhopt.control.policy_file import (
 )
 from lhopt.extras import require, start_ray
 from lhopt.meta.clone import LevelReadout, clone_loss, clone_step
-from lhopt.meta.config import MetaConfig
+from lhopt.meta.config import MetaConfig, RunConfig
 from lhopt.meta.episode import PRIVILEGED_NAMES, EpisodeConfig, evaluation_config, run_episodes
 from lhopt.meta.ppo import (
     ReplayBuffer,
@@ -203,6 +203,24 @@ def _load_start(path: Path, key: str, what: str):
         return torch.load(path, weights_only=False)
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"[run] {key} = {str(path)!r}: not a readable {what} ({e})") from e
+
+
+def fixed_pool(run: RunConfig) -> list[TaskConfig]:
+    """The task pool a run with `pool_seed` draws: `task_pool` configs of its families, then
+    `pool_extra` of `pool_extra_families` (both from `sample_training_set`, so a measured
+    sample and a stage's pool are the same list)."""
+    pool = sample_training_set(
+        run.pool_seed, run.task_pool, tuple(run.families), run.budget_scale, run.data_scale
+    )
+    if run.pool_extra:
+        pool += sample_training_set(
+            run.pool_seed,
+            run.pool_extra,
+            tuple(run.pool_extra_families),
+            run.budget_scale,
+            run.data_scale,
+        )
+    return pool
 
 
 class MetaTrainer:
@@ -407,22 +425,7 @@ class MetaTrainer:
             config = TaskConfig.from_dict(dict(run.task))
         elif run.task_pool:
             if run.pool_seed and not self.pool:
-                drawn = sample_training_set(
-                    run.pool_seed,
-                    run.task_pool,
-                    tuple(run.families),
-                    run.budget_scale,
-                    run.data_scale,
-                )
-                if run.pool_extra:
-                    drawn += sample_training_set(
-                        run.pool_seed,
-                        run.pool_extra,
-                        tuple(run.pool_extra_families),
-                        run.budget_scale,
-                        run.data_scale,
-                    )
-                self.pool = [c.to_dict() for c in drawn]
+                self.pool = [c.to_dict() for c in fixed_pool(run)]
             if len(self.pool) < run.task_pool:
                 self.pool.append(sample().to_dict())
                 config = TaskConfig.from_dict(self.pool[-1])

@@ -12,8 +12,8 @@ On another device (`BatchedTask(..., device="cuda")`) the stacked parameters, bu
 live there; the member tasks stay on the CPU, where their batches are drawn as alone, stacked,
 and moved once per step.
 
-Which configs batch (`batchable`): the quadratics, the MNIST-1D MLPs and the algorithmic
-family's recurrent networks of gate width (gates x hidden units) up to 96 (through
+Which configs batch (`batchable`): the quadratics, the MNIST-1D and `teacher` MLPs and the
+algorithmic family's recurrent networks of gate width (gates x hidden units) up to 96 (through
 `lhopt.tasks.stacked.stacked_recurrent`). The others run one task at a time: `torch.func.vmap`
 over `functional_call` would batch any module, but measured on this project's tasks it was
 slower than one task at a time for the MNIST-1D CNNs, PyTorch's fused RNN kernels have no

@@ -165,8 +165,8 @@ def sample_training_config(
     (within the family's limits on the budget): longer runs, nearer convergence or
     overfitting, the regimes where a decay or a response to a rising validation loss pays.
     `data_scale` > 1 divides the training set of the families that allow it (a `train_samples`
-    parameter: MNIST-1D, `linear`; for `linear` this replaces its sampled size) by a
-    log-uniform factor in [1, data_scale]: the same budget then
+    parameter: MNIST-1D, `linear`, `teacher`; for the last two this replaces their sampled
+    size) by a log-uniform factor in [1, data_scale]: the same budget then
     passes over less data, and the validation loss turns up within the run. At 1 (the
     defaults) nothing is drawn, so a seed samples the same configs with or without these keys."""
     from lhopt.tasks.suites import held_out_keys

@@ -36,7 +36,7 @@ SCHEMA = Schema(
         "skew": Param("float", 0.0, 0.5, doc="fraction of inputs made log-normal"),
         "teacher_width": Param("int", 4, 64, log=True, doc="hidden units of the teacher"),
         "noise": Param("float", 0.05, 1.0, log=True, doc="label noise (std or Gumbel scale)"),
-        "classes": Param("int", 2, 8, doc="classification only"),
+        "classes": Param("int", 2, 8, doc="classification only (ignored for regression)"),
         "depth": Param("int", 1, 4, doc="hidden layers of the student"),
         "width": Param("int", 16, 256, log=True, doc="hidden units of the student"),
         "activation": Param("choice", choices=("relu", "tanh", "silu")),
@@ -57,6 +57,8 @@ DATA_PARAMS = ("problem", "inputs", "skew", "teacher_width", "noise", "classes",
 def make_data(p: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The fixed splits of a config: drawn from its data parameters alone (one copy shared by
     the tasks of every seed)."""
+    if p["problem"] == "regression":
+        p = {**p, "classes": 1}  # ignored: one output
     return _make_data(tuple(p[k] for k in DATA_PARAMS))
 
 
@@ -64,7 +66,7 @@ def make_data(p: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 def _make_data(values: tuple) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     p = dict(zip(DATA_PARAMS, values, strict=True))
     regression = p["problem"] == "regression"
-    classes = 1 if regression else p["classes"]
+    classes = p["classes"]
     d, h = p["inputs"], p["teacher_width"]
     seed = [DATA_SEED, d, h, classes, round(p["skew"] * 1e6), round(p["noise"] * 1e6)]
     seed.append(p["train_samples"])
