@@ -68,9 +68,17 @@ def _make_data(values: tuple) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     regression = p["problem"] == "regression"
     classes = p["classes"]
     d, h = p["inputs"], p["teacher_width"]
-    seed = [DATA_SEED, d, h, classes, round(p["skew"] * 1e6), round(p["noise"] * 1e6)]
-    seed.append(p["train_samples"])
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(
+        [
+            DATA_SEED,
+            d,
+            h,
+            classes,
+            round(p["skew"] * 1e6),
+            round(p["noise"] * 1e6),
+            p["train_samples"],
+        ]
+    )
     n = N_VAL + N_TEST + p["train_samples"]
     x = rng.standard_normal((n, d))
     skewed = rng.random(d) < p["skew"]
@@ -162,9 +170,10 @@ class TeacherTask(Task):
         if y.dim() < out.dim() - (not self.regression):  # one split for all (evaluation)
             y = y.expand(n, *y.shape)
         if self.regression:
-            return ((out - y) ** 2).reshape(n, -1).mean(1)
-        per_sample = self._loss(out.reshape(n * b, c), y.reshape(-1), "none")
-        return per_sample.view(n, -1).mean(1)
+            per_sample = self._loss(out, y, "none")
+        else:
+            per_sample = self._loss(out.reshape(n * b, c), y.reshape(-1), "none")
+        return per_sample.reshape(n, -1).mean(1)
 
     stacked_eval = stacked_loss
 
