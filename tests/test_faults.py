@@ -161,6 +161,25 @@ def test_load_state_dict_refuses_a_state_for_other_parameter_shapes(policy_file)
     assert_untouched_and_usable(model, opt, data, before)
 
 
+def test_load_state_dict_names_model_when_the_registers_hold_another_module(policy_file):
+    model, opt, data = trained(policy_file)
+    state = opt.state_dict()
+    assert any(state["controller"]["registers"]["slots"])  # this run saved a register
+    # The same parameters, but without model=: the registers hold the model's state dict.
+    bare = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file, decisions=5)
+    for batch in data[:12]:
+        one_step(model, bare, batch)
+    before = copy.deepcopy(bare.state_dict())
+    with pytest.raises(ValueError, match=r"restart register \d holds another model.*model="):
+        bare.load_state_dict(state)
+    assert_untouched_and_usable(model, bare, data, before)
+    again = LearnedOptimizer(
+        model.parameters(), total_steps=40, policy=policy_file, decisions=5, model=model
+    )
+    again.load_state_dict(state)  # constructed as the one that saved it was
+    assert again.state_dict()["controller"]["taken"] == state["controller"]["taken"]
+
+
 def test_load_state_dict_refuses_a_state_made_with_another_policy(policy_file, tmp_path):
     model, opt, data = trained(policy_file)
     before = copy.deepcopy(opt.state_dict())

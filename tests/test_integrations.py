@@ -353,9 +353,12 @@ def test_learned_optimizer_on_cuda(policy_file):
     assert all(t.is_cuda for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
     assert next(opt.policy_net.parameters()).device.type == "cpu"
     state = opt.state_dict()
-    again = lhopt.LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)
-    again.load_state_dict(state)  # a CUDA run's state loads back onto CUDA parameters
-    assert opt.state[model[0].weight]["exp_avg"].is_cuda
+    # a CUDA run's state loads back onto CUDA parameters (its registers hold the model's state)
+    again = lhopt.LearnedOptimizer(
+        model.parameters(), total_steps=40, policy=policy_file, model=model
+    )
+    again.load_state_dict(state)
+    assert again.state[model[0].weight]["exp_avg"].is_cuda
 
 
 @cuda

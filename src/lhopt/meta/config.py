@@ -53,6 +53,10 @@ class RunConfig:
     # redrawing (and re-running the references of) the tasks it had.
     pool_extra: int = 0
     pool_extra_families: list = field(default_factory=list)
+    # Further groups after those, each {n = N, families = [...], budget_scale = S (optional: the
+    # run's)}: the N configs `sample_training_set(pool_seed, N, families, S)` draws, so that a
+    # later stage adds another family (at its own range of budgets) and keeps its parent's pool.
+    pool_groups: list = field(default_factory=list)
     # Seeds an episode's task is drawn from: 0 any (a new one each time); N: 0..N-1, so that
     # the reward's reference runs (per task and seed, cached) are reused across episodes.
     task_seeds: int = 0
@@ -171,6 +175,7 @@ def _check_semantics(cfg: MetaConfig) -> None:
             "from the same pool_seed, the extra configs would repeat the pool's first ones; "
             "raise task_pool instead"
         )
+    _check_pool_groups(run)
     if run.batch > 1 and ep.noise_floor == 0:
         raise ValueError(
             f"[run] batch = {run.batch} needs [episode] noise_floor > 0 (e.g. 1e-5): without "
@@ -421,6 +426,46 @@ def _read(path: Path, chain: tuple[Path, ...]) -> dict:
         cycle = " -> ".join(str(p) for p in (*seen, target))
         raise ValueError(f"config file {str(path)!r}: extends forms a cycle: {cycle}")
     return _merge(_read(target, seen), data)
+
+
+POOL_GROUP_KEYS = ("n", "families", "budget_scale")
+
+
+def _check_pool_groups(run: RunConfig) -> None:
+    """`[run] pool_groups`: tables of a count, training families and an optional budget scale,
+    each drawing configs the pool does not hold yet (another family list than the pool's, the
+    extras' and the other groups')."""
+    if run.pool_groups and not run.pool_seed:
+        raise ValueError(
+            f"[run] pool_groups = {run.pool_groups!r}: needs [run] pool_seed (the groups' "
+            "configs are drawn from it)"
+        )
+    seen = [set(run.families)] + ([set(run.pool_extra_families)] if run.pool_extra else [])
+    for k, group in enumerate(run.pool_groups):
+        where = f"[run] pool_groups[{k}] = {group!r}"
+        if not isinstance(group, dict) or set(group) - set(POOL_GROUP_KEYS):
+            raise ValueError(f"{where}: expected a table with keys {list(POOL_GROUP_KEYS)}")
+        n, families = group.get("n"), group.get("families")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"{where}: n must be an int >= 1 (configs in the group)")
+        if (
+            not isinstance(families, list)
+            or not families
+            or any(f not in TRAINING_FAMILIES for f in families)
+        ):
+            raise ValueError(f"{where}: families must be a non-empty list of {TRAINING_FAMILIES}")
+        if "budget_scale" in group:
+            try:
+                check_scale(group["budget_scale"])
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from e
+        if set(families) in seen:
+            raise ValueError(
+                f"{where}: its families are the pool's, the extras' or an earlier group's: "
+                "drawn from the same pool_seed, its configs would repeat theirs; raise that "
+                "count instead"
+            )
+        seen.append(set(families))
 
 
 def _merge(base: dict, override: dict) -> dict:

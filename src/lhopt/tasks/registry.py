@@ -24,6 +24,7 @@ from lhopt.tasks import (
     speech,
     tabular,
     teacher,
+    texts,
     tokens,
 )
 from lhopt.tasks.base import Task, TaskConfig, check_device
@@ -48,9 +49,10 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     "autoencoder": (autoencoder.SCHEMA, autoencoder.AutoencoderTask),
     "tokens": (tokens.SCHEMA, tokens.TokensTask),
     "recsys": (recsys.SCHEMA, recsys.RecsysTask),
-    # Unseen families: only in the `unseen` suite, for head-to-heads of candidates that were
+    # Unseen families: only in the `unseen` suites, for head-to-heads of candidates that were
     # chosen elsewhere; never sampled, never used to choose snapshots.
     "tabular": (tabular.SCHEMA, tabular.TabularTask),
+    "texts": (texts.SCHEMA, texts.TextsTask),
 }
 # Meta-training's default families; the task descriptor's one-hot is over these four.
 FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
@@ -60,7 +62,7 @@ FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
 EXTRA_FAMILIES = ("linear", "seqattn", "teacher")
 TRAINING_FAMILIES = FAMILY_NAMES + EXTRA_FAMILIES
 SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens", "recsys")
-UNSEEN_FAMILIES = ("tabular",)
+UNSEEN_FAMILIES = ("tabular", "texts")
 OOD_FAMILIES = tuple(
     f for f in FAMILIES if f not in TRAINING_FAMILIES + SELECTION_FAMILIES + UNSEEN_FAMILIES
 )
@@ -96,7 +98,9 @@ _TRAIN_EXAMPLES = {
     "algorithmic": lambda t: None,
     "seqattn": lambda t: None,
     "mnist1d": lambda t: len(t.train_set[0]),
-    "charlm": lambda t: len(t.text["train"]) / t.config.p["context"],  # windows of context
+    **{  # windows of context
+        f: (lambda t: len(t.text["train"]) / t.config.p["context"]) for f in ("charlm", "texts")
+    },
     **{f: (lambda t: len(t.train_pairs)) for f in ("ncf", "recsys")},
     "autoencoder": lambda t: len(t.data["train"]),
     **{

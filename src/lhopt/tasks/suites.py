@@ -33,6 +33,11 @@
   Nino sea temperatures, Mauna Loa CO2, US macroeconomic quarters, Engel's food budgets,
   Grunfeld's investments, out of the statsmodels wheel), fixed before any optimizer ran them,
   for a fourth head-to-head (`docs/experiments.md`, "Stage 47"); not for choosing snapshots.
+- `unseen5`: six byte-level language models (the `texts` family: `charlm`'s GRU, LSTM and
+  transformers) trained 1,500 to 3,000 steps on texts no other task reads (Milton's verse and
+  prose, the 1911 Britannica's article on Shakespeare), fixed before any optimizer ran them,
+  for a fifth head-to-head, of a stage that trains on long language-model runs
+  (`docs/experiments.md`, "Stage 48"); not for choosing snapshots.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -64,6 +69,30 @@ def _mlp(data: str, depth: int, width: int, norm: str, train_samples: int, batch
         width=width,
         norm=norm,
         train_samples=train_samples,
+        batch=batch,
+        budget=budget,
+    )
+
+
+def _lm(
+    corpus: str,
+    arch: str,
+    layers: int,
+    d_model: int,
+    context: int,
+    batch: int,
+    budget: int,
+    dropout: float = 0.0,
+):
+    """A `texts` language-model task."""
+    return Q(
+        "texts",
+        corpus=corpus,
+        arch=arch,
+        layers=layers,
+        d_model=d_model,
+        context=context,
+        dropout=dropout,
         batch=batch,
         budget=budget,
     )
@@ -519,6 +548,18 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen4-macro-mlp": _mlp("macrodata", 2, 32, "none", 130, 16, 500),
         "unseen4-engel-mlp": _mlp("engel", 3, 64, "none", 150, 16, 600),
         "unseen4-grunfeld-ln": _mlp("grunfeld", 2, 128, "layer", 150, 32, 1000),
+    },
+    "unseen5": {
+        "unseen5-paradise-lost-transformer": _lm(
+            "paradise-lost", "transformer", 2, 64, 32, 16, 2500
+        ),
+        "unseen5-paradise-lost-gru": _lm("paradise-lost", "gru", 1, 64, 32, 32, 1500),
+        "unseen5-areopagitica-transformer": _lm("areopagitica", "transformer", 2, 64, 32, 16, 3000),
+        "unseen5-areopagitica-lstm": _lm("areopagitica", "lstm", 1, 64, 32, 32, 2000, 0.1),
+        "unseen5-britannica-transformer": _lm("britannica", "transformer", 2, 48, 32, 16, 2500),
+        "unseen5-paradise-regained-transformer": _lm(
+            "paradise-regained", "transformer", 1, 64, 32, 32, 1500
+        ),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
