@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lhopt import CIAO, LearnedOptimizer
+from lhopt.tasks.base import check_device
 
 
 def mlp(device) -> tuple[nn.Module, callable]:
@@ -95,9 +96,10 @@ def time_block(fn, n: int, device: torch.device) -> float:
 
 
 def measure(build, reps: int, device: torch.device, learned: bool, block: int = 8) -> dict:
-    """Paired timings: each repetition times AdamW then CIAO (order alternating between
-    repetitions); the ratios reported are medians of the per-pair ratios, which cancel the
-    drift of a shared machine better than a ratio of medians."""
+    """Paired timings: each repetition times AdamW, CIAO (and LearnedOptimizer with `learned`)
+    in turn, the order reversed every other repetition; the ratios reported are medians of the
+    per-pair ratios to AdamW, which cancel the drift of a shared machine better than a ratio of
+    medians."""
     torch.manual_seed(0)
     model, loss_fn = build(device)
     opts = make_optimizers(model, learned)
@@ -151,20 +153,24 @@ def measure(build, reps: int, device: torch.device, learned: bool, block: int = 
     }
 
 
+def _device(text: str) -> torch.device:
+    """`--device`: a device on this machine (`check_device`), or argparse's error naming it."""
+    try:
+        return check_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=30)
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    parser.add_argument("--device", type=_device, default="cpu", help="cpu (default) or cuda[:i]")
     parser.add_argument(
         "--learned", action="store_true", help="also time LearnedOptimizer's full step"
     )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: torch sees no CUDA device here")
-    if device.type not in ("cpu", "cuda"):
-        parser.error(f"--device {args.device}: cpu or cuda[:i] only")
+    device = args.device
     results = {
         name: measure(build, args.reps, device, args.learned)
         for name, build in (("mlp", mlp), ("transformer", transformer))

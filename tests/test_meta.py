@@ -125,7 +125,7 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
         ),
         (
             {"run": {"task_pool": 4, "pool_seed": 3, "pool_groups": [{"n": 2, "fams": []}]}},
-            ["pool_groups[0]", "keys ['n', 'families', 'budget_scale']"],
+            ["pool_groups[0]", "unknown key(s) ['fams']", "valid: ['n', 'families'"],
         ),
         (
             {

@@ -174,6 +174,24 @@ def test_texts_are_read_by_no_other_task_and_split_once(corpus):
     assert all(torch.equal(a.text[k], b.text[k]) for k in a.text)  # seeds share the split
 
 
+@pytest.mark.parametrize("arch", ["transformer", "lstm"])
+def test_a_texts_task_is_charlms_task_on_another_text(arch, monkeypatch):
+    params = TEXT | {"arch": arch, "dropout": 0.1}
+    mine = build_task(Q("texts", corpus="britannica", **params), seed=3)
+    monkeypatch.setattr(charlm, "corpus_splits", lambda corpus: texts.text_splits("britannica"))
+    theirs = build_task(Q("charlm", corpus="plays", **params), seed=3)
+    for a, b in zip(mine.model.parameters(), theirs.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert all(torch.equal(mine.windows[k], theirs.windows[k]) for k in ("val", "test"))
+    torch.manual_seed(0)
+    first = [mine.train_loss().item() for _ in range(3)]
+    torch.manual_seed(0)
+    assert first == [theirs.train_loss().item() for _ in range(3)]
+    assert mine.val_loss() == theirs.val_loss()
+    n = len(registry.FAMILY_NAMES)  # the family one-hot differs: texts is no training family
+    assert mine.descriptor()[n:].tolist() == theirs.descriptor()[n:].tolist()
+
+
 def test_a_texts_task_trains_as_charlm_does_and_refuses_bad_values():
     task = build_task(Q("texts", corpus="areopagitica", **TEXT), 0)
     losses = train(task, 30, lr=3e-3)

@@ -148,7 +148,7 @@ def describe_tasks() -> str:
         if name in EXTRA_FAMILIES:
             module_doc += (
                 "\n\nSampled for meta-training only where a config names it (`[run] families`, "
-                "or `[run] pool_extra_families`)."
+                "`[run] pool_extra_families` or `[run] pool_groups`)."
             )
         if name in SELECTION_FAMILIES:
             module_doc += "\n\nSelection: only in the selection suites, never sampled."

@@ -443,8 +443,11 @@ def _check_pool_groups(run: RunConfig) -> None:
     seen = [set(run.families)] + ([set(run.pool_extra_families)] if run.pool_extra else [])
     for k, group in enumerate(run.pool_groups):
         where = f"[run] pool_groups[{k}] = {group!r}"
-        if not isinstance(group, dict) or set(group) - set(POOL_GROUP_KEYS):
+        if not isinstance(group, dict):
             raise ValueError(f"{where}: expected a table with keys {list(POOL_GROUP_KEYS)}")
+        unknown = sorted(set(group) - set(POOL_GROUP_KEYS))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {list(POOL_GROUP_KEYS)}")
         n, families = group.get("n"), group.get("families")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"{where}: n must be an int >= 1 (configs in the group)")
@@ -453,7 +456,9 @@ def _check_pool_groups(run: RunConfig) -> None:
             or not families
             or any(f not in TRAINING_FAMILIES for f in families)
         ):
-            raise ValueError(f"{where}: families must be a non-empty list of {TRAINING_FAMILIES}")
+            raise ValueError(
+                f"{where}: families must be a non-empty list of {list(TRAINING_FAMILIES)}"
+            )
         if "budget_scale" in group:
             try:
                 check_scale(group["budget_scale"])
@@ -462,8 +467,8 @@ def _check_pool_groups(run: RunConfig) -> None:
         if set(families) in seen:
             raise ValueError(
                 f"{where}: its families are the pool's, the extras' or an earlier group's: "
-                "drawn from the same pool_seed, its configs would repeat theirs; raise that "
-                "count instead"
+                "drawn from the same pool_seed, its configs would repeat theirs (at another "
+                "budget_scale only their budgets would differ); raise that count instead"
             )
         seen.append(set(families))
 

@@ -181,7 +181,7 @@ def sample_training_config(
             f"task families {unknown} cannot be sampled for meta-training; valid: "
             f"{list(TRAINING_FAMILIES)} ({list(OOD_FAMILIES)} are kept for the ood suite, "
             f"{list(SELECTION_FAMILIES)} for the selection suites, {list(UNSEEN_FAMILIES)} for "
-            "the unseen suite)"
+            "the unseen suites)"
         )
     check_scale(budget_scale)
     check_scale(data_scale, "data_scale")
