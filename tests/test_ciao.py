@@ -523,3 +523,35 @@ def test_a_refused_step_counts_nothing():
     opt.param_groups[0]["lr"] = 1e-3
     opt.step()
     assert opt.steps == 1
+
+
+def test_the_trust_ratios_batched_for_a_gpu_equal_the_per_tensor_ones():
+    from lhopt.optim.ciao import _trust_ratios_batched, lamb_trust_ratios
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(8, 4), (4,), (16, 8), (3, 3, 2), (5, 6)]
+    params = [torch.randn(s, generator=g) for s in shapes]
+    params[3].zero_()  # a zero norm: trust 1
+    updates = [1e-3 * torch.randn(s, generator=g) for s in shapes]
+
+    def emas():  # a vector (no trust ratio) between matrices, one EMA still at 0
+        return [torch.tensor(0.5), None, torch.tensor(0.0), torch.tensor(0.2), torch.tensor(3.0)]
+
+    corrections = [0.1, 0.0, 0.19, 0.5, 0.9]
+    kw = dict(ombeta=0.1, power=0.7, min_trust=1e-3)
+    a_emas, b_emas = emas(), emas()
+    per_tensor = lamb_trust_ratios(params, updates, a_emas, corrections, **kw)
+    on = [i for i, e in enumerate(b_emas) if e is not None]
+    batched = _trust_ratios_batched(params, updates, b_emas, corrections, on, **kw)
+    assert (
+        [t is None for t in batched]
+        == [t is None for t in per_tensor]
+        == [e is None for e in emas()]
+    )
+    for a, b in zip(per_tensor, batched, strict=True):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+    for a, b in zip(a_emas, b_emas, strict=True):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+    assert batched[3] == 1.0 and per_tensor[3] == 1.0
