@@ -14,14 +14,7 @@ from __future__ import annotations
 import torch
 
 from lhopt.tasks.base import Task, TaskConfig
-from lhopt.tasks.charlm import SCHEMA as CHARLM_SCHEMA
-from lhopt.tasks.charlm import (
-    SHAKESPEARE,
-    ByteRNN,
-    ByteTransformer,
-    CharLMTask,
-    strip_gutenberg,
-)
+from lhopt.tasks.charlm import SHAKESPEARE, ByteRNN, ByteTransformer, CharLMTask, strip_gutenberg
 from lhopt.tasks.data import fetch, read_members
 from lhopt.tasks.schema import Param, Schema
 
@@ -38,8 +31,12 @@ SCHEMA = Schema(
     "texts",
     {
         "corpus": Param("choice", choices=tuple(TEXTS), doc="the text (module doc)"),
-        # charlm's models and batches, with budgets of long runs
-        **{k: v for k, v in CHARLM_SCHEMA.params.items() if k != "budget"},
+        "arch": Param("choice", choices=("gru", "lstm", "transformer")),
+        "layers": Param("int", 1, 3),
+        "d_model": Param("int", 32, 128, log=True),
+        "context": Param("int", 16, 128, log=True),
+        "dropout": Param("float", 0.0, 0.2),
+        "batch": Param("int", 16, 64, log=True),
         "budget": Param("int", 500, 5000, log=True, doc="steps T", limits=(20, 100_000)),
     },
 )
