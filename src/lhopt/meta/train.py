@@ -212,15 +212,8 @@ def fixed_pool(run: RunConfig) -> list[TaskConfig]:
     pool = sample_training_set(
         run.pool_seed, run.task_pool, tuple(run.families), run.budget_scale, run.data_scale
     )
-    if run.pool_extra:
-        pool += sample_training_set(
-            run.pool_seed,
-            run.pool_extra,
-            tuple(run.pool_extra_families),
-            run.budget_scale,
-            run.data_scale,
-        )
-    for group in run.pool_groups:
+    extra = [{"n": run.pool_extra, "families": run.pool_extra_families}] if run.pool_extra else []
+    for group in extra + run.pool_groups:
         pool += sample_training_set(
             run.pool_seed,
             group["n"],

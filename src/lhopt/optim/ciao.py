@@ -194,8 +194,10 @@ def lamb_trust_ratios(
     The EMA (bias-corrected by `ema_corrections`, the running 1 - prod(beta)) smooths the update
     norm so that one noisy step does not jerk the ratio.
     """
-    on = [i for i, ema in enumerate(update_norm_emas) if ema is not None]
-    if on and params[on[0]].device.type == "cuda":
+    if params and params[0].device.type == "cuda":  # a bucket: one device
+        on = [i for i, ema in enumerate(update_norm_emas) if ema is not None]
+        if not on:
+            return [None] * len(params)
         return _trust_ratios_batched(
             params, updates, update_norm_emas, ema_corrections, on, ombeta, power, min_trust
         )
