@@ -424,6 +424,7 @@ def assert_step_refused(pair, gen, message: str, steps: int) -> None:
     [
         ({"adamax": True}, "member 2: adamax=True: batched CIAO supports the AdamW path.*CIAO"),
         ({"decay_in_update": True}, "member 2: decay_in_update=True"),
+        ({"lamb_free_below": 0.3}, "member 2: lamb_free_below=0.3: batched CIAO supports"),
         ({"lr": -1.0}, r"member 2: lr=-1\.0 is out of range"),
         ({"ombeta1": 2.0}, r"member 2: ombeta1=2\.0 is out of range"),
         ({"clip_fraction": "x"}, "member 2: clip_fraction='x' is not allowed"),

@@ -209,3 +209,103 @@ def test_lamb_sparse_false_steps_the_table_as_adamw_and_the_rest_under_the_trust
     assert not same(dense_only.table.weight, lamb.table.weight)
     assert same(dense_only.out.weight, lamb.out.weight)
     assert not same(dense_only.out.weight, adamw.out.weight)
+
+
+class PosModel(nn.Module):
+    """A row-sparse embedding table (std 1), a positional table far smaller than the weights
+    beside it (std 0.01, as a transformer's), and two dense layers (PyTorch's default init)."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(40, 8)
+        self.pos = nn.Parameter(0.01 * torch.randn(4, 8))
+        self.hidden = nn.Linear(8, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden((self.table(x) + self.pos).mean(1))))
+
+
+def run_pos(make_opt, steps=20):
+    torch.manual_seed(0)
+    model = PosModel().double()
+    opt = make_opt(model)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(steps):
+        x, y = torch.randint(0, 30, (16, 4), generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model, opt
+
+
+def test_lamb_free_tensors_picks_small_dense_matrices_only():
+    from lhopt.optim.ciao import lamb_free_tensors
+
+    torch.manual_seed(0)
+    weights = [0.1 * torch.randn(16, 16) for _ in range(3)]
+    small, zero, vector = 0.01 * torch.randn(8, 16), torch.zeros(4, 4), 1e-4 * torch.randn(16)
+    table = torch.randn(40, 8)  # std 1: would set the median if it counted
+    params = [*weights, small, zero, vector, table]
+    sparse = [False] * 6 + [True]
+    assert lamb_free_tensors(params, sparse, 1 / 3) == [False] * 3 + [True, True, False, False]
+    # Tables neither set the median nor are freed, however small.
+    assert lamb_free_tensors([0.1 * torch.randn(3, 3), 1e-3 * table], [False, True], 0.9) == [
+        False,
+        False,
+    ]
+    assert lamb_free_tensors([vector], [False], 0.5) == [False]  # nothing dense: nothing freed
+
+
+def test_lamb_free_below_matches_reference():
+    hp = dict(lamb_power=1.0, lamb_free_below=1 / 3, lr=3e-2)
+    fast, opt = run_pos(lambda m: CIAO(m.parameters(), **hp, stat_samples=10**6))
+    ref, ref_opt = run_pos(lambda m: ReferenceCIAO(m.parameters(), **hp))
+    assert_params_close(fast, ref, PARAM_RTOL[torch.float64])
+    freed = {n: opt.state[p].get("lamb_free") for n, p in fast.named_parameters()}
+    assert freed == {
+        "table.weight": False,
+        "pos": True,
+        "hidden.weight": False,
+        "hidden.bias": False,
+        "out.weight": False,
+        "out.bias": False,
+    }
+    assert [ref_opt.state[p]["lamb_free"] for p in ref.parameters()] == list(freed.values())
+
+
+def test_a_freed_matrix_steps_as_adamw_and_the_others_under_the_trust_ratio():
+    def trained(**hp):  # one step from the same point: the same gradients
+        return run_pos(lambda m: CIAO(m.parameters(), lr=3e-2, **hp), steps=1)[0]
+
+    freed = trained(lamb_power=1.0, lamb_free_below=1 / 3)
+    adamw, lamb = trained(lamb_power=0.0), trained(lamb_power=1.0)
+    same = lambda a, b: torch.allclose(a, b, rtol=1e-12, atol=0)  # noqa: E731
+    assert same(freed.pos, adamw.pos) and not same(freed.pos, lamb.pos)
+    for name in ("hidden", "out"):
+        w_freed, w_lamb, w_adamw = (getattr(m, name).weight for m in (freed, lamb, adamw))
+        assert torch.equal(w_freed, w_lamb) and not same(w_freed, w_adamw)
+    # Off (0, the default), the trust ratio scales every matrix as before, to the bit.
+    off = trained(lamb_power=1.0, lamb_free_below=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(off.parameters(), lamb.parameters(), strict=True))
+
+
+def test_the_free_decision_is_made_once_and_saved():
+    model, opt = run_pos(lambda m: CIAO(m.parameters(), lamb_power=1.0, lamb_free_below=1 / 3))
+    with torch.no_grad():
+        model.pos.mul_(100.0)  # now far above the floor: stays free, decided at the first step
+    opt.zero_grad()
+    nn.functional.cross_entropy(
+        model(torch.zeros(2, 4, dtype=torch.long)), torch.zeros(2).long()
+    ).backward()
+    opt.step()
+    assert opt.state[model.pos]["lamb_free"]
+    again = CIAO(model.parameters(), lamb_power=1.0, lamb_free_below=1 / 3)
+    again.load_state_dict(opt.state_dict())
+    assert again.state[model.pos]["lamb_free"] and not again.state[model.hidden.weight]["lamb_free"]
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, None])
+def test_lamb_free_below_out_of_range_is_refused(value):
+    with pytest.raises(ValueError, match=rf"lamb_free_below={value!r} is "):
+        CIAO(PosModel().parameters(), lamb_free_below=value)

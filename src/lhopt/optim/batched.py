@@ -73,7 +73,7 @@ UNSUPPORTED = (
     "batched CIAO supports the AdamW path with clipping and LAMB's trust ratio only; use CIAO"
 )
 # Hyperparameters whose non-default values take CIAO's other paths, which BatchedCIAO refuses.
-UNBATCHED_HPARAMS = ("adamax", "decay_in_update")
+UNBATCHED_HPARAMS = ("adamax", "decay_in_update", "lamb_free_below")
 _DTYPES = (torch.float32, torch.float64)
 # The first moment's scale is folded back into it below this, as in `ciao.update_moments`.
 _FOLD_BELOW = 1e-3

@@ -13,6 +13,7 @@ also measures statistics of training for the controller's features (`lhopt.optim
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from itertools import chain
@@ -145,6 +146,29 @@ def is_row_sparse(grad: Tensor) -> bool:
     if grad.dim() < 2:
         return False
     return bool((grad.flatten(1) == 0).all(1).any())
+
+
+def lamb_free_tensors(params: list[Tensor], row_sparse: list[bool], fraction: float) -> list[bool]:
+    """Which of a group's tensors `lamb_free_below = fraction` takes off the trust ratio: the
+    dense matrices (two or more dimensions, not row-sparse, not empty) whose rms is below
+    `fraction` times the median (the upper one, for an even count) of their rms. A tensor the
+    ratio would keep a fixed fraction of its norm per step cannot grow from a small start (a
+    positional table at std 0.02 beside weights at 0.1) as AdamW's step lets it; one
+    initialised at zero is freed. Row-sparse tables (an embedding's, often at std 1) neither
+    set the median nor are freed. One host read per tensor, once."""
+    dense = [
+        p.dim() > 1 and p.numel() > 0 and not rs for p, rs in zip(params, row_sparse, strict=True)
+    ]
+    rms = {
+        i: float(torch.linalg.vector_norm(p.detach(), dtype=state_dtype(p.dtype)))
+        / math.sqrt(p.numel())
+        for i, (p, d) in enumerate(zip(params, dense, strict=True))
+        if d
+    }
+    if not rms:
+        return [False] * len(params)
+    floor = fraction * statistics.median_high(rms.values())
+    return [i in rms and rms[i] < floor for i in range(len(params))]
 
 
 def _from_adamw_names(aliases: dict, own: dict) -> dict:
@@ -319,6 +343,9 @@ class CIAO(torch.optim.Optimizer):
         lamb_sparse: apply the trust ratio also to row-sparse tensors: those whose first
             gradient has a row (along the first dimension) of zeros, as an embedding table's
             has for the rows its first batch did not read. False steps them as AdamW does.
+        lamb_free_below: take a dense matrix off the trust ratio for good (it steps as AdamW's)
+            when, at its group's first step under the ratio, its rms is below this fraction of
+            the median rms of the group's dense matrices (`lamb_free_tensors`); 0: never.
         adamax: use an infinity-norm denominator ``max(beta2 v, |g|)``.
         decay_in_update: add weight decay to the adaptive update (so LAMB scales it) instead of
             decoupling it as AdamW does.
@@ -349,6 +376,7 @@ class CIAO(torch.optim.Optimizer):
         lamb_min_trust: float = DEFAULTS["lamb_min_trust"],
         lamb_update_norm_ombeta: float = DEFAULTS["lamb_update_norm_ombeta"],
         lamb_sparse: bool = DEFAULTS["lamb_sparse"],
+        lamb_free_below: float = DEFAULTS["lamb_free_below"],
         adamax: bool = DEFAULTS["adamax"],
         decay_in_update: bool = DEFAULTS["decay_in_update"],
         feature_every: int = 4,
@@ -370,6 +398,7 @@ class CIAO(torch.optim.Optimizer):
             lamb_min_trust=lamb_min_trust,
             lamb_update_norm_ombeta=lamb_update_norm_ombeta,
             lamb_sparse=lamb_sparse,
+            lamb_free_below=lamb_free_below,
             adamax=adamax,
             decay_in_update=decay_in_update,
         )
@@ -474,6 +503,10 @@ class CIAO(torch.optim.Optimizer):
             self._stats.count_skip()
             return loss
 
+        for group, buckets in zip(self.param_groups, groups, strict=True):
+            if group["lamb_power"] > 0 and group["lamb_free_below"] > 0:
+                self._decide_free(group, [p for bucket in buckets.values() for p in bucket])
+
         measure = self._stats.measures(self.steps)
         measured: list[tuple[Tensor, float, float]] = []
         any_clipped = False
@@ -539,7 +572,9 @@ class CIAO(torch.optim.Optimizer):
             trusted = None
             if lamb:
                 trusted = [
-                    p.dim() > 1 and (group["lamb_sparse"] or not s.get("row_sparse", False))
+                    p.dim() > 1
+                    and (group["lamb_sparse"] or not s.get("row_sparse", False))
+                    and not s.get("lamb_free", False)
                     for p, s in zip(bucket, states, strict=True)
                 ]
             params, grads = _working_tensors(bucket)
@@ -599,6 +634,18 @@ class CIAO(torch.optim.Optimizer):
             if params is not bucket:  # float32 working copies of low-precision parameters
                 torch._foreach_copy_(bucket, params)
         return raw_sum
+
+    def _decide_free(self, group: dict, params: list[Tensor]) -> None:
+        """Decide `lamb_free_below` for the group's tensors not yet decided (all of them at its
+        first step), against the median of every dense matrix stepping now."""
+        states = [self._param_state(p) for p in params]
+        if all("lamb_free" in s for s in states):
+            return
+        free = lamb_free_tensors(
+            params, [s["row_sparse"] for s in states], group["lamb_free_below"]
+        )
+        for s, f in zip(states, free, strict=True):
+            s.setdefault("lamb_free", f)
 
     @staticmethod
     def _lamb_trust_ratios(
@@ -671,7 +718,11 @@ class CIAO(torch.optim.Optimizer):
                     continue
                 sizes.append(p.numel())
                 ema = s.get("update_norm_ema") if power > 0 and p.dim() > 1 else None
-                if ema is None or (not group["lamb_sparse"] and s.get("row_sparse", False)):
+                if (
+                    ema is None
+                    or (not group["lamb_sparse"] and s.get("row_sparse", False))
+                    or s.get("lamb_free", False)
+                ):
                     logs.append(torch.zeros((), device=p.device))
                     continue
                 p_norm = torch.linalg.vector_norm(p.detach(), dtype=ema.dtype)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from lhopt.optim.ciao import state_dtype
+from lhopt.optim.ciao import lamb_free_tensors, state_dtype
 from lhopt.optim.hparams import DEFAULTS, check_group
 from lhopt.optim.stats import LOG_FLOOR, TENSOR_STAT_NAMES
 
@@ -73,6 +73,8 @@ class ReferenceCIAO(torch.optim.Optimizer):
             if group["clip_fraction"] is not None and norms[gi] > 0:
                 c = min(1.0, group["clip_fraction"] * self.norm_max[gi] / norms[gi])
             clipped |= c < 1.0
+            if group["lamb_power"] > 0 and group["lamb_free_below"] > 0:
+                self._decide_free(group, params)
             for p in params:
                 self._step_tensor(p, group, c, sums if measure else None)
         self._period["clipped"] += int(clipped)
@@ -82,7 +84,7 @@ class ReferenceCIAO(torch.optim.Optimizer):
     def _step_tensor(self, p: Tensor, group: dict, c: float, sums: dict | None) -> None:
         dtype = state_dtype(p.dtype)  # float32 for float16 and bfloat16 parameters
         state = self.state[p]
-        if not state:
+        if "step" not in state:  # ("lamb_free" may be decided before the first step)
             state["step"] = 0
             state["m"] = torch.zeros_like(p, dtype=dtype)  # the first moment itself
             state["v"] = torch.zeros_like(p, dtype=dtype)
@@ -121,7 +123,11 @@ class ReferenceCIAO(torch.optim.Optimizer):
         # LAMB: trust ratio (||p|| / EMA of ||u||) ** power, for matrices and larger tensors.
         trust = None
         lamb = group["lamb_power"] > 0 and p.dim() > 1
-        if lamb and (group["lamb_sparse"] or not state["row_sparse"]):
+        if (
+            lamb
+            and (group["lamb_sparse"] or not state["row_sparse"])
+            and not state.get("lamb_free")
+        ):
             ombeta = group["lamb_update_norm_ombeta"]
             if "update_norm_ema" not in state:  # from the first step with LAMB on
                 state["update_norm_ema"] = torch.zeros((), dtype=dtype)
@@ -141,6 +147,15 @@ class ReferenceCIAO(torch.optim.Optimizer):
         if sums is not None:
             _accumulate(sums, g, state["m"], x, u, applied, sqrt_v_hat, m_hat, trust, eps)
         p.copy_(x - applied)
+
+    def _decide_free(self, group: dict, params: list[Tensor]) -> None:
+        """As CIAO: the group's undecided tensors against the median of all stepping now."""
+        if all("lamb_free" in self.state[p] for p in params):
+            return
+        row_sparse = [p.dim() > 1 and bool((p.grad.flatten(1) == 0).all(1).any()) for p in params]
+        free = lamb_free_tensors(params, row_sparse, group["lamb_free_below"])
+        for p, f in zip(params, free, strict=True):
+            self.state[p].setdefault("lamb_free", f)
 
     def pop_step_stats(self) -> dict[str, float]:
         """As `CIAO.pop_step_stats()`."""

@@ -561,6 +561,21 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             "paradise-regained", "transformer", 1, 64, 32, 32, 1500
         ),
     },
+    # The `lamb_free_below` decision (docs/experiments.md): transformers whose positional table
+    # starts far below their weights, and a GRU, which has none, on the `texts` corpora in
+    # shapes no suite has run; fixed before any optimizer ran them.
+    "unseen6": {
+        "unseen6-paradise-lost-transformer-deep": _lm(
+            "paradise-lost", "transformer", 3, 64, 32, 16, 1500
+        ),
+        "unseen6-britannica-transformer-wide": _lm(
+            "britannica", "transformer", 1, 96, 32, 16, 2000
+        ),
+        "unseen6-areopagitica-transformer-small": _lm(
+            "areopagitica", "transformer", 2, 32, 16, 32, 2500, 0.1
+        ),
+        "unseen6-paradise-regained-gru": _lm("paradise-regained", "gru", 2, 48, 32, 32, 1500),
+    },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
         "sl-recsys-neumf": Q(
