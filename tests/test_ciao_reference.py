@@ -242,18 +242,31 @@ def run_pos(make_opt, steps=20):
 def test_lamb_free_tensors_picks_small_dense_matrices_only():
     from lhopt.optim.ciao import lamb_free_tensors
 
-    torch.manual_seed(0)
-    weights = [0.1 * torch.randn(16, 16) for _ in range(3)]
-    small, zero, vector = 0.01 * torch.randn(8, 16), torch.zeros(4, 4), 1e-4 * torch.randn(16)
-    table = torch.randn(40, 8)  # std 1: would set the median if it counted
-    params = [*weights, small, zero, vector, table]
-    sparse = [False] * 6 + [True]
-    assert lamb_free_tensors(params, sparse, 1 / 3) == [False] * 3 + [True, True, False, False]
-    # Tables neither set the median nor are freed, however small.
-    assert lamb_free_tensors([0.1 * torch.randn(3, 3), 1e-3 * table], [False, True], 0.9) == [
+    def full(value, *shape):  # a tensor of rms `value` exactly
+        return torch.full(shape, value)
+
+    weights = [full(0.1, 16, 16) for _ in range(3)]
+    small, zero, empty, vector = (
+        full(0.01, 8, 16),
+        torch.zeros(4, 4),
+        torch.zeros(0, 4),
+        full(1e-4, 16),
+    )
+    params = [*weights, small, zero, empty, vector, full(1.0, 40, 8)]
+    sparse = [False] * 7 + [True]
+    assert lamb_free_tensors(params, sparse, 1 / 3) == [False] * 3 + [True, True] + [False] * 3
+    # Tables neither set the median nor are freed: counted, three tables at rms 1 would put the
+    # floor at 1/3 and free the 0.1 matrix too. The median is the upper one: the lower, 0.03,
+    # would free nothing.
+    params = [full(0.1, 3, 3), full(0.03, 3, 3), *(full(1.0, 5, 3) for _ in range(3))]
+    assert lamb_free_tensors(params, [False, False, True, True, True], 1 / 3) == [
+        False,
+        True,
+        False,
         False,
         False,
     ]
+    assert lamb_free_tensors([full(0.1, 2, 2)], [False], 0.99) == [False]  # alone: its own median
     assert lamb_free_tensors([vector], [False], 0.5) == [False]  # nothing dense: nothing freed
 
 
@@ -276,33 +289,90 @@ def test_lamb_free_below_matches_reference():
 
 def test_a_freed_matrix_steps_as_adamw_and_the_others_under_the_trust_ratio():
     def trained(**hp):  # one step from the same point: the same gradients
-        return run_pos(lambda m: CIAO(m.parameters(), lr=3e-2, **hp), steps=1)[0]
+        return run_pos(lambda m: CIAO(m.parameters(), lr=3e-2, **hp), steps=1)
 
-    freed = trained(lamb_power=1.0, lamb_free_below=1 / 3)
-    adamw, lamb = trained(lamb_power=0.0), trained(lamb_power=1.0)
+    (freed, opt), (adamw, _), (lamb, _) = (
+        trained(lamb_power=1.0, lamb_free_below=1 / 3),
+        trained(lamb_power=0.0),
+        trained(lamb_power=1.0),
+    )
     same = lambda a, b: torch.allclose(a, b, rtol=1e-12, atol=0)  # noqa: E731
     assert same(freed.pos, adamw.pos) and not same(freed.pos, lamb.pos)
     for name in ("hidden", "out"):
         w_freed, w_lamb, w_adamw = (getattr(m, name).weight for m in (freed, lamb, adamw))
         assert torch.equal(w_freed, w_lamb) and not same(w_freed, w_adamw)
-    # Off (0, the default), the trust ratio scales every matrix as before, to the bit.
-    off = trained(lamb_power=1.0, lamb_free_below=0.0)
-    assert all(torch.equal(a, b) for a, b in zip(off.parameters(), lamb.parameters(), strict=True))
+    # The freed table takes no trust ratio into the lr in AdamW's units: the others do.
+    lamb_opt = trained(lamb_power=1.0)[1]
+    assert opt.adamw_lrs()[0] != lamb_opt.adamw_lrs()[0]
+    # At 0 (the default) nothing is decided.
+    _, off = trained(lamb_power=1.0, lamb_free_below=0.0)
+    assert not any("lamb_free" in s for s in off.state.values())
 
 
-def test_the_free_decision_is_made_once_and_saved():
-    model, opt = run_pos(lambda m: CIAO(m.parameters(), lamb_power=1.0, lamb_free_below=1 / 3))
+def test_the_free_decision_is_made_once_saved_and_taken_by_a_late_tensor_at_its_first_step():
+    model = PosModel().double()
+    late = nn.Parameter(torch.full((8, 8), 0.001, dtype=torch.float64))  # no gradient at first
+    opt = CIAO([*model.parameters(), late], lamb_power=1.0, lamb_free_below=1 / 3)
+    x, y = torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, dtype=torch.long)
+
+    def step(extra=0.0):
+        opt.zero_grad()
+        (nn.functional.cross_entropy(model(x), y) + extra).backward()
+        opt.step()
+
+    step()
+    assert "lamb_free" not in opt.state[late] and opt.state[model.pos]["lamb_free"]
     with torch.no_grad():
-        model.pos.mul_(100.0)  # now far above the floor: stays free, decided at the first step
+        model.pos.mul_(100.0)  # now far above the floor: stays free
+    step((late**2).sum())  # the late tensor's first gradient: decided now, against the median
+    assert opt.state[model.pos]["lamb_free"] and opt.state[late]["lamb_free"]
+    assert not opt.state[model.hidden.weight]["lamb_free"]
+
+    again = CIAO([*model.parameters(), late], lamb_power=1.0, lamb_free_below=1 / 3)
+    again.load_state_dict(opt.state_dict())
+    assert [again.state[p]["lamb_free"] for p in (model.pos, late, model.hidden.weight)] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_a_skipped_first_step_decides_nothing():
+    model = PosModel().double()
+    opt = CIAO(model.parameters(), lamb_power=1.0, lamb_free_below=1 / 3)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, math.nan)
+    opt.step()
+    assert opt.skipped_steps == 1 and not opt.state
+
+
+def test_a_state_dict_saved_without_the_option_loads_and_steps():
+    model, opt = run_pos(lambda m: CIAO(m.parameters(), lamb_power=1.0), steps=2)
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        del group["lamb_free_below"]  # as one saved before the option existed
+    again = CIAO(model.parameters(), lamb_power=1.0)
+    again.load_state_dict(saved)
+    assert again.param_groups[0]["lamb_free_below"] == 0.0
+    again.zero_grad()
+    nn.functional.cross_entropy(
+        model(torch.zeros(2, 4, dtype=torch.long)), torch.zeros(2).long()
+    ).backward()
+    again.step()
+    assert again.hparams[0]["lamb_free_below"] == 0.0
+
+
+def test_learned_optimizer_passes_the_option_to_ciao():
+    from lhopt import LearnedOptimizer
+
+    model = PosModel()
+    opt = LearnedOptimizer(model.parameters(), total_steps=50, lamb_free_below=1 / 3)
     opt.zero_grad()
     nn.functional.cross_entropy(
         model(torch.zeros(2, 4, dtype=torch.long)), torch.zeros(2).long()
     ).backward()
     opt.step()
-    assert opt.state[model.pos]["lamb_free"]
-    again = CIAO(model.parameters(), lamb_power=1.0, lamb_free_below=1 / 3)
-    again.load_state_dict(opt.state_dict())
-    assert again.state[model.pos]["lamb_free"] and not again.state[model.hidden.weight]["lamb_free"]
+    assert opt.state[model.pos]["lamb_free"] and not opt.state[model.hidden.weight]["lamb_free"]
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, None])

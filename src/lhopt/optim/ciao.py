@@ -637,12 +637,14 @@ class CIAO(torch.optim.Optimizer):
 
     def _decide_free(self, group: dict, params: list[Tensor]) -> None:
         """Decide `lamb_free_below` for the group's tensors not yet decided (all of them at its
-        first step), against the median of every dense matrix stepping now."""
+        first step; a tensor that first has a gradient later, at that step), against the
+        median of every dense matrix stepping now, each with its first gradient's row-sparse
+        flag."""
         states = [self._param_state(p) for p in params]
         if all("lamb_free" in s for s in states):
             return
         free = lamb_free_tensors(
-            params, [s["row_sparse"] for s in states], group["lamb_free_below"]
+            params, [s.get("row_sparse", False) for s in states], group["lamb_free_below"]
         )
         for s, f in zip(states, free, strict=True):
             s.setdefault("lamb_free", f)
@@ -677,7 +679,7 @@ class CIAO(torch.optim.Optimizer):
     def _param_state(self, p: Tensor) -> dict:
         state = self.state[p]
         dtype = state_dtype(p.dtype)
-        if not state:
+        if "step" not in state:
             state["row_sparse"] = is_row_sparse(p.grad)
             state["step"] = 0
             state["exp_avg"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
@@ -779,6 +781,9 @@ class CIAO(torch.optim.Optimizer):
         own = ("group_norm_max", "steps", "skipped_steps")
         stats.load_state_dict({k: v for k, v in extra.items() if k not in own}, device)
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "ciao"})
+        for group in self.param_groups:  # saved before a hyperparameter existed: its default
+            for name, default in DEFAULTS.items():
+                group.setdefault(name, default)
         self._restore_state_dtypes(state_dict)
         self._group_norm_max = list(extra["group_norm_max"])
         self.steps = extra["steps"]

@@ -73,21 +73,21 @@ HPARAMS: dict[str, HParamSpec] = {
         doc="apply the trust ratio also to row-sparse tensors (a first gradient with an all-zero "
         "row, as an embedding table's); False steps them as AdamW does",
     ),
-    "lamb_free_below": HParamSpec(
-        0.0,
-        0.0,
-        1.0,
-        doc="a dense matrix whose rms, at its group's first step under the trust ratio, is "
-        "below this fraction of the median rms of the group's dense matrices steps without the "
-        "trust ratio for good (as AdamW's), as a positional table initialised far smaller than "
-        "the weights beside it; 0 switches the rule off",
-    ),
     "adamax": HParamSpec(False, boolean=True, doc="infinity-norm (AdaMax) denominator"),
     "decay_in_update": HParamSpec(
         False,
         boolean=True,
         doc="add weight decay to the adaptive update (scaled by the trust ratio) "
         "instead of decoupling it",
+    ),
+    "lamb_free_below": HParamSpec(
+        0.0,
+        0.0,
+        1.0,
+        doc="a dense matrix whose rms, at its first step under the trust ratio, is below this "
+        "fraction of the (upper) median rms of its group's dense matrices stepping then steps "
+        "without the trust ratio for good (as AdamW's), as a positional table initialised far "
+        "smaller than the weights beside it; 0: no tensor is decided (one freed stays freed)",
     ),
 }
 

@@ -152,7 +152,12 @@ class ReferenceCIAO(torch.optim.Optimizer):
         """As CIAO: the group's undecided tensors against the median of all stepping now."""
         if all("lamb_free" in self.state[p] for p in params):
             return
-        row_sparse = [p.dim() > 1 and bool((p.grad.flatten(1) == 0).all(1).any()) for p in params]
+        row_sparse = [  # from each tensor's first gradient, as CIAO keeps it
+            self.state[p]["row_sparse"]
+            if "step" in self.state[p]
+            else p.dim() > 1 and bool((p.grad.flatten(1) == 0).all(1).any())
+            for p in params
+        ]
         free = lamb_free_tensors(params, row_sparse, group["lamb_free_below"])
         for p, f in zip(params, free, strict=True):
             self.state[p].setdefault("lamb_free", f)

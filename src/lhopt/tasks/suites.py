@@ -38,6 +38,8 @@
   prose, the 1911 Britannica's article on Shakespeare), fixed before any optimizer ran them,
   for a fifth head-to-head, of a stage that trains on long language-model runs
   (`docs/experiments.md`, "Stage 48"); not for choosing snapshots.
+- `unseen6`: four more `texts` language models in shapes no suite has run (three transformers,
+  a GRU), for the decision on CIAO's `lamb_free_below` (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
