@@ -174,9 +174,9 @@ class TableModel(nn.Module):
         return self.out(self.table(x).mean(1))
 
 
-def run_tables(make_opt, steps=20):
+def run_tables(make_opt, steps=20, model_class=None):
     torch.manual_seed(0)
-    model = TableModel().double()
+    model = (model_class or TableModel)().double()
     opt = make_opt(model)
     g = torch.Generator().manual_seed(3)
     for _ in range(steps):
@@ -227,16 +227,7 @@ class PosModel(nn.Module):
 
 
 def run_pos(make_opt, steps=20):
-    torch.manual_seed(0)
-    model = PosModel().double()
-    opt = make_opt(model)
-    g = torch.Generator().manual_seed(3)
-    for _ in range(steps):
-        x, y = torch.randint(0, 30, (16, 4), generator=g), torch.randint(0, 3, (16,), generator=g)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model, opt
+    return run_tables(make_opt, steps, model_class=PosModel)
 
 
 def test_lamb_free_tensors_picks_small_dense_matrices_only():
