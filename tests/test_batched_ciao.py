@@ -40,12 +40,23 @@ class Pair:
     """A BatchedCIAO over stacked parameters and, for each member, a CIAO over copies of its
     rows: `step(grads)` feeds both the same gradients."""
 
-    def __init__(self, hparams=HPARAMS, dtype=torch.float64, feature_every=4, stat_samples=8):
+    def __init__(
+        self,
+        hparams=HPARAMS,
+        dtype=torch.float64,
+        feature_every=4,
+        stat_samples=8,
+        shapes=SHAPES,
+        scales=None,
+    ):
         gen = torch.Generator().manual_seed(0)
         n = len(hparams)
+        scales = scales or [1.0] * len(shapes)
         self.params = [
-            torch.randn((n, *s), generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
-            for s in SHAPES
+            (c * torch.randn((n, *s), generator=gen, dtype=torch.float64))
+            .to(dtype)
+            .requires_grad_()
+            for s, c in zip(shapes, scales, strict=True)
         ]
         self.batched = BatchedCIAO(
             self.params, hparams, feature_every=feature_every, stat_samples=stat_samples
@@ -424,7 +435,7 @@ def assert_step_refused(pair, gen, message: str, steps: int) -> None:
     [
         ({"adamax": True}, "member 2: adamax=True: batched CIAO supports the AdamW path.*CIAO"),
         ({"decay_in_update": True}, "member 2: decay_in_update=True"),
-        ({"lamb_free_below": 0.3}, "member 2: lamb_free_below=0.3: batched CIAO supports"),
+        ({"lamb_free_below": 1.5}, r"member 2: lamb_free_below=1\.5 is out of range"),
         ({"lr": -1.0}, r"member 2: lr=-1\.0 is out of range"),
         ({"ombeta1": 2.0}, r"member 2: ombeta1=2\.0 is out of range"),
         ({"clip_fraction": "x"}, "member 2: clip_fraction='x' is not allowed"),
@@ -677,3 +688,41 @@ def test_row_sparse_tensors_match_ciao_with_and_without_their_trust_ratio():
         True,
         False,
     ]
+
+
+def test_lamb_free_below_steps_each_member_as_its_ciao():
+    """Members under the trust ratio with `lamb_free_below` off, at 1/3 and at 0.9, and one
+    without the ratio: each decides which matrices to free as its CIAO does (at its first
+    step that is not skipped), steps as it, and keeps the decision through a save and load."""
+    shapes, scales = [(6, 5), (6, 5), (4, 6), (6,)], [1.0, 0.05, 0.5, 1.0]
+    extra = [
+        dict(lamb_power=1.0),
+        dict(lamb_power=1.0, lamb_free_below=1 / 3),
+        dict(lamb_power=1.0, lamb_free_below=0.9),
+        dict(lamb_power=0.0, lamb_free_below=0.5),
+    ]
+    hparams = [{**h, **e} for h, e in zip(HPARAMS, extra, strict=True)]
+    pair = Pair(hparams, shapes=shapes, scales=scales)
+    gen = torch.Generator().manual_seed(5)
+    for t in range(12):
+        grads = [torch.randn((N, *s), generator=gen, dtype=torch.float64) for s in shapes]
+        if t == 0:
+            grads[0][1] = math.nan  # member 1 skips its first step: it decides at its second
+        pair.step(grads)
+        pair.assert_params_close()
+        if t == 5:
+            saved = pair.save(1)
+        if t == 8:
+            pair.restore(1, saved)
+    flags = [
+        [bool(pair.ciaos[i].state[p].get("lamb_free", False)) for p in pair.member_params[i]]
+        for i in range(N)
+    ]
+    assert flags == [
+        [False] * 4,
+        [False, True, False, False],  # rms 0.05 under a third of the median, 0.5
+        [False, True, False, False],  # 0.5 is the median itself
+        [False] * 4,  # no trust ratio: nothing decided
+    ]
+    for i, member in enumerate(pair.batched.members):
+        assert member.state_dict()["lamb_free"].tolist() == flags[i]

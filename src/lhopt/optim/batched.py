@@ -6,8 +6,8 @@ its own, which its controller moves. BatchedCIAO steps every member in one pass 
 over the stacked tensors, where N CIAO optimizers would each launch their own, and member i
 steps as `CIAO(member_i_params, **hparams_i)` with a single param group would: the same
 clipping, skipping, bias corrections, scaled first moment, decoupled weight decay and step
-statistics, and LAMB's trust ratio where a member's `lamb_power` > 0 (the tests hold each
-member to a CIAO of its own, to rounding).
+statistics, and LAMB's trust ratio where a member's `lamb_power` > 0, with `lamb_sparse` and
+`lamb_free_below` (the tests hold each member to a CIAO of its own, to rounding).
 
 `members[i]` (a `MemberOptimizer`) is member i seen as a CIAO: its one param group, `hparams`,
 `pop_step_stats()`, `state_dict()` and `load_state_dict()`, which is what a `Controller` and
@@ -55,6 +55,7 @@ from itertools import accumulate, chain
 import torch
 from torch import Tensor
 
+from lhopt.optim.ciao import lamb_free_tensors
 from lhopt.optim.hparams import DEFAULTS, HPARAMS, check_group, check_value
 from lhopt.optim.stats import (
     _FOLD_ROWS,
@@ -73,7 +74,7 @@ UNSUPPORTED = (
     "batched CIAO supports the AdamW path with clipping and LAMB's trust ratio only; use CIAO"
 )
 # Hyperparameters whose non-default values take CIAO's other paths, which BatchedCIAO refuses.
-UNBATCHED_HPARAMS = ("adamax", "decay_in_update", "lamb_free_below")
+UNBATCHED_HPARAMS = ("adamax", "decay_in_update")
 _DTYPES = (torch.float32, torch.float64)
 # The first moment's scale is folded back into it below this, as in `ciao.update_moments`.
 _FOLD_BELOW = 1e-3
@@ -225,6 +226,10 @@ class _HParams:
         self.dense_only = self.lamb_sparse == 0  # (N, 1): no trust ratio on row-sparse tensors
         self.any_dense_only = not all(g["lamb_sparse"] for g in groups)
         self.any_lamb = any(g["lamb_power"] > 0 for g in groups)
+        # Each member's `lamb_free_below` where its trust ratio is on (0 elsewhere), on the host:
+        # the decision it takes is read there, once per tensor.
+        self.free_fractions = [g["lamb_free_below"] if g["lamb_power"] > 0 else 0.0 for g in groups]
+        self.any_free = any(f > 0 for f in self.free_fractions)
         # In the state's dtype, as the update reads them.
         self.beta2_state = self.beta2.to(dtype)
         self.epsilon_state = self.epsilon.to(dtype)
@@ -537,6 +542,11 @@ class BatchedCIAO:
         # a tensor's first step (`_sparse_known`), as CIAO reads it when it makes the state.
         self._row_sparse = torch.zeros(n, len(params), dtype=torch.bool, device=self._device)
         self._sparse_known = [False] * len(params)
+        # The member tensors `lamb_free_below` takes off the trust ratio, and which of them
+        # each member has decided (host lists: decided once, at the member's first step under
+        # the option), as CIAO's `lamb_free` state.
+        self._lamb_free = torch.zeros(n, len(params), dtype=torch.bool, device=self._device)
+        self._free_known = [[False] * len(params) for _ in range(n)]
         self._steps = [0] * n  # steps attempted (taken or skipped), per member
         self._skipped = torch.zeros(n, 1, dtype=torch.long, device=self._device)
         # Whether every tensor of member i has stepped alike (same per-tensor scalars).
@@ -745,6 +755,8 @@ class BatchedCIAO:
         step_coef = pick(h.neg_lr * u_coef, 0.0)
         if not all(self._sparse_known):  # only until every tensor has had a gradient
             self._read_row_sparse(active, params)
+        if h.any_free:
+            self._decide_free(h, active, params, ok, all_ok)
         trust = lamb = None
         if h.any_lamb and any(self._matrices[k] for k in active):
             trust, lamb = self._trust_ratios(h, layout, params, m, d, u_coef, ok, all_ok)
@@ -792,6 +804,30 @@ class BatchedCIAO:
                 self._row_sparse[:, k] = (rows == 0).all(2).any(1)
             self._sparse_known[k] = True
 
+    def _decide_free(
+        self, h: _HParams, active: tuple[int, ...], params: list[Tensor], ok: Tensor, all_ok: bool
+    ) -> None:
+        """CIAO's `_decide_free` per member: at a step the member takes with its
+        `lamb_free_below` on, its active tensors not yet decided, by `ciao.lamb_free_tensors`
+        over its rows of the active tensors (the median of those stepping now)."""
+        todo = [
+            i
+            for i, f in enumerate(h.free_fractions)
+            if f > 0 and not all(self._free_known[i][k] for k in active)
+        ]
+        if not todo:
+            return
+        stepping = [True] * self.N if all_ok else ok.view(-1).tolist()
+        sparse = self._row_sparse[:, list(active)].tolist()
+        for i in (i for i in todo if stepping[i]):
+            rows = [p.detach()[i] for p in params]
+            free = lamb_free_tensors(rows, sparse[i], h.free_fractions[i])
+            for k, f in zip(active, free, strict=True):
+                if not self._free_known[i][k]:
+                    self._free_known[i][k] = True
+                    if f:
+                        self._lamb_free[i, k] = True
+
     def _trust_ratios(
         self,
         h: _HParams,
@@ -820,6 +856,9 @@ class BatchedCIAO:
             if layout.tensors is not None:
                 sparse = sparse[:, layout.tensors]
             on = on & ~(h.dense_only & sparse)
+        if h.any_free:
+            free = self._lamb_free if layout.tensors is None else self._lamb_free[:, layout.tensors]
+            on = on & ~free
         if layout.tensors is None:
             ema, product = self._unorm_ema, self._unorm_product
         else:
@@ -892,6 +931,8 @@ class BatchedCIAO:
             "update_norm_ema": self._unorm_ema[i].clone(),
             "update_norm_product": self._unorm_product[i].clone(),
             "row_sparse": self._row_sparse[i].clone(),
+            "lamb_free": self._lamb_free[i].clone(),
+            "free_known": torch.tensor(self._free_known[i], dtype=torch.bool),
             "steps": self._steps[i],
             "skipped_steps": self._skipped[i, 0].clone(),
             "hparams": self.members[i].hparams[0],
@@ -968,6 +1009,10 @@ class BatchedCIAO:
         self._unorm_ema[i] = state["update_norm_ema"].to(self._unorm_ema)
         self._unorm_product[i] = state["update_norm_product"].to(self._unorm_product)
         self._row_sparse[i] = state["row_sparse"].to(self._row_sparse)
+        # Saved before `lamb_free_below` existed: nothing freed, nothing decided.
+        none = torch.zeros(len(self.params), dtype=torch.bool)
+        self._lamb_free[i] = state.get("lamb_free", none).to(self._lamb_free)
+        self._free_known[i] = [bool(x) for x in state.get("free_known", none).tolist()]
         self._steps[i] = int(state["steps"])
         self._skipped[i, 0] = torch.as_tensor(state["skipped_steps"]).to(self._skipped)
         self._stats.load_state_dict(i, state["stats"])
