@@ -524,6 +524,37 @@ def test_a_start_on_lamb_runs_batched_as_each_member_alone(policy_file, tmp_cach
     assert serial[1]["info"]["best_val"] == run(adamax, [3])[0]["info"]["best_val"]
 
 
+def test_a_start_with_lamb_free_below_runs_batched_as_each_member_alone(
+    policy_file, tmp_cache, monkeypatch
+):
+    """`lamb_free_below` in `fixed_initial` runs in the batch, each member freeing and
+    training as it does alone, and what it frees changes the run (at 1, each member's matrix
+    below the median of its three)."""
+    import lhopt.meta.episode as episode_mod
+
+    policy = load_policy(policy_file)
+    base = dict(min_outer_steps=4, max_outer_steps=4, noise_floor=1e-5)
+    lamb = {"lr": 1e-2, "lamb_power": 1.0}
+    free = EpisodeConfig(**base, fixed_initial={**lamb, "lamb_free_below": 1.0})
+
+    def run(cfg, seeds):
+        rngs = [np.random.default_rng(7 + s) for s in seeds]
+        return run_episodes(policy, MLP, seeds, cfg, rngs, greedy=True, outer_steps=4)
+
+    batches = []
+    real = episode_mod._Batched
+    monkeypatch.setattr(episode_mod, "_Batched", lambda *a: batches.append(1) or real(*a))
+    together = run(free, [0, 3])
+    assert batches == [1]
+    alone = [run(free, [s])[0] for s in (0, 3)]
+    plain = run(EpisodeConfig(**base, fixed_initial=lamb), [0, 3])
+    for a, b, c in zip(together, alone, plain, strict=True):
+        assert a["info"]["initial"]["lamb_free_below"] == 1.0
+        np.testing.assert_array_equal(a["actions"], b["actions"])
+        assert a["info"]["best_val"] == pytest.approx(b["info"]["best_val"], rel=1e-4)
+        assert a["info"]["best_val"] != pytest.approx(c["info"]["best_val"], rel=1e-6)
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
