@@ -640,9 +640,9 @@ class CIAO(torch.optim.Optimizer):
         first step; a tensor that first has a gradient later, at that step), against the
         median of every dense matrix stepping now, each with its first gradient's row-sparse
         flag."""
-        states = [self._param_state(p) for p in params]
-        if all("lamb_free" in s for s in states):
+        if all("lamb_free" in self.state.get(p, ()) for p in params):  # every step after the first
             return
+        states = [self._param_state(p) for p in params]
         free = lamb_free_tensors(
             params, [s.get("row_sparse", False) for s in states], group["lamb_free_below"]
         )
