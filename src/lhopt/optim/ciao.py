@@ -344,8 +344,9 @@ class CIAO(torch.optim.Optimizer):
             gradient has a row (along the first dimension) of zeros, as an embedding table's
             has for the rows its first batch did not read. False steps them as AdamW does.
         lamb_free_below: take a dense matrix off the trust ratio for good (it steps as AdamW's)
-            when, at its group's first step under the ratio, its rms is below this fraction of
-            the median rms of the group's dense matrices (`lamb_free_tensors`); 0: never.
+            when, at its first step under the ratio, its rms is below this fraction of the
+            median rms of the group's dense matrices stepping then (`lamb_free_tensors`); 0: no
+            tensor is decided (one already freed stays freed).
         adamax: use an infinity-norm denominator ``max(beta2 v, |g|)``.
         decay_in_update: add weight decay to the adaptive update (so LAMB scales it) instead of
             decoupling it as AdamW does.
