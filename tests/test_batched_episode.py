@@ -490,25 +490,33 @@ def test_lr_units_are_drawn_per_group_and_shared_by_its_members(policy_file, tmp
     assert evaluation_config(cfg).lr_scale == [1.0, 1.0]
 
 
-def test_a_start_on_lamb_runs_batched_as_each_member_alone(policy_file, tmp_cache, monkeypatch):
-    """`fixed_initial` may set a hyperparameter the episodes never perturb. LAMB's trust ratio
-    runs in the batch (BatchedCIAO has it), each member deciding and training as it does
-    alone; a start on a path BatchedCIAO lacks (AdaMax) runs the members one at a time."""
+def _fixed_start_runner(policy_file, monkeypatch):
+    """(run(fixed_initial, seeds): greedy 4-decision episodes of `MLP` from that start, the
+    list each batched run appends to)."""
     import lhopt.meta.episode as episode_mod
 
     policy = load_policy(policy_file)
     base = dict(min_outer_steps=4, max_outer_steps=4, noise_floor=1e-5)
-    lamb = EpisodeConfig(**base, fixed_initial={"lr": 1e-2, "lamb_power": 1.0})
-    adam = EpisodeConfig(**base, fixed_initial={"lr": 1e-2})
-    adamax = EpisodeConfig(**base, fixed_initial={"lr": 1e-3, "adamax": True})
 
-    def run(cfg, seeds):
+    def run(fixed_initial, seeds):
+        cfg = EpisodeConfig(**base, fixed_initial=fixed_initial)
         rngs = [np.random.default_rng(7 + s) for s in seeds]
         return run_episodes(policy, MLP, seeds, cfg, rngs, greedy=True, outer_steps=4)
 
     batches = []
     real = episode_mod._Batched
     monkeypatch.setattr(episode_mod, "_Batched", lambda *a: batches.append(1) or real(*a))
+    return run, batches
+
+
+def test_a_start_on_lamb_runs_batched_as_each_member_alone(policy_file, tmp_cache, monkeypatch):
+    """`fixed_initial` may set a hyperparameter the episodes never perturb. LAMB's trust ratio
+    runs in the batch (BatchedCIAO has it), each member deciding and training as it does
+    alone; a start on a path BatchedCIAO lacks (AdaMax) runs the members one at a time."""
+    run, batches = _fixed_start_runner(policy_file, monkeypatch)
+    lamb = {"lr": 1e-2, "lamb_power": 1.0}
+    adam = {"lr": 1e-2}
+    adamax = {"lr": 1e-3, "adamax": True}
     together = run(lamb, [0, 3])
     assert batches == [1]
     alone = [run(lamb, [s])[0] for s in (0, 3)]
@@ -530,24 +538,13 @@ def test_a_start_with_lamb_free_below_runs_batched_as_each_member_alone(
     """`lamb_free_below` in `fixed_initial` runs in the batch, each member freeing and
     training as it does alone, and what it frees changes the run (at 1, each member's matrix
     below the median of its three)."""
-    import lhopt.meta.episode as episode_mod
-
-    policy = load_policy(policy_file)
-    base = dict(min_outer_steps=4, max_outer_steps=4, noise_floor=1e-5)
+    run, batches = _fixed_start_runner(policy_file, monkeypatch)
     lamb = {"lr": 1e-2, "lamb_power": 1.0}
-    free = EpisodeConfig(**base, fixed_initial={**lamb, "lamb_free_below": 1.0})
-
-    def run(cfg, seeds):
-        rngs = [np.random.default_rng(7 + s) for s in seeds]
-        return run_episodes(policy, MLP, seeds, cfg, rngs, greedy=True, outer_steps=4)
-
-    batches = []
-    real = episode_mod._Batched
-    monkeypatch.setattr(episode_mod, "_Batched", lambda *a: batches.append(1) or real(*a))
+    free = {**lamb, "lamb_free_below": 1.0}
     together = run(free, [0, 3])
     assert batches == [1]
     alone = [run(free, [s])[0] for s in (0, 3)]
-    plain = run(EpisodeConfig(**base, fixed_initial=lamb), [0, 3])
+    plain = run(lamb, [0, 3])
     for a, b, c in zip(together, alone, plain, strict=True):
         assert a["info"]["initial"]["lamb_free_below"] == 1.0
         np.testing.assert_array_equal(a["actions"], b["actions"])
