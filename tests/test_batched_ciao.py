@@ -435,6 +435,7 @@ def assert_step_refused(pair, gen, message: str, steps: int) -> None:
     [
         ({"adamax": True}, "member 2: adamax=True: batched CIAO supports the AdamW path.*CIAO"),
         ({"decay_in_update": True}, "member 2: decay_in_update=True"),
+        ({"lamb_norm_floor": 1.0}, "member 2: lamb_norm_floor=1.0: batched CIAO supports"),
         ({"lamb_free_below": 1.5}, r"member 2: lamb_free_below=1\.5 is out of range"),
         ({"lr": -1.0}, r"member 2: lr=-1\.0 is out of range"),
         ({"ombeta1": 2.0}, r"member 2: ombeta1=2\.0 is out of range"),

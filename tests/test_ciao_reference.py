@@ -370,3 +370,88 @@ def test_learned_optimizer_passes_the_option_to_ciao():
 def test_lamb_free_below_out_of_range_is_refused(value):
     with pytest.raises(ValueError, match=rf"lamb_free_below={value!r} is "):
         CIAO(PosModel().parameters(), lamb_free_below=value)
+
+
+class GPT2Like(PosModel):
+    """PosModel with every dense matrix at GPT-2's std 0.02 (far below PyTorch's default scale
+    for fan-ins 8 and 16) and the embedding table small too (row-sparse: never floored)."""
+
+    def __init__(self, scale=0.02):
+        super().__init__()
+        with torch.no_grad():
+            for p in (self.table.weight, self.pos, self.hidden.weight, self.out.weight):
+                p.normal_(0.0, scale)
+
+
+def test_default_init_norm_is_pytorchs_linear_and_conv_scale():
+    from lhopt.optim.ciao import default_init_norm
+
+    torch.manual_seed(0)
+    for layer in (nn.Linear(256, 512), nn.Conv2d(16, 64, 3)):
+        w = layer.weight.detach()
+        assert default_init_norm(w) == pytest.approx(float(w.norm()), rel=0.02)
+    assert default_init_norm(torch.zeros(0, 4)) == 0.0
+
+
+def test_lamb_norm_floor_matches_reference():
+    hp = dict(lamb_power=1.0, lamb_norm_floor=1.0, lr=3e-2)
+    fast, _ = run_tables(
+        lambda m: CIAO(m.parameters(), **hp, stat_samples=10**6), model_class=GPT2Like
+    )
+    ref, _ = run_tables(lambda m: ReferenceCIAO(m.parameters(), **hp), model_class=GPT2Like)
+    assert_params_close(fast, ref, PARAM_RTOL[torch.float64])
+    off, _ = run_tables(
+        lambda m: CIAO(m.parameters(), lamb_power=1.0, lr=3e-2), model_class=GPT2Like
+    )
+    assert not torch.allclose(fast.hidden.weight, off.hidden.weight)
+
+
+def test_the_floor_steps_a_small_matrix_as_at_its_default_scale_and_leaves_the_rest():
+    from lhopt.optim.ciao import default_init_norm
+
+    torch.manual_seed(0)  # run_tables seeds 0 before building its model: the same start
+    start = dict(GPT2Like().double().named_parameters())
+
+    def step(**hp):  # one step from the same point (the same gradients), no decay
+        model, _ = run_tables(
+            lambda m: CIAO(m.parameters(), lr=3e-2, weight_decay=0.0, lamb_power=1.0, **hp),
+            steps=1,
+            model_class=GPT2Like,
+        )
+        return {n: (p - start[n]).detach() for n, p in model.named_parameters()}
+
+    floored, plain = step(lamb_norm_floor=1.0), step()
+    for name in ("pos", "hidden.weight", "out.weight"):  # at 0.02: all below their floors
+        p = start[name].detach()
+        ratio = float(floored[name].norm() / plain[name].norm())
+        assert ratio == pytest.approx(default_init_norm(p) / float(p.norm()), rel=1e-9), name
+        assert ratio > 3, name
+    # The row-sparse table is not floored; vectors take no trust ratio at all.
+    for name in ("table.weight", "hidden.bias", "out.bias"):
+        assert torch.equal(floored[name], plain[name]), name
+
+
+def test_lamb_norm_floor_leaves_matrices_above_their_floor_alone():
+    def trained(**hp):
+        return run_tables(
+            lambda m: CIAO(m.parameters(), lr=1e-3, lamb_power=1.0, **hp),
+            steps=3,
+            model_class=lambda: GPT2Like(scale=1.0),
+        )[0]
+
+    a, b = trained(lamb_norm_floor=1.0), trained()
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_learned_optimizer_passes_the_norm_floor_to_ciao():
+    from lhopt import LearnedOptimizer
+
+    opt = LearnedOptimizer(GPT2Like().parameters(), total_steps=50, lamb_norm_floor=1.0)
+    assert opt.param_groups[0]["lamb_norm_floor"] == 1.0
+
+
+@pytest.mark.parametrize("value", [-0.5, 11.0, float("nan"), None])
+def test_lamb_norm_floor_out_of_range_is_refused(value):
+    with pytest.raises(ValueError, match="lamb_norm_floor="):
+        CIAO(PosModel().parameters(), lamb_norm_floor=value)

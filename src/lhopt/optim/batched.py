@@ -30,8 +30,9 @@ only the columns that lr_factor enters are rebuilt when a controller moves it, a
 before every step.
 
 Limits:
-- The AdamW path with clipping and LAMB's trust ratio only: `adamax` and `decay_in_update` are
-  refused, at construction and at the step after a group was set to them (use CIAO).
+- The AdamW path with clipping and LAMB's trust ratio only: `adamax`, `decay_in_update` and
+  `lamb_norm_floor` are refused, at construction and at the step after a group was set to them
+  (use CIAO).
 - One dtype (float32 or float64) and one device for all parameters.
 - Members are popped together (`MemberOptimizer.pop_step_stats`): the first pop of a period pops
   every member, and a member that does not take its row before the next step loses it. A
@@ -74,7 +75,7 @@ UNSUPPORTED = (
     "batched CIAO supports the AdamW path with clipping and LAMB's trust ratio only; use CIAO"
 )
 # Hyperparameters whose non-default values take CIAO's other paths, which BatchedCIAO refuses.
-UNBATCHED_HPARAMS = ("adamax", "decay_in_update")
+UNBATCHED_HPARAMS = ("adamax", "decay_in_update", "lamb_norm_floor")
 _DTYPES = (torch.float32, torch.float64)
 # The first moment's scale is folded back into it below this, as in `ciao.update_moments`.
 _FOLD_BELOW = 1e-3

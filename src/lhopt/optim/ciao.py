@@ -171,6 +171,15 @@ def lamb_free_tensors(params: list[Tensor], row_sparse: list[bool], fraction: fl
     return [i in rms and rms[i] < floor for i in range(len(params))]
 
 
+def default_init_norm(p: Tensor) -> float:
+    """The norm PyTorch's default initialisation (`nn.Linear`'s, `nn.Conv*`'s) gives a tensor
+    of `p`'s shape: rms 1 / sqrt(3 fan-in), fan-in = numel / size(0) (0 for an empty one)."""
+    if p.numel() == 0:
+        return 0.0
+    fan_in = p.numel() // p.shape[0]
+    return math.sqrt(p.numel() / (3 * fan_in))
+
+
 def _from_adamw_names(aliases: dict, own: dict) -> dict:
     """CIAO's hyperparameters from AdamW's names for them, `betas` (b1, b2) -> ombeta1 = 1 - b1,
     ombeta2 = 1 - b2 and `eps` -> epsilon (None: not given), so that AdamW's arguments carry
@@ -212,26 +221,34 @@ def lamb_trust_ratios(
     ombeta: float,
     power: float,
     min_trust: float,
+    norm_floors: list[float] | None = None,
 ) -> list[Tensor | None]:
     """Per-tensor trust ratio (||p|| / EMA of ||u||)^power, clamped; None for vectors and biases.
 
     The EMA (bias-corrected by `ema_corrections`, the running 1 - prod(beta)) smooths the update
-    norm so that one noisy step does not jerk the ratio.
+    norm so that one noisy step does not jerk the ratio. `norm_floors` (one per tensor, 0: none)
+    are the least norms the ratio counts (`lamb_norm_floor`).
     """
+    floors = norm_floors if norm_floors is not None else [0.0] * len(params)
     if params and params[0].device.type == "cuda":  # a bucket: one device
         on = [i for i, ema in enumerate(update_norm_emas) if ema is not None]
         if not on:
             return [None] * len(params)
         return _trust_ratios_batched(
-            params, updates, update_norm_emas, ema_corrections, on, ombeta, power, min_trust
+            params, updates, update_norm_emas, ema_corrections, on, ombeta, power, min_trust, floors
         )
     trusts: list[Tensor | None] = []
-    for p, u, ema, corr in zip(params, updates, update_norm_emas, ema_corrections, strict=True):
+    for p, u, ema, corr, floor in zip(
+        params, updates, update_norm_emas, ema_corrections, floors, strict=True
+    ):
         if ema is None:
             trusts.append(None)
             continue
         ema.lerp_(torch.linalg.vector_norm(u), ombeta)
-        trusts.append(_trust(torch.linalg.vector_norm(p), ema / corr, power, min_trust))
+        p_norm = torch.linalg.vector_norm(p)
+        if floor > 0:
+            p_norm = p_norm.clamp_min(floor)
+        trusts.append(_trust(p_norm, ema / corr, power, min_trust))
     return trusts
 
 
@@ -244,6 +261,7 @@ def _trust_ratios_batched(
     ombeta: float,
     power: float,
     min_trust: float,
+    floors: list[float],
 ) -> list[Tensor | None]:
     """`lamb_trust_ratios` for the tensors `on` (those with an EMA) in a fixed number of
     kernels rather than a dozen per tensor: on a GPU small tensors' steps are bound by kernel
@@ -252,8 +270,10 @@ def _trust_ratios_batched(
     emas = [update_norm_emas[i] for i in on]
     torch._foreach_lerp_(emas, torch._foreach_norm([updates[i] for i in on]), ombeta)
     ema_hats = torch._foreach_div(emas, [ema_corrections[i] for i in on])
-    p_norms = torch._foreach_norm([params[i] for i in on])
-    ratios = _trust(torch.stack(p_norms), torch.stack(ema_hats), power, min_trust).unbind()
+    p_norms = torch.stack(torch._foreach_norm([params[i] for i in on]))
+    if any(floors[i] > 0 for i in on):
+        p_norms = torch.maximum(p_norms, p_norms.new_tensor([floors[i] for i in on]))
+    ratios = _trust(p_norms, torch.stack(ema_hats), power, min_trust).unbind()
     trusts: list[Tensor | None] = [None] * len(params)
     for i, ratio in zip(on, ratios, strict=True):
         trusts[i] = ratio
@@ -347,6 +367,10 @@ class CIAO(torch.optim.Optimizer):
             when, at its first step under the ratio, its rms is below this fraction of the
             median rms of the group's dense matrices stepping then (`lamb_free_tensors`); 0: no
             tensor is decided (one already freed stays freed).
+        lamb_norm_floor: the trust ratio counts a dense matrix's norm as at least this multiple
+            of the norm PyTorch's default initialisation gives its shape (`default_init_norm`),
+            so that a matrix initialised far below that scale (GPT-2's std 0.02 in a narrow
+            layer) is not slowed by its scale alone; row-sparse tensors are not floored; 0: off.
         adamax: use an infinity-norm denominator ``max(beta2 v, |g|)``.
         decay_in_update: add weight decay to the adaptive update (so LAMB scales it) instead of
             decoupling it as AdamW does.
@@ -378,6 +402,7 @@ class CIAO(torch.optim.Optimizer):
         lamb_update_norm_ombeta: float = DEFAULTS["lamb_update_norm_ombeta"],
         lamb_sparse: bool = DEFAULTS["lamb_sparse"],
         lamb_free_below: float = DEFAULTS["lamb_free_below"],
+        lamb_norm_floor: float = DEFAULTS["lamb_norm_floor"],
         adamax: bool = DEFAULTS["adamax"],
         decay_in_update: bool = DEFAULTS["decay_in_update"],
         feature_every: int = 4,
@@ -400,6 +425,7 @@ class CIAO(torch.optim.Optimizer):
             lamb_update_norm_ombeta=lamb_update_norm_ombeta,
             lamb_sparse=lamb_sparse,
             lamb_free_below=lamb_free_below,
+            lamb_norm_floor=lamb_norm_floor,
             adamax=adamax,
             decay_in_update=decay_in_update,
         )
@@ -661,6 +687,11 @@ class CIAO(torch.optim.Optimizer):
         """The trust ratios of the `trusted` tensors (None for the others), whose EMA of update
         norms starts at their first trusted step and moves only on such steps."""
         ombeta = group["lamb_update_norm_ombeta"]
+        c = group["lamb_norm_floor"]
+        floors = [
+            c * default_init_norm(p) if c > 0 and on and not s.get("row_sparse", False) else 0.0
+            for s, p, on in zip(states, params, trusted, strict=True)
+        ]
         for s, p, on in zip(states, params, trusted, strict=True):
             if on:
                 if "update_norm_ema" not in s:
@@ -675,6 +706,7 @@ class CIAO(torch.optim.Optimizer):
             ombeta=ombeta,
             power=group["lamb_power"],
             min_trust=group["lamb_min_trust"],
+            norm_floors=floors,
         )
 
     def _param_state(self, p: Tensor) -> dict:

@@ -89,6 +89,15 @@ HPARAMS: dict[str, HParamSpec] = {
         "without the trust ratio for good (as AdamW's), as a positional table initialised far "
         "smaller than the weights beside it; 0: no tensor is decided (one freed stays freed)",
     ),
+    "lamb_norm_floor": HParamSpec(
+        0.0,
+        0.0,
+        10.0,
+        doc="the trust ratio counts a dense matrix's norm as at least this multiple of the norm "
+        "PyTorch's default initialisation gives its shape (rms 1 / sqrt(3 fan-in)), so that a "
+        "matrix initialised far smaller (GPT-2's std 0.02 in a narrow layer) is not slowed by "
+        "its scale alone; row-sparse tables are not floored; 0: off",
+    ),
 }
 
 DEFAULTS: dict[str, float | bool | None] = {name: spec.default for name, spec in HPARAMS.items()}

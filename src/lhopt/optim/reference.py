@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from lhopt.optim.ciao import lamb_free_tensors, state_dtype
+from lhopt.optim.ciao import default_init_norm, lamb_free_tensors, state_dtype
 from lhopt.optim.hparams import DEFAULTS, check_group
 from lhopt.optim.stats import LOG_FLOOR, TENSOR_STAT_NAMES
 
@@ -137,6 +137,8 @@ class ReferenceCIAO(torch.optim.Optimizer):
             state["update_norm_ema"] = ema
             ema_hat = ema / (1 - state["update_norm_product"])
             p_norm = x.norm()
+            if group["lamb_norm_floor"] > 0 and not state["row_sparse"]:
+                p_norm = p_norm.clamp_min(group["lamb_norm_floor"] * default_init_norm(x))
             ratio = p_norm / ema_hat if p_norm > 0 and ema_hat > 0 else torch.ones(())
             lo = group["lamb_min_trust"]
             hi = min(1 / lo, torch.finfo(dtype).max)  # 1 / lo may be beyond the dtype's range
