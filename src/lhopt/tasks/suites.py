@@ -40,6 +40,9 @@
   (`docs/experiments.md`, "Stage 48"); not for choosing snapshots.
 - `unseen6`: four more `texts` language models in shapes no suite has run (three transformers,
   a GRU), for the decision on CIAO's `lamb_free_below` (`docs/experiments.md`).
+- `unseen7`: four byte-level GPT-2-style language models (the `gpt` family: every matrix at
+  std 0.02, as Hugging Face's GPT-2 and nanoGPT initialise them) on the `texts` corpora, for the
+  decision on CIAO's `lamb_norm_floor` (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -71,6 +74,28 @@ def _mlp(data: str, depth: int, width: int, norm: str, train_samples: int, batch
         width=width,
         norm=norm,
         train_samples=train_samples,
+        batch=batch,
+        budget=budget,
+    )
+
+
+def _gpt(
+    corpus: str,
+    layers: int,
+    d_model: int,
+    context: int,
+    batch: int,
+    budget: int,
+    dropout: float = 0.0,
+):
+    """A `gpt` language-model task."""
+    return Q(
+        "gpt",
+        corpus=corpus,
+        layers=layers,
+        d_model=d_model,
+        context=context,
+        dropout=dropout,
         batch=batch,
         budget=budget,
     )
@@ -577,6 +602,14 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             "areopagitica", "transformer", 2, 32, 16, 32, 2500, 0.1
         ),
         "unseen6-paradise-regained-gru": _lm("paradise-regained", "gru", 2, 48, 32, 32, 1500),
+    },
+    # The `lamb_norm_floor` decision (docs/experiments.md): GPT-2-initialised decoders, whose
+    # matrices all start far below PyTorch's default scale; fixed before any optimizer ran them.
+    "unseen7": {
+        "unseen7-paradise-lost-gpt": _gpt("paradise-lost", 2, 64, 32, 16, 1500),
+        "unseen7-britannica-gpt-wide": _gpt("britannica", 1, 96, 32, 16, 1000),
+        "unseen7-areopagitica-gpt-deep": _gpt("areopagitica", 3, 48, 32, 16, 1200, 0.1),
+        "unseen7-paradise-regained-gpt-small": _gpt("paradise-regained", 2, 32, 32, 32, 1500),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
