@@ -79,31 +79,9 @@ def _mlp(data: str, depth: int, width: int, norm: str, train_samples: int, batch
     )
 
 
-def _gpt(
-    corpus: str,
-    layers: int,
-    d_model: int,
-    context: int,
-    batch: int,
-    budget: int,
-    dropout: float = 0.0,
-):
-    """A `gpt` language-model task."""
-    return Q(
-        "gpt",
-        corpus=corpus,
-        layers=layers,
-        d_model=d_model,
-        context=context,
-        dropout=dropout,
-        batch=batch,
-        budget=budget,
-    )
-
-
 def _lm(
     corpus: str,
-    arch: str,
+    arch: str | None,
     layers: int,
     d_model: int,
     context: int,
@@ -111,11 +89,11 @@ def _lm(
     budget: int,
     dropout: float = 0.0,
 ):
-    """A `texts` language-model task."""
+    """A `texts` language-model task of `charlm`'s `arch`, or (arch None) a `gpt` one."""
     return Q(
-        "texts",
+        "texts" if arch else "gpt",
         corpus=corpus,
-        arch=arch,
+        **({"arch": arch} if arch else {}),
         layers=layers,
         d_model=d_model,
         context=context,
@@ -606,10 +584,10 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
     # The `lamb_norm_floor` decision (docs/experiments.md): GPT-2-initialised decoders, whose
     # matrices all start far below PyTorch's default scale; fixed before any optimizer ran them.
     "unseen7": {
-        "unseen7-paradise-lost-gpt": _gpt("paradise-lost", 2, 64, 32, 16, 1500),
-        "unseen7-britannica-gpt-wide": _gpt("britannica", 1, 96, 32, 16, 1000),
-        "unseen7-areopagitica-gpt-deep": _gpt("areopagitica", 3, 48, 32, 16, 1200, 0.1),
-        "unseen7-paradise-regained-gpt-small": _gpt("paradise-regained", 2, 32, 32, 32, 1500),
+        "unseen7-paradise-lost-gpt": _lm("paradise-lost", None, 2, 64, 32, 16, 1500),
+        "unseen7-britannica-gpt-wide": _lm("britannica", None, 1, 96, 32, 16, 1000),
+        "unseen7-areopagitica-gpt-deep": _lm("areopagitica", None, 3, 48, 32, 16, 1200, 0.1),
+        "unseen7-paradise-regained-gpt-small": _lm("paradise-regained", None, 2, 32, 32, 32, 1500),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
