@@ -444,11 +444,17 @@ def test_lamb_norm_floor_leaves_matrices_above_their_floor_alone():
         assert torch.equal(p, q), name
 
 
-def test_learned_optimizer_passes_the_norm_floor_to_ciao():
+def test_learned_optimizer_starts_from_the_policys_floor_and_passes_a_given_one():
     from lhopt import LearnedOptimizer
+    from lhopt.control import load_policy
 
-    opt = LearnedOptimizer(GPT2Like().parameters(), total_steps=50, lamb_norm_floor=1.0)
-    assert opt.param_groups[0]["lamb_norm_floor"] == 1.0
+    opt = LearnedOptimizer(GPT2Like().parameters(), total_steps=50)
+    assert opt.param_groups[0]["lamb_norm_floor"] == load_policy("default").initial.get(
+        "lamb_norm_floor", 0.0
+    )
+    with pytest.warns(UserWarning, match="lamb_norm_floor=0.5 overrides the start"):
+        opt = LearnedOptimizer(GPT2Like().parameters(), total_steps=50, lamb_norm_floor=0.5)
+    assert opt.param_groups[0]["lamb_norm_floor"] == 0.5
 
 
 @pytest.mark.parametrize("value", [-0.5, 11.0, float("nan"), None])
