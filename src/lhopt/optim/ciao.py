@@ -270,10 +270,10 @@ def _trust_ratios_batched(
     emas = [update_norm_emas[i] for i in on]
     torch._foreach_lerp_(emas, torch._foreach_norm([updates[i] for i in on]), ombeta)
     ema_hats = torch._foreach_div(emas, [ema_corrections[i] for i in on])
-    p_norms = torch.stack(torch._foreach_norm([params[i] for i in on]))
-    if any(floors[i] > 0 for i in on):
-        p_norms = torch.maximum(p_norms, p_norms.new_tensor([floors[i] for i in on]))
-    ratios = _trust(p_norms, torch.stack(ema_hats), power, min_trust).unbind()
+    p_norms = torch._foreach_norm([params[i] for i in on])
+    if any(floors[i] > 0 for i in on):  # scalars, not a tensor: no copy to the device
+        torch._foreach_clamp_min_(p_norms, [floors[i] for i in on])
+    ratios = _trust(torch.stack(p_norms), torch.stack(ema_hats), power, min_trust).unbind()
     trusts: list[Tensor | None] = [None] * len(params)
     for i, ratio in zip(on, ratios, strict=True):
         trusts[i] = ratio
@@ -761,6 +761,8 @@ class CIAO(torch.optim.Optimizer):
                     logs.append(torch.zeros((), device=p.device))
                     continue
                 p_norm = torch.linalg.vector_norm(p.detach(), dtype=ema.dtype)
+                if group["lamb_norm_floor"] > 0 and not s.get("row_sparse", False):
+                    p_norm = p_norm.clamp_min(group["lamb_norm_floor"] * default_init_norm(p))
                 ema_hat = ema / (1.0 - s["update_norm_product"])
                 logs.append(torch.log(_trust(p_norm, ema_hat, power, lo)))
             weights.append(sizes)
