@@ -530,6 +530,10 @@ def test_a_start_on_lamb_runs_batched_as_each_member_alone(policy_file, tmp_cach
     serial = run(adamax, [0, 3])
     assert batches == [] and all(e["info"]["initial"]["adamax"] for e in serial)
     assert serial[1]["info"]["best_val"] == run(adamax, [3])[0]["info"]["best_val"]
+    floored = {"lr": 1e-2, "lamb_power": 1.0, "lamb_norm_floor": 1.0}  # BatchedCIAO lacks it
+    serial = run(floored, [0, 3])
+    assert batches == [] and all(e["info"]["initial"]["lamb_norm_floor"] for e in serial)
+    assert serial[1]["info"]["best_val"] == run(floored, [3])[0]["info"]["best_val"]
 
 
 def test_a_start_with_lamb_free_below_runs_batched_as_each_member_alone(

@@ -431,6 +431,24 @@ def test_the_floor_steps_a_small_matrix_as_at_its_default_scale_and_leaves_the_r
         assert torch.equal(floored[name], plain[name]), name
 
 
+def test_adamw_lrs_count_the_floor():
+    def trained(**hp):  # one step from the same point: the same gradients
+        return run_tables(
+            lambda m: CIAO(m.parameters(), lr=3e-2, weight_decay=0.0, lamb_power=1.0, **hp),
+            steps=1,
+            model_class=GPT2Like,
+        )
+
+    (floored, f_opt), (plain, p_opt) = trained(lamb_norm_floor=1.0), trained()
+    torch.manual_seed(0)
+    start = dict(GPT2Like().double().named_parameters())
+    plain = dict(plain.named_parameters())
+    for name, p in floored.named_parameters():  # the floored matrices step 3-10x further
+        if p.dim() > 1 and name != "table.weight":
+            assert (p - start[name]).norm() > 3 * (plain[name] - start[name]).norm(), name
+    assert f_opt.adamw_lrs()[0] > 2 * p_opt.adamw_lrs()[0]
+
+
 def test_lamb_norm_floor_leaves_matrices_above_their_floor_alone():
     def trained(**hp):
         return run_tables(
@@ -449,8 +467,10 @@ def test_learned_optimizer_starts_from_the_policys_floor_and_passes_a_given_one(
     from lhopt.control import load_policy
 
     opt = LearnedOptimizer(GPT2Like().parameters(), total_steps=50)
-    assert opt.param_groups[0]["lamb_norm_floor"] == load_policy("default").initial.get(
-        "lamb_norm_floor", 0.0
+    assert (
+        opt.param_groups[0]["lamb_norm_floor"]
+        == load_policy("default").initial["lamb_norm_floor"]
+        == 1.0
     )
     with pytest.warns(UserWarning, match="lamb_norm_floor=0.5 overrides the start"):
         opt = LearnedOptimizer(GPT2Like().parameters(), total_steps=50, lamb_norm_floor=0.5)
