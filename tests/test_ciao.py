@@ -561,3 +561,25 @@ def test_the_trust_ratios_batched_for_a_gpu_equal_the_per_tensor_ones(floors):
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
     assert batched[3] == 1.0 and per_tensor[3] == 1.0
+
+
+@pytest.mark.parametrize("lamb_power", [0.0, 1.0])
+def test_an_empty_parameter_changes_nothing(lamb_power):
+    """A parameter with no elements (a layer of width 0) steps and weighs nothing in the
+    statistics: the run is the run without it."""
+
+    def run(with_empty):
+        torch.manual_seed(0)
+        w = nn.Parameter(torch.randn(3, 4))
+        params = [nn.Parameter(torch.zeros(0, 4)), w] if with_empty else [w]
+        opt = CIAO(params, feature_every=1, lamb_power=lamb_power)
+        for _ in range(3):
+            loss = (w.sin().sum() + sum(p.sum() for p in params)) ** 2
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return w.detach(), opt.pop_step_stats(), opt.adamw_lrs()
+
+    (w_a, stats_a, lrs_a), (w_b, stats_b, lrs_b) = run(True), run(False)
+    assert torch.equal(w_a, w_b) and lrs_a == lrs_b
+    assert stats_a == pytest.approx(stats_b, rel=1e-6, abs=1e-12)

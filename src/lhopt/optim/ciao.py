@@ -600,6 +600,7 @@ class CIAO(torch.optim.Optimizer):
             if lamb:
                 trusted = [
                     p.dim() > 1
+                    and p.numel() > 0  # an empty tensor has no norm to trust
                     and (group["lamb_sparse"] or not s.get("row_sparse", False))
                     and not s.get("lamb_free", False)
                     for p, s in zip(bucket, states, strict=True)

@@ -122,7 +122,7 @@ class ReferenceCIAO(torch.optim.Optimizer):
 
         # LAMB: trust ratio (||p|| / EMA of ||u||) ** power, for matrices and larger tensors.
         trust = None
-        lamb = group["lamb_power"] > 0 and p.dim() > 1
+        lamb = group["lamb_power"] > 0 and p.dim() > 1 and p.numel() > 0
         if (
             lamb
             and (group["lamb_sparse"] or not state["row_sparse"])

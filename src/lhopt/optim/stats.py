@@ -74,7 +74,8 @@ class SamplePlan:
         device, dtype = tensors[0].device, tensors[0].dtype
         self.strides = [sample_stride(t, max_samples) for t in tensors]
         self.counts = [-(-t.numel() // s) for t, s in zip(tensors, self.strides, strict=True)]
-        ratios = [t.numel() / c for t, c in zip(tensors, self.counts, strict=True)]
+        # an empty tensor has no sample and weighs nothing
+        ratios = [t.numel() / c if c else 0.0 for t, c in zip(tensors, self.counts, strict=True)]
         per_tensor = torch.tensor(ratios, dtype=dtype)
         self.weights = torch.repeat_interleave(per_tensor, torch.tensor(self.counts)).to(device)
         numel = float(sum(t.numel() for t in tensors))
