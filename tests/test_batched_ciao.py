@@ -435,7 +435,7 @@ def assert_step_refused(pair, gen, message: str, steps: int) -> None:
     [
         ({"adamax": True}, "member 2: adamax=True: batched CIAO supports the AdamW path.*CIAO"),
         ({"decay_in_update": True}, "member 2: decay_in_update=True"),
-        ({"lamb_norm_floor": 1.0}, "member 2: lamb_norm_floor=1.0: batched CIAO supports"),
+        ({"lamb_norm_floor": 11.0}, r"member 2: lamb_norm_floor=11\.0 is out of range"),
         ({"lamb_free_below": 1.5}, r"member 2: lamb_free_below=1\.5 is out of range"),
         ({"lr": -1.0}, r"member 2: lr=-1\.0 is out of range"),
         ({"ombeta1": 2.0}, r"member 2: ombeta1=2\.0 is out of range"),
@@ -727,3 +727,38 @@ def test_lamb_free_below_steps_each_member_as_its_ciao():
     ]
     for i, member in enumerate(pair.batched.members):
         assert member.state_dict()["lamb_free"].tolist() == flags[i]
+
+
+def test_lamb_norm_floor_steps_each_member_as_its_ciao():
+    """Members under the trust ratio with the floor off, at 1 and at 3, and one without the
+    ratio, their first tensor row-sparse for some (never floored): each steps as its CIAO."""
+    shapes, scales = [(6, 5), (6, 5), (4, 6), (6,)], [0.02, 0.02, 1.0, 1.0]
+    extra = [
+        dict(lamb_power=1.0),
+        dict(lamb_power=1.0, lamb_norm_floor=1.0),
+        dict(lamb_power=1.0, lamb_norm_floor=3.0),
+        dict(lamb_power=0.0, lamb_norm_floor=1.0),
+    ]
+    hparams = [{**h, **e} for h, e in zip(HPARAMS, extra, strict=True)]
+    pair = Pair(hparams, shapes=shapes, scales=scales)
+    gen = torch.Generator().manual_seed(7)
+    for t in range(10):
+        grads = [torch.randn((N, *s), generator=gen, dtype=torch.float64) for s in shapes]
+        if t == 0:
+            grads[0][::2, 0] = 0.0  # members 0 and 2: the first tensor is row-sparse
+        pair.step(grads)
+        pair.assert_params_close()
+    plain = Pair([{**h, "lamb_norm_floor": 0.0} for h in hparams], shapes=shapes, scales=scales)
+    gen = torch.Generator().manual_seed(7)
+    for t in range(10):
+        grads = [torch.randn((N, *s), generator=gen, dtype=torch.float64) for s in shapes]
+        if t == 0:
+            grads[0][::2, 0] = 0.0
+        plain.step(grads)
+    moved = [
+        not torch.allclose(a, b)
+        for a, b in zip(
+            [p[1].detach() for p in pair.params], [p[1].detach() for p in plain.params], strict=True
+        )
+    ]
+    assert moved[1] and not moved[3]  # the small dense matrix is floored, the vector is not

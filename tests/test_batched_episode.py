@@ -530,10 +530,6 @@ def test_a_start_on_lamb_runs_batched_as_each_member_alone(policy_file, tmp_cach
     serial = run(adamax, [0, 3])
     assert batches == [] and all(e["info"]["initial"]["adamax"] for e in serial)
     assert serial[1]["info"]["best_val"] == run(adamax, [3])[0]["info"]["best_val"]
-    floored = {"lr": 1e-2, "lamb_power": 1.0, "lamb_norm_floor": 1.0}  # BatchedCIAO lacks it
-    serial = run(floored, [0, 3])
-    assert batches == [] and all(e["info"]["initial"]["lamb_norm_floor"] for e in serial)
-    assert serial[1]["info"]["best_val"] == run(floored, [3])[0]["info"]["best_val"]
 
 
 def test_a_start_with_lamb_free_below_runs_batched_as_each_member_alone(
@@ -551,6 +547,25 @@ def test_a_start_with_lamb_free_below_runs_batched_as_each_member_alone(
     plain = run(lamb, [0, 3])
     for a, b, c in zip(together, alone, plain, strict=True):
         assert a["info"]["initial"]["lamb_free_below"] == 1.0
+        np.testing.assert_array_equal(a["actions"], b["actions"])
+        assert a["info"]["best_val"] == pytest.approx(b["info"]["best_val"], rel=1e-4)
+        assert a["info"]["best_val"] != pytest.approx(c["info"]["best_val"], rel=1e-6)
+
+
+def test_a_start_with_lamb_norm_floor_runs_batched_as_each_member_alone(
+    policy_file, tmp_cache, monkeypatch
+):
+    """`lamb_norm_floor` in `fixed_initial` runs in the batch, each member training as it does
+    alone, and the floor changes the run (at 10, above every matrix's norm)."""
+    run, batches = _fixed_start_runner(policy_file, monkeypatch)
+    lamb = {"lr": 1e-2, "lamb_power": 1.0}
+    floored = {**lamb, "lamb_norm_floor": 10.0}
+    together = run(floored, [0, 3])
+    assert batches == [1]
+    alone = [run(floored, [s])[0] for s in (0, 3)]
+    plain = run(lamb, [0, 3])
+    for a, b, c in zip(together, alone, plain, strict=True):
+        assert a["info"]["initial"]["lamb_norm_floor"] == 10.0
         np.testing.assert_array_equal(a["actions"], b["actions"])
         assert a["info"]["best_val"] == pytest.approx(b["info"]["best_val"], rel=1e-4)
         assert a["info"]["best_val"] != pytest.approx(c["info"]["best_val"], rel=1e-6)

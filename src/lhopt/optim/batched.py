@@ -6,8 +6,9 @@ its own, which its controller moves. BatchedCIAO steps every member in one pass 
 over the stacked tensors, where N CIAO optimizers would each launch their own, and member i
 steps as `CIAO(member_i_params, **hparams_i)` with a single param group would: the same
 clipping, skipping, bias corrections, scaled first moment, decoupled weight decay and step
-statistics, and LAMB's trust ratio where a member's `lamb_power` > 0, with `lamb_sparse` and
-`lamb_free_below` (the tests hold each member to a CIAO of its own, to rounding).
+statistics, and LAMB's trust ratio where a member's `lamb_power` > 0, with `lamb_sparse`,
+`lamb_free_below` and `lamb_norm_floor` (the tests hold each member to a CIAO of its own, to
+rounding).
 
 `members[i]` (a `MemberOptimizer`) is member i seen as a CIAO: its one param group, `hparams`,
 `pop_step_stats()`, `state_dict()` and `load_state_dict()`, which is what a `Controller` and
@@ -30,9 +31,8 @@ only the columns that lr_factor enters are rebuilt when a controller moves it, a
 before every step.
 
 Limits:
-- The AdamW path with clipping and LAMB's trust ratio only: `adamax`, `decay_in_update` and
-  `lamb_norm_floor` are refused, at construction and at the step after a group was set to them
-  (use CIAO).
+- The AdamW path with clipping and LAMB's trust ratio only: `adamax` and `decay_in_update` are
+  refused, at construction and at the step after a group was set to them (use CIAO).
 - One dtype (float32 or float64) and one device for all parameters.
 - Members are popped together (`MemberOptimizer.pop_step_stats`): the first pop of a period pops
   every member, and a member that does not take its row before the next step loses it. A
@@ -56,7 +56,7 @@ from itertools import accumulate, chain
 import torch
 from torch import Tensor
 
-from lhopt.optim.ciao import lamb_free_tensors
+from lhopt.optim.ciao import default_init_norm, lamb_free_tensors
 from lhopt.optim.hparams import DEFAULTS, HPARAMS, check_group, check_value
 from lhopt.optim.stats import (
     _FOLD_ROWS,
@@ -75,7 +75,7 @@ UNSUPPORTED = (
     "batched CIAO supports the AdamW path with clipping and LAMB's trust ratio only; use CIAO"
 )
 # Hyperparameters whose non-default values take CIAO's other paths, which BatchedCIAO refuses.
-UNBATCHED_HPARAMS = ("adamax", "decay_in_update", "lamb_norm_floor")
+UNBATCHED_HPARAMS = ("adamax", "decay_in_update")
 _DTYPES = (torch.float32, torch.float64)
 # The first moment's scale is folded back into it below this, as in `ciao.update_moments`.
 _FOLD_BELOW = 1e-3
@@ -191,6 +191,7 @@ class _HParams:
         "lamb_ombeta",  # lamb_update_norm_ombeta
         "lamb_keep",  # 1 - lamb_update_norm_ombeta
         "lamb_sparse",  # 1 where the trust ratio scales row-sparse tensors too
+        "lamb_norm_floor",
     )
 
     def __init__(self, groups: list[dict], dtype: torch.dtype, device: torch.device) -> None:
@@ -215,6 +216,7 @@ class _HParams:
                     g["lamb_update_norm_ombeta"],
                     1.0 - g["lamb_update_norm_ombeta"],
                     float(g["lamb_sparse"]),
+                    g["lamb_norm_floor"],
                 ]
             )
         table = torch.tensor(rows, dtype=torch.float64).T.contiguous().unsqueeze(-1)
@@ -231,6 +233,7 @@ class _HParams:
         # the decision it takes is read there, once per tensor.
         self.free_fractions = [g["lamb_free_below"] if g["lamb_power"] > 0 else 0.0 for g in groups]
         self.any_free = any(f > 0 for f in self.free_fractions)
+        self.any_floor = any(g["lamb_norm_floor"] > 0 for g in groups)
         # In the state's dtype, as the update reads them.
         self.beta2_state = self.beta2.to(dtype)
         self.epsilon_state = self.epsilon.to(dtype)
@@ -539,6 +542,17 @@ class BatchedCIAO:
         # The member tensors that LAMB scales (two or more dimensions, as in CIAO).
         self._matrices = [len(s) > 1 for s in self._shapes]
         self._matrix = _to_device(torch.tensor(self._matrices), self._device)
+        # Each tensor's norm at PyTorch's default initialisation (`lamb_norm_floor`'s unit).
+        self._default_norms = _to_device(
+            torch.tensor(
+                [
+                    default_init_norm(torch.empty(s, device="meta")) if len(s) > 1 else 0.0
+                    for s in self._shapes
+                ],
+                dtype=self._dtype,
+            ),
+            self._device,
+        )
         # Which member tensors are row-sparse (`ciao.is_row_sparse`), read from the gradient of
         # a tensor's first step (`_sparse_known`), as CIAO reads it when it makes the state.
         self._row_sparse = torch.zeros(n, len(params), dtype=torch.bool, device=self._device)
@@ -874,6 +888,13 @@ class BatchedCIAO:
             self._unorm_ema[:, layout.tensors] = ema
             self._unorm_product[:, layout.tensors] = product
         ema_hat = ema / (1.0 - product).to(self._dtype)
+        if h.any_floor:  # `lamb_norm_floor`: not on row-sparse tensors
+            units = self._default_norms
+            sparse = self._row_sparse
+            if layout.tensors is not None:
+                units, sparse = units[layout.tensors], sparse[:, layout.tensors]
+            floor = h.lamb_norm_floor.to(self._dtype) * units
+            p_norm = torch.maximum(p_norm, torch.where(sparse, 0.0, floor))
         ratio = torch.where((p_norm > 0) & (ema_hat > 0), p_norm / ema_hat.clamp_min(_TINY), 1.0)
         trust = ratio.pow(power).clamp(min_trust, max_trust)
         return torch.where(on, trust, 1.0), on
