@@ -532,40 +532,23 @@ def test_a_start_on_lamb_runs_batched_as_each_member_alone(policy_file, tmp_cach
     assert serial[1]["info"]["best_val"] == run(adamax, [3])[0]["info"]["best_val"]
 
 
-def test_a_start_with_lamb_free_below_runs_batched_as_each_member_alone(
-    policy_file, tmp_cache, monkeypatch
+@pytest.mark.parametrize(("option", "value"), [("lamb_free_below", 1.0), ("lamb_norm_floor", 10.0)])
+def test_a_start_with_a_trust_ratio_option_runs_batched_as_each_member_alone(
+    option, value, policy_file, tmp_cache, monkeypatch
 ):
-    """`lamb_free_below` in `fixed_initial` runs in the batch, each member freeing and
-    training as it does alone, and what it frees changes the run (at 1, each member's matrix
-    below the median of its three)."""
+    """`lamb_free_below` or `lamb_norm_floor` in `fixed_initial` runs in the batch, each member
+    training as it does alone, and the option changes the run (`lamb_free_below` at 1 frees
+    each member's matrix below the median of its three; the floor at 10 is above every
+    matrix's norm)."""
     run, batches = _fixed_start_runner(policy_file, monkeypatch)
     lamb = {"lr": 1e-2, "lamb_power": 1.0}
-    free = {**lamb, "lamb_free_below": 1.0}
-    together = run(free, [0, 3])
+    start = {**lamb, option: value}
+    together = run(start, [0, 3])
     assert batches == [1]
-    alone = [run(free, [s])[0] for s in (0, 3)]
+    alone = [run(start, [s])[0] for s in (0, 3)]
     plain = run(lamb, [0, 3])
     for a, b, c in zip(together, alone, plain, strict=True):
-        assert a["info"]["initial"]["lamb_free_below"] == 1.0
-        np.testing.assert_array_equal(a["actions"], b["actions"])
-        assert a["info"]["best_val"] == pytest.approx(b["info"]["best_val"], rel=1e-4)
-        assert a["info"]["best_val"] != pytest.approx(c["info"]["best_val"], rel=1e-6)
-
-
-def test_a_start_with_lamb_norm_floor_runs_batched_as_each_member_alone(
-    policy_file, tmp_cache, monkeypatch
-):
-    """`lamb_norm_floor` in `fixed_initial` runs in the batch, each member training as it does
-    alone, and the floor changes the run (at 10, above every matrix's norm)."""
-    run, batches = _fixed_start_runner(policy_file, monkeypatch)
-    lamb = {"lr": 1e-2, "lamb_power": 1.0}
-    floored = {**lamb, "lamb_norm_floor": 10.0}
-    together = run(floored, [0, 3])
-    assert batches == [1]
-    alone = [run(floored, [s])[0] for s in (0, 3)]
-    plain = run(lamb, [0, 3])
-    for a, b, c in zip(together, alone, plain, strict=True):
-        assert a["info"]["initial"]["lamb_norm_floor"] == 10.0
+        assert a["info"]["initial"][option] == value
         np.testing.assert_array_equal(a["actions"], b["actions"])
         assert a["info"]["best_val"] == pytest.approx(b["info"]["best_val"], rel=1e-4)
         assert a["info"]["best_val"] != pytest.approx(c["info"]["best_val"], rel=1e-6)

@@ -689,10 +689,12 @@ class CIAO(torch.optim.Optimizer):
         norms starts at their first trusted step and moves only on such steps."""
         ombeta = group["lamb_update_norm_ombeta"]
         c = group["lamb_norm_floor"]
-        floors = [
-            c * default_init_norm(p) if c > 0 and on and not s.get("row_sparse", False) else 0.0
-            for s, p, on in zip(states, params, trusted, strict=True)
-        ]
+        floors = None  # off: no per-tensor work on the step
+        if c > 0:
+            floors = [
+                c * default_init_norm(p) if on and not s.get("row_sparse", False) else 0.0
+                for s, p, on in zip(states, params, trusted, strict=True)
+            ]
         for s, p, on in zip(states, params, trusted, strict=True):
             if on:
                 if "update_norm_ema" not in s:
