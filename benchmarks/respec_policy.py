@@ -1,12 +1,13 @@
 """Write a policy file's network under another start-over threshold, with another file's
 input normaliser, or from other initial hyperparameters (issue 19): what a stage's network
-reads as under the shipped spec's `overfit_gap`, how much of a read is the normaliser's, and a
+reads as under the shipped spec's `overfit_gap` or with the validation loss hidden from its
+features, how much of a read is the normaliser's, and a
 network run under a CIAO setting it was not trained with (`--initial lamb_power=0.5`).
 
-Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--norm-from FILE]
-    [--initial NAME=VALUE ...]
-(`--overfit-gap` defaults to the shipped policy's; `--initial` replaces those entries of the
-file's `initial`.)
+Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--hide-val true|false]
+    [--norm-from FILE] [--initial NAME=VALUE ...]
+(`--overfit-gap` defaults to the shipped policy's, `--hide-val` to SRC's; `--initial` replaces
+those entries of the file's `initial`.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def main() -> None:
     parser.add_argument("src", help="the policy file whose network is read")
     parser.add_argument("dst", help="the policy file written")
     parser.add_argument("--overfit-gap", type=float, default=None)
+    parser.add_argument(
+        "--hide-val",
+        choices=("true", "false"),
+        default=None,
+        help="the policy's features read no validation loss (only the start-over rule does)",
+    )
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
     parser.add_argument(
         "--initial",
@@ -51,6 +58,8 @@ def main() -> None:
             getattr(policy, name).load_state_dict(getattr(other, name).state_dict())
     meta = torch.load(args.src, map_location="cpu", weights_only=True).get("meta")
     spec = replace(policy.spec, overfit_gap=gap)
+    if args.hide_val is not None:
+        spec = replace(spec, hide_val=args.hide_val == "true")
     initial = {**policy.initial, **changes}
     try:
         save_policy_file(
@@ -59,7 +68,8 @@ def main() -> None:
     except ValueError as e:
         parser.error(f"--initial: {e}")
     print(
-        f"wrote {args.dst}: overfit_gap {gap:g}, normaliser from {args.norm_from or args.src}, "
+        f"wrote {args.dst}: overfit_gap {gap:g}, hide_val {spec.hide_val}, "
+        f"normaliser from {args.norm_from or args.src}, "
         f"initial {initial}"
     )
 

@@ -285,6 +285,19 @@ def test_starting_over_happens_at_most_twice_and_survives_a_resume():
     assert all(torch.allclose(v, first[k] + 3) for k, v in model.state_dict().items())
 
 
+def test_hide_val_is_checked_and_recorded_only_when_set():
+    from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
+
+    for bad in (1, "yes", None):
+        with pytest.raises(ValueError, match="hide_val="):
+            ControlSpec(hide_val=bad)
+    assert "hide_val" not in actor_layout(ControlSpec())
+    layout = actor_layout(ControlSpec(hide_val=True))
+    assert layout["hide_val"] is True
+    assert file_spec({"layout": layout}).hide_val is True
+    assert file_spec({"layout": actor_layout(ControlSpec())}).hide_val is False
+
+
 def test_overfit_gap_is_checked_and_recorded_only_when_set():
     from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
 

@@ -404,6 +404,64 @@ def test_a_policy_with_overfit_gap_starts_over_where_a_small_noisy_set_is_memori
     assert [h["val_loss"] for h in opt3.history] == [h["val_loss"] for h in opt.history]
 
 
+@pytest.mark.filterwarnings("ignore:LearnedOptimizer. no validation loss")
+def test_hide_val_keeps_the_validation_loss_from_the_policy_not_from_the_rule(tmp_path):
+    """With `hide_val` the policy decides as in a run given no validation loss (same features,
+    same actions, where nothing starts over), while the start-over rule still reads it and
+    starts over where the small noisy set is memorised."""
+    import dataclasses
+
+    from lhopt.control.policy_file import save_policy_file
+
+    net = load_policy("default")
+    path = tmp_path / "hv.pt"
+    save_policy_file(net, path, spec=dataclasses.replace(net.spec, hide_val=True))
+    assert load_policy(path).spec.hide_val and net.spec.overfit_gap > 0
+
+    def run(policy, n_train, with_val, steps=200):
+        torch.manual_seed(0)
+        w = torch.randn(8, 1)
+        x = torch.randn(n_train + 500, 8)
+        y = x @ w + 2.0 * torch.randn(n_train + 500, 1)
+        (xt, yt), (xv, yv) = (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+        model = nn.Sequential(
+            nn.Linear(8, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1)
+        )
+
+        def val_loss():
+            return float(nn.functional.mse_loss(model(xv), yv))
+
+        opt = LearnedOptimizer(
+            model.parameters(),
+            total_steps=steps,
+            policy=policy,
+            model=model,
+            val_loss_fn=val_loss if with_val else None,
+            steps_per_epoch=1,
+        )
+        for _ in range(steps):
+            loss = nn.functional.mse_loss(model(xt), yt)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            opt.report(train_loss=loss)
+        return opt
+
+    # the noisy set memorised: the rule starts over with the validation loss hidden too
+    hidden = run(str(path), 24, True)
+    assert hidden.controller.restarts >= 1
+    assert any(h["register"] == "start over" for h in hidden.history)
+    # where nothing starts over, the hidden run decides exactly as the run without one
+    hidden = run(str(path), 4000, True)
+    alone = run("default", 4000, False)
+    assert hidden.controller.restarts == 0
+    assert [h["features"] for h in hidden.history] == [h["features"] for h in alone.history]
+    assert [h["hparams"] for h in hidden.history] == [h["hparams"] for h in alone.history]
+    assert all(h["val_loss"] is not None for h in hidden.history)
+    shown = run("default", 4000, True)  # the shipped file reads it: its features differ
+    assert [h["features"] for h in shown.history] != [h["features"] for h in alone.history]
+
+
 def test_adding_a_param_group_turns_starting_over_off(tmp_path):
     """The state a run would start over from lacks the new group: the rule is off after it
     (a restore would fail halfway)."""

@@ -33,6 +33,9 @@ def test_the_network_is_kept_and_the_spec_or_normaliser_changed(tmp_path):
     for (name, a), b in pairs:
         assert torch.equal(a, b), name
 
+    subprocess.run([*cmd, "--hide-val", "true"], check=True, capture_output=True)
+    assert load_policy(out).spec.hide_val and not shipped.spec.hide_val
+
     subprocess.run([*cmd, "--norm-from", str(tmp_path / "other.pt")], check=True)
     written = load_policy(out)
     assert written.spec.overfit_gap == shipped.spec.overfit_gap

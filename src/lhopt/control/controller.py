@@ -287,7 +287,7 @@ class Controller:
             progress=step / self.total_steps,
             step_stats=self.optimizer.pop_step_stats(),
             train_loss=train_loss,
-            val_loss=val_loss,
+            val_loss=None if self.spec.hide_val else val_loss,
             hparams=self.optimizer.hparams[0],
             prev_action=self.space.encode(self.prev_action),
             registers=self.registers.info(),

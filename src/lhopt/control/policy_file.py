@@ -63,6 +63,8 @@ class ControlSpec:
         the lr, where the validation loss parts from the training loss early
         (`lhopt.control.controller`, "Starting over"); 0 (the default): never. Set on a
         trained policy's file; meta-training episodes do not run it.
+    hide_val: the policy's features read no validation loss (as a run without one reads),
+        and only the start-over rule reads it; False (the default): both read it.
     """
 
     schedule: str = "constant"
@@ -74,6 +76,7 @@ class ControlSpec:
     horizon_power: float = 0.0
     epochs_power: float = 0.0
     overfit_gap: float = 0.0
+    hide_val: bool = False
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -101,7 +104,7 @@ class ControlSpec:
         if isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 <= gap < math.inf:
             raise ValueError(f"overfit_gap={gap!r}: expected a finite number >= 0 (0: off)")
         object.__setattr__(self, "overfit_gap", float(gap))
-        for name in ("epochs", "run_length"):
+        for name in ("epochs", "run_length", "hide_val"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
 
@@ -148,6 +151,7 @@ OPTIONAL_LAYOUT_KEYS = (
     "horizon_power",
     "epochs_power",
     "overfit_gap",
+    "hide_val",
 )
 
 
@@ -263,6 +267,7 @@ def file_spec(data: dict) -> ControlSpec | None:
             horizon_power=layout.get("horizon_power", 0.0),
             epochs_power=layout.get("epochs_power", 0.0),
             overfit_gap=layout.get("overfit_gap", 0.0),
+            hide_val=bool(layout.get("hide_val", False)),
         )
     except (ValueError, TypeError):
         return None
