@@ -43,6 +43,9 @@
 - `unseen7`: four byte-level GPT-2-style language models (the `gpt` family: every matrix at
   std 0.02, as Hugging Face's GPT-2 and nanoGPT initialise them) on the `texts` corpora, for the
   decision on CIAO's `lamb_norm_floor` (`docs/experiments.md`).
+- `unseen8`: two `tabular` MLPs on survey data, a small-data MLP with layer norm, a deeper
+  digits CNN, a two-layer LSTM and a three-layer GPT-2-style decoder, in shapes no suite has
+  run, for the decision on `ControlSpec.hide_val` (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -588,6 +591,27 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen7-britannica-gpt-wide": _lm("britannica", None, 1, 96, 32, 16, 1000),
         "unseen7-areopagitica-gpt-deep": _lm("areopagitica", None, 3, 48, 32, 16, 1200, 0.1),
         "unseen7-paradise-regained-gpt-small": _lm("paradise-regained", None, 2, 32, 32, 32, 1500),
+    },
+    # The `hide_val` decision (docs/experiments.md): real data of all three unseen families in
+    # shapes no suite has run (small tables that overfit, a CNN, two language models); fixed
+    # before any optimizer ran them.
+    "unseen8": {
+        "unseen8-fair-deep": _mlp("fair", 4, 64, "none", 997, 32, 1200),
+        "unseen8-randhie-wide": _mlp("randhie", 2, 256, "none", 997, 64, 1000),
+        "unseen8-star98-ln": _mlp("star98", 3, 64, "layer", 193, 16, 800),
+        "unseen8-digits-cnn-deep": Q(
+            "tabular",
+            data="digits",
+            arch="cnn",
+            depth=3,
+            width=32,
+            norm="none",
+            train_samples=600,
+            batch=64,
+            budget=1200,
+        ),
+        "unseen8-britannica-lstm": _lm("britannica", "lstm", 2, 64, 32, 32, 1500),
+        "unseen8-paradise-regained-gpt-deep": _lm("paradise-regained", None, 3, 64, 32, 16, 1500),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
