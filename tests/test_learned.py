@@ -439,12 +439,7 @@ def test_hide_val_keeps_the_validation_loss_from_the_policy_not_from_the_rule(tm
             val_loss_fn=val_loss if with_val else None,
             steps_per_epoch=1,
         )
-        for _ in range(steps):
-            loss = nn.functional.mse_loss(model(xt), yt)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            opt.report(train_loss=loss)
+        train(model, opt, [(xt, yt)] * steps)
         return opt
 
     # the noisy set memorised: the rule starts over with the validation loss hidden too
