@@ -583,3 +583,49 @@ def test_an_empty_parameter_changes_nothing(lamb_power):
     (w_a, stats_a, lrs_a), (w_b, stats_b, lrs_b) = run(True), run(False)
     assert torch.equal(w_a, w_b) and lrs_a == lrs_b
     assert stats_a == pytest.approx(stats_b, rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"lamb_power": 1.0, "weight_decay": 0.1, "lamb_norm_floor": 1.0},
+        {"lamb_power": 0.5, "decay_in_update": True},
+        {"adamax": True},
+    ],
+)
+def test_cpu_scratch_buffers_change_no_value_and_are_not_state(options, monkeypatch):
+    """On the CPU the denominators and updates of tensors of 1 MiB or more are written into
+    buffers kept between steps (a new tensor that large costs page faults every step); the run
+    is the one with new tensors to the bit, its statistics too, and nothing of them is saved."""
+
+    def wide():  # a 400 x 400 float64 matrix (1.25 MiB) between small tensors
+        layers = [nn.Linear(8, 400), nn.Tanh(), nn.Linear(400, 400), nn.ReLU(), nn.Linear(400, 3)]
+        return nn.Sequential(*layers).double()
+
+    runs = []
+    for fresh in (False, True):
+        if fresh:
+            monkeypatch.setattr(CIAO, "_scratch_for", lambda self, bucket, tensors: None)
+        torch.manual_seed(0)
+        model = wide()
+        opt = CIAO(model.parameters(), lr=1e-2, feature_every=2, **options)
+        train(model, opt, batches("mlp", 12))
+        runs.append((model, opt, torch.tensor(list(opt.pop_step_stats().values()))))
+    (model, opt, stats), (fresh_model, _, fresh_stats) = runs
+    for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert torch.equal(stats.nan_to_num(nan=7.0), fresh_stats.nan_to_num(nan=7.0))
+    (buffers,) = opt._scratch.values()
+    assert set(buffers) == ({"denoms", "updates"} if options.get("lamb_power") else {"denoms"})
+    big = [p.numel() >= 400 * 400 for p in model.parameters()]
+    assert [b is not None for b in buffers["denoms"]] == big
+    kept = [b.data_ptr() for b in buffers["denoms"] if b is not None]
+    train(model, opt, batches("mlp", 2, seed=1))
+    assert [b.data_ptr() for b in buffers["denoms"] if b is not None] == kept  # every step
+    saved = io.BytesIO()
+    torch.save(opt.state_dict(), saved)
+    assert saved.tell() < 3 * sum(p.numel() * 8 for p in model.parameters()) + 100_000
+    opt.param_groups[0]["params"] = opt.param_groups[0]["params"][:-1]  # a tensor leaves
+    train(model, opt, batches("mlp", 1, seed=2))
+    assert len(opt._scratch) == 1  # the old bucket's buffers are dropped

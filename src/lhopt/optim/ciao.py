@@ -12,6 +12,7 @@ also measures statistics of training for the controller's features (`lhopt.optim
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections import defaultdict
@@ -37,6 +38,9 @@ _TINY = 1e-30
 # in float16 the epsilon term underflows to 0 for the small epsilons the controller reaches
 # (giving 0/0 where a second moment is 0), and in bfloat16 a beta2 near 1 rounds to 1.
 LOW_PRECISION = (torch.float16, torch.bfloat16)
+# CPU tensors at least this large get buffers kept between steps (`CIAO._scratch_for`): a new
+# one costs page faults at every step; smaller ones come from the allocator's free lists.
+_SCRATCH_BYTES = 1 << 20
 
 
 def state_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -102,8 +106,30 @@ def update_moments(
     return new_scales
 
 
+def _into(out: list[Tensor | None] | None, new, into, tensors, others=None) -> list[Tensor]:
+    """The foreach op `new(tensors[, others])`, computed by `into(t[, o], out=buffer)` (the same
+    values) into the buffers `out` holds, into new tensors where it holds None."""
+    if out is None or all(b is None for b in out):
+        return new(tensors) if others is None else new(tensors, others)
+    rest = [i for i, b in enumerate(out) if b is None]
+    made = {}
+    if rest:
+        sub = [tensors[i] for i in rest]
+        fresh = new(sub) if others is None else new(sub, [others[i] for i in rest])
+        made = dict(zip(rest, fresh, strict=True))
+    return [
+        made[i] if b is None else into(t, out=b) if others is None else into(t, others[i], out=b)
+        for i, (t, b) in enumerate(zip(tensors, out, strict=True))
+    ]
+
+
 def denominators(
-    exp_avg_sqs: list[Tensor], bias_corrections2: list[float], *, epsilon: float, adamax: bool
+    exp_avg_sqs: list[Tensor],
+    bias_corrections2: list[float],
+    *,
+    epsilon: float,
+    adamax: bool,
+    out: list[Tensor] | None = None,
 ) -> tuple[list[Tensor], list[float]]:
     """Denominators d and per-tensor coefficients k with sqrt(v_hat) + eps = k * d.
 
@@ -113,12 +139,16 @@ def denominators(
 
     The epsilon term is kept at or above the smallest normal number of the state's dtype: below
     that it would round to 0 and an element whose moments are both 0 would give 0 / 0.
+    `out`: tensors of the same shapes to write d into (the same values as new ones).
     """
     tiny = torch.finfo(exp_avg_sqs[0].dtype).tiny
     if adamax:
-        return torch._foreach_add(exp_avg_sqs, max(epsilon, tiny)), [1.0] * len(exp_avg_sqs)
+        c = max(epsilon, tiny)
+        new = functools.partial(torch._foreach_add, scalar=c)
+        denom = _into(out, new, functools.partial(torch.add, other=c), exp_avg_sqs)
+        return denom, [1.0] * len(exp_avg_sqs)
     sqrt_bc2 = [math.sqrt(bc) for bc in bias_corrections2]
-    denom = torch._foreach_sqrt(exp_avg_sqs)
+    denom = _into(out, torch._foreach_sqrt, torch.sqrt, exp_avg_sqs)
     torch._foreach_add_(denom, [max(epsilon * r, tiny) for r in sqrt_bc2])
     return denom, [1.0 / r for r in sqrt_bc2]
 
@@ -130,10 +160,11 @@ def adaptive_updates(
     coefs: list[float],
     *,
     weight_decay: float,
+    out: list[Tensor] | None = None,
 ) -> list[Tensor]:
     """The update u = coef * m_tilde / d (= m_hat / (sqrt(v_hat) + eps)), plus weight_decay * p
-    when the decay is part of the update."""
-    updates = torch._foreach_div(exp_avgs, denoms)
+    when the decay is part of the update; written into `out` when given."""
+    updates = _into(out, torch._foreach_div, torch.div, exp_avgs, denoms)
     torch._foreach_mul_(updates, coefs)
     if weight_decay != 0.0:
         torch._foreach_add_(updates, params, alpha=weight_decay)
@@ -436,6 +467,10 @@ class CIAO(torch.optim.Optimizer):
         for name, value in defaults.items():
             check_value(name, value)
         self._stats = StepStatistics(feature_every, stat_samples)
+        # Per bucket of CPU tensors, buffers the denominators and updates are written into
+        # (`_scratch`): a new tensor of a large model's size costs the CPU its page faults at
+        # every step, more than the arithmetic. Not state: never saved.
+        self._scratch: dict[tuple, dict[str, list[Tensor]]] = {}
         # Optimizer-wide state besides the statistics (saved by state_dict): per-group rolling
         # max of the gradient norm and the step counters.
         self._group_norm_max: list[float] = []
@@ -621,7 +656,10 @@ class CIAO(torch.optim.Optimizer):
             )
             for s, scale in zip(states, scales, strict=True):
                 s["exp_avg_scale"] = scale
-            denoms, d_coefs = denominators(exp_avg_sqs, bc2, epsilon=eps, adamax=adamax)
+            scratch = self._scratch_for(bucket, params)
+            denoms, d_coefs = denominators(
+                exp_avg_sqs, bc2, epsilon=eps, adamax=adamax, out=scratch and scratch("denoms")
+            )
             # m_hat = m_coef * m_tilde and update = u_coef * m_tilde / denom: scalars per tensor.
             m_coefs = [scale / b for scale, b in zip(scales, bc1, strict=True)]
             u_coefs = [c / k for c, k in zip(m_coefs, d_coefs, strict=True)]
@@ -629,7 +667,14 @@ class CIAO(torch.optim.Optimizer):
             # The update is materialised only when something changes it after it is formed.
             updates, trusts = None, [None] * len(bucket)
             if lamb or in_update:
-                updates = adaptive_updates(params, exp_avgs, denoms, u_coefs, weight_decay=decay_in)
+                updates = adaptive_updates(
+                    params,
+                    exp_avgs,
+                    denoms,
+                    u_coefs,
+                    weight_decay=decay_in,
+                    out=scratch and scratch("updates"),
+                )
             if trusted is not None:
                 trusts = self._lamb_trust_ratios(group, states, params, updates, trusted)
                 for u, t in zip(updates, trusts, strict=True):
@@ -662,6 +707,34 @@ class CIAO(torch.optim.Optimizer):
             if params is not bucket:  # float32 working copies of low-precision parameters
                 torch._foreach_copy_(bucket, params)
         return raw_sum
+
+    def _scratch_for(self, bucket: list[Tensor], tensors: list[Tensor]):
+        """For a bucket of CPU tensors, a function giving its buffers of a kind ("denoms",
+        "updates"), each of `tensors`' shapes and dtype, made at first use and kept while the
+        bucket's parameters stay the same; None on other devices (whose allocators keep freed
+        blocks, so a new tensor costs nothing)."""
+        if tensors[0].device.type != "cpu":
+            return None
+        key = (tensors[0].dtype, *((id(p), p.shape) for p in bucket))
+        scratch = getattr(self, "_scratch", None)
+        if scratch is None:  # an optimizer unpickled from before the buffers existed
+            scratch = self._scratch = {}
+        buffers = scratch.get(key)
+        if buffers is None:
+            now = {(id(p), p.shape) for group in self.param_groups for p in group["params"]}
+            for old in [k for k in scratch if not now.issuperset(k[1:])]:
+                del scratch[old]  # a bucket whose parameters left the optimizer or changed
+            buffers = scratch[key] = {}
+
+        def get(kind: str) -> list[Tensor | None]:
+            if kind not in buffers:
+                buffers[kind] = [
+                    torch.empty_like(t) if t.numel() * t.element_size() >= _SCRATCH_BYTES else None
+                    for t in tensors
+                ]
+            return buffers[kind]
+
+        return get
 
     def _decide_free(self, group: dict, params: list[Tensor]) -> None:
         """Decide `lamb_free_below` for the group's tensors not yet decided (all of them at its
