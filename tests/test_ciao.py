@@ -586,46 +586,80 @@ def test_an_empty_parameter_changes_nothing(lamb_power):
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("options", "dtype"),
     [
-        {},
-        {"lamb_power": 1.0, "weight_decay": 0.1, "lamb_norm_floor": 1.0},
-        {"lamb_power": 0.5, "decay_in_update": True},
-        {"adamax": True},
+        ({}, torch.float64),
+        ({"lamb_power": 1.0, "weight_decay": 0.1, "lamb_norm_floor": 1.0}, torch.float64),
+        ({"lamb_power": 0.5, "decay_in_update": True}, torch.float64),
+        ({"decay_in_update": True, "weight_decay": 0.1}, torch.float64),
+        ({"adamax": True}, torch.float64),
+        ({"lamb_power": 1.0}, torch.bfloat16),  # buffers of the float32 working copies
     ],
 )
-def test_cpu_scratch_buffers_change_no_value_and_are_not_state(options, monkeypatch):
-    """On the CPU the denominators and updates of tensors of 1 MiB or more are written into
-    buffers kept between steps (a new tensor that large costs page faults every step); the run
-    is the one with new tensors to the bit, its statistics too, and nothing of them is saved."""
+def test_cpu_scratch_buffers_change_no_value_and_are_not_state(options, dtype, monkeypatch):
+    """On the CPU the denominators and updates of tensors of 1 MiB or more (in the state's
+    dtype) are written into buffers kept between steps, per parameter (a new tensor that large
+    costs page faults every step); the run is the one with new tensors to the bit, its
+    statistics too, and nothing of them is saved."""
+    import lhopt.optim.ciao as ciao
 
-    def wide():  # a 400 x 400 float64 matrix (1.25 MiB) between small tensors
-        layers = [nn.Linear(8, 400), nn.Tanh(), nn.Linear(400, 400), nn.ReLU(), nn.Linear(400, 3)]
-        return nn.Sequential(*layers).double()
+    def wide():  # a 600 x 600 matrix (1.4 MiB in float32) among small ones
+        layers = [nn.Linear(8, 600), nn.Tanh(), nn.Linear(600, 600), nn.ReLU(), nn.Linear(600, 3)]
+        return nn.Sequential(*layers).to(dtype)
 
-    runs = []
-    for fresh in (False, True):
-        if fresh:
-            monkeypatch.setattr(CIAO, "_scratch_for", lambda self, bucket, tensors: None)
+    def data(n, seed=0):
+        return [(x.to(dtype), y) for x, y in batches("mlp", n, seed)]
+
+    written = []  # (the buffers given, the tensors returned) of each call
+
+    def spy(fn, pick):
+        def call(*args, out=None, **kwargs):
+            result = fn(*args, out=out, **kwargs)
+            written.append((out, pick(result)))
+            return result
+
+        return call
+
+    monkeypatch.setattr(ciao, "denominators", spy(ciao.denominators, lambda r: r[0]))
+    monkeypatch.setattr(ciao, "adaptive_updates", spy(ciao.adaptive_updates, lambda r: r))
+
+    def run():
         torch.manual_seed(0)
         model = wide()
         opt = CIAO(model.parameters(), lr=1e-2, feature_every=2, **options)
-        train(model, opt, batches("mlp", 12))
-        runs.append((model, opt, torch.tensor(list(opt.pop_step_stats().values()))))
-    (model, opt, stats), (fresh_model, _, fresh_stats) = runs
+        train(model, opt, data(12))
+        return model, opt, torch.tensor(list(opt.pop_step_stats().values()))
+
+    with monkeypatch.context() as without:
+        without.setattr(CIAO, "_scratch_for", lambda self, bucket, tensors: None)
+        fresh_model, _, fresh_stats = run()
+    written.clear()
+    model, opt, stats = run()
+    used = [(o, r) for o, r in written if o is not None and any(b is not None for b in o)]
+    assert used
+    assert all(b is None or t is b for o, r in used for b, t in zip(o, r, strict=True))
     for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True):
         assert torch.equal(p, q)
     assert torch.equal(stats.nan_to_num(nan=7.0), fresh_stats.nan_to_num(nan=7.0))
-    (buffers,) = opt._scratch.values()
-    assert set(buffers) == ({"denoms", "updates"} if options.get("lamb_power") else {"denoms"})
-    big = [p.numel() >= 400 * 400 for p in model.parameters()]
-    assert [b is not None for b in buffers["denoms"]] == big
-    kept = [b.data_ptr() for b in buffers["denoms"] if b is not None]
-    train(model, opt, batches("mlp", 2, seed=1))
-    assert [b.data_ptr() for b in buffers["denoms"] if b is not None] == kept  # every step
+    updates = options.get("lamb_power") or options.get("decay_in_update")
+    kinds = {"denoms", "updates"} if updates else {"denoms"}
+    params = list(model.parameters())
+    entries = [opt._scratch[id(p)] for p in params]
+    assert all(set(e) - {"like"} == kinds for e in entries)
+    big = [p.numel() >= 600 * 600 for p in params]
+    assert [e["denoms"] is not None for e in entries] == big
+    kept = [e[k].data_ptr() for e in entries for k in kinds if e[k] is not None]
+    train(model, opt, data(2, seed=1))
+    assert [e[k].data_ptr() for e in entries for k in kinds if e[k] is not None] == kept
     saved = io.BytesIO()
     torch.save(opt.state_dict(), saved)
-    assert saved.tell() < 3 * sum(p.numel() * 8 for p in model.parameters()) + 100_000
-    opt.param_groups[0]["params"] = opt.param_groups[0]["params"][:-1]  # a tensor leaves
-    train(model, opt, batches("mlp", 1, seed=2))
-    assert len(opt._scratch) == 1  # the old bucket's buffers are dropped
+    state_bytes = 2 * sum(p.numel() * max(p.element_size(), 4) for p in params)
+    assert saved.tell() < state_bytes + 64_000  # the moments; no buffer
+    # a parameter without a gradient at some steps keeps its one entry; one that leaves, none
+    params[2].grad = None
+    opt.step()
+    train(model, opt, data(1, seed=2))
+    assert len(opt._scratch) == len(params)
+    opt.param_groups[0]["params"] = params[:-1]
+    train(model, opt, data(1, seed=3))
+    assert set(opt._scratch) == {id(p) for p in params[:-1]}

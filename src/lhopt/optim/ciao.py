@@ -129,7 +129,7 @@ def denominators(
     *,
     epsilon: float,
     adamax: bool,
-    out: list[Tensor] | None = None,
+    out: list[Tensor | None] | None = None,
 ) -> tuple[list[Tensor], list[float]]:
     """Denominators d and per-tensor coefficients k with sqrt(v_hat) + eps = k * d.
 
@@ -139,7 +139,8 @@ def denominators(
 
     The epsilon term is kept at or above the smallest normal number of the state's dtype: below
     that it would round to 0 and an element whose moments are both 0 would give 0 / 0.
-    `out`: tensors of the same shapes to write d into (the same values as new ones).
+    `out`: per tensor, a buffer of its shape to write d into (the same values as a new
+    tensor) or None.
     """
     tiny = torch.finfo(exp_avg_sqs[0].dtype).tiny
     if adamax:
@@ -160,7 +161,7 @@ def adaptive_updates(
     coefs: list[float],
     *,
     weight_decay: float,
-    out: list[Tensor] | None = None,
+    out: list[Tensor | None] | None = None,
 ) -> list[Tensor]:
     """The update u = coef * m_tilde / d (= m_hat / (sqrt(v_hat) + eps)), plus weight_decay * p
     when the decay is part of the update; written into `out` when given."""
@@ -467,10 +468,10 @@ class CIAO(torch.optim.Optimizer):
         for name, value in defaults.items():
             check_value(name, value)
         self._stats = StepStatistics(feature_every, stat_samples)
-        # Per bucket of CPU tensors, buffers the denominators and updates are written into
-        # (`_scratch`): a new tensor of a large model's size costs the CPU its page faults at
-        # every step, more than the arithmetic. Not state: never saved.
-        self._scratch: dict[tuple, dict[str, list[Tensor]]] = {}
+        # Per parameter on the CPU, buffers its denominators and updates are written into
+        # (`_scratch_for`): a new tensor of a large model's size costs the CPU its page faults
+        # at every step, more than the arithmetic. Not state: never saved nor copied.
+        self._scratch: dict[int, dict] = {}
         # Optimizer-wide state besides the statistics (saved by state_dict): per-group rolling
         # max of the gradient norm and the step counters.
         self._group_norm_max: list[float] = []
@@ -709,30 +710,34 @@ class CIAO(torch.optim.Optimizer):
         return raw_sum
 
     def _scratch_for(self, bucket: list[Tensor], tensors: list[Tensor]):
-        """For a bucket of CPU tensors, a function giving its buffers of a kind ("denoms",
-        "updates"), each of `tensors`' shapes and dtype, made at first use and kept while the
-        bucket's parameters stay the same; None on other devices (whose allocators keep freed
-        blocks, so a new tensor costs nothing)."""
+        """For a bucket of CPU tensors (`tensors`: the parameters of `bucket` or their working
+        copies), a function giving its buffers of a kind ("denoms", "updates"): per tensor of at
+        least `_SCRATCH_BYTES`, one of its shape and dtype, made at its first use and kept per
+        parameter (None for a smaller tensor); None on other devices, whose caching allocators
+        hand out a freed block again without cost."""
         if tensors[0].device.type != "cpu":
             return None
-        key = (tensors[0].dtype, *((id(p), p.shape) for p in bucket))
-        scratch = getattr(self, "_scratch", None)
-        if scratch is None:  # an optimizer unpickled from before the buffers existed
-            scratch = self._scratch = {}
-        buffers = scratch.get(key)
-        if buffers is None:
-            now = {(id(p), p.shape) for group in self.param_groups for p in group["params"]}
-            for old in [k for k in scratch if not now.issuperset(k[1:])]:
-                del scratch[old]  # a bucket whose parameters left the optimizer or changed
-            buffers = scratch[key] = {}
+        scratch = self.__dict__.setdefault("_scratch", {})
+        entries, missed = [], False
+        for p, t in zip(bucket, tensors, strict=True):
+            entry = scratch.get(id(p))
+            if entry is None or entry["like"] != (t.shape, t.dtype):
+                entry = scratch[id(p)] = {"like": (t.shape, t.dtype)}
+                missed = True
+            entries.append(entry)
+        if missed or len(scratch) > sum(len(g["params"]) for g in self.param_groups):
+            live = {id(q) for g in self.param_groups for q in g["params"]}
+            for gone in [k for k in scratch if k not in live]:
+                del scratch[gone]  # a parameter that left the optimizer
 
         def get(kind: str) -> list[Tensor | None]:
-            if kind not in buffers:
-                buffers[kind] = [
-                    torch.empty_like(t) if t.numel() * t.element_size() >= _SCRATCH_BYTES else None
-                    for t in tensors
-                ]
-            return buffers[kind]
+            out = []
+            for entry, t in zip(entries, tensors, strict=True):
+                if kind not in entry:
+                    big = t.numel() * t.element_size() >= _SCRATCH_BYTES
+                    entry[kind] = torch.empty_like(t) if big else None
+                out.append(entry[kind])
+            return out
 
         return get
 
