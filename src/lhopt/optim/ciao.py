@@ -717,7 +717,7 @@ class CIAO(torch.optim.Optimizer):
         hand out a freed block again without cost."""
         if tensors[0].device.type != "cpu":
             return None
-        scratch = self.__dict__.setdefault("_scratch", {})
+        scratch = self._scratch
         entries, missed = [], False
         for p, t in zip(bucket, tensors, strict=True):
             entry = scratch.get(id(p))
