@@ -147,7 +147,17 @@ def small_config(ppo_lr=3e-3, episode=None, **run):
                     "pool_groups": [{"n": 2, "families": ["teacher"]}],
                 }
             },
-            ["pool_groups[0]", "the extras'", "would repeat"],
+            ["pool_groups[0]", "the extras'", "same seed (3)", "would repeat", "another seed"],
+        ),
+        (
+            {
+                "run": {
+                    "task_pool": 4,
+                    "pool_seed": 3,
+                    "pool_groups": [{"n": 2, "families": ["teacher"], "seed": 0}],
+                }
+            },
+            ["pool_groups[0]", "seed must be an int >= 1"],
         ),
         ({"ppo": {"advantage": "grpo"}}, ["[ppo] advantage = 'grpo'", "gae", "group-scaled"]),
         ({"ppo": {"advantage": "group"}}, ["[ppo] advantage = 'group'", "batch >= 2", "got 1"]),
@@ -254,6 +264,32 @@ def test_pool_groups_add_families_at_their_own_budgets_after_the_extras(tmp_path
         c.p["budget"] for c in sample_training_set(7, 3, ("charlm",), 1.0, 1.0)
     )
     assert "pool_groups = [{" in meta_config.dumps(cfg)  # a run folder records it
+
+
+def test_a_pool_group_with_its_own_seed_draws_more_of_a_family_the_pool_has(tmp_path):
+    from lhopt.meta.train import fixed_pool
+    from lhopt.tasks import sample_training_set
+
+    longer = {"n": 3, "families": ["teacher"], "budget_scale": 4.0, "seed": 8}
+    cfg = small_config(
+        task={},
+        task_pool=2,
+        pool_seed=7,
+        families=["quadratic"],
+        pool_extra=2,
+        pool_extra_families=["teacher"],
+        pool_groups=[longer],
+    )
+    cfg = meta_config.from_dict(cfg.to_dict())
+    pool = fixed_pool(cfg.run)
+    drawn = sample_training_set(8, 3, ("teacher",), 4.0, 1.0)
+    assert pool[4:] == drawn
+    assert pool[2:4] == sample_training_set(7, 2, ("teacher",), 1.0, 1.0)
+    assert all(c not in pool[2:4] for c in drawn)  # fresh configs, not the extras again
+    unseeded = cfg.to_dict()
+    unseeded["run"]["pool_groups"] = [{k: v for k, v in longer.items() if k != "seed"}]
+    with pytest.raises(ValueError, match="would repeat"):
+        meta_config.from_dict(unseeded)  # the extras' draw again, at longer budgets
 
 
 def test_config_files(tmp_path):

@@ -54,8 +54,9 @@ class RunConfig:
     pool_extra: int = 0
     pool_extra_families: list = field(default_factory=list)
     # Further groups after those, each {n = N, families = [...], budget_scale = S (optional: the
-    # run's)}: the N configs `sample_training_set(pool_seed, N, families, S)` draws, so that a
-    # later stage adds another family (at its own range of budgets) and keeps its parent's pool.
+    # run's), seed = R (optional: pool_seed)}: the N configs `sample_training_set(R, N,
+    # families, S)` draws, so that a later stage adds a family (at its own range of budgets, or
+    # fresh draws of one already there under another seed) and keeps its parent's pool.
     pool_groups: list = field(default_factory=list)
     # Seeds an episode's task is drawn from: 0 any (a new one each time); N: 0..N-1, so that
     # the reward's reference runs (per task and seed, cached) are reused across episodes.
@@ -428,19 +429,21 @@ def _read(path: Path, chain: tuple[Path, ...]) -> dict:
     return _merge(_read(target, seen), data)
 
 
-POOL_GROUP_KEYS = ("n", "families", "budget_scale")
+POOL_GROUP_KEYS = ("n", "families", "budget_scale", "seed")
 
 
 def _check_pool_groups(run: RunConfig) -> None:
-    """`[run] pool_groups`: tables of a count, training families and an optional budget scale,
-    each drawing configs the pool does not hold yet (another family list than the pool's, the
-    extras' and the other groups')."""
+    """`[run] pool_groups`: tables of a count, training families, an optional budget scale and
+    an optional seed, each drawing configs the pool does not hold yet (another family list or
+    another seed than the pool's, the extras' and the other groups')."""
     if run.pool_groups and not run.pool_seed:
         raise ValueError(
             f"[run] pool_groups = {run.pool_groups!r}: needs [run] pool_seed (the groups' "
             "configs are drawn from it)"
         )
-    seen = [set(run.families)] + ([set(run.pool_extra_families)] if run.pool_extra else [])
+    seen = [(set(run.families), run.pool_seed)]
+    if run.pool_extra:
+        seen.append((set(run.pool_extra_families), run.pool_seed))
     for k, group in enumerate(run.pool_groups):
         where = f"[run] pool_groups[{k}] = {group!r}"
         if not isinstance(group, dict):
@@ -464,13 +467,17 @@ def _check_pool_groups(run: RunConfig) -> None:
                 check_scale(group["budget_scale"])
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from e
-        if set(families) in seen:
+        seed = group.get("seed", run.pool_seed)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 1:
+            raise ValueError(f"{where}: seed must be an int >= 1 (the group's draw seed)")
+        if (set(families), seed) in seen:
             raise ValueError(
                 f"{where}: its families are the pool's, the extras' or an earlier group's: "
-                "drawn from the same pool_seed, its configs would repeat theirs (at another "
-                "budget_scale only their budgets would differ); raise that count instead"
+                f"drawn from the same seed ({seed}), its configs would repeat theirs (at another "
+                "budget_scale only their budgets would differ); raise that count or give the "
+                "group another seed"
             )
-        seen.append(set(families))
+        seen.append((set(families), seed))
 
 
 def _merge(base: dict, override: dict) -> dict:

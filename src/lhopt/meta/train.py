@@ -207,15 +207,16 @@ def _load_start(path: Path, key: str, what: str):
 
 def fixed_pool(run: RunConfig) -> list[TaskConfig]:
     """The task pool a run with `pool_seed` draws: `task_pool` configs of its families, then
-    `pool_extra` of `pool_extra_families`, then each of `pool_groups` (all from
-    `sample_training_set`, so a measured sample and a stage's pool are the same list)."""
+    `pool_extra` of `pool_extra_families`, then each of `pool_groups` (from its own seed where
+    it names one; all from `sample_training_set`, so a measured sample and a stage's pool are
+    the same list)."""
     pool = sample_training_set(
         run.pool_seed, run.task_pool, tuple(run.families), run.budget_scale, run.data_scale
     )
     extra = [{"n": run.pool_extra, "families": run.pool_extra_families}] if run.pool_extra else []
     for group in extra + run.pool_groups:
         pool += sample_training_set(
-            run.pool_seed,
+            group.get("seed", run.pool_seed),
             group["n"],
             tuple(group["families"]),
             group.get("budget_scale", run.budget_scale),
