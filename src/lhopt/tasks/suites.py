@@ -45,7 +45,10 @@
   decision on CIAO's `lamb_norm_floor` (`docs/experiments.md`).
 - `unseen8`: two `tabular` MLPs on survey data, a small-data MLP with layer norm, a deeper
   digits CNN, a two-layer LSTM and a three-layer GPT-2-style decoder, in shapes no suite has
-  run, for the decision on `ControlSpec.hide_val` (`docs/experiments.md`).
+  run, for the decision on stage 51 (`docs/experiments.md`).
+- `unseen9`: six more of the three families in shapes no suite has run (wide and deep MLPs
+  on the El Nino and CO2 series, a small MLP on the ANES 1996 survey, a wide digits CNN, a
+  two-layer LSTM and a wide GPT-2-style decoder), for the next decision.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -612,6 +615,26 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
         "unseen8-britannica-lstm": _lm("britannica", "lstm", 2, 64, 32, 32, 1500),
         "unseen8-paradise-regained-gpt-deep": _lm("paradise-regained", None, 3, 64, 32, 16, 1500),
+    },
+    # Six more of the three families in shapes no suite has run; fixed before any optimizer ran
+    # them.
+    "unseen9": {
+        "unseen9-elnino-wide-ln": _mlp("elnino", 2, 256, "layer", 458, 64, 1000),
+        "unseen9-co2-deep": _mlp("co2", 4, 64, "none", 997, 32, 1500),
+        "unseen9-anes96-small": _mlp("anes96", 1, 32, "none", 200, 16, 600),
+        "unseen9-digits-cnn-wide": Q(
+            "tabular",
+            data="digits",
+            arch="cnn",
+            depth=2,
+            width=64,
+            norm="none",
+            train_samples=400,
+            batch=32,
+            budget=800,
+        ),
+        "unseen9-paradise-lost-lstm-deep": _lm("paradise-lost", "lstm", 2, 48, 32, 32, 2000),
+        "unseen9-areopagitica-gpt-wide": _lm("areopagitica", None, 2, 96, 32, 16, 1200),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
