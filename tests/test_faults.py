@@ -180,6 +180,59 @@ def test_load_state_dict_names_model_when_the_registers_hold_another_module(poli
     assert again.state_dict()["controller"]["taken"] == state["controller"]["taken"]
 
 
+def test_load_state_dict_refuses_a_state_of_another_total_steps(policy_file):
+    model, opt, data = trained(policy_file)
+    state = opt.state_dict()
+    longer = LearnedOptimizer(
+        model.parameters(), total_steps=80, policy=policy_file, decisions=5, model=model
+    )
+    for batch in data[:12]:
+        one_step(model, longer, batch)
+    before = copy.deepcopy(longer.state_dict())
+    with pytest.raises(ValueError, match=r"total_steps=40, this optimizer's is 80.*total_steps=40"):
+        longer.load_state_dict(state)
+    assert longer.total_steps == 80
+    after = longer.state_dict()["controller"]
+    assert after["taken"] == 12 and after["history"] == before["controller"]["history"]
+    for batch in data[12:20]:  # it trains on as it was
+        one_step(model, longer, batch)
+    assert longer.state_dict()["controller"]["taken"] == 20
+
+
+def test_load_state_dict_names_model_when_the_start_copy_holds_another_module():
+    """The copy a run starts over from is checked as the registers are: a state saved with
+    model= early in a run (the copy held, no register filled) does not load without it."""
+    model, data = setup(0)
+    val = [(torch.randn(16, 6), torch.randn(16, 1))]
+
+    def val_loss():
+        with torch.no_grad():
+            return nn.functional.mse_loss(model(val[0][0]), val[0][1]).item()
+
+    def make(with_model):
+        return LearnedOptimizer(
+            model.parameters(),
+            total_steps=200,
+            val_loss_fn=val_loss,
+            model=model if with_model else None,
+        )
+
+    opt = make(True)  # the shipped policy: it keeps the start's copy for the first 30%
+    for batch in data[:12]:
+        one_step(model, opt, batch)
+    state = opt.state_dict()
+    assert state["controller"]["start"] is not None
+    assert not any(state["controller"]["registers"]["slots"])
+    bare = make(False)
+    with pytest.raises(ValueError, match=r"copy of the run's start.*holds another model.*model="):
+        bare.load_state_dict(state)
+    again = make(True)
+    again.load_state_dict(state)  # constructed as the one that saved it was
+    for batch in data[12:40]:
+        one_step(model, again, batch)
+    assert again.state_dict()["controller"]["taken"] == 40
+
+
 def test_load_state_dict_refuses_a_state_made_with_another_policy(policy_file, tmp_path):
     model, opt, data = trained(policy_file)
     before = copy.deepcopy(opt.state_dict())
@@ -380,6 +433,22 @@ def test_parameters_on_the_meta_device_are_refused_at_construction(policy_file):
     with pytest.raises(ValueError, match="'meta' device"):
         opt.add_param_group({"params": model.weight})
     assert len(opt.param_groups) == 1
+    # However the parameters come: a generator in a group, (name, tensor) pairs.
+    complex_layer = nn.Linear(4, 4, dtype=torch.complex64)
+    for params in (
+        [{"params": model.parameters()}],
+        model.named_parameters(),
+        [{"params": complex_layer.parameters()}],
+        complex_layer.named_parameters(),
+    ):
+        with pytest.raises(ValueError, match="'meta' device|complex parameters"):
+            LearnedOptimizer(params, total_steps=40, policy=policy_file)
+    with pytest.raises(ValueError, match="complex parameters"):
+        opt.add_param_group({"params": complex_layer.parameters()})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": nn.Linear(2, 2).parameters()})  # still usable
+    opt.zero_grad()
+    assert len(opt.param_groups) == 2
 
 
 # -- fault injection: a Ray worker process killed by its pid mid-run -------------------------

@@ -204,8 +204,52 @@ def test_training_past_the_budget_warns_once_and_keeps_the_hyperparameters(polic
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(model, opt, data[20:40])
-    assert len([w for w in caught if "past total_steps" in str(w.message)]) == 1
+    past = [str(w.message) for w in caught if "past total_steps" in str(w.message)]
+    assert len(past) == 1 and "lr to 0" in past[0] and "change nothing" in past[0]
     assert opt.hparams == hp
+
+
+def test_a_closure_decides_as_a_loop_that_reports_after_step(policy_file):
+    """step(closure) records the closure's loss in the period its step ends, as `report` after
+    `step` does: the same batches give the same decisions and parameters."""
+    runs = []
+    for use_closure in (False, True):
+        model, data = setup(4)
+        opt = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)
+        for x, y in data[:40]:
+
+            def closure(x=x, y=y, model=model, opt=opt):
+                opt.zero_grad()
+                loss = nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+
+            if use_closure:
+                opt.step(closure)
+            else:
+                loss = closure()
+                opt.step()
+                opt.report(train_loss=loss)
+        runs.append((opt.history, [p.detach().clone() for p in model.parameters()]))
+    (plain, p1), (closed, p2) = runs
+    assert plain[0]["train_loss"] is None and closed[0]["train_loss"] is None
+    assert [h["train_loss"] for h in plain] == [h["train_loss"] for h in closed]
+    assert [h["action"] for h in plain] == [h["action"] for h in closed]
+    assert all(torch.equal(a, b) for a, b in zip(p1, p2, strict=True))
+
+
+def test_named_parameters_are_taken_with_model_in_every_group(policy_file):
+    model, data = setup(5)
+    first, last = model[0], model[2]
+    opt = LearnedOptimizer(
+        first.named_parameters(), total_steps=40, policy=policy_file, model=model
+    )
+    opt.add_param_group({"params": list(last.named_parameters())})
+    train(model, opt, data[:10])
+    assert len(opt.param_groups) == 2 and opt.param_groups[1]["param_names"] == ["weight", "bias"]
+    with pytest.raises(ValueError, match="model= must hold every parameter"):
+        opt.add_param_group({"params": list(nn.Linear(2, 2).named_parameters())})
+    assert len(opt.param_groups) == 2
 
 
 @pytest.mark.parametrize("bad", [0, -5, 2.5, "100", True, np.float64(40.0), torch.tensor(-3)])

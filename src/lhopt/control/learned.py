@@ -367,11 +367,11 @@ class LearnedOptimizer(CIAO):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-            self.report(train_loss=loss)
         if self._taken >= self.total_steps and not self._warned:
             warnings.warn(
-                f"LearnedOptimizer: training past total_steps={self.total_steps}; the "
-                "hyperparameters stay as the policy last set them",
+                f"LearnedOptimizer: training past total_steps={self.total_steps}: the "
+                "schedule has brought the lr to 0 there, so further steps change nothing; "
+                "construct the optimizer with the run's full length as total_steps",
                 stacklevel=_user_stacklevel(),
             )
             self._warned = True
@@ -380,6 +380,8 @@ class LearnedOptimizer(CIAO):
         self.controller.before_step(self._taken)
         self._ciao_step()
         self._taken += 1
+        if loss is not None:  # as a loop that reports after step(): in the period it ends
+            self.report(train_loss=loss)
         return loss
 
     def _decide_or_restore(self) -> None:
@@ -412,7 +414,9 @@ class LearnedOptimizer(CIAO):
             params = param_group.get("params", [])
             params = [params] if torch.is_tensor(params) else list(params)
             param_group = {**param_group, "params": params}
-            self._check_model(params)  # before adding: a refused group leaves nothing behind
+            # (name, tensor) pairs, as torch's optimizers take them, are checked by their tensor
+            tensors = [p[1] if isinstance(p, tuple) and len(p) == 2 else p for p in params]
+            self._check_model(tensors)  # before adding: a refused group leaves nothing behind
         super().add_param_group(param_group)
         if hasattr(self, "controller"):  # not during __init__, which adds the first groups
             self.controller.empty_registers()
@@ -594,6 +598,13 @@ class LearnedOptimizer(CIAO):
                 f"state_dict was made with another policy (LSTM state {hidden}, this policy's "
                 f"{expected}): construct the LearnedOptimizer with the policy that made it"
             )
+        if c["total_steps"] != self.total_steps:
+            raise ValueError(
+                f"state_dict was saved by a run of total_steps={c['total_steps']}, this "
+                f"optimizer's is {self.total_steps}: the schedule and the decisions are spread "
+                f"over the saved run's length, so construct the LearnedOptimizer with "
+                f"total_steps={c['total_steps']} to resume it"
+            )
         self._check_param_shapes(state_dict)
         # The controller's state on a scratch controller: what it refuses changes nothing here.
         scratch = Controller(
@@ -609,14 +620,19 @@ class LearnedOptimizer(CIAO):
                 f"state_dict's controller state does not fit this optimizer: {e}"
             ) from e
         shapes = {k: tuple(v.shape) for k, v in self._module.state_dict().items()}
-        for k, slot in enumerate(c["registers"].get("slots", [])):
+        held = [
+            (f"restart register {k}", slot)
+            for k, slot in enumerate(c["registers"].get("slots", []))
+        ]
+        held.append(("copy of the run's start (kept to start over from)", c.get("start")))
+        for what, slot in held:
             saved = slot and {n: tuple(v.shape) for n, v in slot["model"].items()}
             if saved and saved != shapes:
                 raise ValueError(
-                    f"state_dict's restart register {k} holds another model (its tensors and "
-                    "shapes differ from this optimizer's): it was made for other parameters, or "
-                    "with model= where this optimizer has none (or the reverse): construct it "
-                    "as the one that saved it was"
+                    f"state_dict's {what} holds another model (its tensors and shapes differ "
+                    "from this optimizer's): it was made for other parameters, or with model= "
+                    "where this optimizer has none (or the reverse): construct it as the one "
+                    "that saved it was"
                 )
 
     def _check_param_shapes(self, state_dict: dict) -> None:

@@ -377,6 +377,17 @@ def _working_tensors(bucket: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_param(p: Tensor) -> None:
+    if torch.is_complex(p):
+        raise ValueError("CIAO does not support complex parameters; view them as real")
+    if p.is_meta:
+        raise ValueError(
+            f"a parameter of shape {tuple(p.shape)} is on the 'meta' device, which holds no data "
+            "for CIAO to update: materialise the model first (e.g. model.to_empty(device='cpu'), "
+            "then initialise its parameters)"
+        )
+
+
 class CIAO(torch.optim.Optimizer):
     """Customizable inner adaptive optimizer (AdamW family), controllable between steps.
 
@@ -516,18 +527,15 @@ class CIAO(torch.optim.Optimizer):
                 del param_group[k]
             param_group |= translated
         check_group(param_group)
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else params
-        for p in params if isinstance(params, list | tuple) else []:
-            if isinstance(p, Tensor) and torch.is_complex(p):
-                raise ValueError("CIAO does not support complex parameters; view them as real")
-            if isinstance(p, Tensor) and p.is_meta:
-                raise ValueError(
-                    f"a parameter of shape {tuple(p.shape)} is on the 'meta' device, which holds "
-                    "no data for CIAO to update: materialise the model first (e.g. "
-                    "model.to_empty(device='cpu'), then initialise its parameters)"
-                )
         super().add_param_group(param_group)
+        # Checked on the group as torch made it (a list of tensors, whatever the caller passed:
+        # a generator, named parameters); a refused group is taken out again.
+        try:
+            for p in self.param_groups[-1]["params"]:
+                _check_param(p)
+        except ValueError:
+            self.param_groups.pop()
+            raise
         self._group_norm_max.append(0.0)
 
     # -- the step --------------------------------------------------------------------------
