@@ -85,6 +85,21 @@ def _mlp(data: str, depth: int, width: int, norm: str, train_samples: int, batch
     )
 
 
+def _digits_cnn(depth: int, width: int, train_samples: int, batch: int, budget: int):
+    """A `tabular` CNN task on the digits."""
+    return Q(
+        "tabular",
+        data="digits",
+        arch="cnn",
+        depth=depth,
+        width=width,
+        norm="none",
+        train_samples=train_samples,
+        batch=batch,
+        budget=budget,
+    )
+
+
 def _lm(
     corpus: str,
     arch: str | None,
@@ -360,17 +375,7 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             batch=32,
             budget=1500,
         ),
-        "unseen-digits-cnn": Q(
-            "tabular",
-            data="digits",
-            arch="cnn",
-            depth=2,
-            width=16,
-            norm="none",
-            train_samples=300,
-            batch=32,
-            budget=1000,
-        ),
+        "unseen-digits-cnn": _digits_cnn(2, 16, 300, 32, 1000),
         "unseen-cancer-mlp": Q(
             "tabular",
             data="cancer",
@@ -450,17 +455,7 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             batch=64,
             budget=800,
         ),
-        "unseen2-digits-cnn-wide": Q(
-            "tabular",
-            data="digits",
-            arch="cnn",
-            depth=1,
-            width=32,
-            norm="none",
-            train_samples=997,
-            batch=64,
-            budget=600,
-        ),
+        "unseen2-digits-cnn-wide": _digits_cnn(1, 32, 997, 64, 600),
         "unseen2-diabetes-ln": Q(
             "tabular",
             data="diabetes",
@@ -602,17 +597,7 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen8-fair-deep": _mlp("fair", 4, 64, "none", 997, 32, 1200),
         "unseen8-randhie-wide": _mlp("randhie", 2, 256, "none", 997, 64, 1000),
         "unseen8-star98-ln": _mlp("star98", 3, 64, "layer", 193, 16, 800),
-        "unseen8-digits-cnn-deep": Q(
-            "tabular",
-            data="digits",
-            arch="cnn",
-            depth=3,
-            width=32,
-            norm="none",
-            train_samples=600,
-            batch=64,
-            budget=1200,
-        ),
+        "unseen8-digits-cnn-deep": _digits_cnn(3, 32, 600, 64, 1200),
         "unseen8-britannica-lstm": _lm("britannica", "lstm", 2, 64, 32, 32, 1500),
         "unseen8-paradise-regained-gpt-deep": _lm("paradise-regained", None, 3, 64, 32, 16, 1500),
     },
@@ -622,17 +607,7 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen9-elnino-wide-ln": _mlp("elnino", 2, 256, "layer", 458, 64, 1000),
         "unseen9-co2-deep": _mlp("co2", 4, 64, "none", 997, 32, 1500),
         "unseen9-anes96-small": _mlp("anes96", 1, 32, "none", 200, 16, 600),
-        "unseen9-digits-cnn-wide": Q(
-            "tabular",
-            data="digits",
-            arch="cnn",
-            depth=2,
-            width=64,
-            norm="none",
-            train_samples=400,
-            batch=32,
-            budget=800,
-        ),
+        "unseen9-digits-cnn-wide": _digits_cnn(2, 64, 400, 32, 800),
         "unseen9-paradise-lost-lstm-deep": _lm("paradise-lost", "lstm", 2, 48, 32, 32, 2000),
         "unseen9-areopagitica-gpt-wide": _lm("areopagitica", None, 2, 96, 32, 16, 1200),
     },
