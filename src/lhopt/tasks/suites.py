@@ -48,7 +48,7 @@
   run, for the decision on stage 51 (`docs/experiments.md`).
 - `unseen9`: six more of the three families in shapes no suite has run (wide and deep MLPs
   on the El Nino and CO2 series, a small MLP on the ANES 1996 survey, a wide digits CNN, a
-  two-layer LSTM and a wide GPT-2-style decoder), for the next decision.
+  two-layer LSTM and a wide GPT-2-style decoder), for the decision on stage 52.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
