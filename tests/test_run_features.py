@@ -221,8 +221,12 @@ def test_the_horizon_scales_the_applied_lr_by_the_runs_length(tmp_path, make_pol
         assert opt.param_groups[0]["lr"] == 1e-3  # the base lr: the start, unscaled
         state = opt.state_dict()
     assert factors[1] == pytest.approx(0.5 * factors[0])
-    resumed = LearnedOptimizer(torch.nn.Linear(3, 1).parameters(), 1000, policy=path)
-    resumed.load_state_dict(state)  # the state's T (4000) and its horizon factor come back
+    with pytest.raises(ValueError, match="total_steps=4000, this optimizer's is 1000"):
+        LearnedOptimizer(torch.nn.Linear(3, 1).parameters(), 1000, policy=path).load_state_dict(
+            state
+        )
+    resumed = LearnedOptimizer(torch.nn.Linear(3, 1).parameters(), 4000, policy=path)
+    resumed.load_state_dict(state)  # its horizon factor comes back with it
     resumed.controller.before_step(1999)
     assert resumed.param_groups[0]["lr_factor"] == factors[1]
 
