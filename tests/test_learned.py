@@ -196,17 +196,46 @@ def test_an_lr_scheduler_fighting_the_policy_is_warned_once(policy_file):
     assert not [w for w in caught if "changed between decisions" in str(w.message)]
 
 
-def test_training_past_the_budget_warns_once_and_keeps_the_hyperparameters(policy_file):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_training_past_the_budget_warns_once_and_keeps_the_hyperparameters(
+    tmp_path, make_policy_file, schedule
+):
+    policy = make_policy_file(tmp_path / f"{schedule}.pt", schedule=schedule)
     model, data = setup(3)
-    opt = LearnedOptimizer(model.parameters(), total_steps=20, policy=policy_file)
+    opt = LearnedOptimizer(model.parameters(), total_steps=20, policy=policy)
     train(model, opt, data[:20])
     hp = copy.deepcopy(opt.hparams)
+    before = [p.detach().clone() for p in model.parameters()]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(model, opt, data[20:40])
     past = [str(w.message) for w in caught if "past total_steps" in str(w.message)]
-    assert len(past) == 1 and "lr to 0" in past[0] and "change nothing" in past[0]
-    assert opt.hparams == hp
+    assert len(past) == 1 and opt.hparams == hp
+    moved = any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    if schedule == "cosine":  # the lr is 0 from step T on: what the warning says
+        assert "'cosine' schedule has brought the lr to 0" in past[0] and not moved
+    else:
+        assert "stay as the policy last set them" in past[0] and moved
+
+
+def test_a_closure_returning_what_is_not_a_loss_takes_no_step(policy_file):
+    model, data = setup(6)
+    opt = LearnedOptimizer(model.parameters(), total_steps=40, policy=policy_file)
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = data[0]
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss, "logits"
+
+    with pytest.raises(ValueError, match="train_loss="):
+        opt.step(closure)
+    assert opt.steps == 0 and opt.state_dict()["controller"]["taken"] == 0 and not opt.history
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    opt.step(lambda: closure()[0])  # a good closure goes on from there
+    assert opt.steps == 1 and len(opt.history) == 1
 
 
 def test_a_closure_decides_as_a_loop_that_reports_after_step(policy_file):

@@ -367,11 +367,20 @@ class LearnedOptimizer(CIAO):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+            if loss is not None:
+                _loss_value("train_loss=", loss)  # checked before anything moves
         if self._taken >= self.total_steps and not self._warned:
+            T = self.total_steps
+            ended = self.controller.shape(T, T) == 0.0
             warnings.warn(
-                f"LearnedOptimizer: training past total_steps={self.total_steps}: the "
-                "schedule has brought the lr to 0 there, so further steps change nothing; "
-                "construct the optimizer with the run's full length as total_steps",
+                f"LearnedOptimizer: training past total_steps={T}: "
+                + (
+                    f"the policy's {self.controller.spec.schedule!r} schedule has brought the "
+                    "lr to 0 there, so further steps change nothing"
+                    if ended
+                    else "the hyperparameters stay as the policy last set them"
+                )
+                + "; construct the optimizer with the run's full length as total_steps",
                 stacklevel=_user_stacklevel(),
             )
             self._warned = True
