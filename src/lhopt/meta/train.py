@@ -587,15 +587,15 @@ class MetaTrainer:
                 self.out / "snapshots" / f"policy-{self.iteration:04d}.pt",
                 {"meta": {"iteration": self.iteration, **self.counters}},
             )
-        due = self.iteration % run.checkpoint_every == 0 or self.iteration == run.iterations
-        if due:
-            self.save_checkpoint()
-        # The log line follows the checkpoint: a line never describes unsaved state.
+        # The log line goes before the checkpoint: a kill between the two leaves a line the
+        # checkpoint lacks, which `resume` drops and the redone iteration writes again; the
+        # other order would leave a checkpointed iteration with no line, lost for good.
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        if due:
+        if self.iteration % run.checkpoint_every == 0 or self.iteration == run.iterations:
+            self.save_checkpoint()
             self.plot()
         log_progress(
             f"iter {self.iteration}: return {record['return_mean']:+.3f} "
