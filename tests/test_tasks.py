@@ -101,6 +101,9 @@ SMALL = {
         batch=16,
         budget=40,
     ),
+    "decoder": TaskConfig.make(
+        "decoder", layers=1, d_model=32, context=16, dropout=0.0, batch=16, budget=40
+    ),
     "ncf": TaskConfig.make("ncf", arch="neumf", factors=8, mlp_layers=2, batch=128, budget=40),
     "speech": TaskConfig.make("speech", channels=4, hidden=16, layers=1, batch=8, budget=40),
 }

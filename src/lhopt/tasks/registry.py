@@ -13,6 +13,7 @@ from lhopt.tasks import (
     algorithmic,
     autoencoder,
     charlm,
+    decoder,
     gpt,
     linear,
     mnist1d,
@@ -40,6 +41,7 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     "linear": (linear.SCHEMA, linear.LinearTask),
     "seqattn": (seqattn.SCHEMA, seqattn.SeqAttnTask),
     "teacher": (teacher.SCHEMA, teacher.TeacherTask),
+    "decoder": (decoder.SCHEMA, decoder.DecoderTask),
     # Out-of-distribution families: only in the `ood` suite, never sampled by meta-training.
     "ncf": (ncf.SCHEMA, ncf.NCFTask),
     "speech": (speech.SCHEMA, speech.SpeechTask),
@@ -59,9 +61,9 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
 # Meta-training's default families; the task descriptor's one-hot is over these four.
 FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
 # Training families a config may add to them (kinds the four lack: a convex model on data,
-# attention, an MLP fitted to a small table); they leave the defaults, and so every earlier
-# run's distribution, as they were.
-EXTRA_FAMILIES = ("linear", "seqattn", "teacher")
+# attention, an MLP fitted to a small table, a GPT-2-style decoder); they leave the defaults, and
+# so every earlier run's distribution, as they were.
+EXTRA_FAMILIES = ("linear", "seqattn", "teacher", "decoder")
 TRAINING_FAMILIES = FAMILY_NAMES + EXTRA_FAMILIES
 SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens", "recsys")
 UNSEEN_FAMILIES = ("tabular", "texts", "gpt")
@@ -102,7 +104,7 @@ _TRAIN_EXAMPLES = {
     "mnist1d": lambda t: len(t.train_set[0]),
     **{  # windows of context
         f: (lambda t: len(t.text["train"]) / t.config.p["context"])
-        for f in ("charlm", "texts", "gpt")
+        for f in ("charlm", "texts", "gpt", "decoder")
     },
     **{f: (lambda t: len(t.train_pairs)) for f in ("ncf", "recsys")},
     "autoencoder": lambda t: len(t.data["train"]),

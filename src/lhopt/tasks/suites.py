@@ -49,6 +49,9 @@
 - `unseen9`: six more of the three families in shapes no suite has run (wide and deep MLPs
   on the El Nino and CO2 series, a small MLP on the ANES 1996 survey, a wide digits CNN, a
   two-layer LSTM and a wide GPT-2-style decoder), for the decision on stage 52.
+- `unseen10`: six more in shapes no suite has run (an MLP with layer norm on the wines, a deep
+  MLP on the sunspots, a small digits CNN, a wide LSTM and two small GPT-2-style decoders, one
+  with dropout), for the decision on stage 53.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -610,6 +613,18 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen9-digits-cnn-wide": _digits_cnn(2, 64, 400, 32, 800),
         "unseen9-paradise-lost-lstm-deep": _lm("paradise-lost", "lstm", 2, 48, 32, 32, 2000),
         "unseen9-areopagitica-gpt-wide": _lm("areopagitica", None, 2, 96, 32, 16, 1200),
+    },
+    "unseen10": {
+        "unseen10-wine-ln": _mlp("wine", 2, 64, "layer", 100, 8, 500),
+        "unseen10-sunspots-deep": _mlp("sunspots", 4, 64, "none", 198, 32, 1000),
+        "unseen10-digits-cnn-small": _digits_cnn(1, 16, 200, 16, 600),
+        "unseen10-paradise-regained-lstm-wide": _lm(
+            "paradise-regained", "lstm", 1, 96, 32, 32, 800
+        ),
+        "unseen10-britannica-gpt-small": _lm("britannica", None, 2, 48, 32, 32, 800),
+        "unseen10-paradise-lost-gpt-dropout": _lm(
+            "paradise-lost", None, 1, 64, 16, 16, 1000, dropout=0.1
+        ),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
