@@ -104,6 +104,7 @@ SMALL = {
     "decoder": TaskConfig.make(
         "decoder", layers=1, d_model=32, context=16, dropout=0.0, batch=16, budget=40
     ),
+    "photos": TaskConfig.make("photos", depth=1, width=8, train_samples=300, batch=32, budget=40),
     "ncf": TaskConfig.make("ncf", arch="neumf", factors=8, mlp_layers=2, batch=128, budget=40),
     "speech": TaskConfig.make("speech", channels=4, hidden=16, layers=1, batch=8, budget=40),
 }
@@ -270,6 +271,22 @@ def test_teacher_data_are_fixed_by_the_config_and_standardised():
     labels = torch.cat([c[k][1] for k in c])
     assert c["train"][1].dtype == torch.int64 and set(labels.unique().tolist()) == set(range(5))
     assert not torch.equal(make_data(dict(p, noise=0.1))["val"][1], a["val"][1])
+
+
+def test_photos_parts_share_no_patch_and_hold_every_class():
+    from lhopt.tasks.photos import CLASSES, load_data
+
+    data = load_data(5000)
+    seen = {bytes(x.numpy()) for x in load_data(17_000)["train"][0]}
+    for split in ("val", "test"):
+        x, y = data[split]
+        assert x.shape == (1000, 3, 12, 12) and set(y.tolist()) == set(range(CLASSES))
+        assert not {bytes(p.numpy()) for p in x} & seen
+    x, y = data["train"]
+    assert len(x) == 5000 and abs(float(x.mean())) < 0.05 and torch.bincount(y).min() > 600
+    assert torch.equal(load_data(300)["train"][0], x[:300])  # a prefix of one permutation
+    with pytest.raises(ValueError, match="train_samples = 90000, at most"):
+        load_data(90_000)
 
 
 def test_seqattn_targets():

@@ -18,6 +18,7 @@ from lhopt.tasks import (
     linear,
     mnist1d,
     ncf,
+    photos,
     quadratic,
     recsys,
     regression,
@@ -42,6 +43,7 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     "seqattn": (seqattn.SCHEMA, seqattn.SeqAttnTask),
     "teacher": (teacher.SCHEMA, teacher.TeacherTask),
     "decoder": (decoder.SCHEMA, decoder.DecoderTask),
+    "photos": (photos.SCHEMA, photos.PhotosTask),
     # Out-of-distribution families: only in the `ood` suite, never sampled by meta-training.
     "ncf": (ncf.SCHEMA, ncf.NCFTask),
     "speech": (speech.SCHEMA, speech.SpeechTask),
@@ -61,9 +63,9 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
 # Meta-training's default families; the task descriptor's one-hot is over these four.
 FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
 # Training families a config may add to them (kinds the four lack: a convex model on data,
-# attention, an MLP fitted to a small table, a GPT-2-style decoder); they leave the defaults, and
-# so every earlier run's distribution, as they were.
-EXTRA_FAMILIES = ("linear", "seqattn", "teacher", "decoder")
+# attention, an MLP fitted to a small table, a GPT-2-style decoder, a CNN on photographs); they
+# leave the defaults, and so every earlier run's distribution, as they were.
+EXTRA_FAMILIES = ("linear", "seqattn", "teacher", "decoder", "photos")
 TRAINING_FAMILIES = FAMILY_NAMES + EXTRA_FAMILIES
 SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens", "recsys")
 UNSEEN_FAMILIES = ("tabular", "texts", "gpt")
@@ -110,7 +112,16 @@ _TRAIN_EXAMPLES = {
     "autoencoder": lambda t: len(t.data["train"]),
     **{
         f: (lambda t: len(t.data["train"][0]))
-        for f in ("linear", "speech", "shapes", "regression", "tokens", "tabular", "teacher")
+        for f in (
+            "linear",
+            "speech",
+            "shapes",
+            "regression",
+            "tokens",
+            "tabular",
+            "teacher",
+            "photos",
+        )
     },
 }
 
@@ -174,8 +185,8 @@ def sample_training_config(
     (within the family's limits on the budget): longer runs, nearer convergence or
     overfitting, the regimes where a decay or a response to a rising validation loss pays.
     `data_scale` > 1 divides the training set of the families that allow it (a `train_samples`
-    parameter: MNIST-1D, `linear`, `teacher`; for the last two this replaces their sampled
-    size) by a log-uniform factor in [1, data_scale]: the same budget then
+    parameter: MNIST-1D, `linear`, `teacher`, `photos`; for the last three this replaces their
+    sampled size) by a log-uniform factor in [1, data_scale]: the same budget then
     passes over less data, and the validation loss turns up within the run. At 1 (the
     defaults) nothing is drawn, so a seed samples the same configs with or without these keys."""
     from lhopt.tasks.suites import held_out_keys
