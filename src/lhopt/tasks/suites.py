@@ -52,6 +52,9 @@
 - `unseen10`: six more in shapes no suite has run (an MLP with layer norm on the wines, a deep
   MLP on the sunspots, a small digits CNN, a wide LSTM and two small GPT-2-style decoders, one
   with dropout), for the decision on stage 53.
+- `unseen11`: six more in shapes no suite has run (a deep narrow and a wide digits CNN, an MLP
+  with layer norm on the biopsies, a wide MLP on the travel mode choices, a GRU and a
+  one-layer GPT-2-style decoder), for the decision on stage 54.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -625,6 +628,14 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen10-paradise-lost-gpt-dropout": _lm(
             "paradise-lost", None, 1, 64, 16, 16, 1000, dropout=0.1
         ),
+    },
+    "unseen11": {
+        "unseen11-digits-cnn-deep-small": _digits_cnn(3, 16, 300, 16, 1000),
+        "unseen11-digits-cnn-all": _digits_cnn(2, 32, 997, 64, 1500),
+        "unseen11-cancer-ln": _mlp("cancer", 3, 128, "layer", 300, 32, 800),
+        "unseen11-modechoice-wide": _mlp("modechoice", 2, 256, "none", 130, 16, 600),
+        "unseen11-britannica-gru": _lm("britannica", "gru", 1, 64, 32, 32, 1200),
+        "unseen11-areopagitica-gpt-small": _lm("areopagitica", None, 1, 48, 32, 32, 1000),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
