@@ -5,6 +5,7 @@ and its weight-decay rule."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -166,3 +167,24 @@ def test_the_gap_log_reads_the_validation_loss_over_the_training_losses_before_i
     d.after_step(4, torch.tensor(2.5))
     d.on_eval(4, 2.0)  # val 2 under the training loss 2.5, the gain 2
     assert d.gaps == [(2, pytest.approx(1.0)), (4, pytest.approx(-0.25))]
+
+
+def test_compare_reads_prints_each_files_geometric_means(tmp_path, capsys, monkeypatch):
+    path = Path(__file__).parent.parent / "benchmarks" / "compare_reads.py"
+    spec = importlib.util.spec_from_file_location("compare_reads", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+
+    def read(a, b):
+        t1 = [{"adamw-cosine-tuned": a}, {"adamw-cosine-tuned": 4 * a}]
+        runs = {"t1": t1, "t2": [{"adamw-cosine-tuned": b}]}
+        return {"suites": {"s": {"0.03": runs}}}
+
+    for name, doc in (("a.json", read(1.0, 4.0)), ("b.json", read(0.5, 0.0))):
+        (tmp_path / name).write_text(json.dumps(doc))
+    monkeypatch.setattr("sys.argv", ["x", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    compare.main()
+    lines = capsys.readouterr().out.splitlines()
+    # t1: sqrt(1 * 4) = 2 and sqrt(0.5 * 2) = 1; t2: 4 and the floor 0.001; suites: their means
+    assert lines[1].split()[1:] == ["2.00", "1.00"] and lines[2].split()[1:] == ["4.00", "0.00"]
+    assert lines[3].split()[1:] == ["2.83", f"{math.sqrt(1e-3):.2f}"]

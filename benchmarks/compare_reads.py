@@ -1,0 +1,46 @@
+"""Set `level_search.py` reads side by side: per suite and task, the geometric mean over seeds of
+the speedup over `adamw-cosine-tuned`, one column per file, and each suite's geometric mean
+over its tasks (issue 19's read 1).
+
+    python benchmarks/compare_reads.py out/base-unseen.json out/s53-unseen.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+FLOOR = 1e-3  # level_search's floor for a speedup of 0 (a run that never reached the target)
+
+
+def geometric_mean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(max(v, FLOOR)) for v in values) / len(values))
+
+
+def per_task(doc: dict, suite: str) -> dict[str, float]:
+    rows = next(iter(doc["suites"].get(suite, {}).values()), {})
+    return {
+        name: geometric_mean(r["adamw-cosine-tuned"] for r in runs) for name, runs in rows.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reads", nargs="+", help="level_search.py --out files")
+    args = parser.parse_args()
+    docs = [json.loads(Path(p).read_text()) for p in args.reads]
+    for suite in docs[0]["suites"]:
+        columns = [per_task(d, suite) for d in docs]
+        print(f"## {suite}")
+        for name in columns[0]:
+            cells = "  ".join(f"{c[name]:.2f}" if name in c else "  -  " for c in columns)
+            print(f"  {name:45s} {cells}")
+        cells = "  ".join(f"{geometric_mean(c.values()):.2f}" if c else "  -  " for c in columns)
+        print(f"  {'suite':45s} {cells}")
+
+
+if __name__ == "__main__":
+    main()
