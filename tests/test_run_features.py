@@ -88,7 +88,11 @@ def test_every_family_says_what_an_epoch_is():
         "teacher",
         **{**FAMILIES["teacher"][0].sample(np.random.default_rng(0)), "train_samples": 300},
     )
-    configs = {"linear": LINEAR, "seqattn": SEQATTN, "teacher": teacher}
+    extra = ("decoder", "photos")
+    sampled = {
+        f: TaskConfig.make(f, **FAMILIES[f][0].sample(np.random.default_rng(0))) for f in extra
+    }
+    configs = {"linear": LINEAR, "seqattn": SEQATTN, "teacher": teacher, **sampled}
     for tasks in SUITES.values():
         for config in tasks.values():
             configs.setdefault(config.family, config)
@@ -101,7 +105,7 @@ def test_every_family_says_what_an_epoch_is():
             assert spe == math.inf, family
         else:
             assert 1 <= spe < 10_000, (family, spe)
-            windows = family in ("charlm", "texts", "gpt")  # text / context: not whole batches
+            windows = family in ("charlm", "texts", "gpt", "decoder")  # text / context
             assert (spe * config.p["batch"]).is_integer() or windows, family
     assert steps_per_epoch(build_task(LINEAR, 0)) == 20.0
     assert steps_per_epoch(build_task(teacher, 0)) == 300 / teacher.p["batch"]
