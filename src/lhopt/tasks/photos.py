@@ -2,13 +2,13 @@
 
 The data are the two colour photographs scikit-learn ships (`china.jpg`, a temple, and
 `flower.jpg`, both 427x640, CC BY 2.0, read out of the scikit-learn 1.9.1 wheel as `tabular`'s
-files are; decoded by Pillow, which matplotlib requires), halved to 213x320 by 2x2 averaging.
+files are; decoded by Pillow, of the `bench` extra), halved to 213x320 by 2x2 averaging.
 A sample is a 12x12 RGB patch; its label, one of 6, is the photograph and which third of its
 height the patch's centre lies in. The columns are split once into stripes 32 pixels wide: the
 validation part's patches lie in the fourth stripe of each photograph, the test part's in the
 eighth, the training part's in the other eight, so no two parts share a pixel and each part
-spans the whole scene. Patches are cut at a stride of 2 pixels; the validation and
-test parts are 1,000 patches each, the training part's first `train_samples` of a fixed
+spans the photographs' full height. Patches are cut at a stride of 2 pixels; the validation
+and test parts are 1,000 patches each, the training part's first `train_samples` of a fixed
 permutation (`DATA_SEED`). Inputs are centred by the training part's per-channel mean and
 scaled by its std.
 
