@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
+from lhopt.curves.speedup import geometric_mean
+
 FLOOR = 1e-3  # level_search's floor for a speedup of 0 (a run that never reached the target)
-
-
-def geometric_mean(values) -> float:
-    values = list(values)
-    return math.exp(sum(math.log(max(v, FLOOR)) for v in values) / len(values))
 
 
 def per_task(doc: dict, suite: str) -> dict[str, float]:
     rows = next(iter(doc["suites"].get(suite, {}).values()), {})
     return {
-        name: geometric_mean(r["adamw-cosine-tuned"] for r in runs) for name, runs in rows.items()
+        name: geometric_mean([max(r["adamw-cosine-tuned"], FLOOR) for r in runs])
+        for name, runs in rows.items()
     }
 
 
@@ -38,7 +35,9 @@ def main() -> None:
         for name in columns[0]:
             cells = "  ".join(f"{c[name]:.2f}" if name in c else "  -  " for c in columns)
             print(f"  {name:45s} {cells}")
-        cells = "  ".join(f"{geometric_mean(c.values()):.2f}" if c else "  -  " for c in columns)
+        cells = "  ".join(
+            f"{geometric_mean(list(c.values())):.2f}" if c else "  -  " for c in columns
+        )
         print(f"  {'suite':45s} {cells}")
 
 
