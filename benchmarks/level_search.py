@@ -569,6 +569,8 @@ def main() -> None:
                     "tuned_lr": tuned_lr,
                     "test": run.get("test_at_T"),
                     "gaps": run.get("gaps"),
+                    "steps": run.get("steps"),
+                    "val": run.get("val"),
                     "budget": T,
                     "tuned_test": (
                         results.get((name, seed, "adamw-cosine", tuned_lr, 1.0)) or {}
