@@ -16,8 +16,6 @@ import hashlib
 import math
 from pathlib import Path
 
-import torch
-
 from lhopt.control.policy_file import load_policy, save_policy_file
 
 

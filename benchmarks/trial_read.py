@@ -72,7 +72,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 < args.at < 1:
         parser.error(f"--at {args.at}: expected in (0, 1)")
-    doc = json.load(open(args.path))
+    with open(args.path) as f:
+        doc = json.load(f)
     for suite_name, suite in doc["suites"].items():
         if len(suite) < 2:
             parser.error(f"{suite_name}: {len(suite)} start(s); a trial needs at least two")

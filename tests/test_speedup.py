@@ -67,3 +67,29 @@ def test_non_finite_target_and_geometric_mean():
     assert geometric_mean([2.0, 0.5]) == pytest.approx(1.0)
     assert geometric_mean([2.0, 0.0]) == 0.0
     assert math.isnan(geometric_mean([]))
+
+
+def test_the_seed_interval_holds_the_figure_and_spans_the_seeds_spread():
+    from lhopt.curves.speedup import geometric_mean, seed_interval
+
+    per_task = [[0.5, 1.0, 2.0], [1.0, 1.0, 1.0], [0.8, 1.6, 1.2]]
+    figure = geometric_mean([geometric_mean(v) for v in per_task])
+    lo, hi = seed_interval(per_task)
+    assert lo < figure < hi
+    # no draw can go past every task at its worst or best seed
+    assert lo >= geometric_mean([0.5, 1.0, 0.8]) and hi <= geometric_mean([2.0, 1.0, 1.6])
+    assert seed_interval(per_task) == (lo, hi)  # deterministic
+    wide = seed_interval(per_task, level=0.99)
+    assert wide[0] <= lo and wide[1] >= hi
+    # seeds that agree leave no spread; one seed per task gives no interval
+    assert seed_interval([[1.3, 1.3], [0.7, 0.7]]) == pytest.approx((0.91**0.5, 0.91**0.5))
+    assert seed_interval([[1.3], [0.7]]) is None
+
+
+def test_a_diverged_seed_drawn_makes_the_draw_zero_as_the_mean_does():
+    from lhopt.curves.speedup import seed_interval
+
+    lo, hi = seed_interval([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    assert lo == 0.0 and hi == 1.0
+    with pytest.raises(ValueError, match="coverage"):
+        seed_interval([[1.0, 2.0]], level=1.0)

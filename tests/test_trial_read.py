@@ -39,9 +39,7 @@ def test_the_trial_follows_the_early_loss_and_the_oracle_the_whole_run():
     # seed 0's early loss picks 0.03 (0.8), seed 1's picks 0.01 (0.5)
     assert out["trial"]["adamw-cosine-tuned"] == pytest.approx(math.sqrt(0.8 * 0.5))
     assert out["trial"]["adamw"] == pytest.approx(2 * math.sqrt(0.8 * 0.5))
-    assert out["trial with cost"]["adamw-cosine-tuned"] == pytest.approx(
-        math.sqrt(0.8 * 0.5) / 1.1
-    )
+    assert out["trial with cost"]["adamw-cosine-tuned"] == pytest.approx(math.sqrt(0.8 * 0.5) / 1.1)
 
 
 def test_a_single_start_is_refused_by_name(tmp_path, capsys, monkeypatch):

@@ -23,6 +23,7 @@ from lhopt.curves.speedup import (
     best_by,
     geometric_mean,
     pick_lr,
+    seed_interval,
     speedup_budget_dependent,
     speedup_budget_independent,
 )
@@ -344,6 +345,16 @@ def _suite_summary(per_task, optimizers, bases) -> dict:
                     t["optimizers"][x]["over"][b]["lower_bound"] for t in per_task.values()
                 ),
                 "wall_geomean": geometric_mean(ok_w) if ok_w else None,
+                "interval": seed_interval(
+                    [
+                        [
+                            s["over"][b]["speedup"]
+                            for s in t["optimizers"][x]["seeds"]
+                            if s["over"][b].get("speedup") is not None
+                        ]
+                        for t in per_task.values()
+                    ]
+                ),
             }
     return summary
 

@@ -18,7 +18,8 @@ def _fmt(v, lower=False, digits=2) -> str:
 
 
 def summary_table(doc: dict) -> str:
-    """Rows: optimizers; columns: baselines; cells: geomean speedup (min, tasks below 1)."""
+    """Rows: optimizers; columns: baselines; cells: geomean speedup [its 90% seed-bootstrap
+    interval] (min, tasks below 1)."""
     bases = doc["baselines"]
     lines = [
         "| optimizer | " + " | ".join(f"vs {b}" for b in bases) + " |",
@@ -32,8 +33,11 @@ def summary_table(doc: dict) -> str:
                 cells.append("—")
                 continue
             flag = "*" if s["lower_bounds"] else ""
+            band = s.get("interval")  # absent from results written before it existed
+            spread = f" [{band[0]:.2f}, {band[1]:.2f}]" if band else ""
             cells.append(
-                f"{_fmt(s['geomean'])}{flag} (min {_fmt(s['min'])}, {s['below_1']}/{s['tasks']} <1)"
+                f"{_fmt(s['geomean'])}{flag}{spread} "
+                f"(min {_fmt(s['min'])}, {s['below_1']}/{s['tasks']} <1)"
             )
         lines.append(f"| {x} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -75,8 +79,10 @@ def markdown(doc: dict) -> str:
         "",
         "Speedup of the row over the column baseline (docs/evaluation.md): the baseline's steps to "
         "reach the row's best validation loss at T, over T. * = some task's baseline never got "
-        "there within 2T (counted as 2, a lower bound). `adamw-cosine-tuned` costs five times "
-        "the compute of the others.",
+        "there within 2T (counted as 2, a lower bound). [a, b] = the 90% interval of that "
+        "figure over the seeds (each task's seeds resampled): what a rerun with other seeds, or "
+        "on another CPU, may read. `adamw-cosine-tuned` costs five times the compute of the "
+        "others.",
         "",
         summary_table(doc),
         "",

@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 CAP = 2.0
 
 
@@ -113,6 +115,34 @@ def geometric_mean(values: Sequence[float]) -> float:
     if any(v <= 0 for v in values):
         return 0.0
     return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def seed_interval(
+    per_task: Sequence[Sequence[float]],
+    level: float = 0.9,
+    draws: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """A bootstrap interval for a suite's figure, the geometric mean over tasks of each task's
+    geometric mean over seeds: each draw resamples every task's seeds with replacement. It is
+    the spread a rerun with other seeds would show, and the spread of a rerun on another CPU,
+    whose kernels round differently and send chaotic runs elsewhere as a seed does; not the
+    error of the tasks' choice. None when no task has two seeds. Deterministic (`seed`)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level {level!r} is not allowed: a coverage in (0, 1)")
+    tasks = [np.asarray(v, dtype=float) for v in per_task if len(v)]
+    if not tasks or all(len(v) < 2 for v in tasks):
+        return None
+    rng = np.random.default_rng(seed)
+    logs = np.zeros(draws)
+    zero = np.zeros(draws, dtype=bool)
+    for v in tasks:
+        picks = v[rng.integers(0, len(v), size=(draws, len(v)))]
+        zero |= (picks <= 0).any(axis=1)  # a diverged seed drawn makes its task 0, as in the mean
+        logs += np.log(np.where(picks > 0, picks, 1.0)).mean(axis=1)
+    means = np.where(zero, 0.0, np.exp(logs / len(tasks)))
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def pick_lr(grid: Sequence[float], curves: Mapping[float, Sequence[float]]) -> float:
