@@ -1,6 +1,8 @@
 """Set `level_search.py` reads side by side: per suite and task, the geometric mean over seeds of
 the speedup over `adamw-cosine-tuned`, one column per file, and each suite's geometric mean
-over its tasks (issue 19's read 1).
+over its tasks (issue 19's read 1), then each later file's suite figure over the first's with
+its 90% interval, each read's seeds resampled (`lhopt.curves.speedup.ratio_interval`): an
+interval that holds 1 does not tell the two apart.
 
     python benchmarks/compare_reads.py out/base-unseen.json out/s53-unseen.json
 """
@@ -11,17 +13,20 @@ import argparse
 import json
 from pathlib import Path
 
-from lhopt.curves.speedup import geometric_mean
+from lhopt.curves.speedup import geometric_mean, ratio_interval
 
 FLOOR = 1e-3  # level_search's floor for a speedup of 0 (a run that never reached the target)
 
 
-def per_task(doc: dict, suite: str) -> dict[str, float]:
+def per_seed(doc: dict, suite: str) -> dict[str, list[float]]:
     rows = next(iter(doc["suites"].get(suite, {}).values()), {})
     return {
-        name: geometric_mean([max(r["adamw-cosine-tuned"], FLOOR) for r in runs])
-        for name, runs in rows.items()
+        name: [max(r["adamw-cosine-tuned"], FLOOR) for r in runs] for name, runs in rows.items()
     }
+
+
+def per_task(doc: dict, suite: str) -> dict[str, float]:
+    return {name: geometric_mean(v) for name, v in per_seed(doc, suite).items()}
 
 
 def main() -> None:
@@ -39,6 +44,19 @@ def main() -> None:
             f"{geometric_mean(list(c.values())):.2f}" if c else "  -  " for c in columns
         )
         print(f"  {'suite':45s} {cells}")
+        first = per_seed(docs[0], suite)
+        for path, doc in zip(args.reads[1:], docs[1:], strict=True):
+            seeds = per_seed(doc, suite)
+            names = [n for n in first if n in seeds]
+            if not names:
+                continue
+            a, b = [first[n] for n in names], [seeds[n] for n in names]
+            ratio = geometric_mean([geometric_mean(v) for v in b]) / geometric_mean(
+                [geometric_mean(v) for v in a]
+            )
+            band = ratio_interval(a, b)
+            spread = f" [{band[0]:.2f}, {band[1]:.2f}]" if band else ""
+            print(f"  {path} over {args.reads[0]}: {ratio:.2f}{spread} ({len(names)} tasks)")
 
 
 if __name__ == "__main__":

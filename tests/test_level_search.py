@@ -188,3 +188,6 @@ def test_compare_reads_prints_each_files_geometric_means(tmp_path, capsys, monke
     # t1: sqrt(1 * 4) = 2 and sqrt(0.5 * 2) = 1; t2: 4 and the floor 0.001; suites: their means
     assert lines[1].split()[1:] == ["2.00", "1.00"] and lines[2].split()[1:] == ["4.00", "0.00"]
     assert lines[3].split()[1:] == ["2.83", f"{math.sqrt(1e-3):.2f}"]
+    # b's figure over a's, with its interval over the resampled seeds
+    ratio = lines[4].split(" over ")[1].split()
+    assert ratio[1] == f"{math.sqrt(1e-3) / 2.83:.2f}" and ratio[2].startswith("[")

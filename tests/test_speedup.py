@@ -93,3 +93,19 @@ def test_a_diverged_seed_drawn_makes_the_draw_zero_as_the_mean_does():
     assert lo == 0.0 and hi == 1.0
     with pytest.raises(ValueError, match="coverage"):
         seed_interval([[1.0, 2.0]], level=1.0)
+
+
+def test_the_ratio_interval_holds_one_for_two_draws_of_one_spread_and_not_for_a_shift():
+    from lhopt.curves.speedup import ratio_interval
+
+    a = [[0.8, 1.0, 1.25], [0.9, 1.1, 1.0], [1.0, 1.2, 0.7]]
+    lo, hi = ratio_interval(a, a)
+    assert lo < 1.0 < hi
+    shifted = [[3 * x for x in v] for v in a]
+    lo, hi = ratio_interval(a, shifted)
+    assert 1.0 < lo < 3.0 < hi
+    assert ratio_interval([[1.0], [2.0]], [[1.5], [2.5]]) is None
+    with pytest.raises(ValueError, match="same tasks"):
+        ratio_interval(a, a[:2])
+    with pytest.raises(ValueError, match="floor"):
+        ratio_interval(a, [[0.0, 1.0, 1.0], *a[1:]])

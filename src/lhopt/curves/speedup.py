@@ -117,31 +117,67 @@ def geometric_mean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def seed_draws(per_task: Sequence[Sequence[float]], draws: int, rng) -> np.ndarray:
+    """`draws` bootstrap draws of a suite's figure, the geometric mean over tasks of each task's
+    geometric mean over seeds: each draw resamples every task's seeds with replacement (a
+    diverged seed drawn makes the draw 0, as it makes the mean 0). `rng`: a numpy Generator."""
+    tasks = [np.asarray(v, dtype=float) for v in per_task if len(v)]
+    logs = np.zeros(draws)
+    zero = np.zeros(draws, dtype=bool)
+    for v in tasks:
+        picks = v[rng.integers(0, len(v), size=(draws, len(v)))]
+        zero |= (picks <= 0).any(axis=1)
+        logs += np.log(np.where(picks > 0, picks, 1.0)).mean(axis=1)
+    return np.where(zero, 0.0, np.exp(logs / max(len(tasks), 1)))
+
+
+def _check_level(level: float) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level {level!r} is not allowed: a coverage in (0, 1)")
+
+
+def _has_spread(per_task: Sequence[Sequence[float]]) -> bool:
+    return any(len(v) >= 2 for v in per_task)
+
+
 def seed_interval(
     per_task: Sequence[Sequence[float]],
     level: float = 0.9,
     draws: int = 2000,
     seed: int = 0,
 ) -> tuple[float, float] | None:
-    """A bootstrap interval for a suite's figure, the geometric mean over tasks of each task's
-    geometric mean over seeds: each draw resamples every task's seeds with replacement. It is
-    the spread a rerun with other seeds would show, and the spread of a rerun on another CPU,
-    whose kernels round differently and send chaotic runs elsewhere as a seed does; not the
-    error of the tasks' choice. None when no task has two seeds. Deterministic (`seed`)."""
-    if not 0 < level < 1:
-        raise ValueError(f"level {level!r} is not allowed: a coverage in (0, 1)")
-    tasks = [np.asarray(v, dtype=float) for v in per_task if len(v)]
-    if not tasks or all(len(v) < 2 for v in tasks):
+    """A bootstrap interval for a suite's figure (`seed_draws`). It is the spread a rerun with
+    other seeds would show, and the spread of a rerun on another CPU, whose kernels round
+    differently and send chaotic runs elsewhere as a seed does; not the error of the tasks'
+    choice. None when no task has two seeds. Deterministic (`seed`)."""
+    _check_level(level)
+    if not _has_spread(per_task):
+        return None
+    means = seed_draws(per_task, draws, np.random.default_rng(seed))
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def ratio_interval(
+    base: Sequence[Sequence[float]],
+    other: Sequence[Sequence[float]],
+    level: float = 0.9,
+    draws: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """A bootstrap interval for `other`'s suite figure over `base`'s, the same tasks in the same
+    order, each read's seeds resampled on their own: an interval that holds 1 does not tell
+    the two apart. Speedups must be > 0 (floor them first). None when neither has two seeds."""
+    _check_level(level)
+    if len(base) != len(other):
+        raise ValueError(f"{len(base)} tasks against {len(other)}: the same tasks are compared")
+    if any(x <= 0 for v in (*base, *other) for x in v):
+        raise ValueError("speedups must be > 0 for a ratio: floor a 0 first")
+    if not (_has_spread(base) or _has_spread(other)):
         return None
     rng = np.random.default_rng(seed)
-    logs = np.zeros(draws)
-    zero = np.zeros(draws, dtype=bool)
-    for v in tasks:
-        picks = v[rng.integers(0, len(v), size=(draws, len(v)))]
-        zero |= (picks <= 0).any(axis=1)  # a diverged seed drawn makes its task 0, as in the mean
-        logs += np.log(np.where(picks > 0, picks, 1.0)).mean(axis=1)
-    means = np.where(zero, 0.0, np.exp(logs / len(tasks)))
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    ratios = seed_draws(other, draws, rng) / seed_draws(base, draws, rng)
+    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
 
