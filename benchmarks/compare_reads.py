@@ -1,8 +1,9 @@
 """Set `level_search.py` reads side by side: per suite and task, the geometric mean over seeds of
 the speedup over `adamw-cosine-tuned`, one column per file, and each suite's geometric mean
 over its tasks (issue 19's read 1), then each later file's suite figure over the first's with
-its 90% interval, each read's seeds resampled (`lhopt.curves.speedup.ratio_interval`): an
-interval that holds 1 does not tell the two apart.
+its 90% interval, each read's seeds resampled (`lhopt.curves.speedup.ratio_interval`), per
+suite and over every task of the suites pooled: an interval that holds 1 does not tell the
+two apart.
 
     python benchmarks/compare_reads.py out/base-unseen.json out/s53-unseen.json
 """
@@ -29,11 +30,21 @@ def per_task(doc: dict, suite: str) -> dict[str, float]:
     return {name: geometric_mean(v) for name, v in per_seed(doc, suite).items()}
 
 
+def _ratio_line(label: str, a: list[list[float]], b: list[list[float]]) -> str:
+    ratio = geometric_mean([geometric_mean(v) for v in b]) / geometric_mean(
+        [geometric_mean(v) for v in a]
+    )
+    band = ratio_interval(a, b)
+    spread = f" [{band[0]:.2f}, {band[1]:.2f}]" if band else ""
+    return f"  {label}: {ratio:.2f}{spread} ({len(a)} tasks)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reads", nargs="+", help="level_search.py --out files")
     args = parser.parse_args()
     docs = [json.loads(Path(p).read_text()) for p in args.reads]
+    pooled: dict[str, tuple[list, list]] = {p: ([], []) for p in args.reads[1:]}
     for suite in docs[0]["suites"]:
         columns = [per_task(d, suite) for d in docs]
         print(f"## {suite}")
@@ -51,12 +62,14 @@ def main() -> None:
             if not names:
                 continue
             a, b = [first[n] for n in names], [seeds[n] for n in names]
-            ratio = geometric_mean([geometric_mean(v) for v in b]) / geometric_mean(
-                [geometric_mean(v) for v in a]
-            )
-            band = ratio_interval(a, b)
-            spread = f" [{band[0]:.2f}, {band[1]:.2f}]" if band else ""
-            print(f"  {path} over {args.reads[0]}: {ratio:.2f}{spread} ({len(names)} tasks)")
+            pooled[path][0].extend(a)
+            pooled[path][1].extend(b)
+            print(_ratio_line(f"{path} over {args.reads[0]}", a, b))
+    if len(docs[0]["suites"]) > 1:
+        print("## every task of the suites pooled")
+        for path, (a, b) in pooled.items():
+            if a:
+                print(_ratio_line(f"{path} over {args.reads[0]}", a, b))
 
 
 if __name__ == "__main__":

@@ -191,3 +191,21 @@ def test_compare_reads_prints_each_files_geometric_means(tmp_path, capsys, monke
     # b's figure over a's, with its interval over the resampled seeds
     ratio = lines[4].split(" over ")[1].split()
     assert ratio[1] == f"{math.sqrt(1e-3) / 2.83:.2f}" and ratio[2].startswith("[")
+
+
+def test_compare_reads_pools_every_task_of_the_suites(tmp_path, capsys, monkeypatch):
+    path = Path(__file__).parent.parent / "benchmarks" / "compare_reads.py"
+    spec = importlib.util.spec_from_file_location("compare_reads", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+
+    def read(x):
+        runs = {"t": [{"adamw-cosine-tuned": x}, {"adamw-cosine-tuned": 2 * x}]}
+        return {"suites": {"s1": {"0.03": runs}, "s2": {"0.03": runs}}}
+
+    for name, doc in (("a.json", read(0.5)), ("b.json", read(1.0))):
+        (tmp_path / name).write_text(json.dumps(doc))
+    monkeypatch.setattr("sys.argv", ["x", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    compare.main()
+    out = capsys.readouterr().out.split("## every task of the suites pooled\n")[1]
+    assert ": 2.00 [" in out and "(2 tasks)" in out
