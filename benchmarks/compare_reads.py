@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lhopt.curves.speedup import geometric_mean, ratio_interval
+from lhopt.curves.speedup import geometric_mean, ratio_interval, suite_figure
 
 FLOOR = 1e-3  # level_search's floor for a speedup of 0 (a run that never reached the target)
 
@@ -31,9 +31,7 @@ def per_task(doc: dict, suite: str) -> dict[str, float]:
 
 
 def _ratio_line(label: str, a: list[list[float]], b: list[list[float]]) -> str:
-    ratio = geometric_mean([geometric_mean(v) for v in b]) / geometric_mean(
-        [geometric_mean(v) for v in a]
-    )
+    ratio = suite_figure(b) / suite_figure(a)
     band = ratio_interval(a, b)
     spread = f" [{band[0]:.2f}, {band[1]:.2f}]" if band else ""
     return f"  {label}: {ratio:.2f}{spread} ({len(a)} tasks)"

@@ -117,6 +117,12 @@ def geometric_mean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def suite_figure(per_task: Sequence[Sequence[float]]) -> float:
+    """A suite's figure: the geometric mean over tasks of each task's geometric mean over
+    seeds (the number `seed_draws` resamples)."""
+    return geometric_mean([geometric_mean(v) for v in per_task])
+
+
 def seed_draws(per_task: Sequence[Sequence[float]], draws: int, rng) -> np.ndarray:
     """`draws` bootstrap draws of a suite's figure, the geometric mean over tasks of each task's
     geometric mean over seeds: each draw resamples every task's seeds with replacement (a
