@@ -3,7 +3,11 @@ the speedup over `adamw-cosine-tuned`, one column per file, and each suite's geo
 over its tasks (issue 19's read 1), then each later file's suite figure over the first's with
 its 90% interval, each read's seeds resampled (`lhopt.curves.speedup.ratio_interval`), per
 suite and over every task of the suites pooled: an interval that holds 1 does not tell the
-two apart.
+two apart. Where the reads ran the same seeds, also the paired ratio (`paired_ratio`: per task
+and seed, one read's speedup over the other's, against the same baseline curve; its interval
+resamples tasks) and the share of task-seed pairs where the later read's best validation loss
+by T is the lower (ties left out): the decision statistics of docs/experiments.md's paired
+protocol.
 
     python benchmarks/compare_reads.py out/base-unseen.json out/s53-unseen.json
 """
@@ -12,9 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
-from lhopt.curves.speedup import geometric_mean, ratio_interval, suite_figure
+from lhopt.curves.speedup import (
+    best_by,
+    geometric_mean,
+    paired_ratio,
+    ratio_interval,
+    suite_figure,
+)
 
 FLOOR = 1e-3  # level_search's floor for a speedup of 0 (a run that never reached the target)
 
@@ -24,6 +35,49 @@ def per_seed(doc: dict, suite: str) -> dict[str, list[float]]:
     return {
         name: [max(r["adamw-cosine-tuned"], FLOOR) for r in runs] for name, runs in rows.items()
     }
+
+
+def by_seed(doc: dict, suite: str) -> dict[str, dict[int, tuple[float, float]]]:
+    """Per task and seed: (speedup over adamw-cosine-tuned floored, best validation loss by T;
+    nan where the read kept no curve)."""
+    rows = next(iter(doc["suites"].get(suite, {}).values()), {})
+    out = {}
+    for name, runs in rows.items():
+        out[name] = {}
+        for i, r in enumerate(runs):
+            loss = math.nan
+            if r.get("val") and r.get("budget"):
+                loss = best_by(r["steps"], r["val"], r["budget"])
+            out[name][r.get("seed", i)] = (max(r["adamw-cosine-tuned"], FLOOR), loss)
+    return out
+
+
+def paired(a: dict, b: dict) -> tuple[list[list[float]], list[list[float]], int, int]:
+    """The two reads' speedups on the tasks and seeds both ran, and of the task-seed pairs whose
+    losses differ, how many the second read's is the lower, and how many there are."""
+    xs, ys, lower, differ = [], [], 0, 0
+    for name in a:
+        seeds = sorted(set(a[name]) & set(b.get(name, {})))
+        if not seeds:
+            continue
+        xs.append([a[name][s][0] for s in seeds])
+        ys.append([b[name][s][0] for s in seeds])
+        for s in seeds:
+            la, lb = a[name][s][1], b[name][s][1]
+            if math.isfinite(la) and math.isfinite(lb) and la != lb:
+                differ += 1
+                lower += lb < la
+    return xs, ys, lower, differ
+
+
+def _paired_line(label: str, a: dict, b: dict) -> str:
+    xs, ys, lower, differ = paired(a, b)
+    if not xs:
+        return f"  {label}: no task and seed in common"
+    point, band = paired_ratio(xs, ys)
+    spread = f" [{band[0]:.2f}, {band[1]:.2f}]" if band else ""
+    share = f"{lower}/{differ} pairs lower" if differ else "no losses to compare"
+    return f"  {label} paired: {point:.2f}{spread}; best validation loss {share}"
 
 
 def per_task(doc: dict, suite: str) -> dict[str, float]:
@@ -43,6 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     docs = [json.loads(Path(p).read_text()) for p in args.reads]
     pooled: dict[str, tuple[list, list]] = {p: ([], []) for p in args.reads[1:]}
+    pooled_pairs: dict[str, tuple[dict, dict]] = {p: ({}, {}) for p in args.reads[1:]}
     for suite in docs[0]["suites"]:
         columns = [per_task(d, suite) for d in docs]
         print(f"## {suite}")
@@ -63,11 +118,16 @@ def main() -> None:
             pooled[path][0].extend(a)
             pooled[path][1].extend(b)
             print(_ratio_line(f"{path} over {args.reads[0]}", a, b))
+            mine, theirs = by_seed(docs[0], suite), by_seed(doc, suite)
+            print(_paired_line(f"{path} over {args.reads[0]}", mine, theirs))
+            pooled_pairs[path][0].update({f"{suite}/{n}": v for n, v in mine.items()})
+            pooled_pairs[path][1].update({f"{suite}/{n}": v for n, v in theirs.items()})
     if len(docs[0]["suites"]) > 1:
         print("## every task of the suites pooled")
         for path, (a, b) in pooled.items():
             if a:
                 print(_ratio_line(f"{path} over {args.reads[0]}", a, b))
+                print(_paired_line(f"{path} over {args.reads[0]}", *pooled_pairs[path]))
 
 
 if __name__ == "__main__":

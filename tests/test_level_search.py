@@ -209,3 +209,32 @@ def test_compare_reads_pools_every_task_of_the_suites(tmp_path, capsys, monkeypa
     compare.main()
     out = capsys.readouterr().out.split("## every task of the suites pooled\n")[1]
     assert ": 2.00 [" in out and "(2 tasks)" in out
+
+
+def test_compare_reads_pairs_the_seeds_both_reads_ran_and_counts_lower_losses(
+    tmp_path, capsys, monkeypatch
+):
+    path = Path(__file__).parent.parent / "benchmarks" / "compare_reads.py"
+    spec = importlib.util.spec_from_file_location("compare_reads", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+
+    def run(seed, speedup, best):
+        curve = {"steps": [0, 5, 10, 15], "val": [1.0, best, best + 0.1, 2.0], "budget": 10}
+        return {"seed": seed, "adamw-cosine-tuned": speedup, **curve}
+
+    a = {"t1": [run(0, 0.5, 0.4), run(1, 2.0, 0.3)], "t2": [run(0, 1.0, 0.5), run(1, 1.0, 0.5)]}
+    # the later read: 1.5x on every pair, lower on three pairs, the same loss on one; a seed
+    # only it ran is left out
+    b = {
+        "t1": [run(0, 0.75, 0.35), run(1, 3.0, 0.2), run(2, 9.0, 0.1)],
+        "t2": [run(0, 1.5, 0.45), run(1, 1.5, 0.5)],
+    }
+    for name, runs in (("a.json", a), ("b.json", b)):
+        (tmp_path / name).write_text(json.dumps({"suites": {"s": {"0.03": runs}}}))
+    monkeypatch.setattr("sys.argv", ["x", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    compare.main()
+    lines = [line for line in capsys.readouterr().out.splitlines() if " paired: " in line]
+    assert lines and all(
+        "paired: 1.50 [1.50, 1.50]; best validation loss 3/3 pairs lower" in line for line in lines
+    )

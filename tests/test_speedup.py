@@ -109,3 +109,39 @@ def test_the_ratio_interval_holds_one_for_two_draws_of_one_spread_and_not_for_a_
         ratio_interval(a, a[:2])
     with pytest.raises(ValueError, match="floor"):
         ratio_interval(a, [[0.0, 1.0, 1.0], *a[1:]])
+
+
+def test_the_paired_ratio_cancels_the_baselines_spread_that_the_unpaired_interval_keeps():
+    from lhopt.curves.speedup import paired_ratio, ratio_interval
+
+    # per-seed speedups that spread fourfold (a flat baseline curve), the other read 1.2x each
+    base = [[0.5, 2.0, 1.0], [0.4, 1.6, 0.8], [2.0, 0.5, 1.0], [1.0, 0.25, 1.0]]
+    other = [[1.2 * x for x in v] for v in base]
+    lo, hi = ratio_interval(base, other)
+    assert lo < 1.0 < hi  # unpaired: not told apart
+    point, (lo, hi) = paired_ratio(base, other)
+    assert point == pytest.approx(1.2) and lo == pytest.approx(1.2) and hi == pytest.approx(1.2)
+    # the same read against itself, and pairs that move both ways
+    assert paired_ratio(base, base) == (
+        pytest.approx(1.0),
+        (pytest.approx(1.0), pytest.approx(1.0)),
+    )
+    mixed = [[x * f for x, f in zip(v, (1.5, 1 / 1.5, 1.0), strict=True)] for v in base]
+    point, (lo, hi) = paired_ratio(base, mixed)
+    assert point == pytest.approx(1.0) and lo < 1.0 < hi
+    assert paired_ratio(base, mixed) == paired_ratio(base, mixed)  # deterministic
+    # one task: a point, no interval
+    assert paired_ratio([[1.0, 2.0]], [[2.0, 4.0]]) == (pytest.approx(2.0), None)
+
+
+def test_the_paired_ratio_names_what_it_cannot_pair():
+    from lhopt.curves.speedup import paired_ratio
+
+    with pytest.raises(ValueError, match="same tasks"):
+        paired_ratio([[1.0], [1.0]], [[1.0]])
+    with pytest.raises(ValueError, match="task 1: 2 seeds against 1"):
+        paired_ratio([[1.0], [1.0, 2.0]], [[1.0], [1.0]])
+    with pytest.raises(ValueError, match="floor"):
+        paired_ratio([[1.0], [0.0]], [[1.0], [1.0]])
+    with pytest.raises(ValueError, match="coverage"):
+        paired_ratio([[1.0], [1.0]], [[1.0], [1.0]], level=0.0)

@@ -187,6 +187,48 @@ def ratio_interval(
     return float(lo), float(hi)
 
 
+def paired_ratio(
+    base: Sequence[Sequence[float]],
+    other: Sequence[Sequence[float]],
+    level: float = 0.9,
+    draws: int = 2000,
+    seed: int = 0,
+) -> tuple[float, tuple[float, float] | None]:
+    """`other` over `base` where both ran the same tasks and seeds, each seed's speedups against
+    the same baseline curve: the geometric mean over tasks of each task's geometric mean over
+    seeds of other / base, and a bootstrap interval that resamples tasks, then seeds within
+    each task. The baseline's own noise cancels in each pair, which `ratio_interval` (each
+    read's seeds resampled on their own) keeps. Speedups must be > 0 (floor them first); the
+    interval is None for fewer than two tasks. Deterministic (`seed`)."""
+    _check_level(level)
+    if len(base) != len(other):
+        raise ValueError(f"{len(base)} tasks against {len(other)}: the same tasks are compared")
+    for i, (a, b) in enumerate(zip(base, other, strict=True)):
+        if len(a) != len(b) or not len(a):
+            raise ValueError(
+                f"task {i}: {len(a)} seeds against {len(b)}: each task needs the same seeds, "
+                "at least one"
+            )
+    if any(x <= 0 for v in (*base, *other) for x in v):
+        raise ValueError("speedups must be > 0 for a ratio: floor a 0 first")
+    logs = [
+        np.log(np.asarray(b, float)) - np.log(np.asarray(a, float))
+        for a, b in zip(base, other, strict=True)
+    ]
+    point = float(np.exp(np.mean([v.mean() for v in logs]))) if logs else math.nan
+    if len(logs) < 2:
+        return point, None
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(logs), size=(draws, len(logs)))
+    task_means = np.empty((draws, len(logs)))
+    for j, v in enumerate(logs):
+        # every draw's resample of task j's seeds, read wherever task j is picked
+        task_means[:, j] = v[rng.integers(0, len(v), size=(draws, len(v)))].mean(axis=1)
+    means = np.take_along_axis(task_means, picks, axis=1).mean(axis=1)
+    lo, hi = np.quantile(np.exp(means), [(1 - level) / 2, (1 + level) / 2])
+    return point, (float(lo), float(hi))
+
+
 def pick_lr(grid: Sequence[float], curves: Mapping[float, Sequence[float]]) -> float:
     """The tuned baseline's lr: the grid value whose run ends with the lowest finite validation
     loss (the first on ties; a run ending non-finite never wins)."""
