@@ -7,7 +7,7 @@ two apart. Where the reads ran the same seeds, also the paired ratio (`paired_ra
 and seed, one read's speedup over the other's, against the same baseline curve; its interval
 resamples tasks) and the share of task-seed pairs where the later read's best validation loss
 by T is the lower (ties left out): the decision statistics of docs/experiments.md's paired
-protocol.
+protocol, whose verdict ends the pooled paired line.
 
     python benchmarks/compare_reads.py out/base-unseen.json out/s53-unseen.json
 """
@@ -70,14 +70,26 @@ def paired(a: dict, b: dict) -> tuple[list[list[float]], list[list[float]], int,
     return xs, ys, lower, differ
 
 
-def _paired_line(label: str, a: dict, b: dict) -> str:
+def verdict(band: tuple[float, float] | None, lower: int, differ: int) -> str:
+    """The paired protocol's criterion (docs/experiments.md): better where the interval lies
+    above 1 and the later read's loss is the lower on more than half the differing pairs,
+    worse where the interval lies below 1, else not told apart."""
+    if band and band[0] > 1 and 2 * lower > differ:
+        return "better"
+    if band and band[1] < 1:
+        return "worse"
+    return "not told apart"
+
+
+def _paired_line(label: str, a: dict, b: dict, judge: bool = False) -> str:
     xs, ys, lower, differ = paired(a, b)
     if not xs:
         return f"  {label}: no task and seed in common"
     point, band = paired_ratio(xs, ys)
     spread = f" [{band[0]:.2f}, {band[1]:.2f}]" if band else ""
     share = f"{lower}/{differ} pairs lower" if differ else "no losses to compare"
-    return f"  {label} paired: {point:.2f}{spread}; best validation loss {share}"
+    line = f"  {label} paired: {point:.2f}{spread}; best validation loss {share}"
+    return line + (f": {verdict(band, lower, differ)}" if judge else "")
 
 
 def per_task(doc: dict, suite: str) -> dict[str, float]:
@@ -127,7 +139,8 @@ def main() -> None:
         for path, (a, b) in pooled.items():
             if a:
                 print(_ratio_line(f"{path} over {args.reads[0]}", a, b))
-                print(_paired_line(f"{path} over {args.reads[0]}", *pooled_pairs[path]))
+                line = _paired_line(f"{path} over {args.reads[0]}", *pooled_pairs[path], judge=True)
+                print(line)
 
 
 if __name__ == "__main__":

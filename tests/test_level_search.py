@@ -238,3 +238,16 @@ def test_compare_reads_pairs_the_seeds_both_reads_ran_and_counts_lower_losses(
     assert lines and all(
         "paired: 1.50 [1.50, 1.50]; best validation loss 3/3 pairs lower" in line for line in lines
     )
+
+
+def test_compare_reads_verdict_is_the_paired_protocols_criterion():
+    path = Path(__file__).parent.parent / "benchmarks" / "compare_reads.py"
+    spec = importlib.util.spec_from_file_location("compare_reads", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+
+    assert compare.verdict((1.01, 1.2), 6, 10) == "better"
+    assert compare.verdict((1.01, 1.2), 5, 10) == "not told apart"  # half the losses lower
+    assert compare.verdict((0.98, 1.2), 9, 10) == "not told apart"
+    assert compare.verdict((0.8, 0.99), 9, 10) == "worse"
+    assert compare.verdict(None, 9, 10) == "not told apart"
