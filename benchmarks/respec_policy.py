@@ -2,10 +2,11 @@
 input normaliser, or from other initial hyperparameters (issue 19): what a stage's network
 reads as under the shipped spec's `overfit_gap` or with the validation loss hidden from its
 features, how much of a read is the normaliser's, and a
-network run under a CIAO setting it was not trained with (`--initial lamb_power=0.5`).
+network run under a CIAO setting or a schedule shape it was not trained with (`--initial
+lamb_power=0.5`, `--schedule linear`).
 
 Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--hide-val true|false]
-    [--norm-from FILE] [--initial NAME=VALUE ...]
+    [--schedule SHAPE] [--norm-from FILE] [--initial NAME=VALUE ...]
 (`--overfit-gap` defaults to the shipped policy's, `--hide-val` to SRC's; `--initial` replaces
 those entries of the file's `initial`.)
 """
@@ -18,6 +19,7 @@ from dataclasses import replace
 import torch
 
 from lhopt.control.policy_file import load_policy, save_policy_file
+from lhopt.optim import schedules
 
 
 def main() -> None:
@@ -30,6 +32,12 @@ def main() -> None:
         choices=("true", "false"),
         default=None,
         help="the policy's features read no validation loss (only the start-over rule does)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=sorted(schedules.SCHEDULES),
+        default=None,
+        help="the schedule shape under the policy's base lr (default: SRC's)",
     )
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
     parser.add_argument(
@@ -60,6 +68,8 @@ def main() -> None:
     spec = replace(policy.spec, overfit_gap=gap)
     if args.hide_val is not None:
         spec = replace(spec, hide_val=args.hide_val == "true")
+    if args.schedule is not None:
+        spec = replace(spec, schedule=args.schedule)
     initial = {**policy.initial, **changes}
     try:
         save_policy_file(
@@ -69,6 +79,7 @@ def main() -> None:
         parser.error(f"--initial: {e}")
     print(
         f"wrote {args.dst}: overfit_gap {gap:g}, hide_val {spec.hide_val}, "
+        f"schedule {spec.schedule}, "
         f"normaliser from {args.norm_from or args.src}, "
         f"initial {initial}"
     )

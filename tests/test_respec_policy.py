@@ -36,6 +36,11 @@ def test_the_network_is_kept_and_the_spec_or_normaliser_changed(tmp_path):
     subprocess.run([*cmd, "--hide-val", "true"], check=True, capture_output=True)
     assert load_policy(out).spec.hide_val and not shipped.spec.hide_val
 
+    subprocess.run([*cmd, "--schedule", "linear"], check=True, capture_output=True)
+    assert load_policy(out).spec.schedule == "linear" != shipped.spec.schedule
+    bad = subprocess.run([*cmd, "--schedule", "step"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "step" in bad.stderr
+
     subprocess.run([*cmd, "--norm-from", str(tmp_path / "other.pt")], check=True)
     written = load_policy(out)
     assert written.spec.overfit_gap == shipped.spec.overfit_gap
