@@ -30,16 +30,22 @@ from lhopt.curves.speedup import (
 FLOOR = 1e-3  # level_search's floor for a speedup of 0 (a run that never reached the target)
 
 
+def _speedup(run: dict) -> float | None:
+    """The run's speedup over adamw-cosine-tuned, floored; None for a `--losses-only` read."""
+    x = run.get("adamw-cosine-tuned")
+    return None if x is None else max(x, FLOOR)
+
+
 def per_seed(doc: dict, suite: str) -> dict[str, list[float]]:
+    """Per task, its seeds' speedups (tasks read without baselines left out)."""
     rows = next(iter(doc["suites"].get(suite, {}).values()), {})
-    return {
-        name: [max(r["adamw-cosine-tuned"], FLOOR) for r in runs] for name, runs in rows.items()
-    }
+    out = {name: [_speedup(r) for r in runs] for name, runs in rows.items()}
+    return {name: v for name, v in out.items() if None not in v}
 
 
 def by_seed(doc: dict, suite: str) -> dict[str, dict[int, tuple[float, float]]]:
-    """Per task and seed: (speedup over adamw-cosine-tuned floored, best validation loss by T;
-    nan where the read kept no curve)."""
+    """Per task and seed: (speedup over adamw-cosine-tuned floored, None without baselines;
+    best validation loss by T, nan where the read kept no curve)."""
     rows = next(iter(doc["suites"].get(suite, {}).values()), {})
     out = {}
     for name, runs in rows.items():
@@ -48,20 +54,23 @@ def by_seed(doc: dict, suite: str) -> dict[str, dict[int, tuple[float, float]]]:
             loss = math.nan
             if r.get("val") and r.get("budget"):
                 loss = best_by(r["steps"], r["val"], r["budget"])
-            out[name][r.get("seed", i)] = (max(r["adamw-cosine-tuned"], FLOOR), loss)
+            out[name][r.get("seed", i)] = (_speedup(r), loss)
     return out
 
 
 def paired(a: dict, b: dict) -> tuple[list[list[float]], list[list[float]], int, int]:
-    """The two reads' speedups on the tasks and seeds both ran, and of the task-seed pairs whose
-    losses differ, how many the second read's is the lower, and how many there are."""
+    """The two reads' speedups on the tasks and seeds both ran (tasks either read without
+    baselines left out), and of the task-seed pairs whose losses differ, how many the second
+    read's is the lower, and how many there are."""
     xs, ys, lower, differ = [], [], 0, 0
     for name in a:
         seeds = sorted(set(a[name]) & set(b.get(name, {})))
         if not seeds:
             continue
-        xs.append([a[name][s][0] for s in seeds])
-        ys.append([b[name][s][0] for s in seeds])
+        x, y = [a[name][s][0] for s in seeds], [b[name][s][0] for s in seeds]
+        if None not in x and None not in y:
+            xs.append(x)
+            ys.append(y)
         for s in seeds:
             la, lb = a[name][s][1], b[name][s][1]
             if math.isfinite(la) and math.isfinite(lb) and la != lb:
@@ -81,13 +90,22 @@ def verdict(band: tuple[float, float] | None, lower: int, differ: int) -> str:
     return "not told apart"
 
 
+def sign_p(lower: int, differ: int) -> float:
+    """One-sided sign test: the chance of `lower` or more of `differ` pairs lower by luck."""
+    return sum(math.comb(differ, k) for k in range(lower, differ + 1)) / 2**differ
+
+
 def _paired_line(label: str, a: dict, b: dict, judge: bool = False) -> str:
     xs, ys, lower, differ = paired(a, b)
+    share = (
+        f"{lower}/{differ} pairs lower (sign test p {sign_p(lower, differ):.3g})"
+        if differ
+        else "no losses to compare"
+    )
     if not xs:
-        return f"  {label}: no task and seed in common"
+        return f"  {label} paired: no speedups; best validation loss {share}"
     point, band = paired_ratio(xs, ys)
     spread = f" [{band[0]:.2f}, {band[1]:.2f}]" if band else ""
-    share = f"{lower}/{differ} pairs lower" if differ else "no losses to compare"
     line = f"  {label} paired: {point:.2f}{spread}; best validation loss {share}"
     return line + (f": {verdict(band, lower, differ)}" if judge else "")
 
@@ -124,12 +142,11 @@ def main() -> None:
         for path, doc in zip(args.reads[1:], docs[1:], strict=True):
             seeds = per_seed(doc, suite)
             names = [n for n in first if n in seeds]
-            if not names:
-                continue
-            a, b = [first[n] for n in names], [seeds[n] for n in names]
-            pooled[path][0].extend(a)
-            pooled[path][1].extend(b)
-            print(_ratio_line(f"{path} over {args.reads[0]}", a, b))
+            if names:
+                a, b = [first[n] for n in names], [seeds[n] for n in names]
+                pooled[path][0].extend(a)
+                pooled[path][1].extend(b)
+                print(_ratio_line(f"{path} over {args.reads[0]}", a, b))
             mine, theirs = by_seed(docs[0], suite), by_seed(doc, suite)
             print(_paired_line(f"{path} over {args.reads[0]}", mine, theirs))
             pooled_pairs[path][0].update({f"{suite}/{n}": v for n, v in mine.items()})
@@ -139,6 +156,7 @@ def main() -> None:
         for path, (a, b) in pooled.items():
             if a:
                 print(_ratio_line(f"{path} over {args.reads[0]}", a, b))
+            if pooled_pairs[path][0]:
                 line = _paired_line(f"{path} over {args.reads[0]}", *pooled_pairs[path], judge=True)
                 print(line)
 

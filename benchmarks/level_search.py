@@ -484,6 +484,12 @@ def main() -> None:
         help="policy-start: at each validation loss above the best before it by more than "
         "--wd-eps of the gain so far, the weight decay times FACTOR (up to --wd-max)",
     )
+    parser.add_argument(
+        "--losses-only",
+        action="store_true",
+        help="run no baseline: record each run's curve and test metrics, no speedup (what "
+        "compare_reads.py's share of lower best losses reads)",
+    )
     parser.add_argument("--wd-max", type=float, default=0.1)
     parser.add_argument("--wd-eps", type=float, default=0.05)
     parser.add_argument("--seeds", type=int, default=3)
@@ -500,6 +506,8 @@ def main() -> None:
             parser.error(f"--{name}={getattr(args, name)}: expected in (0, 1]")
     if not 0 < args.lo < args.hi:
         parser.error(f"--lo={args.lo}, --hi={args.hi}: expected 0 < lo < hi")
+    if args.relative and args.losses_only:
+        parser.error("--relative: expected no --losses-only (it reads each task's tuned lr)")
     if args.relative and args.method == "range-test":
         parser.error(
             "--relative: expected --method policy-start or stall-decay (range-test's "
@@ -523,18 +531,21 @@ def main() -> None:
 
     seeds = list(range(args.seeds))
     doc = {"args": vars(args), "suites": {}}
-    bench.start_ray(None, args.workers)
+    if not args.losses_only:  # the baselines run on Ray, the reads on a process pool
+        bench.start_ray(None, args.workers)
     for suite in args.suites:
         tasks = bench.select_tasks(suite)
         bases = ["adamw", "adamw-cosine-tuned"]
-        results = bench.run_jobs(
-            bench.plan_phase1(tasks, bases, seeds), progress=False, desc="baselines"
-        )
-        results.update(
-            bench.run_jobs(
-                bench.plan_phase2(tasks, bases, seeds, results), progress=False, desc="tuned"
+        results = {}
+        if not args.losses_only:
+            results = bench.run_jobs(
+                bench.plan_phase1(tasks, bases, seeds), progress=False, desc="baselines"
             )
-        )
+            results.update(
+                bench.run_jobs(
+                    bench.plan_phase2(tasks, bases, seeds, results), progress=False, desc="tuned"
+                )
+            )
         jobs = [
             (bench._job(name, c, s, args.method, None, 1.0), k)
             for name, c in tasks.items()
@@ -550,7 +561,9 @@ def main() -> None:
         rows = {}
         for (job, k), run in zip(jobs, runs, strict=True):
             name, seed, T = job["task"], job["seed"], run.get("budget")
-            if run.get("error") or T is None:
+            if args.losses_only:
+                over = {b: {"speedup": None} for b in bases}
+            elif run.get("error") or T is None:
                 over = {b: {"speedup": 0.0, "lower_bound": False} for b in bases}
             else:
                 target = best_by(run["steps"], run["val"], T)
@@ -560,7 +573,7 @@ def main() -> None:
                     over = {
                         b: bench.baseline_speedup(results, name, seed, b, target, T) for b in bases
                     }
-            tuned_lr = bench.chosen_lr(results, name, seed)
+            tuned_lr = None if args.losses_only else bench.chosen_lr(results, name, seed)
             rows.setdefault(k, {}).setdefault(name, []).append(
                 {
                     "seed": seed,
@@ -581,6 +594,8 @@ def main() -> None:
             )
         doc["suites"][suite] = rows
         print(f"\n## {suite}")
+        if args.losses_only:
+            continue
         for k, per_task in rows.items():
             print(
                 f"\nk = {k:g}: | task | over adamw-cosine-tuned | over adamw | level | tuned lr |"

@@ -251,3 +251,30 @@ def test_compare_reads_verdict_is_the_paired_protocols_criterion():
     assert compare.verdict((0.98, 1.2), 9, 10) == "not told apart"
     assert compare.verdict((0.8, 0.99), 9, 10) == "worse"
     assert compare.verdict(None, 9, 10) == "not told apart"
+
+
+def test_compare_reads_reads_losses_alone_where_no_baseline_ran(tmp_path, capsys, monkeypatch):
+    path = Path(__file__).parent.parent / "benchmarks" / "compare_reads.py"
+    spec = importlib.util.spec_from_file_location("compare_reads", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+
+    def run(seed, best):  # as `level_search.py --losses-only` records a run
+        curve = {"steps": [0, 10], "val": [1.0, best], "budget": 10}
+        return {"seed": seed, "adamw-cosine-tuned": None, "adamw": None, **curve}
+
+    a = {"t1": [run(0, 0.5), run(1, 0.5)], "t2": [run(0, 0.5), run(1, 0.5)]}
+    b = {"t1": [run(0, 0.4), run(1, 0.4)], "t2": [run(0, 0.4), run(1, 0.6)]}
+    for name, runs in (("a.json", a), ("b.json", b)):
+        doc = {"suites": {"s1": {"0.03": runs}, "s2": {"0.03": runs}}}
+        (tmp_path / name).write_text(json.dumps(doc))
+    monkeypatch.setattr("sys.argv", ["x", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    compare.main()
+    out = capsys.readouterr().out
+    pooled = out.split("## every task of the suites pooled\n")[1]
+    # 6 of 8 pairs lower: P(X >= 6) for X ~ Binomial(8, 1/2) = 37/256
+    assert (
+        f"paired: no speedups; best validation loss 6/8 pairs lower (sign test p {37 / 256:.3g})"
+        in pooled
+    )
+    assert compare.sign_p(3, 3) == 0.125 and compare.sign_p(0, 4) == 1.0
