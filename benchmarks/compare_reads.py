@@ -36,13 +36,6 @@ def _speedup(run: dict) -> float | None:
     return None if x is None else max(x, FLOOR)
 
 
-def per_seed(doc: dict, suite: str) -> dict[str, list[float]]:
-    """Per task, its seeds' speedups (tasks read without baselines left out)."""
-    rows = next(iter(doc["suites"].get(suite, {}).values()), {})
-    out = {name: [_speedup(r) for r in runs] for name, runs in rows.items()}
-    return {name: v for name, v in out.items() if None not in v}
-
-
 def by_seed(doc: dict, suite: str) -> dict[str, dict[int, tuple[float, float]]]:
     """Per task and seed: (speedup over adamw-cosine-tuned floored, None without baselines;
     best validation loss by T, nan where the read kept no curve)."""
@@ -56,6 +49,12 @@ def by_seed(doc: dict, suite: str) -> dict[str, dict[int, tuple[float, float]]]:
                 loss = best_by(r["steps"], r["val"], r["budget"])
             out[name][r.get("seed", i)] = (_speedup(r), loss)
     return out
+
+
+def per_seed(doc: dict, suite: str) -> dict[str, list[float]]:
+    """Per task, its seeds' speedups (tasks read without baselines left out)."""
+    out = {name: [x for x, _ in seeds.values()] for name, seeds in by_seed(doc, suite).items()}
+    return {name: v for name, v in out.items() if None not in v}
 
 
 def paired(a: dict, b: dict) -> tuple[list[list[float]], list[list[float]], int, int]:
@@ -157,8 +156,8 @@ def main() -> None:
             if a:
                 print(_ratio_line(f"{path} over {args.reads[0]}", a, b))
             if pooled_pairs[path][0]:
-                line = _paired_line(f"{path} over {args.reads[0]}", *pooled_pairs[path], judge=True)
-                print(line)
+                label = f"{path} over {args.reads[0]}"
+                print(_paired_line(label, *pooled_pairs[path], judge=True))
 
 
 if __name__ == "__main__":
