@@ -6,7 +6,7 @@ network run under a CIAO setting or a schedule shape it was not trained with (`-
 lamb_power=0.5`, `--schedule linear`).
 
 Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--hide-val true|false]
-    [--schedule SHAPE] [--norm-from FILE] [--initial NAME=VALUE ...]
+    [--schedule SHAPE] [--horizon-power P] [--norm-from FILE] [--initial NAME=VALUE ...]
 (`--overfit-gap` defaults to the shipped policy's, `--hide-val` to SRC's; `--initial` replaces
 those entries of the file's `initial`.)
 """
@@ -14,6 +14,7 @@ those entries of the file's `initial`.)
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 
 import torch
@@ -38,6 +39,12 @@ def main() -> None:
         choices=sorted(schedules.SCHEDULES),
         default=None,
         help="the schedule shape under the policy's base lr (default: SRC's)",
+    )
+    parser.add_argument(
+        "--horizon-power",
+        type=float,
+        default=None,
+        help="p of the lr's factor (T / 1000)^-p (default: SRC's)",
     )
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
     parser.add_argument(
@@ -70,6 +77,10 @@ def main() -> None:
         spec = replace(spec, hide_val=args.hide_val == "true")
     if args.schedule is not None:
         spec = replace(spec, schedule=args.schedule)
+    if args.horizon_power is not None:
+        if not (math.isfinite(args.horizon_power) and args.horizon_power >= 0):
+            parser.error(f"--horizon-power={args.horizon_power}: expected a finite value >= 0")
+        spec = replace(spec, horizon_power=args.horizon_power)
     initial = {**policy.initial, **changes}
     try:
         save_policy_file(
@@ -79,7 +90,7 @@ def main() -> None:
         parser.error(f"--initial: {e}")
     print(
         f"wrote {args.dst}: overfit_gap {gap:g}, hide_val {spec.hide_val}, "
-        f"schedule {spec.schedule}, "
+        f"schedule {spec.schedule}, horizon_power {spec.horizon_power:g}, "
         f"normaliser from {args.norm_from or args.src}, "
         f"initial {initial}"
     )

@@ -41,6 +41,11 @@ def test_the_network_is_kept_and_the_spec_or_normaliser_changed(tmp_path):
     bad = subprocess.run([*cmd, "--schedule", "step"], capture_output=True, text=True)
     assert bad.returncode == 2 and "step" in bad.stderr
 
+    subprocess.run([*cmd, "--horizon-power", "0.7"], check=True, capture_output=True)
+    assert load_policy(out).spec.horizon_power == 0.7 != shipped.spec.horizon_power
+    bad = subprocess.run([*cmd, "--horizon-power", "-1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "-1" in bad.stderr
+
     subprocess.run([*cmd, "--norm-from", str(tmp_path / "other.pt")], check=True)
     written = load_policy(out)
     assert written.spec.overfit_gap == shipped.spec.overfit_gap
