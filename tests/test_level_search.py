@@ -278,3 +278,27 @@ def test_compare_reads_reads_losses_alone_where_no_baseline_ran(tmp_path, capsys
         in pooled
     )
     assert compare.sign_p(3, 3) == 0.125 and compare.sign_p(0, 4) == 1.0
+
+
+def test_losses_only_records_each_runs_curve_and_no_speedup(tmp_path, monkeypatch):
+    import sys
+
+    from lhopt.tasks import suites
+
+    # the pool pickles `_run` by its module's name; forked workers inherit this entry
+    monkeypatch.setitem(sys.modules, "level_search", level_search)
+    tiny = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.1, batch=8, budget=40)
+    monkeypatch.setitem(suites.SUITES, "tiny", {"tiny-quadratic": tiny})
+    out = tmp_path / "read.json"
+    argv = ["x", "--method", "policy-start", "--ks", "0.03", "--suites", "tiny"]
+    argv += ["--seeds", "2", "--workers", "1", "--losses-only", "--out", str(out)]
+    monkeypatch.setattr("sys.argv", argv)
+    level_search.main()
+    runs = json.loads(out.read_text())["suites"]["tiny"]["0.03"]["tiny-quadratic"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    for r in runs:
+        assert r["error"] is None and r["budget"] == 40 and r["tuned_lr"] is None
+        assert r["adamw-cosine-tuned"] is None and r["adamw"] is None
+        assert len(r["steps"]) == len(r["val"]) > 1 and r["steps"][-1] <= 40
+        assert min(r["val"]) < r["val"][0]  # the policy trained the quadratic
+        assert r["peak"] > 0  # its base lr's geometric mean
