@@ -14,7 +14,6 @@ those entries of the file's `initial`.)
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import replace
 
 import torch
@@ -78,9 +77,10 @@ def main() -> None:
     if args.schedule is not None:
         spec = replace(spec, schedule=args.schedule)
     if args.horizon_power is not None:
-        if not (math.isfinite(args.horizon_power) and args.horizon_power >= 0):
-            parser.error(f"--horizon-power={args.horizon_power}: expected a finite value >= 0")
-        spec = replace(spec, horizon_power=args.horizon_power)
+        try:  # the spec checks its range
+            spec = replace(spec, horizon_power=args.horizon_power)
+        except ValueError as e:
+            parser.error(f"--horizon-power: {e}")
     initial = {**policy.initial, **changes}
     try:
         save_policy_file(
