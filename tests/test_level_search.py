@@ -7,18 +7,22 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from lhopt.optim import schedules
-from lhopt.tasks import TaskConfig, build_task
+from lhopt.tasks import TaskConfig, build_task, suites
 
 _PATH = Path(__file__).parent.parent / "benchmarks" / "level_search.py"
 _SPEC = importlib.util.spec_from_file_location("level_search", _PATH)
 level_search = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(level_search)
+_CMP = importlib.util.spec_from_file_location("compare_reads", _PATH.with_name("compare_reads.py"))
+compare = importlib.util.module_from_spec(_CMP)
+_CMP.loader.exec_module(compare)
 
 QUADRATIC = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.1, batch=8, budget=400)
 
@@ -170,11 +174,6 @@ def test_the_gap_log_reads_the_validation_loss_over_the_training_losses_before_i
 
 
 def test_compare_reads_prints_each_files_geometric_means(tmp_path, capsys, monkeypatch):
-    path = Path(__file__).parent.parent / "benchmarks" / "compare_reads.py"
-    spec = importlib.util.spec_from_file_location("compare_reads", path)
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
-
     def read(a, b):
         t1 = [{"adamw-cosine-tuned": a}, {"adamw-cosine-tuned": 4 * a}]
         runs = {"t1": t1, "t2": [{"adamw-cosine-tuned": b}]}
@@ -194,11 +193,6 @@ def test_compare_reads_prints_each_files_geometric_means(tmp_path, capsys, monke
 
 
 def test_compare_reads_pools_every_task_of_the_suites(tmp_path, capsys, monkeypatch):
-    path = Path(__file__).parent.parent / "benchmarks" / "compare_reads.py"
-    spec = importlib.util.spec_from_file_location("compare_reads", path)
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
-
     def read(x):
         runs = {"t": [{"adamw-cosine-tuned": x}, {"adamw-cosine-tuned": 2 * x}]}
         return {"suites": {"s1": {"0.03": runs}, "s2": {"0.03": runs}}}
@@ -214,11 +208,6 @@ def test_compare_reads_pools_every_task_of_the_suites(tmp_path, capsys, monkeypa
 def test_compare_reads_pairs_the_seeds_both_reads_ran_and_counts_lower_losses(
     tmp_path, capsys, monkeypatch
 ):
-    path = Path(__file__).parent.parent / "benchmarks" / "compare_reads.py"
-    spec = importlib.util.spec_from_file_location("compare_reads", path)
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
-
     def run(seed, speedup, best):
         curve = {"steps": [0, 5, 10, 15], "val": [1.0, best, best + 0.1, 2.0], "budget": 10}
         return {"seed": seed, "adamw-cosine-tuned": speedup, **curve}
@@ -241,11 +230,6 @@ def test_compare_reads_pairs_the_seeds_both_reads_ran_and_counts_lower_losses(
 
 
 def test_compare_reads_verdict_is_the_paired_protocols_criterion():
-    path = Path(__file__).parent.parent / "benchmarks" / "compare_reads.py"
-    spec = importlib.util.spec_from_file_location("compare_reads", path)
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
-
     assert compare.verdict((1.01, 1.2), 6, 10) == "better"
     assert compare.verdict((1.01, 1.2), 5, 10) == "not told apart"  # half the losses lower
     assert compare.verdict((0.98, 1.2), 9, 10) == "not told apart"
@@ -254,11 +238,6 @@ def test_compare_reads_verdict_is_the_paired_protocols_criterion():
 
 
 def test_compare_reads_reads_losses_alone_where_no_baseline_ran(tmp_path, capsys, monkeypatch):
-    path = Path(__file__).parent.parent / "benchmarks" / "compare_reads.py"
-    spec = importlib.util.spec_from_file_location("compare_reads", path)
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
-
     def run(seed, best):  # as `level_search.py --losses-only` records a run
         curve = {"steps": [0, 10], "val": [1.0, best], "budget": 10}
         return {"seed": seed, "adamw-cosine-tuned": None, "adamw": None, **curve}
@@ -281,10 +260,6 @@ def test_compare_reads_reads_losses_alone_where_no_baseline_ran(tmp_path, capsys
 
 
 def test_losses_only_records_each_runs_curve_and_no_speedup(tmp_path, monkeypatch):
-    import sys
-
-    from lhopt.tasks import suites
-
     # the pool pickles `_run` by its module's name; forked workers inherit this entry
     monkeypatch.setitem(sys.modules, "level_search", level_search)
     tiny = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.1, batch=8, budget=40)
