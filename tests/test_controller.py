@@ -310,3 +310,107 @@ def test_overfit_gap_is_checked_and_recorded_only_when_set():
     layout = actor_layout(ControlSpec(overfit_gap=0.2))
     assert layout["overfit_gap"] == 0.2
     assert file_spec({"layout": layout}).overfit_gap == 0.2
+
+
+def _rollback_controller(total_steps=1000, cut=0.3, model=None, opt=None):
+    import dataclasses
+
+    from lhopt.control.controller import Controller
+    from lhopt.optim import CIAO
+
+    net = load_policy("default")
+    model = model or nn.Linear(3, 1)
+    opt = opt or CIAO(model.parameters(), lr=0.03)
+    spec = dataclasses.replace(net.spec, overfit_gap=0.0, rollback_cut=cut)
+    return Controller(net, opt, total_steps, spec=spec), model, opt
+
+
+def test_a_validation_loss_that_turns_up_twice_goes_back_to_its_best_at_a_cut_lr():
+    c, model, opt = _rollback_controller()
+    c.before_step(100)
+    plain = opt.param_groups[0]["lr_factor"]
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    _train_a_little(model)
+    best_lr = opt.param_groups[0]["lr"]  # what the run measured its best under
+    c.decide(50, model, train_loss=0.5, val_loss=0.5)  # the best: its state is kept
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    _train_a_little(model)
+    c.decide(100, model, train_loss=0.4, val_loss=0.6)  # above the best by 0.2 of the gain
+    assert c.rollbacks == 0 and c.history[-1]["register"] != "go back"
+    _train_a_little(model)
+    d = c.decide(150, model, train_loss=0.3, val_loss=0.62)  # twice in a row: go back
+    assert c.rollbacks == 1 and d.register == ("go back", None) and np.isfinite(d.logp)
+    assert c.history[-1]["rollbacks"] == 1
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+    assert opt.param_groups[0]["lr"] == pytest.approx(best_lr)  # not the actions since
+    c.before_step(100)
+    assert opt.param_groups[0]["lr_factor"] == pytest.approx(0.3 * plain)
+
+
+def test_going_back_needs_two_fresh_rises_past_the_margin_and_a_cut():
+    cases = {  # validation losses at decisions 0, 50, 100, ...
+        "small rises": [1.0, 0.5, 0.52, 0.52001, 0.51],  # within 5% of the gain of 0.5
+        "one rise between falls": [1.0, 0.5, 0.6, 0.45, 0.6, 0.4],
+        "the same report read again": [1.0, 0.5, 0.6, 0.6, 0.6],
+        "no validation loss": [None, None, None, None],
+    }
+    for name, vals in cases.items():
+        c, model, _ = _rollback_controller()
+        for i, v in enumerate(vals):
+            c.decide(50 * i, model, train_loss=0.5, val_loss=v)
+        assert c.rollbacks == 0, name
+    c, model, _ = _rollback_controller(cut=0.0)  # off: no copy is taken
+    for i, v in enumerate([1.0, 0.5, 0.6, 0.62]):
+        c.decide(50 * i, model, train_loss=0.5, val_loss=v)
+    assert c.rollbacks == 0 and c._best is None
+
+
+def test_going_back_happens_at_most_three_times_and_survives_a_resume():
+    from lhopt.control.controller import ROLLBACK_MAX
+
+    c, model, opt = _rollback_controller(total_steps=5000)
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    step, best = 0, 0.5
+    for i in range(ROLLBACK_MAX + 1):
+        for v in (best, best + 0.2, best + 0.21):
+            _train_a_little(model)
+            step += 50
+            c.decide(step, model, train_loss=0.3, val_loss=v)
+        best -= 0.05
+        if i == 0:  # resume mid-way into a fresh controller
+            state = c.state_dict()
+            c, _, _ = _rollback_controller(total_steps=5000, model=model, opt=opt)
+            c.load_state_dict(state)
+            assert c.rollbacks == 1 and c._best is not None
+    assert c.rollbacks == ROLLBACK_MAX and c._best is None  # the fourth rise is left alone
+    c.before_step(100)
+    plain = c.shape(101, 5000) * c.horizon
+    assert opt.param_groups[0]["lr_factor"] == pytest.approx(0.3**ROLLBACK_MAX * plain)
+
+
+def test_rollback_cut_is_checked_and_recorded_only_when_set():
+    from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
+
+    assert not hasattr(EpisodeConfig(), "rollback_cut")  # episodes never run the rule
+    for bad in (-0.1, 1.0, float("nan"), True, "0.3"):
+        with pytest.raises(ValueError, match="rollback_cut="):
+            ControlSpec(rollback_cut=bad)
+    assert "rollback_cut" not in actor_layout(ControlSpec())
+    layout = actor_layout(ControlSpec(rollback_cut=0.3))
+    assert layout["rollback_cut"] == 0.3
+    assert file_spec({"layout": layout}).rollback_cut == 0.3
+
+
+def test_a_start_over_forgets_the_best_that_going_back_keeps():
+    import dataclasses
+
+    c, model, _ = _overfit_controller()
+    c.spec = dataclasses.replace(c.spec, rollback_cut=0.3)
+    c._rollback_on = True
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    _train_a_little(model)
+    c.decide(5, model, train_loss=0.5, val_loss=0.6)
+    assert c._best is not None
+    _train_a_little(model)
+    c.decide(10, model, train_loss=0.3, val_loss=0.65)  # the start-over rule fires first
+    assert c.restarts == 1 and c.rollbacks == 0 and c._best is None

@@ -563,3 +563,52 @@ def test_adding_a_param_group_turns_starting_over_off(tmp_path):
             opt.step()
             opt.report(train_loss=t)
     assert opt.controller.restarts == 0
+
+
+def test_a_policy_with_rollback_cut_goes_back_where_a_small_noisy_set_is_memorised(tmp_path):
+    """The set above with the start-over rule off: the validation loss turns up after its
+    best at the shipped start; going back to the best state at a cut lr reaches a lower best
+    and ends far below the run left to itself (the same network, the rule off)."""
+    import dataclasses
+
+    from lhopt.control.policy_file import save_policy_file
+
+    net = load_policy("default")
+    torch.manual_seed(0)
+    w = torch.randn(8, 1)
+
+    def data(n):
+        x = torch.randn(n, 8)
+        return x, x @ w + 2.0 * torch.randn(n, 1)
+
+    (xt, yt), (xv, yv) = data(24), data(500)
+    init = nn.Sequential(
+        nn.Linear(8, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1)
+    )
+    runs = {}
+    for cut in (0.0, 0.3):
+        path = tmp_path / f"rb{cut}.pt"
+        spec = dataclasses.replace(net.spec, overfit_gap=0.0, rollback_cut=cut)
+        save_policy_file(net, path, spec=spec)
+        model = copy.deepcopy(init)
+        opt = LearnedOptimizer(
+            model.parameters(),
+            total_steps=400,
+            policy=str(path),
+            model=model,
+            val_loss_fn=lambda m=model: float(nn.functional.mse_loss(m(xv), yv)),
+            steps_per_epoch=1,
+        )
+        for _ in range(400):
+            loss = nn.functional.mse_loss(model(xt), yt)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            opt.report(train_loss=loss)
+        runs[cut] = opt.history
+    assert not any(h["register"] == "go back" for h in runs[0.0])
+    marks = [i for i, h in enumerate(runs[0.3]) if h["register"] == "go back"]
+    assert marks and runs[0.3][-1]["rollbacks"] == len(marks)
+    before = min(h["val_loss"] for h in runs[0.3][: marks[0] + 1])
+    assert min(h["val_loss"] for h in runs[0.3]) < before
+    assert runs[0.3][-1]["val_loss"] < 0.95 * runs[0.0][-1]["val_loss"]
