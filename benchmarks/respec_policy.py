@@ -3,12 +3,10 @@ input normaliser, or from other initial hyperparameters (issue 19): what a stage
 reads as under the shipped spec's `overfit_gap` or with the validation loss hidden from its
 features, how much of a read is the normaliser's, and a
 network run under a CIAO setting or a schedule shape it was not trained with (`--initial
-lamb_power=0.5`, `--schedule linear`), or going back to its best state where the validation
-loss turns up (`--rollback-cut 0.3`).
+lamb_power=0.5`, `--schedule linear`).
 
 Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--hide-val true|false]
-    [--schedule SHAPE] [--horizon-power P] [--rollback-cut C] [--norm-from FILE]
-    [--initial NAME=VALUE ...]
+    [--schedule SHAPE] [--horizon-power P] [--norm-from FILE] [--initial NAME=VALUE ...]
 (`--overfit-gap` defaults to the shipped policy's, `--hide-val` to SRC's; `--initial` replaces
 those entries of the file's `initial`.)
 """
@@ -47,12 +45,6 @@ def main() -> None:
         default=None,
         help="p of the lr's factor (T / 1000)^-p (default: SRC's)",
     )
-    parser.add_argument(
-        "--rollback-cut",
-        type=float,
-        default=None,
-        help="the lr's factor at each going back to the best state, 0 off (default: SRC's)",
-    )
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
     parser.add_argument(
         "--initial",
@@ -89,11 +81,6 @@ def main() -> None:
             spec = replace(spec, horizon_power=args.horizon_power)
         except ValueError as e:
             parser.error(f"--horizon-power: {e}")
-    if args.rollback_cut is not None:
-        try:
-            spec = replace(spec, rollback_cut=args.rollback_cut)
-        except ValueError as e:
-            parser.error(f"--rollback-cut: {e}")
     initial = {**policy.initial, **changes}
     try:
         save_policy_file(
@@ -104,7 +91,6 @@ def main() -> None:
     print(
         f"wrote {args.dst}: overfit_gap {gap:g}, hide_val {spec.hide_val}, "
         f"schedule {spec.schedule}, horizon_power {spec.horizon_power:g}, "
-        f"rollback_cut {spec.rollback_cut:g}, "
         f"normaliser from {args.norm_from or args.src}, "
         f"initial {initial}"
     )

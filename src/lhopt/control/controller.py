@@ -32,18 +32,6 @@ The copy of the first state is kept until `OVERFIT_UNTIL` or the last start, and
 where fewer than two decisions fall before `OVERFIT_UNTIL`; adding a param group drops it (the
 rule is then off). Meta-training episodes do not run the rule: the policy is trained without
 it, and its file's spec adds it.
-
-Going back (`ControlSpec.rollback_cut` c > 0): a run whose best validation loss comes early
-and that rises after it wants a lower lr from its best state, not from where the rise has
-taken it. The controller keeps a copy of the state (model and optimizer) at the decision with
-the lowest validation loss so far; where the validation loss is above that best by more than
-`ROLLBACK_MARGIN` of the run's gain (first minus best) at two decisions in a row, it restores
-the copy and multiplies the lr CIAO applies by c (history's `rollbacks` counts them), at most
-`ROLLBACK_MAX` times. The policy's recurrent state and features run on, as after a register's
-load. A validation loss equal to the one before counts as the same report read again, not as
-a new measurement. The copy is taken only while going back may still come; a start over
-forgets it (the best is measured afresh), as does adding a param group (the rule is then
-off). Meta-training episodes do not run it either.
 """
 
 from __future__ import annotations
@@ -69,16 +57,9 @@ DEFAULT_DECISIONS = 20
 OVERFIT_UNTIL = 0.3
 OVERFIT_CUT = 0.1
 OVERFIT_RESTARTS = 2
-# Going back (module doc): the rise over the best, as a share of the run's gain, that counts;
-# how many times at most.
-ROLLBACK_MARGIN = 0.05
-ROLLBACK_MAX = 3
 # What the rule tracks since the run's start: the first and best validation loss, the last gap
 # and the last period's training loss.
 _NO_GAP = {"first": None, "best": None, "prev": None, "train": None}
-# What going back tracks: the first, best and last validation loss, and how many fresh ones in
-# a row were above the best.
-_NO_RISE = {"first": None, "best": None, "last": None, "above": 0}
 # Features recorded in `history` (the whole vector is in `Decision.features`).
 HISTORY_FEATURES = (
     "train/tanh_log_ratio_prev",
@@ -221,10 +202,6 @@ class Controller:
         self.restarts = 0  # starts over so far (module doc)
         self._start: Snapshot | None = None
         self._gap = dict(_NO_GAP)
-        self.rollbacks = 0  # times gone back so far (module doc)
-        self._best: Snapshot | None = None
-        self._rise = dict(_NO_RISE)
-        self._rollback_on = self.spec.rollback_cut > 0
 
     @property
     def steps_per_epoch(self) -> float | None:
@@ -257,8 +234,6 @@ class Controller:
         times `lr_units` and the spec's `horizon_factor`)."""
         factor = self.shape(step + 1, self.total_steps) * self.lr_units * self.horizon
         factor *= OVERFIT_CUT**self.restarts
-        if self.rollbacks:
-            factor *= self.spec.rollback_cut**self.rollbacks
         for group in self.optimizer.param_groups:
             group["lr_factor"] = factor
 
@@ -340,8 +315,6 @@ class Controller:
         if self._start_over(step, module, train_loss, val_loss):
             # the policy's action, read off the run given up, is recorded but not carried out
             applied, (op, k) = self.space.keep, ("start over", None)
-        elif self._go_back(step, module, val_loss):
-            applied, (op, k) = self.space.keep, ("go back", None)  # as for a start over
         else:
             op, k = self.space.register_op(action)
             self.registers.apply(
@@ -367,7 +340,6 @@ class Controller:
                 },
                 "register": op if k is None else f"{op} {k}",
                 "restarts": self.restarts,
-                "rollbacks": self.rollbacks,
                 "hparams": groups[0],
                 "groups": groups,
             }
@@ -419,34 +391,6 @@ class Controller:
         gap.update(_NO_GAP, first=gap["first"], best=gap["first"])
         if self.restarts >= OVERFIT_RESTARTS:
             self._start = None  # frees the copy: no more starts
-        self._best, self._rise = None, dict(_NO_RISE)  # the best of the run given up
-        return True
-
-    def _go_back(self, step: int, module: nn.Module, val_loss) -> bool:
-        """Going back (module doc): track the best validation loss and keep the state at it,
-        and go back to it where the rule says so; True if it did."""
-        if not self._rollback_on or self.rollbacks >= ROLLBACK_MAX or not _finite(val_loss):
-            return False
-        rise = self._rise
-        if val_loss == rise["last"]:
-            return False  # the loss reported before, read again: no new measurement
-        rise["last"] = val_loss
-        if rise["first"] is None:
-            rise["first"] = val_loss
-        if rise["best"] is None or val_loss < rise["best"]:
-            rise["best"], rise["above"] = val_loss, 0
-            self._best = snapshot(module, self.register_target, None, step / self.total_steps)
-            return False
-        gain = rise["first"] - rise["best"]
-        above = gain > 0 and val_loss > rise["best"] + ROLLBACK_MARGIN * gain
-        rise["above"] = rise["above"] + 1 if above else 0
-        if rise["above"] < 2 or self._best is None:
-            return False
-        restore(self._best, module, self.register_target)
-        self.rollbacks += 1
-        rise["above"] = 0
-        if self.rollbacks >= ROLLBACK_MAX:
-            self._best = None  # frees the copy: no more going back
         return True
 
     def describe(self, record: dict | None = None) -> str:
@@ -475,7 +419,6 @@ class Controller:
         reason: the rule is then off for the rest of the run."""
         self.registers = RestartRegisters(len(self.registers))
         self._start = None
-        self._best, self._rollback_on = None, False
 
     def state_dict(self) -> dict:
         return {
@@ -491,10 +434,6 @@ class Controller:
             "restarts": self.restarts,
             "start": None if self._start is None else vars(self._start),
             "gap": dict(self._gap),
-            "rollbacks": self.rollbacks,
-            "best": None if self._best is None else vars(self._best),
-            "rise": dict(self._rise),
-            "rollback_on": self._rollback_on,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -515,8 +454,3 @@ class Controller:
         start = state.get("start")
         self._start = None if start is None else Snapshot(**start)
         self._gap = dict(state.get("gap", _NO_GAP))
-        self.rollbacks = state.get("rollbacks", 0)
-        best = state.get("best")
-        self._best = None if best is None else Snapshot(**best)
-        self._rise = dict(state.get("rise", _NO_RISE))
-        self._rollback_on = state.get("rollback_on", self.spec.rollback_cut > 0)

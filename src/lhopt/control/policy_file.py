@@ -65,10 +65,6 @@ class ControlSpec:
         trained policy's file; meta-training episodes do not run it.
     hide_val: the policy's features read no validation loss (as a run without one reads),
         and only the start-over rule reads it; False (the default): both read it.
-    rollback_cut: c in (0, 1): where the validation loss turns up, the controller goes back
-        to the state of its best validation loss and multiplies the lr by c
-        (`lhopt.control.controller`, "Going back"); 0 (the default): never. Set on a trained
-        policy's file; meta-training episodes do not run it.
     """
 
     schedule: str = "constant"
@@ -81,7 +77,6 @@ class ControlSpec:
     epochs_power: float = 0.0
     overfit_gap: float = 0.0
     hide_val: bool = False
-    rollback_cut: float = 0.0
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -109,10 +104,6 @@ class ControlSpec:
         if isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 <= gap < math.inf:
             raise ValueError(f"overfit_gap={gap!r}: expected a finite number >= 0 (0: off)")
         object.__setattr__(self, "overfit_gap", float(gap))
-        cut = self.rollback_cut
-        if isinstance(cut, bool) or not isinstance(cut, int | float) or not 0 <= cut < 1:
-            raise ValueError(f"rollback_cut={cut!r}: expected a number in [0, 1) (0: off)")
-        object.__setattr__(self, "rollback_cut", float(cut))
         for name in ("epochs", "run_length", "hide_val"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
@@ -161,7 +152,6 @@ OPTIONAL_LAYOUT_KEYS = (
     "epochs_power",
     "overfit_gap",
     "hide_val",
-    "rollback_cut",
 )
 
 
@@ -278,7 +268,6 @@ def file_spec(data: dict) -> ControlSpec | None:
             epochs_power=layout.get("epochs_power", 0.0),
             overfit_gap=layout.get("overfit_gap", 0.0),
             hide_val=bool(layout.get("hide_val", False)),
-            rollback_cut=layout.get("rollback_cut", 0.0),
         )
     except (ValueError, TypeError):
         return None
