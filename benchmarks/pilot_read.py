@@ -1,0 +1,110 @@
+"""Does a pilot cosine at a fraction of T pick a task's lr? (issue 19, docs/experiments.md,
+"Measurement: does a pilot cosine at a tenth of T pick a task's lr?")
+
+Per task and seed: `adamw-cosine` at each lr of the tuned grid with a budget of `--frac` T
+(the benchmark's jobs, so cached); the pilot's lr is the one with the lowest validation loss
+over its run; the full run is `adamw-cosine` at T at that lr shifted by `--shifts` grid steps,
+read over `adamw-cosine-tuned` as the benchmark reads a run, without and with the pilots'
+cost. Beside it, `cv`: the lr chosen per task on the other seeds' final validation losses and
+read on the held-out seed.
+
+Usage: python benchmarks/pilot_read.py --suites quick validation --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from lhopt.bench import benchmark as bench
+from lhopt.bench import optimizers as registry
+from lhopt.curves.speedup import best_by, geometric_mean, pick_lr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suites", nargs="+", required=True)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--frac", type=float, default=0.1, help="the pilots' budget over T")
+    parser.add_argument("--shifts", type=int, nargs="+", default=[0, -1])
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if not 0 < args.frac < 1:
+        parser.error(f"--frac {args.frac}: expected a number in (0, 1)")
+    bench.start_ray(None, args.workers)
+    grid = list(registry.get("adamw-cosine-tuned").lr_grid)
+    seeds = list(range(args.seeds))
+    cost = 1.0 + len(grid) * args.frac
+    rows = {f"shift {s}": [] for s in args.shifts} | {"cv": []}
+    agree = {s: 0 for s in args.shifts}
+    n = 0
+    for suite in args.suites:
+        tasks = bench.select_tasks(suite)
+        base = bench.plan_phase1(tasks, ["adamw-cosine-tuned"], seeds)
+        results = bench.run_jobs(base, progress=False, desc=f"{suite} grid")
+        results |= bench.run_jobs(
+            bench.plan_phase2(tasks, ["adamw-cosine-tuned"], seeds, results),
+            progress=False,
+            desc=f"{suite} tuned",
+        )
+        pilots = [
+            bench._job(name, config, seed, "adamw-cosine", lr, args.frac)
+            for name, config in tasks.items()
+            for seed in seeds
+            for lr in grid
+        ]
+        results |= bench.run_jobs(pilots, progress=False, desc=f"{suite} pilots")
+        print(f"## {suite}")
+        for name in tasks:
+            T = None
+            per = {k: [] for k in rows}
+            for seed in seeds:
+                full = {lr: results[(name, seed, "adamw-cosine", lr, 1.0)] for lr in grid}
+                T = full[grid[0]]["budget"]
+                pilot = {lr: results[(name, seed, "adamw-cosine", lr, args.frac)] for lr in grid}
+                chosen = pick_lr(grid, {lr: r["val"] for lr, r in pilot.items()})
+                tuned = bench.chosen_lr(results, name, seed)
+
+                def read(lr, seed=seed, full=full):
+                    run = full[lr]
+                    target = best_by(run["steps"], run["val"], T)
+                    sp = bench.baseline_speedup(
+                        results, name, seed, "adamw-cosine-tuned", target, T
+                    )
+                    return max(sp.get("speedup") or 1e-3, 1e-3)
+
+                for s in args.shifts:
+                    i = min(max(grid.index(chosen) + s, 0), len(grid) - 1)
+                    per[f"shift {s}"].append(read(grid[i]))
+                    agree[s] += grid[i] == tuned
+                others = [t for t in seeds if t != seed]
+                finals = {
+                    lr: [
+                        best_by(
+                            results[(name, t, "adamw-cosine", lr, 1.0)]["steps"],
+                            results[(name, t, "adamw-cosine", lr, 1.0)]["val"],
+                            T,
+                        )
+                        for t in others
+                    ]
+                    for lr in grid
+                }
+                cv = min(grid, key=lambda lr: sum(finals[lr]) / len(finals[lr]))
+                per["cv"].append(read(cv))
+                n += 1
+            line = "  ".join(f"{k} {geometric_mean(v):.2f}" for k, v in per.items())
+            print(f"  {name:44s} T {T:5d}  {line}")
+            for k, v in per.items():
+                rows[k].append(v)
+    print(f"## every task pooled ({sum(len(v) for v in rows['cv'])} task-seeds)")
+    for k, v in rows.items():
+        flat = [x for seeds_ in v for x in seeds_]
+        g = geometric_mean(flat)
+        extra = f", with the pilots' cost {g / cost:.2f}" if k != "cv" else ""
+        print(f"  {k}: {g:.2f}{extra}")
+    for s in args.shifts:
+        print(f"  shift {s}: the tuned lr on {agree[s]} of {n} task-seeds")
+
+
+if __name__ == "__main__":
+    main()
