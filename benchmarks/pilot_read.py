@@ -2,11 +2,11 @@
 "Measurement: does a pilot cosine at a tenth of T pick a task's lr?")
 
 Per task and seed: `adamw-cosine` at each lr of the tuned grid with a budget of `--frac` T
-(the benchmark's jobs, so cached); the pilot's lr is the one with the lowest validation loss
-over its run; the full run is `adamw-cosine` at T at that lr shifted by `--shifts` grid steps,
-read over `adamw-cosine-tuned` as the benchmark reads a run, without and with the pilots'
-cost. Beside it, `cv`: the lr chosen per task on the other seeds' final validation losses and
-read on the held-out seed.
+(the benchmark's jobs, so cached); the pilot's lr is the one whose run ends with the lowest
+validation loss, as the tuned baseline picks; the full run is `adamw-cosine` at T at that lr
+shifted by `--shifts` grid steps, read over `adamw-cosine-tuned` as the benchmark reads a
+run, without and with the pilots' cost. Beside it, `cv`: the lr chosen per task on the other
+seeds' final validation losses (their mean) and read on the held-out seed.
 
 Usage: python benchmarks/pilot_read.py --suites quick validation --workers 2
 """
@@ -19,6 +19,18 @@ import math
 from lhopt.bench import benchmark as bench
 from lhopt.bench import optimizers as registry
 from lhopt.curves.speedup import best_by, geometric_mean, pick_lr
+
+
+def _final(run: dict) -> float:
+    v = run["val"][-1] if run["val"] else math.nan
+    return v if math.isfinite(v) else math.inf
+
+
+def _read(results: dict, name: str, seed: int, run: dict, T: int) -> float:
+    """`run`'s speedup over `adamw-cosine-tuned`, as the benchmark reads it."""
+    target = best_by(run["steps"], run["val"], T)
+    sp = bench.baseline_speedup(results, name, seed, "adamw-cosine-tuned", target, T)
+    return max(sp.get("speedup") or 1e-3, 1e-3)
 
 
 def main() -> None:
@@ -64,33 +76,18 @@ def main() -> None:
                 pilot = {lr: results[(name, seed, "adamw-cosine", lr, args.frac)] for lr in grid}
                 chosen = pick_lr(grid, {lr: r["val"] for lr, r in pilot.items()})
                 tuned = bench.chosen_lr(results, name, seed)
-
-                def read(lr, seed=seed, full=full):
-                    run = full[lr]
-                    target = best_by(run["steps"], run["val"], T)
-                    sp = bench.baseline_speedup(
-                        results, name, seed, "adamw-cosine-tuned", target, T
-                    )
-                    return max(sp.get("speedup") or 1e-3, 1e-3)
-
                 for s in args.shifts:
                     i = min(max(grid.index(chosen) + s, 0), len(grid) - 1)
-                    per[f"shift {s}"].append(read(grid[i]))
+                    per[f"shift {s}"].append(_read(results, name, seed, full[grid[i]], T))
                     agree[s] += grid[i] == tuned
                 others = [t for t in seeds if t != seed]
+                # as the bar picks (`pick_lr`: the lowest final loss), over the other seeds
                 finals = {
-                    lr: [
-                        best_by(
-                            results[(name, t, "adamw-cosine", lr, 1.0)]["steps"],
-                            results[(name, t, "adamw-cosine", lr, 1.0)]["val"],
-                            T,
-                        )
-                        for t in others
-                    ]
+                    lr: [_final(results[(name, t, "adamw-cosine", lr, 1.0)]) for t in others]
                     for lr in grid
                 }
                 cv = min(grid, key=lambda lr: sum(finals[lr]) / len(finals[lr]))
-                per["cv"].append(read(cv))
+                per["cv"].append(_read(results, name, seed, full[cv], T))
                 n += 1
             line = "  ".join(f"{k} {geometric_mean(v):.2f}" for k, v in per.items())
             print(f"  {name:44s} T {T:5d}  {line}")
