@@ -26,6 +26,17 @@ def _final(run: dict) -> float:
     return v if math.isfinite(v) else math.inf
 
 
+def shifted(grid: list[float], lr: float, shift: int) -> float:
+    """`lr` moved `shift` steps along `grid`, held at its ends."""
+    return grid[min(max(grid.index(lr) + shift, 0), len(grid) - 1)]
+
+
+def cv_lr(grid: list[float], finals: dict[float, list[float]]) -> float:
+    """The lr whose runs on the other seeds end lowest on average (`finals[lr]`, a non-finite
+    one counting as infinite), the first on ties: what tuning once per task picks."""
+    return min(grid, key=lambda lr: sum(finals[lr]) / len(finals[lr]))
+
+
 def _read(results: dict, name: str, seed: int, run: dict, T: int) -> float:
     """`run`'s speedup over `adamw-cosine-tuned`, as the benchmark reads it."""
     target = best_by(run["steps"], run["val"], T)
@@ -77,17 +88,16 @@ def main() -> None:
                 chosen = pick_lr(grid, {lr: r["val"] for lr, r in pilot.items()})
                 tuned = bench.chosen_lr(results, name, seed)
                 for s in args.shifts:
-                    i = min(max(grid.index(chosen) + s, 0), len(grid) - 1)
-                    per[f"shift {s}"].append(_read(results, name, seed, full[grid[i]], T))
-                    agree[s] += grid[i] == tuned
+                    lr = shifted(grid, chosen, s)
+                    per[f"shift {s}"].append(_read(results, name, seed, full[lr], T))
+                    agree[s] += lr == tuned
                 others = [t for t in seeds if t != seed]
                 # as the bar picks (`pick_lr`: the lowest final loss), over the other seeds
                 finals = {
                     lr: [_final(results[(name, t, "adamw-cosine", lr, 1.0)]) for t in others]
                     for lr in grid
                 }
-                cv = min(grid, key=lambda lr: sum(finals[lr]) / len(finals[lr]))
-                per["cv"].append(_read(results, name, seed, full[cv], T))
+                per["cv"].append(_read(results, name, seed, full[cv_lr(grid, finals)], T))
                 n += 1
             line = "  ".join(f"{k} {geometric_mean(v):.2f}" for k, v in per.items())
             print(f"  {name:44s} T {T:5d}  {line}")
