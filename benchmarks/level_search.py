@@ -13,7 +13,8 @@ by acting. Two searches with AdamW alone, and a policy from another start (`--me
   count against the run, as they would for a user.
 - `policy-start`: the shipped policy (or `--policy`) through the benchmark's `LearnedOptimizer`
   driver, started at the lr k instead of CIAO's default 1e-3 (and at `--ciao`'s other initial
-  hyperparameters); its level is its base lr's geometric mean.
+  hyperparameters; with `--wd-below E0 WD`, at a weight decay of WD where the run passes over
+  its data fewer than E0 times); its level is its base lr's geometric mean.
 - `stall-decay`: warm-up + cosine at a level that starts at lr0 (from `--ks`) and halves at each
   of the 19 points where the controller would decide (every 5% of T) if the period's gain in best
   validation loss was under `--eps` of all the gain so far (points past `--until` T halve
@@ -345,15 +346,19 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
         if method == "policy-start":  # the shipped policy (LearnedOptimizer) from lr k
             from lhopt.control import LearnedOptimizer
 
+            spe = config_steps_per_epoch(TaskConfig.from_dict(job["config"]))
+            ciao = dict(args["ciao"])
+            if args.get("wd_below"):  # the start's weight decay by the passes over the data
+                e0, low = args["wd_below"]
+                if (total / spe if math.isfinite(spe) else 0.0) < e0:
+                    ciao["weight_decay"] = low
             opt = LearnedOptimizer(
                 params,
                 total_steps=total,
                 lr=k,
                 policy=args["policy"],
-                steps_per_epoch=None
-                if args.get("no_epochs")
-                else config_steps_per_epoch(TaskConfig.from_dict(job["config"])),
-                **args["ciao"],
+                steps_per_epoch=None if args.get("no_epochs") else spe,
+                **ciao,
             )
             if args.get("wd_rule"):
                 d = OverfitWeightDecay(opt, args["wd_rule"], args["wd_max"], args["wd_eps"])
@@ -443,6 +448,15 @@ def main() -> None:
         help="policy-start: do not tell the policy the task's steps per epoch",
     )
     parser.add_argument(
+        "--wd-below",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("E0", "WD"),
+        help="policy-start: start at weight decay WD where the run passes over its data fewer "
+        "than E0 times (fresh data: 0 passes)",
+    )
+    parser.add_argument(
         "--ciao",
         nargs="+",
         default=[],
@@ -513,6 +527,17 @@ def main() -> None:
             "--relative: expected --method policy-start or stall-decay (range-test's "
             "k divides the lr it finds)"
         )
+    if args.wd_below is not None:
+        e0, wd = args.wd_below
+        if (
+            args.method != "policy-start"
+            or not (e0 > 0 and math.isfinite(e0))
+            or not (0 <= wd < math.inf)
+        ):
+            parser.error(
+                f"--wd-below {e0:g} {wd:g}: expected --method policy-start, E0 > 0 and a finite "
+                "WD >= 0"
+            )
     ciao = {}
     for item in args.ciao:
         name, sep, value = item.partition("=")
