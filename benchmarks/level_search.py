@@ -14,7 +14,8 @@ by acting. Two searches with AdamW alone, and a policy from another start (`--me
 - `policy-start`: the shipped policy (or `--policy`) through the benchmark's `LearnedOptimizer`
   driver, started at the lr k instead of CIAO's default 1e-3 (and at `--ciao`'s other initial
   hyperparameters; with `--wd-below E0 WD`, at a weight decay of WD where the run passes over
-  its data fewer than E0 times); its level is its base lr's geometric mean.
+  its data fewer than E0 times; with `--no-decay-vectors`, biases and norms in a group without
+  weight decay); its level is its base lr's geometric mean.
 - `stall-decay`: warm-up + cosine at a level that starts at lr0 (from `--ks`) and halves at each
   of the 19 points where the controller would decide (every 5% of T) if the period's gain in best
   validation loss was under `--eps` of all the gain so far (points past `--until` T halve
@@ -352,6 +353,11 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
                 e0, low = args["wd_below"]
                 if (total / spe if math.isfinite(spe) else 0.0) < e0:
                     ciao["weight_decay"] = low
+            if args.get("no_decay_vectors"):  # the usual no-decay group of biases and norms
+                params = list(params)
+                groups = [[p for p in params if p.dim() > 1], [p for p in params if p.dim() <= 1]]
+                params = [{"params": groups[0]}, {"params": groups[1], "weight_decay": 0.0}]
+                params = [g for g in params if g["params"]]
             opt = LearnedOptimizer(
                 params,
                 total_steps=total,
@@ -446,6 +452,12 @@ def main() -> None:
         "--no-epochs",
         action="store_true",
         help="policy-start: do not tell the policy the task's steps per epoch",
+    )
+    parser.add_argument(
+        "--no-decay-vectors",
+        action="store_true",
+        help="policy-start: tensors of one dimension (biases, norms) in a group without weight "
+        "decay",
     )
     parser.add_argument(
         "--wd-below",
