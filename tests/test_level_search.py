@@ -277,3 +277,28 @@ def test_losses_only_records_each_runs_curve_and_no_speedup(tmp_path, monkeypatc
         assert len(r["steps"]) == len(r["val"]) > 1 and r["steps"][-1] <= 40
         assert min(r["val"]) < r["val"][0]  # the policy trained the quadratic
         assert r["peak"] > 0  # its base lr's geometric mean
+
+
+def test_the_start_s_weight_decay_options_change_the_run_and_are_checked(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "level_search", level_search)
+    tiny = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.1, batch=8, budget=40)
+    monkeypatch.setitem(suites.SUITES, "tiny", {"tiny-quadratic": tiny})
+    base = ["x", "--method", "policy-start", "--ks", "0.03", "--suites", "tiny", "--seeds", "1"]
+    base += ["--workers", "1", "--losses-only"]
+    vals = {}
+    for name, extra in {
+        "plain": [],
+        "low": ["--wd-below", "1", "0.0"],  # fresh data: 0 passes, below 1
+        "vectors": ["--no-decay-vectors"],
+    }.items():
+        out = tmp_path / f"{name}.json"
+        monkeypatch.setattr("sys.argv", [*base, *extra, "--out", str(out)])
+        level_search.main()
+        vals[name] = json.loads(out.read_text())["suites"]["tiny"]["0.03"]["tiny-quadratic"][0]
+    assert vals["low"]["val"] != vals["plain"]["val"]  # the decay of 0.1 taken off
+    # the quadratic's one tensor is a vector: no decay on vectors is no decay at all
+    assert vals["vectors"]["val"] == vals["low"]["val"]
+    for bad in (["--wd-below", "0", "0.01"], ["--wd-below", "20", "-1"]):
+        monkeypatch.setattr("sys.argv", [*base, *bad])
+        with pytest.raises(SystemExit):
+            level_search.main()
