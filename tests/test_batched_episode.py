@@ -706,3 +706,32 @@ def test_a_movable_task_moves_every_tensor_its_losses_read(family, monkeypatch, 
     if cls.batchable(config):  # a stacked form: its batches are drawn apart from the loss
         assert all(t.device == meta for t in task.next_batch())
     assert task.train_loss().device == meta
+
+
+def test_episodes_without_decay_on_vectors_run_one_by_one_with_a_no_decay_group(
+    policy_file, tmp_cache
+):
+    from lhopt.meta.episode import param_groups
+
+    model = build_task(MLP, 0).model
+    groups = param_groups(model, True)
+    assert [p.dim() > 1 for p in groups[0]["params"]] == [True] * len(groups[0]["params"])
+    assert groups[1]["weight_decay"] == 0.0 and all(p.dim() == 1 for p in groups[1]["params"])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert param_groups(build_task(QUAD, 0).model, True)[0]["weight_decay"] == 0.0  # vectors only
+    opt = CIAO(groups, weight_decay=0.1)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+    policy = load_policy(policy_file)
+    rngs = lambda: [np.random.default_rng(s) for s in (0, 1)]  # noqa: E731
+    cfg = EpisodeConfig(min_outer_steps=4, max_outer_steps=4, no_decay_vectors=True)
+    batch = run_episodes(policy, MLP, [0, 1], cfg, rngs(), greedy=True, outer_steps=4)
+    alone = run_episode(policy, MLP, 1, cfg, np.random.default_rng(1), True, outer_steps=4)
+    np.testing.assert_array_equal(batch[1]["obs"], alone["obs"])  # the serial path, exactly
+    np.testing.assert_array_equal(batch[1]["rewards"], alone["rewards"])
+    plain = EpisodeConfig(min_outer_steps=4, max_outer_steps=4)
+    decayed = run_episode(policy, MLP, 1, plain, np.random.default_rng(1), True, outer_steps=4)
+    assert alone["info"]["final_val"] != decayed["info"]["final_val"]
+    assert meta_config.from_dict({"episode": {"no_decay_vectors": True}}).episode.no_decay_vectors
+    with pytest.raises(ValueError, match="no_decay_vectors"):
+        meta_config.from_dict({"episode": {"no_decay_vectors": 1}})

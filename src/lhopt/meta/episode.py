@@ -104,6 +104,10 @@ class EpisodeConfig:
     horizon_power: float = 0.0  # the applied lr times (T / 1000)^-p (ControlSpec)
     # ... and times (1 + E / 10)^-q, E the run's epochs where the episode is told them
     epochs_power: float = 0.0
+    # Tensors of one dimension (biases, norms) in a second param group without weight decay,
+    # as users of AdamW and the Hugging Face integration give them; episodes then run serially
+    # (`BatchedCIAO` holds one group per member).
+    no_decay_vectors: bool = False
 
     @property
     def group(self) -> int:
@@ -259,8 +263,14 @@ class _Serial:
     step, so a group stays one run until its branch and differs in nothing else after."""
 
     def __init__(
-        self, task_config: TaskConfig, seeds: list[int], group: int = 1, device=None
+        self,
+        task_config: TaskConfig,
+        seeds: list[int],
+        group: int = 1,
+        device=None,
+        no_decay_vectors: bool = False,
     ) -> None:
+        self.no_decay_vectors = no_decay_vectors
         self.tasks = [build_task(task_config, s).to(device) for s in seeds]
         self.device = self.tasks[0].device
         self.group = group
@@ -271,7 +281,8 @@ class _Serial:
 
     def start(self, inits: list[dict]) -> None:
         self.optimizers = [
-            CIAO(t.model.parameters(), **init) for t, init in zip(self.tasks, inits, strict=True)
+            CIAO(param_groups(t.model, self.no_decay_vectors), **init)
+            for t, init in zip(self.tasks, inits, strict=True)
         ]
 
     def val_losses(self) -> list[float]:
@@ -295,6 +306,19 @@ class _Serial:
             opt.step()
             losses.append(loss.detach())
         return torch.stack(losses)
+
+
+def param_groups(model: torch.nn.Module, no_decay_vectors: bool) -> list:
+    """`model`'s parameters for CIAO: one group, or (`no_decay_vectors`) its matrices and, in a
+    group of their own without weight decay, its tensors of one dimension."""
+    params = list(model.parameters())
+    if not no_decay_vectors:
+        return params
+    groups = [
+        {"params": [p for p in params if p.dim() > 1]},
+        {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 def _rng_state(device: torch.device) -> tuple:
@@ -408,8 +432,10 @@ def run_episodes(
     if cfg.branch:
         _check_groups(seeds, cfg.group)
     # BatchedCIAO runs the AdamW path and LAMB's: a start on CIAO's other paths runs serially.
-    together = batchable(task_config) and not any(
-        cfg.fixed_initial.get(k) for k in UNBATCHED_HPARAMS
+    together = (
+        batchable(task_config)
+        and not any(cfg.fixed_initial.get(k) for k in UNBATCHED_HPARAMS)
+        and not cfg.no_decay_vectors
     )
     if len(seeds) > 1 and not together and not cfg.branch:
         return [
@@ -421,7 +447,9 @@ def run_episodes(
     if len(seeds) > 1 and together and not (cfg.branch and task_config.p.get("dropout", 0.0)):
         members = _Batched(task_config, seeds, device)
     else:  # alone, or a branched batch whose members would draw different dropout masks stacked
-        members = _Serial(task_config, seeds, cfg.group if cfg.branch else 1, device)
+        members = _Serial(
+            task_config, seeds, cfg.group if cfg.branch else 1, device, cfg.no_decay_vectors
+        )
     T, N = members.budget, len(seeds)
     K = outer_steps if outer_steps is not None else draw_outer_steps(rngs[0], T, cfg)
 
