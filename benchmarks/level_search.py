@@ -354,10 +354,9 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
                 if (total / spe if math.isfinite(spe) else 0.0) < e0:
                     ciao["weight_decay"] = low
             if args.get("no_decay_vectors"):  # the usual no-decay group of biases and norms
-                params = list(params)
-                groups = [[p for p in params if p.dim() > 1], [p for p in params if p.dim() <= 1]]
-                params = [{"params": groups[0]}, {"params": groups[1], "weight_decay": 0.0}]
-                params = [g for g in params if g["params"]]
+                from lhopt.meta.episode import param_groups
+
+                params = param_groups(params, True)
             opt = LearnedOptimizer(
                 params,
                 total_steps=total,

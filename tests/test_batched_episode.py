@@ -714,11 +714,14 @@ def test_episodes_without_decay_on_vectors_run_one_by_one_with_a_no_decay_group(
     from lhopt.meta.episode import param_groups
 
     model = build_task(MLP, 0).model
-    groups = param_groups(model, True)
+    groups = param_groups(model.parameters(), True)
     assert [p.dim() > 1 for p in groups[0]["params"]] == [True] * len(groups[0]["params"])
     assert groups[1]["weight_decay"] == 0.0 and all(p.dim() == 1 for p in groups[1]["params"])
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    assert param_groups(build_task(QUAD, 0).model, True)[0]["weight_decay"] == 0.0  # vectors only
+    one = param_groups(model.parameters(), False)
+    assert [id(p) for p in one] == [id(p) for p in model.parameters()]
+    quad = build_task(QUAD, 0).model.parameters()
+    assert param_groups(quad, True)[0]["weight_decay"] == 0.0  # vectors only
     opt = CIAO(groups, weight_decay=0.1)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
 

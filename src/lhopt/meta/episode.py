@@ -281,7 +281,7 @@ class _Serial:
 
     def start(self, inits: list[dict]) -> None:
         self.optimizers = [
-            CIAO(param_groups(t.model, self.no_decay_vectors), **init)
+            CIAO(param_groups(t.model.parameters(), self.no_decay_vectors), **init)
             for t, init in zip(self.tasks, inits, strict=True)
         ]
 
@@ -308,10 +308,10 @@ class _Serial:
         return torch.stack(losses)
 
 
-def param_groups(model: torch.nn.Module, no_decay_vectors: bool) -> list:
-    """`model`'s parameters for CIAO: one group, or (`no_decay_vectors`) its matrices and, in a
-    group of their own without weight decay, its tensors of one dimension."""
-    params = list(model.parameters())
+def param_groups(params, no_decay_vectors: bool) -> list:
+    """`params` for CIAO: one group, or (`no_decay_vectors`) the matrices and, in a group of
+    their own without weight decay, the tensors of one dimension (biases, norms)."""
+    params = list(params)
     if not no_decay_vectors:
         return params
     groups = [
