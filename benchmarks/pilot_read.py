@@ -14,16 +14,10 @@ Usage: python benchmarks/pilot_read.py --suites quick validation --workers 2
 from __future__ import annotations
 
 import argparse
-import math
 
 from lhopt.bench import benchmark as bench
 from lhopt.bench import optimizers as registry
-from lhopt.curves.speedup import best_by, geometric_mean, pick_lr
-
-
-def _final(run: dict) -> float:
-    v = run["val"][-1] if run["val"] else math.nan
-    return v if math.isfinite(v) else math.inf
+from lhopt.curves.speedup import best_by, final_loss, geometric_mean, pick_lr
 
 
 def shifted(grid: list[float], lr: float, shift: int) -> float:
@@ -94,7 +88,10 @@ def main() -> None:
                 others = [t for t in seeds if t != seed]
                 # as the bar picks (`pick_lr`: the lowest final loss), over the other seeds
                 finals = {
-                    lr: [_final(results[(name, t, "adamw-cosine", lr, 1.0)]) for t in others]
+                    lr: [
+                        final_loss(results[(name, t, "adamw-cosine", lr, 1.0)]["val"])
+                        for t in others
+                    ]
                     for lr in grid
                 }
                 per["cv"].append(_read(results, name, seed, full[cv_lr(grid, finals)], T))

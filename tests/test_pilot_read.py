@@ -27,5 +27,5 @@ def test_the_cv_choice_averages_the_other_seeds_final_losses_and_never_takes_a_d
     finals[3e-3] = [0.5, 0.9]  # mean 0.7: lowest
     finals[1e-2] = [0.1, math.inf]  # one seed diverged
     assert pilot_read.cv_lr(GRID, finals) == 3e-3
-    assert pilot_read._final({"val": [1.0, math.nan]}) == math.inf
-    assert pilot_read._final({"val": [1.0, 0.4]}) == 0.4
+    assert pilot_read.final_loss([1.0, math.nan]) == math.inf
+    assert pilot_read.final_loss([1.0, 0.4]) == 0.4

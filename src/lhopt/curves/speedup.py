@@ -229,13 +229,13 @@ def paired_ratio(
     return point, (float(lo), float(hi))
 
 
+def final_loss(values: Sequence[float] | None) -> float:
+    """A run's last validation loss as `pick_lr` ranks it: inf where none or non-finite."""
+    v = values[-1] if values else math.nan
+    return v if _finite(v) else math.inf
+
+
 def pick_lr(grid: Sequence[float], curves: Mapping[float, Sequence[float]]) -> float:
     """The tuned baseline's lr: the grid value whose run ends with the lowest finite validation
     loss (the first on ties; a run ending non-finite never wins)."""
-
-    def final(lr: float) -> float:
-        values = curves.get(lr)
-        v = values[-1] if values else math.nan
-        return v if _finite(v) else math.inf
-
-    return min(grid, key=final)
+    return min(grid, key=lambda lr: final_loss(curves.get(lr)))
