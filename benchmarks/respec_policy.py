@@ -45,6 +45,12 @@ def main() -> None:
         default=None,
         help="p of the lr's factor (T / 1000)^-p (default: SRC's)",
     )
+    parser.add_argument(
+        "--no-decay-vectors",
+        choices=("true", "false"),
+        default=None,
+        help="biases and norms start in a group without weight decay (default: SRC's)",
+    )
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
     parser.add_argument(
         "--initial",
@@ -76,6 +82,8 @@ def main() -> None:
         spec = replace(spec, hide_val=args.hide_val == "true")
     if args.schedule is not None:
         spec = replace(spec, schedule=args.schedule)
+    if args.no_decay_vectors is not None:
+        spec = replace(spec, no_decay_vectors=args.no_decay_vectors == "true")
     if args.horizon_power is not None:
         try:  # the spec checks its range
             spec = replace(spec, horizon_power=args.horizon_power)
@@ -91,6 +99,7 @@ def main() -> None:
     print(
         f"wrote {args.dst}: overfit_gap {gap:g}, hide_val {spec.hide_val}, "
         f"schedule {spec.schedule}, horizon_power {spec.horizon_power:g}, "
+        f"no_decay_vectors {spec.no_decay_vectors}, "
         f"normaliser from {args.norm_from or args.src}, "
         f"initial {initial}"
     )

@@ -46,6 +46,12 @@ def test_the_network_is_kept_and_the_spec_or_normaliser_changed(tmp_path):
     bad = subprocess.run([*cmd, "--horizon-power", "-1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "-1" in bad.stderr
 
+    subprocess.run([*cmd, "--no-decay-vectors", "true"], check=True, capture_output=True)
+    written = load_policy(out)
+    assert written.spec.no_decay_vectors != shipped.spec.no_decay_vectors
+    subprocess.run([*cmd, "--no-decay-vectors", "false"], check=True, capture_output=True)
+    assert not load_policy(out).spec.no_decay_vectors
+
     subprocess.run([*cmd, "--norm-from", str(tmp_path / "other.pt")], check=True)
     written = load_policy(out)
     assert written.spec.overfit_gap == shipped.spec.overfit_gap

@@ -37,6 +37,7 @@ from lhopt.control.features import check_steps_per_epoch
 from lhopt.control.policy_file import load_policy
 from lhopt.optim import schedules
 from lhopt.optim.ciao import CIAO
+from lhopt.optim.groups import split_vectors
 from lhopt.optim.hparams import DEFAULTS
 
 _log = logging.getLogger("lhopt")
@@ -192,6 +193,11 @@ class LearnedOptimizer(CIAO):
             from a short one (that underfits); a policy with an `epochs_power` scales its lr
             by the run's passes over the data; the others ignore it. Also settable as an
             attribute; the framework integrations pass it.
+        decay_vectors: whether tensors of one dimension (biases, norms' gains) are weight
+            decayed. False: each group's are moved to a copy of it with ``weight_decay=0.0``
+            (`lhopt.optim.groups.split_vectors`), as AdamW recipes build by hand; groups
+            added later by `add_param_group` are taken as given. None (the default): the
+            policy file's setting (its spec's `no_decay_vectors`).
         **kwargs: CIAO's hyperparameters (their initial values). Default: the ones the policy
             file records that its training episodes started from (`policy_net.initial`, e.g.
             lr 1e-2 for a policy that searches from above), else CIAO's official ones.
@@ -212,6 +218,7 @@ class LearnedOptimizer(CIAO):
         train_loss_fn: Callable | None = None,
         schedule: str | None = None,
         steps_per_epoch: float | None = None,
+        decay_vectors: bool | None = None,
         **kwargs,
     ) -> None:
         total_steps = _positive_int("total_steps", total_steps)
@@ -223,7 +230,14 @@ class LearnedOptimizer(CIAO):
             raise ValueError(f"model={model!r} is not allowed: an nn.Module or None")
         if schedule is not None:
             schedules.get(schedule)  # a ValueError naming the allowed shapes
+        if decay_vectors is not None and not isinstance(decay_vectors, bool):
+            raise ValueError(f"decay_vectors={decay_vectors!r} is not allowed: True, False or None")
         policy_net = load_policy(policy)
+        if decay_vectors is None:
+            decay_vectors = not policy_net.spec.no_decay_vectors
+        self.decay_vectors = decay_vectors
+        if not decay_vectors:
+            params = split_vectors(params)
         if schedule is not None and schedule != policy_net.spec.schedule:
             raise ValueError(
                 f"schedule={schedule!r} is not allowed with policy {str(policy)!r}: it was "

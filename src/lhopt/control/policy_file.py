@@ -65,6 +65,10 @@ class ControlSpec:
         trained policy's file; meta-training episodes do not run it.
     hide_val: the policy's features read no validation loss (as a run without one reads),
         and only the start-over rule reads it; False (the default): both read it.
+    no_decay_vectors: tensors of one dimension (biases, norms) start in a param group without
+        weight decay (`lhopt.optim.groups.split_vectors`), which `LearnedOptimizer` builds
+        from the parameters it is given unless told `decay_vectors=True`; False (the
+        default): every tensor is decayed.
     """
 
     schedule: str = "constant"
@@ -77,6 +81,7 @@ class ControlSpec:
     epochs_power: float = 0.0
     overfit_gap: float = 0.0
     hide_val: bool = False
+    no_decay_vectors: bool = False
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -104,7 +109,7 @@ class ControlSpec:
         if isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 <= gap < math.inf:
             raise ValueError(f"overfit_gap={gap!r}: expected a finite number >= 0 (0: off)")
         object.__setattr__(self, "overfit_gap", float(gap))
-        for name in ("epochs", "run_length", "hide_val"):
+        for name in ("epochs", "run_length", "hide_val", "no_decay_vectors"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
 
@@ -152,6 +157,7 @@ OPTIONAL_LAYOUT_KEYS = (
     "epochs_power",
     "overfit_gap",
     "hide_val",
+    "no_decay_vectors",
 )
 
 
@@ -268,6 +274,7 @@ def file_spec(data: dict) -> ControlSpec | None:
             epochs_power=layout.get("epochs_power", 0.0),
             overfit_gap=layout.get("overfit_gap", 0.0),
             hide_val=bool(layout.get("hide_val", False)),
+            no_decay_vectors=bool(layout.get("no_decay_vectors", False)),
         )
     except (ValueError, TypeError):
         return None

@@ -37,6 +37,7 @@ from lhopt.meta.reward import (
 )
 from lhopt.optim import CIAO, DEFAULTS, HPARAMS
 from lhopt.optim.batched import UNBATCHED_HPARAMS, BatchedCIAO
+from lhopt.optim.groups import split_vectors
 from lhopt.tasks import FAMILY_NAMES, TaskConfig, build_task, task_device
 from lhopt.tasks.batched import BatchedTask, batchable
 from lhopt.tasks.registry import steps_per_epoch
@@ -125,6 +126,7 @@ class EpisodeConfig:
             self.run_length,
             self.horizon_power,
             self.epochs_power,
+            no_decay_vectors=self.no_decay_vectors,
         )
 
 
@@ -311,14 +313,7 @@ class _Serial:
 def param_groups(params, no_decay_vectors: bool) -> list:
     """`params` for CIAO: one group, or (`no_decay_vectors`) the matrices and, in a group of
     their own without weight decay, the tensors of one dimension (biases, norms)."""
-    params = list(params)
-    if not no_decay_vectors:
-        return params
-    groups = [
-        {"params": [p for p in params if p.dim() > 1]},
-        {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
+    return split_vectors(params) if no_decay_vectors else list(params)
 
 
 def _rng_state(device: torch.device) -> tuple:

@@ -55,6 +55,9 @@
 - `unseen11`: six more in shapes no suite has run (a deep narrow and a wide digits CNN, an MLP
   with layer norm on the biopsies, a wide MLP on the travel mode choices, a GRU and a
   one-layer GPT-2-style decoder), for the decision on stage 54.
+- `unseen12`: eight byte-level language models in shapes no suite has run (two GRUs, an
+  LSTM, two transformers and three GPT-2-style decoders, one with dropout), for the decision
+  on the weight decay of biases and norms (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -636,6 +639,20 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen11-modechoice-wide": _mlp("modechoice", 2, 256, "none", 130, 16, 600),
         "unseen11-britannica-gru": _lm("britannica", "gru", 1, 64, 32, 32, 1200),
         "unseen11-areopagitica-gpt-small": _lm("areopagitica", None, 1, 48, 32, 32, 1000),
+    },
+    "unseen12": {
+        "unseen12-paradise-lost-gru-wide": _lm("paradise-lost", "gru", 1, 96, 32, 32, 1200),
+        "unseen12-areopagitica-gru-deep": _lm("areopagitica", "gru", 2, 64, 32, 16, 1200),
+        "unseen12-paradise-regained-lstm": _lm("paradise-regained", "lstm", 1, 64, 32, 32, 1500),
+        "unseen12-britannica-transformer-small": _lm(
+            "britannica", "transformer", 1, 48, 32, 32, 1500
+        ),
+        "unseen12-paradise-regained-transformer-wide": _lm(
+            "paradise-regained", "transformer", 1, 96, 32, 16, 1200
+        ),
+        "unseen12-paradise-lost-gpt-small": _lm("paradise-lost", None, 1, 48, 32, 32, 1000),
+        "unseen12-britannica-gpt-deep": _lm("britannica", None, 3, 48, 32, 16, 1200),
+        "unseen12-areopagitica-gpt-dropout": _lm("areopagitica", None, 2, 64, 32, 16, 1500, 0.1),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
