@@ -353,16 +353,14 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
                 e0, low = args["wd_below"]
                 if (total / spe if math.isfinite(spe) else 0.0) < e0:
                     ciao["weight_decay"] = low
-            if args.get("no_decay_vectors"):  # the usual no-decay group of biases and norms
-                from lhopt.meta.episode import param_groups
-
-                params = param_groups(params, True)
             opt = LearnedOptimizer(
                 params,
                 total_steps=total,
                 lr=k,
                 policy=args["policy"],
                 steps_per_epoch=None if args.get("no_epochs") else spe,
+                # the usual no-decay group of biases and norms, or the policy file's setting
+                decay_vectors=False if args.get("no_decay_vectors") else None,
                 **ciao,
             )
             if args.get("wd_rule"):
