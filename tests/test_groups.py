@@ -46,7 +46,15 @@ def test_each_group_keeps_its_settings_and_an_emptied_group_is_dropped():
 
 @pytest.mark.parametrize(
     "bad, match",
-    [([], "empty"), (["w"], "'w'"), ([{"lr": 1.0}], "'lr'"), ([{"params": [1.0]}], "1.0")],
+    [
+        ([], "empty"),
+        (["w"], "'w'"),
+        ([{"lr": 1.0}], "'lr'"),
+        ([{"params": [1.0]}], "1.0"),
+        (torch.zeros(3, 2), r"a tensor of shape \(3, 2\)"),
+        ({torch.zeros(2)}, "an iterable"),
+        (3, "3 is not allowed"),
+    ],
 )
 def test_bad_parameters_are_named(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -68,7 +76,8 @@ def test_learned_optimizer_follows_the_policy_file_unless_told(tmp_path):
     m = _model()
     shipped = load_policy("default")
     own = LearnedOptimizer(m.parameters(), total_steps=100)
-    assert own.decay_vectors == (not shipped.spec.no_decay_vectors)
+    assert not shipped.spec.no_decay_vectors  # the shipped file decays every tensor
+    assert own.decay_vectors and len(own.param_groups) == 1
     off = LearnedOptimizer(m.parameters(), total_steps=100, decay_vectors=False)
     assert [g["weight_decay"] for g in off.param_groups] == [off.defaults["weight_decay"], 0.0]
     on = LearnedOptimizer(m.parameters(), total_steps=100, decay_vectors=True)
@@ -82,6 +91,21 @@ def test_learned_optimizer_follows_the_policy_file_unless_told(tmp_path):
     assert not by_file.decay_vectors and len(by_file.param_groups) == 2
     told = LearnedOptimizer(m.parameters(), total_steps=100, policy=path, decay_vectors=True)
     assert len(told.param_groups) == 1
+
+
+def test_named_parameters_and_a_resume_under_the_other_setting(tmp_path):
+    m = _model()
+    named = LearnedOptimizer(m.named_parameters(), total_steps=100, decay_vectors=False)
+    assert [len(g["params"]) for g in named.param_groups] == [2, 4]
+    assert named.param_groups[1]["param_names"] == ["0.bias", "1.weight", "1.bias", "2.bias"]
+    saved = LearnedOptimizer(m.parameters(), total_steps=100, decay_vectors=False).state_dict()
+    other = LearnedOptimizer(m.parameters(), total_steps=100, decay_vectors=True)
+    before = other.state_dict()
+    with pytest.raises(ValueError, match="decay_vectors=False"):
+        other.load_state_dict(saved)
+    assert other.state_dict()["param_groups"] == before["param_groups"]  # left as it was
+    same = LearnedOptimizer(m.parameters(), total_steps=100, decay_vectors=False)
+    same.load_state_dict(saved)
 
 
 def test_a_bad_decay_vectors_is_named():

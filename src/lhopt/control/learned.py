@@ -38,7 +38,7 @@ from lhopt.control.policy_file import load_policy
 from lhopt.optim import schedules
 from lhopt.optim.ciao import CIAO
 from lhopt.optim.groups import split_vectors
-from lhopt.optim.hparams import DEFAULTS
+from lhopt.optim.hparams import DEFAULTS, describe_value
 
 _log = logging.getLogger("lhopt")
 
@@ -53,14 +53,6 @@ def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or n is None or n < 1:
         raise ValueError(f"{name}={value!r} is not allowed: a positive int")
     return n
-
-
-def _describe(value) -> str:
-    """A short description of a value for an error message (a tensor by its shape and dtype)."""
-    if torch.is_tensor(value):
-        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _LOSS_ALLOWED = (
@@ -81,7 +73,7 @@ def _loss_value(what: str, value) -> torch.Tensor | float:
             return float(value.reshape(()))
     elif isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
         return float(value)
-    raise ValueError(f"{what}{_describe(value)} is not allowed: {_LOSS_ALLOWED}")
+    raise ValueError(f"{what}{describe_value(value)} is not allowed: {_LOSS_ALLOWED}")
 
 
 class _CheckedValLossFn:
@@ -193,11 +185,12 @@ class LearnedOptimizer(CIAO):
             from a short one (that underfits); a policy with an `epochs_power` scales its lr
             by the run's passes over the data; the others ignore it. Also settable as an
             attribute; the framework integrations pass it.
-        decay_vectors: whether tensors of one dimension (biases, norms' gains) are weight
-            decayed. False: each group's are moved to a copy of it with ``weight_decay=0.0``
-            (`lhopt.optim.groups.split_vectors`), as AdamW recipes build by hand; groups
-            added later by `add_param_group` are taken as given. None (the default): the
-            policy file's setting (its spec's `no_decay_vectors`).
+        decay_vectors: False: each group's tensors of one dimension or none (biases, norms'
+            gains) are moved to a copy of the group with ``weight_decay=0.0``
+            (`lhopt.optim.groups.split_vectors`), as AdamW recipes build by hand, so a group
+            given as i is not group i of `param_groups`. True: the groups as given. None (the
+            default): the policy file's setting (its spec's `no_decay_vectors`). Groups added
+            later by `add_param_group` are taken as given, as torch's optimizers take them.
         **kwargs: CIAO's hyperparameters (their initial values). Default: the ones the policy
             file records that its training episodes started from (`policy_net.initial`, e.g.
             lr 1e-2 for a policy that searches from above), else CIAO's official ones.
@@ -561,6 +554,7 @@ class LearnedOptimizer(CIAO):
             "loss_sum": None if self._loss_sum is None else self._loss_sum.clone(),
             "loss_count": self._loss_count,
             "val_loss": self._val_loss,
+            "decay_vectors": self.decay_vectors,
             "warned": self._warned,
             "warned_no_loss": self._warned_no_loss,
             "warned_lr": self._warned_lr,
@@ -620,6 +614,13 @@ class LearnedOptimizer(CIAO):
             raise ValueError(
                 f"state_dict was made with another policy (LSTM state {hidden}, this policy's "
                 f"{expected}): construct the LearnedOptimizer with the policy that made it"
+            )
+        saved = c.get("decay_vectors")  # absent in states saved before it was recorded
+        if saved is not None and saved != self.decay_vectors:
+            raise ValueError(
+                f"state_dict was saved by a run of decay_vectors={saved}, this optimizer's is "
+                f"{self.decay_vectors}: their param groups differ, so construct the "
+                f"LearnedOptimizer with decay_vectors={saved} to resume it"
             )
         if c["total_steps"] != self.total_steps:
             raise ValueError(

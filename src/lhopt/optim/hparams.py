@@ -106,6 +106,15 @@ DEFAULTS: dict[str, float | bool | None] = {name: spec.default for name, spec in
 _TOLERATED_KEYS = {"params", "initial_lr", "name"}
 
 
+def describe_value(value: object) -> str:
+    """A short description of a value for an error message (a tensor by its shape and dtype)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return f"a tensor of shape {tuple(shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def check_value(name: str, value: object) -> None:
     """Raise ValueError naming `name`, `value` and the allowed range if `value` is not allowed."""
     spec = HPARAMS[name]
