@@ -711,17 +711,15 @@ def test_a_movable_task_moves_every_tensor_its_losses_read(family, monkeypatch, 
 def test_episodes_without_decay_on_vectors_run_one_by_one_with_a_no_decay_group(
     policy_file, tmp_cache
 ):
-    from lhopt.meta.episode import param_groups
+    from lhopt.optim.groups import split_vectors
 
     model = build_task(MLP, 0).model
-    groups = param_groups(model.parameters(), True)
+    groups = split_vectors(model.parameters())
     assert [p.dim() > 1 for p in groups[0]["params"]] == [True] * len(groups[0]["params"])
     assert groups[1]["weight_decay"] == 0.0 and all(p.dim() == 1 for p in groups[1]["params"])
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    one = param_groups(model.parameters(), False)
-    assert [id(p) for p in one] == [id(p) for p in model.parameters()]
     quad = build_task(QUAD, 0).model.parameters()
-    assert param_groups(quad, True)[0]["weight_decay"] == 0.0  # vectors only
+    assert split_vectors(quad)[0]["weight_decay"] == 0.0  # vectors only
     opt = CIAO(groups, weight_decay=0.1)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
 

@@ -283,7 +283,12 @@ class _Serial:
 
     def start(self, inits: list[dict]) -> None:
         self.optimizers = [
-            CIAO(param_groups(t.model.parameters(), self.no_decay_vectors), **init)
+            CIAO(
+                split_vectors(t.model.parameters())
+                if self.no_decay_vectors
+                else t.model.parameters(),
+                **init,
+            )
             for t, init in zip(self.tasks, inits, strict=True)
         ]
 
@@ -308,12 +313,6 @@ class _Serial:
             opt.step()
             losses.append(loss.detach())
         return torch.stack(losses)
-
-
-def param_groups(params, no_decay_vectors: bool) -> list:
-    """`params` for CIAO: one group, or (`no_decay_vectors`) the matrices and, in a group of
-    their own without weight decay, the tensors of one dimension (biases, norms)."""
-    return split_vectors(params) if no_decay_vectors else list(params)
 
 
 def _rng_state(device: torch.device) -> tuple:
