@@ -302,3 +302,17 @@ def test_the_start_s_weight_decay_options_change_the_run_and_are_checked(tmp_pat
         monkeypatch.setattr("sys.argv", [*base, *bad])
         with pytest.raises(SystemExit):
             level_search.main()
+
+
+def test_power_by_scale_puts_only_matrices_at_pytorch_s_scale_in_the_other_group():
+    default = torch.nn.Linear(32, 16)  # rms about 0.58 / sqrt(fan_in)
+    small = torch.nn.Linear(32, 16)
+    torch.nn.init.normal_(small.weight, std=0.02)  # GPT-2's: 0.02 * sqrt(32) = 0.11
+    params = [default.weight, default.bias, small.weight, small.bias]
+    groups = level_search._power_groups(iter(params), 0.3, 0.5)
+    assert [[id(p) for p in g["params"]] for g in groups] == [
+        [id(default.bias), id(small.weight), id(small.bias)],
+        [id(default.weight)],
+    ]
+    assert "lamb_power" not in groups[0] and groups[1]["lamb_power"] == 0.5
+    assert len(level_search._power_groups([small.weight], 0.3, 0.5)) == 1  # as shipped
