@@ -58,6 +58,9 @@
 - `unseen12`: eight byte-level language models in shapes no suite has run (two GRUs, an
   LSTM, two transformers and three GPT-2-style decoders, one with dropout), for the decision
   on the weight decay of biases and norms (`docs/experiments.md`).
+- `unseen13`: four byte-level transformers, an LSTM, a GRU and two `tabular` MLPs in shapes no
+  suite has run, to confirm the trust ratio's power by a matrix's initial scale
+  (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -653,6 +656,24 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen12-paradise-lost-gpt-small": _lm("paradise-lost", None, 1, 48, 32, 32, 1000),
         "unseen12-britannica-gpt-deep": _lm("britannica", None, 3, 48, 32, 16, 1200),
         "unseen12-areopagitica-gpt-dropout": _lm("areopagitica", None, 2, 64, 32, 16, 1500, 0.1),
+    },
+    "unseen13": {
+        "unseen13-paradise-lost-transformer-wide": _lm(
+            "paradise-lost", "transformer", 1, 128, 32, 16, 1200
+        ),
+        "unseen13-britannica-transformer-deep": _lm(
+            "britannica", "transformer", 3, 48, 32, 16, 1200
+        ),
+        "unseen13-areopagitica-transformer-batch": _lm(
+            "areopagitica", "transformer", 2, 48, 32, 32, 1000
+        ),
+        "unseen13-paradise-regained-transformer-dropout": _lm(
+            "paradise-regained", "transformer", 2, 64, 32, 16, 1500, 0.1
+        ),
+        "unseen13-britannica-lstm-wide": _lm("britannica", "lstm", 1, 96, 32, 32, 1200),
+        "unseen13-paradise-lost-gru-deep": _lm("paradise-lost", "gru", 2, 48, 32, 16, 1200),
+        "unseen13-wine-deep": _mlp("wine", 3, 64, "none", 100, 16, 600),
+        "unseen13-diabetes-ln": _mlp("diabetes", 2, 128, "layer", 200, 32, 800),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
