@@ -61,6 +61,10 @@
 - `unseen13`: four byte-level transformers, an LSTM, a GRU and two `tabular` MLPs in shapes no
   suite has run, to confirm the trust ratio's power by a matrix's initial scale
   (`docs/experiments.md`).
+- `unseen14`: eight tasks of fewer than 20 passes over their data, in shapes no suite has run
+  (two byte-level transformers, a GRU and a GPT-2-style decoder, an MNIST-1D MLP, a digits
+  CNN and MLP, and a recurrent adder on fresh data), to confirm the matrices' weight decay by
+  the passes over the data (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -674,6 +678,40 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen13-paradise-lost-gru-deep": _lm("paradise-lost", "gru", 2, 48, 32, 16, 1200),
         "unseen13-wine-deep": _mlp("wine", 3, 64, "none", 100, 16, 600),
         "unseen13-diabetes-ln": _mlp("diabetes", 2, 128, "layer", 200, 32, 800),
+    },
+    "unseen14": {
+        "unseen14-areopagitica-transformer": _lm("areopagitica", "transformer", 2, 80, 24, 24, 900),
+        "unseen14-paradise-lost-transformer-dropout": _lm(
+            "paradise-lost", "transformer", 3, 64, 48, 16, 1000, 0.1
+        ),
+        "unseen14-paradise-regained-gru": _lm("paradise-regained", "gru", 1, 80, 32, 16, 1000),
+        "unseen14-britannica-gpt": _lm("britannica", None, 2, 80, 32, 16, 1000),
+        "unseen14-mnist1d-mlp": Q(
+            "mnist1d",
+            arch="mlp",
+            depth=3,
+            width=96,
+            norm="none",
+            activation="relu",
+            dropout=0.0,
+            loss="ce",
+            batch=32,
+            epochs=4,
+            budget=800,
+        ),
+        "unseen14-digits-cnn": _digits_cnn(2, 24, 997, 32, 500),
+        "unseen14-digits-mlp": _mlp("digits", 2, 192, "none", 997, 16, 600),
+        "unseen14-addition-gru": Q(
+            "algorithmic",
+            problem="addition",
+            cell="gru",
+            layers=2,
+            hidden=48,
+            dropout=0.0,
+            length=10,
+            batch=32,
+            budget=1000,
+        ),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
