@@ -6,7 +6,8 @@ network run under a CIAO setting or a schedule shape it was not trained with (`-
 lamb_power=0.5`, `--schedule linear`).
 
 Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--hide-val true|false]
-    [--schedule SHAPE] [--horizon-power P] [--norm-from FILE] [--initial NAME=VALUE ...]
+    [--schedule SHAPE] [--horizon-power P] [--matrix-decay E0 FACTOR] [--norm-from FILE]
+    [--initial NAME=VALUE ...]
 (`--overfit-gap` defaults to the shipped policy's, `--hide-val` to SRC's; `--initial` replaces
 those entries of the file's `initial`.)
 """
@@ -51,6 +52,15 @@ def main() -> None:
         default=None,
         help="biases and norms start in a group without weight decay (default: SRC's)",
     )
+    parser.add_argument(
+        "--matrix-decay",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("E0", "FACTOR"),
+        help="below E0 passes over the data, dense matrices decay by FACTOR times the weight "
+        "decay (E0 0: off; default: SRC's)",
+    )
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
     parser.add_argument(
         "--initial",
@@ -84,6 +94,12 @@ def main() -> None:
         spec = replace(spec, schedule=args.schedule)
     if args.no_decay_vectors is not None:
         spec = replace(spec, no_decay_vectors=args.no_decay_vectors == "true")
+    if args.matrix_decay is not None:
+        below, factor = args.matrix_decay
+        try:  # the spec checks the ranges
+            spec = replace(spec, matrix_decay_below=below, matrix_decay_factor=factor)
+        except ValueError as e:
+            parser.error(f"--matrix-decay: {e}")
     if args.horizon_power is not None:
         try:  # the spec checks its range
             spec = replace(spec, horizon_power=args.horizon_power)
@@ -100,6 +116,7 @@ def main() -> None:
         f"wrote {args.dst}: overfit_gap {gap:g}, hide_val {spec.hide_val}, "
         f"schedule {spec.schedule}, horizon_power {spec.horizon_power:g}, "
         f"no_decay_vectors {spec.no_decay_vectors}, "
+        f"matrix_decay below {spec.matrix_decay_below:g} at {spec.matrix_decay_factor:g}, "
         f"normaliser from {args.norm_from or args.src}, "
         f"initial {initial}"
     )

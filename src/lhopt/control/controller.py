@@ -193,6 +193,7 @@ class Controller:
         optimizer.noise_floor = self.spec.noise_floor  # the statistic as the policy read it
         self.shape = schedules.get(self.spec.schedule)
         self.horizon = self._horizon(total_steps, self._steps_per_epoch)
+        self.matrix_decay = self.spec.matrix_decay(total_steps, self._steps_per_epoch)
         self.fixed = self.spec.fixed_actions(self.space)  # heads the policy does not control
         self.registers = RestartRegisters(num_registers)
         self.generator = torch.Generator().manual_seed(seed)
@@ -211,6 +212,7 @@ class Controller:
     def steps_per_epoch(self, value: float | None) -> None:
         value = check_steps_per_epoch(value)
         self.horizon = self._horizon(self.total_steps, value)
+        self.matrix_decay = self.spec.matrix_decay(self.total_steps, value)
         self._steps_per_epoch = value
 
     def _horizon(self, total_steps: int, steps_per_epoch: float | None) -> float:
@@ -231,11 +233,14 @@ class Controller:
     def before_step(self, step: int) -> None:
         """Set the schedule's factor for optimizer step `step` (0-based): the lr CIAO uses is
         each group's `lr` (the base the policy steers) times `lr_factor` (the shape's factor,
-        times `lr_units` and the spec's `horizon_factor`)."""
+        times `lr_units` and the spec's `horizon_factor`); and, where the spec sets it by the
+        run's passes over its data, CIAO's `matrix_decay_factor`."""
         factor = self.shape(step + 1, self.total_steps) * self.lr_units * self.horizon
         factor *= OVERFIT_CUT**self.restarts
         for group in self.optimizer.param_groups:
             group["lr_factor"] = factor
+            if self.matrix_decay is not None:
+                group["matrix_decay_factor"] = self.matrix_decay
 
     def decide(
         self,

@@ -191,7 +191,9 @@ class LearnedOptimizer(CIAO):
             given as i is not group i of `param_groups`. True: the groups as given. None (the
             default): the policy file's setting (its spec's `no_decay_vectors`). Groups added
             later by `add_param_group` are taken as given, as torch's optimizers take them.
-        **kwargs: CIAO's hyperparameters (their initial values). Default: the ones the policy
+        **kwargs: CIAO's hyperparameters (their initial values; `matrix_decay_factor` is the
+            controller's where the policy file's spec sets it by the run's passes over its
+            data, `ControlSpec.matrix_decay_below`). Default: the ones the policy
             file records that its training episodes started from (`policy_net.initial`, e.g.
             lr 1e-2 for a policy that searches from above), else CIAO's official ones.
     """
@@ -235,6 +237,16 @@ class LearnedOptimizer(CIAO):
             raise ValueError(
                 f"schedule={schedule!r} is not allowed with policy {str(policy)!r}: it was "
                 f"trained with schedule {policy_net.spec.schedule!r} (leave schedule unset)"
+            )
+        params = list(params)
+        if policy_net.spec.matrix_decay_below and (
+            "matrix_decay_factor" in kwargs
+            or any(isinstance(g, dict) and "matrix_decay_factor" in g for g in params)
+        ):
+            raise ValueError(
+                f"matrix_decay_factor is set by policy {str(policy)!r} from the run's passes over "
+                f"its data (below {policy_net.spec.matrix_decay_below:g} passes: "
+                f"{policy_net.spec.matrix_decay_factor:g}, else 1): leave it unset"
             )
         start = dict(policy_net.initial)
         for alias, names in (("betas", ("ombeta1", "ombeta2")), ("eps", ("epsilon",))):

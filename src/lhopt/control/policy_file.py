@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 
@@ -69,6 +69,13 @@ class ControlSpec:
         weight decay (`lhopt.optim.groups.split_vectors`), which `LearnedOptimizer` builds
         from the parameters it is given unless told `decay_vectors=True`; False (the
         default): every tensor is decayed.
+    matrix_decay_below, matrix_decay_factor: E0 > 0: in a run of fewer than E0 passes over
+        its data (E = T / `steps_per_epoch`, 0 where that is not given or infinite) the
+        controller sets CIAO's `matrix_decay_factor` to `matrix_decay_factor`: dense matrices
+        decay by that fraction of the weight decay, tables and vectors by all of it (data seen
+        few times want little decay on the matrices, small data reused many times want it);
+        0 (the default): CIAO's factor is left as given. Set on a trained policy's file;
+        meta-training episodes do not run it.
     """
 
     schedule: str = "constant"
@@ -82,6 +89,8 @@ class ControlSpec:
     overfit_gap: float = 0.0
     hide_val: bool = False
     no_decay_vectors: bool = False
+    matrix_decay_below: float = 0.0
+    matrix_decay_factor: float = 1.0
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -109,6 +118,27 @@ class ControlSpec:
         if isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 <= gap < math.inf:
             raise ValueError(f"overfit_gap={gap!r}: expected a finite number >= 0 (0: off)")
         object.__setattr__(self, "overfit_gap", float(gap))
+        below = self.matrix_decay_below
+        if (
+            isinstance(below, bool)
+            or not isinstance(below, int | float)
+            or not 0 <= below < math.inf
+        ):
+            raise ValueError(
+                f"matrix_decay_below={below!r}: expected a finite number of passes >= 0 (0: off)"
+            )
+        object.__setattr__(self, "matrix_decay_below", float(below))
+        factor = self.matrix_decay_factor
+        spec = HPARAMS["matrix_decay_factor"]
+        if (
+            isinstance(factor, bool)
+            or not isinstance(factor, int | float)
+            or not spec.low <= factor <= spec.high
+        ):
+            raise ValueError(
+                f"matrix_decay_factor={factor!r}: expected a number in {spec.describe()}"
+            )
+        object.__setattr__(self, "matrix_decay_factor", float(factor))
         for name in ("epochs", "run_length", "hide_val", "no_decay_vectors"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
@@ -129,6 +159,15 @@ class ControlSpec:
         return (total_steps / HORIZON_STEPS) ** -self.horizon_power * (
             1.0 + epochs / EPOCHS_REF
         ) ** -self.epochs_power
+
+    def matrix_decay(self, total_steps: int, steps_per_epoch: float | None = None) -> float | None:
+        """CIAO's `matrix_decay_factor` for a run of `total_steps` steps of `steps_per_epoch`
+        each pass over the data; None where the spec leaves it as given."""
+        if not self.matrix_decay_below:
+            return None
+        steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
+        epochs = 0.0 if steps_per_epoch is None else total_steps / steps_per_epoch  # inf: 0
+        return self.matrix_decay_factor if epochs < self.matrix_decay_below else 1.0
 
     def engine(self, space: ActionSpace) -> FeatureEngine:
         return FeatureEngine(
@@ -158,14 +197,24 @@ OPTIONAL_LAYOUT_KEYS = (
     "overfit_gap",
     "hide_val",
     "no_decay_vectors",
+    "matrix_decay_below",
+    "matrix_decay_factor",
 )
+_FIELD_DEFAULTS = {f.name: f.default for f in fields(ControlSpec)}
+
+
+def _set(key: str, value) -> bool:
+    """Whether a layout holds `key` with `value`: not its default (a falsy default: any
+    falsy value)."""
+    default = _FIELD_DEFAULTS[key]
+    return value != default if default else bool(value)
 
 
 def _optional(values: dict) -> dict:
     return {
         key: list(values[key]) if key == "heads" else values[key]
         for key in OPTIONAL_LAYOUT_KEYS
-        if values.get(key)
+        if _set(key, values.get(key, _FIELD_DEFAULTS[key]))
     }
 
 
@@ -275,6 +324,8 @@ def file_spec(data: dict) -> ControlSpec | None:
             overfit_gap=layout.get("overfit_gap", 0.0),
             hide_val=bool(layout.get("hide_val", False)),
             no_decay_vectors=bool(layout.get("no_decay_vectors", False)),
+            matrix_decay_below=layout.get("matrix_decay_below", 0.0),
+            matrix_decay_factor=layout.get("matrix_decay_factor", 1.0),
         )
     except (ValueError, TypeError):
         return None

@@ -428,7 +428,7 @@ def run_episodes(
     # BatchedCIAO runs the AdamW path and LAMB's: a start on CIAO's other paths runs serially.
     together = (
         batchable(task_config)
-        and not any(cfg.fixed_initial.get(k) for k in UNBATCHED_HPARAMS)
+        and all(cfg.fixed_initial.get(k, DEFAULTS[k]) == DEFAULTS[k] for k in UNBATCHED_HPARAMS)
         and not cfg.no_decay_vectors
     )
     if len(seeds) > 1 and not together and not cfg.branch:

@@ -31,8 +31,9 @@ only the columns that lr_factor enters are rebuilt when a controller moves it, a
 before every step.
 
 Limits:
-- The AdamW path with clipping and LAMB's trust ratio only: `adamax` and `decay_in_update` are
-  refused, at construction and at the step after a group was set to them (use CIAO).
+- The AdamW path with clipping and LAMB's trust ratio only: `adamax`, `decay_in_update` and a
+  `matrix_decay_factor` other than 1 are refused, at construction and at the step after a
+  group was set to them (use CIAO).
 - One dtype (float32 or float64) and one device for all parameters.
 - Members are popped together (`MemberOptimizer.pop_step_stats`): the first pop of a period pops
   every member, and a member that does not take its row before the next step loses it. A
@@ -75,7 +76,7 @@ UNSUPPORTED = (
     "batched CIAO supports the AdamW path with clipping and LAMB's trust ratio only; use CIAO"
 )
 # Hyperparameters whose non-default values take CIAO's other paths, which BatchedCIAO refuses.
-UNBATCHED_HPARAMS = ("adamax", "decay_in_update")
+UNBATCHED_HPARAMS = ("adamax", "decay_in_update", "matrix_decay_factor")
 _DTYPES = (torch.float32, torch.float64)
 # The first moment's scale is folded back into it below this, as in `ciao.update_moments`.
 _FOLD_BELOW = 1e-3
@@ -107,7 +108,7 @@ def _check_member(
             check_value(key, group[key])
     except ValueError as e:
         raise ValueError(f"member {i}: {e}") from None
-    extras = {k: group[k] for k in UNBATCHED_HPARAMS if group[k]}
+    extras = {k: group[k] for k in UNBATCHED_HPARAMS if group[k] != DEFAULTS[k]}
     if extras:
         given = ", ".join(f"{k}={v!r}" for k, v in extras.items())
         raise ValueError(f"member {i}: {given}: {UNSUPPORTED}")

@@ -327,18 +327,21 @@ def apply_updates(
     params: list[Tensor],
     *,
     lr: float,
-    weight_decay: float,
+    weight_decay: float | list[float],
     updates: list[Tensor] | None,
     exp_avgs: list[Tensor],
     denoms: list[Tensor],
     coefs: list[float],
 ) -> None:
-    """p <- (1 - lr * weight_decay) p - lr * u, with the decay here the decoupled one.
+    """p <- (1 - lr * weight_decay) p - lr * u, with the decay here the decoupled one (one per
+    tensor where a list).
 
     `updates=None` is AdamW's case, where nothing changed u = coef * m_tilde / d after it was
     formed: one addcdiv then applies it without materialising u.
     """
-    if weight_decay != 0.0:
+    if isinstance(weight_decay, list):
+        torch._foreach_mul_(params, [1.0 - lr * wd for wd in weight_decay])
+    elif weight_decay != 0.0:
         torch._foreach_mul_(params, 1.0 - lr * weight_decay)
     if updates is None:
         torch._foreach_addcdiv_(params, exp_avgs, denoms, [-lr * c for c in coefs])
@@ -395,6 +398,10 @@ class CIAO(torch.optim.Optimizer):
         params: parameters or param groups, as for any `torch.optim.Optimizer`.
         lr, ombeta1, ombeta2, epsilon, weight_decay: AdamW's hyperparameters, with the betas given
             as ``1 - beta`` (the controller scales these multiplicatively).
+        matrix_decay_factor: the decoupled weight decay of dense matrices (two or more
+            dimensions, not row-sparse: not an embedding table's) is ``weight_decay`` times this;
+            biases, norms and tables decay by ``weight_decay`` itself. 1: every tensor alike.
+            (With ``decay_in_update`` the decay is not decoupled and this does not apply.)
         lr_factor: multiplies lr in the update (default 1): the factor of a schedule under the
             lr a controller steers, set before each step (`lhopt.optim.schedules`).
         clip_fraction: clip each group's gradient norm to this fraction of a rolling maximum of
@@ -451,6 +458,7 @@ class CIAO(torch.optim.Optimizer):
         feature_every: int = 4,
         stat_samples: int = 2048,
         *,
+        matrix_decay_factor: float = DEFAULTS["matrix_decay_factor"],
         betas: tuple[float, float] | None = None,
         eps: float | None = None,
     ) -> None:
@@ -461,6 +469,7 @@ class CIAO(torch.optim.Optimizer):
             ombeta2=ombeta2,
             epsilon=epsilon,
             weight_decay=weight_decay,
+            matrix_decay_factor=matrix_decay_factor,
             clip_fraction=clip_fraction,
             grad_clip_ombeta=grad_clip_ombeta,
             lamb_power=lamb_power,
@@ -704,10 +713,19 @@ class CIAO(torch.optim.Optimizer):
                     epsilon=eps,
                 )
                 raw_sum = raw if raw_sum is None else raw_sum + raw.to(raw_sum.device)
+            decays = decay_out
+            if decay_out and group["matrix_decay_factor"] != 1.0:
+                factor = group["matrix_decay_factor"]
+                decays = [
+                    decay_out * factor
+                    if p.dim() > 1 and not s.get("row_sparse", False)
+                    else decay_out
+                    for p, s in zip(bucket, states, strict=True)
+                ]
             apply_updates(
                 params,
                 lr=lr,
-                weight_decay=decay_out,
+                weight_decay=decays,
                 updates=updates,
                 exp_avgs=exp_avgs,
                 denoms=denoms,

@@ -46,6 +46,14 @@ HPARAMS: dict[str, HParamSpec] = {
     "ombeta2": HParamSpec(1e-2, 1e-12, 1.0, doc="1 - beta2 (second moment)"),
     "epsilon": HParamSpec(1e-6, 0.0, 1.0, low_open=True, doc="added to the denominator"),
     "weight_decay": HParamSpec(1e-2, 0.0, 10.0, doc="decoupled weight decay coefficient"),
+    "matrix_decay_factor": HParamSpec(
+        1.0,
+        0.0,
+        10.0,
+        doc="the decoupled weight decay of dense matrices (two or more dimensions, not "
+        "row-sparse as an embedding table's first gradient is) is weight_decay times this; "
+        "1: every tensor alike",
+    ),
     "clip_fraction": HParamSpec(
         0.8,
         0.0,
@@ -64,8 +72,9 @@ HPARAMS: dict[str, HParamSpec] = {
     "lamb_min_trust": HParamSpec(
         1e-3, 0.0, 1.0, low_open=True, doc="trust ratio is clamped to [min, 1/min]"
     ),
+    # The betas' floor again: the EMA's bias correction 1 - prod(1 - ombeta) is 0 below it.
     "lamb_update_norm_ombeta": HParamSpec(
-        1e-2, 0.0, 1.0, low_open=True, doc="1 - decay of the EMA of each tensor's update norm"
+        1e-2, 1e-12, 1.0, doc="1 - decay of the EMA of each tensor's update norm"
     ),
     "lamb_sparse": HParamSpec(
         True,
