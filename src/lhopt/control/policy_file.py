@@ -154,8 +154,7 @@ class ControlSpec:
     def horizon_factor(self, total_steps: int, steps_per_epoch: float | None = None) -> float:
         """The factor of the applied lr for a run of `total_steps` steps of `steps_per_epoch`
         each pass over the data: (T / 1000)^-p (1 + E / 10)^-q."""
-        steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
-        epochs = 0.0 if steps_per_epoch is None else total_steps / steps_per_epoch  # inf: 0
+        epochs = passes(total_steps, steps_per_epoch)
         return (total_steps / HORIZON_STEPS) ** -self.horizon_power * (
             1.0 + epochs / EPOCHS_REF
         ) ** -self.epochs_power
@@ -165,8 +164,7 @@ class ControlSpec:
         each pass over the data; None where the spec leaves it as given."""
         if not self.matrix_decay_below:
             return None
-        steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
-        epochs = 0.0 if steps_per_epoch is None else total_steps / steps_per_epoch  # inf: 0
+        epochs = passes(total_steps, steps_per_epoch)
         return self.matrix_decay_factor if epochs < self.matrix_decay_below else 1.0
 
     def engine(self, space: ActionSpace) -> FeatureEngine:
@@ -178,6 +176,13 @@ class ControlSpec:
             epochs=self.epochs,
             run_length=self.run_length,
         )
+
+
+def passes(total_steps: int, steps_per_epoch: float | None) -> float:
+    """A run's passes over its data, T / `steps_per_epoch`: 0 where that is not given (None)
+    or infinite (fresh data)."""
+    steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
+    return 0.0 if steps_per_epoch is None else total_steps / steps_per_epoch  # inf: 0
 
 
 def head_names(space: ActionSpace) -> tuple[str, ...]:
