@@ -27,6 +27,7 @@ SETTINGS = {
     "adamax_lamb": dict(adamax=True, lamb_power=2.0, lamb_min_trust=0.1),
     "decay_in_update": dict(decay_in_update=True, weight_decay=0.05, clip_fraction=None),
     "no_decay_large_lr": dict(weight_decay=0.0, lr=3e-2),
+    "matrix_decay": dict(lamb_power=1.0, weight_decay=0.1, lr=3e-2, matrix_decay_factor=0.1),
     # c ~ 1e-4 every step: the first moment's scale is folded back in every few steps.
     "heavy_clipping": dict(clip_fraction=1e-4, ombeta1=0.5, lamb_power=1.0),
 }

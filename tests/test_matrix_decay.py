@@ -67,7 +67,9 @@ def test_the_spec_checks_its_fields_and_layouts_hold_them_only_when_set():
     with pytest.raises(ValueError, match="matrix_decay_below=-1"):
         ControlSpec(matrix_decay_below=-1)
     with pytest.raises(ValueError, match="matrix_decay_factor=20"):
-        ControlSpec(matrix_decay_factor=20)
+        ControlSpec(matrix_decay_below=5, matrix_decay_factor=20)
+    with pytest.raises(ValueError, match="matrix_decay_factor=0.1 with matrix_decay_below=0"):
+        ControlSpec(matrix_decay_factor=0.1)
     assert "matrix_decay_below" not in actor_layout(ControlSpec())
     spec = ControlSpec(matrix_decay_below=20, matrix_decay_factor=0.1)
     layout = actor_layout(spec)
@@ -108,11 +110,28 @@ def test_learned_optimizer_sets_the_factor_by_the_runs_passes(policy_file):
     assert _factors(shipped, model) == [0.3]  # a policy without the rule leaves it as given
 
 
+def test_a_resumed_run_takes_the_factor_of_the_passes_it_saved(policy_file):
+    model = nn.Linear(3, 2)
+    saved = LearnedOptimizer(
+        model.parameters(), total_steps=100, policy=policy_file, steps_per_epoch=2
+    )
+    assert _factors(saved, model) == [1.0]
+    resumed = LearnedOptimizer(model.parameters(), total_steps=100, policy=policy_file)
+    resumed.load_state_dict(saved.state_dict())
+    assert _factors(resumed, model) == [1.0]
+
+
 def test_a_factor_given_beside_a_policy_that_sets_it_is_refused(policy_file):
     model = nn.Linear(3, 2)
+    refused = r"matrix_decay_factor is set by policy .*md.pt"
     for params, kwargs in (
         (model.parameters(), {"matrix_decay_factor": 0.5}),
         ([{"params": model.parameters(), "matrix_decay_factor": 0.5}], {}),
     ):
-        with pytest.raises(ValueError, match=r"matrix_decay_factor is set by policy .*md.pt"):
+        with pytest.raises(ValueError, match=refused):
             LearnedOptimizer(params, total_steps=100, policy=policy_file, **kwargs)
+    opt = LearnedOptimizer([model.weight], total_steps=100, policy=policy_file)
+    with pytest.raises(ValueError, match=refused):
+        opt.add_param_group({"params": [model.bias], "matrix_decay_factor": 0.5})
+    opt.add_param_group({"params": [model.bias]})  # the controller's factor then
+    assert _factors(opt, model) == [0.1, 0.1]

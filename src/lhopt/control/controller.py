@@ -447,6 +447,7 @@ class Controller:
         horizon = self._horizon(state["total_steps"], steps_per_epoch)
         self.total_steps = state["total_steps"]
         self.horizon = horizon
+        self.matrix_decay = self.spec.matrix_decay(self.total_steps, steps_per_epoch)
         self._steps_per_epoch = steps_per_epoch
         self.decision_steps = list(state["decision_steps"])
         self.hidden = tuple(t.clone() for t in state["hidden"])

@@ -33,13 +33,17 @@ def run_features(total_steps: int, steps_per_epoch: float | None) -> dict[str, f
     with the horizon), and whether its passes over the training data are known and
     log(1 + epochs), epochs = T / `steps_per_epoch` (0 for data drawn fresh at every step,
     `steps_per_epoch` = inf; known 0 and epochs 0 when `steps_per_epoch` is None)."""
-    known = steps_per_epoch is not None
-    epochs = total_steps / steps_per_epoch if known else 0.0
     return {
-        EPOCHS_FEATURES[0]: float(known),
-        EPOCHS_FEATURES[1]: math.log1p(epochs),
+        EPOCHS_FEATURES[0]: float(steps_per_epoch is not None),
+        EPOCHS_FEATURES[1]: math.log1p(passes(total_steps, steps_per_epoch)),
         LENGTH_FEATURE: math.log(total_steps),
     }
+
+
+def passes(total_steps: int, steps_per_epoch: float | None) -> float:
+    """A run's passes over its data, T / `steps_per_epoch`: 0 where that is not given (None)
+    or infinite (fresh data)."""
+    return 0.0 if steps_per_epoch is None else total_steps / steps_per_epoch  # inf: 0
 
 
 def check_steps_per_epoch(value: object) -> float | None:

@@ -238,16 +238,18 @@ class LearnedOptimizer(CIAO):
                 f"schedule={schedule!r} is not allowed with policy {str(policy)!r}: it was "
                 f"trained with schedule {policy_net.spec.schedule!r} (leave schedule unset)"
             )
-        params = list(params)
-        if policy_net.spec.matrix_decay_below and (
-            "matrix_decay_factor" in kwargs
-            or any(isinstance(g, dict) and "matrix_decay_factor" in g for g in params)
-        ):
-            raise ValueError(
-                f"matrix_decay_factor is set by policy {str(policy)!r} from the run's passes over "
-                f"its data (below {policy_net.spec.matrix_decay_below:g} passes: "
-                f"{policy_net.spec.matrix_decay_factor:g}, else 1): leave it unset"
+        # where the policy's spec sets matrix_decay_factor, a value given is refused
+        # (`add_param_group` checks the groups)
+        self._decay_rule = None
+        if policy_net.spec.matrix_decay_below:
+            spec = policy_net.spec
+            self._decay_rule = (
+                f"matrix_decay_factor is set by policy {str(policy)!r} from the run's passes "
+                f"over its data (below {spec.matrix_decay_below:g} passes: "
+                f"{spec.matrix_decay_factor:g}, else 1): leave it unset"
             )
+            if "matrix_decay_factor" in kwargs:
+                raise ValueError(self._decay_rule)
         start = dict(policy_net.initial)
         for alias, names in (("betas", ("ombeta1", "ombeta2")), ("eps", ("epsilon",))):
             if kwargs.get(alias) is not None:  # AdamW's name, given: it replaces the start
@@ -438,6 +440,9 @@ class LearnedOptimizer(CIAO):
 
         The restart registers are emptied: what they hold was saved without the new parameters,
         so loading it could not restore the whole model."""
+        rule = getattr(self, "_decay_rule", None)
+        if rule and isinstance(param_group, dict) and "matrix_decay_factor" in param_group:
+            raise ValueError(rule)
         if getattr(self, "model", None) is not None and isinstance(param_group, dict):
             params = param_group.get("params", [])
             params = [params] if torch.is_tensor(params) else list(params)

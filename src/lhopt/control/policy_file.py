@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from lhopt.control.actions import ActionSpace
-from lhopt.control.features import FeatureEngine, check_steps_per_epoch
+from lhopt.control.features import FeatureEngine, check_steps_per_epoch, passes
 from lhopt.control.policy import Policy
 from lhopt.optim import schedules
 from lhopt.optim.hparams import HPARAMS, check_value
@@ -128,17 +128,13 @@ class ControlSpec:
                 f"matrix_decay_below={below!r}: expected a finite number of passes >= 0 (0: off)"
             )
         object.__setattr__(self, "matrix_decay_below", float(below))
-        factor = self.matrix_decay_factor
-        spec = HPARAMS["matrix_decay_factor"]
-        if (
-            isinstance(factor, bool)
-            or not isinstance(factor, int | float)
-            or not spec.low <= factor <= spec.high
-        ):
+        check_value("matrix_decay_factor", self.matrix_decay_factor)
+        object.__setattr__(self, "matrix_decay_factor", float(self.matrix_decay_factor))
+        if self.matrix_decay_factor != 1.0 and not self.matrix_decay_below:
             raise ValueError(
-                f"matrix_decay_factor={factor!r}: expected a number in {spec.describe()}"
+                f"matrix_decay_factor={self.matrix_decay_factor:g} with matrix_decay_below=0: "
+                "the rule is off; set matrix_decay_below (passes) or leave the factor at 1"
             )
-        object.__setattr__(self, "matrix_decay_factor", float(factor))
         for name in ("epochs", "run_length", "hide_val", "no_decay_vectors"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
@@ -154,7 +150,7 @@ class ControlSpec:
     def horizon_factor(self, total_steps: int, steps_per_epoch: float | None = None) -> float:
         """The factor of the applied lr for a run of `total_steps` steps of `steps_per_epoch`
         each pass over the data: (T / 1000)^-p (1 + E / 10)^-q."""
-        epochs = passes(total_steps, steps_per_epoch)
+        epochs = passes(total_steps, check_steps_per_epoch(steps_per_epoch))
         return (total_steps / HORIZON_STEPS) ** -self.horizon_power * (
             1.0 + epochs / EPOCHS_REF
         ) ** -self.epochs_power
@@ -164,7 +160,7 @@ class ControlSpec:
         each pass over the data; None where the spec leaves it as given."""
         if not self.matrix_decay_below:
             return None
-        epochs = passes(total_steps, steps_per_epoch)
+        epochs = passes(total_steps, check_steps_per_epoch(steps_per_epoch))
         return self.matrix_decay_factor if epochs < self.matrix_decay_below else 1.0
 
     def engine(self, space: ActionSpace) -> FeatureEngine:
@@ -176,13 +172,6 @@ class ControlSpec:
             epochs=self.epochs,
             run_length=self.run_length,
         )
-
-
-def passes(total_steps: int, steps_per_epoch: float | None) -> float:
-    """A run's passes over its data, T / `steps_per_epoch`: 0 where that is not given (None)
-    or infinite (fresh data)."""
-    steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
-    return 0.0 if steps_per_epoch is None else total_steps / steps_per_epoch  # inf: 0
 
 
 def head_names(space: ActionSpace) -> tuple[str, ...]:

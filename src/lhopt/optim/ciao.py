@@ -595,10 +595,9 @@ class CIAO(torch.optim.Optimizer):
                 continue
             grad_scale = self._clip_scale(gi, group, norms[gi])
             any_clipped |= grad_scale < 1.0
-            raw = self._step_group(group, buckets, grad_scale, measure)
-            if raw is not None:
-                decay = 0.0 if group["decay_in_update"] else group["weight_decay"]
-                measured.append((raw, group["lr"] * group["lr_factor"], decay))
+            lr = group["lr"] * group["lr_factor"]
+            for raw, decay in self._step_group(group, buckets, grad_scale, measure):
+                measured.append((raw, lr, decay))
         if any_clipped:
             self._stats.count_clip()
         self._stats.add(measured)
@@ -637,15 +636,16 @@ class CIAO(torch.optim.Optimizer):
 
     def _step_group(
         self, group: dict, buckets: dict[tuple, list[Tensor]], grad_scale: float, measure: bool
-    ) -> Tensor | None:
-        """One step of one param group; returns its raw statistics if `measure`."""
+    ) -> list[tuple[Tensor, float]]:
+        """One step of one param group; returns, if `measure`, its raw statistics with the
+        decoupled decay they were applied with (one pair per decay its tensors took), else []."""
         beta1, beta2 = 1.0 - group["ombeta1"], 1.0 - group["ombeta2"]
         lr, wd, eps = group["lr"] * group["lr_factor"], group["weight_decay"], group["epsilon"]
         adamax, in_update = group["adamax"], group["decay_in_update"]
         # Weight decay inside the update (LAMB then scales it), or decoupled from it as in AdamW.
         decay_in, decay_out = (wd, 0.0) if in_update else (0.0, wd)
         lamb = group["lamb_power"] > 0
-        raw_sum = None
+        raw_sums: dict[float, Tensor] = {}  # decoupled decay -> raw statistics
         for bucket in buckets.values():
             states = [self._param_state(p) for p in bucket]
             # The tensors the trust ratio scales this step (None: none of them).
@@ -698,21 +698,6 @@ class CIAO(torch.optim.Optimizer):
                 for u, t in zip(updates, trusts, strict=True):
                     if t is not None:
                         u.mul_(t)
-            if measure:
-                raw = raw_statistics(
-                    self._stats.plan(bucket, params),
-                    params,
-                    grads,
-                    exp_avgs,
-                    denoms,
-                    updates,
-                    trusts,
-                    scales,
-                    m_coefs,
-                    d_coefs,
-                    epsilon=eps,
-                )
-                raw_sum = raw if raw_sum is None else raw_sum + raw.to(raw_sum.device)
             decays = decay_out
             if decay_out and group["matrix_decay_factor"] != 1.0:
                 factor = group["matrix_decay_factor"]
@@ -722,6 +707,22 @@ class CIAO(torch.optim.Optimizer):
                     else decay_out
                     for p, s in zip(bucket, states, strict=True)
                 ]
+            if measure:
+                # the tensors of each decay apart, since the step's size depends on it
+                parts = {decay_out: list(range(len(bucket)))}
+                if isinstance(decays, list):
+                    parts = {d: [i for i, x in enumerate(decays) if x == d] for d in set(decays)}
+                cols = (bucket, params, grads, exp_avgs, denoms, updates, trusts, scales)
+                cols += (m_coefs, d_coefs)
+                for decay, idx in parts.items():
+                    b, ps, gs, ms, ds, us, ts, ss, mc, dc = (
+                        None if c is None else [c[i] for i in idx] for c in cols
+                    )
+                    raw = raw_statistics(
+                        self._stats.plan(b, ps), ps, gs, ms, ds, us, ts, ss, mc, dc, epsilon=eps
+                    )
+                    before = raw_sums.get(decay)
+                    raw_sums[decay] = raw if before is None else before + raw.to(before.device)
             apply_updates(
                 params,
                 lr=lr,
@@ -733,7 +734,7 @@ class CIAO(torch.optim.Optimizer):
             )
             if params is not bucket:  # float32 working copies of low-precision parameters
                 torch._foreach_copy_(bucket, params)
-        return raw_sum
+        return list((raw, decay) for decay, raw in raw_sums.items())
 
     def _scratch_for(self, bucket: list[Tensor], tensors: list[Tensor]):
         """For a bucket of CPU tensors (`tensors`: the parameters of `bucket` or their working
