@@ -140,7 +140,7 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
         for config in SUITES[suite].values():
             task = build_task(config, seed=0)
             assert 300 <= task.budget <= 3000 and task.num_params() > 0
-    every = [f"unseen{k}" if k > 1 else "unseen" for k in range(1, 15)]
+    every = [f"unseen{k}" if k > 1 else "unseen" for k in range(1, 16)]
     configs = [set(SUITES[suite].values()) for suite in every]
     assert len(set.union(*configs)) == sum(map(len, configs))  # no task in two of them
     for suite in ("unseen8", "unseen9", "unseen10", "unseen11"):
@@ -158,9 +158,19 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
             "unseen11",
             "unseen13",
             "unseen14",
+            "unseen15",
         ):
             assert "tabular" not in {c.family for c in tasks.values()}
-        mixed = ("unseen8", "unseen9", "unseen10", "unseen11", "unseen12", "unseen13", "unseen14")
+        mixed = (
+            "unseen8",
+            "unseen9",
+            "unseen10",
+            "unseen11",
+            "unseen12",
+            "unseen13",
+            "unseen14",
+            "unseen15",
+        )
         if name not in ("unseen5", "unseen6", *mixed):
             assert "texts" not in {c.family for c in tasks.values()}
         if name not in ("unseen7", *mixed):

@@ -65,6 +65,9 @@
   (two byte-level transformers, a GRU and a GPT-2-style decoder, an MNIST-1D MLP, a digits
   CNN and MLP, and a recurrent adder on fresh data), to confirm the matrices' weight decay by
   the passes over the data (`docs/experiments.md`).
+- `unseen15`: eight more of fewer than 20 passes in shapes no suite has run (two byte-level
+  transformers, a GPT-2-style decoder, an LSTM, an MNIST-1D CNN and MLP with layer norm, a
+  digits CNN, a recurrent XOR on fresh data), the second confirmation of that rule.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -711,6 +714,52 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             length=10,
             batch=32,
             budget=1000,
+        ),
+    },
+    "unseen15": {
+        "unseen15-britannica-transformer": _lm("britannica", "transformer", 2, 96, 32, 16, 1000),
+        "unseen15-areopagitica-gpt-wide": _lm("areopagitica", None, 1, 96, 32, 16, 800),
+        "unseen15-paradise-lost-lstm": _lm("paradise-lost", "lstm", 2, 56, 32, 16, 1000),
+        "unseen15-paradise-regained-transformer-deep": _lm(
+            "paradise-regained", "transformer", 3, 48, 32, 16, 800
+        ),
+        "unseen15-mnist1d-cnn": Q(
+            "mnist1d",
+            arch="cnn",
+            depth=2,
+            width=32,
+            norm="none",
+            activation="relu",
+            dropout=0.0,
+            loss="ce",
+            batch=64,
+            epochs=5,
+            budget=600,
+        ),
+        "unseen15-mnist1d-mlp-ln": Q(
+            "mnist1d",
+            arch="mlp",
+            depth=2,
+            width=128,
+            norm="layer",
+            activation="relu",
+            dropout=0.0,
+            loss="ce",
+            batch=64,
+            epochs=2,
+            budget=600,
+        ),
+        "unseen15-digits-cnn-deep": _digits_cnn(3, 16, 997, 16, 800),
+        "unseen15-xor-lstm": Q(
+            "algorithmic",
+            problem="xor",
+            cell="lstm",
+            layers=1,
+            hidden=64,
+            dropout=0.0,
+            length=12,
+            batch=32,
+            budget=800,
         ),
     },
     "selection-long": {
