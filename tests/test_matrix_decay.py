@@ -77,7 +77,8 @@ def test_the_spec_checks_its_fields_and_layouts_hold_them_only_when_set():
     assert file_spec({"layout": layout}) == spec
     assert spec.matrix_decay(1000, 100) == 0.1  # 10 passes
     assert spec.matrix_decay(1000, 50) == 1.0  # 20 passes
-    assert spec.matrix_decay(1000) == 0.1 and spec.matrix_decay(1000, math.inf) == 0.1
+    assert spec.matrix_decay(1000, math.inf) == 0.1  # fresh data
+    assert spec.matrix_decay(1000) == 1.0  # not known: as without the rule
     assert ControlSpec().matrix_decay(1000, 100) is None
 
 
@@ -98,8 +99,12 @@ def _factors(opt: LearnedOptimizer, model: nn.Module) -> list[float]:
 
 def test_learned_optimizer_sets_the_factor_by_the_runs_passes(policy_file):
     model = nn.Linear(3, 2)
-    few = LearnedOptimizer(model.parameters(), total_steps=100, policy=policy_file)
-    assert _factors(few, model) == [0.1]  # steps per epoch not given: fresh data
+    unknown = LearnedOptimizer(model.parameters(), total_steps=100, policy=policy_file)
+    assert _factors(unknown, model) == [1.0]  # steps per epoch not given: not applied
+    fresh = LearnedOptimizer(
+        model.parameters(), total_steps=100, policy=policy_file, steps_per_epoch=math.inf
+    )
+    assert _factors(fresh, model) == [0.1]
     many = LearnedOptimizer(
         model.parameters(), total_steps=100, policy=policy_file, steps_per_epoch=2
     )
@@ -130,7 +135,7 @@ def test_a_factor_given_beside_a_policy_that_sets_it_is_refused(policy_file):
     ):
         with pytest.raises(ValueError, match=refused):
             LearnedOptimizer(params, total_steps=100, policy=policy_file, **kwargs)
-    opt = LearnedOptimizer([model.weight], total_steps=100, policy=policy_file)
+    opt = LearnedOptimizer([model.weight], total_steps=100, policy=policy_file, steps_per_epoch=10)
     with pytest.raises(ValueError, match=refused):
         opt.add_param_group({"params": [model.bias], "matrix_decay_factor": 0.5})
     opt.add_param_group({"params": [model.bias]})  # the controller's factor then

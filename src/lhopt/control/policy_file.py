@@ -70,8 +70,9 @@ class ControlSpec:
         from the parameters it is given unless told `decay_vectors=True`; False (the
         default): every tensor is decayed.
     matrix_decay_below, matrix_decay_factor: E0 > 0: in a run of fewer than E0 passes over
-        its data (E = T / `steps_per_epoch`, 0 where that is not given or infinite) the
-        controller sets CIAO's `matrix_decay_factor` to `matrix_decay_factor`: dense matrices
+        its data (E = T / `steps_per_epoch`, 0 for fresh data, `steps_per_epoch` = inf; not
+        applied where `steps_per_epoch` is not given) the controller sets CIAO's
+        `matrix_decay_factor` to `matrix_decay_factor`, else to 1: dense matrices
         decay by that fraction of the weight decay, tables and vectors by all of it (data seen
         few times want little decay on the matrices, small data reused many times want it);
         0 (the default): CIAO's factor is left as given. Set on a trained policy's file;
@@ -157,11 +158,15 @@ class ControlSpec:
 
     def matrix_decay(self, total_steps: int, steps_per_epoch: float | None = None) -> float | None:
         """CIAO's `matrix_decay_factor` for a run of `total_steps` steps of `steps_per_epoch`
-        each pass over the data; None where the spec leaves it as given."""
+        each pass over the data (None: not known, the factor 1); None where the spec leaves
+        it as given."""
         if not self.matrix_decay_below:
             return None
-        epochs = passes(total_steps, check_steps_per_epoch(steps_per_epoch))
-        return self.matrix_decay_factor if epochs < self.matrix_decay_below else 1.0
+        steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
+        if steps_per_epoch is None:
+            return 1.0
+        few = passes(total_steps, steps_per_epoch) < self.matrix_decay_below
+        return self.matrix_decay_factor if few else 1.0
 
     def engine(self, space: ActionSpace) -> FeatureEngine:
         return FeatureEngine(
