@@ -111,8 +111,21 @@ def test_learned_optimizer_sets_the_factor_by_the_runs_passes(policy_file):
     assert _factors(many, model) == [1.0]  # 50 passes
     many.steps_per_epoch = 10  # 10 passes, as an integration sets it
     assert _factors(many, model) == [0.1]
-    shipped = LearnedOptimizer(model.parameters(), total_steps=100, matrix_decay_factor=0.3)
-    assert _factors(shipped, model) == [0.3]  # a policy without the rule leaves it as given
+    policy = load_policy("default")
+    plain = policy_file.with_name("plain.pt")
+    spec = dataclasses.replace(policy.spec, matrix_decay_below=0, matrix_decay_factor=1)
+    save_policy_file(policy, plain, spec=spec, initial=policy.initial)
+    given = LearnedOptimizer(
+        model.parameters(), total_steps=100, policy=plain, matrix_decay_factor=0.3
+    )
+    assert _factors(given, model) == [0.3]  # a policy without the rule leaves it as given
+
+
+def test_the_shipped_policy_sets_the_factor_below_20_passes():
+    model = nn.Linear(3, 2)
+    few = LearnedOptimizer(model.parameters(), total_steps=100, steps_per_epoch=10)
+    many = LearnedOptimizer(model.parameters(), total_steps=100, steps_per_epoch=4)
+    assert (_factors(few, model), _factors(many, model)) == ([0.1], [1.0])
 
 
 def test_a_resumed_run_takes_the_factor_of_the_passes_it_saved(policy_file):
