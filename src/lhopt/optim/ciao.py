@@ -709,15 +709,20 @@ class CIAO(torch.optim.Optimizer):
                 ]
             if measure:
                 # the tensors of each decay apart, since the step's size depends on it
-                parts = {decay_out: list(range(len(bucket)))}
-                if isinstance(decays, list):
-                    parts = {d: [i for i, x in enumerate(decays) if x == d] for d in set(decays)}
                 cols = (bucket, params, grads, exp_avgs, denoms, updates, trusts, scales)
                 cols += (m_coefs, d_coefs)
-                for decay, idx in parts.items():
-                    b, ps, gs, ms, ds, us, ts, ss, mc, dc = (
-                        None if c is None else [c[i] for i in idx] for c in cols
-                    )
+                parts = {decay_out: cols}  # one decay: the bucket as it is
+                if isinstance(decays, list):
+                    parts = {
+                        d: tuple(
+                            None
+                            if c is None
+                            else [v for v, x in zip(c, decays, strict=True) if x == d]
+                            for c in cols
+                        )
+                        for d in set(decays)
+                    }
+                for decay, (b, ps, gs, ms, ds, us, ts, ss, mc, dc) in parts.items():
                     raw = raw_statistics(
                         self._stats.plan(b, ps), ps, gs, ms, ds, us, ts, ss, mc, dc, epsilon=eps
                     )
