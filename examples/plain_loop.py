@@ -16,7 +16,13 @@ def val_loss() -> float:  # called at each decision
 
 
 T = 200
-opt = lhopt.LearnedOptimizer(model.parameters(), total_steps=T, val_loss_fn=val_loss, model=model)
+opt = lhopt.LearnedOptimizer(
+    model.parameters(),
+    total_steps=T,
+    steps_per_epoch=512 // 32,  # batches of 32 from 512 records
+    val_loss_fn=val_loss,
+    model=model,
+)
 for _ in range(T):
     i = torch.randint(0, 512, (32,))
     loss = nn.functional.mse_loss(model(x[i]), y[i])

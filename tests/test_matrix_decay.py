@@ -100,7 +100,8 @@ def _factors(opt: LearnedOptimizer, model: nn.Module) -> list[float]:
 def test_learned_optimizer_sets_the_factor_by_the_runs_passes(policy_file):
     model = nn.Linear(3, 2)
     unknown = LearnedOptimizer(model.parameters(), total_steps=100, policy=policy_file)
-    assert _factors(unknown, model) == [1.0]  # steps per epoch not given: not applied
+    with pytest.warns(UserWarning, match=r"fewer than 20 passes.*steps_per_epoch is not set"):
+        assert _factors(unknown, model) == [1.0]  # steps per epoch not given: not applied
     fresh = LearnedOptimizer(
         model.parameters(), total_steps=100, policy=policy_file, steps_per_epoch=math.inf
     )

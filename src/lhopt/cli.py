@@ -43,6 +43,7 @@ def demo(steps: int, decisions: int, seed: int, out=sys.stdout) -> list[dict]:
     opt = LearnedOptimizer(
         model.parameters(),
         total_steps=steps,
+        steps_per_epoch=len(x) / 64,  # batches of 64 drawn from the training set
         val_loss_fn=val_loss,
         decisions=decisions,
         model=model,

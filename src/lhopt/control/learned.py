@@ -183,8 +183,9 @@ class LearnedOptimizer(CIAO):
             known, the default). A policy trained to read it (its file's spec has `epochs`)
             tells from it, at the first decision, a run long for its data (that will overfit)
             from a short one (that underfits); a policy with an `epochs_power` scales its lr
-            by the run's passes over the data; the others ignore it. Also settable as an
-            attribute; the framework integrations pass it.
+            by the run's passes over the data, and one with `matrix_decay_below` (the shipped
+            one) decays dense matrices less in a run of few passes; the others ignore it. Also
+            settable as an attribute; the framework integrations pass it.
         decay_vectors: False: each group's tensors of one dimension or none (biases, norms'
             gains) are moved to a copy of the group with ``weight_decay=0.0``
             (`lhopt.optim.groups.split_vectors`), as AdamW recipes build by hand, so a group
@@ -523,11 +524,20 @@ class LearnedOptimizer(CIAO):
 
     def _decide(self) -> None:
         self._check_lr_untouched()
-        if self._taken == 0 and self.steps_per_epoch is None and self.controller.spec.epochs_power:
+        spec = self.controller.spec
+        if self._taken == 0 and self.steps_per_epoch is None and spec.epochs_power:
             warnings.warn(
                 f"LearnedOptimizer: this policy scales its lr by the run's passes over its data "
-                f"(epochs_power={self.controller.spec.epochs_power:g}), but steps_per_epoch is "
+                f"(epochs_power={spec.epochs_power:g}), but steps_per_epoch is "
                 "not set: its lr is left unscaled; pass steps_per_epoch (math.inf for fresh data)",
+                stacklevel=_user_stacklevel(),
+            )
+        elif self._taken == 0 and self.steps_per_epoch is None and spec.matrix_decay_below:
+            warnings.warn(
+                "LearnedOptimizer: this policy decays dense matrices less in a run of fewer than "
+                f"{spec.matrix_decay_below:g} passes over its data, but steps_per_epoch is not "
+                "set: every tensor keeps the full weight decay; pass steps_per_epoch (e.g. "
+                "len(train_loader); math.inf for fresh data)",
                 stacklevel=_user_stacklevel(),
             )
         train, total, count = None, 0.0, self._loss_count
