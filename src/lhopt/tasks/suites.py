@@ -68,6 +68,9 @@
 - `unseen15`: eight more of fewer than 20 passes in shapes no suite has run (two byte-level
   transformers, a GPT-2-style decoder, an LSTM, an MNIST-1D CNN and MLP with layer norm, a
   digits CNN, a recurrent XOR on fresh data), the second confirmation of that rule.
+- `unseen16`: eight byte-level language models with `nn.Embedding` tables (two GRUs, three
+  LSTMs and three transformers) in shapes no suite has run, to confirm the tables' weight
+  decay (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -760,6 +763,24 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
             length=12,
             batch=32,
             budget=800,
+        ),
+    },
+    "unseen16": {
+        "unseen16-britannica-gru-deep": _lm("britannica", "gru", 3, 72, 32, 16, 900),
+        "unseen16-areopagitica-lstm-wide": _lm("areopagitica", "lstm", 1, 112, 24, 16, 900),
+        "unseen16-paradise-lost-transformer-wide": _lm(
+            "paradise-lost", "transformer", 2, 112, 32, 16, 800
+        ),
+        "unseen16-paradise-regained-transformer-small": _lm(
+            "paradise-regained", "transformer", 1, 40, 48, 24, 1000
+        ),
+        "unseen16-britannica-lstm": _lm("britannica", "lstm", 2, 72, 40, 16, 1000),
+        "unseen16-areopagitica-transformer-deep": _lm(
+            "areopagitica", "transformer", 3, 56, 40, 16, 800
+        ),
+        "unseen16-paradise-lost-gru-small": _lm("paradise-lost", "gru", 1, 40, 32, 24, 1200),
+        "unseen16-paradise-regained-lstm-deep": _lm(
+            "paradise-regained", "lstm", 3, 64, 32, 16, 900
         ),
     },
     "selection-long": {
