@@ -6,8 +6,8 @@ network run under a CIAO setting or a schedule shape it was not trained with (`-
 lamb_power=0.5`, `--schedule linear`).
 
 Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--hide-val true|false]
-    [--schedule SHAPE] [--horizon-power P] [--matrix-decay E0 FACTOR] [--norm-from FILE]
-    [--initial NAME=VALUE ...]
+    [--schedule SHAPE] [--horizon-power P] [--matrix-decay E0 FACTOR] [--table-decay FACTOR]
+    [--norm-from FILE] [--initial NAME=VALUE ...]
 (`--overfit-gap` defaults to the shipped policy's, `--hide-val` to SRC's; `--initial` replaces
 those entries of the file's `initial`.)
 """
@@ -61,6 +61,13 @@ def main() -> None:
         help="below E0 passes over the data, dense matrices decay by FACTOR times the weight "
         "decay (E0 0: off; default: SRC's)",
     )
+    parser.add_argument(
+        "--table-decay",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="embedding tables decay by FACTOR times the weight decay (1: off; default: SRC's)",
+    )
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
     parser.add_argument(
         "--initial",
@@ -100,6 +107,11 @@ def main() -> None:
             spec = replace(spec, matrix_decay_below=below, matrix_decay_factor=factor)
         except ValueError as e:
             parser.error(f"--matrix-decay: {e}")
+    if args.table_decay is not None:
+        try:  # the spec checks the range
+            spec = replace(spec, table_decay_factor=args.table_decay)
+        except ValueError as e:
+            parser.error(f"--table-decay: {e}")
     if args.horizon_power is not None:
         try:  # the spec checks its range
             spec = replace(spec, horizon_power=args.horizon_power)
@@ -117,6 +129,7 @@ def main() -> None:
         f"schedule {spec.schedule}, horizon_power {spec.horizon_power:g}, "
         f"no_decay_vectors {spec.no_decay_vectors}, "
         f"matrix_decay below {spec.matrix_decay_below:g} at {spec.matrix_decay_factor:g}, "
+        f"table_decay {spec.table_decay_factor:g}, "
         f"normaliser from {args.norm_from or args.src}, "
         f"initial {initial}"
     )

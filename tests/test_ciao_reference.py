@@ -198,6 +198,18 @@ def test_row_sparse_table_matches_reference(lamb_sparse):
     assert not opt.state[fast.out.weight]["row_sparse"]
 
 
+@pytest.mark.parametrize("lamb_power", [0.0, 1.0])
+def test_table_decay_matches_reference(lamb_power):
+    hp = dict(lamb_power=lamb_power, lr=3e-2, weight_decay=0.1, table_decay_factor=3.0)
+    hp["matrix_decay_factor"] = 0.1
+    fast, opt = run_tables(lambda m: CIAO(m.parameters(), **hp, stat_samples=10**6))
+    ref, _ = run_tables(lambda m: ReferenceCIAO(m.parameters(), **hp))
+    assert_params_close(fast, ref, PARAM_RTOL[torch.float64])
+    assert opt.state[fast.table.weight]["embedding"]  # row-sparse at nn.Embedding's scale
+    plain, _ = run_tables(lambda m: CIAO(m.parameters(), **{**hp, "table_decay_factor": 1.0}))
+    assert not torch.allclose(plain.table.weight, fast.table.weight)
+
+
 def test_lamb_sparse_false_steps_the_table_as_adamw_and_the_rest_under_the_trust_ratio():
     def trained(**hp):  # one step from the same point: the same gradients
         return run_tables(lambda m: CIAO(m.parameters(), lr=3e-2, **hp), steps=1)[0]

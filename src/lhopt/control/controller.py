@@ -234,13 +234,16 @@ class Controller:
         """Set the schedule's factor for optimizer step `step` (0-based): the lr CIAO uses is
         each group's `lr` (the base the policy steers) times `lr_factor` (the shape's factor,
         times `lr_units` and the spec's `horizon_factor`); and, where the spec sets it by the
-        run's passes over its data, CIAO's `matrix_decay_factor`."""
+        run's passes over its data, CIAO's `matrix_decay_factor`, and where it sets it, CIAO's
+        `table_decay_factor`."""
         factor = self.shape(step + 1, self.total_steps) * self.lr_units * self.horizon
         factor *= OVERFIT_CUT**self.restarts
         for group in self.optimizer.param_groups:
             group["lr_factor"] = factor
             if self.matrix_decay is not None:
                 group["matrix_decay_factor"] = self.matrix_decay
+            if self.spec.table_decay_factor != 1.0:
+                group["table_decay_factor"] = self.spec.table_decay_factor
 
     def decide(
         self,

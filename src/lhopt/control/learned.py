@@ -194,7 +194,8 @@ class LearnedOptimizer(CIAO):
             later by `add_param_group` are taken as given, as torch's optimizers take them.
         **kwargs: CIAO's hyperparameters (their initial values; `matrix_decay_factor` is the
             controller's where the policy file's spec sets it by the run's passes over its
-            data, `ControlSpec.matrix_decay_below`). Default: the ones the policy
+            data, `ControlSpec.matrix_decay_below`, and `table_decay_factor` where the spec
+            sets `table_decay_factor`). Default: the ones the policy
             file records that its training episodes started from (`policy_net.initial`, e.g.
             lr 1e-2 for a policy that searches from above), else CIAO's official ones.
     """
@@ -239,18 +240,24 @@ class LearnedOptimizer(CIAO):
                 f"schedule={schedule!r} is not allowed with policy {str(policy)!r}: it was "
                 f"trained with schedule {policy_net.spec.schedule!r} (leave schedule unset)"
             )
-        # where the policy's spec sets matrix_decay_factor, a value given is refused
+        # where the policy's spec sets a decay factor, a value given is refused
         # (`add_param_group` checks the groups)
-        self._decay_rule = None
-        if policy_net.spec.matrix_decay_below:
-            spec = policy_net.spec
-            self._decay_rule = (
+        spec = policy_net.spec
+        self._decay_rules: dict[str, str] = {}
+        if spec.matrix_decay_below:
+            self._decay_rules["matrix_decay_factor"] = (
                 f"matrix_decay_factor is set by policy {str(policy)!r} from the run's passes "
                 f"over its data (below {spec.matrix_decay_below:g} passes: "
                 f"{spec.matrix_decay_factor:g}, else 1): leave it unset"
             )
-            if "matrix_decay_factor" in kwargs:
-                raise ValueError(self._decay_rule)
+        if spec.table_decay_factor != 1.0:
+            self._decay_rules["table_decay_factor"] = (
+                f"table_decay_factor is set by policy {str(policy)!r} "
+                f"({spec.table_decay_factor:g}): leave it unset"
+            )
+        for name, rule in self._decay_rules.items():
+            if name in kwargs:
+                raise ValueError(rule)
         start = dict(policy_net.initial)
         for alias, names in (("betas", ("ombeta1", "ombeta2")), ("eps", ("epsilon",))):
             if kwargs.get(alias) is not None:  # AdamW's name, given: it replaces the start
@@ -441,9 +448,9 @@ class LearnedOptimizer(CIAO):
 
         The restart registers are emptied: what they hold was saved without the new parameters,
         so loading it could not restore the whole model."""
-        rule = getattr(self, "_decay_rule", None)
-        if rule and isinstance(param_group, dict) and "matrix_decay_factor" in param_group:
-            raise ValueError(rule)
+        for name, rule in getattr(self, "_decay_rules", {}).items():
+            if isinstance(param_group, dict) and name in param_group:
+                raise ValueError(rule)
         if getattr(self, "model", None) is not None and isinstance(param_group, dict):
             params = param_group.get("params", [])
             params = [params] if torch.is_tensor(params) else list(params)

@@ -77,6 +77,10 @@ class ControlSpec:
         few times want little decay on the matrices, small data reused many times want it);
         0 (the default): CIAO's factor is left as given. Set on a trained policy's file;
         meta-training episodes do not run it.
+    table_decay_factor: not 1: the controller sets CIAO's `table_decay_factor` to it in
+        every run: embedding tables (row-sparse at `nn.Embedding`'s scale) decay by that
+        multiple of the weight decay; 1 (the default): CIAO's factor is left as given. Set on
+        a trained policy's file; meta-training episodes do not run it.
     """
 
     schedule: str = "constant"
@@ -92,6 +96,7 @@ class ControlSpec:
     no_decay_vectors: bool = False
     matrix_decay_below: float = 0.0
     matrix_decay_factor: float = 1.0
+    table_decay_factor: float = 1.0
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -136,6 +141,8 @@ class ControlSpec:
                 f"matrix_decay_factor={self.matrix_decay_factor:g} with matrix_decay_below=0: "
                 "the rule is off; set matrix_decay_below (passes) or leave the factor at 1"
             )
+        check_value("table_decay_factor", self.table_decay_factor)
+        object.__setattr__(self, "table_decay_factor", float(self.table_decay_factor))
         for name in ("epochs", "run_length", "hide_val", "no_decay_vectors"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
@@ -198,6 +205,7 @@ OPTIONAL_LAYOUT_KEYS = (
     "no_decay_vectors",
     "matrix_decay_below",
     "matrix_decay_factor",
+    "table_decay_factor",
 )
 _FIELD_DEFAULTS = {f.name: f.default for f in fields(ControlSpec)}
 
@@ -325,6 +333,7 @@ def file_spec(data: dict) -> ControlSpec | None:
             no_decay_vectors=bool(layout.get("no_decay_vectors", False)),
             matrix_decay_below=layout.get("matrix_decay_below", 0.0),
             matrix_decay_factor=layout.get("matrix_decay_factor", 1.0),
+            table_decay_factor=layout.get("table_decay_factor", 1.0),
         )
     except (ValueError, TypeError):
         return None

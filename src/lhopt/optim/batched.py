@@ -32,8 +32,8 @@ before every step.
 
 Limits:
 - The AdamW path with clipping and LAMB's trust ratio only: `adamax`, `decay_in_update` and a
-  `matrix_decay_factor` other than 1 are refused, at construction and at the step after a
-  group was set to them (use CIAO).
+  `matrix_decay_factor` or `table_decay_factor` other than 1 are refused, at construction and
+  at the step after a group was set to them (use CIAO).
 - One dtype (float32 or float64) and one device for all parameters.
 - Members are popped together (`MemberOptimizer.pop_step_stats`): the first pop of a period pops
   every member, and a member that does not take its row before the next step loses it. A
@@ -76,7 +76,7 @@ UNSUPPORTED = (
     "batched CIAO supports the AdamW path with clipping and LAMB's trust ratio only; use CIAO"
 )
 # Hyperparameters whose non-default values take CIAO's other paths, which BatchedCIAO refuses.
-UNBATCHED_HPARAMS = ("adamax", "decay_in_update", "matrix_decay_factor")
+UNBATCHED_HPARAMS = ("adamax", "decay_in_update", "matrix_decay_factor", "table_decay_factor")
 _DTYPES = (torch.float32, torch.float64)
 # The first moment's scale is folded back into it below this, as in `ciao.update_moments`.
 _FOLD_BELOW = 1e-3

@@ -180,6 +180,27 @@ def is_row_sparse(grad: Tensor) -> bool:
     return bool((grad.flatten(1) == 0).all(1).any())
 
 
+EMBEDDING_RMS = 0.5  # an embedding table's rms at its first step: nn.Embedding's is 1
+
+
+def is_embedding(p: Tensor) -> bool:
+    """Whether a row-sparse tensor is at an embedding table's scale (rms >= EMBEDDING_RMS), not
+    a hidden layer a dead unit marked (PyTorch's scale, about 0.05) nor a table initialised
+    small (GPT-2's 0.02). One host read, asked once per row-sparse tensor."""
+    rms = torch.linalg.vector_norm(p.detach(), dtype=state_dtype(p.dtype)) / math.sqrt(p.numel())
+    return bool(rms >= EMBEDDING_RMS)
+
+
+def _decay_factor(p: Tensor, state: dict, matrices: float, tables: float) -> float:
+    """The factor of a tensor's decoupled decay: `matrices` for a dense matrix, `tables` for an
+    embedding table, 1 for the rest (vectors, and row-sparse tensors at a smaller scale)."""
+    if p.dim() < 2:
+        return 1.0
+    if not state.get("row_sparse", False):
+        return matrices
+    return tables if state.get("embedding", False) else 1.0
+
+
 def lamb_free_tensors(params: list[Tensor], row_sparse: list[bool], fraction: float) -> list[bool]:
     """Which of a group's tensors `lamb_free_below = fraction` takes off the trust ratio: the
     dense matrices (two or more dimensions, not row-sparse, not empty) whose rms is below
@@ -402,6 +423,9 @@ class CIAO(torch.optim.Optimizer):
             dimensions, not row-sparse: not an embedding table's) is ``weight_decay`` times this;
             biases, norms and tables decay by ``weight_decay`` itself. 1: every tensor alike.
             (With ``decay_in_update`` the decay is not decoupled and this does not apply.)
+        table_decay_factor: the decoupled weight decay of embedding tables (row-sparse, with
+            an rms of at least 0.5 at their first step, as ``nn.Embedding`` initialises them:
+            `is_embedding`) is ``weight_decay`` times this. 1: as every tensor.
         lr_factor: multiplies lr in the update (default 1): the factor of a schedule under the
             lr a controller steers, set before each step (`lhopt.optim.schedules`).
         clip_fraction: clip each group's gradient norm to this fraction of a rolling maximum of
@@ -459,6 +483,7 @@ class CIAO(torch.optim.Optimizer):
         stat_samples: int = 2048,
         *,
         matrix_decay_factor: float = DEFAULTS["matrix_decay_factor"],
+        table_decay_factor: float = DEFAULTS["table_decay_factor"],
         betas: tuple[float, float] | None = None,
         eps: float | None = None,
     ) -> None:
@@ -470,6 +495,7 @@ class CIAO(torch.optim.Optimizer):
             epsilon=epsilon,
             weight_decay=weight_decay,
             matrix_decay_factor=matrix_decay_factor,
+            table_decay_factor=table_decay_factor,
             clip_fraction=clip_fraction,
             grad_clip_ombeta=grad_clip_ombeta,
             lamb_power=lamb_power,
@@ -699,12 +725,10 @@ class CIAO(torch.optim.Optimizer):
                     if t is not None:
                         u.mul_(t)
             decays = decay_out
-            if decay_out and group["matrix_decay_factor"] != 1.0:
-                factor = group["matrix_decay_factor"]
+            matrices, tables = group["matrix_decay_factor"], group["table_decay_factor"]
+            if decay_out and (matrices != 1.0 or tables != 1.0):
                 decays = [
-                    decay_out * factor
-                    if p.dim() > 1 and not s.get("row_sparse", False)
-                    else decay_out
+                    decay_out * _decay_factor(p, s, matrices, tables)
                     for p, s in zip(bucket, states, strict=True)
                 ]
             if measure:
@@ -827,6 +851,8 @@ class CIAO(torch.optim.Optimizer):
         dtype = state_dtype(p.dtype)
         if "step" not in state:
             state["row_sparse"] = is_row_sparse(p.grad)
+            if state["row_sparse"]:
+                state["embedding"] = is_embedding(p)
             state["step"] = 0
             state["exp_avg"] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(

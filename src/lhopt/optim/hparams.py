@@ -54,6 +54,14 @@ HPARAMS: dict[str, HParamSpec] = {
         "row-sparse as an embedding table's first gradient is) is weight_decay times this; "
         "1: every tensor alike",
     ),
+    "table_decay_factor": HParamSpec(
+        1.0,
+        0.0,
+        10.0,
+        doc="the decoupled weight decay of embedding tables (row-sparse, at an rms of at "
+        "least 0.5 at their first step, as nn.Embedding initialises them) is weight_decay "
+        "times this; 1: as every tensor",
+    ),
     "clip_fraction": HParamSpec(
         0.8,
         0.0,

@@ -91,6 +91,8 @@ class ReferenceCIAO(torch.optim.Optimizer):
             state["beta1_product"] = state["beta2_product"] = 1.0
             # Row-sparse: the first gradient has a row of zeros (an embedding table's).
             state["row_sparse"] = p.dim() > 1 and bool((p.grad.flatten(1) == 0).all(1).any())
+            # An embedding table: row-sparse at nn.Embedding's scale (rms >= 0.5) at the start.
+            state["embedding"] = state["row_sparse"] and bool(p.detach().pow(2).mean() >= 0.25)
         beta1, beta2 = 1 - group["ombeta1"], 1 - group["ombeta2"]
         lr, wd, eps = group["lr"] * group["lr_factor"], group["weight_decay"], group["epsilon"]
         x, g = p.detach().to(dtype), p.grad.to(dtype)
@@ -121,6 +123,8 @@ class ReferenceCIAO(torch.optim.Optimizer):
         decoupled_wd = 0.0 if group["decay_in_update"] else wd
         if x.dim() > 1 and not state["row_sparse"]:  # a dense matrix
             decoupled_wd *= group["matrix_decay_factor"]
+        elif state["embedding"]:
+            decoupled_wd *= group["table_decay_factor"]
 
         # LAMB: trust ratio (||p|| / EMA of ||u||) ** power, for matrices and larger tensors.
         trust = None

@@ -1,0 +1,112 @@
+"""CIAO's `table_decay_factor` and `ControlSpec.table_decay_factor`: embedding tables (row-sparse
+at `nn.Embedding`'s scale) decay by a multiple of the weight decay; a hidden layer that a dead
+unit marks row-sparse, and a table initialised small, do not."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from lhopt import LearnedOptimizer
+from lhopt.control import load_policy
+from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec, save_policy_file
+from lhopt.optim import CIAO
+from lhopt.optim.batched import BatchedCIAO
+
+
+def _tensors() -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    table = torch.randn(6, 3)  # nn.Embedding's N(0, 1)
+    dead = 0.05 * torch.randn(6, 3)  # a hidden layer at PyTorch's scale
+    small = 0.02 * torch.randn(6, 3)  # a table initialised as GPT-2's
+    matrix, vector = 0.05 * torch.randn(4, 3), torch.randn(4)
+    return [t.requires_grad_() for t in (table, dead, small, matrix, vector)]
+
+
+def _one_step(**factors) -> list[torch.Tensor]:
+    params = _tensors()
+    opt = CIAO(params, lr=0.1, weight_decay=0.5, lamb_power=0.0, **factors)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    for p in params[:3]:
+        p.grad[2] = 0.0  # a row its batch did not read, or a dead unit's: row-sparse
+    opt.step()
+    return [p.detach() for p in params]
+
+
+def test_only_embedding_tables_decay_by_the_factor():
+    start = [p.detach() for p in _tensors()]
+    full, more = _one_step(), _one_step(table_decay_factor=3.0)
+    # the adaptive step is the same; the decay differs by lr * wd * (factor - 1) * p
+    assert torch.allclose(full[0] - more[0], 0.1 * 0.5 * 2.0 * start[0], atol=1e-6)
+    for k in range(1, 5):
+        assert torch.equal(more[k], full[k])
+    both = _one_step(table_decay_factor=3.0, matrix_decay_factor=0.1)
+    assert torch.equal(both[0], more[0]) and torch.equal(both[1], full[1])
+    assert not torch.equal(both[3], full[3])  # the dense matrix takes the matrices' factor
+
+
+def test_the_factor_is_checked_and_refused_by_batched_ciao():
+    with pytest.raises(ValueError, match=r"table_decay_factor=-1.*\[0, 10\]"):
+        CIAO(_tensors(), table_decay_factor=-1.0)
+    params = [torch.zeros(2, 3, 4, requires_grad=True)]
+    with pytest.raises(ValueError, match=r"member 0: table_decay_factor=3.*use CIAO"):
+        BatchedCIAO(params, [{"table_decay_factor": 3.0}, {}])
+
+
+def test_the_spec_records_the_factor_and_checks_it():
+    with pytest.raises(ValueError, match="table_decay_factor=20"):
+        ControlSpec(table_decay_factor=20)
+    assert "table_decay_factor" not in actor_layout(ControlSpec())
+    spec = ControlSpec(table_decay_factor=3)
+    layout = actor_layout(spec)
+    assert layout["table_decay_factor"] == 3.0
+    assert file_spec({"layout": layout}) == spec
+
+
+@pytest.fixture
+def policy_file(tmp_path):
+    policy = load_policy("default")
+    path = tmp_path / "td.pt"
+    spec = dataclasses.replace(policy.spec, table_decay_factor=3.0)
+    save_policy_file(policy, path, spec=spec, initial=policy.initial)
+    return path
+
+
+class _Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table, self.out = nn.Embedding(10, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(self.table(x))
+
+
+def test_learned_optimizer_sets_the_factor_and_refuses_another(policy_file):
+    model = _Model()
+    opt = LearnedOptimizer(
+        model.parameters(), total_steps=100, policy=policy_file, steps_per_epoch=10
+    )
+    model(torch.tensor([1, 2])).sum().backward()
+    opt.step()
+    assert [g["table_decay_factor"] for g in opt.param_groups] == [3.0]
+    assert opt.state[model.table.weight]["embedding"]
+    with pytest.raises(ValueError, match="table_decay_factor is set by policy"):
+        LearnedOptimizer(
+            model.parameters(), total_steps=100, policy=policy_file, table_decay_factor=2.0
+        )
+    extra = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="table_decay_factor is set by policy"):
+        opt.add_param_group({"params": extra.parameters(), "table_decay_factor": 2.0})
+    opt.add_param_group({"params": extra.parameters()})  # the failed call changed nothing
+    opt.zero_grad()
+    (model(torch.tensor([3])).sum() + extra(torch.ones(2)).sum()).backward()
+    opt.step()
+    assert [g["table_decay_factor"] for g in opt.param_groups] == [3.0, 3.0]
+    plain = LearnedOptimizer(
+        model.parameters(), total_steps=100, steps_per_epoch=10, table_decay_factor=2.0
+    )
+    assert plain.param_groups[0]["table_decay_factor"] == 2.0  # the shipped file leaves it
