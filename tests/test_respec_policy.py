@@ -51,6 +51,11 @@ def test_the_network_is_kept_and_the_spec_or_normaliser_changed(tmp_path):
     subprocess.run([*cmd, "--no-decay-vectors", "false"], check=True, capture_output=True)
     assert not load_policy(out).spec.no_decay_vectors
 
+    subprocess.run([*cmd, "--table-decay", "1"], check=True, capture_output=True)
+    assert load_policy(out).spec.table_decay_factor == 1.0 != shipped.spec.table_decay_factor
+    bad = subprocess.run([*cmd, "--table-decay", "11"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "table_decay_factor=11" in bad.stderr
+
     subprocess.run([*cmd, "--norm-from", str(tmp_path / "other.pt")], check=True)
     written = load_policy(out)
     assert written.spec.overfit_gap == shipped.spec.overfit_gap

@@ -106,7 +106,50 @@ def test_learned_optimizer_sets_the_factor_and_refuses_another(policy_file):
     (model(torch.tensor([3])).sum() + extra(torch.ones(2)).sum()).backward()
     opt.step()
     assert [g["table_decay_factor"] for g in opt.param_groups] == [3.0, 3.0]
-    plain = LearnedOptimizer(
-        model.parameters(), total_steps=100, steps_per_epoch=10, table_decay_factor=2.0
+    policy = load_policy("default")
+    plain = policy_file.with_name("plain.pt")
+    save_policy_file(
+        policy,
+        plain,
+        spec=dataclasses.replace(policy.spec, table_decay_factor=1.0),
+        initial=policy.initial,
     )
-    assert plain.param_groups[0]["table_decay_factor"] == 2.0  # the shipped file leaves it
+    given = LearnedOptimizer(
+        model.parameters(), total_steps=100, policy=plain, table_decay_factor=2.0
+    )
+    assert given.param_groups[0]["table_decay_factor"] == 2.0  # a file without the rule
+
+
+def test_the_shipped_policy_decays_embedding_tables_at_three_times():
+    model = _Model()
+    opt = LearnedOptimizer(model.parameters(), total_steps=100, steps_per_epoch=10)
+    model(torch.tensor([1, 2])).sum().backward()
+    opt.step()
+    assert opt.param_groups[0]["table_decay_factor"] == 3.0
+    with pytest.raises(ValueError, match="table_decay_factor is set by policy 'default'"):
+        LearnedOptimizer(model.parameters(), total_steps=100, table_decay_factor=2.0)
+
+
+def test_a_state_saved_before_tables_were_told_tells_them_when_loaded():
+    params = _tensors()
+    opt = CIAO(params, lr=0.1, weight_decay=0.5, lamb_power=0.0, table_decay_factor=3.0)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    for p in params[:3]:
+        p.grad[2] = 0.0
+    opt.step()
+    saved = opt.state_dict()
+    for state in saved["state"].values():
+        state.pop("embedding", None)
+    for group in saved["param_groups"]:
+        del group["table_decay_factor"]
+    resumed = CIAO(params, lr=0.1, weight_decay=0.5, lamb_power=0.0)
+    resumed.load_state_dict(saved)
+    assert resumed.param_groups[0]["table_decay_factor"] == 1.0  # the default then
+    told = [resumed.state[p].get("embedding") for p in params]
+    assert told == [True, False, False, None, None]  # by the rms now; dense ones not asked
+    resumed.param_groups[0]["table_decay_factor"] = 3.0
+    resumed.step()
+    again = CIAO(params, lr=0.1, weight_decay=0.5, lamb_power=0.0, table_decay_factor=3.0)
+    again.load_state_dict(opt.state_dict())
+    assert again.state[params[0]]["embedding"]

@@ -539,11 +539,11 @@ class LearnedOptimizer(CIAO):
                 "not set: its lr is left unscaled; pass steps_per_epoch (math.inf for fresh data)",
                 stacklevel=_user_stacklevel(),
             )
-        elif self._taken == 0 and self.steps_per_epoch is None and spec.matrix_decay_below:
+        if self._taken == 0 and self.steps_per_epoch is None and spec.matrix_decay_below:
             warnings.warn(
                 "LearnedOptimizer: this policy decays dense matrices less in a run of fewer than "
                 f"{spec.matrix_decay_below:g} passes over its data, but steps_per_epoch is not "
-                "set: every tensor keeps the full weight decay; pass steps_per_epoch (e.g. "
+                "set: dense matrices keep the full weight decay; pass steps_per_epoch (e.g. "
                 "len(train_loader); math.inf for fresh data)",
                 stacklevel=_user_stacklevel(),
             )

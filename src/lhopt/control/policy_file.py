@@ -73,7 +73,7 @@ class ControlSpec:
         its data (E = T / `steps_per_epoch`, 0 for fresh data, `steps_per_epoch` = inf; not
         applied where `steps_per_epoch` is not given) the controller sets CIAO's
         `matrix_decay_factor` to `matrix_decay_factor`, else to 1: dense matrices
-        decay by that fraction of the weight decay, tables and vectors by all of it (data seen
+        decay by that fraction of the weight decay, vectors by all of it (data seen
         few times want little decay on the matrices, small data reused many times want it);
         0 (the default): CIAO's factor is left as given. Set on a trained policy's file;
         meta-training episodes do not run it.

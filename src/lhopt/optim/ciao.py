@@ -187,6 +187,8 @@ def is_embedding(p: Tensor) -> bool:
     """Whether a row-sparse tensor is at an embedding table's scale (rms >= EMBEDDING_RMS), not
     a hidden layer a dead unit marked (PyTorch's scale, about 0.05) nor a table initialised
     small (GPT-2's 0.02). One host read, asked once per row-sparse tensor."""
+    if p.numel() == 0:
+        return False
     rms = torch.linalg.vector_norm(p.detach(), dtype=state_dtype(p.dtype)) / math.sqrt(p.numel())
     return bool(rms >= EMBEDDING_RMS)
 
@@ -421,11 +423,15 @@ class CIAO(torch.optim.Optimizer):
             as ``1 - beta`` (the controller scales these multiplicatively).
         matrix_decay_factor: the decoupled weight decay of dense matrices (two or more
             dimensions, not row-sparse: not an embedding table's) is ``weight_decay`` times this;
-            biases, norms and tables decay by ``weight_decay`` itself. 1: every tensor alike.
+            embedding tables take ``table_decay_factor``, the rest (biases, norms, other
+            row-sparse tensors) ``weight_decay`` itself. 1: no change for dense matrices.
             (With ``decay_in_update`` the decay is not decoupled and this does not apply.)
         table_decay_factor: the decoupled weight decay of embedding tables (row-sparse, with
             an rms of at least 0.5 at their first step, as ``nn.Embedding`` initialises them:
-            `is_embedding`) is ``weight_decay`` times this. 1: as every tensor.
+            `is_embedding`) is ``weight_decay`` times this. 1: as every tensor. A table counts
+            as one where its first gradient leaves a row unread: a small table whose first
+            batch reads every row counts as a dense matrix, as a tied input/output table does.
+            A state saved before this existed tells its tables from their rms when loaded.
         lr_factor: multiplies lr in the update (default 1): the factor of a schedule under the
             lr a controller steers, set before each step (`lhopt.optim.schedules`).
         clip_fraction: clip each group's gradient norm to this fraction of a rolling maximum of
@@ -958,6 +964,10 @@ class CIAO(torch.optim.Optimizer):
         for group in self.param_groups:  # saved before a hyperparameter existed: its default
             for name, default in DEFAULTS.items():
                 group.setdefault(name, default)
+            for p in group["params"]:  # saved before tables were told: told from the rms now
+                state = self.state.get(p)
+                if state and state.get("row_sparse") and "embedding" not in state:
+                    state["embedding"] = is_embedding(p)
         self._restore_state_dtypes(state_dict)
         self._group_norm_max = list(extra["group_norm_max"])
         self.steps = extra["steps"]

@@ -52,7 +52,7 @@ HPARAMS: dict[str, HParamSpec] = {
         10.0,
         doc="the decoupled weight decay of dense matrices (two or more dimensions, not "
         "row-sparse as an embedding table's first gradient is) is weight_decay times this; "
-        "1: every tensor alike",
+        "1: no change for dense matrices",
     ),
     "table_decay_factor": HParamSpec(
         1.0,

@@ -123,7 +123,7 @@ class ReferenceCIAO(torch.optim.Optimizer):
         decoupled_wd = 0.0 if group["decay_in_update"] else wd
         if x.dim() > 1 and not state["row_sparse"]:  # a dense matrix
             decoupled_wd *= group["matrix_decay_factor"]
-        elif state["embedding"]:
+        elif state.get("embedding", False):
             decoupled_wd *= group["table_decay_factor"]
 
         # LAMB: trust ratio (||p|| / EMA of ||u||) ** power, for matrices and larger tensors.
