@@ -15,6 +15,7 @@ from lhopt.control import load_policy
 from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec, save_policy_file
 from lhopt.optim import CIAO
 from lhopt.optim.batched import BatchedCIAO
+from lhopt.optim.ciao import is_embedding
 
 
 def _tensors() -> list[torch.Tensor]:
@@ -47,6 +48,16 @@ def test_only_embedding_tables_decay_by_the_factor():
     both = _one_step(table_decay_factor=3.0, matrix_decay_factor=0.1)
     assert torch.equal(both[0], more[0]) and torch.equal(both[1], full[1])
     assert not torch.equal(both[3], full[3])  # the dense matrix takes the matrices' factor
+
+
+def test_an_embedding_is_told_by_its_scale_against_pytorchs_default():
+    assert is_embedding(torch.randn(100, 16))  # nn.Embedding's N(0, 1)
+    assert not is_embedding(nn.Linear(16, 100).weight)  # a hidden layer, rms 0.14
+    assert not is_embedding(nn.Linear(1, 64).weight)  # one input: rms 0.58, PyTorch's scale
+    assert not is_embedding(0.02 * torch.randn(100, 16))  # GPT-2's table
+    assert not is_embedding(torch.randn(100, 1))  # not above PyTorch's default for its shape
+    assert not is_embedding(torch.zeros(0, 4))
+    assert is_embedding(torch.randn(100, 16, dtype=torch.bfloat16))
 
 
 def test_the_factor_is_checked_and_refused_by_batched_ciao():

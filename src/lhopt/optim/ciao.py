@@ -184,13 +184,15 @@ EMBEDDING_RMS = 0.5  # an embedding table's rms at its first step: nn.Embedding'
 
 
 def is_embedding(p: Tensor) -> bool:
-    """Whether a row-sparse tensor is at an embedding table's scale (rms >= EMBEDDING_RMS), not
-    a hidden layer a dead unit marked (PyTorch's scale, about 0.05) nor a table initialised
-    small (GPT-2's 0.02). One host read, asked once per row-sparse tensor."""
+    """Whether a row-sparse tensor is at an embedding table's scale: an rms of at least
+    EMBEDDING_RMS and at least twice what PyTorch's default initialisation gives its shape
+    (`default_init_norm`). Not a hidden layer that a dead unit marked (at PyTorch's scale,
+    0.58 for a layer of one input), nor a table initialised small (GPT-2's 0.02). One host
+    read, asked once per row-sparse tensor."""
     if p.numel() == 0:
         return False
-    rms = torch.linalg.vector_norm(p.detach(), dtype=state_dtype(p.dtype)) / math.sqrt(p.numel())
-    return bool(rms >= EMBEDDING_RMS)
+    norm = float(torch.linalg.vector_norm(p.detach(), dtype=state_dtype(p.dtype)))
+    return norm >= max(EMBEDDING_RMS * math.sqrt(p.numel()), 2.0 * default_init_norm(p))
 
 
 def _decay_factor(p: Tensor, state: dict, matrices: float, tables: float) -> float:
@@ -427,8 +429,9 @@ class CIAO(torch.optim.Optimizer):
             row-sparse tensors) ``weight_decay`` itself. 1: no change for dense matrices.
             (With ``decay_in_update`` the decay is not decoupled and this does not apply.)
         table_decay_factor: the decoupled weight decay of embedding tables (row-sparse, with
-            an rms of at least 0.5 at their first step, as ``nn.Embedding`` initialises them:
-            `is_embedding`) is ``weight_decay`` times this. 1: as every tensor. A table counts
+            an rms at their first step of at least 0.5 and twice PyTorch's default for their
+            shape, as ``nn.Embedding`` initialises them: `is_embedding`) is ``weight_decay``
+            times this. 1: as every tensor. A table counts
             as one where its first gradient leaves a row unread: a small table whose first
             batch reads every row counts as a dense matrix, as a tied input/output table does.
             A state saved before this existed tells its tables from their rms when loaded.

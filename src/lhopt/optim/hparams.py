@@ -58,9 +58,9 @@ HPARAMS: dict[str, HParamSpec] = {
         1.0,
         0.0,
         10.0,
-        doc="the decoupled weight decay of embedding tables (row-sparse, at an rms of at "
-        "least 0.5 at their first step, as nn.Embedding initialises them) is weight_decay "
-        "times this; 1: as every tensor",
+        doc="the decoupled weight decay of embedding tables (row-sparse, at an rms at their "
+        "first step of at least 0.5 and twice PyTorch's default for their shape, as "
+        "nn.Embedding initialises them) is weight_decay times this; 1: as every tensor",
     ),
     "clip_fraction": HParamSpec(
         0.8,

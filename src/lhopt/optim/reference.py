@@ -91,8 +91,11 @@ class ReferenceCIAO(torch.optim.Optimizer):
             state["beta1_product"] = state["beta2_product"] = 1.0
             # Row-sparse: the first gradient has a row of zeros (an embedding table's).
             state["row_sparse"] = p.dim() > 1 and bool((p.grad.flatten(1) == 0).all(1).any())
-            # An embedding table: row-sparse at nn.Embedding's scale (rms >= 0.5) at the start.
-            state["embedding"] = state["row_sparse"] and bool(p.detach().pow(2).mean() >= 0.25)
+            # An embedding table: row-sparse at nn.Embedding's scale at the start (rms >= 0.5
+            # and >= twice PyTorch's default 1 / sqrt(3 fan-in)).
+            rms = float(p.detach().pow(2).mean().sqrt()) if p.numel() else 0.0
+            fan_in = p.numel() // p.shape[0] if p.numel() else 1
+            state["embedding"] = state["row_sparse"] and rms >= max(0.5, 2 / math.sqrt(3 * fan_in))
         beta1, beta2 = 1 - group["ombeta1"], 1 - group["ombeta2"]
         lr, wd, eps = group["lr"] * group["lr_factor"], group["weight_decay"], group["epsilon"]
         x, g = p.detach().to(dtype), p.grad.to(dtype)
