@@ -431,10 +431,10 @@ class CIAO(torch.optim.Optimizer):
         table_decay_factor: the decoupled weight decay of embedding tables (row-sparse, with
             an rms at their first step of at least 0.5 and twice PyTorch's default for their
             shape, as ``nn.Embedding`` initialises them: `is_embedding`) is ``weight_decay``
-            times this. 1: as every tensor. A table counts
-            as one where its first gradient leaves a row unread: a small table whose first
-            batch reads every row counts as a dense matrix, as a tied input/output table does.
-            A state saved before this existed tells its tables from their rms when loaded.
+            times this. 1: as every tensor. A table counts as one where its first gradient
+            leaves a row unread: a small table whose first batch reads every row counts as a
+            dense matrix, as a tied input/output table does. A state saved before this existed
+            tells its tables from their rms when loaded.
         lr_factor: multiplies lr in the update (default 1): the factor of a schedule under the
             lr a controller steers, set before each step (`lhopt.optim.schedules`).
         clip_fraction: clip each group's gradient norm to this fraction of a rolling maximum of
