@@ -532,21 +532,22 @@ class LearnedOptimizer(CIAO):
     def _decide(self) -> None:
         self._check_lr_untouched()
         spec = self.controller.spec
-        if self._taken == 0 and self.steps_per_epoch is None and spec.epochs_power:
-            warnings.warn(
-                f"LearnedOptimizer: this policy scales its lr by the run's passes over its data "
-                f"(epochs_power={spec.epochs_power:g}), but steps_per_epoch is "
-                "not set: its lr is left unscaled; pass steps_per_epoch (math.inf for fresh data)",
-                stacklevel=_user_stacklevel(),
-            )
-        if self._taken == 0 and self.steps_per_epoch is None and spec.matrix_decay_below:
-            warnings.warn(
-                "LearnedOptimizer: this policy decays dense matrices less in a run of fewer than "
-                f"{spec.matrix_decay_below:g} passes over its data, but steps_per_epoch is not "
-                "set: dense matrices keep the full weight decay; pass steps_per_epoch (e.g. "
-                "len(train_loader); math.inf for fresh data)",
-                stacklevel=_user_stacklevel(),
-            )
+        if self._taken == 0 and self.steps_per_epoch is None:  # what the policy cannot apply
+            if spec.epochs_power:
+                warnings.warn(
+                    "LearnedOptimizer: this policy scales its lr by the run's passes over its "
+                    f"data (epochs_power={spec.epochs_power:g}), but steps_per_epoch is not set: "
+                    "its lr is left unscaled; pass steps_per_epoch (math.inf for fresh data)",
+                    stacklevel=_user_stacklevel(),
+                )
+            if spec.matrix_decay_below:
+                warnings.warn(
+                    "LearnedOptimizer: this policy decays dense matrices less in a run of fewer "
+                    f"than {spec.matrix_decay_below:g} passes over its data, but steps_per_epoch "
+                    "is not set: dense matrices keep the full weight decay; pass steps_per_epoch "
+                    "(e.g. len(train_loader); math.inf for fresh data)",
+                    stacklevel=_user_stacklevel(),
+                )
         train, total, count = None, 0.0, self._loss_count
         if self.train_loss_fn is not None:  # an integration's own account of the period
             t = self.train_loss_fn()
