@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from lhopt.control import ActionSpace, FeatureEngine, PolicyConfig, save_policy_file
+from lhopt.control import ActionSpace, FeatureEngine, PolicyConfig, load_policy, save_policy_file
 from lhopt.meta.config import MetaConfig
 from lhopt.meta.train import new_policy
 
@@ -44,6 +46,21 @@ def small_policy_file(path, **episode):
 def make_policy_file():
     """`small_policy_file`, for a test that needs a policy file of another spec."""
     return small_policy_file
+
+
+def _shipped_policy_with(path, **spec):
+    """Write the shipped policy file with the fields `spec` of its spec replaced (its network,
+    start and the rest of its spec as shipped). Returns `path`."""
+    policy = load_policy("default")
+    spec = dataclasses.replace(policy.spec, **spec)
+    save_policy_file(policy, path, spec=spec, initial=policy.initial)
+    return path
+
+
+@pytest.fixture
+def shipped_policy_with():
+    """`_shipped_policy_with`, for a test that needs the shipped network under another spec."""
+    return _shipped_policy_with
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ fraction of the weight decay, tables and vectors by all of it, in runs of few pa
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -11,8 +10,7 @@ import torch
 from torch import nn
 
 from lhopt import LearnedOptimizer
-from lhopt.control import load_policy
-from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec, save_policy_file
+from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
 from lhopt.optim import CIAO
 from lhopt.optim.batched import BatchedCIAO
 
@@ -83,12 +81,8 @@ def test_the_spec_checks_its_fields_and_layouts_hold_them_only_when_set():
 
 
 @pytest.fixture
-def policy_file(tmp_path):
-    policy = load_policy("default")
-    path = tmp_path / "md.pt"
-    spec = dataclasses.replace(policy.spec, matrix_decay_below=20, matrix_decay_factor=0.1)
-    save_policy_file(policy, path, spec=spec, initial=policy.initial)
-    return path
+def policy_file(tmp_path, shipped_policy_with):
+    return shipped_policy_with(tmp_path / "md.pt", matrix_decay_below=20, matrix_decay_factor=0.1)
 
 
 def _factors(opt: LearnedOptimizer, model: nn.Module) -> list[float]:
@@ -97,7 +91,7 @@ def _factors(opt: LearnedOptimizer, model: nn.Module) -> list[float]:
     return [g["matrix_decay_factor"] for g in opt.param_groups]
 
 
-def test_learned_optimizer_sets_the_factor_by_the_runs_passes(policy_file):
+def test_learned_optimizer_sets_the_factor_by_the_runs_passes(policy_file, shipped_policy_with):
     model = nn.Linear(3, 2)
     unknown = LearnedOptimizer(model.parameters(), total_steps=100, policy=policy_file)
     with pytest.warns(UserWarning, match=r"fewer than 20 passes.*steps_per_epoch is not set"):
@@ -112,10 +106,9 @@ def test_learned_optimizer_sets_the_factor_by_the_runs_passes(policy_file):
     assert _factors(many, model) == [1.0]  # 50 passes
     many.steps_per_epoch = 10  # 10 passes, as an integration sets it
     assert _factors(many, model) == [0.1]
-    policy = load_policy("default")
-    plain = policy_file.with_name("plain.pt")
-    spec = dataclasses.replace(policy.spec, matrix_decay_below=0, matrix_decay_factor=1)
-    save_policy_file(policy, plain, spec=spec, initial=policy.initial)
+    plain = shipped_policy_with(
+        policy_file.with_name("plain.pt"), matrix_decay_below=0, matrix_decay_factor=1
+    )
     given = LearnedOptimizer(
         model.parameters(), total_steps=100, policy=plain, matrix_decay_factor=0.3
     )

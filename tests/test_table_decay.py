@@ -4,15 +4,12 @@ unit marks row-sparse, and a table initialised small, do not."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from torch import nn
 
 from lhopt import LearnedOptimizer
-from lhopt.control import load_policy
-from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec, save_policy_file
+from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
 from lhopt.optim import CIAO
 from lhopt.optim.batched import BatchedCIAO
 from lhopt.optim.ciao import is_embedding
@@ -79,12 +76,8 @@ def test_the_spec_records_the_factor_and_checks_it():
 
 
 @pytest.fixture
-def policy_file(tmp_path):
-    policy = load_policy("default")
-    path = tmp_path / "td.pt"
-    spec = dataclasses.replace(policy.spec, table_decay_factor=3.0)
-    save_policy_file(policy, path, spec=spec, initial=policy.initial)
-    return path
+def policy_file(tmp_path, shipped_policy_with):
+    return shipped_policy_with(tmp_path / "td.pt", table_decay_factor=3.0)
 
 
 class _Model(nn.Module):
@@ -96,7 +89,7 @@ class _Model(nn.Module):
         return self.out(self.table(x))
 
 
-def test_learned_optimizer_sets_the_factor_and_refuses_another(policy_file):
+def test_learned_optimizer_sets_the_factor_and_refuses_another(policy_file, shipped_policy_with):
     model = _Model()
     opt = LearnedOptimizer(
         model.parameters(), total_steps=100, policy=policy_file, steps_per_epoch=10
@@ -117,14 +110,7 @@ def test_learned_optimizer_sets_the_factor_and_refuses_another(policy_file):
     (model(torch.tensor([3])).sum() + extra(torch.ones(2)).sum()).backward()
     opt.step()
     assert [g["table_decay_factor"] for g in opt.param_groups] == [3.0, 3.0]
-    policy = load_policy("default")
-    plain = policy_file.with_name("plain.pt")
-    save_policy_file(
-        policy,
-        plain,
-        spec=dataclasses.replace(policy.spec, table_decay_factor=1.0),
-        initial=policy.initial,
-    )
+    plain = shipped_policy_with(policy_file.with_name("plain.pt"), table_decay_factor=1.0)
     given = LearnedOptimizer(
         model.parameters(), total_steps=100, policy=plain, table_decay_factor=2.0
     )
