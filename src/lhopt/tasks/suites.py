@@ -71,6 +71,9 @@
 - `unseen16`: eight byte-level language models with `nn.Embedding` tables (two GRUs, three
   LSTMs and three transformers) in shapes no suite has run, to confirm the tables' weight
   decay (`docs/experiments.md`).
+- `confirm2`: eight recommenders (the `recsys` family: four GMFs, four NeuMFs) in shapes and
+  on drawn data no suite has run, to confirm the weight decay of tables read sparsely
+  (`docs/experiments.md`); a suite for that decision, not for choosing snapshots.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -119,6 +122,37 @@ def _digits_cnn(depth: int, width: int, train_samples: int, batch: int, budget: 
         train_samples=train_samples,
         batch=batch,
         budget=budget,
+    )
+
+
+def _recsys(
+    arch: str,
+    factors: int,
+    batch: int,
+    budget: int,
+    users: int,
+    items: int,
+    interactions: int,
+    rank: int,
+    affinity: float,
+    popularity: float,
+    data_seed: int,
+    **model,
+):
+    return Q(
+        "recsys",
+        arch=arch,
+        factors=factors,
+        batch=batch,
+        budget=budget,
+        users=users,
+        items=items,
+        interactions=interactions,
+        rank=rank,
+        affinity=affinity,
+        popularity=popularity,
+        data_seed=data_seed,
+        **model,
     )
 
 
@@ -781,6 +815,24 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen16-paradise-lost-gru-small": _lm("paradise-lost", "gru", 1, 40, 32, 24, 1200),
         "unseen16-paradise-regained-lstm-deep": _lm(
             "paradise-regained", "lstm", 3, 64, 32, 16, 900
+        ),
+    },
+    "confirm2": {
+        "conf2-recsys-gmf-wide": _recsys("gmf", 64, 256, 2500, 800, 2000, 50, 12, 2.5, 0.6, 11),
+        "conf2-recsys-gmf-sparse": _recsys("gmf", 24, 128, 2000, 1500, 3000, 15, 6, 1.5, 1.0, 12),
+        "conf2-recsys-gmf-flat": _recsys("gmf", 8, 512, 3000, 500, 600, 80, 3, 4.0, 0.2, 13),
+        "conf2-recsys-gmf-long": _recsys("gmf", 16, 256, 4000, 300, 500, 30, 4, 2.0, 0.8, 17),
+        "conf2-recsys-neumf-deep": _recsys(
+            "neumf", 32, 512, 2500, 1200, 1500, 60, 10, 2.0, 0.8, 14, mlp_layers=3
+        ),
+        "conf2-recsys-neumf-shallow": _recsys(
+            "neumf", 16, 256, 2000, 400, 1000, 25, 5, 3.0, 0.8, 15, mlp_layers=1
+        ),
+        "conf2-recsys-neumf-popular": _recsys(
+            "neumf", 12, 384, 1500, 2500, 1200, 40, 8, 1.2, 1.4, 16, mlp_layers=2
+        ),
+        "conf2-recsys-neumf-wide": _recsys(
+            "neumf", 48, 1024, 3000, 1000, 2500, 100, 16, 2.0, 0.5, 18, mlp_layers=2
         ),
     },
     "selection-long": {
