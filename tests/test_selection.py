@@ -147,7 +147,7 @@ def test_the_selection_suite_and_the_ood_suite():
     assert ood_families == {"charlm", "ncf", "speech"}
     assert set(OOD_FAMILIES) == {"ncf", "speech"}
     for name, tasks in SUITES.items():
-        if name not in ("selection", "selection-long", "confirm", "confirm2"):
+        if name not in ("selection", "selection-long", "confirm", "confirm2", "confirm3"):
             assert not {c.family for c in tasks.values()} & set(SELECTION_FAMILIES)
 
 

@@ -74,6 +74,8 @@
 - `confirm2`: eight recommenders (the `recsys` family: four GMFs, four NeuMFs) in shapes and
   on drawn data no suite has run, to confirm the weight decay of tables read sparsely
   (`docs/experiments.md`); a suite for that decision, not for choosing snapshots.
+- `confirm3`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
+  suite has run, for the decision on the recommenders' level (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -833,6 +835,24 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
         "conf2-recsys-neumf-wide": _recsys(
             "neumf", 48, 1024, 3000, 1000, 2500, 100, 16, 2.0, 0.5, 18, mlp_layers=2
+        ),
+    },
+    "confirm3": {
+        "conf3-recsys-gmf-small": _recsys("gmf", 12, 192, 2500, 600, 900, 35, 5, 2.2, 0.9, 21),
+        "conf3-recsys-gmf-big": _recsys("gmf", 40, 768, 2000, 2500, 2200, 50, 14, 1.8, 0.7, 22),
+        "conf3-recsys-gmf-skewed": _recsys("gmf", 20, 384, 3000, 900, 1800, 45, 7, 1.0, 1.3, 23),
+        "conf3-recsys-gmf-short": _recsys("gmf", 32, 256, 1200, 1000, 1400, 30, 9, 3.5, 0.4, 24),
+        "conf3-recsys-neumf-narrow": _recsys(
+            "neumf", 8, 256, 3000, 700, 1600, 50, 6, 2.5, 0.8, 25, mlp_layers=3
+        ),
+        "conf3-recsys-neumf-mid": _recsys(
+            "neumf", 24, 512, 2000, 1600, 2000, 70, 12, 1.6, 1.0, 26, mlp_layers=2
+        ),
+        "conf3-recsys-neumf-few": _recsys(
+            "neumf", 16, 128, 2500, 250, 700, 20, 4, 2.8, 0.6, 27, mlp_layers=1
+        ),
+        "conf3-recsys-neumf-dense": _recsys(
+            "neumf", 20, 768, 2500, 1800, 900, 120, 10, 2.0, 0.9, 28, mlp_layers=2
         ),
     },
     "selection-long": {
