@@ -127,33 +127,18 @@ def _digits_cnn(depth: int, width: int, train_samples: int, batch: int, budget: 
     )
 
 
-def _recsys(
-    arch: str,
-    factors: int,
-    batch: int,
-    budget: int,
-    users: int,
-    items: int,
-    interactions: int,
-    rank: int,
-    affinity: float,
-    popularity: float,
-    data_seed: int,
-    **model,
-):
+_RECSYS_DATA = ("users", "items", "interactions", "rank", "affinity", "popularity", "data_seed")
+
+
+def _recsys(arch: str, factors: int, batch: int, budget: int, *data: float, **model):
+    """A `recsys` config: the model and batch, then its drawn data in `_RECSYS_DATA`'s order."""
     return Q(
         "recsys",
         arch=arch,
         factors=factors,
         batch=batch,
         budget=budget,
-        users=users,
-        items=items,
-        interactions=interactions,
-        rank=rank,
-        affinity=affinity,
-        popularity=popularity,
-        data_seed=data_seed,
+        **dict(zip(_RECSYS_DATA, data, strict=True)),
         **model,
     )
 
