@@ -146,6 +146,10 @@ def test_the_selection_suite_and_the_ood_suite():
     ood_families = {c.family for c in SUITES["ood"].values()}
     assert ood_families == {"charlm", "ncf", "speech"}
     assert set(OOD_FAMILIES) == {"ncf", "speech"}
+    for name in ("confirm2", "confirm3"):  # recommenders no other suite runs
+        assert {c.family for c in SUITES[name].values()} == {"recsys"}
+        assert all(1000 <= task_budget(c) <= 4000 for c in SUITES[name].values())
+        assert not set(SUITES[name].values()) & set(long.values())
     for name, tasks in SUITES.items():
         if name not in ("selection", "selection-long", "confirm", "confirm2", "confirm3"):
             assert not {c.family for c in tasks.values()} & set(SELECTION_FAMILIES)

@@ -72,10 +72,12 @@
   LSTMs and three transformers) in shapes no suite has run, to confirm the tables' weight
   decay (`docs/experiments.md`).
 - `confirm2`: eight recommenders (the `recsys` family: four GMFs, four NeuMFs) in shapes and
-  on drawn data no suite has run, to confirm the weight decay of tables read sparsely
-  (`docs/experiments.md`); a suite for that decision, not for choosing snapshots.
+  on drawn data no suite has run, first read for the weight decay of tables read sparsely,
+  then the screen of the rules for recommenders after it (`docs/experiments.md`); not for
+  choosing snapshots.
 - `confirm3`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
-  suite has run, for the decision on the recommenders' level (`docs/experiments.md`).
+  suite has run, kept for the confirmation of a rule for recommenders: its baselines banked,
+  no policy read on it yet (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
