@@ -5,7 +5,8 @@ features, how much of a read is the normaliser's, and a
 network run under a CIAO setting or a schedule shape it was not trained with (`--initial
 lamb_power=0.5`, `--schedule linear`).
 
-Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--hide-val true|false]
+Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--fallback-cut C]
+    [--hide-val true|false]
     [--schedule SHAPE] [--horizon-power P] [--matrix-decay E0 FACTOR] [--table-decay FACTOR]
     [--norm-from FILE] [--initial NAME=VALUE ...]
 (`--overfit-gap` defaults to the shipped policy's, `--hide-val` to SRC's; `--initial` replaces
@@ -28,6 +29,14 @@ def main() -> None:
     parser.add_argument("src", help="the policy file whose network is read")
     parser.add_argument("dst", help="the policy file written")
     parser.add_argument("--overfit-gap", type=float, default=None)
+    parser.add_argument(
+        "--fallback-cut",
+        type=float,
+        default=None,
+        metavar="C",
+        help="past the start-over window, fall back to the best state at C times the lr "
+        "(0: off; default: SRC's)",
+    )
     parser.add_argument(
         "--hide-val",
         choices=("true", "false"),
@@ -94,7 +103,11 @@ def main() -> None:
         for name in ("obs_norm", "priv_norm"):
             getattr(policy, name).load_state_dict(getattr(other, name).state_dict())
     meta = torch.load(args.src, map_location="cpu", weights_only=True).get("meta")
-    spec = replace(policy.spec, overfit_gap=gap)
+    cut = {} if args.fallback_cut is None else {"fallback_cut": args.fallback_cut}
+    try:  # the spec checks the ranges, and that a cut has a gap to read
+        spec = replace(policy.spec, overfit_gap=gap, **cut)
+    except ValueError as e:
+        parser.error(f"--overfit-gap / --fallback-cut: {e}")
     if args.hide_val is not None:
         spec = replace(spec, hide_val=args.hide_val == "true")
     if args.schedule is not None:
@@ -125,7 +138,8 @@ def main() -> None:
     except ValueError as e:
         parser.error(f"--initial: {e}")
     print(
-        f"wrote {args.dst}: overfit_gap {gap:g}, hide_val {spec.hide_val}, "
+        f"wrote {args.dst}: overfit_gap {gap:g}, fallback_cut {spec.fallback_cut:g}, "
+        f"hide_val {spec.hide_val}, "
         f"schedule {spec.schedule}, horizon_power {spec.horizon_power:g}, "
         f"no_decay_vectors {spec.no_decay_vectors}, "
         f"matrix_decay below {spec.matrix_decay_below:g} at {spec.matrix_decay_factor:g}, "

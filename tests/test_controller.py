@@ -193,7 +193,7 @@ def test_decision_steps_spread_k_decisions_over_the_run_at_most_one_per_four_ste
     assert decision_steps(120, 20) == list(range(0, 120, 6))
 
 
-def _overfit_controller(total_steps=100, gap=0.2, model=None, opt=None):
+def _overfit_controller(total_steps=100, gap=0.2, model=None, opt=None, cut=0.0):
     import dataclasses
 
     from lhopt.control.controller import Controller
@@ -202,7 +202,7 @@ def _overfit_controller(total_steps=100, gap=0.2, model=None, opt=None):
     net = load_policy("default")
     model = model or nn.Linear(3, 1)
     opt = opt or CIAO(model.parameters(), lr=0.03)
-    spec = dataclasses.replace(net.spec, overfit_gap=gap)
+    spec = dataclasses.replace(net.spec, overfit_gap=gap, fallback_cut=cut)
     return Controller(net, opt, total_steps, spec=spec), model, opt
 
 
@@ -283,6 +283,96 @@ def test_starting_over_happens_at_most_twice_and_survives_a_resume():
     assert c._start is None and c.history[-1]["restarts"] == OVERFIT_RESTARTS  # copy freed
     _train_a_little(model)
     assert all(torch.allclose(v, first[k] + 3) for k, v in model.state_dict().items())
+
+
+RISING = ((0.5, 0.6), (0.45, 0.65), (0.4, 0.7), (0.35, 0.75))
+
+
+def _late_overfit(c, model, first_step=40, losses=RISING):
+    """Decisions 0, then every 10 steps from `first_step` (past 30% of T = 100): the
+    validation loss at its best 0.6 at the first of `losses`, then (by default) overfitting:
+    gaps 0.25, 0.5, 0.75 and 1 of the gain 0.4, the validation loss rising three times in a
+    row, the training loss falling."""
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    best = None
+    for i, (t, v) in enumerate(losses):
+        _train_a_little(model)
+        c.decide(first_step + 10 * i, model, train_loss=t, val_loss=v)
+        if i == 0:
+            best = {k: v.clone() for k, v in model.state_dict().items()}
+    return best
+
+
+def test_a_run_that_overfits_late_falls_back_to_its_best_state_at_a_lower_lr():
+    c, model, opt = _overfit_controller(cut=0.3)
+    c.before_step(60)
+    plain = opt.param_groups[0]["lr_factor"]
+    best = _late_overfit(c, model)
+    assert c.fallbacks == 1 and c.restarts == 0 and c.history[-1]["fallbacks"] == 1
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+    c.before_step(60)
+    assert opt.param_groups[0]["lr_factor"] == pytest.approx(0.3 * plain)
+    # off without the cut: the same losses change nothing
+    c, model, opt = _overfit_controller(cut=0.0)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    _late_overfit(c, model)
+    assert c.fallbacks == 0 and c._best is None and c.history[-1]["fallbacks"] == 0
+    # the weights are the run's own (four steps of +1 from the first): nothing came back
+    assert all(torch.allclose(v, first[k] + 4) for k, v in model.state_dict().items())
+
+
+def test_falling_back_needs_an_overfitting_run_past_the_window_at_most_twice():
+    from lhopt.control.controller import FALLBACKS
+
+    cases = {  # (train, val) at decisions 40, 50, 60, 70 after (None, 1.0) at 0
+        "both rose": ((0.5, 0.6), (0.6, 0.65), (0.7, 0.7), (0.8, 0.75)),
+        "still falling": ((0.5, 0.6), (0.3, 0.55), (0.2, 0.5), (0.1, 0.45)),
+        "small": ((0.5, 0.55), (0.49, 0.56), (0.485, 0.565), (0.48, 0.566)),  # gaps <= 0.2
+        "no validation loss": ((0.5, None), (0.4, None), (0.3, None), (0.2, None)),
+        "rose twice": ((0.5, 0.6), (0.45, 0.65), (0.4, 0.7), (0.35, 0.68)),
+        "down from a spike": ((0.5, 0.6), (0.45, 0.9), (0.4, 0.8), (0.35, 0.7)),
+    }
+    for name, losses in cases.items():
+        c, model, _ = _overfit_controller(cut=0.3)
+        _late_overfit(c, model, losses=losses)
+        assert c.fallbacks == 0, name
+    c, model, _ = _overfit_controller(cut=0.3)  # the same growth inside the window starts over
+    _late_overfit(c, model, first_step=5)
+    assert c.restarts == 1 and c.fallbacks == 0
+    c, model, _ = _overfit_controller(cut=0.3)  # no loss at the first decision: off
+    c.decide(0, model, train_loss=None, val_loss=None)
+    for i, (t, v) in enumerate(RISING):
+        c.decide(40 + 10 * i, model, train_loss=t, val_loss=v)
+    assert c.fallbacks == 0 and c._best is None
+    c, model, opt = _overfit_controller(total_steps=1000, cut=0.3)
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    step, seen = 300, []
+    for _ in range(FALLBACKS + 1):
+        for t, v in RISING:
+            _train_a_little(model)
+            step += 10
+            c.decide(step, model, train_loss=t, val_loss=v)
+        seen.append(c.fallbacks)
+        if len(seen) == 1:  # resume mid-way into a fresh controller
+            state = c.state_dict()
+            c, _, _ = _overfit_controller(total_steps=1000, model=model, opt=opt, cut=0.3)
+            c.load_state_dict(state)
+            assert c.fallbacks == 1 and c._best is not None
+    assert seen == [1, 2, 2]  # the third is left alone
+
+
+def test_fallback_cut_is_checked_and_recorded_only_when_set():
+    from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
+
+    for bad in (-0.1, 1.0, float("nan"), True, "0.3"):
+        with pytest.raises(ValueError, match="fallback_cut="):
+            ControlSpec(overfit_gap=0.2, fallback_cut=bad)
+    with pytest.raises(ValueError, match="fallback_cut=0.3 with overfit_gap=0"):
+        ControlSpec(fallback_cut=0.3)
+    assert "fallback_cut" not in actor_layout(ControlSpec(overfit_gap=0.2))
+    layout = actor_layout(ControlSpec(overfit_gap=0.2, fallback_cut=0.3))
+    assert layout["fallback_cut"] == 0.3
+    assert file_spec({"layout": layout}).fallback_cut == 0.3
 
 
 def test_hide_val_is_checked_and_recorded_only_when_set():

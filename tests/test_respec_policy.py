@@ -56,6 +56,13 @@ def test_the_network_is_kept_and_the_spec_or_normaliser_changed(tmp_path):
     bad = subprocess.run([*cmd, "--table-decay", "11"], capture_output=True, text=True)
     assert bad.returncode == 2 and "table_decay_factor=11" in bad.stderr
 
+    subprocess.run([*cmd, "--fallback-cut", "0.5"], check=True, capture_output=True)
+    assert load_policy(out).spec.fallback_cut == 0.5
+    bad = subprocess.run(
+        [*cmd, "--fallback-cut", "0.5", "--overfit-gap", "0"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "fallback_cut=0.5 with overfit_gap=0" in bad.stderr
+
     subprocess.run([*cmd, "--norm-from", str(tmp_path / "other.pt")], check=True)
     written = load_policy(out)
     assert written.spec.overfit_gap == shipped.spec.overfit_gap

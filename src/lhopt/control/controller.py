@@ -32,6 +32,17 @@ The copy of the first state is kept until `OVERFIT_UNTIL` or the last start, and
 where fewer than two decisions fall before `OVERFIT_UNTIL`; adding a param group drops it (the
 rule is then off). Meta-training episodes do not run the rule: the policy is trained without
 it, and its file's spec adds it.
+
+Falling back (`ControlSpec.fallback_cut` c > 0, with g > 0): past `OVERFIT_UNTIL` a run that
+overfits has its best state already, and what it lacks is a lower lr from there. Where the
+start-over rule's test holds after that share of T (read on its own record of the losses since
+the run's start or its last start over) and the validation loss has risen at each of the last
+`FALLBACK_RISES` decisions (a spike's recovery falls, a noisy loss seldom rises three times in
+a row, a model fitting noise does), the model and optimizer state saved at the decision of
+the best validation loss come back and the lr CIAO applies is multiplied by c, at most
+`FALLBACKS` times (history's `fallbacks` counts them); the policy's recurrent state and the
+registers go on. A copy of the model's and the optimizer's state is kept from the first
+decision on, taken again at each new best validation loss.
 """
 
 from __future__ import annotations
@@ -57,9 +68,15 @@ DEFAULT_DECISIONS = 20
 OVERFIT_UNTIL = 0.3
 OVERFIT_CUT = 0.1
 OVERFIT_RESTARTS = 2
+# Falling back (module doc): how many times at most, and after how many rises in a row of the
+# validation loss (at the default 20 decisions, 15% of T).
+FALLBACKS = 2
+FALLBACK_RISES = 3
 # What the rule tracks since the run's start: the first and best validation loss, the last gap
 # and the last period's training loss.
 _NO_GAP = {"first": None, "best": None, "prev": None, "train": None}
+# Falling back reads the same, and the last validation loss and its rises in a row.
+_NO_FALL = {**_NO_GAP, "last": None, "rises": 0}
 # Features recorded in `history` (the whole vector is in `Decision.features`).
 HISTORY_FEATURES = (
     "train/tanh_log_ratio_prev",
@@ -68,6 +85,23 @@ HISTORY_FEATURES = (
     "stat/log_update_to_param_norm",
     "stat/clip_rate",
 )
+
+
+def _overfits(track: dict, g: float, train_loss: float, val_loss: float) -> bool:
+    """Read a decision's gap into `track` (`_NO_GAP`'s keys, the best already holding this
+    validation loss); whether the run overfits by the start-over test (module doc)."""
+    gain = track["first"] - track["best"]
+    now = (val_loss - train_loss) / gain if gain > 0 else None
+    prev, track["prev"] = track["prev"], now
+    fell = track["train"] is not None and train_loss < track["train"]
+    track["train"] = train_loss
+    return not (
+        now is None
+        or prev is None
+        or min(now, prev) <= g
+        or val_loss <= track["best"]  # still falling: the run generalises, more slowly
+        or not fell  # both rose: a spike of an unstable step, not overfitting
+    )
 
 
 def decide_together(
@@ -203,6 +237,9 @@ class Controller:
         self.restarts = 0  # starts over so far (module doc)
         self._start: Snapshot | None = None
         self._gap = dict(_NO_GAP)
+        self.fallbacks = 0  # falls back so far (module doc)
+        self._best: Snapshot | None = None
+        self._fall = dict(_NO_FALL)
 
     @property
     def steps_per_epoch(self) -> float | None:
@@ -238,6 +275,8 @@ class Controller:
         `table_decay_factor`."""
         factor = self.shape(step + 1, self.total_steps) * self.lr_units * self.horizon
         factor *= OVERFIT_CUT**self.restarts
+        if self.fallbacks:
+            factor *= self.spec.fallback_cut**self.fallbacks
         for group in self.optimizer.param_groups:
             group["lr_factor"] = factor
             if self.matrix_decay is not None:
@@ -323,13 +362,21 @@ class Controller:
         if self._start_over(step, module, train_loss, val_loss):
             # the policy's action, read off the run given up, is recorded but not carried out
             applied, (op, k) = self.space.keep, ("start over", None)
+            self._fall.update(_NO_FALL, first=self._fall["first"], best=self._fall["first"])
+            self._best = None
         else:
+            fell_back = self._fall_back(step, module, train_loss, val_loss)
             op, k = self.space.register_op(action)
             self.registers.apply(
                 op, k, module, self.register_target, loss=train_loss, progress=progress
             )
             self.space.apply_hparams(self.optimizer.param_groups, action)
             self.prev_action = action
+            f = self._fall
+            new_best = f["first"] is not None and _finite(val_loss) and val_loss <= f["best"]
+            if new_best and not fell_back:
+                # the state the next fall back returns to: after this decision's changes
+                self._best = snapshot(module, self.register_target, None, 0.0)
         if sync is not None:
             sync.hparams(self.optimizer.param_groups, [h.hparam for h in self.space.heads])
         names = self.engine.names
@@ -348,6 +395,7 @@ class Controller:
                 },
                 "register": op if k is None else f"{op} {k}",
                 "restarts": self.restarts,
+                "fallbacks": self.fallbacks,
                 "hparams": groups[0],
                 "groups": groups,
             }
@@ -375,20 +423,7 @@ class Controller:
         if self._start is None or not _finite(val_loss):
             return False
         gap["best"] = min(gap["best"], val_loss)
-        if not _finite(train_loss):
-            return False
-        gain = gap["first"] - gap["best"]
-        now = (val_loss - train_loss) / gain if gain > 0 else None
-        prev, gap["prev"] = gap["prev"], now
-        fell = gap["train"] is not None and train_loss < gap["train"]
-        gap["train"] = train_loss
-        if (
-            now is None
-            or prev is None
-            or min(now, prev) <= g
-            or val_loss <= gap["best"]  # still falling: the run generalises, more slowly
-            or not fell  # both rose: a spike of an unstable step, not overfitting
-        ):
+        if not _finite(train_loss) or not _overfits(gap, g, train_loss, val_loss):
             return False
         restore(self._start, module, self.register_target)
         self.registers = RestartRegisters(len(self.registers))
@@ -399,6 +434,33 @@ class Controller:
         gap.update(_NO_GAP, first=gap["first"], best=gap["first"])
         if self.restarts >= OVERFIT_RESTARTS:
             self._start = None  # frees the copy: no more starts
+        return True
+
+    def _fall_back(self, step: int, module: nn.Module, train_loss, val_loss) -> bool:
+        """Falling back (module doc): update the record of the losses, and fall back where the
+        rule says so; True if it did."""
+        cut, f = self.spec.fallback_cut, self._fall
+        if not cut or not _finite(val_loss):
+            return False
+        if f["first"] is None:
+            if not self.history:  # the rule measures the gain from the run's first loss
+                f["first"] = f["best"] = val_loss
+            return False
+        f["best"] = min(f["best"], val_loss)
+        f["rises"] = f["rises"] + 1 if f["last"] is not None and val_loss > f["last"] else 0
+        f["last"] = val_loss
+        if (
+            step / self.total_steps <= OVERFIT_UNTIL
+            or not _finite(train_loss)
+            or not _overfits(f, self.spec.overfit_gap, train_loss, val_loss)
+            or f["rises"] < FALLBACK_RISES
+            or self.fallbacks >= FALLBACKS
+            or self._best is None
+        ):
+            return False
+        restore(self._best, module, self.register_target)
+        self.fallbacks += 1
+        f.update(prev=None, train=None, last=None, rises=0)  # counted afresh for the next
         return True
 
     def describe(self, record: dict | None = None) -> str:
@@ -427,6 +489,7 @@ class Controller:
         reason: the rule is then off for the rest of the run."""
         self.registers = RestartRegisters(len(self.registers))
         self._start = None
+        self._best = None
 
     def state_dict(self) -> dict:
         return {
@@ -442,6 +505,9 @@ class Controller:
             "restarts": self.restarts,
             "start": None if self._start is None else vars(self._start),
             "gap": dict(self._gap),
+            "fallbacks": self.fallbacks,
+            "best": None if self._best is None else vars(self._best),
+            "fall": dict(self._fall),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -463,3 +529,7 @@ class Controller:
         start = state.get("start")
         self._start = None if start is None else Snapshot(**start)
         self._gap = dict(state.get("gap", _NO_GAP))
+        self.fallbacks = state.get("fallbacks", 0)
+        best = state.get("best")
+        self._best = None if best is None else Snapshot(**best)
+        self._fall = {**_NO_FALL, **state.get("fall", {})}

@@ -63,8 +63,12 @@ class ControlSpec:
         the lr, where the validation loss parts from the training loss early
         (`lhopt.control.controller`, "Starting over"); 0 (the default): never. Set on a
         trained policy's file; meta-training episodes do not run it.
+    fallback_cut: c in (0, 1), with `overfit_gap` g > 0: past the start-over window, where the
+        same test holds, the run falls back to its state at the best validation loss and the
+        lr it applies is multiplied by c (`lhopt.control.controller`, "Falling back"); 0 (the
+        default): never. Set on a trained policy's file; meta-training episodes do not run it.
     hide_val: the policy's features read no validation loss (as a run without one reads),
-        and only the start-over rule reads it; False (the default): both read it.
+        and only the start-over and fall-back rules read it; False (the default): both read it.
     no_decay_vectors: tensors of one dimension (biases, norms) start in a param group without
         weight decay (`lhopt.optim.groups.split_vectors`), which `LearnedOptimizer` builds
         from the parameters it is given unless told `decay_vectors=True`; False (the
@@ -92,6 +96,7 @@ class ControlSpec:
     horizon_power: float = 0.0
     epochs_power: float = 0.0
     overfit_gap: float = 0.0
+    fallback_cut: float = 0.0
     hide_val: bool = False
     no_decay_vectors: bool = False
     matrix_decay_below: float = 0.0
@@ -124,6 +129,15 @@ class ControlSpec:
         if isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 <= gap < math.inf:
             raise ValueError(f"overfit_gap={gap!r}: expected a finite number >= 0 (0: off)")
         object.__setattr__(self, "overfit_gap", float(gap))
+        cut = self.fallback_cut
+        if isinstance(cut, bool) or not isinstance(cut, int | float) or not 0 <= cut < 1:
+            raise ValueError(f"fallback_cut={cut!r}: expected a number in [0, 1) (0: off)")
+        if cut and not gap:
+            raise ValueError(
+                f"fallback_cut={cut:g} with overfit_gap=0: the rule reads the start-over "
+                "test's gap; set overfit_gap or leave the cut at 0"
+            )
+        object.__setattr__(self, "fallback_cut", float(cut))
         below = self.matrix_decay_below
         if (
             isinstance(below, bool)
@@ -201,6 +215,7 @@ OPTIONAL_LAYOUT_KEYS = (
     "horizon_power",
     "epochs_power",
     "overfit_gap",
+    "fallback_cut",
     "hide_val",
     "no_decay_vectors",
     "matrix_decay_below",
@@ -329,6 +344,7 @@ def file_spec(data: dict) -> ControlSpec | None:
             horizon_power=layout.get("horizon_power", 0.0),
             epochs_power=layout.get("epochs_power", 0.0),
             overfit_gap=layout.get("overfit_gap", 0.0),
+            fallback_cut=layout.get("fallback_cut", 0.0),
             hide_val=bool(layout.get("hide_val", False)),
             no_decay_vectors=bool(layout.get("no_decay_vectors", False)),
             matrix_decay_below=layout.get("matrix_decay_below", 0.0),
