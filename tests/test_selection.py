@@ -18,6 +18,9 @@ from lhopt.tasks import (
 )
 from lhopt.tasks.registry import OOD_FAMILIES, SELECTION_FAMILIES
 
+# Suites that may run the selection families: chosen on, or fixed for one decision each.
+SELECTION_SUITES = ("selection", "selection-long", "confirm", "confirm2", "confirm3", "confirm4")
+
 Q = TaskConfig.make
 SMALL = {
     "shapes": Q("shapes", blocks=2, width=8, noise=0.2, train_samples=200, batch=16, budget=40),
@@ -146,12 +149,14 @@ def test_the_selection_suite_and_the_ood_suite():
     ood_families = {c.family for c in SUITES["ood"].values()}
     assert ood_families == {"charlm", "ncf", "speech"}
     assert set(OOD_FAMILIES) == {"ncf", "speech"}
-    for name in ("confirm2", "confirm3"):  # recommenders no other suite runs
+    seen = set(long.values())
+    for name in ("confirm2", "confirm3", "confirm4"):  # recommenders no other suite runs
         assert {c.family for c in SUITES[name].values()} == {"recsys"}
         assert all(1000 <= task_budget(c) <= 4000 for c in SUITES[name].values())
-        assert not set(SUITES[name].values()) & set(long.values())
+        assert not set(SUITES[name].values()) & seen, name
+        seen |= set(SUITES[name].values())
     for name, tasks in SUITES.items():
-        if name not in ("selection", "selection-long", "confirm", "confirm2", "confirm3"):
+        if name not in SELECTION_SUITES:
             assert not {c.family for c in tasks.values()} & set(SELECTION_FAMILIES)
 
 

@@ -76,8 +76,10 @@
   then the screen of the rules for recommenders after it (`docs/experiments.md`); not for
   choosing snapshots.
 - `confirm3`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
-  suite has run, kept for the confirmation of a rule for recommenders: its baselines banked,
-  no policy read on it yet (`docs/experiments.md`).
+  suite has run, the decision on the fall back to the best state (`docs/experiments.md`).
+- `confirm4`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
+  suite has run, kept for the next decision on the recommenders: its baselines banked, no
+  policy read on it yet.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -840,6 +842,24 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
         "conf3-recsys-neumf-dense": _recsys(
             "neumf", 20, 768, 2500, 1800, 900, 120, 10, 2.0, 0.9, 28, mlp_layers=2
+        ),
+    },
+    "confirm4": {
+        "conf4-recsys-gmf-tall": _recsys("gmf", 28, 320, 2200, 1800, 700, 40, 8, 2.4, 0.7, 31),
+        "conf4-recsys-gmf-tiny": _recsys("gmf", 10, 128, 3000, 400, 800, 25, 4, 3.0, 1.1, 32),
+        "conf4-recsys-gmf-mid": _recsys("gmf", 48, 640, 1800, 1400, 1700, 55, 12, 1.4, 0.5, 33),
+        "conf4-recsys-gmf-lazy": _recsys("gmf", 16, 256, 3500, 700, 1100, 65, 6, 1.2, 0.9, 34),
+        "conf4-recsys-neumf-tall": _recsys(
+            "neumf", 28, 384, 2200, 2000, 800, 45, 9, 2.2, 0.7, 35, mlp_layers=2
+        ),
+        "conf4-recsys-neumf-thin": _recsys(
+            "neumf", 10, 192, 2800, 500, 1300, 30, 5, 2.6, 1.0, 36, mlp_layers=3
+        ),
+        "conf4-recsys-neumf-rich": _recsys(
+            "neumf", 36, 896, 1600, 1300, 1900, 90, 14, 1.7, 0.6, 37, mlp_layers=1
+        ),
+        "conf4-recsys-neumf-long": _recsys(
+            "neumf", 14, 256, 4000, 350, 650, 35, 5, 2.0, 1.2, 38, mlp_layers=2
         ),
     },
     "selection-long": {
