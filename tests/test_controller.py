@@ -337,8 +337,12 @@ def test_falling_back_needs_an_overfitting_run_past_the_window_at_most_twice():
         _late_overfit(c, model, losses=losses)
         assert c.fallbacks == 0, name
     c, model, _ = _overfit_controller(cut=0.3)  # the same growth inside the window starts over
-    _late_overfit(c, model, first_step=5)
-    assert c.restarts == 1 and c.fallbacks == 0
+    _late_overfit(c, model, first_step=5, losses=RISING[:2])
+    assert c.restarts == 1 and c.fallbacks == 0 and c._best is None  # the best is forgotten
+    c, model, _ = _overfit_controller(total_steps=200, cut=0.3)
+    c.decision_steps = [0, 70, 140]  # no copy to start over from: nothing in the window
+    _late_overfit(c, model, first_step=5, losses=(*RISING, (0.3, 0.8)))  # to 45: in 30% of T
+    assert c.restarts == 0 and c.fallbacks == 0
     c, model, _ = _overfit_controller(cut=0.3)  # no loss at the first decision: off
     c.decide(0, model, train_loss=None, val_loss=None)
     for i, (t, v) in enumerate(RISING):
@@ -359,6 +363,46 @@ def test_falling_back_needs_an_overfitting_run_past_the_window_at_most_twice():
             c.load_state_dict(state)
             assert c.fallbacks == 1 and c._best is not None
     assert seen == [1, 2, 2]  # the third is left alone
+
+
+def test_a_fall_back_stands_against_a_register_op_and_a_loaded_state_is_not_the_best():
+    c, model, opt = _overfit_controller(cut=0.3)
+    load0 = (*c.space.keep[:-1], 2)  # the register head's "load 0"
+    assert c.space.register_op(load0) == ("load", 0)
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    c.registers.save(0, model, opt)
+    _train_a_little(model)
+    features = c.observe(40, train_loss=0.5, val_loss=0.6)  # a new best, then a load
+    c.carry_out(40, model, features, load0, 0.0, c.hidden, train_loss=0.5, val_loss=0.6)
+    # the state loaded was not the one validated: the copy to fall back to is still the first
+    assert all(torch.equal(v, start[k]) for k, v in c._best.model.items())
+    c, model, opt = _overfit_controller(cut=0.3)
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    c.registers.save(0, model, opt)
+    best = None
+    for i, (t, v) in enumerate(RISING):
+        _train_a_little(model)
+        if i < 3:
+            c.decide(40 + 10 * i, model, train_loss=t, val_loss=v)
+            best = best or {k: w.clone() for k, w in model.state_dict().items()}
+        else:  # the policy asks for a load as the rule falls back: the fall back stands
+            features = c.observe(70, train_loss=t, val_loss=v)
+            c.carry_out(70, model, features, load0, 0.0, c.hidden, train_loss=t, val_loss=v)
+    assert c.fallbacks == 1 and c.history[-1]["register"] == "fall back"
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+
+
+def test_a_validation_loss_given_again_neither_rises_nor_falls():
+    c, model, _ = _overfit_controller(cut=0.3)
+    c.decide(0, model, train_loss=None, val_loss=1.0)
+    losses = [(0.5, 0.6), (0.45, 0.65), (0.42, 0.65), (0.4, 0.7), (0.35, 0.75)]
+    seen = []
+    for i, (t, v) in enumerate(losses):  # 0.65 twice: one evaluation, three rises by 0.75
+        _train_a_little(model)
+        c.decide(40 + 10 * i, model, train_loss=t, val_loss=v)
+        seen.append(c.fallbacks)
+    assert seen == [0, 0, 0, 0, 1]
 
 
 def test_fallback_cut_is_checked_and_recorded_only_when_set():

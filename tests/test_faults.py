@@ -575,3 +575,34 @@ def test_meta_training_replaces_a_killed_rollout_worker_and_drops_nothing_twice(
     assert rows[-1]["errors_total"] == trainer.counters["errors"] == 1
     # Each episode that arrived is counted once: the per-iteration counts add up to the total.
     assert sum(r["episodes"] for r in rows) == trainer.counters["episodes"]
+
+
+def test_load_state_dict_names_model_when_the_best_copy_holds_another_module():
+    """The copy a run falls back to is checked too: past 30% of a run (the start's copy freed,
+    no register filled) a state saved with model= does not load without it."""
+    model, data = setup(0)
+    val = [(torch.randn(16, 6), torch.randn(16, 1))]
+
+    def val_loss():
+        with torch.no_grad():
+            return nn.functional.mse_loss(model(val[0][0]), val[0][1]).item()
+
+    def make(with_model):
+        return LearnedOptimizer(
+            model.parameters(),
+            total_steps=100,
+            val_loss_fn=val_loss,
+            model=model if with_model else None,
+        )
+
+    opt = make(True)  # the shipped policy falls back: it keeps the best state's copy
+    for batch in data[:40]:
+        one_step(model, opt, batch)
+    state = opt.state_dict()
+    assert state["controller"]["start"] is None and state["controller"]["best"] is not None
+    assert not any(state["controller"]["registers"]["slots"])
+    with pytest.raises(ValueError, match=r"copy of the run's best state.*holds another model"):
+        make(False).load_state_dict(state)
+    again = make(True)
+    again.load_state_dict(state)
+    assert again.state_dict()["controller"]["taken"] == 40

@@ -37,12 +37,13 @@ Falling back (`ControlSpec.fallback_cut` c > 0, with g > 0): past `OVERFIT_UNTIL
 overfits has its best state already, and what it lacks is a lower lr from there. Where the
 start-over rule's test holds after that share of T (read on its own record of the losses since
 the run's start or its last start over) and the validation loss has risen at each of the last
-`FALLBACK_RISES` decisions (a spike's recovery falls, a noisy loss seldom rises three times in
-a row, a model fitting noise does), the model and optimizer state saved at the decision of
-the best validation loss come back and the lr CIAO applies is multiplied by c, at most
-`FALLBACKS` times (history's `fallbacks` counts them); the policy's recurrent state and the
-registers go on. A copy of the model's and the optimizer's state is kept from the first
-decision on, taken again at each new best validation loss.
+`FALLBACK_RISES` evaluations (a value given again at a decision is none; a spike's recovery
+falls, a noisy loss seldom rises three times in a row, a model fitting noise does), the model
+and optimizer state saved at the decision of the best validation loss come back and the lr
+CIAO applies is multiplied by c, at most `FALLBACKS` times (history's `fallbacks` counts
+them); the policy's recurrent state and the registers go on. A copy of the model's and the
+optimizer's state is kept from the first decision on, taken again at each new best validation
+loss.
 """
 
 from __future__ import annotations
@@ -365,17 +366,19 @@ class Controller:
             self._fall.update(_NO_FALL, first=self._fall["first"], best=self._fall["first"])
             self._best = None
         else:
-            fell_back = self._fall_back(step, module, train_loss, val_loss)
-            op, k = self.space.register_op(action)
-            self.registers.apply(
-                op, k, module, self.register_target, loss=train_loss, progress=progress
-            )
+            fall = self._fall_back(step, module, train_loss, val_loss)
+            if fall == "fall back":  # the best state stands: no register op undoes it
+                op, k = fall, None
+            else:
+                op, k = self.space.register_op(action)
+                self.registers.apply(
+                    op, k, module, self.register_target, loss=train_loss, progress=progress
+                )
             self.space.apply_hparams(self.optimizer.param_groups, action)
             self.prev_action = action
-            f = self._fall
-            new_best = f["first"] is not None and _finite(val_loss) and val_loss <= f["best"]
-            if new_best and not fell_back:
-                # the state the next fall back returns to: after this decision's changes
+            if fall == "best" and op in ("none", "save"):
+                # the state the next fall back returns to: the one just validated, after this
+                # decision's changes of the hyperparameters
                 self._best = snapshot(module, self.register_target, None, 0.0)
         if sync is not None:
             sync.hparams(self.optimizer.param_groups, [h.hparam for h in self.space.heads])
@@ -436,18 +439,21 @@ class Controller:
             self._start = None  # frees the copy: no more starts
         return True
 
-    def _fall_back(self, step: int, module: nn.Module, train_loss, val_loss) -> bool:
+    def _fall_back(self, step: int, module: nn.Module, train_loss, val_loss) -> str | None:
         """Falling back (module doc): update the record of the losses, and fall back where the
-        rule says so; True if it did."""
+        rule says so: "fall back" if it did, "best" at a new best validation loss (the run's
+        first included), else None."""
         cut, f = self.spec.fallback_cut, self._fall
         if not cut or not _finite(val_loss):
-            return False
+            return None
         if f["first"] is None:
-            if not self.history:  # the rule measures the gain from the run's first loss
-                f["first"] = f["best"] = val_loss
-            return False
-        f["best"] = min(f["best"], val_loss)
-        f["rises"] = f["rises"] + 1 if f["last"] is not None and val_loss > f["last"] else 0
+            if self.history:  # the rule measures the gain from the run's first loss
+                return None
+            f["first"] = f["best"] = val_loss
+            return "best"
+        best, f["best"] = f["best"], min(f["best"], val_loss)
+        if val_loss != f["last"]:  # a value given again is no new evaluation: neither way
+            f["rises"] = f["rises"] + 1 if f["last"] is not None and val_loss > f["last"] else 0
         f["last"] = val_loss
         if (
             step / self.total_steps <= OVERFIT_UNTIL
@@ -457,11 +463,11 @@ class Controller:
             or self.fallbacks >= FALLBACKS
             or self._best is None
         ):
-            return False
+            return "best" if val_loss < best else None
         restore(self._best, module, self.register_target)
         self.fallbacks += 1
         f.update(prev=None, train=None, last=None, rises=0)  # counted afresh for the next
-        return True
+        return "fall back"
 
     def describe(self, record: dict | None = None) -> str:
         """One line about a decision (default the last): step, losses, the hyperparameters it

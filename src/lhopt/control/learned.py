@@ -684,6 +684,7 @@ class LearnedOptimizer(CIAO):
             for k, slot in enumerate(c["registers"].get("slots", []))
         ]
         held.append(("copy of the run's start (kept to start over from)", c.get("start")))
+        held.append(("copy of the run's best state (kept to fall back to)", c.get("best")))
         for what, slot in held:
             saved = slot and {n: tuple(v.shape) for n, v in slot["model"].items()}
             if saved and saved != shapes:
