@@ -199,9 +199,16 @@ def test_load_state_dict_refuses_a_state_of_another_total_steps(policy_file):
     assert longer.state_dict()["controller"]["taken"] == 20
 
 
-def test_load_state_dict_names_model_when_the_start_copy_holds_another_module():
-    """The copy a run starts over from is checked as the registers are: a state saved with
-    model= early in a run (the copy held, no register filled) does not load without it."""
+@pytest.mark.parametrize(
+    ("total_steps", "steps", "held", "what"),
+    [(200, 12, "start", "copy of the run's start"), (100, 40, "best", "copy of the run's best")],
+)
+def test_load_state_dict_names_model_when_a_kept_copy_holds_another_module(
+    total_steps, steps, held, what
+):
+    """The copies a run starts over from (its first 30%) and falls back to (from its first
+    decision) are checked as the registers are: a state saved with model= (a copy held, no
+    register filled) does not load without it."""
     model, data = setup(0)
     val = [(torch.randn(16, 6), torch.randn(16, 1))]
 
@@ -212,23 +219,23 @@ def test_load_state_dict_names_model_when_the_start_copy_holds_another_module():
     def make(with_model):
         return LearnedOptimizer(
             model.parameters(),
-            total_steps=200,
+            total_steps=total_steps,
             val_loss_fn=val_loss,
             model=model if with_model else None,
         )
 
-    opt = make(True)  # the shipped policy: it keeps the start's copy for the first 30%
-    for batch in data[:12]:
+    opt = make(True)  # the shipped policy starts over and falls back
+    for batch in data[:steps]:
         one_step(model, opt, batch)
     state = opt.state_dict()
-    assert state["controller"]["start"] is not None
+    assert state["controller"][held] is not None
+    assert held == "start" or state["controller"]["start"] is None  # past 30%: freed
     assert not any(state["controller"]["registers"]["slots"])
-    bare = make(False)
-    with pytest.raises(ValueError, match=r"copy of the run's start.*holds another model.*model="):
-        bare.load_state_dict(state)
+    with pytest.raises(ValueError, match=rf"{what}.*holds another model.*model="):
+        make(False).load_state_dict(state)
     again = make(True)
     again.load_state_dict(state)  # constructed as the one that saved it was
-    for batch in data[12:40]:
+    for batch in data[steps:40]:
         one_step(model, again, batch)
     assert again.state_dict()["controller"]["taken"] == 40
 
@@ -575,34 +582,3 @@ def test_meta_training_replaces_a_killed_rollout_worker_and_drops_nothing_twice(
     assert rows[-1]["errors_total"] == trainer.counters["errors"] == 1
     # Each episode that arrived is counted once: the per-iteration counts add up to the total.
     assert sum(r["episodes"] for r in rows) == trainer.counters["episodes"]
-
-
-def test_load_state_dict_names_model_when_the_best_copy_holds_another_module():
-    """The copy a run falls back to is checked too: past 30% of a run (the start's copy freed,
-    no register filled) a state saved with model= does not load without it."""
-    model, data = setup(0)
-    val = [(torch.randn(16, 6), torch.randn(16, 1))]
-
-    def val_loss():
-        with torch.no_grad():
-            return nn.functional.mse_loss(model(val[0][0]), val[0][1]).item()
-
-    def make(with_model):
-        return LearnedOptimizer(
-            model.parameters(),
-            total_steps=100,
-            val_loss_fn=val_loss,
-            model=model if with_model else None,
-        )
-
-    opt = make(True)  # the shipped policy falls back: it keeps the best state's copy
-    for batch in data[:40]:
-        one_step(model, opt, batch)
-    state = opt.state_dict()
-    assert state["controller"]["start"] is None and state["controller"]["best"] is not None
-    assert not any(state["controller"]["registers"]["slots"])
-    with pytest.raises(ValueError, match=r"copy of the run's best state.*holds another model"):
-        make(False).load_state_dict(state)
-    again = make(True)
-    again.load_state_dict(state)
-    assert again.state_dict()["controller"]["taken"] == 40
