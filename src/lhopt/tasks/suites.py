@@ -71,6 +71,9 @@
 - `unseen16`: eight byte-level language models with `nn.Embedding` tables (two GRUs, three
   LSTMs and three transformers) in shapes no suite has run, to confirm the tables' weight
   decay (`docs/experiments.md`).
+- `unseen17`: eight `tabular` tasks in shapes no suite has run (MLPs on seven of the data sets,
+  three with layer norm, and a digits CNN), kept beside `confirm4` for the next decision on
+  the level: its baselines banked, no policy read on it yet.
 - `confirm2`: eight recommenders (the `recsys` family: four GMFs, four NeuMFs) in shapes and
   on drawn data no suite has run, first read for the weight decay of tables read sparsely,
   then the screen of the rules for recommenders after it (`docs/experiments.md`); not for
@@ -807,6 +810,16 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen16-paradise-regained-lstm-deep": _lm(
             "paradise-regained", "lstm", 3, 64, 32, 16, 900
         ),
+    },
+    "unseen17": {
+        "unseen17-iris-mlp": _mlp("iris", 2, 48, "none", 80, 16, 500),
+        "unseen17-fair-wide-ln": _mlp("fair", 2, 192, "layer", 997, 64, 1000),
+        "unseen17-randhie-deep": _mlp("randhie", 4, 64, "none", 900, 64, 1200),
+        "unseen17-anes96-ln": _mlp("anes96", 3, 96, "layer", 500, 32, 900),
+        "unseen17-star98-small": _mlp("star98", 2, 32, "none", 150, 16, 700),
+        "unseen17-sunspots-ln": _mlp("sunspots", 3, 96, "layer", 198, 16, 900),
+        "unseen17-co2-wide": _mlp("co2", 2, 256, "none", 800, 64, 1000),
+        "unseen17-digits-cnn-mid": _digits_cnn(2, 24, 600, 32, 1200),
     },
     "confirm2": {
         "conf2-recsys-gmf-wide": _recsys("gmf", 64, 256, 2500, 800, 2000, 50, 12, 2.5, 0.6, 11),
