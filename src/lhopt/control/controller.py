@@ -276,8 +276,7 @@ class Controller:
         `table_decay_factor`."""
         factor = self.shape(step + 1, self.total_steps) * self.lr_units * self.horizon
         factor *= OVERFIT_CUT**self.restarts
-        if self.fallbacks:
-            factor *= self.spec.fallback_cut**self.fallbacks
+        factor *= self.spec.fallback_cut**self.fallbacks
         for group in self.optimizer.param_groups:
             group["lr_factor"] = factor
             if self.matrix_decay is not None:
