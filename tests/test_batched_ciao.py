@@ -729,6 +729,41 @@ def test_lamb_free_below_steps_each_member_as_its_ciao():
         assert member.state_dict()["lamb_free"].tolist() == flags[i]
 
 
+def test_lamb_norm_ceiling_steps_each_member_as_its_ciao():
+    """Members under the trust ratio with the ceiling off, at 3, at 3 under a floor of 1, and
+    one without the ratio, their first tensor (grown past the ceiling) row-sparse for some
+    (never capped): each steps as its CIAO."""
+    shapes, scales = [(6, 5), (6, 5), (4, 6), (6,)], [5.0, 5.0, 0.1, 1.0]
+    extra = [
+        dict(lamb_power=1.0),
+        dict(lamb_power=1.0, lamb_norm_ceiling=3.0),
+        dict(lamb_power=1.0, lamb_norm_ceiling=3.0, lamb_norm_floor=1.0),
+        dict(lamb_power=0.0, lamb_norm_ceiling=3.0),
+    ]
+    hparams = [{**h, **e} for h, e in zip(HPARAMS, extra, strict=True)]
+
+    def trained(hparams):  # each member checked against its CIAO at every step
+        pair = Pair(hparams, shapes=shapes, scales=scales)
+        gen = torch.Generator().manual_seed(7)
+        for t in range(10):
+            grads = [torch.randn((N, *s), generator=gen, dtype=torch.float64) for s in shapes]
+            if t == 0:
+                grads[0][::2, 0] = 0.0  # members 0 and 2: the first tensor is row-sparse
+            pair.step(grads)
+            pair.assert_params_close()
+        return pair
+
+    pair = trained(hparams)
+    plain = trained([{**h, "lamb_norm_ceiling": 0.0} for h in hparams])
+    moved = [
+        [not torch.allclose(a[i], b[i]) for a, b in zip(pair.params, plain.params, strict=True)]
+        for i in range(N)
+    ]
+    assert moved[1][0] and moved[2][1]  # the grown dense matrices are capped
+    assert not moved[2][0]  # a row-sparse table is not
+    assert not moved[3][0] and not moved[1][3]  # no ratio, no cap; vectors take none
+
+
 def test_lamb_norm_floor_steps_each_member_as_its_ciao():
     """Members under the trust ratio with the floor off, at 1 and at 3, and one without the
     ratio, their first tensor row-sparse for some (never floored): each steps as its CIAO."""

@@ -525,8 +525,16 @@ def test_a_refused_step_counts_nothing():
     assert opt.steps == 1
 
 
-@pytest.mark.parametrize("floors", [None, [0.0, 0.0, 50.0, 0.0, 0.1]])
-def test_the_trust_ratios_batched_for_a_gpu_equal_the_per_tensor_ones(floors):
+@pytest.mark.parametrize(
+    "floors, ceilings",
+    [
+        (None, None),
+        ([0.0, 0.0, 50.0, 0.0, 0.1], None),
+        (None, [0.5, 0.0, 0.0, 0.0, 100.0]),
+        ([0.0, 0.0, 50.0, 0.0, 0.1], [0.5, 0.0, 20.0, 0.0, 100.0]),
+    ],
+)
+def test_the_trust_ratios_batched_for_a_gpu_equal_the_per_tensor_ones(floors, ceilings):
     from lhopt.optim.ciao import _trust_ratios_batched, lamb_trust_ratios
 
     g = torch.Generator().manual_seed(0)
@@ -541,14 +549,26 @@ def test_the_trust_ratios_batched_for_a_gpu_equal_the_per_tensor_ones(floors):
     corrections = [0.1, 0.0, 0.19, 0.5, 0.9]
     kw = dict(ombeta=0.1, power=0.7, min_trust=1e-3)
     a_emas, b_emas = emas(), emas()
-    per_tensor = lamb_trust_ratios(params, updates, a_emas, corrections, norm_floors=floors, **kw)
+    per_tensor = lamb_trust_ratios(
+        params, updates, a_emas, corrections, norm_floors=floors, norm_ceilings=ceilings, **kw
+    )
     on = [i for i, e in enumerate(b_emas) if e is not None]
     batched = _trust_ratios_batched(
-        params, updates, b_emas, corrections, on, **kw, floors=floors or [0.0] * len(params)
+        params,
+        updates,
+        b_emas,
+        corrections,
+        on,
+        **kw,
+        floors=floors or [0.0] * len(params),
+        ceilings=ceilings,
     )
-    if floors:  # the floored tensor's ratio is its floor's, the one above its floor its own
-        unfloored = lamb_trust_ratios(params, updates, emas(), corrections, **kw)
-        assert per_tensor[2] > 2 * unfloored[2] and per_tensor[4] == unfloored[4]
+    plain = lamb_trust_ratios(params, updates, emas(), corrections, **kw)
+    if floors:  # the floored tensor's ratio is its floor's (above a lower ceiling), the one
+        # above its floor its own
+        assert per_tensor[2] > 2 * plain[2] and per_tensor[4] == plain[4]
+    if ceilings:  # the capped tensor's ratio is its ceiling's, the one below it its own
+        assert per_tensor[0] < 0.5 * plain[0]
     assert (
         [t is None for t in batched]
         == [t is None for t in per_tensor]

@@ -494,3 +494,107 @@ def test_learned_optimizer_starts_from_the_policys_floor_and_passes_a_given_one(
 def test_lamb_norm_floor_out_of_range_is_refused(value):
     with pytest.raises(ValueError, match="lamb_norm_floor="):
         CIAO(PosModel().parameters(), lamb_norm_floor=value)
+
+
+class Grown(PosModel):
+    """PosModel with its two dense matrices at five times PyTorch's default scale, past a
+    ceiling of three times it; its table (std 1) is at about five times that scale too, but
+    row-sparse: never capped."""
+
+    def __init__(self, scale=5.0):
+        super().__init__()
+        with torch.no_grad():
+            for p in (self.hidden.weight, self.out.weight):
+                p.mul_(scale)
+
+
+def test_lamb_norm_ceiling_matches_reference():
+    hp = dict(lamb_power=1.0, lamb_norm_ceiling=3.0, lamb_norm_floor=1.0, lr=3e-2)
+    fast, _ = run_tables(
+        lambda m: CIAO(m.parameters(), **hp, stat_samples=10**6), model_class=Grown
+    )
+    ref, _ = run_tables(lambda m: ReferenceCIAO(m.parameters(), **hp), model_class=Grown)
+    assert_params_close(fast, ref, PARAM_RTOL[torch.float64])
+    off, _ = run_tables(
+        lambda m: CIAO(m.parameters(), lamb_power=1.0, lamb_norm_floor=1.0, lr=3e-2),
+        model_class=Grown,
+    )
+    assert not torch.allclose(fast.hidden.weight, off.hidden.weight)
+
+
+def test_the_ceiling_steps_a_grown_matrix_as_at_the_ceiling_and_leaves_the_rest():
+    from lhopt.optim.ciao import default_init_norm
+
+    torch.manual_seed(0)  # run_tables seeds 0 before building its model: the same start
+    start = dict(Grown().double().named_parameters())
+
+    def step(**hp):  # one step from the same point (the same gradients), no decay
+        model, opt = run_tables(
+            lambda m: CIAO(m.parameters(), lr=3e-2, weight_decay=0.0, lamb_power=1.0, **hp),
+            steps=1,
+            model_class=Grown,
+        )
+        return {n: (p - start[n]).detach() for n, p in model.named_parameters()}, opt, model
+
+    (capped, opt, model), (plain, _, _) = step(lamb_norm_ceiling=3.0), step()
+    for name in ("hidden.weight", "out.weight"):  # both past 3 times their scale
+        p = start[name].detach()
+        ratio = float(capped[name].norm() / plain[name].norm())
+        assert ratio == pytest.approx(3 * default_init_norm(p) / float(p.norm()), rel=1e-9), name
+        assert ratio < 0.8, name
+    table = start["table.weight"].detach()
+    assert opt.state[model.table.weight]["row_sparse"]
+    assert float(table.norm()) > 3 * default_init_norm(table)  # capped, were it dense
+    # The row-sparse table is not capped, the small positional table is below its ceiling, and
+    # vectors take no trust ratio at all.
+    for name in ("table.weight", "pos", "hidden.bias", "out.bias"):
+        assert torch.equal(capped[name], plain[name]), name
+    # The lr in AdamW's units reads the capped ratio too.
+    (_, plain_opt, _), (_, capped_opt, _) = step(), step(lamb_norm_ceiling=3.0)
+    assert capped_opt.adamw_lrs()[0] < plain_opt.adamw_lrs()[0]
+
+
+def test_a_floor_above_the_ceiling_wins():
+    def trained(make=CIAO, **hp):
+        return run_tables(
+            lambda m: make(m.parameters(), lr=1e-3, lamb_power=1.0, **hp),
+            steps=3,
+            model_class=Grown,
+        )[0]
+
+    # at five times their scale the matrices count as four times it under either ceiling
+    a, b = (
+        trained(lamb_norm_floor=4.0, lamb_norm_ceiling=3.0),
+        trained(lamb_norm_floor=4.0, lamb_norm_ceiling=4.0),
+    )
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    assert not torch.equal(a.hidden.weight, trained(lamb_norm_floor=4.0).hidden.weight)
+    ref = trained(ReferenceCIAO, lamb_norm_floor=4.0, lamb_norm_ceiling=3.0)
+    assert_params_close(a, ref, PARAM_RTOL[torch.float64])
+
+
+def test_lamb_norm_ceiling_leaves_matrices_below_it_alone():
+    def trained(**hp):
+        return run_tables(
+            lambda m: CIAO(m.parameters(), lr=1e-3, lamb_power=1.0, **hp),
+            steps=3,
+            model_class=PosModel,
+        )[0]
+
+    a, b = trained(lamb_norm_ceiling=10.0), trained()
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_learned_optimizer_passes_the_norm_ceiling_to_ciao():
+    from lhopt import LearnedOptimizer
+
+    opt = LearnedOptimizer(Grown().parameters(), total_steps=50, lamb_norm_ceiling=10.0)
+    assert opt.param_groups[0]["lamb_norm_ceiling"] == 10.0
+
+
+@pytest.mark.parametrize("value", [-0.5, 1001.0, float("nan"), None])
+def test_lamb_norm_ceiling_out_of_range_is_refused(value):
+    with pytest.raises(ValueError, match="lamb_norm_ceiling="):
+        CIAO(PosModel().parameters(), lamb_norm_ceiling=value)

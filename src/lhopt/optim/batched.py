@@ -7,8 +7,8 @@ over the stacked tensors, where N CIAO optimizers would each launch their own, a
 steps as `CIAO(member_i_params, **hparams_i)` with a single param group would: the same
 clipping, skipping, bias corrections, scaled first moment, decoupled weight decay and step
 statistics, and LAMB's trust ratio where a member's `lamb_power` > 0, with `lamb_sparse`,
-`lamb_free_below` and `lamb_norm_floor` (the tests hold each member to a CIAO of its own, to
-rounding).
+`lamb_free_below`, `lamb_norm_floor` and `lamb_norm_ceiling` (the tests hold each member to a
+CIAO of its own, to rounding).
 
 `members[i]` (a `MemberOptimizer`) is member i seen as a CIAO: its one param group, `hparams`,
 `pop_step_stats()`, `state_dict()` and `load_state_dict()`, which is what a `Controller` and
@@ -193,6 +193,7 @@ class _HParams:
         "lamb_keep",  # 1 - lamb_update_norm_ombeta
         "lamb_sparse",  # 1 where the trust ratio scales row-sparse tensors too
         "lamb_norm_floor",
+        "lamb_norm_ceiling",
     )
 
     def __init__(self, groups: list[dict], dtype: torch.dtype, device: torch.device) -> None:
@@ -218,6 +219,7 @@ class _HParams:
                     1.0 - g["lamb_update_norm_ombeta"],
                     float(g["lamb_sparse"]),
                     g["lamb_norm_floor"],
+                    g["lamb_norm_ceiling"],
                 ]
             )
         table = torch.tensor(rows, dtype=torch.float64).T.contiguous().unsqueeze(-1)
@@ -235,6 +237,7 @@ class _HParams:
         self.free_fractions = [g["lamb_free_below"] if g["lamb_power"] > 0 else 0.0 for g in groups]
         self.any_free = any(f > 0 for f in self.free_fractions)
         self.any_floor = any(g["lamb_norm_floor"] > 0 for g in groups)
+        self.any_ceiling = any(g["lamb_norm_ceiling"] > 0 for g in groups)
         # In the state's dtype, as the update reads them.
         self.beta2_state = self.beta2.to(dtype)
         self.epsilon_state = self.epsilon.to(dtype)
@@ -889,13 +892,18 @@ class BatchedCIAO:
             self._unorm_ema[:, layout.tensors] = ema
             self._unorm_product[:, layout.tensors] = product
         ema_hat = ema / (1.0 - product).to(self._dtype)
-        if h.any_floor:  # `lamb_norm_floor`: not on row-sparse tensors
+        if h.any_floor or h.any_ceiling:  # not on row-sparse tensors
             units = self._default_norms
             sparse = self._row_sparse
             if layout.tensors is not None:
                 units, sparse = units[layout.tensors], sparse[:, layout.tensors]
-            floor = h.lamb_norm_floor.to(self._dtype) * units
-            p_norm = torch.maximum(p_norm, torch.where(sparse, 0.0, floor))
+            if h.any_ceiling:  # `lamb_norm_ceiling` (0: none)
+                ceiling = h.lamb_norm_ceiling.to(self._dtype) * units
+                capped = (h.lamb_norm_ceiling > 0) & ~sparse
+                p_norm = torch.where(capped, torch.minimum(p_norm, ceiling), p_norm)
+            if h.any_floor:  # `lamb_norm_floor`
+                floor = h.lamb_norm_floor.to(self._dtype) * units
+                p_norm = torch.maximum(p_norm, torch.where(sparse, 0.0, floor))
         ratio = torch.where((p_norm > 0) & (ema_hat > 0), p_norm / ema_hat.clamp_min(_TINY), 1.0)
         trust = ratio.pow(power).clamp(min_trust, max_trust)
         return torch.where(on, trust, 1.0), on

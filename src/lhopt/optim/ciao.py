@@ -279,30 +279,44 @@ def lamb_trust_ratios(
     power: float,
     min_trust: float,
     norm_floors: list[float] | None = None,
+    norm_ceilings: list[float] | None = None,
 ) -> list[Tensor | None]:
     """Per-tensor trust ratio (||p|| / EMA of ||u||)^power, clamped; None for vectors and biases.
 
     The EMA (bias-corrected by `ema_corrections`, the running 1 - prod(beta)) smooths the update
     norm so that one noisy step does not jerk the ratio. `norm_floors` (one per tensor, 0: none)
-    are the least norms the ratio counts (`lamb_norm_floor`).
+    are the least norms the ratio counts (`lamb_norm_floor`), `norm_ceilings` (0: none) the
+    most (`lamb_norm_ceiling`; a floor above its ceiling wins).
     """
     floors = norm_floors if norm_floors is not None else [0.0] * len(params)
+    ceilings = norm_ceilings if norm_ceilings is not None else [0.0] * len(params)
     if params and params[0].device.type == "cuda":  # a bucket: one device
         on = [i for i, ema in enumerate(update_norm_emas) if ema is not None]
         if not on:
             return [None] * len(params)
         return _trust_ratios_batched(
-            params, updates, update_norm_emas, ema_corrections, on, ombeta, power, min_trust, floors
+            params,
+            updates,
+            update_norm_emas,
+            ema_corrections,
+            on,
+            ombeta,
+            power,
+            min_trust,
+            floors,
+            ceilings,
         )
     trusts: list[Tensor | None] = []
-    for p, u, ema, corr, floor in zip(
-        params, updates, update_norm_emas, ema_corrections, floors, strict=True
+    for p, u, ema, corr, floor, ceiling in zip(
+        params, updates, update_norm_emas, ema_corrections, floors, ceilings, strict=True
     ):
         if ema is None:
             trusts.append(None)
             continue
         ema.lerp_(torch.linalg.vector_norm(u), ombeta)
         p_norm = torch.linalg.vector_norm(p)
+        if ceiling > 0:
+            p_norm = p_norm.clamp_max(ceiling)
         if floor > 0:
             p_norm = p_norm.clamp_min(floor)
         trusts.append(_trust(p_norm, ema / corr, power, min_trust))
@@ -319,6 +333,7 @@ def _trust_ratios_batched(
     power: float,
     min_trust: float,
     floors: list[float],
+    ceilings: list[float] | None = None,
 ) -> list[Tensor | None]:
     """`lamb_trust_ratios` for the tensors `on` (those with an EMA) in a fixed number of
     kernels rather than a dozen per tensor: on a GPU small tensors' steps are bound by kernel
@@ -328,7 +343,10 @@ def _trust_ratios_batched(
     torch._foreach_lerp_(emas, torch._foreach_norm([updates[i] for i in on]), ombeta)
     ema_hats = torch._foreach_div(emas, [ema_corrections[i] for i in on])
     p_norms = torch._foreach_norm([params[i] for i in on])
-    if any(floors[i] > 0 for i in on):  # scalars, not a tensor: no copy to the device
+    if ceilings is not None and any(ceilings[i] > 0 for i in on):  # scalars: no device copy
+        caps = [ceilings[i] if ceilings[i] > 0 else math.inf for i in on]
+        torch._foreach_clamp_max_(p_norms, caps)
+    if any(floors[i] > 0 for i in on):
         torch._foreach_clamp_min_(p_norms, [floors[i] for i in on])
     ratios = _trust(torch.stack(p_norms), torch.stack(ema_hats), power, min_trust).unbind()
     trusts: list[Tensor | None] = [None] * len(params)
@@ -454,6 +472,11 @@ class CIAO(torch.optim.Optimizer):
             of the norm PyTorch's default initialisation gives its shape (`default_init_norm`),
             so that a matrix initialised far below that scale (GPT-2's std 0.02 in a narrow
             layer) is not slowed by its scale alone; row-sparse tensors are not floored; 0: off.
+        lamb_norm_ceiling: the trust ratio counts a dense matrix's norm as at most this multiple
+            of that norm (a floor above it wins), so that a matrix whose scale the model leaves
+            free (a read-out beside the tables it multiplies) grows past it by steps of a fixed
+            size rather than by a fixed fraction of itself; row-sparse tensors are not capped;
+            0: off.
         adamax: use an infinity-norm denominator ``max(beta2 v, |g|)``.
         decay_in_update: add weight decay to the adaptive update (so LAMB scales it) instead of
             decoupling it as AdamW does.
@@ -486,6 +509,7 @@ class CIAO(torch.optim.Optimizer):
         lamb_sparse: bool = DEFAULTS["lamb_sparse"],
         lamb_free_below: float = DEFAULTS["lamb_free_below"],
         lamb_norm_floor: float = DEFAULTS["lamb_norm_floor"],
+        lamb_norm_ceiling: float = DEFAULTS["lamb_norm_ceiling"],
         adamax: bool = DEFAULTS["adamax"],
         decay_in_update: bool = DEFAULTS["decay_in_update"],
         feature_every: int = 4,
@@ -513,6 +537,7 @@ class CIAO(torch.optim.Optimizer):
             lamb_sparse=lamb_sparse,
             lamb_free_below=lamb_free_below,
             lamb_norm_floor=lamb_norm_floor,
+            lamb_norm_ceiling=lamb_norm_ceiling,
             adamax=adamax,
             decay_in_update=decay_in_update,
         )
@@ -831,13 +856,18 @@ class CIAO(torch.optim.Optimizer):
         """The trust ratios of the `trusted` tensors (None for the others), whose EMA of update
         norms starts at their first trusted step and moves only on such steps."""
         ombeta = group["lamb_update_norm_ombeta"]
-        c = group["lamb_norm_floor"]
-        floors = None  # off: no per-tensor work on the step
-        if c > 0:
-            floors = [
-                c * default_init_norm(p) if on and not s.get("row_sparse", False) else 0.0
-                for s, p, on in zip(states, params, trusted, strict=True)
-            ]
+        floors = ceilings = None  # off: no per-tensor work on the step
+        for name in ("lamb_norm_floor", "lamb_norm_ceiling"):
+            c = group[name]
+            if c > 0:
+                units = [
+                    c * default_init_norm(p) if on and not s.get("row_sparse", False) else 0.0
+                    for s, p, on in zip(states, params, trusted, strict=True)
+                ]
+                if name == "lamb_norm_floor":
+                    floors = units
+                else:
+                    ceilings = units
         for s, p, on in zip(states, params, trusted, strict=True):
             if on:
                 if "update_norm_ema" not in s:
@@ -853,6 +883,7 @@ class CIAO(torch.optim.Optimizer):
             power=group["lamb_power"],
             min_trust=group["lamb_min_trust"],
             norm_floors=floors,
+            norm_ceilings=ceilings,
         )
 
     def _param_state(self, p: Tensor) -> dict:
@@ -909,8 +940,11 @@ class CIAO(torch.optim.Optimizer):
                     logs.append(torch.zeros((), device=p.device))
                     continue
                 p_norm = torch.linalg.vector_norm(p.detach(), dtype=ema.dtype)
-                if group["lamb_norm_floor"] > 0 and not s.get("row_sparse", False):
-                    p_norm = p_norm.clamp_min(group["lamb_norm_floor"] * default_init_norm(p))
+                if not s.get("row_sparse", False):
+                    if group["lamb_norm_ceiling"] > 0:
+                        p_norm = p_norm.clamp_max(group["lamb_norm_ceiling"] * default_init_norm(p))
+                    if group["lamb_norm_floor"] > 0:
+                        p_norm = p_norm.clamp_min(group["lamb_norm_floor"] * default_init_norm(p))
                 ema_hat = ema / (1.0 - s["update_norm_product"])
                 logs.append(torch.log(_trust(p_norm, ema_hat, power, lo)))
             weights.append(sizes)

@@ -115,6 +115,16 @@ HPARAMS: dict[str, HParamSpec] = {
         "matrix initialised far smaller (GPT-2's std 0.02 in a narrow layer) is not slowed by "
         "its scale alone; row-sparse tables are not floored; 0: off",
     ),
+    "lamb_norm_ceiling": HParamSpec(
+        0.0,
+        0.0,
+        1000.0,
+        doc="the trust ratio counts a dense matrix's norm as at most this multiple of the norm "
+        "PyTorch's default initialisation gives its shape (at least the floor's), so that a "
+        "matrix whose scale the model leaves free (a read-out beside the tables it multiplies) "
+        "grows by steps of a fixed size past it rather than compounding its own growth; "
+        "row-sparse tables are not capped; 0: off",
+    ),
 }
 
 DEFAULTS: dict[str, float | bool | None] = {name: spec.default for name, spec in HPARAMS.items()}

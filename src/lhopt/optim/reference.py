@@ -146,6 +146,8 @@ class ReferenceCIAO(torch.optim.Optimizer):
             state["update_norm_ema"] = ema
             ema_hat = ema / (1 - state["update_norm_product"])
             p_norm = x.norm()
+            if group["lamb_norm_ceiling"] > 0 and not state["row_sparse"]:
+                p_norm = p_norm.clamp_max(group["lamb_norm_ceiling"] * default_init_norm(x))
             if group["lamb_norm_floor"] > 0 and not state["row_sparse"]:
                 p_norm = p_norm.clamp_min(group["lamb_norm_floor"] * default_init_norm(x))
             ratio = p_norm / ema_hat if p_norm > 0 and ema_hat > 0 else torch.ones(())
