@@ -729,6 +729,21 @@ def test_lamb_free_below_steps_each_member_as_its_ciao():
         assert member.state_dict()["lamb_free"].tolist() == flags[i]
 
 
+def _trained(hparams, shapes, scales):
+    """A Pair stepped ten times on random gradients, each member checked against its CIAO at
+    every step; the first tensor row-sparse for members 0 and 2 (its row 0 of the first
+    gradient zero)."""
+    pair = Pair(hparams, shapes=shapes, scales=scales)
+    gen = torch.Generator().manual_seed(7)
+    for t in range(10):
+        grads = [torch.randn((N, *s), generator=gen, dtype=torch.float64) for s in shapes]
+        if t == 0:
+            grads[0][::2, 0] = 0.0
+        pair.step(grads)
+        pair.assert_params_close()
+    return pair
+
+
 def test_lamb_norm_ceiling_steps_each_member_as_its_ciao():
     """Members under the trust ratio with the ceiling off, at 3, at 3 under a floor of 1, and
     one without the ratio, their first tensor (grown past the ceiling) row-sparse for some
@@ -742,19 +757,8 @@ def test_lamb_norm_ceiling_steps_each_member_as_its_ciao():
     ]
     hparams = [{**h, **e} for h, e in zip(HPARAMS, extra, strict=True)]
 
-    def trained(hparams):  # each member checked against its CIAO at every step
-        pair = Pair(hparams, shapes=shapes, scales=scales)
-        gen = torch.Generator().manual_seed(7)
-        for t in range(10):
-            grads = [torch.randn((N, *s), generator=gen, dtype=torch.float64) for s in shapes]
-            if t == 0:
-                grads[0][::2, 0] = 0.0  # members 0 and 2: the first tensor is row-sparse
-            pair.step(grads)
-            pair.assert_params_close()
-        return pair
-
-    pair = trained(hparams)
-    plain = trained([{**h, "lamb_norm_ceiling": 0.0} for h in hparams])
+    pair = _trained(hparams, shapes, scales)
+    plain = _trained([{**h, "lamb_norm_ceiling": 0.0} for h in hparams], shapes, scales)
     moved = [
         [not torch.allclose(a[i], b[i]) for a, b in zip(pair.params, plain.params, strict=True)]
         for i in range(N)
@@ -776,19 +780,8 @@ def test_lamb_norm_floor_steps_each_member_as_its_ciao():
     ]
     hparams = [{**h, **e} for h, e in zip(HPARAMS, extra, strict=True)]
 
-    def trained(hparams):  # each member checked against its CIAO at every step
-        pair = Pair(hparams, shapes=shapes, scales=scales)
-        gen = torch.Generator().manual_seed(7)
-        for t in range(10):
-            grads = [torch.randn((N, *s), generator=gen, dtype=torch.float64) for s in shapes]
-            if t == 0:
-                grads[0][::2, 0] = 0.0  # members 0 and 2: the first tensor is row-sparse
-            pair.step(grads)
-            pair.assert_params_close()
-        return pair
-
-    pair = trained(hparams)
-    plain = trained([{**h, "lamb_norm_floor": 0.0} for h in hparams])
+    pair = _trained(hparams, shapes, scales)
+    plain = _trained([{**h, "lamb_norm_floor": 0.0} for h in hparams], shapes, scales)
     moved = [
         not torch.allclose(a, b)
         for a, b in zip(

@@ -406,36 +406,29 @@ def test_default_init_norm_is_pytorchs_linear_and_conv_scale():
     assert default_init_norm(torch.zeros(0, 4)) == 0.0
 
 
-def test_lamb_norm_floor_matches_reference():
-    hp = dict(lamb_power=1.0, lamb_norm_floor=1.0, lr=3e-2)
-    fast, _ = run_tables(
-        lambda m: CIAO(m.parameters(), **hp, stat_samples=10**6), model_class=GPT2Like
+def _one_step(model_class, **hp):
+    """Each parameter's change in one step of CIAO (lr 3e-2, the trust ratio, no decay) from
+    the same start and gradients as any other call's, the start, and the optimizer and model."""
+    torch.manual_seed(0)  # run_tables seeds 0 before building its model: the same start
+    start = dict(model_class().double().named_parameters())
+    model, opt = run_tables(
+        lambda m: CIAO(m.parameters(), lr=3e-2, weight_decay=0.0, lamb_power=1.0, **hp),
+        steps=1,
+        model_class=model_class,
     )
-    ref, _ = run_tables(lambda m: ReferenceCIAO(m.parameters(), **hp), model_class=GPT2Like)
-    assert_params_close(fast, ref, PARAM_RTOL[torch.float64])
-    off, _ = run_tables(
-        lambda m: CIAO(m.parameters(), lamb_power=1.0, lr=3e-2), model_class=GPT2Like
-    )
-    assert not torch.allclose(fast.hidden.weight, off.hidden.weight)
+    changes = {n: (p - start[n]).detach() for n, p in model.named_parameters()}
+    return changes, {n: p.detach() for n, p in start.items()}, opt, model
 
 
 def test_the_floor_steps_a_small_matrix_as_at_its_default_scale_and_leaves_the_rest():
     from lhopt.optim.ciao import default_init_norm
 
-    torch.manual_seed(0)  # run_tables seeds 0 before building its model: the same start
-    start = dict(GPT2Like().double().named_parameters())
-
-    def step(**hp):  # one step from the same point (the same gradients), no decay
-        model, _ = run_tables(
-            lambda m: CIAO(m.parameters(), lr=3e-2, weight_decay=0.0, lamb_power=1.0, **hp),
-            steps=1,
-            model_class=GPT2Like,
-        )
-        return {n: (p - start[n]).detach() for n, p in model.named_parameters()}
-
-    floored, plain = step(lamb_norm_floor=1.0), step()
+    (floored, start, _, _), (plain, _, _, _) = (
+        _one_step(GPT2Like, lamb_norm_floor=1.0),
+        _one_step(GPT2Like),
+    )
     for name in ("pos", "hidden.weight", "out.weight"):  # at 0.02: all below their floors
-        p = start[name].detach()
+        p = start[name]
         ratio = float(floored[name].norm() / plain[name].norm())
         assert ratio == pytest.approx(default_init_norm(p) / float(p.norm()), rel=1e-9), name
         assert ratio > 3, name
@@ -508,16 +501,22 @@ class Grown(PosModel):
                 p.mul_(scale)
 
 
-def test_lamb_norm_ceiling_matches_reference():
-    hp = dict(lamb_power=1.0, lamb_norm_ceiling=3.0, lamb_norm_floor=1.0, lr=3e-2)
+@pytest.mark.parametrize(
+    "model_class, hp",
+    [
+        (GPT2Like, dict(lamb_norm_floor=1.0)),
+        (Grown, dict(lamb_norm_ceiling=3.0, lamb_norm_floor=1.0)),
+    ],
+)
+def test_the_norm_floor_and_ceiling_match_reference(model_class, hp):
+    hp = dict(lamb_power=1.0, lr=3e-2, **hp)
     fast, _ = run_tables(
-        lambda m: CIAO(m.parameters(), **hp, stat_samples=10**6), model_class=Grown
+        lambda m: CIAO(m.parameters(), **hp, stat_samples=10**6), model_class=model_class
     )
-    ref, _ = run_tables(lambda m: ReferenceCIAO(m.parameters(), **hp), model_class=Grown)
+    ref, _ = run_tables(lambda m: ReferenceCIAO(m.parameters(), **hp), model_class=model_class)
     assert_params_close(fast, ref, PARAM_RTOL[torch.float64])
     off, _ = run_tables(
-        lambda m: CIAO(m.parameters(), lamb_power=1.0, lamb_norm_floor=1.0, lr=3e-2),
-        model_class=Grown,
+        lambda m: CIAO(m.parameters(), lamb_power=1.0, lr=3e-2), model_class=model_class
     )
     assert not torch.allclose(fast.hidden.weight, off.hidden.weight)
 
@@ -525,33 +524,23 @@ def test_lamb_norm_ceiling_matches_reference():
 def test_the_ceiling_steps_a_grown_matrix_as_at_the_ceiling_and_leaves_the_rest():
     from lhopt.optim.ciao import default_init_norm
 
-    torch.manual_seed(0)  # run_tables seeds 0 before building its model: the same start
-    start = dict(Grown().double().named_parameters())
-
-    def step(**hp):  # one step from the same point (the same gradients), no decay
-        model, opt = run_tables(
-            lambda m: CIAO(m.parameters(), lr=3e-2, weight_decay=0.0, lamb_power=1.0, **hp),
-            steps=1,
-            model_class=Grown,
-        )
-        return {n: (p - start[n]).detach() for n, p in model.named_parameters()}, opt, model
-
-    (capped, opt, model), (plain, _, _) = step(lamb_norm_ceiling=3.0), step()
+    (capped, start, opt, model), (plain, _, plain_opt, _) = (
+        _one_step(Grown, lamb_norm_ceiling=3.0),
+        _one_step(Grown),
+    )
     for name in ("hidden.weight", "out.weight"):  # both past 3 times their scale
-        p = start[name].detach()
+        p = start[name]
         ratio = float(capped[name].norm() / plain[name].norm())
         assert ratio == pytest.approx(3 * default_init_norm(p) / float(p.norm()), rel=1e-9), name
         assert ratio < 0.8, name
-    table = start["table.weight"].detach()
+    table = start["table.weight"]
     assert opt.state[model.table.weight]["row_sparse"]
     assert float(table.norm()) > 3 * default_init_norm(table)  # capped, were it dense
     # The row-sparse table is not capped, the small positional table is below its ceiling, and
     # vectors take no trust ratio at all.
     for name in ("table.weight", "pos", "hidden.bias", "out.bias"):
         assert torch.equal(capped[name], plain[name]), name
-    # The lr in AdamW's units reads the capped ratio too.
-    (_, plain_opt, _), (_, capped_opt, _) = step(), step(lamb_norm_ceiling=3.0)
-    assert capped_opt.adamw_lrs()[0] < plain_opt.adamw_lrs()[0]
+    assert opt.adamw_lrs()[0] < plain_opt.adamw_lrs()[0]  # the lr in AdamW's units reads it
 
 
 def test_a_floor_above_the_ceiling_wins():
