@@ -745,14 +745,14 @@ def _trained(hparams, shapes, scales):
 
 
 def test_lamb_norm_ceiling_steps_each_member_as_its_ciao():
-    """Members under the trust ratio with the ceiling off, at 3, at 3 under a floor of 1, and
-    one without the ratio, their first tensor (grown past the ceiling) row-sparse for some
-    (never capped): each steps as its CIAO."""
+    """Members under the trust ratio with the ceiling off, at 3, at 3 under a floor of 4
+    (which wins), and one without the ratio, their first tensor (grown past the ceiling)
+    row-sparse for some (never capped): each steps as its CIAO."""
     shapes, scales = [(6, 5), (6, 5), (4, 6), (6,)], [5.0, 5.0, 0.1, 1.0]
     extra = [
         dict(lamb_power=1.0),
         dict(lamb_power=1.0, lamb_norm_ceiling=3.0),
-        dict(lamb_power=1.0, lamb_norm_ceiling=3.0, lamb_norm_floor=1.0),
+        dict(lamb_power=1.0, lamb_norm_ceiling=3.0, lamb_norm_floor=4.0),
         dict(lamb_power=0.0, lamb_norm_ceiling=3.0),
     ]
     hparams = [{**h, **e} for h, e in zip(HPARAMS, extra, strict=True)]

@@ -532,14 +532,17 @@ def test_a_start_on_lamb_runs_batched_as_each_member_alone(policy_file, tmp_cach
     assert serial[1]["info"]["best_val"] == run(adamax, [3])[0]["info"]["best_val"]
 
 
-@pytest.mark.parametrize(("option", "value"), [("lamb_free_below", 1.0), ("lamb_norm_floor", 10.0)])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("lamb_free_below", 1.0), ("lamb_norm_floor", 10.0), ("lamb_norm_ceiling", 0.01)],
+)
 def test_a_start_with_a_trust_ratio_option_runs_batched_as_each_member_alone(
     option, value, policy_file, tmp_cache, monkeypatch
 ):
-    """`lamb_free_below` or `lamb_norm_floor` in `fixed_initial` runs in the batch, each member
-    training as it does alone, and the option changes the run (`lamb_free_below` at 1 frees
-    each member's matrix below the median of its three; the floor at 10 is above every
-    matrix's norm)."""
+    """`lamb_free_below`, `lamb_norm_floor` or `lamb_norm_ceiling` in `fixed_initial` runs in
+    the batch, each member training as it does alone, and the option changes the run
+    (`lamb_free_below` at 1 frees each member's matrix below the median of its three; the floor
+    at 10 is above every matrix's norm, the ceiling at 0.01 below it)."""
     run, batches = _fixed_start_runner(policy_file, monkeypatch)
     lamb = {"lr": 1e-2, "lamb_power": 1.0}
     start = {**lamb, option: value}

@@ -50,6 +50,8 @@ def draw_value(rng: random.Random, name: str):
         return 0.0
     if name == "lamb_power":
         return 0.0 if r < 0.5 else rng.uniform(0.0, spec.high)
+    if name == "lamb_norm_ceiling":  # a cap far below a matrix's norm pins every ratio
+        return 0.0 if r < 0.5 else math.exp(rng.uniform(math.log(0.1), math.log(spec.high)))
     low = spec.low if spec.low > 0 else LOWEST
     return math.exp(rng.uniform(math.log(low), math.log(spec.high)))
 

@@ -543,6 +543,36 @@ def test_the_ceiling_steps_a_grown_matrix_as_at_the_ceiling_and_leaves_the_rest(
     assert opt.adamw_lrs()[0] < plain_opt.adamw_lrs()[0]  # the lr in AdamW's units reads it
 
 
+@pytest.mark.parametrize("floor", [0.0, 1.0, 4.0])
+def test_adamw_lrs_reads_the_norm_the_ceiling_and_floor_count(floor):
+    """The lr in AdamW's units, computed by hand from the state: a dense matrix's norm capped at
+    3 times its default-initialisation norm, then floored (a floor of 4 wins over the cap); the
+    row-sparse table's norm as it is."""
+    import math
+
+    from lhopt.optim.ciao import default_init_norm
+
+    _, _, opt, model = _one_step(Grown, lamb_norm_ceiling=3.0, lamb_norm_floor=floor)
+    group = opt.param_groups[0]
+    logs, sizes = [], []
+    for p in group["params"]:
+        state = opt.state[p]
+        sizes.append(p.numel())
+        if p.dim() < 2:
+            logs.append(0.0)
+            continue
+        norm, unit = float(p.norm()), default_init_norm(p)
+        if not state["row_sparse"]:
+            norm = max(min(norm, 3.0 * unit), floor * unit)
+        ema_hat = float(state["update_norm_ema"]) / (1.0 - state["update_norm_product"])
+        lo = group["lamb_min_trust"]
+        logs.append(math.log(min(max(norm / ema_hat, lo), 1.0 / lo)))
+    mean = sum(n * x for n, x in zip(sizes, logs, strict=True)) / sum(sizes)
+    expected = group["lr"] * group["lr_factor"] * math.exp(mean)
+    assert opt.adamw_lrs()[0] == pytest.approx(expected, rel=1e-9)
+    assert opt.state[model.table.weight]["row_sparse"]
+
+
 def test_a_floor_above_the_ceiling_wins():
     def trained(make=CIAO, **hp):
         return run_tables(

@@ -898,7 +898,8 @@ class BatchedCIAO:
             if layout.tensors is not None:
                 units, sparse = units[layout.tensors], sparse[:, layout.tensors]
             if h.any_ceiling:  # `lamb_norm_ceiling` (0: none)
-                ceiling = h.lamb_norm_ceiling.to(self._dtype) * units
+                tiny = torch.finfo(self._dtype).tiny  # a cap below it would read as a zero norm
+                ceiling = (h.lamb_norm_ceiling.to(self._dtype) * units).clamp_min(tiny)
                 capped = (h.lamb_norm_ceiling > 0) & ~sparse
                 p_norm = torch.where(capped, torch.minimum(p_norm, ceiling), p_norm)
             if h.any_floor:  # `lamb_norm_floor`

@@ -315,8 +315,8 @@ def lamb_trust_ratios(
             continue
         ema.lerp_(torch.linalg.vector_norm(u), ombeta)
         p_norm = torch.linalg.vector_norm(p)
-        if ceiling > 0:
-            p_norm = p_norm.clamp_max(ceiling)
+        if ceiling > 0:  # a cap that underflows the dtype would read as a zero norm
+            p_norm = p_norm.clamp_max(max(ceiling, torch.finfo(p_norm.dtype).tiny))
         if floor > 0:
             p_norm = p_norm.clamp_min(floor)
         trusts.append(_trust(p_norm, ema / corr, power, min_trust))
@@ -344,7 +344,8 @@ def _trust_ratios_batched(
     ema_hats = torch._foreach_div(emas, [ema_corrections[i] for i in on])
     p_norms = torch._foreach_norm([params[i] for i in on])
     if ceilings is not None and any(ceilings[i] > 0 for i in on):  # scalars: no device copy
-        caps = [ceilings[i] if ceilings[i] > 0 else math.inf for i in on]
+        tiny = torch.finfo(p_norms[0].dtype).tiny  # a cap below it would read as a zero norm
+        caps = [max(ceilings[i], tiny) if ceilings[i] > 0 else math.inf for i in on]
         torch._foreach_clamp_max_(p_norms, caps)
     if any(floors[i] > 0 for i in on):
         torch._foreach_clamp_min_(p_norms, [floors[i] for i in on])
@@ -942,7 +943,8 @@ class CIAO(torch.optim.Optimizer):
                 p_norm = torch.linalg.vector_norm(p.detach(), dtype=ema.dtype)
                 if not s.get("row_sparse", False):
                     if group["lamb_norm_ceiling"] > 0:
-                        p_norm = p_norm.clamp_max(group["lamb_norm_ceiling"] * default_init_norm(p))
+                        cap = group["lamb_norm_ceiling"] * default_init_norm(p)
+                        p_norm = p_norm.clamp_max(max(cap, torch.finfo(p_norm.dtype).tiny))
                     if group["lamb_norm_floor"] > 0:
                         p_norm = p_norm.clamp_min(group["lamb_norm_floor"] * default_init_norm(p))
                 ema_hat = ema / (1.0 - s["update_norm_product"])
