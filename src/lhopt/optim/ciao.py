@@ -857,18 +857,19 @@ class CIAO(torch.optim.Optimizer):
         """The trust ratios of the `trusted` tensors (None for the others), whose EMA of update
         norms starts at their first trusted step and moves only on such steps."""
         ombeta = group["lamb_update_norm_ombeta"]
-        floors = ceilings = None  # off: no per-tensor work on the step
-        for name in ("lamb_norm_floor", "lamb_norm_ceiling"):
-            c = group[name]
-            if c > 0:
-                units = [
-                    c * default_init_norm(p) if on and not s.get("row_sparse", False) else 0.0
-                    for s, p, on in zip(states, params, trusted, strict=True)
-                ]
-                if name == "lamb_norm_floor":
-                    floors = units
-                else:
-                    ceilings = units
+
+        def bounds(c: float) -> list[float] | None:
+            """c times each trusted dense tensor's default norm (0 elsewhere); None where c is
+            0: no per-tensor work on the step."""
+            if c <= 0:
+                return None
+            return [
+                c * default_init_norm(p) if on and not s.get("row_sparse", False) else 0.0
+                for s, p, on in zip(states, params, trusted, strict=True)
+            ]
+
+        floors = bounds(group["lamb_norm_floor"])
+        ceilings = bounds(group["lamb_norm_ceiling"])
         for s, p, on in zip(states, params, trusted, strict=True):
             if on:
                 if "update_norm_ema" not in s:
