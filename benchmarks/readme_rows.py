@@ -93,9 +93,9 @@ def main() -> None:
         try:
             doc = json.loads((run / "results.json").read_text())
             rows[doc["suite"]] = row(doc)
+            reports[doc["suite"]] = (run / "report.md").read_text()
         except (OSError, ValueError, KeyError) as e:
             parser.error(f"{run}: {e}")
-        reports[doc["suite"]] = (run / "report.md").read_text()
     for r in rows.values():
         print(r)
     if args.write:
