@@ -19,7 +19,15 @@ from lhopt.tasks import (
 from lhopt.tasks.registry import OOD_FAMILIES, SELECTION_FAMILIES
 
 # Suites that may run the selection families: chosen on, or fixed for one decision each.
-SELECTION_SUITES = ("selection", "selection-long", "confirm", "confirm2", "confirm3", "confirm4")
+SELECTION_SUITES = (
+    "selection",
+    "selection-long",
+    "confirm",
+    "confirm2",
+    "confirm3",
+    "confirm4",
+    "confirm5",
+)
 
 Q = TaskConfig.make
 SMALL = {
@@ -150,7 +158,12 @@ def test_the_selection_suite_and_the_ood_suite():
     assert ood_families == {"charlm", "ncf", "speech"}
     assert set(OOD_FAMILIES) == {"ncf", "speech"}
     seen = set(long.values())
-    for name in ("confirm2", "confirm3", "confirm4"):  # recommenders no other suite runs
+    for name in (
+        "confirm2",
+        "confirm3",
+        "confirm4",
+        "confirm5",
+    ):  # recommenders no other suite runs
         assert {c.family for c in SUITES[name].values()} == {"recsys"}
         assert all(1000 <= task_budget(c) <= 4000 for c in SUITES[name].values())
         assert not set(SUITES[name].values()) & seen, name

@@ -72,8 +72,11 @@
   LSTMs and three transformers) in shapes no suite has run, to confirm the tables' weight
   decay (`docs/experiments.md`).
 - `unseen17`: eight `tabular` tasks in shapes no suite has run (MLPs on seven of the data sets,
-  three with layer norm, and a digits CNN), kept beside `confirm4` for the next decision on
-  the level: its baselines banked, no policy read on it yet.
+  three with layer norm, and a digits CNN), read with `confirm4` for the decision on the
+  ceiling of the trust ratio's norm (`docs/experiments.md`).
+- `unseen18`: eight more `tabular` tasks in shapes no suite has run (MLPs on seven of the data
+  sets, three with layer norm, and a thin digits CNN), kept beside `confirm5` for the next
+  decision: its baselines banked, no policy read on it yet.
 - `confirm2`: eight recommenders (the `recsys` family: four GMFs, four NeuMFs) in shapes and
   on drawn data no suite has run, first read for the weight decay of tables read sparsely,
   then the screen of the rules for recommenders after it (`docs/experiments.md`); not for
@@ -81,6 +84,9 @@
 - `confirm3`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
   suite has run, the decision on the fall back to the best state (`docs/experiments.md`).
 - `confirm4`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
+  suite has run, read for the decision on the ceiling of the trust ratio's norm
+  (`docs/experiments.md`).
+- `confirm5`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
   suite has run, kept for the next decision on the recommenders: its baselines banked, no
   policy read on it yet.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
@@ -821,6 +827,16 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen17-co2-wide": _mlp("co2", 2, 256, "none", 800, 64, 1000),
         "unseen17-digits-cnn-mid": _digits_cnn(2, 24, 600, 32, 1200),
     },
+    "unseen18": {
+        "unseen18-wine-deep": _mlp("wine", 4, 48, "none", 100, 16, 800),
+        "unseen18-cancer-small": _mlp("cancer", 2, 64, "none", 300, 32, 900),
+        "unseen18-diabetes-deep": _mlp("diabetes", 3, 96, "none", 200, 32, 1000),
+        "unseen18-modechoice-ln": _mlp("modechoice", 3, 128, "layer", 130, 16, 700),
+        "unseen18-engel-ln": _mlp("engel", 2, 96, "layer", 150, 16, 800),
+        "unseen18-grunfeld-deep": _mlp("grunfeld", 3, 64, "none", 150, 32, 900),
+        "unseen18-elnino-deep-ln": _mlp("elnino", 4, 48, "layer", 458, 64, 1200),
+        "unseen18-digits-cnn-thin": _digits_cnn(2, 16, 800, 32, 900),
+    },
     "confirm2": {
         "conf2-recsys-gmf-wide": _recsys("gmf", 64, 256, 2500, 800, 2000, 50, 12, 2.5, 0.6, 11),
         "conf2-recsys-gmf-sparse": _recsys("gmf", 24, 128, 2000, 1500, 3000, 15, 6, 1.5, 1.0, 12),
@@ -873,6 +889,24 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
         "conf4-recsys-neumf-long": _recsys(
             "neumf", 14, 256, 4000, 350, 650, 35, 5, 2.0, 1.2, 38, mlp_layers=2
+        ),
+    },
+    "confirm5": {
+        "conf5-recsys-gmf-narrow": _recsys("gmf", 14, 160, 2000, 800, 1200, 35, 6, 2.0, 0.8, 41),
+        "conf5-recsys-gmf-heavy": _recsys("gmf", 36, 512, 1600, 2000, 1500, 60, 10, 1.6, 1.0, 42),
+        "conf5-recsys-gmf-sharp": _recsys("gmf", 20, 256, 2400, 600, 1000, 40, 5, 3.2, 0.6, 43),
+        "conf5-recsys-gmf-cold": _recsys("gmf", 24, 192, 2000, 1200, 2400, 20, 8, 1.8, 1.2, 44),
+        "conf5-recsys-neumf-small": _recsys(
+            "neumf", 12, 192, 2200, 600, 900, 40, 5, 2.4, 0.9, 45, mlp_layers=2
+        ),
+        "conf5-recsys-neumf-deep": _recsys(
+            "neumf", 20, 384, 1800, 1500, 1200, 55, 8, 2.0, 0.7, 46, mlp_layers=3
+        ),
+        "conf5-recsys-neumf-flat": _recsys(
+            "neumf", 32, 640, 1500, 1100, 1800, 75, 12, 1.3, 0.8, 47, mlp_layers=1
+        ),
+        "conf5-recsys-neumf-sparse": _recsys(
+            "neumf", 16, 256, 2500, 900, 2000, 18, 6, 2.6, 1.1, 48, mlp_layers=2
         ),
     },
     "selection-long": {
