@@ -122,6 +122,37 @@ def test_adamw_curves_are_cached_and_keyed_by_code(tmp_cache, monkeypatch):
     assert cache.lookup(other) is None  # only baselines are cached
 
 
+def test_curves_of_data_the_code_does_not_make_are_keyed_by_its_digest(tmp_cache, monkeypatch):
+    import sys
+
+    from lhopt.tasks import FAMILIES
+
+    j = job(TINY["tiny-quadratic"], "adamw", multiple=2.0, lr=1e-3)
+    module = sys.modules[FAMILIES["quadratic"][1].__module__]
+    monkeypatch.setattr(module, "data_fingerprint", lambda: "corpus-a", raising=False)
+    cache.store(j, {"val": [1.0]})
+    assert cache.lookup(j)["val"] == [1.0]
+    monkeypatch.setattr(module, "data_fingerprint", lambda: "corpus-b")
+    assert cache.lookup(j) is None  # another synthesis: not reused
+    monkeypatch.delattr(module, "data_fingerprint")
+    assert cache.lookup(j) is None
+
+
+def test_the_speech_digest_follows_the_corpus_file(tmp_cache):
+    import os
+
+    from lhopt.tasks import speech
+
+    path = speech.corpus_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"one synthesis")
+    first = speech.data_fingerprint()
+    assert first == speech.data_fingerprint()
+    path.write_bytes(b"another synthesis")
+    os.utime(path, (1, 1))  # a new file: another modification time
+    assert speech.data_fingerprint() not in (first, None)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     import ray

@@ -6,8 +6,11 @@ meta-training reward (which reads the `adamw` curves) reuse them; only new optim
 The key holds the job (task config, seed, optimizer, lr, budget) and a fingerprint of the code
 that produces the curve (the task interface, the job's task family, the baseline optimizers, the
 runner) and of torch's version, so any change to that code invalidates old entries, while adding
-or changing another family leaves them valid. Entries are JSON files written
-atomically under `<cache dir>/curves/`; a corrupt entry is ignored and recomputed.
+or changing another family leaves them valid. A family whose data its code does not reproduce
+(speech: eSpeak NG's output varies between syntheses, so each cache folder synthesises its own
+corpus once) gives a `data_fingerprint()`, a digest of the data its runs read, which joins the
+key: curves from another synthesis, such as a copied cache's, are not reused. Entries are JSON
+files written atomically under `<cache dir>/curves/`; a corrupt entry is ignored and recomputed.
 """
 
 from __future__ import annotations
@@ -61,21 +64,29 @@ def code_fingerprint(family: str) -> str:
     return h.hexdigest()[:16]
 
 
+def data_fingerprint(family: str) -> str | None:
+    """The family module's `data_fingerprint()` (module doc), or None where its code makes its
+    data."""
+    module = sys.modules[lhopt.tasks.FAMILIES[family][1].__module__]
+    digest = getattr(module, "data_fingerprint", None)
+    return digest() if digest else None
+
+
 def _path(job: dict) -> Path:
     from lhopt.tasks import TaskConfig
 
     config = TaskConfig.from_dict(job["config"])
-    key = json.dumps(
-        {
-            "config": config.key(),
-            "seed": job["seed"],
-            "optimizer": job["optimizer"],
-            "lr": job["lr"],
-            "multiple": job["multiple"],
-            "code": code_fingerprint(config.family),
-        },
-        sort_keys=True,
-    )
+    fields = {
+        "config": config.key(),
+        "seed": job["seed"],
+        "optimizer": job["optimizer"],
+        "lr": job["lr"],
+        "multiple": job["multiple"],
+        "code": code_fingerprint(config.family),
+    }
+    if (data := data_fingerprint(config.family)) is not None:
+        fields["data"] = data
+    key = json.dumps(fields, sort_keys=True)
     return cache_dir() / "curves" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
 
 

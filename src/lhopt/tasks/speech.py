@@ -15,6 +15,7 @@ CTC decoding).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import math
 import os
 import time
@@ -197,6 +198,22 @@ CORPUS_VERSION = 1
 
 def corpus_path():
     return cache_dir() / f"digits-speech-v{CORPUS_VERSION}.npz"
+
+
+_DIGEST: tuple[str, float] | None = None
+
+
+def data_fingerprint() -> str:
+    """A digest of the corpus file this cache folder holds (synthesised first if missing): runs
+    on another synthesis read other features, so the curve cache keys speech runs by it."""
+    global _DIGEST
+    path = corpus_path()
+    if not path.exists():
+        load_corpus()
+    mtime = path.stat().st_mtime
+    if _DIGEST is None or _DIGEST[1] != mtime:
+        _DIGEST = (hashlib.sha256(path.read_bytes()).hexdigest()[:16], mtime)
+    return _DIGEST[0]
 
 
 def synthesise(split: str, n: int | None = None, engine: ESpeak | None = None) -> dict:
