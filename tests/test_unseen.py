@@ -140,7 +140,7 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
         for config in SUITES[suite].values():
             task = build_task(config, seed=0)
             assert 300 <= task.budget <= 3000 and task.num_params() > 0
-    every = [f"unseen{k}" if k > 1 else "unseen" for k in range(1, 18)]
+    every = [f"unseen{k}" if k > 1 else "unseen" for k in range(1, 19)]
     configs = [set(SUITES[suite].values()) for suite in every]
     assert len(set.union(*configs)) == sum(map(len, configs))  # no task in two of them
     for suite in ("unseen8", "unseen9", "unseen10", "unseen11"):
@@ -160,6 +160,7 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
             "unseen14",
             "unseen15",
             "unseen17",
+            "unseen18",
         ):
             assert "tabular" not in {c.family for c in tasks.values()}
         mixed = (
@@ -178,6 +179,7 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
             assert "gpt" not in {c.family for c in tasks.values()}
     assert {c.family for c in SUITES["unseen12"].values()} == {"texts", "gpt"}
     assert {c.family for c in SUITES["unseen17"].values()} == {"tabular"}
+    assert {c.family for c in SUITES["unseen18"].values()} == {"tabular"}
 
 
 @pytest.mark.parametrize("corpus", list(texts.TEXTS))
