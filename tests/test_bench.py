@@ -138,19 +138,31 @@ def test_curves_of_data_the_code_does_not_make_are_keyed_by_its_digest(tmp_cache
     assert cache.lookup(j) is None
 
 
-def test_the_speech_digest_follows_the_corpus_file(tmp_cache):
-    import os
-
+def test_the_speech_digest_is_of_the_corpus_the_process_read(tmp_cache, monkeypatch):
     from lhopt.tasks import speech
 
-    path = speech.corpus_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"one synthesis")
-    first = speech.data_fingerprint()
-    assert first == speech.data_fingerprint()
-    path.write_bytes(b"another synthesis")
-    os.utime(path, (1, 1))  # a new file: another modification time
-    assert speech.data_fingerprint() not in (first, None)
+    def corpus(frames):
+        monkeypatch.setattr(speech, "_CORPUS", None)  # a fresh process
+        path = speech.corpus_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{"train/frames": np.full(4, frames, dtype=np.float16)})
+        return speech.data_fingerprint()
+
+    first = corpus(1.0)
+    assert speech.load_corpus()["train"]["frames"][0] == 1.0
+    speech.corpus_path().unlink()  # read already: the digest stays that of the data read
+    assert speech.data_fingerprint() == first
+    assert corpus(2.0) not in (first, None)
+
+
+def test_families_that_make_their_data_keep_their_keys(tmp_cache):
+    import hashlib
+
+    j = job(TINY["tiny-quadratic"], "adamw", multiple=2.0, lr=1e-3)
+    fields = {"config": TINY["tiny-quadratic"].key(), "seed": j["seed"], "optimizer": "adamw"}
+    fields |= {"lr": 1e-3, "multiple": 2.0, "code": cache.code_fingerprint("quadratic")}
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+    assert cache._path(j).name == key + ".json"  # the key before speech's digest joined it
 
 
 @pytest.fixture(scope="module")

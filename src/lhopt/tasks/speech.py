@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import math
 import os
 import time
@@ -200,20 +201,11 @@ def corpus_path():
     return cache_dir() / f"digits-speech-v{CORPUS_VERSION}.npz"
 
 
-_DIGEST: tuple[str, float] | None = None
-
-
 def data_fingerprint() -> str:
-    """A digest of the corpus file this cache folder holds (synthesised first if missing): runs
-    on another synthesis read other features, so the curve cache keys speech runs by it."""
-    global _DIGEST
-    path = corpus_path()
-    if not path.exists():
-        load_corpus()
-    mtime = path.stat().st_mtime
-    if _DIGEST is None or _DIGEST[1] != mtime:
-        _DIGEST = (hashlib.sha256(path.read_bytes()).hexdigest()[:16], mtime)
-    return _DIGEST[0]
+    """A digest of the corpus this process reads (loaded first if it has not been): runs on
+    another synthesis read other features, so the curve cache keys speech runs by it."""
+    load_corpus()
+    return _DIGEST
 
 
 def synthesise(split: str, n: int | None = None, engine: ESpeak | None = None) -> dict:
@@ -238,11 +230,12 @@ def synthesise(split: str, n: int | None = None, engine: ESpeak | None = None) -
 
 
 _CORPUS: dict | None = None
+_DIGEST: str | None = None  # of the bytes `_CORPUS` was read from
 
 
 def load_corpus() -> dict[str, dict]:
     """Every split's features, synthesised once (about a minute, see docs/data.md) and cached."""
-    global _CORPUS
+    global _CORPUS, _DIGEST
     if _CORPUS is not None:
         return _CORPUS
     path = corpus_path()
@@ -256,11 +249,20 @@ def load_corpus() -> dict[str, dict]:
         arrays["seconds"] = np.array(time.perf_counter() - start)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, **arrays)
-        tmp.replace(path)  # atomic: concurrent builders write identical files
-    with np.load(path) as z:
+        try:  # the first build wins: two builds differ (module doc), and every run reads one
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links on this file system
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    raw = path.read_bytes()
+    with np.load(io.BytesIO(raw)) as z:
         _CORPUS = {
             s: {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(s + "/")} for s in SIZES
         }
+    _DIGEST = hashlib.sha256(raw).hexdigest()[:16]
     return _CORPUS
 
 
