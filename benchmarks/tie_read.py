@@ -1,0 +1,131 @@
+"""What does a tie with the bar read? The speedup over `adamw-cosine-tuned` of a run that is the
+tuned schedule itself (issue 19).
+
+The speedup (docs/evaluation.md) is t_B / T: the step at which the baseline's best-so-far reaches
+X's best validation loss by T, over T. X gets no credit for reaching its best before T, so a run
+identical to the tuned schedule reads s* / T, where s* is the step of the tuned run's best loss:
+1 where that best comes at T (a loss that falls to the end), less where it comes earlier (a task
+that overfits, or whose loss is flat at the end). This script computes that figure from the
+tuned schedule's own runs (the benchmark's baseline curve cache; nothing else runs where the
+cache holds them): per task, the geometric mean over seeds of s* / T as the speedup measures it,
+and per suite the geometric mean over tasks, the minimum and the tasks below 0.8 and 1. It is
+the figure an optimizer that matches the bar exactly would read, with no noise; beside it, with
+`--results`, each task's `lhopt` speedup over the tuned schedule from `lhopt bench` reports.
+
+Usage: python benchmarks/tie_read.py --suites selection unseen9 [--results out/readme-S ...]
+    [--seeds 3] [--workers 2] [--out out/tie.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+
+def tie_speedup(runs: dict[float, tuple[list, list]], budget: int) -> tuple[float, float]:
+    """(the speedup of the tuned T-budget run against its own runs, the share of T at which its
+    best validation loss by T is first reached). `runs`: budget multiple -> (steps, val)."""
+    from lhopt.curves.speedup import best_by, first_reach, speedup_budget_dependent
+
+    steps, val = runs[1.0]
+    target = best_by(steps, val, budget)
+    s = speedup_budget_dependent(runs, target, budget)
+    at = first_reach(steps, val, target)
+    return s.value, (at / budget if at is not None else math.nan)
+
+
+def lhopt_speedups(dirs: list[str]) -> dict[str, float]:
+    """Task -> `lhopt`'s speedup over the tuned schedule (geometric mean over seeds), from the
+    `results.json` of `lhopt bench` output folders."""
+    out = {}
+    for d in dirs:
+        doc = json.loads((Path(d) / "results.json").read_text())
+        for task, t in doc["tasks"].items():
+            over = t["optimizers"].get("lhopt", {}).get("over", {}).get("adamw-cosine-tuned")
+            if over and over.get("speedup") is not None:
+                out[task] = over["speedup"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suites", nargs="+", required=True)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--results", nargs="*", default=[], help="`lhopt bench` output folders")
+    parser.add_argument("--out", default=None, help="the figures as JSON")
+    args = parser.parse_args()
+    if args.seeds < 1 or args.workers < 1:
+        parser.error(f"--seeds {args.seeds} --workers {args.workers}: expected at least 1 each")
+
+    from lhopt.bench import benchmark as bench
+    from lhopt.curves.speedup import geometric_mean
+
+    for d in args.results:
+        if not (Path(d) / "results.json").is_file():
+            parser.error(f"--results {d}: no results.json there (an `lhopt bench --out` folder)")
+    ours = lhopt_speedups(args.results)
+    seeds = list(range(args.seeds))
+    bases = ["adamw-cosine-tuned"]
+    doc = {"args": vars(args), "suites": {}}
+    ray_started = False
+    for suite in args.suites:
+        tasks = bench.select_tasks(suite)
+        phase1 = bench.plan_phase1(tasks, bases, seeds)
+        if not ray_started and any(bench.cache.lookup(j) is None for j in phase1):
+            bench.start_ray(None, args.workers)  # only where some run is not cached
+            ray_started = True
+        results = bench.run_jobs(phase1, progress=False, desc="tuned grid")
+        phase2 = bench.plan_phase2(tasks, bases, seeds, results)
+        if not ray_started and any(bench.cache.lookup(j) is None for j in phase2):
+            bench.start_ray(None, args.workers)
+            ray_started = True
+        results.update(bench.run_jobs(phase2, progress=False, desc="tuned"))
+        rows = {}
+        for name in tasks:
+            per_seed = []
+            for seed in seeds:
+                lr = bench.chosen_lr(results, name, seed)
+                runs = {
+                    m: results.get((name, seed, "adamw-cosine", lr, m)) for m in bench.MULTIPLES
+                }
+                if any(r is None or r.get("error") for r in runs.values()):
+                    continue
+                budget = runs[1.0]["budget"]
+                value, at = tie_speedup(
+                    {m: (r["steps"], r["val"]) for m, r in runs.items()}, budget
+                )
+                per_seed.append({"seed": seed, "lr": lr, "tie": value, "best_at": at})
+            rows[name] = {
+                "seeds": per_seed,
+                "tie": geometric_mean([s["tie"] for s in per_seed]) if per_seed else math.nan,
+                "lhopt": ours.get(name),
+            }
+        ties = [r["tie"] for r in rows.values() if math.isfinite(r["tie"])]
+        summary = {
+            "tie": geometric_mean(ties),
+            "min": min(ties, default=math.nan),
+            "below_0.8": sum(t < 0.8 for t in ties),
+            "below_1": sum(t < 1 for t in ties),
+            "tasks": len(ties),
+        }
+        doc["suites"][suite] = {"tasks": rows, "summary": summary}
+        print(f"\n## {suite}\n| task | tie (best at, share of T, per seed) | lhopt over tuned |")
+        print("|---|---|---|")
+        for name, r in rows.items():
+            at = ", ".join(f"{s['best_at']:.2f}" for s in r["seeds"])
+            mine = f"{r['lhopt']:.2f}" if r["lhopt"] is not None else "-"
+            print(f"| {name} | {r['tie']:.2f} ({at}) | {mine} |")
+        print(
+            f"{suite}: a tie reads {summary['tie']:.2f} (min {summary['min']:.2f}; "
+            f"{summary['below_0.8']}/{summary['tasks']} below 0.8, "
+            f"{summary['below_1']}/{summary['tasks']} below 1)"
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+
+
+if __name__ == "__main__":
+    main()
