@@ -25,15 +25,13 @@ from pathlib import Path
 
 
 def tie_speedup(runs: dict[float, tuple[list, list]], budget: int) -> tuple[float, float]:
-    """(the speedup of the tuned T-budget run against its own runs, the share of T at which its
-    best validation loss by T is first reached). `runs`: budget multiple -> (steps, val)."""
-    from lhopt.curves.speedup import best_by, first_reach, speedup_budget_dependent
+    """(what a tie reads: `lhopt.curves.speedup.tie_speedup`, the share of T at which the T
+    run's best validation loss by T is first reached). `runs`: budget multiple -> (steps, val)."""
+    from lhopt.curves import speedup
 
     steps, val = runs[1.0]
-    target = best_by(steps, val, budget)
-    s = speedup_budget_dependent(runs, target, budget)
-    at = first_reach(steps, val, target)
-    return s.value, (at / budget if at is not None else math.nan)
+    at = speedup.first_reach(steps, val, speedup.best_by(steps, val, budget))
+    return speedup.tie_speedup(runs, budget).value, (at / budget if at is not None else math.nan)
 
 
 def lhopt_speedups(dirs: list[str]) -> dict[str, float]:

@@ -209,9 +209,16 @@ def test_benchmark_end_to_end(ray_local, tmp_cache, tmp_path, monkeypatch):
             lr = benchmark.chosen_lr(by_key, task, seed)
             assert len(runs) == (7 if lr == baselines.DEFAULT_LR else 9)
             assert {j["lr"] for j in runs if j["multiple"] == 1.0} == set(baselines.TUNED_LR_GRID)
+    # what a run identical to the tuned schedule reads over it, per task and over the suite
+    for t in doc["tasks"].values():
+        assert len(t["tie"]["seeds"]) == 2 and 0 < t["tie"]["speedup"] <= 1.0
+    assert doc["tie"]["tasks"] == 2 and 0 < doc["tie"]["geomean"] <= 1.0
     paths = write(doc, tmp_path / "out")
     assert json.loads(paths["results"].read_text())["suite"] == "tiny"
-    assert "| adamw |" in paths["report"].read_text()
+    report = paths["report"].read_text()
+    assert "| adamw |" in report
+    assert "## Per task, against adamw-cosine-tuned" in report
+    assert "| tiny-xor | " + f"{doc['tasks']['tiny-xor']['tie']['speedup']:.2f} |" in report
     assert paths["curves"].stat().st_size > 10_000 and paths["hparams"].exists()
 
     walls = [

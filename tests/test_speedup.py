@@ -8,6 +8,7 @@ from lhopt.curves.speedup import (
     geometric_mean,
     speedup_budget_dependent,
     speedup_budget_independent,
+    tie_speedup,
 )
 
 T = 100
@@ -60,6 +61,16 @@ def test_budget_dependent_baseline_uses_the_T_run_then_interpolates_budgets():
     assert speedup_budget_dependent(runs, 2.75, T).value == pytest.approx(1.75)
     s = speedup_budget_dependent(runs, 2.0, T)
     assert s.value == 2.0 and s.lower_bound
+
+
+def test_a_tie_with_a_scheduled_baseline_reads_where_its_best_came():
+    longer = {1.5: ([0, 150], [10.0, 1.0]), 2.0: ([0, 200], [10.0, 0.5])}
+    falling = {1.0: ([0, 50, 100], [10.0, 5.0, 2.0]), **longer}
+    assert tie_speedup(falling, T).value == pytest.approx(1.0)
+    # best at half of T, then it overfits: a run identical to it reads a half over it
+    overfit = {1.0: ([0, 50, 100], [10.0, 2.0, 3.0]), **longer}
+    tie = tie_speedup(overfit, T)
+    assert tie.value == pytest.approx(0.5) and not tie.lower_bound
 
 
 def test_non_finite_target_and_geometric_mean():

@@ -26,6 +26,7 @@ from lhopt.curves.speedup import (
     seed_interval,
     speedup_budget_dependent,
     speedup_budget_independent,
+    tie_speedup,
 )
 from lhopt.extras import start_ray
 from lhopt.tasks import TaskConfig, build_task, suite, task_budget
@@ -300,8 +301,37 @@ def analyse(tasks, optimizers, seeds, results) -> dict:
                     out["over"][b] = sp
                 seeds_out.append(out)
             entry["optimizers"][x] = {"seeds": seeds_out, **_task_summary(seeds_out, bases, x)}
+        if "adamw-cosine-tuned" in bases:
+            entry["tie"] = _task_tie(results, name, seeds, T)
         per_task[name] = entry
-    return {"tasks": per_task, "summary": _suite_summary(per_task, optimizers, bases)}
+    out = {"tasks": per_task, "summary": _suite_summary(per_task, optimizers, bases)}
+    if "adamw-cosine-tuned" in bases:
+        ties = [t["tie"]["speedup"] for t in per_task.values() if t["tie"]["speedup"] is not None]
+        out["tie"] = {
+            "geomean": geometric_mean(ties) if ties else None,
+            "min": min(ties) if ties else None,
+            "below_1": sum(v < 1 for v in ties),
+            "tasks": len(ties),
+        }
+    return out
+
+
+def _task_tie(results, name, seeds, T) -> dict:
+    """What a run identical to `adamw-cosine-tuned` reads over it on this task, per seed and
+    as their geometric mean (`tie_speedup`; None for a seed whose runs are missing)."""
+    spec = registry.get("adamw-cosine-tuned")
+    values = []
+    for seed in seeds:
+        lr = chosen_lr(results, name, seed)
+        runs = {m: results.get((name, seed, spec.tuned_from, lr, m)) for m in MULTIPLES}
+        ok = not any(r is None or r.get("error") for r in runs.values())
+        values.append(
+            tie_speedup({m: (r["steps"], r["val"]) for m, r in runs.items()}, T).value
+            if ok
+            else None
+        )
+    ok = [v for v in values if v is not None]
+    return {"seeds": values, "speedup": geometric_mean(ok) if ok else None}
 
 
 def _task_summary(seeds_out, bases, x) -> dict:

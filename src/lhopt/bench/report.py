@@ -62,6 +62,25 @@ def task_table(doc: dict, base: str = "adamw") -> str:
     return "\n".join(lines)
 
 
+def tuned_table(doc: dict) -> str:
+    """Per task: what a tie with `adamw-cosine-tuned` reads over it, beside each optimizer's
+    speedup over it (docs/bench.md, "What a tie reads")."""
+    base = "adamw-cosine-tuned"
+    xs = [x for x in doc["optimizers"] if x != base]
+    lines = [
+        "| task | a tie | " + " | ".join(xs) + " |",
+        "|---|---|" + "---|" * len(xs),
+    ]
+    for name, t in doc["tasks"].items():
+        cells = []
+        for x in xs:
+            over = t["optimizers"][x]["over"].get(base)
+            cells.append("—" if over is None else _fmt(over["speedup"], over["lower_bound"]))
+        tie = _fmt((t.get("tie") or {}).get("speedup"))
+        lines.append(f"| {name} | {tie} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(doc: dict) -> str:
     seeds = len(doc["seeds"])
     parts = [
@@ -87,6 +106,20 @@ def markdown(doc: dict) -> str:
         summary_table(doc),
         "",
     ]
+    tie = doc.get("tie")  # absent from results written before it existed
+    if tie and tie["tasks"]:
+        parts += [
+            "## Per task, against adamw-cosine-tuned",
+            "",
+            "A tie = what a run identical to `adamw-cosine-tuned` reads over it: the share of T "
+            "at which its best validation loss comes, since the speedup charges T wherever the "
+            "row reached its best (docs/bench.md). Over this suite a tie reads "
+            f"{_fmt(tie['geomean'])} (min {_fmt(tie['min'])}, {tie['below_1']}/{tie['tasks']} "
+            "<1).",
+            "",
+            tuned_table(doc),
+            "",
+        ]
     if "adamw" in doc["baselines"]:
         parts += ["## Per task, against adamw", "", task_table(doc, "adamw"), ""]
     if doc["errors"]:

@@ -108,6 +108,18 @@ def speedup_budget_dependent(
     return Speedup(CAP, True, None)
 
 
+def tie_speedup(
+    runs: Mapping[float, tuple[Sequence[int], Sequence[float]]], budget: int
+) -> Speedup:
+    """What a run identical to a scheduled baseline reads over it: its speedup against the
+    baseline's own runs (`speedup_budget_dependent`), L_X being the T run's best loss by T.
+    X is charged T wherever it reached its best, so this is s*/T, s* the step of that best: 1
+    where the loss falls to the end, less where it overfits or is flat at the end
+    (docs/bench.md, "What a tie reads")."""
+    steps, values = runs[1.0]
+    return speedup_budget_dependent(runs, best_by(steps, values, budget), budget)
+
+
 def geometric_mean(values: Sequence[float]) -> float:
     """Geometric mean; 0 if any value is 0 (a diverged run is not averaged away)."""
     if not values:
