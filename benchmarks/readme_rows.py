@@ -33,11 +33,14 @@ def readme_suites(readme: str) -> list[str]:
     return [m.group(1) for line in readme.splitlines() if (m := ROW.match(line))]
 
 
-def cell(summary: dict) -> str:
+def cell(summary: dict, tie: dict | None = None) -> str:
+    """`lhopt` over one baseline; with `tie` (over the tuned schedule), what a run identical
+    to it reads over it (docs/bench.md, "What a tie reads")."""
     flag = "*" if summary["lower_bounds"] else ""
+    also = f"; a tie {tie['geomean']:.2f}" if tie else ""
     return (
         f"{summary['geomean']:.2f}{flag} (min {summary['min']:.2f}, "
-        f"{summary['below_1']}/{summary['tasks']} <1)"
+        f"{summary['below_1']}/{summary['tasks']} <1{also})"
     )
 
 
@@ -49,7 +52,15 @@ def row(doc: dict) -> str:
             f"suite {doc['suite']!r}: no `lhopt` speedup over {missing}; run `lhopt bench` with "
             f"lhopt and all of {list(COLUMNS)}"
         )
-    cells = " | ".join(cell(doc["summary"]["lhopt"][b]) for b in COLUMNS)
+    if not (doc.get("tie") or {}).get("tasks"):
+        raise ValueError(
+            f"suite {doc['suite']!r}: no tie with the tuned schedule in its results (written "
+            "before `lhopt bench` recorded it); run `lhopt bench` again"
+        )
+    cells = " | ".join(
+        cell(doc["summary"]["lhopt"][b], doc["tie"] if b == "adamw-cosine-tuned" else None)
+        for b in COLUMNS
+    )
     return f"| {doc['suite']} ({len(doc['tasks'])}) | {cells} |"
 
 

@@ -24,16 +24,6 @@ import math
 from pathlib import Path
 
 
-def tie_speedup(runs: dict[float, tuple[list, list]], budget: int) -> tuple[float, float]:
-    """(what a tie reads: `lhopt.curves.speedup.tie_speedup`, the share of T at which the T
-    run's best validation loss by T is first reached). `runs`: budget multiple -> (steps, val)."""
-    from lhopt.curves import speedup
-
-    steps, val = runs[1.0]
-    at = speedup.first_reach(steps, val, speedup.best_by(steps, val, budget))
-    return speedup.tie_speedup(runs, budget).value, (at / budget if at is not None else math.nan)
-
-
 def lhopt_speedups(dirs: list[str]) -> dict[str, float]:
     """Task -> `lhopt`'s speedup over the tuned schedule (geometric mean over seeds), from the
     `results.json` of `lhopt bench` output folders."""
@@ -45,6 +35,14 @@ def lhopt_speedups(dirs: list[str]) -> dict[str, float]:
             if over and over.get("speedup") is not None:
                 out[task] = over["speedup"]
     return out
+
+
+def _runs(bench, jobs: list[dict], tasks: dict, workers: int) -> dict:
+    """The tuned schedule's runs, from the curve cache; Ray starts only for runs it lacks."""
+    if any(bench.cache.lookup(j) is None for j in jobs):
+        bench._prefetch_data(tasks)  # each data set loaded once, before workers fetch it
+        bench.start_ray(None, workers)
+    return bench.run_jobs(jobs, progress=False, desc="adamw-cosine-tuned")
 
 
 def main() -> None:
@@ -68,54 +66,33 @@ def main() -> None:
     seeds = list(range(args.seeds))
     bases = ["adamw-cosine-tuned"]
     doc = {"args": vars(args), "suites": {}}
-    ray_started = False
     for suite in args.suites:
         tasks = bench.select_tasks(suite)
         phase1 = bench.plan_phase1(tasks, bases, seeds)
-        if not ray_started and any(bench.cache.lookup(j) is None for j in phase1):
-            bench.start_ray(None, args.workers)  # only where some run is not cached
-            ray_started = True
-        results = bench.run_jobs(phase1, progress=False, desc="tuned grid")
-        phase2 = bench.plan_phase2(tasks, bases, seeds, results)
-        if not ray_started and any(bench.cache.lookup(j) is None for j in phase2):
-            bench.start_ray(None, args.workers)
-            ray_started = True
-        results.update(bench.run_jobs(phase2, progress=False, desc="tuned"))
+        results = _runs(bench, phase1, tasks, args.workers)
+        results.update(
+            _runs(bench, bench.plan_phase2(tasks, bases, seeds, results), tasks, args.workers)
+        )
         rows = {}
-        for name in tasks:
-            per_seed = []
-            for seed in seeds:
-                lr = bench.chosen_lr(results, name, seed)
-                runs = {
-                    m: results.get((name, seed, "adamw-cosine", lr, m)) for m in bench.MULTIPLES
-                }
-                if any(r is None or r.get("error") for r in runs.values()):
-                    continue
-                budget = runs[1.0]["budget"]
-                value, at = tie_speedup(
-                    {m: (r["steps"], r["val"]) for m, r in runs.items()}, budget
-                )
-                per_seed.append({"seed": seed, "lr": lr, "tie": value, "best_at": at})
-            rows[name] = {
-                "seeds": per_seed,
-                "tie": geometric_mean([s["tie"] for s in per_seed]) if per_seed else math.nan,
-                "lhopt": ours.get(name),
-            }
-        ties = [r["tie"] for r in rows.values() if math.isfinite(r["tie"])]
+        for name, config in tasks.items():
+            tie = bench.task_tie(results, name, seeds, bench.task_budget(config))
+            rows[name] = {**tie, "lhopt": ours.get(name)}
+        ties = [r["speedup"] for r in rows.values() if r["speedup"] is not None]
         summary = {
-            "tie": geometric_mean(ties),
+            "tie": geometric_mean(ties) if ties else math.nan,
             "min": min(ties, default=math.nan),
             "below_0.8": sum(t < 0.8 for t in ties),
             "below_1": sum(t < 1 for t in ties),
             "tasks": len(ties),
         }
         doc["suites"][suite] = {"tasks": rows, "summary": summary}
-        print(f"\n## {suite}\n| task | tie (best at, share of T, per seed) | lhopt over tuned |")
+        print(f"\n## {suite}\n| task | a tie (per seed) | lhopt over tuned |")
         print("|---|---|---|")
         for name, r in rows.items():
-            at = ", ".join(f"{s['best_at']:.2f}" for s in r["seeds"])
+            each = ", ".join("n/a" if v is None else f"{v:.2f}" for v in r["seeds"])
+            tie = "n/a" if r["speedup"] is None else f"{r['speedup']:.2f}"
             mine = f"{r['lhopt']:.2f}" if r["lhopt"] is not None else "-"
-            print(f"| {name} | {r['tie']:.2f} ({at}) | {mine} |")
+            print(f"| {name} | {tie} ({each}) | {mine} |")
         print(
             f"{suite}: a tie reads {summary['tie']:.2f} (min {summary['min']:.2f}; "
             f"{summary['below_0.8']}/{summary['tasks']} below 0.8, "

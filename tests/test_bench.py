@@ -239,6 +239,54 @@ def test_benchmark_end_to_end(ray_local, tmp_cache, tmp_path, monkeypatch):
     assert {r["job"]["task"] for r in one["runs"]} == {"tiny-xor"}
 
 
+def test_a_tie_reads_what_an_identical_run_would_and_zero_where_the_schedule_diverged():
+    T, lrs = 100, baselines.TUNED_LR_GRID
+    steps = [0, 25, 50, 75, 100]
+
+    timed = {"train_time": 1.0, "total_steps": 100}
+
+    def results(best_lr_curve):
+        out = {}
+        for lr in lrs:  # the grid: every other lr ends higher, so `best_lr` is chosen
+            val = best_lr_curve if lr == 1e-3 else [10.0, 9.0, 8.0, 7.0, 6.0]
+            out[("t", 0, "adamw-cosine", lr, 1.0)] = {"steps": steps, "val": val, **timed}
+        for m, end in ((1.5, 0.5), (2.0, 0.4)):
+            run = {"steps": [0, 100 * m], "val": [10.0, end], **timed}
+            out[("t", 0, "adamw-cosine", 1e-3, m)] = run
+        return out
+
+    overfits = results([10.0, 3.0, 1.0, 2.0, 2.5])  # its best at step 50 of 100
+    tie = benchmark.task_tie(overfits, "t", [0, 1], T)
+    identical = benchmark.baseline_speedup(overfits, "t", 0, "adamw-cosine-tuned", 1.0, T)
+    assert tie["seeds"][0] == identical["speedup"] == pytest.approx(0.5)
+    assert tie["seeds"][1] is None and tie["speedup"] == pytest.approx(0.5)  # seed 1: no runs
+    # every lr of the grid ends non-finite (the only way the chosen one does): the first is
+    # chosen, and a run identical to it would score 0
+    ends_nan = [10.0, 3.0, 1.0, math.nan, math.nan]
+    diverged = {k: {**r, "val": ends_nan} for k, r in overfits.items() if k[-1] == 1.0}
+    for m in (1.5, 2.0):
+        diverged[("t", 0, "adamw-cosine", lrs[0], m)] = overfits[("t", 0, "adamw-cosine", 1e-3, m)]
+    assert benchmark.chosen_lr(diverged, "t", 0) == lrs[0]
+    assert benchmark.task_tie(diverged, "t", [0], T) == {"seeds": [0.0], "speedup": 0.0}
+
+
+def test_a_report_of_results_written_before_the_tie_has_no_tie_section():
+    from lhopt.bench.report import markdown
+
+    doc = {
+        "suite": "s",
+        "seeds": [0],
+        "tasks": {},
+        "optimizers": ["adamw"],
+        "baselines": ["adamw"],
+        "summary": {"adamw": {}},
+        "errors": [],
+        "wall_time_s": 1.0,
+    }
+    text = markdown(doc)
+    assert "Per task, against adamw-cosine-tuned" not in text and "| optimizer |" in text
+
+
 def test_bench_policy_option_checks_the_file_and_drives_lhopt(tmp_path, policy_file):
     from lhopt.bench.benchmark import check_policy
     from lhopt.bench.runner import run_job

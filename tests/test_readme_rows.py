@@ -28,17 +28,22 @@ def _doc(suite="unseen12", lower=True):
         }
         for i, b in enumerate(readme_rows.COLUMNS)
     }
-    return {"suite": suite, "tasks": {"a": {}, "b": {}}, "summary": {"lhopt": over}}
+    tie = {"geomean": 0.74, "min": 0.41, "below_1": 1, "tasks": 2}
+    return {"suite": suite, "tasks": {"a": {}, "b": {}}, "summary": {"lhopt": over}, "tie": tie}
 
 
 def test_a_row_reads_lhopt_over_the_baselines_in_the_readme_order():
     assert readme_rows.row(_doc()) == (
-        "| unseen12 (2) | 1.00* (min 0.50, 0/2 <1) | 1.10 (min 0.51, 1/2 <1) | "
+        "| unseen12 (2) | 1.00* (min 0.50, 0/2 <1; a tie 0.74) | 1.10 (min 0.51, 1/2 <1) | "
         "1.20 (min 0.52, 2/2 <1) | 1.30 (min 0.53, 3/2 <1) | 1.40 (min 0.54, 4/2 <1) |"
     )
     doc = _doc()
     del doc["summary"]["lhopt"]["prodigy"]
     with pytest.raises(ValueError, match=r"no `lhopt` speedup over \['prodigy'\]"):
+        readme_rows.row(doc)
+    doc = _doc()
+    del doc["tie"]
+    with pytest.raises(ValueError, match="no tie with the tuned schedule"):
         readme_rows.row(doc)
 
 

@@ -71,6 +71,9 @@ def test_a_tie_with_a_scheduled_baseline_reads_where_its_best_came():
     overfit = {1.0: ([0, 50, 100], [10.0, 2.0, 3.0]), **longer}
     tie = tie_speedup(overfit, T)
     assert tie.value == pytest.approx(0.5) and not tie.lower_bound
+    # a T run that does not end finite scores 0, as an X ending so does (not 2, not s*/T)
+    for val in ([10.0, 2.0, math.nan], [math.nan] * 3):
+        assert tie_speedup({1.0: ([0, 50, 100], val), **longer}, T).value == 0.0
 
 
 def test_non_finite_target_and_geometric_mean():

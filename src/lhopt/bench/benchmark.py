@@ -302,7 +302,7 @@ def analyse(tasks, optimizers, seeds, results) -> dict:
                 seeds_out.append(out)
             entry["optimizers"][x] = {"seeds": seeds_out, **_task_summary(seeds_out, bases, x)}
         if "adamw-cosine-tuned" in bases:
-            entry["tie"] = _task_tie(results, name, seeds, T)
+            entry["tie"] = task_tie(results, name, seeds, T)
         per_task[name] = entry
     out = {"tasks": per_task, "summary": _suite_summary(per_task, optimizers, bases)}
     if "adamw-cosine-tuned" in bases:
@@ -316,7 +316,7 @@ def analyse(tasks, optimizers, seeds, results) -> dict:
     return out
 
 
-def _task_tie(results, name, seeds, T) -> dict:
+def task_tie(results: dict, name: str, seeds, T: int) -> dict:
     """What a run identical to `adamw-cosine-tuned` reads over it on this task, per seed and
     as their geometric mean (`tie_speedup`; None for a seed whose runs are missing)."""
     spec = registry.get("adamw-cosine-tuned")

@@ -115,8 +115,12 @@ def tie_speedup(
     baseline's own runs (`speedup_budget_dependent`), L_X being the T run's best loss by T.
     X is charged T wherever it reached its best, so this is s*/T, s* the step of that best: 1
     where the loss falls to the end, less where it overfits or is flat at the end
-    (docs/bench.md, "What a tie reads")."""
+    (docs/bench.md, "What a tie reads"). A T run that does not end finite at T scores 0, as an
+    X that ends so does."""
     steps, values = runs[1.0]
+    at_t = [v for t, v in zip(steps, values, strict=True) if t <= budget]
+    if not at_t or steps[len(at_t) - 1] != budget or not math.isfinite(at_t[-1]):
+        return Speedup(0.0, False, None)
     return speedup_budget_dependent(runs, best_by(steps, values, budget), budget)
 
 
