@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 
@@ -57,7 +56,6 @@ def main() -> None:
         parser.error(f"--seeds {args.seeds} --workers {args.workers}: expected at least 1 each")
 
     from lhopt.bench import benchmark as bench
-    from lhopt.curves.speedup import geometric_mean
 
     for d in args.results:
         if not (Path(d) / "results.json").is_file():
@@ -77,14 +75,10 @@ def main() -> None:
         for name, config in tasks.items():
             tie = bench.task_tie(results, name, seeds, bench.task_budget(config))
             rows[name] = {**tie, "lhopt": ours.get(name)}
-        ties = [r["speedup"] for r in rows.values() if r["speedup"] is not None]
-        summary = {
-            "tie": geometric_mean(ties) if ties else math.nan,
-            "min": min(ties, default=math.nan),
-            "below_0.8": sum(t < 0.8 for t in ties),
-            "below_1": sum(t < 1 for t in ties),
-            "tasks": len(ties),
-        }
+        summary = bench.suite_tie(list(rows.values()))
+        summary["below_0.8"] = sum(
+            r["speedup"] is not None and r["speedup"] < 0.8 for r in rows.values()
+        )
         doc["suites"][suite] = {"tasks": rows, "summary": summary}
         print(f"\n## {suite}\n| task | a tie (per seed) | lhopt over tuned |")
         print("|---|---|---|")
@@ -94,7 +88,7 @@ def main() -> None:
             mine = f"{r['lhopt']:.2f}" if r["lhopt"] is not None else "-"
             print(f"| {name} | {tie} ({each}) | {mine} |")
         print(
-            f"{suite}: a tie reads {summary['tie']:.2f} (min {summary['min']:.2f}; "
+            f"{suite}: a tie reads {summary['geomean']:.2f} (min {summary['min']:.2f}; "
             f"{summary['below_0.8']}/{summary['tasks']} below 0.8, "
             f"{summary['below_1']}/{summary['tasks']} below 1)"
         )

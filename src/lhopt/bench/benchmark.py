@@ -306,14 +306,20 @@ def analyse(tasks, optimizers, seeds, results) -> dict:
         per_task[name] = entry
     out = {"tasks": per_task, "summary": _suite_summary(per_task, optimizers, bases)}
     if "adamw-cosine-tuned" in bases:
-        ties = [t["tie"]["speedup"] for t in per_task.values() if t["tie"]["speedup"] is not None]
-        out["tie"] = {
-            "geomean": geometric_mean(ties) if ties else None,
-            "min": min(ties) if ties else None,
-            "below_1": sum(v < 1 for v in ties),
-            "tasks": len(ties),
-        }
+        out["tie"] = suite_tie([t["tie"] for t in per_task.values()])
     return out
+
+
+def suite_tie(task_ties: list[dict]) -> dict:
+    """A suite's tie from its tasks' (`task_tie`): the geometric mean, the minimum and the
+    tasks below 1, over the tasks whose runs were there."""
+    ties = [t["speedup"] for t in task_ties if t["speedup"] is not None]
+    return {
+        "geomean": geometric_mean(ties) if ties else None,
+        "min": min(ties) if ties else None,
+        "below_1": sum(v < 1 for v in ties),
+        "tasks": len(ties),
+    }
 
 
 def task_tie(results: dict, name: str, seeds, T: int) -> dict:
