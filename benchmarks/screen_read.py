@@ -28,49 +28,87 @@ from lhopt.curves.speedup import best_by
 BOUND = 0.05  # a task's mean best-loss rise, as a share of its gain, that is flagged
 
 
-def runs(doc: dict) -> dict[tuple[str, str, int], dict]:
-    """Every run of a read by (suite, task, seed); a read of several `--ks` keeps the first."""
-    out = {}
+def runs(doc: dict) -> tuple[dict[tuple[str, str, int], dict], list[str]]:
+    """Every run of a read by (suite, task, seed), and the `--ks` value each suite's runs were
+    read at (the first where a read holds several)."""
+    out, ks = {}, []
     for suite, by_k in doc["suites"].items():
-        for tasks in list(by_k.values())[:1]:
+        for k, tasks in list(by_k.items())[:1]:
+            ks.append(k)
             for name, rs in tasks.items():
                 for i, r in enumerate(rs):
                     out[(suite, name, r.get("seed", i))] = r
-    return out
+    return out, ks
+
+
+def errored(run: dict) -> bool:
+    """A run that crashed (not one that diverged): it kept no curve to compare."""
+    return bool(run.get("error")) or not run.get("val") or not run.get("budget")
 
 
 def losses(run: dict) -> tuple[float, float, float]:
-    """(first, best by T, at T) validation loss of a run; inf where it kept none finite."""
-    val, steps, T = run.get("val") or [], run.get("steps") or [], run.get("budget")
+    """(first, best by T, at T) validation loss of a run that did not crash; a diverged run's
+    loss at T (and best, if it never had a finite one) is inf."""
+    val, steps, T = run["val"], run.get("steps") or [], run["budget"]
     finite = [x for x in val if x is not None and math.isfinite(x)]
-    if not finite or not T:
+    if not finite:
         return math.nan, math.inf, math.inf
     at = [x for s, x in zip(steps, val, strict=True) if s <= T]
     last = at[-1] if at and at[-1] is not None and math.isfinite(at[-1]) else math.inf
     return finite[0], best_by(steps, val, T), last
 
 
+def share(x: float, y: float, gain: float) -> float:
+    """The change from the base's loss x to the probe's y as a share of the base's gain: 0 where
+    equal, +-inf where either is non-finite or the base gained nothing (the sign of the change),
+    else (y - x) / gain."""
+    if x == y:
+        return 0.0
+    if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(gain) and gain > 0):
+        return math.inf if y > x else -math.inf
+    return (y - x) / gain
+
+
+def _mean(values: list[float]) -> float:
+    """The mean of the finite shares (nan if none); the non-finite ones are counted apart."""
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
 def compare(base: dict, probe: dict) -> dict:
-    """Per task the base-gain shares of the changes, and the pair counts (see module doc)."""
-    a, b = runs(base), runs(probe)
+    """Per task the base-gain shares of the changes (one per seed, in seed order), their means
+    over the finite ones, and the pair counts (see module doc). Pairs with a crashed run, and
+    runs only one read holds, are left out and counted."""
+    (a, ka), (b, kb) = runs(base), runs(probe)
     per: dict[tuple[str, str], list[tuple[float, float]]] = {}
     count = {"best": [0, 0], "T": [0, 0]}
+    left = {"base crashed": 0, "probe crashed": 0, "base only": 0, "probe only": 0}
+    left["base only"], left["probe only"] = len(a.keys() - b.keys()), len(b.keys() - a.keys())
     for key in sorted(a.keys() & b.keys()):
+        if errored(a[key]) or errored(b[key]):
+            left["base crashed"] += errored(a[key])
+            left["probe crashed"] += errored(b[key])
+            continue
         (first, best_a, at_a), (_, best_b, at_b) = losses(a[key]), losses(b[key])
         gain = first - best_a
-        if math.isfinite(gain) and gain > 0 and math.isfinite(best_b):
-            d = ((best_b - best_a) / gain, (at_b - at_a) / gain)
-        else:
-            d = (0.0, 0.0) if best_a == best_b else (math.inf, math.inf)
-        per.setdefault(key[:2], []).append(d)
+        per.setdefault(key[:2], []).append((share(best_a, best_b, gain), share(at_a, at_b, gain)))
         for name, x, y in (("best", best_a, best_b), ("T", at_a, at_b)):
             count[name][0] += y < x
             count[name][1] += y > x
     means = {
-        task: (sum(d[0] for d in ds) / len(ds), sum(d[1] for d in ds) / len(ds))
-        for task, ds in per.items()
+        task: (_mean([d[0] for d in ds]), _mean([d[1] for d in ds])) for task, ds in per.items()
     }
-    return {"per": per, "means": means, "count": count}
+    return {"per": per, "means": means, "count": count, "left": left, "ks": (ka, kb)}
+
+
+def flagged(read: dict, bound: float) -> list[tuple[str, str]]:
+    """Tasks whose mean best-loss share rose above `bound`, or with a run whose best loss the
+    probe left non-finite or raised where the base gained nothing."""
+    return sorted(
+        task
+        for task, (best, _) in read["means"].items()
+        if best > bound or any(d[0] == math.inf for d in read["per"][task])
+    )
 
 
 def sign_p(lower: int, higher: int) -> float:
@@ -89,11 +127,16 @@ def summary(label: str, read: dict, bound: float) -> list[str]:
             f"{label} at {name}: {lo} of {lo + hi} differing pairs lower, {hi} higher "
             f"(sign test p {sign_p(lo, hi):.3g})"
         )
-    flagged = sorted(t for t, m in read["means"].items() if m[0] > bound)
+    flags = flagged(read, bound)
     lines.append(
         f"{label}: tasks whose mean best loss rose by more than {bound:g} of its gain: "
-        + (", ".join(f"{s}/{t}" for s, t in flagged) or "none")
+        + (", ".join(f"{s}/{t}" for s, t in flags) or "none")
     )
+    left = {k: v for k, v in read["left"].items() if v}
+    if left:
+        lines.append(f"{label}: runs left out: " + ", ".join(f"{k} {v}" for k, v in left.items()))
+    ka, kb = read["ks"]
+    lines.append(f"{label}: read at ks {sorted(set(kb))}, the base at {sorted(set(ka))}")
     return lines
 
 
@@ -115,11 +158,15 @@ def main() -> None:
     read = compare(base, json.loads(Path(args.probe).read_text()))
     null = compare(base, json.loads(Path(args.null).read_text())) if args.null else None
     if not read["per"]:
-        raise SystemExit(f"{args.base} and {args.probe} share no task and seed")
+        raise SystemExit(
+            f"{args.base} and {args.probe} share no task and seed with a curve in both"
+        )
+    flags = set(flagged(read, args.bound))
+    print("per task: the best loss's change per seed (in seed order) as a share of the base's gain")
     for (suite, task), ds in sorted(read["per"].items()):
         best, at = read["means"][(suite, task)]
         cells = " ".join(f"{d[0]:+.3f}" for d in ds)
-        flag = "  <- above the bound" if best > args.bound else ""
+        flag = "  <- above the bound" if (suite, task) in flags else ""
         scale = ""
         if null and (suite, task) in null["means"]:
             scale = f" | null best {null['means'][(suite, task)][0]:+.3f}"

@@ -39,14 +39,15 @@ BASE = _read({"a": [[2.0, 1.0, 1.5], [2.0, 1.2, 1.2]], "b": [[3.0, 2.0, 2.0]]})
 
 
 def test_a_probe_lower_on_every_pair_passes_and_its_shares_are_of_the_gain():
-    probe = _read({"a": [[2.0, 0.9, 1.4], [2.0, 1.1, 1.1]], "b": [[3.0, 1.9, 1.9]]})
+    probe = _read({"a": [[2.0, 0.9, 1.3], [2.0, 1.1, 1.1]], "b": [[3.0, 1.9, 1.9]]})
     read = screen_read.compare(BASE, probe)
     assert read["count"] == {"best": [3, 0], "T": [3, 0]}
     assert screen_read.passes(read)
-    # task a: gains 1.0 and 0.8; best -0.1 each, at T -0.1 each
+    # task a: gains 1.0 and 0.8; best -0.1 each; at T -0.2 and -0.1
     best, at = read["means"][("s", "a")]
     assert best == pytest.approx((-0.1 / 1.0 - 0.1 / 0.8) / 2)
-    assert at == pytest.approx(best)
+    assert at == pytest.approx((-0.2 / 1.0 - 0.1 / 0.8) / 2)
+    assert not any(read["left"].values()) and read["ks"] == (["0.03"], ["0.03"])
 
 
 def test_an_identical_read_does_not_pass_and_flags_nothing():
@@ -61,9 +62,44 @@ def test_a_rise_above_the_bound_is_flagged_and_a_diverged_run_counts_higher():
     read = screen_read.compare(BASE, probe)
     assert read["means"][("s", "a")][0] == pytest.approx(0.1)  # +0.2 of a gain of 1.0, halved
     assert read["means"][("s", "b")][0] == pytest.approx(1.0)  # its best is its first loss
+    assert read["per"][("s", "b")][0][1] == math.inf  # at T: diverged where the base did not
     assert read["count"]["T"] == [0, 1] and read["count"]["best"] == [0, 2]
+    assert screen_read.flagged(read, 0.05) == [("s", "a"), ("s", "b")]
+
+
+def test_a_crashed_run_is_left_out_and_counted_not_read_as_harm_or_gain():
+    crashed = {"seed": 0, "steps": [], "val": [], "budget": None, "error": "RuntimeError: x"}
+    probe = _read({"a": [[2.0, 0.9, 0.9], [2.0, 1.1, 1.1]], "b": [[3.0, 1.9, 1.9]]})
+    probe["suites"]["s"]["0.03"]["b"] = [crashed]
+    read = screen_read.compare(BASE, probe)
+    assert ("s", "b") not in read["per"] and read["left"]["probe crashed"] == 1
+    assert read["count"]["best"] == [2, 0]
+    base = _read({"a": [[2.0, 1.0, 1.5], [2.0, 1.2, 1.2]], "b": [[3.0, 2.0, 2.0]]})
+    base["suites"]["s"]["0.03"]["a"][0] = crashed
+    back = screen_read.compare(base, probe)
+    assert back["left"]["base crashed"] == 1 and len(back["per"][("s", "a")]) == 1
+    assert screen_read.flagged(back, 0.05) == []
+
+
+def test_a_base_that_gained_nothing_or_diverged_gives_the_sign_of_the_change():
+    base = _read({"a": [[2.0, 2.1, 2.2], [2.0, math.nan, math.nan]]})
+    probe = _read({"a": [[2.0, 1.5, 1.4], [2.0, math.nan, math.nan]]})
+    read = screen_read.compare(base, probe)
+    # seed 0: no gain, the probe lower (-inf); seed 1: both diverged the same way (0)
+    assert read["per"][("s", "a")] == [(-math.inf, -math.inf), (0.0, 0.0)]
+    assert read["means"][("s", "a")] == (0.0, 0.0)  # over the finite shares
+    assert screen_read.flagged(read, 0.05) == []
+    assert screen_read.share(1.0, math.inf, 0.5) == math.inf
+    assert screen_read.share(1.0, 1.2, 0.5) == pytest.approx(0.4)
+
+
+def test_runs_only_one_read_holds_are_counted_and_the_ks_reported():
+    probe = _read({"a": [[2.0, 0.9, 1.4]]})
+    probe["suites"]["s"] = {"0.0301": probe["suites"]["s"]["0.03"]}
+    read = screen_read.compare(BASE, probe)
+    assert read["left"]["base only"] == 2 and read["left"]["probe only"] == 0
     lines = screen_read.summary("probe", read, 0.05)
-    assert "s/a" in lines[-1] and "s/b" in lines[-1]
+    assert "base only 2" in lines[-2] and "['0.0301'], the base at ['0.03']" in lines[-1]
 
 
 def test_the_sign_test_is_two_sided():
