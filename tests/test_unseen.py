@@ -140,7 +140,7 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
         for config in SUITES[suite].values():
             task = build_task(config, seed=0)
             assert 300 <= task.budget <= 3000 and task.num_params() > 0
-    every = [f"unseen{k}" if k > 1 else "unseen" for k in range(1, 19)]
+    every = [f"unseen{k}" if k > 1 else "unseen" for k in range(1, 20)]
     configs = [set(SUITES[suite].values()) for suite in every]
     assert len(set.union(*configs)) == sum(map(len, configs))  # no task in two of them
     for suite in ("unseen8", "unseen9", "unseen10", "unseen11"):
@@ -161,6 +161,7 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
             "unseen15",
             "unseen17",
             "unseen18",
+            "unseen19",
         ):
             assert "tabular" not in {c.family for c in tasks.values()}
         mixed = (
@@ -172,6 +173,7 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
             "unseen13",
             "unseen14",
             "unseen15",
+            "unseen19",
         )
         if name not in ("unseen5", "unseen6", "unseen16", *mixed):
             assert "texts" not in {c.family for c in tasks.values()}
@@ -180,6 +182,10 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
     assert {c.family for c in SUITES["unseen12"].values()} == {"texts", "gpt"}
     assert {c.family for c in SUITES["unseen17"].values()} == {"tabular"}
     assert {c.family for c in SUITES["unseen18"].values()} == {"tabular"}
+    assert {c.family for c in SUITES["unseen19"].values()} == set(registry.UNSEEN_FAMILIES)
+    for config in SUITES["unseen19"].values():  # its data sizes within each data set's split
+        task = build_task(config, seed=0)
+        assert 300 <= task.budget <= 3000 and task.num_params() > 0
 
 
 @pytest.mark.parametrize("corpus", list(texts.TEXTS))

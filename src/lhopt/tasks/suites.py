@@ -75,8 +75,11 @@
   three with layer norm, and a digits CNN), read with `confirm4` for the decision on the
   ceiling of the trust ratio's norm (`docs/experiments.md`).
 - `unseen18`: eight more `tabular` tasks in shapes no suite has run (MLPs on seven of the data
-  sets, three with layer norm, and a thin digits CNN), kept beside `confirm5` for the next
-  decision: its baselines banked, no policy read on it yet.
+  sets, three with layer norm, and a thin digits CNN), read with `confirm5` for the decision
+  on biases and norms out of the weight decay and on a linear decay (`docs/experiments.md`).
+- `unseen19`: eight tasks of the unseen families in shapes no suite has run (three `tabular`
+  MLPs, two with layer norm, a digits CNN, a deep LSTM, a deep transformer, a GRU and a
+  GPT-2-style decoder), banked for the next decision: no policy read on it yet.
 - `confirm2`: eight recommenders (the `recsys` family: four GMFs, four NeuMFs) in shapes and
   on drawn data no suite has run, first read for the weight decay of tables read sparsely,
   then the screen of the rules for recommenders after it (`docs/experiments.md`); not for
@@ -87,8 +90,7 @@
   suite has run, read for the decision on the ceiling of the trust ratio's norm
   (`docs/experiments.md`).
 - `confirm5`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
-  suite has run, kept for the next decision on the recommenders: its baselines banked, no
-  policy read on it yet.
+  suite has run, read with `unseen18` for the same decision.
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -836,6 +838,18 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen18-grunfeld-deep": _mlp("grunfeld", 3, 64, "none", 150, 32, 900),
         "unseen18-elnino-deep-ln": _mlp("elnino", 4, 48, "layer", 458, 64, 1200),
         "unseen18-digits-cnn-thin": _digits_cnn(2, 16, 800, 32, 900),
+    },
+    "unseen19": {
+        "unseen19-wine-ln-wide": _mlp("wine", 2, 160, "layer", 100, 16, 900),
+        "unseen19-cancer-deep-thin": _mlp("cancer", 4, 32, "none", 300, 32, 1100),
+        "unseen19-diabetes-ln": _mlp("diabetes", 2, 128, "layer", 200, 32, 900),
+        "unseen19-digits-cnn-mid": _digits_cnn(3, 24, 900, 64, 1000),
+        "unseen19-areopagitica-lstm-deep": _lm("areopagitica", "lstm", 2, 48, 32, 32, 1000),
+        "unseen19-paradise-lost-transformer-deep": _lm(
+            "paradise-lost", "transformer", 2, 64, 32, 16, 1000
+        ),
+        "unseen19-britannica-gpt-mid": _lm("britannica", None, 2, 64, 32, 16, 1000),
+        "unseen19-paradise-regained-gru-small": _lm("paradise-regained", "gru", 1, 48, 32, 32, 900),
     },
     "confirm2": {
         "conf2-recsys-gmf-wide": _recsys("gmf", 64, 256, 2500, 800, 2000, 50, 12, 2.5, 0.6, 11),
