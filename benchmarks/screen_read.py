@@ -82,8 +82,12 @@ def compare(base: dict, probe: dict) -> dict:
     (a, ka), (b, kb) = runs(base), runs(probe)
     per: dict[tuple[str, str], list[tuple[float, float]]] = {}
     count = {"best": [0, 0], "T": [0, 0]}
-    left = {"base crashed": 0, "probe crashed": 0, "base only": 0, "probe only": 0}
-    left["base only"], left["probe only"] = len(a.keys() - b.keys()), len(b.keys() - a.keys())
+    left = {
+        "base crashed": 0,
+        "probe crashed": 0,
+        "base only": len(a.keys() - b.keys()),
+        "probe only": len(b.keys() - a.keys()),
+    }
     for key in sorted(a.keys() & b.keys()):
         if errored(a[key]) or errored(b[key]):
             left["base crashed"] += errored(a[key])
