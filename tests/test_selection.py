@@ -27,6 +27,7 @@ SELECTION_SUITES = (
     "confirm3",
     "confirm4",
     "confirm5",
+    "confirm6",
 )
 
 Q = TaskConfig.make
@@ -163,6 +164,7 @@ def test_the_selection_suite_and_the_ood_suite():
         "confirm3",
         "confirm4",
         "confirm5",
+        "confirm6",
     ):  # recommenders no other suite runs
         assert {c.family for c in SUITES[name].values()} == {"recsys"}
         assert all(1000 <= task_budget(c) <= 4000 for c in SUITES[name].values())

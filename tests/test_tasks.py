@@ -85,6 +85,20 @@ SMALL = {
         batch=32,
         budget=40,
     ),
+    "bpr": TaskConfig.make(
+        "bpr",
+        users=200,
+        items=300,
+        interactions=8,
+        clusters=3,
+        spread=0.5,
+        rank=4,
+        popularity=0.8,
+        factors=8,
+        negatives=2,
+        batch=64,
+        budget=40,
+    ),
     "teacher": TaskConfig.make(
         "teacher",
         problem="regression",
@@ -361,3 +375,21 @@ def test_config_round_trip_and_key():
         ).key()
         == SMALL["quadratic"].key()
     )
+
+
+def test_bpr_data_are_fixed_by_the_config_and_leave_test_negatives():
+    from lhopt.tasks.bpr import EVAL_NEGATIVES, draw_interactions
+
+    p = dict(SMALL["bpr"].p, interactions=80)
+    rows = draw_interactions(p)
+    assert np.array_equal(rows, draw_interactions(dict(p)))
+    assert not np.array_equal(rows, draw_interactions(dict(p, clusters=4)))
+    users, counts = np.unique(rows[:, 0], return_counts=True)
+    assert len(users) == 200 and counts.min() >= 3
+    assert counts.max() <= 300 - EVAL_NEGATIVES - 1  # 99 never-picked items left for the test
+    pairs = {(u, i) for u, i in rows[:, :2]}
+    assert len(pairs) == len(rows)  # without replacement
+    task = build_task(SMALL["bpr"], seed=0)
+    users, pos, negs = task.eval_sets["test"]
+    assert not task.rated[users[:, None], negs].any()  # the test ranks never-picked items
+    assert task.rated[users, pos].all()

@@ -12,6 +12,7 @@ import torch
 from lhopt.tasks import (
     algorithmic,
     autoencoder,
+    bpr,
     charlm,
     decoder,
     gpt,
@@ -44,6 +45,7 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
     "teacher": (teacher.SCHEMA, teacher.TeacherTask),
     "decoder": (decoder.SCHEMA, decoder.DecoderTask),
     "photos": (photos.SCHEMA, photos.PhotosTask),
+    "bpr": (bpr.SCHEMA, bpr.BPRTask),
     # Out-of-distribution families: only in the `ood` suite, never sampled by meta-training.
     "ncf": (ncf.SCHEMA, ncf.NCFTask),
     "speech": (speech.SCHEMA, speech.SpeechTask),
@@ -63,9 +65,10 @@ FAMILIES: dict[str, tuple[Schema, type[Task]]] = {
 # Meta-training's default families; the task descriptor's one-hot is over these four.
 FAMILY_NAMES = ("quadratic", "algorithmic", "mnist1d", "charlm")
 # Training families a config may add to them (kinds the four lack: a convex model on data,
-# attention, an MLP fitted to a small table, a GPT-2-style decoder, a CNN on photographs); they
-# leave the defaults, and so every earlier run's distribution, as they were.
-EXTRA_FAMILIES = ("linear", "seqattn", "teacher", "decoder", "photos")
+# attention, an MLP fitted to a small table, a GPT-2-style decoder, a CNN on photographs, a
+# factorization of implicit feedback); they leave the defaults, and so every earlier run's
+# distribution, as they were.
+EXTRA_FAMILIES = ("linear", "seqattn", "teacher", "decoder", "photos", "bpr")
 TRAINING_FAMILIES = FAMILY_NAMES + EXTRA_FAMILIES
 SELECTION_FAMILIES = ("shapes", "regression", "autoencoder", "tokens", "recsys")
 UNSEEN_FAMILIES = ("tabular", "texts", "gpt")

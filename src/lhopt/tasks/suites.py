@@ -91,6 +91,9 @@
   (`docs/experiments.md`).
 - `confirm5`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
   suite has run, read with `unseen18` for the same decision.
+- `confirm6`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
+  suite has run, banked with `unseen19` for the decision on a training pool with factorization
+  tasks (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -921,6 +924,24 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
         "conf5-recsys-neumf-sparse": _recsys(
             "neumf", 16, 256, 2500, 900, 2000, 18, 6, 2.6, 1.1, 48, mlp_layers=2
+        ),
+    },
+    "confirm6": {
+        "conf6-recsys-gmf-tiny": _recsys("gmf", 10, 128, 2200, 500, 800, 30, 4, 2.6, 0.7, 51),
+        "conf6-recsys-gmf-broad": _recsys("gmf", 48, 640, 1800, 1800, 2600, 45, 12, 1.4, 0.9, 52),
+        "conf6-recsys-gmf-dense": _recsys("gmf", 28, 320, 2600, 700, 1100, 90, 7, 2.2, 0.5, 53),
+        "conf6-recsys-gmf-tail": _recsys("gmf", 18, 224, 2000, 1400, 2000, 25, 9, 1.9, 1.4, 54),
+        "conf6-recsys-neumf-tiny": _recsys(
+            "neumf", 10, 160, 2400, 500, 700, 45, 4, 2.8, 0.8, 55, mlp_layers=2
+        ),
+        "conf6-recsys-neumf-broad": _recsys(
+            "neumf", 24, 448, 1600, 1600, 2200, 50, 10, 1.7, 0.9, 56, mlp_layers=3
+        ),
+        "conf6-recsys-neumf-dense": _recsys(
+            "neumf", 16, 320, 2000, 800, 1300, 85, 6, 2.3, 0.6, 57, mlp_layers=1
+        ),
+        "conf6-recsys-neumf-tail": _recsys(
+            "neumf", 28, 512, 2200, 1300, 2400, 22, 11, 1.5, 1.3, 58, mlp_layers=2
         ),
     },
     "selection-long": {
