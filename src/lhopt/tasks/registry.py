@@ -111,7 +111,7 @@ _TRAIN_EXAMPLES = {
         f: (lambda t: len(t.text["train"]) / t.config.p["context"])
         for f in ("charlm", "texts", "gpt", "decoder")
     },
-    **{f: (lambda t: len(t.train_pairs)) for f in ("ncf", "recsys")},
+    **{f: (lambda t: len(t.train_pairs)) for f in ("ncf", "recsys", "bpr")},
     "autoencoder": lambda t: len(t.data["train"]),
     **{
         f: (lambda t: len(t.data["train"][0]))
