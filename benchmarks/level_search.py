@@ -422,7 +422,7 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
 
 # Test metrics where higher is better; every other metric (loss, mse, perplexity, error
 # rates) is better lower.
-HIGHER_IS_BETTER = ("accuracy", "r2", "explained_variance")
+HIGHER_IS_BETTER = ("accuracy", "r2", "explained_variance", "hr@10", "ndcg@10")
 
 
 def test_comparison(per_task: dict) -> str:

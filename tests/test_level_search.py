@@ -105,6 +105,7 @@ def test_the_comparison_reads_each_metric_in_its_direction():
         "clf": [_seed({"loss": 0.9, "accuracy": 0.80}, {"loss": 0.5, "accuracy": 0.70})],
         "reg": [_seed({"loss": 0.2, "mse": 0.2}, {"loss": 0.1, "mse": 0.1})],
         "lm": [_seed({"loss": 2.0}, {"loss": 2.1})],
+        "rec": [_seed({"hr@10": 0.70, "ndcg@10": 0.4}, {"hr@10": 0.72, "ndcg@10": 0.5})],
         "none": [_seed(None, {"loss": 1.0})],
     }
     out = level_search.test_comparison(per_task)
@@ -112,8 +113,9 @@ def test_the_comparison_reads_each_metric_in_its_direction():
     assert "clf: test accuracy 0.8 (tuned 0.7)\n" in out + "\n"
     assert "reg: test mse 0.2 (tuned 0.1) worse" in out
     assert "lm: test loss 2 (tuned 2.1)\n" in out + "\n"
+    assert "rec: test hr@10 0.7 (tuned 0.72) worse" in out  # a hit ratio down is worse
     assert "none: no test metrics" in out
-    assert out.endswith("on 2/3 tasks")
+    assert out.endswith("on 2/4 tasks")
 
 
 def test_prodigy_cosine_follows_the_shape_and_its_level_grows_from_d0():
