@@ -8,9 +8,11 @@ lamb_power=0.5`, `--schedule linear`).
 Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--fallback-cut C]
     [--hide-val true|false]
     [--schedule SHAPE] [--horizon-power P] [--matrix-decay E0 FACTOR] [--table-decay FACTOR]
-    [--norm-from FILE] [--initial NAME=VALUE ...]
+    [--norm-from FILE] [--spec-from FILE] [--initial NAME=VALUE ...]
 (`--overfit-gap` defaults to the shipped policy's, `--hide-val` to SRC's; `--initial` replaces
-those entries of the file's `initial`.)
+those entries of the file's `initial`. `--spec-from FILE`: FILE's spec and start with SRC's
+network, normaliser and training counters, the other options applied after: how a stage's
+network is read, and shipped, as the shipped file runs.)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import replace
 
 import torch
 
-from lhopt.control.policy_file import load_policy, save_policy_file
+from lhopt.control.policy_file import actor_layout, load_policy, save_policy_file
 from lhopt.optim import schedules
 
 
@@ -79,6 +81,12 @@ def main() -> None:
     )
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
     parser.add_argument(
+        "--spec-from",
+        default=None,
+        metavar="FILE",
+        help="a policy file whose spec and start SRC's network runs under (default: SRC's own)",
+    )
+    parser.add_argument(
         "--initial",
         nargs="+",
         default=[],
@@ -97,7 +105,19 @@ def main() -> None:
         except ValueError:
             parser.error(f"--initial {item!r}: expected a number, true or false")
     policy = load_policy(args.src)
-    gap = load_policy("default").spec.overfit_gap if args.overfit_gap is None else args.overfit_gap
+    if args.spec_from:
+        other = load_policy(args.spec_from)
+        mine, theirs = actor_layout(policy.spec), actor_layout(other.spec)
+        if any(mine[k] != theirs[k] for k in ("features", "nvec")):
+            parser.error(
+                f"--spec-from {args.spec_from}: its spec gives the network other features or "
+                f"actions than {args.src}'s"
+            )
+        policy.spec, policy.initial = other.spec, dict(other.initial)
+        default_gap = other.spec.overfit_gap
+    else:
+        default_gap = load_policy("default").spec.overfit_gap
+    gap = default_gap if args.overfit_gap is None else args.overfit_gap
     if args.norm_from:
         other = load_policy(args.norm_from)
         for name in ("obs_norm", "priv_norm"):

@@ -80,3 +80,37 @@ def test_initial_entries_are_replaced_and_bad_ones_named(tmp_path):
     assert bad.returncode == 2 and "lamb_pow" in bad.stderr
     bad = subprocess.run([*cmd, "--initial", "lamb_power"], capture_output=True, text=True)
     assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr
+
+
+def test_spec_from_runs_one_file_s_network_under_another_s_spec_and_start(tmp_path):
+    shipped = load_policy("default")
+    cmd = [sys.executable, str(SCRIPT), str(default_policy_path())]
+    spec_file, net_file = tmp_path / "spec.pt", tmp_path / "net.pt"
+    subprocess.run([*cmd, str(spec_file), "--table-decay", "1", "--initial", "lr=0.01"], check=True)
+    other = load_policy("default")
+    with torch.no_grad():
+        other.pre[0].weight.add_(1.0)
+    data = torch.load(default_policy_path(), weights_only=True)
+    torch.save(
+        {**data, "state_dict": other.state_dict(), "meta": {**data["meta"], "iteration": 7}},
+        net_file,
+    )
+    out = tmp_path / "out.pt"
+    script = [sys.executable, str(SCRIPT), str(net_file), str(out)]
+    subprocess.run([*script, "--spec-from", str(spec_file)], check=True)
+    written = load_policy(out)
+    assert written.spec.table_decay_factor == 1.0 != shipped.spec.table_decay_factor
+    assert written.initial == {**shipped.initial, "lr": 0.01}
+    assert torch.equal(written.pre[0].weight, shipped.pre[0].weight + 1.0)
+    assert torch.load(out, weights_only=True)["meta"]["iteration"] == 7  # the network's run
+    subprocess.run([*script, "--spec-from", str(spec_file), "--fallback-cut", "0.5"], check=True)
+    assert load_policy(out).spec.fallback_cut == 0.5  # the other options apply after
+
+    from dataclasses import replace
+
+    from lhopt.control.policy_file import save_policy_file
+
+    unreadable = tmp_path / "epochs.pt"  # two more features: the network would read others
+    save_policy_file(shipped, unreadable, spec=replace(shipped.spec, epochs=True))
+    bad = subprocess.run([*script, "--spec-from", str(unreadable)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "other features or actions" in bad.stderr
