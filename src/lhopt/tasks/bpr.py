@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from lhopt.tasks.base import Task, TaskConfig
-from lhopt.tasks.ncf import leave_one_out, rated_matrix, sample_negatives
+from lhopt.tasks.ncf import leave_one_out, ranking_metrics, rated_matrix, sample_negatives
 from lhopt.tasks.schema import Param, Schema
 
 SCHEMA = Schema(
@@ -51,7 +51,7 @@ SCHEMA = Schema(
         "budget": Param("int", 500, 3000, log=True, doc="steps T", limits=(20, 100_000)),
     },
 )
-EVAL_NEGATIVES, VAL_NEGATIVES, TOP_K = 99, 4, 10
+EVAL_NEGATIVES, VAL_NEGATIVES = 99, 4
 DATA_SEED = 2009  # Rendle et al. (2009)
 EVAL_SEED = 1999
 DATA_PARAMS = ("users", "items", "interactions", "clusters", "spread", "rank", "popularity")
@@ -149,13 +149,7 @@ class BPRTask(Task):
         users, pos, negs = self.eval_sets["test"]
         positive = self.model(users, pos)[:, None]
         rank = (self.model(users[:, None].expand_as(negs), negs) > positive).sum(1)
-        hit = rank < TOP_K
-        ndcg = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0)
-        return {
-            "hr@10": float(hit.double().mean()),
-            "ndcg@10": float(ndcg.mean()),
-            "loss": self._eval_loss("test"),
-        }
+        return {**ranking_metrics(rank), "loss": self._eval_loss("test")}
 
     def descriptor_extras(self) -> list[float]:
         p = self.config.p

@@ -135,6 +135,14 @@ def sample_negatives(
     return items
 
 
+def ranking_metrics(rank: torch.Tensor) -> dict[str, float]:
+    """Hit ratio and NDCG at `TOP_K` of each test item, from the number of negatives ranked above
+    it."""
+    hit = rank < TOP_K
+    ndcg = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0)
+    return {"hr@10": float(hit.double().mean()), "ndcg@10": float(ndcg.mean())}
+
+
 class GMF(nn.Module):
     def __init__(self, factors: int, users: int = N_USERS, items: int = N_ITEMS) -> None:
         super().__init__()
@@ -227,13 +235,7 @@ class NCFTask(Task):
         users, items = self.eval_sets["test"]
         scores = self.model(users[:, None].expand_as(items), items)
         rank = (scores[:, 1:] > scores[:, :1]).sum(1)  # negatives ranked above the positive
-        hit = rank < TOP_K
-        ndcg = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0)
-        return {
-            "hr@10": float(hit.double().mean()),
-            "ndcg@10": float(ndcg.mean()),
-            "loss": self._eval_loss("test"),
-        }
+        return {**ranking_metrics(rank), "loss": self._eval_loss("test")}
 
     def descriptor_extras(self) -> list[float]:
         p = self.config.p
