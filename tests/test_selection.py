@@ -28,6 +28,7 @@ SELECTION_SUITES = (
     "confirm4",
     "confirm5",
     "confirm6",
+    "confirm7",
 )
 
 Q = TaskConfig.make
@@ -165,6 +166,7 @@ def test_the_selection_suite_and_the_ood_suite():
         "confirm4",
         "confirm5",
         "confirm6",
+        "confirm7",
     ):  # recommenders no other suite runs
         assert {c.family for c in SUITES[name].values()} == {"recsys"}
         assert all(1000 <= task_budget(c) <= 4000 for c in SUITES[name].values())

@@ -162,6 +162,7 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
             "unseen17",
             "unseen18",
             "unseen19",
+            "unseen20",
         ):
             assert "tabular" not in {c.family for c in tasks.values()}
         mixed = (
@@ -174,6 +175,7 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
             "unseen14",
             "unseen15",
             "unseen19",
+            "unseen20",
         )
         if name not in ("unseen5", "unseen6", "unseen16", *mixed):
             assert "texts" not in {c.family for c in tasks.values()}
@@ -183,8 +185,9 @@ def test_the_family_is_never_sampled_and_the_suite_is_held_out():
     assert {c.family for c in SUITES["unseen17"].values()} == {"tabular"}
     assert {c.family for c in SUITES["unseen18"].values()} == {"tabular"}
     assert {c.family for c in SUITES["unseen19"].values()} == set(registry.UNSEEN_FAMILIES)
-    for config in SUITES["unseen19"].values():  # its data sizes within each data set's split
-        task = build_task(config, seed=0)
+    assert {c.family for c in SUITES["unseen20"].values()} == set(registry.UNSEEN_FAMILIES)
+    for config in [*SUITES["unseen19"].values(), *SUITES["unseen20"].values()]:
+        task = build_task(config, seed=0)  # its data sizes within each data set's split
         assert 300 <= task.budget <= 3000 and task.num_params() > 0
 
 

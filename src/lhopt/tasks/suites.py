@@ -80,6 +80,9 @@
 - `unseen19`: eight tasks of the unseen families in shapes no suite has run (three `tabular`
   MLPs, two with layer norm, a digits CNN, a deep LSTM, a deep transformer, a GRU and a
   GPT-2-style decoder), banked for the next decision: no policy read on it yet.
+- `unseen20`: eight more tasks of the unseen families in shapes no suite has run (three
+  `tabular` MLPs, one with layer norm, a digits CNN, an LSTM, a transformer, a GRU and a
+  GPT-2-style decoder), banked with `confirm7`.
 - `confirm2`: eight recommenders (the `recsys` family: four GMFs, four NeuMFs) in shapes and
   on drawn data no suite has run, first read for the weight decay of tables read sparsely,
   then the screen of the rules for recommenders after it (`docs/experiments.md`); not for
@@ -94,6 +97,9 @@
 - `confirm6`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
   suite has run, banked with `unseen19` for the decision on a training pool with factorization
   tasks (`docs/experiments.md`).
+- `confirm7`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
+  suite has run, banked with `unseen20` for the decision on a continuation weighted to
+  factorization tasks (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -854,6 +860,18 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         "unseen19-britannica-gpt-mid": _lm("britannica", None, 2, 64, 32, 16, 1000),
         "unseen19-paradise-regained-gru-small": _lm("paradise-regained", "gru", 1, 48, 32, 32, 900),
     },
+    "unseen20": {
+        "unseen20-fair-deep-ln": _mlp("fair", 3, 80, "layer", 997, 32, 1000),
+        "unseen20-star98-wide": _mlp("star98", 2, 192, "none", 150, 16, 800),
+        "unseen20-sunspots-small": _mlp("sunspots", 2, 48, "none", 198, 16, 700),
+        "unseen20-digits-cnn-wide-thin": _digits_cnn(2, 40, 700, 32, 900),
+        "unseen20-britannica-lstm-small": _lm("britannica", "lstm", 1, 40, 32, 32, 900),
+        "unseen20-areopagitica-transformer-mid": _lm(
+            "areopagitica", "transformer", 2, 48, 32, 24, 1000
+        ),
+        "unseen20-paradise-lost-gru-deep": _lm("paradise-lost", "gru", 2, 40, 32, 24, 1000),
+        "unseen20-paradise-regained-gpt-small": _lm("paradise-regained", None, 1, 48, 32, 32, 900),
+    },
     "confirm2": {
         "conf2-recsys-gmf-wide": _recsys("gmf", 64, 256, 2500, 800, 2000, 50, 12, 2.5, 0.6, 11),
         "conf2-recsys-gmf-sparse": _recsys("gmf", 24, 128, 2000, 1500, 3000, 15, 6, 1.5, 1.0, 12),
@@ -942,6 +960,24 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
         "conf6-recsys-neumf-tail": _recsys(
             "neumf", 28, 512, 2200, 1300, 2400, 22, 11, 1.5, 1.3, 58, mlp_layers=2
+        ),
+    },
+    "confirm7": {
+        "conf7-recsys-gmf-small": _recsys("gmf", 14, 192, 2400, 700, 1000, 35, 5, 2.4, 0.8, 61),
+        "conf7-recsys-gmf-wide": _recsys("gmf", 40, 512, 1800, 1600, 2300, 50, 11, 1.6, 1.0, 62),
+        "conf7-recsys-gmf-dense": _recsys("gmf", 24, 384, 2600, 800, 900, 80, 7, 2.0, 0.6, 63),
+        "conf7-recsys-gmf-tail": _recsys("gmf", 20, 256, 2000, 1200, 2200, 22, 8, 1.7, 1.3, 64),
+        "conf7-recsys-neumf-small": _recsys(
+            "neumf", 12, 192, 2400, 600, 800, 40, 5, 2.5, 0.9, 65, mlp_layers=2
+        ),
+        "conf7-recsys-neumf-wide": _recsys(
+            "neumf", 32, 512, 1600, 1500, 2000, 55, 12, 1.5, 0.8, 66, mlp_layers=1
+        ),
+        "conf7-recsys-neumf-dense": _recsys(
+            "neumf", 18, 320, 2200, 900, 1200, 80, 6, 2.2, 0.7, 67, mlp_layers=3
+        ),
+        "conf7-recsys-neumf-tail": _recsys(
+            "neumf", 24, 448, 2000, 1400, 2500, 25, 10, 1.6, 1.2, 68, mlp_layers=2
         ),
     },
     "selection-long": {
