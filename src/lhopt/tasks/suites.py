@@ -79,7 +79,8 @@
   on biases and norms out of the weight decay and on a linear decay (`docs/experiments.md`).
 - `unseen19`: eight tasks of the unseen families in shapes no suite has run (three `tabular`
   MLPs, two with layer norm, a digits CNN, a deep LSTM, a deep transformer, a GRU and a
-  GPT-2-style decoder), banked for the next decision: no policy read on it yet.
+  GPT-2-style decoder), read with `confirm6` for the decision on a training pool with
+  factorization tasks.
 - `unseen20`: eight more tasks of the unseen families in shapes no suite has run (three
   `tabular` MLPs, one with layer norm, a digits CNN, an LSTM, a transformer, a GRU and a
   GPT-2-style decoder), banked with `confirm7`.
