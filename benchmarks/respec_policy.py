@@ -8,20 +8,24 @@ lamb_power=0.5`, `--schedule linear`).
 Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--fallback-cut C]
     [--hide-val true|false]
     [--schedule SHAPE] [--horizon-power P] [--matrix-decay E0 FACTOR] [--table-decay FACTOR]
-    [--norm-from FILE] [--spec-from FILE] [--initial NAME=VALUE ...]
+    [--norm-from FILE] [--spec-from FILE] [--initial NAME=VALUE ...] [--keep-margin M]
 (`--overfit-gap` defaults to the shipped policy's, `--hide-val` to SRC's; `--initial` replaces
 those entries of the file's `initial`. `--spec-from FILE`: FILE's spec and start with SRC's
 network, normaliser and training counters, the other options applied after: how a stage's
-network is read, and shipped, as the shipped file runs.)
+network is read, and shipped, as the shipped file runs. `--keep-margin M` adds M to the lr
+head's "keep" logit: the greedy policy then moves the lr only where a move's logit beats keep's
+by more than M.)
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 
 import torch
 
+from lhopt.control.actions import ActionSpace
 from lhopt.control.policy_file import actor_layout, load_policy, save_policy_file
 from lhopt.optim import schedules
 
@@ -93,7 +97,16 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="CIAO hyperparameters the policy starts from (a number, true or false)",
     )
+    parser.add_argument(
+        "--keep-margin",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="add M to the lr head's 'keep' logit (a move must beat keep by more than M)",
+    )
     args = parser.parse_args()
+    if not math.isfinite(args.keep_margin):
+        parser.error(f"--keep-margin {args.keep_margin}: expected a finite number")
     changes = {}
     for item in args.initial:
         name, sep, value = item.partition("=")
@@ -150,6 +163,19 @@ def main() -> None:
             spec = replace(spec, horizon_power=args.horizon_power)
         except ValueError as e:
             parser.error(f"--horizon-power: {e}")
+    if args.keep_margin:
+        heads = [name for name in ("lr",) if name in spec.heads]
+        if not heads:
+            parser.error(f"--keep-margin: {args.src}'s spec controls no lr head ({spec.heads})")
+        space = ActionSpace()
+        if tuple(policy.nvec) != space.nvec:
+            parser.error(f"--keep-margin: {args.src}'s actions {policy.nvec} are not {space.nvec}")
+        offset = 0
+        for head in space.heads:
+            if head.hparam == "lr":
+                with torch.no_grad():
+                    policy.heads.bias[offset + head.keep_index] += args.keep_margin
+            offset += len(head.choices)
     initial = {**policy.initial, **changes}
     try:
         save_policy_file(
