@@ -114,3 +114,18 @@ def test_spec_from_runs_one_file_s_network_under_another_s_spec_and_start(tmp_pa
     save_policy_file(shipped, unreadable, spec=replace(shipped.spec, epochs=True))
     bad = subprocess.run([*script, "--spec-from", str(unreadable)], capture_output=True, text=True)
     assert bad.returncode == 2 and "other features or actions" in bad.stderr
+
+
+def test_keep_margin_raises_only_the_lr_head_s_keep_logit(tmp_path):
+    shipped = load_policy("default")
+    out = tmp_path / "out.pt"
+    cmd = [sys.executable, str(SCRIPT), str(default_policy_path()), str(out)]
+    subprocess.run([*cmd, "--keep-margin", "1.5"], check=True, capture_output=True)
+    written = load_policy(out)
+    keep = 3  # the lr head's choices: 0.5, 0.707, 0.9, 1.0, 1.1, 1.414, 2.0
+    diff = written.heads.bias - shipped.heads.bias
+    assert torch.allclose(diff[keep], torch.tensor(1.5))
+    assert torch.count_nonzero(diff) == 1
+    assert written.spec == shipped.spec and written.initial == shipped.initial
+    bad = subprocess.run([*cmd, "--keep-margin", "nan"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "nan" in bad.stderr
