@@ -15,7 +15,16 @@ AdamW's units, `CIAO.adamw_lrs`), the level times the run's mean trust-ratio fac
 column and a second Spearman line: under LAMB's trust ratio the base lr is a step relative to the
 weights' norms, not an lr in the tuned schedule's units.
 
+With `--fixed`, also the ceiling of that measure in the policy's parametrisation: `lhopt bench`
+runs of the do-nothing (the policy file with its lr head held at "keep", `python
+benchmarks/respec_policy.py src/lhopt/policies/default.pt out/keep-K.pt --keep-margin 100
+--initial lr=K`) at several fixed starts K; per task the best fixed level is the level of the K
+whose runs end with the lowest mean best validation loss by T (over seeds). Prints each task's
+best level, the Spearman of the best levels with the tuned lr (what a policy that found every
+task's best fixed level would read above) and the Spearman of the policy's levels with them.
+
 Usage: python benchmarks/lr_adaptation.py out/validation/results.json out/selection/results.json
+    [--fixed out/keep-K1-validation/results.json out/keep-K1-selection/results.json ...]
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from collections import defaultdict
 from scipy.stats import spearmanr
 
 from lhopt.curves.drivers import TUNED_LR_GRID
-from lhopt.curves.speedup import pick_lr
+from lhopt.curves.speedup import best_by, pick_lr
 from lhopt.tasks import TaskConfig
 from lhopt.tasks.registry import config_steps_per_epoch
 
@@ -101,10 +110,46 @@ def levels(doc: dict, optimizer: str = "lhopt") -> dict[str, tuple[float, float]
     }
 
 
+def best_fixed(docs: list[dict]) -> dict[str, tuple[float, float, float | None]]:
+    """task -> (level, tuned lr, level in AdamW's units) of the do-nothing run whose fixed start
+    ends with the lowest mean best validation loss by T over seeds, from `lhopt bench` results
+    of the do-nothing at several starts (one start per file; files of one start pooled)."""
+    by_start: dict[float, list[dict]] = defaultdict(list)
+    for doc in docs:
+        from lhopt.control import load_policy
+
+        by_start[load_policy(doc["policy"]).initial["lr"]].append(doc)
+    if len(by_start) < 2:
+        raise SystemExit(f"--fixed: runs at {len(by_start)} start(s); expected at least two")
+    best: dict[str, tuple[float, tuple]] = {}
+    for group in by_start.values():
+        rows, losses = {}, defaultdict(list)
+        for doc in group:
+            rows.update(levels(doc))
+            for run in doc["runs"]:
+                if run["job"]["optimizer"] == "lhopt":
+                    losses[run["job"]["task"]].append(
+                        best_by(run["steps"], run["val"], run["total_steps"] or run["budget"])
+                    )
+        for task, row in rows.items():
+            mean = sum(losses[task]) / len(losses[task])
+            if task not in best or mean < best[task][0]:
+                best[task] = (mean, row)
+    return {task: row for task, (_, row) in best.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="results.json of lhopt bench runs")
     parser.add_argument("--optimizer", default="lhopt")
+    parser.add_argument(
+        "--fixed",
+        nargs="+",
+        default=[],
+        metavar="RESULTS",
+        help="results.json of the do-nothing at fixed starts (several starts): the best fixed "
+        "level per task",
+    )
     args = parser.parse_args()
     rows = {}
     for path in args.results:
@@ -120,6 +165,41 @@ def main() -> None:
         rho = spearmanr([v[2] for v in known], [v[1] for v in known]).statistic
         what = "policy lr level in AdamW's units vs tuned lr"
         print(f"spearman ({what}, {len(known)} tasks): {rho:.2f}")
+    if not args.fixed:
+        return
+    docs = []
+    for path in args.fixed:
+        with open(path) as f:
+            docs.append(json.load(f))
+    best = best_fixed(docs)
+    tasks = sorted(t for t in best if t in rows)
+    print("\n| task | best fixed level | in AdamW's units | tuned lr |\n|---|---|---|---|")
+    for t in tasks:
+        lvl, tuned, adamw = best[t]
+        print(f"| {t} | {lvl:.2e} | {'-' if adamw is None else f'{adamw:.2e}'} | {tuned:.0e} |")
+    pairs = [
+        ("best fixed level vs tuned lr", [best[t][0] for t in tasks], [best[t][1] for t in tasks]),
+        (
+            "policy lr level vs best fixed level",
+            [rows[t][0] for t in tasks],
+            [best[t][0] for t in tasks],
+        ),
+    ]
+    if all(best[t][2] is not None and rows[t][2] is not None for t in tasks):
+        pairs += [
+            (
+                "best fixed level in AdamW's units vs tuned lr",
+                [best[t][2] for t in tasks],
+                [best[t][1] for t in tasks],
+            ),
+            (
+                "policy lr level vs best fixed level, both in AdamW's units",
+                [rows[t][2] for t in tasks],
+                [best[t][2] for t in tasks],
+            ),
+        ]
+    for what, xs, ys in pairs:
+        print(f"spearman ({what}, {len(tasks)} tasks): {spearmanr(xs, ys).statistic:.2f}")
 
 
 if __name__ == "__main__":

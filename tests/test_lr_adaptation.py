@@ -55,3 +55,45 @@ def test_the_level_in_adamw_units_carries_the_runs_trust_factor():
     assert in_adamw_units == pytest.approx(0.002 * horizon)
     del learned["adamw_lr"]  # results written before it: no level in AdamW's units
     assert lr_adaptation.levels({"runs": runs})["t"][2] is None
+
+
+def test_the_best_fixed_level_is_the_start_whose_runs_end_lowest(tmp_path):
+    from lhopt.control import load_policy
+    from lhopt.control.policy_file import save_policy_file
+    from lhopt.curves.drivers import TUNED_LR_GRID
+
+    shipped = load_policy("default")
+    spec = shipped.spec
+    total, horizon = 1000, spec.horizon_factor(1000)
+    shape = schedules.get(spec.schedule)
+    steps = list(range(0, total + 1, 100))
+    docs = []
+    for k, final in ((0.01, 0.2), (0.03, 0.3), (0.1, 0.25)):
+        path = tmp_path / f"keep-{k}.pt"
+        save_policy_file(shipped, path, spec=spec, initial={**shipped.initial, "lr": k})
+        runs = []
+        for seed in (0, 1):
+            job = {"task": "t", "seed": seed, "multiple": 1.0}
+            base = [k] * len(steps)
+            lr = [b * shape(max(s, 1), total) * horizon for s, b in zip(steps, base, strict=True)]
+            val = [1.0] * (len(steps) - 1) + [final + 0.01 * seed]
+            runs.append(
+                {
+                    "job": {**job, "optimizer": "lhopt", "lr": None},
+                    "hparams": {"lr": lr, "base_lr": base},
+                    "steps": steps,
+                    "val": val,
+                    "budget": total,
+                    "total_steps": total,
+                }
+            )
+            for g in TUNED_LR_GRID:
+                tuned_val = [1.0, 0.5 + abs(g - 3e-3)]
+                runs.append(
+                    {"job": {**job, "optimizer": "adamw-cosine", "lr": g}, "val": tuned_val}
+                )
+        docs.append({"policy": str(path), "runs": runs})
+    level, tuned, _ = lr_adaptation.best_fixed(docs)["t"]
+    assert level == pytest.approx(0.01 * horizon) and tuned == pytest.approx(3e-3)
+    with pytest.raises(SystemExit, match="at least two"):
+        lr_adaptation.best_fixed(docs[:1])
