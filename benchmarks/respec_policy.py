@@ -8,7 +8,8 @@ lamb_power=0.5`, `--schedule linear`).
 Usage: python benchmarks/respec_policy.py SRC DST [--overfit-gap G] [--fallback-cut C]
     [--hide-val true|false]
     [--schedule SHAPE] [--horizon-power P] [--matrix-decay E0 FACTOR] [--table-decay FACTOR]
-    [--norm-from FILE] [--spec-from FILE] [--initial NAME=VALUE ...] [--keep-margin M]
+    [--start-over-batch-norm true|false] [--norm-from FILE] [--spec-from FILE]
+    [--initial NAME=VALUE ...] [--keep-margin M]
 (`--overfit-gap` defaults to the shipped policy's, `--hide-val` to SRC's; `--initial` replaces
 those entries of the file's `initial`. `--spec-from FILE`: FILE's spec and start with SRC's
 network, normaliser and training counters, the other options applied after: how a stage's
@@ -82,6 +83,12 @@ def main() -> None:
         default=None,
         metavar="FACTOR",
         help="embedding tables decay by FACTOR times the weight decay (1: off; default: SRC's)",
+    )
+    parser.add_argument(
+        "--start-over-batch-norm",
+        choices=("true", "false"),
+        default=None,
+        help="false: the start-over rule stays off for a model with batch norm (default: SRC's)",
     )
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
     parser.add_argument(
@@ -158,6 +165,8 @@ def main() -> None:
             spec = replace(spec, table_decay_factor=args.table_decay)
         except ValueError as e:
             parser.error(f"--table-decay: {e}")
+    if args.start_over_batch_norm is not None:
+        spec = replace(spec, start_over_batch_norm=args.start_over_batch_norm == "true")
     if args.horizon_power is not None:
         try:  # the spec checks its range
             spec = replace(spec, horizon_power=args.horizon_power)
@@ -190,6 +199,7 @@ def main() -> None:
         f"no_decay_vectors {spec.no_decay_vectors}, "
         f"matrix_decay below {spec.matrix_decay_below:g} at {spec.matrix_decay_factor:g}, "
         f"table_decay {spec.table_decay_factor:g}, "
+        f"start_over_batch_norm {spec.start_over_batch_norm}, "
         f"normaliser from {args.norm_from or args.src}, "
         f"initial {initial}"
     )

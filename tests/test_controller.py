@@ -444,3 +444,33 @@ def test_overfit_gap_is_checked_and_recorded_only_when_set():
     layout = actor_layout(ControlSpec(overfit_gap=0.2))
     assert layout["overfit_gap"] == 0.2
     assert file_spec({"layout": layout}).overfit_gap == 0.2
+
+
+def test_a_spec_without_start_over_batch_norm_keeps_the_rule_off_for_batch_norm():
+    import dataclasses
+
+    from lhopt.control.controller import Controller
+    from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
+    from lhopt.optim import CIAO
+
+    losses = [(None, 1.0), (0.5, 0.6), (0.3, 0.65)]  # starts over where the rule is on
+    net = load_policy("default")
+    for layers, allowed, starts in (
+        ((nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)), False, 0),
+        ((nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)), True, 1),
+        ((nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 1)), False, 1),
+    ):
+        model = nn.Sequential(*layers)
+        opt = CIAO(model.parameters(), lr=0.03)
+        spec = dataclasses.replace(net.spec, overfit_gap=0.2, start_over_batch_norm=allowed)
+        c = Controller(net, opt, 100, spec=spec)
+        for i, (t, v) in enumerate(losses):
+            _train_a_little(model)
+            c.decide(5 * i, model, train_loss=t, val_loss=v)
+        assert c.restarts == starts, (layers[1], allowed)
+    with pytest.raises(ValueError, match="start_over_batch_norm="):
+        ControlSpec(start_over_batch_norm=0)
+    assert "start_over_batch_norm" not in actor_layout(ControlSpec())  # old hashes stay
+    layout = actor_layout(ControlSpec(start_over_batch_norm=False))
+    assert layout["start_over_batch_norm"] is False
+    assert file_spec({"layout": layout}).start_over_batch_norm is False

@@ -27,7 +27,9 @@ A gap that grows while the validation loss still falls is a run that generalises
 than it fits, which a high lr may still serve; one whose training loss rises with it is a spike
 of an unstable step; a validation set unlike the training data keeps a gap while both fall.
 The rule needs a validation loss at the first decision (before any step), from which the gain
-is measured; without one it stays off.
+is measured; without one it stays off. A spec without `start_over_batch_norm` keeps it off for a
+model with batch norm, whose training loss (batch statistics) and validation loss (running
+statistics) part early at a high lr without overfitting.
 The copy of the first state is kept until `OVERFIT_UNTIL` or the last start, and not taken
 where fewer than two decisions fall before `OVERFIT_UNTIL`; adding a param group drops it (the
 rule is then off). Meta-training episodes do not run the rule: the policy is trained without
@@ -417,8 +419,11 @@ class Controller:
         if not self.history and self.restarts == 0:
             checks = [s for s in self.decision_steps if 0 < s <= OVERFIT_UNTIL * self.total_steps]
             # off without a validation loss to measure the gain from, or fewer than the two
-            # decisions the rule reads before OVERFIT_UNTIL
-            if _finite(val_loss) and len(checks) >= 2:
+            # decisions the rule reads before OVERFIT_UNTIL, or (by the spec) under batch norm
+            batch_norm = not self.spec.start_over_batch_norm and any(
+                isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()
+            )
+            if _finite(val_loss) and len(checks) >= 2 and not batch_norm:
                 self._start = snapshot(module, self.register_target, None, 0.0)
                 gap["first"] = gap["best"] = val_loss
             return False

@@ -85,6 +85,12 @@ class ControlSpec:
         every run: embedding tables (row-sparse at `nn.Embedding`'s scale) decay by that
         multiple of the weight decay; 1 (the default): CIAO's factor is left as given. Set on
         a trained policy's file; meta-training episodes do not run it.
+    start_over_batch_norm: False: the start-over rule stays off for a model with batch norm
+        (its training loss is read under batch statistics, its validation loss under running
+        ones, which lag early in a run at a high lr: their gap is not overfitting there). The
+        controller knows the model only where it is given (`LearnedOptimizer(model=...)`);
+        without it the rule reads the run as any. True (the default): the rule reads every
+        model.
     """
 
     schedule: str = "constant"
@@ -102,6 +108,7 @@ class ControlSpec:
     matrix_decay_below: float = 0.0
     matrix_decay_factor: float = 1.0
     table_decay_factor: float = 1.0
+    start_over_batch_norm: bool = True
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -157,7 +164,13 @@ class ControlSpec:
             )
         check_value("table_decay_factor", self.table_decay_factor)
         object.__setattr__(self, "table_decay_factor", float(self.table_decay_factor))
-        for name in ("epochs", "run_length", "hide_val", "no_decay_vectors"):
+        for name in (
+            "epochs",
+            "run_length",
+            "hide_val",
+            "no_decay_vectors",
+            "start_over_batch_norm",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected True or False")
 
@@ -221,6 +234,7 @@ OPTIONAL_LAYOUT_KEYS = (
     "matrix_decay_below",
     "matrix_decay_factor",
     "table_decay_factor",
+    "start_over_batch_norm",
 )
 _FIELD_DEFAULTS = {f.name: f.default for f in fields(ControlSpec)}
 
@@ -350,6 +364,7 @@ def file_spec(data: dict) -> ControlSpec | None:
             matrix_decay_below=layout.get("matrix_decay_below", 0.0),
             matrix_decay_factor=layout.get("matrix_decay_factor", 1.0),
             table_decay_factor=layout.get("table_decay_factor", 1.0),
+            start_over_batch_norm=bool(layout.get("start_over_batch_norm", True)),
         )
     except (ValueError, TypeError):
         return None

@@ -101,6 +101,9 @@
 - `confirm7`: eight more recommenders (four GMFs, four NeuMFs) in shapes and on drawn data no
   suite has run, banked with `unseen20` for the decision on a continuation weighted to
   factorization tasks (`docs/experiments.md`).
+- `confirm8`: eight networks with batch norm in shapes no suite has run (four `shapes` CNNs,
+  two MNIST-1D CNNs and two MNIST-1D MLPs with batch norm), banked for the decision on the
+  start-over rule under batch norm (`docs/experiments.md`).
 - `selection-long`: long runs of the kinds `ood` holds, on data `ood` does not use, where
   the shipped policy is chosen too: collaborative filtering (GMF, NeuMF) of synthetic implicit
   feedback (the `recsys` family) for 2,000-4,000 steps, an embedding CNN over a small token set
@@ -979,6 +982,76 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
         "conf7-recsys-neumf-tail": _recsys(
             "neumf", 24, 448, 2000, 1400, 2500, 25, 10, 1.6, 1.2, 68, mlp_layers=2
+        ),
+    },
+    "confirm8": {
+        "conf8-shapes-small": Q(
+            "shapes", blocks=2, width=12, noise=0.3, train_samples=1000, batch=32, budget=1000
+        ),
+        "conf8-shapes-wide": Q(
+            "shapes", blocks=2, width=32, noise=0.15, train_samples=4000, batch=64, budget=800
+        ),
+        "conf8-shapes-deep": Q(
+            "shapes", blocks=3, width=12, noise=0.4, train_samples=2000, batch=32, budget=1200
+        ),
+        "conf8-shapes-noisy": Q(
+            "shapes", blocks=1, width=24, noise=0.5, train_samples=600, batch=16, budget=900
+        ),
+        "conf8-mnist1d-cnn-bn": Q(
+            "mnist1d",
+            arch="cnn",
+            depth=2,
+            width=48,
+            norm="batch",
+            activation="relu",
+            dropout=0.05,
+            loss="ce",
+            epochs=3,
+            batch=64,
+            train_samples=3000,
+            budget=900,
+        ),
+        "conf8-mnist1d-cnn-bn-deep": Q(
+            "mnist1d",
+            arch="cnn",
+            depth=3,
+            width=32,
+            norm="batch",
+            activation="gelu",
+            dropout=0.0,
+            loss="ce",
+            epochs=3,
+            batch=32,
+            train_samples=1500,
+            budget=1200,
+        ),
+        "conf8-mnist1d-mlp-bn": Q(
+            "mnist1d",
+            arch="mlp",
+            depth=3,
+            width=96,
+            norm="batch",
+            activation="relu",
+            dropout=0.1,
+            loss="ce",
+            epochs=3,
+            batch=64,
+            train_samples=2000,
+            budget=1000,
+        ),
+        "conf8-mnist1d-mlp-bn-wide": Q(
+            "mnist1d",
+            arch="mlp",
+            depth=2,
+            width=256,
+            norm="batch",
+            activation="tanh",
+            dropout=0.0,
+            loss="ce",
+            epochs=3,
+            batch=128,
+            train_samples=4000,
+            budget=700,
         ),
     },
     "selection-long": {
