@@ -29,6 +29,7 @@ SELECTION_SUITES = (
     "confirm5",
     "confirm6",
     "confirm7",
+    "confirm8",
 )
 
 Q = TaskConfig.make
@@ -175,6 +176,17 @@ def test_the_selection_suite_and_the_ood_suite():
     for name, tasks in SUITES.items():
         if name not in SELECTION_SUITES:
             assert not {c.family for c in tasks.values()} & set(SELECTION_FAMILIES)
+
+
+def test_confirm8_holds_batch_norm_models_no_other_suite_runs():
+    from torch import nn
+
+    others = {c for name, t in SUITES.items() if name != "confirm8" for c in t.values()}
+    for name, config in SUITES["confirm8"].items():
+        assert config not in others, name
+        model = build_task(config, seed=0).model
+        assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()), name
+        assert 300 <= task_budget(config) <= 3000
 
 
 def test_recsys_data_depend_on_the_config_alone():
