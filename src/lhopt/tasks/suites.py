@@ -140,6 +140,46 @@ def _mlp(data: str, depth: int, width: int, norm: str, train_samples: int, batch
     )
 
 
+def _shapes(blocks: int, width: int, noise: float, train_samples: int, batch: int, budget: int):
+    """A `shapes` CNN task (batch norm in every block)."""
+    return Q(
+        "shapes",
+        blocks=blocks,
+        width=width,
+        noise=noise,
+        train_samples=train_samples,
+        batch=batch,
+        budget=budget,
+    )
+
+
+def _mnist1d_bn(
+    arch: str,
+    depth: int,
+    width: int,
+    activation: str,
+    dropout: float,
+    batch: int,
+    train_samples: int,
+    budget: int,
+):
+    """An MNIST-1D classifier with batch norm after each hidden layer."""
+    return Q(
+        "mnist1d",
+        arch=arch,
+        depth=depth,
+        width=width,
+        norm="batch",
+        activation=activation,
+        dropout=dropout,
+        loss="ce",
+        batch=batch,
+        epochs=3,
+        train_samples=train_samples,
+        budget=budget,
+    )
+
+
 def _digits_cnn(depth: int, width: int, train_samples: int, batch: int, budget: int):
     """A `tabular` CNN task on the digits."""
     return Q(
@@ -985,74 +1025,14 @@ SUITES: dict[str, dict[str, TaskConfig]] = {
         ),
     },
     "confirm8": {
-        "conf8-shapes-small": Q(
-            "shapes", blocks=2, width=12, noise=0.3, train_samples=1000, batch=32, budget=1000
-        ),
-        "conf8-shapes-wide": Q(
-            "shapes", blocks=2, width=32, noise=0.15, train_samples=4000, batch=64, budget=800
-        ),
-        "conf8-shapes-deep": Q(
-            "shapes", blocks=3, width=12, noise=0.4, train_samples=2000, batch=32, budget=1200
-        ),
-        "conf8-shapes-noisy": Q(
-            "shapes", blocks=1, width=24, noise=0.5, train_samples=600, batch=16, budget=900
-        ),
-        "conf8-mnist1d-cnn-bn": Q(
-            "mnist1d",
-            arch="cnn",
-            depth=2,
-            width=48,
-            norm="batch",
-            activation="relu",
-            dropout=0.05,
-            loss="ce",
-            epochs=3,
-            batch=64,
-            train_samples=3000,
-            budget=900,
-        ),
-        "conf8-mnist1d-cnn-bn-deep": Q(
-            "mnist1d",
-            arch="cnn",
-            depth=3,
-            width=32,
-            norm="batch",
-            activation="gelu",
-            dropout=0.0,
-            loss="ce",
-            epochs=3,
-            batch=32,
-            train_samples=1500,
-            budget=1200,
-        ),
-        "conf8-mnist1d-mlp-bn": Q(
-            "mnist1d",
-            arch="mlp",
-            depth=3,
-            width=96,
-            norm="batch",
-            activation="relu",
-            dropout=0.1,
-            loss="ce",
-            epochs=3,
-            batch=64,
-            train_samples=2000,
-            budget=1000,
-        ),
-        "conf8-mnist1d-mlp-bn-wide": Q(
-            "mnist1d",
-            arch="mlp",
-            depth=2,
-            width=256,
-            norm="batch",
-            activation="tanh",
-            dropout=0.0,
-            loss="ce",
-            epochs=3,
-            batch=128,
-            train_samples=4000,
-            budget=700,
-        ),
+        "conf8-shapes-small": _shapes(2, 12, 0.3, 1000, 32, 1000),
+        "conf8-shapes-wide": _shapes(2, 32, 0.15, 4000, 64, 800),
+        "conf8-shapes-deep": _shapes(3, 12, 0.4, 2000, 32, 1200),
+        "conf8-shapes-noisy": _shapes(1, 24, 0.5, 600, 16, 900),
+        "conf8-mnist1d-cnn-bn": _mnist1d_bn("cnn", 2, 48, "relu", 0.05, 64, 3000, 900),
+        "conf8-mnist1d-cnn-bn-deep": _mnist1d_bn("cnn", 3, 32, "gelu", 0.0, 32, 1500, 1200),
+        "conf8-mnist1d-mlp-bn": _mnist1d_bn("mlp", 3, 96, "relu", 0.1, 64, 2000, 1000),
+        "conf8-mnist1d-mlp-bn-wide": _mnist1d_bn("mlp", 2, 256, "tanh", 0.0, 128, 4000, 700),
     },
     "selection-long": {
         "sl-recsys-gmf": Q("recsys", arch="gmf", factors=32, batch=512, budget=3000),
