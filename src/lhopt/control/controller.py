@@ -27,7 +27,7 @@ A gap that grows while the validation loss still falls is a run that generalises
 than it fits, which a high lr may still serve; one whose training loss rises with it is a spike
 of an unstable step; a validation set unlike the training data keeps a gap while both fall.
 The rule needs a validation loss at the first decision (before any step), from which the gain
-is measured; without one it stays off. A spec without `start_over_batch_norm` keeps it off for a
+is measured; without one it stays off. A spec with `start_over_batch_norm` False keeps it off for a
 model with batch norm, whose training loss (batch statistics) and validation loss (running
 statistics) part early at a high lr without overfitting.
 The copy of the first state is kept until `OVERFIT_UNTIL` or the last start, and not taken
