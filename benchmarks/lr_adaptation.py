@@ -114,10 +114,10 @@ def best_fixed(docs: list[dict]) -> dict[str, tuple[float, float, float | None]]
     """task -> (level, tuned lr, level in AdamW's units) of the do-nothing run whose fixed start
     ends with the lowest mean best validation loss by T over seeds, from `lhopt bench` results
     of the do-nothing at several starts (one start per file; files of one start pooled)."""
+    from lhopt.control import load_policy
+
     by_start: dict[float, list[dict]] = defaultdict(list)
     for doc in docs:
-        from lhopt.control import load_policy
-
         by_start[load_policy(doc["policy"]).initial["lr"]].append(doc)
     if len(by_start) < 2:
         raise SystemExit(f"--fixed: runs at {len(by_start)} start(s); expected at least two")

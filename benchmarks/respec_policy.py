@@ -173,18 +173,15 @@ def main() -> None:
         except ValueError as e:
             parser.error(f"--horizon-power: {e}")
     if args.keep_margin:
-        heads = [name for name in ("lr",) if name in spec.heads]
-        if not heads:
+        if spec.heads and "lr" not in spec.heads:  # empty: every head is controlled
             parser.error(f"--keep-margin: {args.src}'s spec controls no lr head ({spec.heads})")
         space = ActionSpace()
         if tuple(policy.nvec) != space.nvec:
             parser.error(f"--keep-margin: {args.src}'s actions {policy.nvec} are not {space.nvec}")
-        offset = 0
-        for head in space.heads:
-            if head.hparam == "lr":
-                with torch.no_grad():
-                    policy.heads.bias[offset + head.keep_index] += args.keep_margin
-            offset += len(head.choices)
+        names = [head.hparam for head in space.heads]
+        lr = names.index("lr")
+        with torch.no_grad():
+            policy.heads.bias[sum(space.nvec[:lr]) + space.heads[lr].keep_index] += args.keep_margin
     initial = {**policy.initial, **changes}
     try:
         save_policy_file(
