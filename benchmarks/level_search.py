@@ -360,7 +360,8 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
     torch.set_num_threads(1)
     drivers = []
 
-    def make(params, total, lr):
+    def make(model, total, lr):
+        params = model.parameters()
         if method == "policy-start":  # the shipped policy (LearnedOptimizer) from lr k
             from lhopt.control import LearnedOptimizer
 
@@ -380,6 +381,7 @@ def _run(job: dict, method: str, k: float, args: dict) -> dict:
                 steps_per_epoch=None if args.get("no_epochs") else spe,
                 # the usual no-decay group of biases and norms, or the policy file's setting
                 decay_vectors=False if args.get("no_decay_vectors") else None,
+                model=model,  # as the README's usage: start-overs restore buffers too
                 **ciao,
             )
             if args.get("wd_rule"):

@@ -51,7 +51,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     makers = {
         "lhopt": lambda task, T: LearnedOptimizer(
-            task.model.parameters(), T, val_loss_fn=task.val_loss
+            task.model.parameters(), T, val_loss_fn=task.val_loss, model=task.model
         ),
         "adamw 1e-3": lambda task, T: torch.optim.AdamW(task.model.parameters(), 1e-3),
         "adamw 1e-2": lambda task, T: torch.optim.AdamW(task.model.parameters(), 1e-2),

@@ -35,7 +35,7 @@ def fresh(config, name: str, seed: int) -> list:
     if name == "ciao":
         driver = Driver(CIAO(task.model.parameters()))
     else:
-        driver = optimizers.get(name).make(task.model.parameters(), task.budget, 1e-3)
+        driver = optimizers.get(name).make(task.model, task.budget, 1e-3)
     return [task, driver, 0]
 
 

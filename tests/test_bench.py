@@ -81,14 +81,14 @@ def test_a_run_records_curve_metrics_and_trajectory():
 
 
 def test_a_diverging_run_is_reported_and_scores_zero(monkeypatch):
-    def exploding(params, budget, lr):
+    def exploding(model, budget, lr):
         class Explode(torch.optim.SGD):
             def step(self, closure=None):
                 for g in self.param_groups:
                     for p in g["params"]:
                         p.data.fill_(math.nan)
 
-        return baselines.Driver(Explode(params, lr=0.1))
+        return baselines.Driver(Explode(model.parameters(), lr=0.1))
 
     spec = baselines.OptimizerSpec("explode", exploding, True, "test")
     monkeypatch.setitem(baselines.OPTIMIZERS, "explode", spec)
@@ -329,7 +329,9 @@ def test_lhopt_trainloss_never_sees_a_validation_loss():
     assert "lhopt-trainloss" in LEARNED
     quad = TaskConfig.make("quadratic", dim=20, condition=100.0, noise=0.3, batch=4, budget=80)
     for name, sees_val in (("lhopt", True), ("lhopt-trainloss", False)):
-        driver = get(name).make(torch.nn.Linear(3, 1).parameters(), 80, None)
+        model = torch.nn.Linear(3, 1)
+        driver = get(name).make(model, 80, None)
+        assert driver.optimizer.model is model  # registers restore the module, as users pass it
         assert isinstance(driver, TrainLossDriver) != sees_val
         driver.on_eval(0, 1.5)
         assert (driver.optimizer._val_loss == 1.5) == sees_val

@@ -322,7 +322,7 @@ def test_the_benchmark_tells_a_learned_optimizer_its_tasks_steps_per_epoch():
     from lhopt.bench import runner
 
     job = {"optimizer": "lhopt", "config": LINEAR.to_dict()}
-    driver = runner._make(job)(torch.nn.Linear(3, 1).parameters(), 60, None)
+    driver = runner._make(job)(torch.nn.Linear(3, 1), 60, None)
     assert driver.optimizer.steps_per_epoch == 20.0
     plain = runner._make({"optimizer": "adamw", "config": LINEAR.to_dict()})
     assert plain is runner.optimizers.get("adamw").make  # baselines are not told

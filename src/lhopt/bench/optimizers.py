@@ -1,6 +1,6 @@
 """Optimizers by name, as the benchmark compares them (docs/evaluation.md).
 
-Each name maps to an `OptimizerSpec` whose `make(params, budget, lr)` returns a `Driver`: the
+Each name maps to an `OptimizerSpec` whose `make(model, budget, lr)` returns a `Driver`: the
 optimizer plus what a run needs around it (a schedule, a switch to evaluation weights, the
 hyperparameters to plot). The baselines are `lhopt.curves.drivers`; `lhopt` and
 `lhopt-trainloss` are `LearnedOptimizer` with the shipped policy (or `--policy`).
@@ -8,7 +8,7 @@ hyperparameters to plot). The baselines are `lhopt.curves.drivers`; `lhopt` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +21,7 @@ from lhopt.curves.drivers import DEFAULT_LR, TUNED_LR_GRID, Driver
 @dataclass(frozen=True)
 class OptimizerSpec:
     name: str
-    make: Callable[..., Driver]  # (params, budget, lr, **extra) -> Driver
+    make: Callable[..., Driver]  # (model, budget, lr, **extra) -> Driver
     budget_dependent: bool  # its schedule depends on the budget it is given
     doc: str
     tuned_from: str | None = None  # run as `tuned_from` over `lr_grid`, best by validation
@@ -74,15 +74,21 @@ class TrainLossDriver(LearnedDriver):
 
 def _learned(driver: type[LearnedDriver]):
     def make(
-        params: Iterable,
+        model: torch.nn.Module,
         budget: int,
         lr: float | None,
         policy: str = "default",
         steps_per_epoch: float | None = None,
     ):
+        # model= as the README's usage passes it: registers and start-overs restore the whole
+        # module, buffers (batch norm's running statistics) included
         return driver(
             LearnedOptimizer(
-                params, total_steps=budget, policy=policy, steps_per_epoch=steps_per_epoch
+                model.parameters(),
+                total_steps=budget,
+                policy=policy,
+                steps_per_epoch=steps_per_epoch,
+                model=model,
             )
         )
 

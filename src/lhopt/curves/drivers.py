@@ -84,22 +84,28 @@ def warmup_cosine(lr: float, budget: int) -> Callable[[int], float]:
     return lambda step: lr * schedules.warmup_cosine(step, budget)
 
 
-def adamw(params, budget, lr):
-    return Driver(torch.optim.AdamW(params, lr=lr or DEFAULT_LR, **ADAMW_KW))
+# Driver factories: `make(model, budget, lr)`, the module trained, its run's total steps and the
+# lr a grid gives (None: the optimizer's own).
 
 
-def adamw_cosine(params, budget, lr):
+def adamw(model, budget, lr):
+    return Driver(torch.optim.AdamW(model.parameters(), lr=lr or DEFAULT_LR, **ADAMW_KW))
+
+
+def adamw_cosine(model, budget, lr):
     lr = lr or DEFAULT_LR
-    return Driver(torch.optim.AdamW(params, lr=lr, **ADAMW_KW), warmup_cosine(lr, budget))
+    return Driver(
+        torch.optim.AdamW(model.parameters(), lr=lr, **ADAMW_KW), warmup_cosine(lr, budget)
+    )
 
 
-def schedulefree(params, budget, lr):
+def schedulefree(model, budget, lr):
     schedulefree = require("schedulefree", "bench")
 
-    return ScheduleFreeDriver(schedulefree.AdamWScheduleFree(params))
+    return ScheduleFreeDriver(schedulefree.AdamWScheduleFree(model.parameters()))
 
 
-def prodigy(params, budget, lr):
+def prodigy(model, budget, lr):
     Prodigy = require("prodigyopt", "bench").Prodigy
 
-    return ProdigyDriver(Prodigy(params, lr=1.0))
+    return ProdigyDriver(Prodigy(model.parameters(), lr=1.0))

@@ -21,14 +21,14 @@ from lhopt.tasks import build_task
 
 
 def run_job(job: dict, make: Callable[..., Driver]) -> dict:
-    """Train once with the driver `make(params, total_steps, lr, **extra)` gives and record
+    """Train once with the driver `make(model, total_steps, lr, **extra)` gives and record
     everything a report needs. Raises on a crash."""
     task = build_task(job["config"], job["seed"])
     T = task.budget
     total = round(job["multiple"] * T)
     torch.manual_seed(job["seed"])
     extra = {"policy": job["policy"]} if job.get("policy") else {}  # `lhopt` with another policy
-    driver = make(task.model.parameters(), total, job["lr"], **extra)
+    driver = make(task.model, total, job["lr"], **extra)
     eval_steps = task.eval_steps(total)
     result = {
         "steps": [],
