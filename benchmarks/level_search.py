@@ -546,6 +546,9 @@ def main() -> None:
     parser.add_argument("--wd-max", type=float, default=0.1)
     parser.add_argument("--wd-eps", type=float, default=0.05)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1"
+    )
     parser.add_argument("--frac", type=float, default=0.1, help="range test's share of T")
     parser.add_argument("--lo", type=float, default=1e-4)
     parser.add_argument("--hi", type=float, default=1.0)
@@ -593,7 +596,9 @@ def main() -> None:
     from lhopt.bench import benchmark as bench
     from lhopt.curves.speedup import best_by, geometric_mean
 
-    seeds = list(range(args.seeds))
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error(f"--seeds={args.seeds} --first-seed={args.first_seed}: expected >= 1, >= 0")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     doc = {"args": vars(args), "suites": {}}
     if not args.losses_only:  # the baselines run on Ray, the reads on a process pool
         bench.start_ray(None, args.workers)
