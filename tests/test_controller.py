@@ -474,3 +474,40 @@ def test_a_spec_without_start_over_batch_norm_keeps_the_rule_off_for_batch_norm(
     layout = actor_layout(ControlSpec(start_over_batch_norm=False))
     assert layout["start_over_batch_norm"] is False
     assert file_spec({"layout": layout}).start_over_batch_norm is False
+
+
+def test_raise_until_carries_out_a_late_lr_raise_as_keep():
+    import dataclasses
+
+    from lhopt.control.controller import Controller
+    from lhopt.control.policy_file import ControlSpec, actor_layout, file_spec
+    from lhopt.optim import CIAO
+
+    net = load_policy("default")
+    model = nn.Linear(3, 1)
+    opt = CIAO(model.parameters(), lr=0.03)
+    c = Controller(net, opt, 100, spec=dataclasses.replace(net.spec, raise_until=0.5))
+    lr = [h.hparam for h in c.space.heads].index("lr")
+    double, halve = list(c.space.keep), list(c.space.keep)
+    double[lr] = c.space.heads[lr].choices.index(2.0)
+    halve[lr] = c.space.heads[lr].choices.index(0.5)
+    seen = []
+    for step, action in ((40, double), (50, double), (60, double), (70, halve)):
+        features = c.observe(step, train_loss=1.0, val_loss=1.0)
+        c.carry_out(
+            step, model, features, tuple(action), 0.0, c.hidden, train_loss=1.0, val_loss=1.0
+        )
+        seen.append((opt.param_groups[0]["lr"], c.history[-1]["action"]["lr"], c.prev_action[lr]))
+    keep = c.space.keep[lr]
+    assert seen == [  # raises up to half the run; past it kept, a cut still carried out
+        (0.06, 2.0, double[lr]),
+        (0.12, 2.0, double[lr]),
+        (0.12, 1.0, keep),
+        (0.06, 0.5, halve[lr]),
+    ]
+    for bad in (0, 1.5, float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match="raise_until="):
+            ControlSpec(raise_until=bad)
+    assert "raise_until" not in actor_layout(ControlSpec())  # old hashes stay
+    layout = actor_layout(ControlSpec(raise_until=0.7))
+    assert file_spec({"layout": layout}).raise_until == 0.7
