@@ -90,13 +90,6 @@ def main() -> None:
         default=None,
         help="false: the start-over rule stays off for a model with batch norm (default: SRC's)",
     )
-    parser.add_argument(
-        "--raise-until",
-        type=float,
-        default=None,
-        metavar="U",
-        help="past U of the run an lr raise is carried out as keep (1: off; default: SRC's)",
-    )
     parser.add_argument("--norm-from", default=None, help="a policy file whose normaliser to use")
     parser.add_argument(
         "--spec-from",
@@ -174,11 +167,6 @@ def main() -> None:
             parser.error(f"--table-decay: {e}")
     if args.start_over_batch_norm is not None:
         spec = replace(spec, start_over_batch_norm=args.start_over_batch_norm == "true")
-    if args.raise_until is not None:
-        try:  # the spec checks its range
-            spec = replace(spec, raise_until=args.raise_until)
-        except ValueError as e:
-            parser.error(f"--raise-until: {e}")
     if args.horizon_power is not None:
         try:  # the spec checks its range
             spec = replace(spec, horizon_power=args.horizon_power)
@@ -209,7 +197,6 @@ def main() -> None:
         f"matrix_decay below {spec.matrix_decay_below:g} at {spec.matrix_decay_factor:g}, "
         f"table_decay {spec.table_decay_factor:g}, "
         f"start_over_batch_norm {spec.start_over_batch_norm}, "
-        f"raise_until {spec.raise_until:g}, "
         f"normaliser from {args.norm_from or args.src}, "
         f"initial {initial}"
     )

@@ -56,11 +56,6 @@ def test_the_network_is_kept_and_the_spec_or_normaliser_changed(tmp_path):
     bad = subprocess.run([*cmd, "--table-decay", "11"], capture_output=True, text=True)
     assert bad.returncode == 2 and "table_decay_factor=11" in bad.stderr
 
-    subprocess.run([*cmd, "--raise-until", "0.6"], check=True, capture_output=True)
-    assert load_policy(out).spec.raise_until == 0.6 != shipped.spec.raise_until
-    bad = subprocess.run([*cmd, "--raise-until", "0"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "raise_until=0" in bad.stderr
-
     subprocess.run([*cmd, "--fallback-cut", "0.5"], check=True, capture_output=True)
     assert load_policy(out).spec.fallback_cut == 0.5
     bad = subprocess.run(

@@ -46,10 +46,6 @@ CIAO applies is multiplied by c, at most `FALLBACKS` times (history's `fallbacks
 them); the policy's recurrent state and the registers go on. A copy of the model's and the
 optimizer's state is kept from the first decision on, taken again at each new best validation
 loss.
-
-No raise late (`ControlSpec.raise_until` u < 1): past u of the run an lr choice above 1 is
-carried out as "keep", so that the schedule's anneal is not undone; the history, the next
-previous-action feature and the recurrent state see the choice carried out.
 """
 
 from __future__ import annotations
@@ -379,9 +375,8 @@ class Controller:
                 self.registers.apply(
                     op, k, module, self.register_target, loss=train_loss, progress=progress
                 )
-            applied = self._no_late_raise(action, progress)
-            self.space.apply_hparams(self.optimizer.param_groups, applied)
-            self.prev_action = applied
+            self.space.apply_hparams(self.optimizer.param_groups, action)
+            self.prev_action = action
             if fall == "best" and op in ("none", "save"):
                 # the state the next fall back returns to: the one just validated, after this
                 # decision's changes of the hyperparameters
@@ -410,15 +405,6 @@ class Controller:
             }
         )
         return Decision(step, features, action, logp, (op, k))
-
-    def _no_late_raise(self, action: tuple[int, ...], progress: float) -> tuple[int, ...]:
-        """`action` as carried out: past the spec's `raise_until`, an lr choice above 1 kept."""
-        if progress <= self.spec.raise_until:
-            return action
-        return tuple(
-            h.keep_index if h.hparam == "lr" and h.choices[a] > 1.0 else a
-            for h, a in zip(self.space.heads, action, strict=False)
-        ) + tuple(action[len(self.space.heads) :])
 
     def _start_over(self, step: int, module: nn.Module, train_loss, val_loss) -> bool:
         """Starting over (module doc): keep the first state, update the gap, and start over

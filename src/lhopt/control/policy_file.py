@@ -91,11 +91,6 @@ class ControlSpec:
         controller knows the model only where it is given (`LearnedOptimizer(model=...)`);
         without it the rule reads the run as any. True (the default): the rule reads every
         model.
-    raise_until: u in (0, 1): past u of the run the controller carries out an lr-head choice
-        above 1 as "keep" (a raise late re-heats a decaying schedule's anneal); the policy's
-        recurrent state and its previous-action feature see what was carried out. 1 (the
-        default): every choice is carried out. Set on a trained policy's file;
-        meta-training episodes do not run it.
     """
 
     schedule: str = "constant"
@@ -114,7 +109,6 @@ class ControlSpec:
     matrix_decay_factor: float = 1.0
     table_decay_factor: float = 1.0
     start_over_batch_norm: bool = True
-    raise_until: float = 1.0
 
     def __post_init__(self) -> None:
         schedules.get(self.schedule)  # a ValueError naming the allowed shapes
@@ -170,10 +164,6 @@ class ControlSpec:
             )
         check_value("table_decay_factor", self.table_decay_factor)
         object.__setattr__(self, "table_decay_factor", float(self.table_decay_factor))
-        until = self.raise_until
-        if isinstance(until, bool) or not isinstance(until, int | float) or not 0 < until <= 1:
-            raise ValueError(f"raise_until={until!r}: expected a share of the run in (0, 1]")
-        object.__setattr__(self, "raise_until", float(until))
         for name in (
             "epochs",
             "run_length",
@@ -245,7 +235,6 @@ OPTIONAL_LAYOUT_KEYS = (
     "matrix_decay_factor",
     "table_decay_factor",
     "start_over_batch_norm",
-    "raise_until",
 )
 _FIELD_DEFAULTS = {f.name: f.default for f in fields(ControlSpec)}
 
@@ -376,7 +365,6 @@ def file_spec(data: dict) -> ControlSpec | None:
             matrix_decay_factor=layout.get("matrix_decay_factor", 1.0),
             table_decay_factor=layout.get("table_decay_factor", 1.0),
             start_over_batch_norm=bool(layout.get("start_over_batch_norm", True)),
-            raise_until=layout.get("raise_until", 1.0),
         )
     except (ValueError, TypeError):
         return None
